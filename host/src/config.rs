@@ -1,0 +1,410 @@
+//! Building a complete configuration generation from the gateway file and
+//! its policy manifests: parse, resolve plugins, check every step's config
+//! through the plugin, compile routes. Either everything is valid and a new
+//! [`Generation`] comes out, or a list of errors a person can act on.
+
+use crate::manifest::{
+    self, line_col, GatewayFile, ManifestError, PolicyManifest, RouteSpec, StepSpec, SCHEMA,
+};
+use crate::policy::{engine::MAX_STEP_MEMORY, Runtime, Step};
+use crate::proxy::Upstream;
+use crate::route::{HostPattern, PathPattern, Route, Router};
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// One API, ready to serve.
+#[derive(Debug)]
+pub struct Api {
+    pub name: Arc<str>,
+    pub upstream: Upstream,
+    pub steps: Vec<Step>,
+    /// The largest request body any step asked for.
+    pub request_body_limit: Option<usize>,
+}
+
+/// A complete, validated configuration.
+#[derive(Debug)]
+pub struct Generation {
+    pub router: Router,
+    pub apis: Vec<Api>,
+    /// Files whose change should trigger a reload.
+    pub watched: Vec<PathBuf>,
+}
+
+/// Everything wrong with a configuration, one line each.
+#[derive(Debug, Default)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "error: {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl From<ManifestError> for ConfigErrors {
+    fn from(e: ManifestError) -> Self {
+        ConfigErrors(vec![e.to_string()])
+    }
+}
+
+/// Resolve `p` against the folder of the file that named it.
+pub fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// Read and check the gateway file on its own.
+pub fn read_gateway_file(path: &Path) -> Result<GatewayFile, ConfigErrors> {
+    let (gw, text): (GatewayFile, String) = manifest::read_toml(path)?;
+    let mut errs = Vec::new();
+    if gw.schema != SCHEMA {
+        errs.push(format!(
+            "{}: schema {} is not supported (this build reads schema {SCHEMA})",
+            path.display(),
+            gw.schema
+        ));
+    }
+    if gw.listeners.is_empty() {
+        errs.push(format!(
+            "{}: at least one [[listener]] is required",
+            path.display()
+        ));
+    }
+    let mut names = HashSet::new();
+    for l in &gw.listeners {
+        if !names.insert(l.name.as_str().to_string()) {
+            errs.push(format!(
+                "{}: listener name `{}` is used twice",
+                path.display(),
+                l.name
+            ));
+        }
+        if l.address.parse::<std::net::SocketAddr>().is_err() {
+            errs.push(format!(
+                "{}: listener `{}`: address `{}` is not IP:port (e.g. 127.0.0.1:8080)",
+                path.display(),
+                l.name,
+                l.address
+            ));
+        }
+    }
+    let mem = gw.limits.step_memory.0;
+    if mem < (1 << 20) || mem > MAX_STEP_MEMORY {
+        errs.push(format!(
+            "{}: limits.step-memory must be between 1MiB and {}MiB",
+            path.display(),
+            MAX_STEP_MEMORY >> 20
+        ));
+    }
+    if gw.limits.max_instances == 0 || gw.limits.max_instances > 100_000 {
+        errs.push(format!(
+            "{}: limits.max-instances must be between 1 and 100000",
+            path.display()
+        ));
+    }
+    let _ = text;
+    if errs.is_empty() {
+        Ok(gw)
+    } else {
+        Err(ConfigErrors(errs))
+    }
+}
+
+/// The manifest files a gateway file names (folders expand to their
+/// `*.toml` files, sorted).
+pub fn manifest_files(base: &Path, gw: &GatewayFile) -> Result<Vec<PathBuf>, ConfigErrors> {
+    let mut files = Vec::new();
+    let mut errs = Vec::new();
+    for p in &gw.policies {
+        let p = resolve(base, p);
+        if p.is_dir() {
+            match std::fs::read_dir(&p) {
+                Ok(rd) => {
+                    let mut found: Vec<PathBuf> = rd
+                        .filter_map(|e| e.ok().map(|e| e.path()))
+                        .filter(|f| f.extension().is_some_and(|x| x == "toml"))
+                        .collect();
+                    found.sort();
+                    files.extend(found);
+                }
+                Err(e) => errs.push(format!("{}: cannot read folder: {e}", p.display())),
+            }
+        } else {
+            files.push(p);
+        }
+    }
+    if errs.is_empty() {
+        Ok(files)
+    } else {
+        Err(ConfigErrors(errs))
+    }
+}
+
+/// Build a generation. `gw_path` is the gateway file (for relative paths).
+pub fn build(
+    gw_path: &Path,
+    gw: &GatewayFile,
+    runtime: &Runtime,
+) -> Result<Generation, ConfigErrors> {
+    let base = gw_path.parent().unwrap_or(Path::new("."));
+    let files = manifest_files(base, gw)?;
+    let mut errs = Vec::new();
+    let mut apis = Vec::new();
+    let mut routes = Vec::new();
+    let mut watched = vec![gw_path.to_path_buf()];
+    let mut api_names: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for p in &gw.policies {
+        watched.push(resolve(base, p));
+    }
+    for file in &files {
+        let (m, text): (PolicyManifest, String) = match manifest::read_toml(file) {
+            Ok(x) => x,
+            Err(e) => {
+                errs.push(e.to_string());
+                continue;
+            }
+        };
+        if m.schema != SCHEMA {
+            errs.push(format!(
+                "{}: schema {} is not supported (this build reads schema {SCHEMA})",
+                file.display(),
+                m.schema
+            ));
+            continue;
+        }
+        for api in &m.apis {
+            let span = api.span();
+            let api = api.get_ref();
+            let at = |offset: usize| {
+                let (l, c) = line_col(&text, offset);
+                format!("{}:{l}:{c}", file.display())
+            };
+            if let Some(prev) = api_names.insert(api.name.to_string(), file.clone()) {
+                errs.push(format!(
+                    "{}: api `{}` is already defined in {}",
+                    at(span.start),
+                    api.name,
+                    prev.display()
+                ));
+                continue;
+            }
+            let api_index = apis.len();
+            let mut ok = true;
+            // Upstream.
+            let upstream = match Upstream::new(&api.upstream) {
+                Ok(u) => Some(u),
+                Err(e) => {
+                    errs.push(format!("{}: api `{}`: upstream: {e}", at(span.start), api.name));
+                    ok = false;
+                    None
+                }
+            };
+            // Routes.
+            if api.routes.is_empty() {
+                errs.push(format!(
+                    "{}: api `{}` has no [[api.route]]",
+                    at(span.start),
+                    api.name
+                ));
+                ok = false;
+            }
+            for r in &api.routes {
+                match compile_route(api_index, routes.len(), r.get_ref()) {
+                    Ok(route) => routes.push(route),
+                    Err(e) => {
+                        errs.push(format!(
+                            "{}: api `{}`: route: {e}",
+                            at(r.span().start),
+                            api.name
+                        ));
+                        ok = false;
+                    }
+                }
+            }
+            // Chain.
+            let mut steps = Vec::new();
+            let mut step_names = HashSet::new();
+            for s in &api.chain {
+                let spec: &StepSpec = s.get_ref();
+                let step_name = spec
+                    .name
+                    .as_ref()
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| spec.plugin.clone());
+                let where_ = at(spec
+                    .config
+                    .as_ref()
+                    .map_or(s.span().start, |c| c.span().start));
+                let ctx = format!(
+                    "{where_}: api `{}`, step `{step_name}` (plugin `{}`)",
+                    api.name, spec.plugin
+                );
+                if !step_names.insert(step_name.clone()) {
+                    errs.push(format!(
+                        "{}: api `{}`: step name `{step_name}` is used twice; give each step a distinct `name`",
+                        at(s.span().start),
+                        api.name
+                    ));
+                    ok = false;
+                    continue;
+                }
+                let Some(plugin_path) = find_plugin(base, gw, &spec.plugin) else {
+                    errs.push(format!(
+                        "{ctx}: plugin `{}` not found (looked in [plugins] paths and dirs: {})",
+                        spec.plugin,
+                        describe_dirs(base, gw)
+                    ));
+                    ok = false;
+                    continue;
+                };
+                watched.push(plugin_path.clone());
+                let plugin = match runtime.load_plugin(&spec.plugin, &plugin_path) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        errs.push(format!("{ctx}: {e:#}"));
+                        ok = false;
+                        continue;
+                    }
+                };
+                let memory = spec.memory.unwrap_or(gw.limits.step_memory).0;
+                if !((1 << 20)..=MAX_STEP_MEMORY).contains(&memory) {
+                    errs.push(format!(
+                        "{ctx}: memory must be between 1MiB and {}MiB",
+                        MAX_STEP_MEMORY >> 20
+                    ));
+                    ok = false;
+                    continue;
+                }
+                let timeout = spec.timeout.unwrap_or(gw.limits.step_timeout).0;
+                if timeout.is_zero() || timeout > std::time::Duration::from_secs(30) {
+                    errs.push(format!("{ctx}: timeout must be between 1ms and 30s"));
+                    ok = false;
+                    continue;
+                }
+                let config = spec.config.as_ref().map_or_else(
+                    || "{}".to_string(),
+                    |c| {
+                        manifest::toml_to_json(&toml::Value::Table(c.get_ref().clone()))
+                            .to_string()
+                    },
+                );
+                match runtime.configure_step(
+                    &api.name.to_string(),
+                    &step_name,
+                    plugin,
+                    config,
+                    timeout,
+                    memory as usize,
+                    spec.fail_open,
+                ) {
+                    Ok(step) => steps.push(step),
+                    Err(e) => {
+                        errs.push(format!("{ctx}: {e}"));
+                        ok = false;
+                    }
+                }
+            }
+            if ok {
+                let request_body_limit = steps
+                    .iter()
+                    .filter_map(|s| s.info.body.request.map(|n| n as usize))
+                    .max();
+                apis.push(Api {
+                    name: api.name.to_string().into(),
+                    upstream: upstream.expect("checked above"),
+                    steps,
+                    request_body_limit,
+                });
+            } else {
+                // Keep indexes of later APIs aligned with their routes.
+                routes.retain(|r| r.api != api_index);
+                api_names.remove(&api.name.to_string());
+            }
+        }
+    }
+    if errs.is_empty() {
+        watched.sort();
+        watched.dedup();
+        Ok(Generation {
+            router: Router::new(routes),
+            apis,
+            watched,
+        })
+    } else {
+        Err(ConfigErrors(errs))
+    }
+}
+
+fn describe_dirs(base: &Path, gw: &GatewayFile) -> String {
+    if gw.plugins.dirs.is_empty() {
+        return "none configured".into();
+    }
+    gw.plugins
+        .dirs
+        .iter()
+        .map(|d| resolve(base, d).display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Where the plugin called `name` lives, if anywhere.
+pub fn find_plugin(base: &Path, gw: &GatewayFile, name: &str) -> Option<PathBuf> {
+    if let Some(p) = gw.plugins.paths.get(name) {
+        return Some(resolve(base, p));
+    }
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return None;
+    }
+    let file = format!("{}.wasm", name.replace('-', "_"));
+    gw.plugins
+        .dirs
+        .iter()
+        .map(|d| resolve(base, d).join(&file))
+        .find(|p| p.is_file())
+}
+
+fn compile_route(api: usize, order: usize, r: &RouteSpec) -> Result<Route, String> {
+    let (path, label) = match (&r.path, &r.prefix) {
+        (Some(p), None) => (PathPattern::template(p)?, p.clone()),
+        (None, Some(p)) => (PathPattern::prefix(p)?, format!("{p}/**")),
+        (Some(_), Some(_)) => return Err("give either `path` or `prefix`, not both".into()),
+        (None, None) => return Err("give `path` (e.g. \"/pets/{id}\") or `prefix`".into()),
+    };
+    let hosts = r
+        .hosts
+        .iter()
+        .map(|h| HostPattern::parse(h))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut methods = Vec::new();
+    for m in &r.methods {
+        if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Err(format!("method `{m}` is not an HTTP method"));
+        }
+        methods.push(m.to_ascii_uppercase());
+    }
+    Ok(Route {
+        api,
+        name: r.name.as_ref().map_or(label, |n| n.to_string()),
+        hosts,
+        path,
+        methods,
+        order,
+    })
+}

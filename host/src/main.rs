@@ -1,0 +1,142 @@
+//! The `tollgate` command.
+#![forbid(unsafe_code)]
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tollgate::server::{self, Gateway};
+
+#[derive(Parser)]
+#[command(name = "tollgate", version, about = "API gateway with WebAssembly policies")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve: bind the listeners and proxy calls through the policy chains.
+    Run {
+        /// The gateway file.
+        #[arg(long, short, default_value = "tollgate.toml")]
+        config: PathBuf,
+    },
+    /// Validate a gateway file and every manifest, plugin and step config it
+    /// names, without serving. Exits non-zero on any error.
+    Check {
+        /// The gateway file.
+        file: PathBuf,
+    },
+    /// Serve the demo upstream (a JSON echo server).
+    DemoUpstream {
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        listen: std::net::SocketAddr,
+    },
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("TOLLGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { file } => check(file),
+        Command::Run { config } => {
+            init_logging();
+            match run(config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::DemoUpstream { listen } => {
+            init_logging();
+            let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+            match rt.block_on(tollgate::demo::serve(listen, |a| {
+                tracing::info!("demo upstream listening on http://{a}")
+            })) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn check(file: PathBuf) -> ExitCode {
+    let result = (|| -> Result<String, String> {
+        let path = file
+            .canonicalize()
+            .map_err(|e| format!("error: {}: cannot read: {e}", file.display()))?;
+        let gw = tollgate::config::read_gateway_file(&path).map_err(|e| e.to_string())?;
+        // A throwaway runtime without a cache: checking writes nothing.
+        let runtime = tollgate::policy::Runtime::new(
+            tollgate::policy::EngineLimits { max_instances: 64 },
+            None,
+        )
+        .map_err(|e| format!("error: {e:#}"))?;
+        let g = tollgate::config::build(&path, &gw, &runtime).map_err(|e| e.to_string())?;
+        let steps: usize = g.apis.iter().map(|a| a.steps.len()).sum();
+        Ok(format!(
+            "ok: {} api(s), {} step(s), {} listener(s)",
+            g.apis.len(),
+            steps,
+            gw.listeners.len()
+        ))
+    })();
+    match result {
+        Ok(msg) => {
+            println!("{msg}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: PathBuf) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async move {
+        let (gateway, gw) = tokio::task::spawn_blocking(move || Gateway::load(&config)).await??;
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let (bound, tasks) = server::serve(gateway.clone(), &gw, rx).await?;
+        gateway.spawn_reloaders(gw.reload.watch, gw.reload.debounce.0);
+        tracing::info!("tollgate serving: {}", server::describe(&bound));
+        wait_for_shutdown().await;
+        tracing::info!("shutting down: finishing requests in flight");
+        let _ = tx.send(true);
+        for t in tasks {
+            let _ = t.await;
+        }
+        // Give connections a moment to drain.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        Ok(())
+    })
+}
+
+async fn wait_for_shutdown() {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}

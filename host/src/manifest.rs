@@ -1,0 +1,517 @@
+//! TOML configuration: the gateway file and the policy manifests.
+//!
+//! Everything here is plain data with `deny_unknown_fields`; newtypes reject
+//! nonsense (durations, sizes, names) while parsing, so a file that parses is
+//! structurally sound. Semantic checks that need the plugins (each step's
+//! config) happen in [`crate::config`], which adds file, API and step to the
+//! message.
+
+use serde::{Deserialize, Deserializer};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The schema version this build understands.
+pub const SCHEMA: u32 = 1;
+
+/// An error in a configuration file, with where it is and what was expected.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML did not parse into the expected shape. `detail` is toml's
+    /// own message, which carries the line, the column and a caret.
+    #[error("{path}: {detail}")]
+    Parse { path: PathBuf, detail: String },
+    /// A value parsed but makes no sense (duplicate names, unknown plugin...).
+    #[error("{path}:{line}:{column}: {message}")]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+/// Parse a TOML document, mapping errors to [`ManifestError::Parse`].
+pub fn parse_toml<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    text: &str,
+) -> Result<T, ManifestError> {
+    toml::from_str(text).map_err(|e| ManifestError::Parse {
+        path: path.to_path_buf(),
+        detail: e.to_string().trim_end().to_string(),
+    })
+}
+
+/// Read and parse a TOML file.
+pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<(T, String), ManifestError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let value = parse_toml(path, &text)?;
+    Ok((value, text))
+}
+
+/// 1-based line and column of a byte offset in `text`.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(offset, |nl| offset - nl - 1) + 1;
+    (line, column)
+}
+
+// ---------------------------------------------------------------------------
+// Newtypes
+
+/// A duration written as a number and a unit: `250ms`, `10s`, `2m`, `1h`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl TryFrom<&str> for Dur {
+    type Error = String;
+    fn try_from(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or_else(|| format!("`{s}` has no unit: expected e.g. `250ms`, `10s`, `2m`, `1h`"))?;
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("`{s}` is not a duration: expected e.g. `250ms`, `10s`, `2m`, `1h`"))?;
+        let d = match unit {
+            "us" => Duration::from_micros(n),
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            _ => {
+                return Err(format!(
+                    "`{s}` has unknown unit `{unit}`: expected one of us, ms, s, m, h"
+                ))
+            }
+        };
+        Ok(Dur(d))
+    }
+}
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Dur::try_from(s.as_str()).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A size in bytes written as a number and a unit: `512B`, `64KiB`, `16MiB`, `1GiB`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Size(pub u64);
+
+impl TryFrom<&str> for Size {
+    type Error = String;
+    fn try_from(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("`{s}` is not a size: expected e.g. `64KiB`, `16MiB`"))?;
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "KiB" | "KB" | "K" => 1 << 10,
+            "MiB" | "MB" | "M" => 1 << 20,
+            "GiB" | "GB" | "G" => 1 << 30,
+            other => {
+                return Err(format!(
+                    "`{s}` has unknown unit `{other}`: expected one of B, KiB, MiB, GiB"
+                ))
+            }
+        };
+        n.checked_mul(mult)
+            .map(Size)
+            .ok_or_else(|| format!("`{s}` is too large"))
+    }
+}
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(Size(n)),
+            Raw::S(s) => Size::try_from(s.as_str()).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+/// A name for an API, route, step or listener: 1 to 64 characters of
+/// `a-z A-Z 0-9 - _ .`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Name(String);
+
+impl Name {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for Name {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if s.is_empty() || s.len() > 64 {
+            return Err(format!("name `{s}` must be 1 to 64 characters long"));
+        }
+        if let Some(c) = s
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        {
+            return Err(format!(
+                "name `{s}` contains {c:?}: use only letters, digits, `-`, `_` and `.`"
+            ));
+        }
+        Ok(Name(s))
+    }
+}
+
+impl<'de> Deserialize<'de> for Name {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Name::try_from(s).map_err(serde::de::Error::custom)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The gateway file
+
+/// The operator's file: listeners, TLS, data directory, limits, plugins and
+/// which policy manifests to load.
+///
+/// ```toml
+/// schema = 1
+/// data-dir = "data"
+/// policies = ["policies/demo.toml"]
+///
+/// [[listener]]
+/// name = "public"
+/// address = "127.0.0.1:8080"
+///
+/// [plugins]
+/// dirs = ["plugins/target/wasm32-wasip2/release"]
+/// ```
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct GatewayFile {
+    /// Must be 1.
+    pub schema: u32,
+    /// Where the store and the compiled-plugin cache live; relative paths
+    /// are relative to this file. Default: `data`.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Policy manifest files, or folders whose `*.toml` files are all loaded.
+    #[serde(default)]
+    pub policies: Vec<PathBuf>,
+    /// At least one listener.
+    #[serde(rename = "listener")]
+    pub listeners: Vec<ListenerSpec>,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub plugins: PluginSources,
+    #[serde(default)]
+    pub reload: ReloadSpec,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+
+/// One listening socket.
+///
+/// ```toml
+/// [[listener]]
+/// name = "public-tls"
+/// address = "0.0.0.0:8443"
+/// tls = { cert = "certs/gw.pem", key = "certs/gw.key" }
+/// ```
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ListenerSpec {
+    pub name: Name,
+    /// `IP:port`; port 0 picks a free port (logged at start).
+    pub address: String,
+    pub tls: Option<TlsSpec>,
+}
+
+/// PEM certificate chain and private key; ALPN offers h2 and http/1.1.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TlsSpec {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Limits on clients and on policy steps. Every field has a default.
+///
+/// ```toml
+/// [limits]
+/// max-header-bytes = "64KiB"
+/// request-header-timeout = "10s"
+/// step-timeout = "50ms"
+/// step-memory = "16MiB"
+/// ```
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Limits {
+    /// Largest request head (HTTP/1 line and headers, HTTP/2 header list).
+    pub max_header_bytes: Size,
+    /// Most header fields in one request.
+    pub max_headers: usize,
+    /// A client must send its whole request head within this time.
+    pub request_header_timeout: Dur,
+    /// Most simultaneous client connections per listener.
+    pub max_connections: usize,
+    /// Most concurrent HTTP/2 streams per connection.
+    pub max_concurrent_streams: u32,
+    /// Default wall-clock deadline for one policy phase (configure + phase).
+    pub step_timeout: Dur,
+    /// Default memory cap for one policy instance.
+    pub step_memory: Size,
+    /// Most policy instances alive at once (across all requests); a request
+    /// that finds none free gets 503.
+    pub max_instances: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_header_bytes: Size(64 << 10),
+            max_headers: 100,
+            request_header_timeout: Dur(Duration::from_secs(10)),
+            max_connections: 10_000,
+            max_concurrent_streams: 100,
+            step_timeout: Dur(Duration::from_millis(50)),
+            step_memory: Size(16 << 20),
+            max_instances: 1000,
+        }
+    }
+}
+
+/// Where plugins come from: a name in a chain resolves to an explicit path
+/// in `paths`, else to `<dir>/<name>.wasm` (with `-` read as `_`) in the
+/// first of `dirs` that has it.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PluginSources {
+    #[serde(default)]
+    pub dirs: Vec<PathBuf>,
+    #[serde(default)]
+    pub paths: std::collections::BTreeMap<String, PathBuf>,
+}
+
+/// How configuration changes are picked up (SIGHUP always works).
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ReloadSpec {
+    /// Watch the gateway file, the manifests and the plugin files.
+    pub watch: bool,
+    /// Wait this long after the last change before reloading.
+    pub debounce: Dur,
+}
+
+impl Default for ReloadSpec {
+    fn default() -> Self {
+        ReloadSpec {
+            watch: true,
+            debounce: Dur(Duration::from_millis(200)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Policy manifests
+
+/// A policy manifest: one or more APIs with their routes, upstream and chain.
+///
+/// ```toml
+/// schema = 1
+///
+/// [[api]]
+/// name = "pets"
+/// upstream = { targets = ["http://127.0.0.1:9090"] }
+///
+/// [[api.route]]
+/// path = "/pets/{id}"
+/// methods = ["GET"]
+///
+/// [[api.chain]]
+/// plugin = "transform"
+/// config = { request = { headers = { set = { "x-api" = "pets" } } } }
+/// ```
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PolicyManifest {
+    pub schema: u32,
+    #[serde(default, rename = "api")]
+    pub apis: Vec<toml::Spanned<ApiSpec>>,
+}
+
+/// One API.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ApiSpec {
+    pub name: Name,
+    pub upstream: UpstreamSpec,
+    /// At least one route.
+    #[serde(rename = "route")]
+    pub routes: Vec<toml::Spanned<RouteSpec>>,
+    /// The request chain, in order; the response chain runs in reverse.
+    #[serde(default, rename = "chain")]
+    pub chain: Vec<toml::Spanned<StepSpec>>,
+}
+
+/// Where an API's calls go.
+///
+/// ```toml
+/// [api.upstream]
+/// targets = ["http://10.0.0.5:8080", "http://10.0.0.6:8080"]
+/// connect-timeout = "2s"
+/// response-timeout = "30s"
+/// preserve-host = false
+/// ```
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct UpstreamSpec {
+    /// `http://host:port[/base-path]`; several are used round-robin.
+    pub targets: Vec<String>,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout: Dur,
+    /// Time from sending the request to receiving the response head.
+    #[serde(default = "default_response_timeout")]
+    pub response_timeout: Dur,
+    /// Send the client's `Host` upstream instead of the target's.
+    #[serde(default)]
+    pub preserve_host: bool,
+}
+
+fn default_connect_timeout() -> Dur {
+    Dur(Duration::from_secs(2))
+}
+fn default_response_timeout() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+
+/// Which calls belong to an API. Give exactly one of `path` (exact or a
+/// template such as `/pets/{id}`) and `prefix` (matches whole segments:
+/// `/pets` matches `/pets` and `/pets/1` but not `/petshop`).
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RouteSpec {
+    pub name: Option<Name>,
+    /// Host names (without port) this route answers; empty means any.
+    /// `*.example.com` matches one or more leading labels.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    pub path: Option<String>,
+    pub prefix: Option<String>,
+    /// Allowed methods; empty means any.
+    #[serde(default)]
+    pub methods: Vec<String>,
+}
+
+/// One step of a chain.
+///
+/// ```toml
+/// [[api.chain]]
+/// name = "versioning"       # default: the plugin name
+/// plugin = "transform"
+/// fail-open = false         # on trap/timeout: skip the step instead of failing the call
+/// timeout = "20ms"          # default: limits.step-timeout
+/// memory = "8MiB"           # default: limits.step-memory
+/// [api.chain.config]        # the plugin's own typed configuration
+/// ```
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StepSpec {
+    pub name: Option<Name>,
+    pub plugin: String,
+    #[serde(default)]
+    pub fail_open: bool,
+    pub timeout: Option<Dur>,
+    pub memory: Option<Size>,
+    #[serde(default)]
+    pub config: Option<toml::Spanned<toml::Table>>,
+}
+
+/// Convert a TOML table to JSON for a plugin's `configure`.
+pub fn toml_to_json(value: &toml::Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match value {
+        toml::Value::String(s) => J::String(s.clone()),
+        toml::Value::Integer(i) => J::from(*i),
+        toml::Value::Float(f) => serde_json::Number::from_f64(*f).map_or(J::Null, J::Number),
+        toml::Value::Boolean(b) => J::Bool(*b),
+        toml::Value::Datetime(d) => J::String(d.to_string()),
+        toml::Value::Array(a) => J::Array(a.iter().map(toml_to_json).collect()),
+        toml::Value::Table(t) => J::Object(
+            t.iter()
+                .map(|(k, v)| (k.clone(), toml_to_json(v)))
+                .collect(),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(Dur::try_from("250ms").unwrap().0, Duration::from_millis(250));
+        assert_eq!(Dur::try_from("2m").unwrap().0, Duration::from_secs(120));
+        assert!(Dur::try_from("10").unwrap_err().contains("no unit"));
+        assert!(Dur::try_from("10d").unwrap_err().contains("unknown unit `d`"));
+        assert!(Dur::try_from("ms").is_err());
+        assert!(Dur::try_from("99999999999999999999s").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(Size::try_from("16MiB").unwrap().0, 16 << 20);
+        assert_eq!(Size::try_from("512").unwrap().0, 512);
+        assert!(Size::try_from("1TiB").is_err());
+        assert!(Size::try_from("99999999999GiB").is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert!(Name::try_from("pets-v2.1_x".to_string()).is_ok());
+        assert!(Name::try_from(String::new()).is_err());
+        assert!(Name::try_from("a b".to_string()).is_err());
+        assert!(Name::try_from("x".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn line_and_column() {
+        let t = "a\nbc\ndef";
+        assert_eq!(line_col(t, 0), (1, 1));
+        assert_eq!(line_col(t, 3), (2, 2));
+        assert_eq!(line_col(t, 5), (3, 1));
+        assert_eq!(line_col(t, 999), (3, 4));
+    }
+}

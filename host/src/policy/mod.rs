@@ -1,0 +1,665 @@
+//! The policy runtime: loads plugins, checks step configurations, and runs
+//! one step of a chain on a fresh, sandboxed instance.
+//!
+//! Isolation model: every request gets a fresh instance per step (from a
+//! pre-linked `InstancePre` and the pooling allocator), used for that
+//! request's `configure`, `on-request` and `on-response` and then dropped.
+//! Nothing a plugin keeps in memory can reach another request, and a trapped
+//! instance is never called again (see `benches/instances.rs` for the cost
+//! compared with reusing instances).
+
+mod bindings;
+pub mod engine;
+
+use anyhow::{Context as _, Result};
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use wasmtime::component::{Linker, ResourceTable};
+use wasmtime::{ResourceLimiter, Store, Trap};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+pub use bindings::log::Level as LogLevel;
+pub use bindings::types::{
+    BodyAccess, CallContext, ConfigError as WitConfigError, Consumer, Header, HeaderOp,
+    PolicyInfo, RequestDecision, RequestEdits, RequestHead, Response, ResponseDecision,
+    ResponseEdits, ResponseHead,
+};
+use bindings::{PolicyHost, PolicyHostPre};
+pub use engine::{EngineLimits, PolicyEngine};
+
+/// Most header operations or headers a step may return in one decision.
+pub const MAX_HEADERS_OUT: usize = 1000;
+
+/// Why a step failed. Each maps to a status in [`crate::error`].
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PolicyError {
+    #[error("step `{step}` trapped: {detail}")]
+    Trap { step: String, detail: String },
+    #[error("step `{step}` exceeded its deadline of {limit:?}")]
+    Timeout { step: String, limit: Duration },
+    #[error("step `{step}` exceeded its memory cap of {limit} bytes")]
+    Memory { step: String, limit: usize },
+    #[error("step `{step}`: no policy instance free (limit reached)")]
+    Busy { step: String },
+    #[error("step `{step}` returned an invalid result: {detail}")]
+    BadOutput { step: String, detail: String },
+}
+
+/// A rejected step configuration, before the caller adds file and API.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StepConfigError {
+    /// The plugin's own validation said no.
+    #[error("{}{message}", field.as_ref().map(|f| format!("field `{f}`: ")).unwrap_or_default())]
+    Rejected {
+        field: Option<String>,
+        message: String,
+    },
+    /// The plugin failed while validating.
+    #[error("the plugin failed while checking its configuration: {0}")]
+    Failed(String),
+}
+
+/// The per-store state a policy instance sees through its imports.
+pub struct StepState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limiter: MemLimiter,
+    api: Arc<str>,
+    step: Arc<str>,
+    request_id: String,
+}
+
+impl WasiView for StepState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+struct MemLimiter {
+    max: usize,
+    exceeded: bool,
+}
+
+impl ResourceLimiter for MemLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max {
+            self.exceeded = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+/// Longest log message a plugin may write; longer ones are cut.
+const MAX_LOG: usize = 4096;
+
+/// Escape control characters so a plugin cannot forge log lines or send
+/// terminal escapes.
+pub fn escape_log(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(MAX_LOG));
+    for c in message.chars() {
+        if out.len() >= MAX_LOG {
+            out.push_str("...(truncated)");
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl bindings::log::Host for StepState {
+    fn log(&mut self, level: LogLevel, message: String) {
+        let msg = escape_log(&message);
+        let (api, step, rid) = (&*self.api, &*self.step, &self.request_id);
+        match level {
+            LogLevel::Trace => {
+                tracing::trace!(target: "tollgate::plugin", api, step, request_id = rid, "{msg}")
+            }
+            LogLevel::Debug => {
+                tracing::debug!(target: "tollgate::plugin", api, step, request_id = rid, "{msg}")
+            }
+            LogLevel::Info => {
+                tracing::info!(target: "tollgate::plugin", api, step, request_id = rid, "{msg}")
+            }
+            LogLevel::Warn => {
+                tracing::warn!(target: "tollgate::plugin", api, step, request_id = rid, "{msg}")
+            }
+            LogLevel::Error => {
+                tracing::error!(target: "tollgate::plugin", api, step, request_id = rid, "{msg}")
+            }
+        }
+    }
+}
+
+fn process_start() -> Instant {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+impl bindings::clock::Host for StepState {
+    fn now_ms(&mut self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+
+    fn monotonic_ns(&mut self) -> u64 {
+        process_start().elapsed().as_nanos() as u64
+    }
+}
+
+impl bindings::types::Host for StepState {}
+
+/// A loaded plugin: compiled, linked, ready to instantiate.
+pub struct Plugin {
+    pub name: String,
+    pub path: PathBuf,
+    /// SHA-256 of the component, hex.
+    pub hash: String,
+    pre: PolicyHostPre<StepState>,
+}
+
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .field("hash", &self.hash)
+            .finish()
+    }
+}
+
+/// A configured step of a chain.
+#[derive(Debug)]
+pub struct Step {
+    pub name: Arc<str>,
+    pub api: Arc<str>,
+    pub plugin: Arc<Plugin>,
+    pub config: String,
+    pub info: PolicyInfo,
+    pub timeout: Duration,
+    pub memory: usize,
+    pub fail_open: bool,
+}
+
+/// The runtime: one per process, shared by every configuration generation.
+pub struct Runtime {
+    engine: PolicyEngine,
+    linker: Linker<StepState>,
+    plugins: Mutex<HashMap<String, Arc<Plugin>>>,
+    live: Arc<AtomicUsize>,
+    max_instances: usize,
+}
+
+/// Keeps one instance slot taken while alive.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Runtime {
+    pub fn new(limits: EngineLimits, cache_dir: Option<PathBuf>) -> Result<Self> {
+        let max_instances = limits.max_instances as usize;
+        let engine = PolicyEngine::new(&limits, cache_dir)?;
+        let mut linker = Linker::new(engine.engine());
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
+        PolicyHost::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
+            .map_err(anyhow::Error::from)?;
+        Ok(Runtime {
+            engine,
+            linker,
+            plugins: Mutex::new(HashMap::new()),
+            live: Arc::new(AtomicUsize::new(0)),
+            max_instances,
+        })
+    }
+
+    /// Instances alive right now (for tests and metrics).
+    pub fn live_instances(&self) -> usize {
+        self.live.load(Ordering::Acquire)
+    }
+
+    /// Load a plugin file, reusing an already loaded one with the same
+    /// content. Fails with a clear message if the file is not a policy
+    /// component or imports something the host does not offer.
+    pub fn load_plugin(&self, name: &str, path: &Path) -> Result<Arc<Plugin>> {
+        let wasm = std::fs::read(path)
+            .with_context(|| format!("plugin `{name}`: cannot read {}", path.display()))?;
+        let (component, hash) = self
+            .engine
+            .load_component(&wasm, path)
+            .with_context(|| format!("plugin `{name}` ({}) is not a valid component", path.display()))?;
+        if let Some(p) = self.plugins.lock().unwrap().get(&hash) {
+            if p.name == name {
+                return Ok(p.clone());
+            }
+        }
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)
+            .with_context(|| {
+                format!(
+                    "plugin `{name}` ({}) needs something this host does not offer",
+                    path.display()
+                )
+            })?;
+        let pre = PolicyHostPre::new(pre)
+            .map_err(anyhow::Error::from)
+            .with_context(|| {
+                format!(
+                    "plugin `{name}` ({}) does not export tollgate:policy/policy@0.1.0",
+                    path.display()
+                )
+            })?;
+        let plugin = Arc::new(Plugin {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            hash: hash.clone(),
+            pre,
+        });
+        self.plugins.lock().unwrap().insert(hash, plugin.clone());
+        Ok(plugin)
+    }
+
+    /// Check a step's configuration with the plugin's own `configure` and
+    /// build the step.
+    #[allow(clippy::too_many_arguments)]
+    pub fn configure_step(
+        &self,
+        api: &str,
+        name: &str,
+        plugin: Arc<Plugin>,
+        config: String,
+        timeout: Duration,
+        memory: usize,
+        fail_open: bool,
+    ) -> Result<Step, StepConfigError> {
+        let mut step = Step {
+            name: name.into(),
+            api: api.into(),
+            plugin,
+            config,
+            info: PolicyInfo {
+                body: BodyAccess {
+                    request: None,
+                    response: None,
+                },
+                wants_response: true,
+            },
+            timeout,
+            memory,
+            fail_open,
+        };
+        let inst = self
+            .instantiate_unconfigured(&step, "configure")
+            .map_err(|e| StepConfigError::Failed(e.to_string()))?;
+        let mut inst = inst;
+        match inst.configure(&step) {
+            Ok(Ok(info)) => {
+                step.info = info;
+                Ok(step)
+            }
+            Ok(Err(e)) => Err(StepConfigError::Rejected {
+                field: e.field,
+                message: e.message,
+            }),
+            Err(e) => Err(StepConfigError::Failed(e.to_string())),
+        }
+    }
+
+    fn instantiate_unconfigured(
+        &self,
+        step: &Step,
+        request_id: &str,
+    ) -> Result<StepInstance, PolicyError> {
+        let taken = self.live.fetch_add(1, Ordering::AcqRel);
+        let slot = Slot(self.live.clone());
+        if taken >= self.max_instances {
+            return Err(PolicyError::Busy {
+                step: step.name.to_string(),
+            });
+        }
+        let state = StepState {
+            wasi: WasiCtxBuilder::new().build(),
+            table: ResourceTable::new(),
+            limiter: MemLimiter {
+                max: step.memory,
+                exceeded: false,
+            },
+            api: step.api.clone(),
+            step: step.name.clone(),
+            request_id: request_id.to_string(),
+        };
+        let mut store = Store::new(self.engine.engine(), state);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(PolicyEngine::ticks_for(step.timeout));
+        let bindings = match step.plugin.pre.instantiate(&mut store) {
+            Ok(b) => b,
+            Err(e) => {
+                let mut inst_err = classify(&step.name, step, &store, e);
+                if let PolicyError::Trap { detail, .. } = &mut inst_err {
+                    if detail.contains("pooling") || detail.contains("concurrency limit") {
+                        return Err(PolicyError::Busy {
+                            step: step.name.to_string(),
+                        });
+                    }
+                }
+                return Err(inst_err);
+            }
+        };
+        Ok(StepInstance {
+            store,
+            bindings,
+            _slot: slot,
+        })
+    }
+
+    /// A fresh instance for one request, configured and ready for its
+    /// phases. The deadline covers `configure` and `on-request`.
+    pub fn instantiate(&self, step: &Step, request_id: &str) -> Result<StepInstance, PolicyError> {
+        let mut inst = self.instantiate_unconfigured(step, request_id)?;
+        match inst.configure(step) {
+            Ok(Ok(_)) => Ok(inst),
+            Ok(Err(e)) => Err(PolicyError::BadOutput {
+                step: step.name.to_string(),
+                detail: format!(
+                    "configure rejected a configuration it accepted at load: {}",
+                    e.message
+                ),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The engine wrapper (for benchmarks).
+    pub fn engine(&self) -> &PolicyEngine {
+        &self.engine
+    }
+}
+
+fn classify(step_name: &str, step: &Step, store: &Store<StepState>, e: wasmtime::Error) -> PolicyError {
+    let step_s = step_name.to_string();
+    if store.data().limiter.exceeded {
+        return PolicyError::Memory {
+            step: step_s,
+            limit: step.memory,
+        };
+    }
+    if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
+        return PolicyError::Timeout {
+            step: step_s,
+            limit: step.timeout,
+        };
+    }
+    let mut detail = format!("{e:#}");
+    if detail.len() > 512 {
+        detail.truncate(512);
+        detail.push_str("...");
+    }
+    PolicyError::Trap {
+        step: step_s,
+        detail: escape_log(&detail),
+    }
+}
+
+/// One instance of one step for one request.
+pub struct StepInstance {
+    store: Store<StepState>,
+    bindings: PolicyHost,
+    _slot: Slot,
+}
+
+impl StepInstance {
+    fn configure(
+        &mut self,
+        step: &Step,
+    ) -> Result<Result<PolicyInfo, WitConfigError>, PolicyError> {
+        let r = self
+            .bindings
+            .tollgate_policy_policy()
+            .call_configure(&mut self.store, &step.config);
+        r.map_err(|e| classify(&step.name, step, &self.store, e))
+    }
+
+    /// Run `on-request`. The caller must not call this twice.
+    pub fn on_request(
+        &mut self,
+        step: &Step,
+        ctx: &CallContext,
+        req: &RequestHead,
+        body: Option<&[u8]>,
+    ) -> Result<RequestDecision, PolicyError> {
+        let r = self
+            .bindings
+            .tollgate_policy_policy()
+            .call_on_request(&mut self.store, ctx, req, body);
+        r.map_err(|e| classify(&step.name, step, &self.store, e))
+    }
+
+    /// Run `on-response` with a fresh deadline.
+    pub fn on_response(
+        &mut self,
+        step: &Step,
+        ctx: &CallContext,
+        req: &RequestHead,
+        resp: &ResponseHead,
+        body: Option<&[u8]>,
+    ) -> Result<ResponseDecision, PolicyError> {
+        self.store
+            .set_epoch_deadline(PolicyEngine::ticks_for(step.timeout));
+        let r = self
+            .bindings
+            .tollgate_policy_policy()
+            .call_on_response(&mut self.store, ctx, req, resp, body);
+        r.map_err(|e| classify(&step.name, step, &self.store, e))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Applying a step's decisions, with validation of everything a plugin says.
+
+/// Headers that frame the message or the connection: a plugin may not set
+/// them (the host computes them), or the gateway could be made to smuggle.
+pub fn is_framing_header(name: &str) -> bool {
+    matches!(
+        name,
+        "content-length"
+            | "transfer-encoding"
+            | "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "upgrade"
+            | "te"
+            | "trailer"
+    )
+}
+
+fn check_header(step: &str, name: &str, value: &[u8]) -> Result<(), PolicyError> {
+    let bad = |detail: String| PolicyError::BadOutput {
+        step: step.to_string(),
+        detail,
+    };
+    let hn = http::HeaderName::from_bytes(name.as_bytes())
+        .map_err(|_| bad(format!("`{}` is not a valid header name", escape_log(name))))?;
+    if hn.as_str() != name {
+        return Err(bad(format!("header name `{name}` must be lower-case")));
+    }
+    if is_framing_header(name) {
+        return Err(bad(format!(
+            "header `{name}` frames the message and is set by the gateway"
+        )));
+    }
+    http::HeaderValue::from_bytes(value)
+        .map_err(|_| bad(format!("the value of header `{name}` contains CR, LF or NUL")))?;
+    Ok(())
+}
+
+/// Apply header operations in order.
+pub fn apply_header_ops(
+    step: &str,
+    headers: &mut Vec<Header>,
+    ops: Vec<HeaderOp>,
+) -> Result<(), PolicyError> {
+    if ops.len() > MAX_HEADERS_OUT {
+        return Err(PolicyError::BadOutput {
+            step: step.to_string(),
+            detail: format!("{} header operations (at most {MAX_HEADERS_OUT})", ops.len()),
+        });
+    }
+    for op in ops {
+        match op {
+            HeaderOp::Set(h) => {
+                check_header(step, &h.name, &h.value)?;
+                headers.retain(|x| x.name != h.name);
+                headers.push(h);
+            }
+            HeaderOp::Append(h) => {
+                check_header(step, &h.name, &h.value)?;
+                headers.push(h);
+            }
+            HeaderOp::Remove(name) => {
+                let lower = name.to_ascii_lowercase();
+                if is_framing_header(&lower) {
+                    return Err(PolicyError::BadOutput {
+                        step: step.to_string(),
+                        detail: format!(
+                            "header `{}` frames the message and is set by the gateway",
+                            escape_log(&lower)
+                        ),
+                    });
+                }
+                headers.retain(|x| x.name != lower);
+            }
+        }
+    }
+    if headers.len() > MAX_HEADERS_OUT {
+        return Err(PolicyError::BadOutput {
+            step: step.to_string(),
+            detail: format!("{} headers (at most {MAX_HEADERS_OUT})", headers.len()),
+        });
+    }
+    Ok(())
+}
+
+/// Check a complete response a step made.
+pub fn check_response(step: &str, resp: &Response) -> Result<(), PolicyError> {
+    if !(200..=599).contains(&resp.status) {
+        return Err(PolicyError::BadOutput {
+            step: step.to_string(),
+            detail: format!("status {} (must be 200 to 599)", resp.status),
+        });
+    }
+    if resp.headers.len() > MAX_HEADERS_OUT {
+        return Err(PolicyError::BadOutput {
+            step: step.to_string(),
+            detail: format!(
+                "{} headers (at most {MAX_HEADERS_OUT})",
+                resp.headers.len()
+            ),
+        });
+    }
+    for h in &resp.headers {
+        check_header(step, &h.name, &h.value)?;
+    }
+    Ok(())
+}
+
+/// Check a path a step wants to send upstream.
+pub fn check_path(step: &str, path: &str) -> Result<String, PolicyError> {
+    crate::route::normalize_path(path).map_err(|e| PolicyError::BadOutput {
+        step: step.to_string(),
+        detail: format!("path `{}`: {e}", escape_log(path)),
+    })
+}
+
+/// Check a query a step wants to send upstream.
+pub fn check_query(step: &str, query: &str) -> Result<(), PolicyError> {
+    if query
+        .bytes()
+        .any(|b| b <= 0x20 || b == 0x7f || b == b'#' || b >= 0x80)
+    {
+        return Err(PolicyError::BadOutput {
+            step: step.to_string(),
+            detail: format!(
+                "query `{}` has characters that must be percent-encoded",
+                escape_log(query)
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// A body as plugins see it.
+pub fn body_slice(b: &Option<Bytes>) -> Option<&[u8]> {
+    b.as_deref()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_escaping() {
+        assert_eq!(escape_log("a\nb\x1b[31m"), "a\\nb\\u{1b}[31m");
+        let long = "x".repeat(10_000);
+        assert!(escape_log(&long).len() < 4200);
+    }
+
+    #[test]
+    fn header_ops() {
+        let mut hs = vec![
+            Header { name: "a".into(), value: b"1".to_vec() },
+            Header { name: "a".into(), value: b"2".to_vec() },
+        ];
+        apply_header_ops(
+            "s",
+            &mut hs,
+            vec![
+                HeaderOp::Append(Header { name: "b".into(), value: b"x".to_vec() }),
+                HeaderOp::Set(Header { name: "a".into(), value: b"3".to_vec() }),
+                HeaderOp::Remove("B".into()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(hs.len(), 1);
+        assert_eq!(hs[0].value, b"3");
+        for bad in [
+            HeaderOp::Set(Header { name: "Content-Length".into(), value: b"1".to_vec() }),
+            HeaderOp::Set(Header { name: "content-length".into(), value: b"1".to_vec() }),
+            HeaderOp::Set(Header { name: "x".into(), value: b"a\r\nb".to_vec() }),
+            HeaderOp::Set(Header { name: "bad name".into(), value: b"1".to_vec() }),
+            HeaderOp::Remove("Transfer-Encoding".into()),
+        ] {
+            assert!(apply_header_ops("s", &mut hs, vec![bad]).is_err());
+        }
+    }
+}

@@ -1,0 +1,465 @@
+//! Path normalisation and routing: (host, path, method) to an API route.
+//!
+//! The path is normalised once, before routing, and the normalised path is
+//! what the router, every policy and the upstream see, so no encoding trick
+//! can reach a route by one spelling and bypass it by another.
+
+use std::collections::HashMap;
+
+/// Why a request path was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("path must start with `/`")]
+    NotAbsolute,
+    #[error("path contains an invalid percent-escape")]
+    BadEscape,
+    #[error("path contains a control character or NUL")]
+    ControlChar,
+    #[error("path is longer than {0} bytes")]
+    TooLong(usize),
+}
+
+/// Longest path accepted, in bytes.
+pub const MAX_PATH: usize = 8192;
+
+/// Normalise a request path (without query):
+/// - percent-escapes of unreserved characters (`A-Z a-z 0-9 - . _ ~`) are
+///   decoded, all other escapes are kept with upper-case hex (so `%2F`
+///   stays an encoded slash inside one segment);
+/// - empty segments (`//`) are dropped and `.`/`..` (also as `%2E`) are
+///   resolved, never climbing above `/`;
+/// - a trailing slash is kept;
+/// - invalid escapes, NUL and control characters are refused.
+pub fn normalize_path(raw: &str) -> Result<String, PathError> {
+    if raw.len() > MAX_PATH {
+        return Err(PathError::TooLong(MAX_PATH));
+    }
+    if !raw.starts_with('/') {
+        return Err(PathError::NotAbsolute);
+    }
+    let mut segments: Vec<String> = Vec::new();
+    // As in RFC 3986 remove_dot_segments, a path ending in `/`, `/.` or
+    // `/..` keeps a trailing slash.
+    let mut trailing = false;
+    for seg in raw.split('/').skip(1) {
+        let seg = normalize_segment(seg)?;
+        trailing = matches!(seg.as_str(), "" | "." | "..");
+        match seg.as_str() {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            _ => segments.push(seg),
+        }
+    }
+    let mut out = String::with_capacity(raw.len());
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if out.is_empty() || trailing {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn normalize_segment(seg: &str) -> Result<String, PathError> {
+    let bytes = seg.as_bytes();
+    let mut out = String::with_capacity(seg.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'%' {
+            let (h, l) = match (bytes.get(i + 1), bytes.get(i + 2)) {
+                (Some(&h), Some(&l)) => (hex(h), hex(l)),
+                _ => return Err(PathError::BadEscape),
+            };
+            let v = match (h, l) {
+                (Some(h), Some(l)) => h * 16 + l,
+                _ => return Err(PathError::BadEscape),
+            };
+            if v < 0x20 || v == 0x7f {
+                return Err(PathError::ControlChar);
+            }
+            if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') {
+                out.push(v as char);
+            } else {
+                out.push('%');
+                out.push(char::from(b"0123456789ABCDEF"[(v >> 4) as usize]));
+                out.push(char::from(b"0123456789ABCDEF"[(v & 15) as usize]));
+            }
+            i += 3;
+        } else if b < 0x20 || b == 0x7f {
+            return Err(PathError::ControlChar);
+        } else {
+            // `#` cannot arrive in a request target; hyper rejects it. Other
+            // bytes are kept as sent (hyper only lets valid URI bytes through).
+            out.push(b as char);
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// A compiled path pattern.
+#[derive(Debug, Clone)]
+pub enum PathPattern {
+    /// `/pets/{id}/toys`: literal segments and captures.
+    Template(Vec<Segment>),
+    /// `/pets`: this path and everything below it.
+    Prefix(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    Literal(String),
+    Capture(String),
+}
+
+impl PathPattern {
+    /// Parse a `path` template.
+    pub fn template(pattern: &str) -> Result<Self, String> {
+        if !pattern.starts_with('/') {
+            return Err(format!("path `{pattern}` must start with `/`"));
+        }
+        let mut segs = Vec::new();
+        let mut names = Vec::<String>::new();
+        for s in pattern.split('/').filter(|s| !s.is_empty()) {
+            if let Some(inner) = s.strip_prefix('{') {
+                let name = inner
+                    .strip_suffix('}')
+                    .ok_or_else(|| format!("path `{pattern}`: segment `{s}` has an unclosed `{{`"))?;
+                if name.is_empty()
+                    || !name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                {
+                    return Err(format!(
+                        "path `{pattern}`: capture `{{{name}}}` must be a name of letters, digits, `_` or `-`"
+                    ));
+                }
+                if names.iter().any(|n| n == name) {
+                    return Err(format!("path `{pattern}`: capture `{{{name}}}` appears twice"));
+                }
+                names.push(name.to_string());
+                segs.push(Segment::Capture(name.to_string()));
+            } else if s.contains('{') || s.contains('}') {
+                return Err(format!(
+                    "path `{pattern}`: a capture must be a whole segment, like `/{{id}}`"
+                ));
+            } else {
+                let norm = normalize_path(&format!("/{s}"))
+                    .map_err(|e| format!("path `{pattern}`: {e}"))?;
+                if norm != format!("/{s}") {
+                    return Err(format!(
+                        "path `{pattern}`: segment `{s}` is not in normal form (write `{}`)",
+                        &norm[1..]
+                    ));
+                }
+                segs.push(Segment::Literal(s.to_string()));
+            }
+        }
+        Ok(PathPattern::Template(segs))
+    }
+
+    /// Parse a `prefix`.
+    pub fn prefix(prefix: &str) -> Result<Self, String> {
+        if !prefix.starts_with('/') {
+            return Err(format!("prefix `{prefix}` must start with `/`"));
+        }
+        if prefix.contains('{') || prefix.contains('}') {
+            return Err(format!(
+                "prefix `{prefix}` cannot hold captures; use `path` for templates"
+            ));
+        }
+        let norm = normalize_path(prefix).map_err(|e| format!("prefix `{prefix}`: {e}"))?;
+        Ok(PathPattern::Prefix(
+            norm.split('/')
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+                .collect(),
+        ))
+    }
+
+    /// Match a normalised path; on success the captures in template order.
+    pub fn matches(&self, path: &str) -> Option<Vec<(String, String)>> {
+        let mut parts = path.split('/').filter(|s| !s.is_empty());
+        match self {
+            PathPattern::Template(segs) => {
+                let mut caps = Vec::new();
+                for seg in segs {
+                    let part = parts.next()?;
+                    match seg {
+                        Segment::Literal(l) if l == part => {}
+                        Segment::Literal(_) => return None,
+                        Segment::Capture(name) => caps.push((name.clone(), part.to_string())),
+                    }
+                }
+                if parts.next().is_some() {
+                    return None;
+                }
+                Some(caps)
+            }
+            PathPattern::Prefix(segs) => {
+                for seg in segs {
+                    if parts.next()? != seg {
+                        return None;
+                    }
+                }
+                Some(Vec::new())
+            }
+        }
+    }
+
+    /// Higher is more specific: templates beat prefixes, literals beat
+    /// captures, longer beats shorter.
+    fn specificity(&self) -> (u8, usize, usize) {
+        match self {
+            PathPattern::Template(segs) => {
+                let lits = segs
+                    .iter()
+                    .filter(|s| matches!(s, Segment::Literal(_)))
+                    .count();
+                (1, lits, segs.len())
+            }
+            PathPattern::Prefix(segs) => (0, segs.len(), segs.len()),
+        }
+    }
+}
+
+/// A host pattern: exact, `*.suffix`, or any.
+#[derive(Debug, Clone)]
+pub enum HostPattern {
+    Exact(String),
+    Wildcard(String),
+}
+
+impl HostPattern {
+    pub fn parse(h: &str) -> Result<Self, String> {
+        let h = h.to_ascii_lowercase();
+        let valid = |s: &str| {
+            !s.is_empty()
+                && s.split('.').all(|l| {
+                    !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                })
+        };
+        if let Some(rest) = h.strip_prefix("*.") {
+            if valid(rest) {
+                return Ok(HostPattern::Wildcard(format!(".{rest}")));
+            }
+        } else if valid(&h) {
+            return Ok(HostPattern::Exact(h));
+        }
+        Err(format!(
+            "host `{h}` is not a host name (ports are not part of a host pattern)"
+        ))
+    }
+
+    fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Exact(h) => h == host,
+            HostPattern::Wildcard(suffix) => host.len() > suffix.len() && host.ends_with(suffix),
+        }
+    }
+}
+
+/// One compiled route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// Index of the API in the configuration.
+    pub api: usize,
+    /// The route's name (its manifest name or its pattern).
+    pub name: String,
+    pub hosts: Vec<HostPattern>,
+    pub path: PathPattern,
+    /// Upper-case methods; empty means any.
+    pub methods: Vec<String>,
+    /// Declaration order, to break ties.
+    pub order: usize,
+}
+
+/// What routing found.
+#[derive(Debug)]
+pub enum RouteMatch<'a> {
+    Found {
+        route: &'a Route,
+        captures: Vec<(String, String)>,
+    },
+    /// A route matched host and path but not the method.
+    MethodNotAllowed { allow: Vec<String> },
+    NotFound,
+}
+
+/// All routes, sorted most specific first.
+#[derive(Debug, Default)]
+pub struct Router {
+    routes: Vec<Route>,
+    /// First path segment to candidate routes; routes whose first segment
+    /// is a capture or that are the root prefix go in `any_first`.
+    by_first: HashMap<String, Vec<usize>>,
+    any_first: Vec<usize>,
+}
+
+impl Router {
+    pub fn new(mut routes: Vec<Route>) -> Self {
+        routes.sort_by(|a, b| {
+            let ah = !a.hosts.is_empty();
+            let bh = !b.hosts.is_empty();
+            bh.cmp(&ah)
+                .then(b.path.specificity().cmp(&a.path.specificity()))
+                .then(a.order.cmp(&b.order))
+        });
+        let mut by_first: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut any_first = Vec::new();
+        for (i, r) in routes.iter().enumerate() {
+            let first = match &r.path {
+                PathPattern::Template(segs) => match segs.first() {
+                    Some(Segment::Literal(l)) => Some(l.clone()),
+                    _ => None,
+                },
+                PathPattern::Prefix(segs) => segs.first().cloned(),
+            };
+            match first {
+                Some(f) => by_first.entry(f).or_default().push(i),
+                None => any_first.push(i),
+            }
+        }
+        Router {
+            routes,
+            by_first,
+            any_first,
+        }
+    }
+
+    /// Route a request. `host` is the request's host without port, any case.
+    pub fn route(&self, host: &str, path: &str, method: &str) -> RouteMatch<'_> {
+        let host = host.to_ascii_lowercase();
+        let first = path.split('/').find(|s| !s.is_empty()).unwrap_or("");
+        let mut candidates: Vec<usize> = self.by_first.get(first).cloned().unwrap_or_default();
+        candidates.extend_from_slice(&self.any_first);
+        candidates.sort_unstable();
+        let mut allow: Vec<String> = Vec::new();
+        for i in candidates {
+            let r = &self.routes[i];
+            if !r.hosts.is_empty() && !r.hosts.iter().any(|h| h.matches(&host)) {
+                continue;
+            }
+            let Some(captures) = r.path.matches(path) else {
+                continue;
+            };
+            if !r.methods.is_empty() && !r.methods.iter().any(|m| m == method) {
+                for m in &r.methods {
+                    if !allow.contains(m) {
+                        allow.push(m.clone());
+                    }
+                }
+                continue;
+            }
+            return RouteMatch::Found { route: r, captures };
+        }
+        if allow.is_empty() {
+            RouteMatch::NotFound
+        } else {
+            allow.sort();
+            RouteMatch::MethodNotAllowed { allow }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalisation() {
+        let n = |p| normalize_path(p).unwrap();
+        assert_eq!(n("/"), "/");
+        assert_eq!(n("//a///b"), "/a/b");
+        assert_eq!(n("/a/./b/../c"), "/a/c");
+        assert_eq!(n("/../../etc/passwd"), "/etc/passwd");
+        assert_eq!(n("/a/%2e%2E/b"), "/b");
+        assert_eq!(n("/%41%62c"), "/Abc");
+        assert_eq!(n("/a%2fb"), "/a%2Fb");
+        assert_eq!(n("/a/"), "/a/");
+        assert_eq!(n("/a/b/.."), "/a/");
+        assert_eq!(normalize_path("/a%2"), Err(PathError::BadEscape));
+        assert_eq!(normalize_path("/a%zz"), Err(PathError::BadEscape));
+        assert_eq!(normalize_path("/a%00"), Err(PathError::ControlChar));
+        assert_eq!(normalize_path("a"), Err(PathError::NotAbsolute));
+        assert!(normalize_path(&format!("/{}", "a".repeat(MAX_PATH))).is_err());
+    }
+
+    fn route(api: usize, hosts: &[&str], pat: PathPattern, methods: &[&str], order: usize) -> Route {
+        Route {
+            api,
+            name: format!("r{order}"),
+            hosts: hosts.iter().map(|h| HostPattern::parse(h).unwrap()).collect(),
+            path: pat,
+            methods: methods.iter().map(|m| m.to_string()).collect(),
+            order,
+        }
+    }
+
+    #[test]
+    fn routing() {
+        let r = Router::new(vec![
+            route(0, &[], PathPattern::prefix("/pets").unwrap(), &[], 0),
+            route(1, &[], PathPattern::template("/pets/{id}").unwrap(), &["GET"], 1),
+            route(2, &[], PathPattern::template("/pets/mine").unwrap(), &["GET"], 2),
+            route(3, &["api.example.com"], PathPattern::prefix("/").unwrap(), &[], 3),
+            route(4, &["*.example.org"], PathPattern::prefix("/pets").unwrap(), &[], 4),
+        ]);
+        let api = |m: RouteMatch| match m {
+            RouteMatch::Found { route, captures } => (route.api, captures),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(api(r.route("x", "/pets/7", "GET")).0, 1);
+        assert_eq!(
+            api(r.route("x", "/pets/7", "GET")).1,
+            vec![("id".to_string(), "7".to_string())]
+        );
+        assert_eq!(api(r.route("x", "/pets/mine", "GET")).0, 2);
+        assert_eq!(api(r.route("x", "/pets/7", "POST")).0, 0);
+        assert_eq!(api(r.route("x", "/pets", "GET")).0, 0);
+        assert!(matches!(r.route("x", "/petshop", "GET"), RouteMatch::NotFound));
+        assert_eq!(api(r.route("API.example.com", "/pets/7", "GET")).0, 3);
+        assert_eq!(api(r.route("a.b.example.org", "/pets/7", "GET")).0, 4);
+        assert_eq!(api(r.route("example.org", "/pets/7", "GET")).0, 1);
+    }
+
+    #[test]
+    fn method_not_allowed() {
+        let r = Router::new(vec![route(
+            0,
+            &[],
+            PathPattern::template("/a").unwrap(),
+            &["GET", "HEAD"],
+            0,
+        )]);
+        match r.route("h", "/a", "DELETE") {
+            RouteMatch::MethodNotAllowed { allow } => assert_eq!(allow, vec!["GET", "HEAD"]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_patterns() {
+        assert!(PathPattern::template("pets").is_err());
+        assert!(PathPattern::template("/pets/{id").is_err());
+        assert!(PathPattern::template("/pets/x{id}").is_err());
+        assert!(PathPattern::template("/{a}/{a}").is_err());
+        assert!(PathPattern::template("/a/../b").is_err());
+        assert!(PathPattern::prefix("/{x}").is_err());
+        assert!(HostPattern::parse("a.com:80").is_err());
+        assert!(HostPattern::parse("*.").is_err());
+    }
+}

@@ -1,0 +1,767 @@
+//! The gateway: listeners (HTTP/1.1 and HTTP/2, optionally TLS with ALPN),
+//! the per-request pipeline, and atomic configuration swaps.
+//!
+//! ```text
+//! accept -> limits + path normalisation -> route -> request chain
+//!        -> upstream -> response chain (reverse) -> client
+//! ```
+
+use crate::config::{self, ConfigErrors, Generation};
+use crate::error::GatewayError;
+use crate::manifest::{GatewayFile, Limits};
+use crate::policy::{
+    self, CallContext, Header, PolicyError, RequestDecision, RequestHead, ResponseDecision,
+    ResponseHead, Runtime, StepInstance,
+};
+use crate::proxy::{self, BoxError, ProxyBody};
+use crate::route::{normalize_path, RouteMatch};
+use anyhow::{Context, Result};
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+/// The running gateway's shared state.
+pub struct Gateway {
+    pub runtime: Arc<Runtime>,
+    current: ArcSwap<Generation>,
+    gw_path: PathBuf,
+    limits: Limits,
+    reload_lock: tokio::sync::Mutex<()>,
+    /// Bumped on every successful reload (for tests and logs).
+    pub generation: std::sync::atomic::AtomicU64,
+    _store: crate::store::Store,
+}
+
+/// What a reload did.
+#[derive(Debug)]
+pub enum ReloadOutcome {
+    Applied,
+    Rejected(String),
+}
+
+impl Gateway {
+    /// Load the gateway file and everything it names, or explain why not.
+    pub fn load(gw_path: &Path) -> Result<(Arc<Gateway>, GatewayFile)> {
+        let gw_path = gw_path
+            .canonicalize()
+            .with_context(|| format!("cannot open {}", gw_path.display()))?;
+        let gw = config::read_gateway_file(&gw_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let base = gw_path.parent().unwrap_or(Path::new("."));
+        let data_dir = config::resolve(base, &gw.data_dir);
+        let store = crate::store::Store::open(&data_dir)?;
+        let runtime = Arc::new(Runtime::new(
+            policy::EngineLimits {
+                max_instances: gw.limits.max_instances,
+            },
+            Some(data_dir.join("plugin-cache")),
+        )?);
+        let generation =
+            config::build(&gw_path, &gw, &runtime).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let gateway = Arc::new(Gateway {
+            runtime,
+            current: ArcSwap::from_pointee(generation),
+            gw_path,
+            limits: gw.limits.clone(),
+            reload_lock: tokio::sync::Mutex::new(()),
+            generation: std::sync::atomic::AtomicU64::new(1),
+            _store: store,
+        });
+        Ok((gateway, gw))
+    }
+
+    /// The configuration serving right now.
+    pub fn current(&self) -> Arc<Generation> {
+        self.current.load_full()
+    }
+
+    /// Build the whole configuration anew and swap it in; on any error keep
+    /// the old one and say why. Requests in flight finish on the old one.
+    pub async fn reload(self: &Arc<Self>) -> ReloadOutcome {
+        let _g = self.reload_lock.lock().await;
+        let this = self.clone();
+        let built = tokio::task::spawn_blocking(move || -> Result<Generation, ConfigErrors> {
+            let gw = config::read_gateway_file(&this.gw_path)?;
+            config::build(&this.gw_path, &gw, &this.runtime)
+        })
+        .await;
+        match built {
+            Ok(Ok(g)) => {
+                self.current.store(Arc::new(g));
+                let n = self
+                    .generation
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                    + 1;
+                tracing::info!(generation = n, "configuration reloaded");
+                ReloadOutcome::Applied
+            }
+            Ok(Err(e)) => {
+                tracing::error!("reload rejected, the previous configuration keeps serving:\n{e}");
+                ReloadOutcome::Rejected(e.to_string())
+            }
+            Err(e) => {
+                tracing::error!("reload failed: {e}");
+                ReloadOutcome::Rejected(e.to_string())
+            }
+        }
+    }
+
+    /// Watch the configuration files and reload on change, and on SIGHUP.
+    pub fn spawn_reloaders(self: &Arc<Self>, watch_files: bool, debounce: std::time::Duration) {
+        #[cfg(unix)]
+        {
+            let gw = self.clone();
+            tokio::spawn(async move {
+                let Ok(mut hup) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                else {
+                    tracing::warn!("cannot listen for SIGHUP");
+                    return;
+                };
+                while hup.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reloading");
+                    gw.reload().await;
+                }
+            });
+        }
+        if watch_files {
+            crate::reload::spawn_watcher(self.clone(), debounce);
+        }
+    }
+}
+
+/// A listener that is bound and serving.
+pub struct Bound {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub tls: bool,
+}
+
+/// Bind every listener and serve until `shutdown` turns true; then stop
+/// accepting and let connections finish.
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    gw: &GatewayFile,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(Vec<Bound>, Vec<tokio::task::JoinHandle<()>>)> {
+    let base = gateway
+        .gw_path
+        .parent()
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let mut bound = Vec::new();
+    let mut tasks = Vec::new();
+    for l in &gw.listeners {
+        let addr: SocketAddr = l
+            .address
+            .parse()
+            .with_context(|| format!("listener `{}`: bad address", l.name))?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("listener `{}`: cannot bind {addr}", l.name))?;
+        let local = listener.local_addr()?;
+        let tls = match &l.tls {
+            Some(t) => Some(crate::tls::acceptor(
+                &config::resolve(&base, &t.cert),
+                &config::resolve(&base, &t.key),
+            )?),
+            None => None,
+        };
+        tracing::info!(listener = %l.name, address = %local, tls = tls.is_some(), "listening");
+        bound.push(Bound {
+            name: l.name.to_string(),
+            addr: local,
+            tls: tls.is_some(),
+        });
+        tasks.push(tokio::spawn(accept_loop(
+            gateway.clone(),
+            listener,
+            tls,
+            shutdown.clone(),
+        )));
+    }
+    Ok((bound, tasks))
+}
+
+async fn accept_loop(
+    gateway: Arc<Gateway>,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let limits = gateway.limits.clone();
+    let conns = Arc::new(Semaphore::new(limits.max_connections));
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.request_header_timeout.0)
+        .max_buf_size((limits.max_header_bytes.0 as usize).max(8192))
+        .max_headers(limits.max_headers)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .max_header_list_size(limits.max_header_bytes.0 as u32)
+        .max_pending_accept_reset_streams(Some(20))
+        .max_local_error_reset_streams(Some(256));
+    let builder = Arc::new(builder);
+    let tls_scheme = tls.is_some();
+    loop {
+        let permit = tokio::select! {
+            p = conns.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = shutdown.changed() => return,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        let _ = stream.set_nodelay(true);
+        let gateway = gateway.clone();
+        let builder = builder.clone();
+        let tls = tls.clone();
+        let mut shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let scheme = if tls_scheme { "https" } else { "http" };
+            let svc = service_fn(move |req| {
+                let gateway = gateway.clone();
+                async move {
+                    Ok::<_, std::convert::Infallible>(handle(&gateway, req, peer, scheme).await)
+                }
+            });
+            match tls {
+                Some(acceptor) => {
+                    let handshake = tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        acceptor.accept(stream),
+                    );
+                    let stream = match handshake.await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, "TLS handshake failed: {e}");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        _ = shutdown.changed() => {
+                            conn.as_mut().graceful_shutdown();
+                            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), conn).await;
+                        }
+                    }
+                }
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        _ = shutdown.changed() => {
+                            conn.as_mut().graceful_shutdown();
+                            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), conn).await;
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// A response on its way back through the chain.
+struct Outgoing {
+    status: u16,
+    headers: Vec<Header>,
+    body: OutBody,
+}
+
+enum OutBody {
+    Stream(Incoming),
+    Buffered(Bytes),
+}
+
+fn new_request_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+fn headers_to_wit(h: &HeaderMap) -> Vec<Header> {
+    h.iter()
+        .map(|(n, v)| Header {
+            name: n.as_str().to_string(),
+            value: v.as_bytes().to_vec(),
+        })
+        .collect()
+}
+
+fn wit_to_headers(hs: Vec<Header>) -> HeaderMap {
+    let mut map = HeaderMap::with_capacity(hs.len());
+    for h in hs {
+        // Names and values were checked when a step set them, and the
+        // others came from hyper; anything odd is dropped, never forwarded.
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(h.name.as_bytes()),
+            HeaderValue::from_bytes(&h.value),
+        ) {
+            map.append(n, v);
+        }
+    }
+    map
+}
+
+fn error_outgoing(err: &GatewayError, request_id: &str) -> Outgoing {
+    let resp = err.to_response(request_id);
+    let (parts, body) = resp.into_parts();
+    let bytes = body_bytes(body);
+    Outgoing {
+        status: parts.status.as_u16(),
+        headers: headers_to_wit(&parts.headers),
+        body: OutBody::Buffered(bytes),
+    }
+}
+
+fn body_bytes(b: Full<Bytes>) -> Bytes {
+    use http_body::Body;
+    let mut b = b;
+    let waker = futures_util::task::noop_waker();
+    let mut cx = std::task::Context::from_waker(&waker);
+    match std::pin::Pin::new(&mut b).poll_frame(&mut cx) {
+        std::task::Poll::Ready(Some(Ok(f))) => f.into_data().unwrap_or_default(),
+        _ => Bytes::new(),
+    }
+}
+
+fn log_failure(err: &GatewayError, request_id: &str, api: &str) {
+    match err {
+        GatewayError::Policy(p) => tracing::warn!(request_id, api, "{p}"),
+        GatewayError::UpstreamConnect(_)
+        | GatewayError::UpstreamTimeout(_)
+        | GatewayError::UpstreamProtocol(_)
+        | GatewayError::UpstreamBodyTooLarge { .. } => tracing::warn!(request_id, api, "{err}"),
+        GatewayError::Internal(_) => tracing::error!(request_id, api, "{err}"),
+        _ => tracing::debug!(request_id, api, "{err}"),
+    }
+}
+
+fn finish(out: Outgoing, request_id: &str) -> Response<ProxyBody> {
+    let mut headers = wit_to_headers(out.headers);
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        headers.insert("x-request-id", v);
+    }
+    let body: ProxyBody = match out.body {
+        OutBody::Stream(b) => b.map_err(|e| Box::new(e) as BoxError).boxed(),
+        OutBody::Buffered(b) => {
+            headers.remove(header::CONTENT_LENGTH);
+            Full::new(b).map_err(|e| match e {}).boxed()
+        }
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = StatusCode::from_u16(out.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    *resp.headers_mut() = headers;
+    resp
+}
+
+/// One call, start to end.
+pub async fn handle(
+    gateway: &Gateway,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    scheme: &'static str,
+) -> Response<ProxyBody> {
+    let request_id = new_request_id();
+    let gen = gateway.current();
+    let (parts, body) = req.into_parts();
+
+    // Path normalisation: once, before routing.
+    let path = match normalize_path(parts.uri.path()) {
+        Ok(p) => p,
+        Err(e) => {
+            let err = GatewayError::BadRequest(e.to_string());
+            return finish(error_outgoing(&err, &request_id), &request_id);
+        }
+    };
+    let authority = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+        .unwrap_or_default();
+    let host = authority
+        .rsplit_once(':')
+        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(authority.as_str(), |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+
+    let (route, captures) = match gen.router.route(&host, &path, parts.method.as_str()) {
+        RouteMatch::Found { route, captures } => (route, captures),
+        RouteMatch::MethodNotAllowed { allow } => {
+            let err = GatewayError::MethodNotAllowed { allow };
+            return finish(error_outgoing(&err, &request_id), &request_id);
+        }
+        RouteMatch::NotFound => {
+            return finish(error_outgoing(&GatewayError::NoRoute, &request_id), &request_id);
+        }
+    };
+    let api = &gen.apis[route.api];
+
+    let mut headers = parts.headers;
+    proxy::strip_hop_by_hop(&mut headers);
+    let mut head = RequestHead {
+        method: parts.method.as_str().to_string(),
+        scheme: scheme.to_string(),
+        authority: authority.clone(),
+        path,
+        query: parts.uri.query().map(str::to_string),
+        headers: headers_to_wit(&headers),
+    };
+    let mut ctx = CallContext {
+        request_id: request_id.clone(),
+        client_addr: peer.to_string(),
+        api: api.name.to_string(),
+        route: route.name.clone(),
+        captures,
+        consumer: None,
+        step: String::new(),
+    };
+
+    // The request body: buffered only if a step asked for it.
+    let mut req_body: Result<Incoming, Option<Bytes>> = match api.request_body_limit {
+        Some(limit) => match Limited::new(body, limit).collect().await {
+            Ok(c) => Err(Some(c.to_bytes())),
+            Err(e) => {
+                let err = if e.is::<http_body_util::LengthLimitError>() {
+                    GatewayError::PayloadTooLarge { limit }
+                } else {
+                    GatewayError::BadRequest(format!("reading the request body: {e}"))
+                };
+                return finish(error_outgoing(&err, &request_id), &request_id);
+            }
+        },
+        None => Ok(body),
+    };
+
+    // The request chain.
+    let mut instances: Vec<Option<StepInstance>> = Vec::with_capacity(api.steps.len());
+    let mut early: Option<Outgoing> = None;
+    for step in &api.steps {
+        ctx.step.clear();
+        ctx.step.push_str(&step.name);
+        let result = run_request_step(gateway, step, &ctx, &mut head, &mut req_body, &request_id);
+        match result {
+            Ok((inst, decision)) => {
+                instances.push(Some(inst));
+                match decision {
+                    StepResult::Continue(consumer) => {
+                        if consumer.is_some() {
+                            ctx.consumer = consumer;
+                        }
+                    }
+                    StepResult::Respond(out) => {
+                        early = Some(out);
+                        break;
+                    }
+                }
+            }
+            Err(e) if step.fail_open && !matches!(e, PolicyError::BadOutput { .. }) => {
+                tracing::warn!(request_id, api = %api.name, "{e}; skipped (fail-open)");
+                instances.push(None);
+            }
+            Err(e) => {
+                let err = GatewayError::Policy(e);
+                log_failure(&err, &request_id, &api.name);
+                instances.push(None);
+                early = Some(error_outgoing(&err, &request_id));
+                break;
+            }
+        }
+    }
+
+    // The upstream.
+    let out = match early {
+        Some(o) => o,
+        None => match call_upstream(api, head.clone(), req_body, peer, &host, scheme).await {
+            Ok(resp) => {
+                let (parts, body) = resp.into_parts();
+                let mut h = parts.headers;
+                proxy::strip_hop_by_hop(&mut h);
+                Outgoing {
+                    status: parts.status.as_u16(),
+                    headers: headers_to_wit(&h),
+                    body: OutBody::Stream(body),
+                }
+            }
+            Err(err) => {
+                log_failure(&err, &request_id, &api.name);
+                error_outgoing(&err, &request_id)
+            }
+        },
+    };
+
+    // The response chain, in reverse.
+    let out = run_response_chain(api, &mut instances, &mut ctx, &head, out, &request_id).await;
+    drop(instances);
+    finish(out, &request_id)
+}
+
+enum StepResult {
+    Continue(Option<policy::Consumer>),
+    Respond(Outgoing),
+}
+
+fn run_request_step(
+    gateway: &Gateway,
+    step: &policy::Step,
+    ctx: &CallContext,
+    head: &mut RequestHead,
+    body: &mut Result<Incoming, Option<Bytes>>,
+    request_id: &str,
+) -> Result<(StepInstance, StepResult), PolicyError> {
+    let mut inst = gateway.runtime.instantiate(step, request_id)?;
+    let wants_body = step.info.body.request.is_some();
+    let body_view: Option<&[u8]> = match (&*body, wants_body) {
+        (Err(Some(b)), true) => Some(b),
+        (Err(None), true) => Some(&[]),
+        _ => None,
+    };
+    let decision = inst.on_request(step, ctx, head, body_view)?;
+    match decision {
+        RequestDecision::Continue(edits) => {
+            policy::apply_header_ops(&step.name, &mut head.headers, edits.headers)?;
+            if let Some(p) = edits.path {
+                head.path = policy::check_path(&step.name, &p)?;
+            }
+            if let Some(q) = edits.query {
+                policy::check_query(&step.name, &q)?;
+                head.query = if q.is_empty() { None } else { Some(q) };
+            }
+            if let Some(b) = edits.body {
+                if !wants_body {
+                    return Err(PolicyError::BadOutput {
+                        step: step.name.to_string(),
+                        detail: "returned a request body without asking for body access".into(),
+                    });
+                }
+                *body = Err(Some(Bytes::from(b)));
+            }
+            Ok((inst, StepResult::Continue(edits.consumer)))
+        }
+        RequestDecision::Respond(resp) => {
+            policy::check_response(&step.name, &resp)?;
+            Ok((
+                inst,
+                StepResult::Respond(Outgoing {
+                    status: resp.status,
+                    headers: resp.headers,
+                    body: OutBody::Buffered(Bytes::from(resp.body)),
+                }),
+            ))
+        }
+    }
+}
+
+async fn call_upstream(
+    api: &config::Api,
+    head: RequestHead,
+    body: Result<Incoming, Option<Bytes>>,
+    peer: SocketAddr,
+    host: &str,
+    scheme: &str,
+) -> Result<Response<Incoming>, GatewayError> {
+    let up = &api.upstream;
+    let target = up.pick();
+    let mut pq = String::with_capacity(target.base_path.len() + head.path.len() + 16);
+    pq.push_str(&target.base_path);
+    pq.push_str(&head.path);
+    if let Some(q) = &head.query {
+        pq.push('?');
+        pq.push_str(q);
+    }
+    let uri = Uri::builder()
+        .scheme("http")
+        .authority(target.authority.clone())
+        .path_and_query(pq)
+        .build()
+        .map_err(|e| GatewayError::Internal(format!("building the upstream URI: {e}")))?;
+    let method = http::Method::from_bytes(head.method.as_bytes())
+        .map_err(|_| GatewayError::BadRequest("invalid method".into()))?;
+    let mut headers = wit_to_headers(head.headers);
+    proxy::strip_hop_by_hop(&mut headers);
+    let original_host = headers
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| HeaderValue::from_str(&head.authority).ok());
+    proxy::set_forwarded(
+        &mut headers,
+        &peer.ip().to_string(),
+        scheme,
+        original_host.as_ref().and_then(|h| h.to_str().ok()).or(Some(host)),
+    );
+    headers.remove(header::HOST);
+    let host_value = if up.preserve_host {
+        original_host
+    } else {
+        HeaderValue::from_str(target.authority.as_str()).ok()
+    };
+    if let Some(h) = host_value {
+        headers.insert(header::HOST, h);
+    }
+    let body: ProxyBody = match body {
+        Ok(incoming) => incoming.map_err(|e| Box::new(e) as BoxError).boxed(),
+        Err(Some(b)) => {
+            headers.remove(header::CONTENT_LENGTH);
+            Full::new(b).map_err(|e| match e {}).boxed()
+        }
+        Err(None) => {
+            headers.remove(header::CONTENT_LENGTH);
+            Full::new(Bytes::new()).map_err(|e| match e {}).boxed()
+        }
+    };
+    let mut req = Request::new(body);
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.headers_mut() = headers;
+    up.send(req).await
+}
+
+async fn run_response_chain(
+    api: &config::Api,
+    instances: &mut [Option<StepInstance>],
+    ctx: &mut CallContext,
+    head: &RequestHead,
+    mut out: Outgoing,
+    request_id: &str,
+) -> Outgoing {
+    // Buffer the response body only if a step that will run asks for it.
+    let limit = api
+        .steps
+        .iter()
+        .zip(instances.iter())
+        .filter(|(s, i)| i.is_some() && s.info.wants_response)
+        .filter_map(|(s, _)| s.info.body.response.map(|n| n as usize))
+        .max();
+    if let (Some(limit), OutBody::Stream(_)) = (limit, &out.body) {
+        let OutBody::Stream(body) = std::mem::replace(&mut out.body, OutBody::Buffered(Bytes::new()))
+        else {
+            unreachable!()
+        };
+        match Limited::new(body, limit).collect().await {
+            Ok(c) => out.body = OutBody::Buffered(c.to_bytes()),
+            Err(e) => {
+                let err = if e.is::<http_body_util::LengthLimitError>() {
+                    GatewayError::UpstreamBodyTooLarge { limit }
+                } else {
+                    GatewayError::UpstreamProtocol(format!("reading the response body: {e}"))
+                };
+                log_failure(&err, request_id, &api.name);
+                out = error_outgoing(&err, request_id);
+            }
+        }
+    }
+    for (step, inst) in api.steps.iter().zip(instances.iter_mut()).rev() {
+        let Some(inst) = inst.as_mut() else { continue };
+        if !step.info.wants_response {
+            continue;
+        }
+        ctx.step.clear();
+        ctx.step.push_str(&step.name);
+        let wants_body = step.info.body.response.is_some();
+        let resp_head = ResponseHead {
+            status: out.status,
+            headers: std::mem::take(&mut out.headers),
+        };
+        let body_view: Option<&[u8]> = match (&out.body, wants_body) {
+            (OutBody::Buffered(b), true) => Some(b),
+            _ => None,
+        };
+        let result = inst.on_response(step, ctx, head, &resp_head, body_view);
+        out.headers = resp_head.headers;
+        let applied = result.and_then(|d| match d {
+            ResponseDecision::Continue(edits) => {
+                policy::apply_header_ops(&step.name, &mut out.headers, edits.headers)?;
+                if let Some(s) = edits.status {
+                    if !(200..=599).contains(&s) {
+                        return Err(PolicyError::BadOutput {
+                            step: step.name.to_string(),
+                            detail: format!("status {s} (must be 200 to 599)"),
+                        });
+                    }
+                    out.status = s;
+                }
+                if let Some(b) = edits.body {
+                    if !wants_body {
+                        return Err(PolicyError::BadOutput {
+                            step: step.name.to_string(),
+                            detail: "returned a response body without asking for body access"
+                                .into(),
+                        });
+                    }
+                    out.body = OutBody::Buffered(Bytes::from(b));
+                }
+                Ok(())
+            }
+            ResponseDecision::Respond(resp) => {
+                policy::check_response(&step.name, &resp)?;
+                out = Outgoing {
+                    status: resp.status,
+                    headers: resp.headers,
+                    body: OutBody::Buffered(Bytes::from(resp.body)),
+                };
+                Ok(())
+            }
+        });
+        if let Err(e) = applied {
+            if step.fail_open && !matches!(e, PolicyError::BadOutput { .. }) {
+                tracing::warn!(request_id, api = %api.name, "{e}; skipped (fail-open)");
+                continue;
+            }
+            let err = GatewayError::Policy(e);
+            log_failure(&err, request_id, &api.name);
+            out = error_outgoing(&err, request_id);
+        }
+    }
+    out
+}
+
+/// Tell the caller where the gateway file lives (for `check` output).
+pub fn describe(bound: &[Bound]) -> String {
+    bound
+        .iter()
+        .map(|b| {
+            format!(
+                "{} on {}://{}",
+                b.name,
+                if b.tls { "https" } else { "http" },
+                b.addr
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}

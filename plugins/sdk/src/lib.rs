@@ -1,0 +1,480 @@
+//! The Rust SDK for Tollgate policies.
+//!
+//! A Tollgate policy is a WebAssembly component (`wasm32-wasip2`) that exports
+//! the `tollgate:policy/policy` interface of the WIT package
+//! `tollgate:policy@0.1.0`. This crate hides the bindings: implement
+//! [`Policy`] for a type, name that type in [`export_policy!`], and build the
+//! crate as a `cdylib` for `wasm32-wasip2`.
+//!
+//! For every request and step the gateway makes a fresh instance, calls
+//! `configure` with the step's configuration (the manifest's TOML table,
+//! converted to JSON), then [`Policy::on_request`] and, if
+//! [`PolicyInfo::wants_response`] says so, [`Policy::on_response`], on the same
+//! value. The configuration is deserialised into [`Policy::Config`] with serde;
+//! a serde error becomes a [`ConfigError`] naming the dotted field path (for
+//! example `request.headers.set.x-foo`), which the gateway reports with the
+//! manifest file, API and step.
+//!
+//! # Example
+//!
+//! A policy that rejects requests without an API key header, configured as
+//! `config = { header = "x-api-key" }` in a manifest:
+//!
+//! ```
+//! use tollgate_policy_sdk::{
+//!     export_policy, header, log, CallContext, ConfigError, Policy, PolicyInfo,
+//!     RequestDecision, RequestEdits, RequestHead, Response,
+//! };
+//!
+//! #[derive(serde::Deserialize)]
+//! #[serde(deny_unknown_fields)]
+//! pub struct Config {
+//!     header: String,
+//! }
+//!
+//! pub struct RequireKey {
+//!     header: String,
+//! }
+//!
+//! impl Policy for RequireKey {
+//!     type Config = Config;
+//!
+//!     fn new(config: Config) -> Result<Self, ConfigError> {
+//!         if !tollgate_policy_sdk::valid_header_name(&config.header) {
+//!             return Err(ConfigError::at("header", "not a valid header name"));
+//!         }
+//!         Ok(RequireKey { header: config.header.to_ascii_lowercase() })
+//!     }
+//!
+//!     fn info(&self) -> PolicyInfo {
+//!         // No body access, and no response phase.
+//!         PolicyInfo { wants_response: false, ..PolicyInfo::default() }
+//!     }
+//!
+//!     fn on_request(
+//!         &mut self,
+//!         ctx: &CallContext,
+//!         req: &RequestHead,
+//!         _body: Option<&[u8]>,
+//!     ) -> RequestDecision {
+//!         if header(&req.headers, &self.header).is_none() {
+//!             log::info(&format!("{}: no {} header", ctx.request_id, self.header));
+//!             return RequestDecision::Respond(Response::json_error(
+//!                 401,
+//!                 "missing_key",
+//!                 "an API key is required",
+//!             ));
+//!         }
+//!         RequestDecision::Continue(RequestEdits::default().remove_header(&self.header))
+//!     }
+//! }
+//!
+//! export_policy!(RequireKey);
+//!
+//! # fn main() {
+//! // Phases are plain methods, so policies unit-test natively:
+//! let mut policy: RequireKey =
+//!     tollgate_policy_sdk::parse_config(r#"{"header":"X-Api-Key"}"#).unwrap();
+//! let decision = policy.on_request(&CallContext::default(), &RequestHead::default(), None);
+//! assert!(matches!(decision, RequestDecision::Respond(r) if r.status == 401));
+//! # }
+//! ```
+//!
+//! The `Cargo.toml` of a policy crate:
+//!
+//! ```toml
+//! [lib]
+//! crate-type = ["cdylib", "rlib"]   # cdylib: the component; rlib: native unit tests
+//!
+//! [dependencies]
+//! tollgate-policy-sdk = { path = "../sdk" }
+//! serde = { version = "1", features = ["derive"] }
+//! ```
+//!
+//! Build with `cargo build --release --target wasm32-wasip2`; the component is
+//! `target/wasm32-wasip2/release/<lib_name>.wasm`.
+//!
+//! # Host services
+//!
+//! [`log`] and [`clock`] call the gateway's WIT imports when compiled for
+//! `wasm32`; on other targets (unit tests) they write to stderr and read the
+//! operating system's clocks instead.
+
+#![deny(missing_docs)]
+
+use std::any::Any;
+use std::cell::RefCell;
+
+/// The bindings generated from `wit/policy.wit`. Policy authors should not
+/// need these: the types are re-exported at the crate root under their
+/// friendly names, and [`export_policy!`] does the exporting.
+#[doc(hidden)]
+#[allow(missing_docs)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "policy-host",
+        pub_export_macro: true,
+        export_macro_name: "__export_policy_host",
+        default_bindings_module: "::tollgate_policy_sdk::bindings",
+        additional_derives: [Clone, PartialEq, Eq],
+        additional_type_attributes: {
+            "tollgate:policy/types@0.1.0/header": [#[derive(Default)]],
+            "tollgate:policy/types@0.1.0/request-head": [#[derive(Default)]],
+            "tollgate:policy/types@0.1.0/consumer": [#[derive(Default)]],
+            "tollgate:policy/types@0.1.0/call-context": [#[derive(Default)]],
+            "tollgate:policy/types@0.1.0/request-edits": [#[derive(Default)]],
+            "tollgate:policy/types@0.1.0/response-edits": [#[derive(Default)]],
+            "tollgate:policy/types@0.1.0/body-access": [#[derive(Default)]],
+        },
+    });
+}
+
+mod helpers;
+pub mod query;
+
+pub use bindings::tollgate::policy::types::{
+    BodyAccess, CallContext, ConfigError, Consumer, Header, HeaderOp, PolicyInfo, RequestDecision,
+    RequestEdits, RequestHead, Response, ResponseDecision, ResponseEdits, ResponseHead,
+};
+pub use helpers::{
+    header, header_str, header_values, json_error, valid_header_name, valid_header_value,
+};
+
+/// A policy: implement this, then name the type in [`export_policy!`].
+///
+/// Every phase has a default that does nothing, so a policy implements only
+/// the phases it needs. A value lives for one request: the gateway calls
+/// [`Policy::new`] (through `configure`), then the phases, then drops the
+/// instance, so fields may carry state from the request phase to the
+/// response phase of the same call, and nothing else.
+pub trait Policy: Sized + 'static {
+    /// The step's configuration, deserialised from the JSON the gateway
+    /// passes (converted from the manifest's TOML). Use
+    /// `#[serde(deny_unknown_fields)]` so that typos are rejected.
+    type Config: serde::de::DeserializeOwned;
+
+    /// Check the configuration beyond what serde checks, and build the policy.
+    /// Errors should name the dotted field path ([`ConfigError::at`]).
+    fn new(config: Self::Config) -> Result<Self, ConfigError>;
+
+    /// What the policy needs from the gateway. The default: no body access,
+    /// and the response phase runs.
+    fn info(&self) -> PolicyInfo {
+        PolicyInfo::default()
+    }
+
+    /// The request phase. `body` is `Some` only if [`PolicyInfo::body`] asked
+    /// for the request body. The default continues without edits.
+    fn on_request(
+        &mut self,
+        ctx: &CallContext,
+        req: &RequestHead,
+        body: Option<&[u8]>,
+    ) -> RequestDecision {
+        let _ = (ctx, req, body);
+        RequestDecision::Continue(RequestEdits::default())
+    }
+
+    /// The response phase (reverse chain order). `req` is the request as it
+    /// went upstream. The default continues without edits.
+    fn on_response(
+        &mut self,
+        ctx: &CallContext,
+        req: &RequestHead,
+        resp: &ResponseHead,
+        body: Option<&[u8]>,
+    ) -> ResponseDecision {
+        let _ = (ctx, req, resp, body);
+        ResponseDecision::Continue(ResponseEdits::default())
+    }
+}
+
+/// Deserialise a configuration the way the gateway's `configure` call does,
+/// and build the policy with [`Policy::new`].
+///
+/// Serde errors become a [`ConfigError`] whose `field` is the dotted path of
+/// the offending value (`None` at the top level) and whose `message` is
+/// serde's, without the JSON line and column (the JSON is generated by the
+/// gateway, so its positions mean nothing to the person who wrote the TOML).
+pub fn parse_config<P: Policy>(json: &str) -> Result<P, ConfigError> {
+    let mut de = serde_json::Deserializer::from_str(json);
+    let config: P::Config = match serde_path_to_error::deserialize(&mut de) {
+        Ok(config) => config,
+        Err(err) => {
+            let field = err
+                .path()
+                .iter()
+                .filter_map(|segment| match segment {
+                    serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+                    serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                    serde_path_to_error::Segment::Enum { variant } => Some(variant.clone()),
+                    serde_path_to_error::Segment::Unknown => None,
+                })
+                .collect::<Vec<_>>()
+                .join(".");
+            return Err(ConfigError {
+                field: (!field.is_empty()).then_some(field),
+                message: json_message(err.inner()),
+            });
+        }
+    };
+    de.end()
+        .map_err(|err| ConfigError::new(json_message(&err)))?;
+    P::new(config)
+}
+
+/// serde_json's message without " at line L column C", except for syntax
+/// errors, where the position is the point.
+fn json_message(err: &serde_json::Error) -> String {
+    let message = err.to_string();
+    if err.line() == 0 || err.is_syntax() || err.is_eof() {
+        return message;
+    }
+    let position = format!(" at line {} column {}", err.line(), err.column());
+    match message.strip_suffix(&position) {
+        Some(stripped) => stripped.to_string(),
+        None => message,
+    }
+}
+
+impl ConfigError {
+    /// An error about one field, named by its dotted path (e.g.
+    /// `request.headers.set`).
+    pub fn at(field: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            field: Some(field.into()),
+            message: message.into(),
+        }
+    }
+
+    /// An error about the configuration as a whole.
+    pub fn new(message: impl Into<String>) -> Self {
+        ConfigError {
+            field: None,
+            message: message.into(),
+        }
+    }
+}
+
+impl Default for PolicyInfo {
+    /// No body access; the response phase runs.
+    fn default() -> Self {
+        PolicyInfo {
+            body: BodyAccess::default(),
+            wants_response: true,
+        }
+    }
+}
+
+impl Default for ResponseHead {
+    /// `200` with no headers (handy in tests).
+    fn default() -> Self {
+        ResponseHead {
+            status: 200,
+            headers: Vec::new(),
+        }
+    }
+}
+
+impl Default for RequestDecision {
+    /// Continue without edits.
+    fn default() -> Self {
+        RequestDecision::Continue(RequestEdits::default())
+    }
+}
+
+impl Default for ResponseDecision {
+    /// Continue without edits.
+    fn default() -> Self {
+        ResponseDecision::Continue(ResponseEdits::default())
+    }
+}
+
+/// Structured logging into the gateway's log. The gateway tags each line with
+/// the API, step and request id, escapes control characters and truncates
+/// lines longer than 4 KiB.
+pub mod log {
+    #[cfg(target_arch = "wasm32")]
+    use crate::bindings::tollgate::policy::log as host;
+
+    /// A log level.
+    pub use crate::bindings::tollgate::policy::log::Level;
+
+    /// Write one log line at `level`.
+    pub fn log(level: Level, message: &str) {
+        #[cfg(target_arch = "wasm32")]
+        host::log(level, message);
+        #[cfg(not(target_arch = "wasm32"))]
+        eprintln!("[{level:?}] {}", message.escape_debug());
+    }
+
+    /// Log at `trace` level.
+    pub fn trace(message: &str) {
+        log(Level::Trace, message)
+    }
+    /// Log at `debug` level.
+    pub fn debug(message: &str) {
+        log(Level::Debug, message)
+    }
+    /// Log at `info` level.
+    pub fn info(message: &str) {
+        log(Level::Info, message)
+    }
+    /// Log at `warn` level.
+    pub fn warn(message: &str) {
+        log(Level::Warn, message)
+    }
+    /// Log at `error` level.
+    pub fn error(message: &str) {
+        log(Level::Error, message)
+    }
+}
+
+/// Time, as the gateway sees it.
+pub mod clock {
+    /// Wall-clock time in milliseconds since the Unix epoch.
+    pub fn now_ms() -> u64 {
+        #[cfg(target_arch = "wasm32")]
+        {
+            crate::bindings::tollgate::policy::clock::now_ms()
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64)
+        }
+    }
+
+    /// A monotonic clock in nanoseconds, for measuring durations.
+    pub fn monotonic_ns() -> u64 {
+        #[cfg(target_arch = "wasm32")]
+        {
+            crate::bindings::tollgate::policy::clock::monotonic_ns()
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+            START
+                .get_or_init(std::time::Instant::now)
+                .elapsed()
+                .as_nanos() as u64
+        }
+    }
+}
+
+/// Export a [`Policy`] implementation as the component's
+/// `tollgate:policy/policy` interface. Use it once per crate, at the top
+/// level:
+///
+/// ```
+/// # use tollgate_policy_sdk::{ConfigError, Policy};
+/// # #[derive(serde::Deserialize)]
+/// # pub struct Config {}
+/// pub struct MyPolicy;
+///
+/// impl Policy for MyPolicy {
+///     type Config = Config;
+///     fn new(_: Config) -> Result<Self, ConfigError> {
+///         Ok(MyPolicy)
+///     }
+/// }
+///
+/// tollgate_policy_sdk::export_policy!(MyPolicy);
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! export_policy {
+    ($policy:ty) => {
+        const _: () = {
+            #[allow(dead_code)]
+            struct __TollgatePolicyExport;
+
+            impl $crate::__private::Guest for __TollgatePolicyExport {
+                fn configure(
+                    config: ::std::string::String,
+                ) -> ::core::result::Result<$crate::PolicyInfo, $crate::ConfigError> {
+                    $crate::__private::configure::<$policy>(&config)
+                }
+
+                fn on_request(
+                    ctx: $crate::CallContext,
+                    req: $crate::RequestHead,
+                    body: ::core::option::Option<::std::vec::Vec<u8>>,
+                ) -> $crate::RequestDecision {
+                    $crate::__private::on_request::<$policy>(ctx, req, body)
+                }
+
+                fn on_response(
+                    ctx: $crate::CallContext,
+                    req: $crate::RequestHead,
+                    resp: $crate::ResponseHead,
+                    body: ::core::option::Option<::std::vec::Vec<u8>>,
+                ) -> $crate::ResponseDecision {
+                    $crate::__private::on_response::<$policy>(ctx, req, resp, body)
+                }
+            }
+
+            // Native builds (unit tests) get the trait impl but not the
+            // exported symbols, whose names native linkers reject.
+            #[cfg(target_arch = "wasm32")]
+            $crate::bindings::__export_policy_host!(
+                __TollgatePolicyExport with_types_in $crate::bindings
+            );
+        };
+    };
+}
+
+/// Support for [`export_policy!`]; not a public API.
+#[doc(hidden)]
+pub mod __private {
+    use super::*;
+
+    pub use crate::bindings::exports::tollgate::policy::policy::Guest;
+
+    thread_local! {
+        // The configured policy of this instance. Wasm components are
+        // single-threaded, and `configure` runs before the phases.
+        static INSTANCE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+    }
+
+    pub fn configure<P: Policy>(json: &str) -> Result<PolicyInfo, ConfigError> {
+        let policy = parse_config::<P>(json)?;
+        let info = policy.info();
+        INSTANCE.with(|cell| *cell.borrow_mut() = Some(Box::new(policy)));
+        Ok(info)
+    }
+
+    fn with_instance<P: Policy, R>(phase: &str, f: impl FnOnce(&mut P) -> R) -> R {
+        INSTANCE.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            let policy = slot
+                .as_mut()
+                .and_then(|p| p.downcast_mut::<P>())
+                .unwrap_or_else(|| {
+                    panic!("tollgate policy: `{phase}` was called before a successful `configure`")
+                });
+            f(policy)
+        })
+    }
+
+    pub fn on_request<P: Policy>(
+        ctx: CallContext,
+        req: RequestHead,
+        body: Option<Vec<u8>>,
+    ) -> RequestDecision {
+        with_instance::<P, _>("on-request", |p| p.on_request(&ctx, &req, body.as_deref()))
+    }
+
+    pub fn on_response<P: Policy>(
+        ctx: CallContext,
+        req: RequestHead,
+        resp: ResponseHead,
+        body: Option<Vec<u8>>,
+    ) -> ResponseDecision {
+        with_instance::<P, _>("on-response", |p| {
+            p.on_response(&ctx, &req, &resp, body.as_deref())
+        })
+    }
+}
