@@ -244,10 +244,7 @@ pub fn build(
                     .as_ref()
                     .map(|n| n.to_string())
                     .unwrap_or_else(|| spec.plugin.clone());
-                let where_ = at(spec
-                    .config
-                    .as_ref()
-                    .map_or(s.span().start, |c| c.span().start));
+                let where_ = at(s.span().start);
                 let ctx = format!(
                     "{where_}: api `{}`, step `{step_name}` (plugin `{}`)",
                     api.name, spec.plugin
@@ -297,7 +294,7 @@ pub fn build(
                 let config = spec.config.as_ref().map_or_else(
                     || "{}".to_string(),
                     |c| {
-                        manifest::toml_to_json(&toml::Value::Table(c.get_ref().clone()))
+                        manifest::toml_to_json(&toml::Value::Table(c.clone()))
                             .to_string()
                     },
                 );

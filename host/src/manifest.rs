@@ -455,7 +455,7 @@ pub struct StepSpec {
     pub timeout: Option<Dur>,
     pub memory: Option<Size>,
     #[serde(default)]
-    pub config: Option<toml::Spanned<toml::Table>>,
+    pub config: Option<toml::Table>,
 }
 
 /// Convert a TOML table to JSON for a plugin's `configure`.

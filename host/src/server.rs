@@ -507,7 +507,9 @@ pub async fn handle(
     // The upstream.
     let out = match early {
         Some(o) => o,
-        None => match call_upstream(api, head.clone(), req_body, peer, &host, scheme).await {
+        None => match call_upstream(api, head.clone(), req_body, peer, &host, scheme, &request_id)
+            .await
+        {
             Ok(resp) => {
                 let (parts, body) = resp.into_parts();
                 let mut h = parts.headers;
@@ -594,6 +596,7 @@ async fn call_upstream(
     peer: SocketAddr,
     host: &str,
     scheme: &str,
+    request_id: &str,
 ) -> Result<Response<Incoming>, GatewayError> {
     let up = &api.upstream;
     let target = up.pick();
@@ -632,6 +635,9 @@ async fn call_upstream(
     };
     if let Some(h) = host_value {
         headers.insert(header::HOST, h);
+    }
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        headers.insert("x-request-id", v);
     }
     let body: ProxyBody = match body {
         Ok(incoming) => incoming.map_err(|e| Box::new(e) as BoxError).boxed(),

@@ -1,0 +1,392 @@
+//! Shared helpers for the end-to-end tests: a real gateway on loopback with
+//! plugins built from this tree, a real recording upstream, and clients.
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tollgate::server::{self, Gateway};
+
+/// Where the test build put the compiled plugins and fixtures.
+pub fn plugin_dir() -> PathBuf {
+    PathBuf::from(env!("TOLLGATE_PLUGIN_DIR"))
+}
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("TOLLGATE_ROOT"))
+}
+
+/// The `tollgate` binary, built on first use (cargo is quick when it is
+/// already up to date).
+pub fn tollgate_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "--quiet", "-p", "tollgate", "--bin", "tollgate"])
+            .current_dir(root())
+            .status()
+            .expect("running cargo build for the tollgate binary");
+        assert!(status.success(), "building the tollgate binary failed");
+        let target = std::env::var("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| root().join("target"));
+        target.join("debug").join("tollgate")
+    })
+    .clone()
+}
+
+/// Assert that `haystack` contains `needle`, showing both when not.
+#[track_caller]
+pub fn assert_contains(haystack: &str, needle: &str) {
+    assert!(
+        haystack.contains(needle),
+        "expected to find {needle:?} in:\n{haystack}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Upstream
+
+/// One request as the upstream received it.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path_and_query: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// A real HTTP upstream on loopback that records what it receives.
+///
+/// Paths with special behaviour:
+/// - `/slow/{ms}`: waits that long before answering;
+/// - `/hang`: never answers;
+/// - `/status/{code}`: answers with that status;
+/// - `/big/{bytes}`: answers with a body of that many `x`;
+/// - anything else: 200 with a JSON echo, and response headers
+///   `server: recording-upstream`, `x-upstream: yes`, a hop-by-hop
+///   `connection: x-hop` + `x-hop: 1`, and `x-chain-response: upstream`.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Recorded>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    pub async fn start() -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Arc<Mutex<Vec<Recorded>>> = Arc::default();
+        let seen2 = seen.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let seen = seen2.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| answer(req, seen.clone()));
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Upstream { addr, seen, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Everything received so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn last(&self) -> Recorded {
+        self.requests().pop().expect("the upstream saw no request")
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    seen: Arc<Mutex<Vec<Recorded>>>,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let rec = Recorded {
+        method: parts.method.to_string(),
+        path_and_query: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.to_string())
+            .unwrap_or_default(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(n, v)| {
+                (
+                    n.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: body.clone(),
+    };
+    seen.lock().unwrap().push(rec.clone());
+    let path = parts.uri.path();
+    if let Some(ms) = path.strip_prefix("/slow/") {
+        let ms: u64 = ms.parse().unwrap_or(1000);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if path == "/hang" {
+        std::future::pending::<()>().await;
+    }
+    let mut status = StatusCode::OK;
+    if let Some(code) = path.strip_prefix("/status/") {
+        status = code
+            .parse::<u16>()
+            .ok()
+            .and_then(|c| StatusCode::from_u16(c).ok())
+            .unwrap_or(StatusCode::OK);
+    }
+    let body = if let Some(n) = path.strip_prefix("/big/") {
+        Bytes::from(vec![b'x'; n.parse().unwrap_or(0)])
+    } else {
+        Bytes::from(
+            serde_json::json!({
+                "method": rec.method,
+                "path": rec.path_and_query,
+                "body": String::from_utf8_lossy(&rec.body),
+            })
+            .to_string(),
+        )
+    };
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert("server", "recording-upstream".parse().unwrap());
+    h.insert("x-upstream", "yes".parse().unwrap());
+    h.insert("connection", "x-hop".parse().unwrap());
+    h.insert("x-hop", "1".parse().unwrap());
+    h.insert("x-chain-response", "upstream".parse().unwrap());
+    h.insert("content-type", "application/json".parse().unwrap());
+    Ok(resp)
+}
+
+// ---------------------------------------------------------------------------
+// Gateway
+
+/// How to start a test gateway.
+pub struct GatewayBuilder {
+    manifest: String,
+    limits: String,
+    tls: Option<(String, String)>,
+    watch: bool,
+}
+
+impl GatewayBuilder {
+    /// Extra lines for the `[limits]` table.
+    pub fn limits(mut self, toml: &str) -> Self {
+        self.limits = toml.to_string();
+        self
+    }
+    /// Serve TLS with this PEM certificate and key.
+    pub fn tls(mut self, cert_pem: String, key_pem: String) -> Self {
+        self.tls = Some((cert_pem, key_pem));
+        self
+    }
+    /// Reload on file change.
+    pub fn watch(mut self, on: bool) -> Self {
+        self.watch = on;
+        self
+    }
+
+    pub async fn start(self) -> TestGateway {
+        TestGateway::start_with(self).await
+    }
+}
+
+/// A real gateway, in this process, on a loopback port.
+pub struct TestGateway {
+    pub dir: tempfile::TempDir,
+    pub gateway: Arc<Gateway>,
+    pub addr: SocketAddr,
+    pub tls: bool,
+    shutdown: tokio::sync::watch::Sender<bool>,
+}
+
+impl TestGateway {
+    /// A gateway serving this policy manifest (its text; `{upstream}` is
+    /// replaced by nothing — format the URL in yourself).
+    pub fn builder(manifest: &str) -> GatewayBuilder {
+        GatewayBuilder {
+            manifest: manifest.to_string(),
+            limits: String::new(),
+            tls: None,
+            watch: false,
+        }
+    }
+
+    pub async fn start(manifest: &str) -> TestGateway {
+        Self::builder(manifest).start().await
+    }
+
+    async fn start_with(b: GatewayBuilder) -> TestGateway {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("api.toml"), &b.manifest).unwrap();
+        let tls = match &b.tls {
+            Some((cert, key)) => {
+                std::fs::write(dir.path().join("cert.pem"), cert).unwrap();
+                std::fs::write(dir.path().join("key.pem"), key).unwrap();
+                "tls = { cert = \"cert.pem\", key = \"key.pem\" }"
+            }
+            None => "",
+        };
+        let gw = format!(
+            r#"schema = 1
+data-dir = "data"
+policies = ["api.toml"]
+
+[[listener]]
+name = "test"
+address = "127.0.0.1:0"
+{tls}
+
+[plugins]
+dirs = [{plugins:?}]
+
+[limits]
+{limits}
+
+[reload]
+watch = {watch}
+debounce = "50ms"
+"#,
+            plugins = plugin_dir().display().to_string(),
+            limits = b.limits,
+            watch = b.watch,
+        );
+        let gw_path = dir.path().join("tollgate.toml");
+        std::fs::write(&gw_path, gw).unwrap();
+        let p = gw_path.clone();
+        let (gateway, file) = tokio::task::spawn_blocking(move || Gateway::load(&p))
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("gateway failed to start: {e:#}"));
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let (bound, _tasks) = server::serve(gateway.clone(), &file, rx).await.unwrap();
+        gateway.spawn_reloaders(b.watch, Duration::from_millis(50));
+        TestGateway {
+            dir,
+            gateway,
+            addr: bound[0].addr,
+            tls: b.tls.is_some(),
+            shutdown: tx,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}{path}", self.addr)
+    }
+
+    /// Replace the policy manifest on disk (for reload tests).
+    pub fn write_manifest(&self, text: &str) {
+        let p = self.dir.path().join("api.toml");
+        let tmp = self.dir.path().join("api.toml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(tmp, p).unwrap();
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for TestGateway {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+/// A plain HTTP/1.1 client that keeps no connection pool between tests.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Poll `f` until it returns true or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, mut f: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if f().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An API manifest with one prefix route `/` to `upstream` and the given
+/// chain (TOML `[[api.chain]]` entries).
+pub fn simple_manifest(upstream: &str, chain: &str) -> String {
+    format!(
+        r#"schema = 1
+
+[[api]]
+name = "test"
+upstream = {{ targets = ["{upstream}"], connect-timeout = "500ms", response-timeout = "2s" }}
+
+[[api.route]]
+prefix = "/"
+
+{chain}
+"#
+    )
+}

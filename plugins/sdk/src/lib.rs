@@ -478,3 +478,137 @@ pub mod __private {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Config {
+        items: Vec<Item>,
+    }
+
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Item {
+        name: String,
+    }
+
+    struct Echo {
+        first: String,
+        requests: u32,
+    }
+
+    impl Policy for Echo {
+        type Config = Config;
+
+        fn new(config: Config) -> Result<Self, ConfigError> {
+            match config.items.first() {
+                Some(item) => Ok(Echo {
+                    first: item.name.clone(),
+                    requests: 0,
+                }),
+                None => Err(ConfigError::at("items", "must not be empty")),
+            }
+        }
+
+        fn on_request(
+            &mut self,
+            _: &CallContext,
+            _: &RequestHead,
+            _: Option<&[u8]>,
+        ) -> RequestDecision {
+            self.requests += 1;
+            RequestDecision::Continue(
+                RequestEdits::default()
+                    .set_header("x-first", self.first.as_str())
+                    .set_header("x-requests", self.requests.to_string()),
+            )
+        }
+    }
+
+    fn config_error(json: &str) -> ConfigError {
+        match parse_config::<Echo>(json) {
+            Ok(_) => panic!("{json} was accepted"),
+            Err(e) => e,
+        }
+    }
+
+    #[test]
+    fn config_errors_have_dotted_paths() {
+        assert_eq!(
+            config_error(r#"{"items":[{"name":"a"},{"name":7}]}"#),
+            ConfigError::at(
+                "items.1.name",
+                "invalid type: integer `7`, expected a string"
+            )
+        );
+        assert_eq!(
+            config_error(r#"{"items":[{"nam":"a"}]}"#).field.as_deref(),
+            Some("items.0.nam")
+        );
+        assert_eq!(
+            config_error(r#"{}"#),
+            ConfigError::new("missing field `items`")
+        );
+        assert_eq!(
+            config_error(r#"{"items":[]}"#),
+            ConfigError::at("items", "must not be empty")
+        );
+        // Syntax errors keep their position.
+        assert_eq!(
+            config_error(r#"{"items":[]} x"#),
+            ConfigError::new("trailing characters at line 1 column 14")
+        );
+    }
+
+    #[test]
+    fn dispatch_uses_the_configured_instance() {
+        let info = __private::configure::<Echo>(r#"{"items":[{"name":"a"}]}"#).unwrap();
+        assert_eq!(info, PolicyInfo::default());
+        for n in 1..=2 {
+            let decision =
+                __private::on_request::<Echo>(CallContext::default(), RequestHead::default(), None);
+            assert_eq!(
+                decision,
+                RequestDecision::Continue(RequestEdits {
+                    headers: vec![
+                        HeaderOp::set("x-first", "a"),
+                        HeaderOp::set("x-requests", n.to_string()),
+                    ],
+                    ..RequestEdits::default()
+                })
+            );
+        }
+        // A new configure replaces the instance.
+        __private::configure::<Echo>(r#"{"items":[{"name":"b"}]}"#).unwrap();
+        let decision =
+            __private::on_request::<Echo>(CallContext::default(), RequestHead::default(), None);
+        assert!(matches!(decision, RequestDecision::Continue(e)
+            if e.headers == vec![HeaderOp::set("x-first", "b"), HeaderOp::set("x-requests", "1")]));
+        assert_eq!(
+            __private::on_response::<Echo>(
+                CallContext::default(),
+                RequestHead::default(),
+                ResponseHead::default(),
+                None
+            ),
+            ResponseDecision::default()
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "`on-request` was called before a successful `configure`")]
+    fn phases_before_configure_panic() {
+        __private::on_request::<Echo>(CallContext::default(), RequestHead::default(), None);
+    }
+
+    #[test]
+    fn host_service_fallbacks() {
+        log::info("native fallback: line1\nline2\x1b[31m");
+        assert!(clock::now_ms() > 1_600_000_000_000);
+        let a = clock::monotonic_ns();
+        assert!(clock::monotonic_ns() >= a);
+    }
+}

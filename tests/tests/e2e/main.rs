@@ -1,0 +1,10 @@
+//! End-to-end tests: one binary, topic modules, shared helpers in the
+//! crate's library.
+
+mod chain;
+mod proxying;
+mod reload;
+mod routing;
+mod sandbox;
+mod tls;
+mod ui;

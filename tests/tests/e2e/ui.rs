@@ -1,0 +1,1 @@
+//! `tollgate check` UI tests (filled in separately).
