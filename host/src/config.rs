@@ -13,6 +13,10 @@ use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
+
+/// Longest deadline a policy phase may be given.
+pub const MAX_STEP_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One API, ready to serve.
 #[derive(Debug)]
@@ -102,11 +106,42 @@ pub fn read_gateway_file(path: &Path) -> Result<GatewayFile, ConfigErrors> {
         }
     }
     let mem = gw.limits.step_memory.0;
-    if mem < (1 << 20) || mem > MAX_STEP_MEMORY {
+    if !((1 << 20)..=MAX_STEP_MEMORY).contains(&mem) {
         errs.push(format!(
-            "{}: limits.step-memory must be between 1MiB and {}MiB",
+            "{}: limits.step-memory = {mem} bytes must be between 1MiB and {}MiB",
             path.display(),
             MAX_STEP_MEMORY >> 20
+        ));
+    }
+    let t = gw.limits.step_timeout.0;
+    if t.is_zero() || t > MAX_STEP_TIMEOUT {
+        errs.push(format!(
+            "{}: limits.step-timeout = {t:?} must be between 1ms and 30s",
+            path.display()
+        ));
+    }
+    let l = &gw.limits;
+    for (name, zero) in [
+        ("max-headers", l.max_headers == 0),
+        ("max-connections", l.max_connections == 0),
+        ("max-header-bytes", l.max_header_bytes.0 < 1024),
+        (
+            "request-header-timeout",
+            l.request_header_timeout.0.is_zero(),
+        ),
+        ("max-concurrent-streams", l.max_concurrent_streams == 0),
+    ] {
+        if zero {
+            errs.push(format!(
+                "{}: limits.{name} is too small to serve anything (remove it for the default)",
+                path.display()
+            ));
+        }
+    }
+    if l.max_header_bytes.0 > (16 << 20) {
+        errs.push(format!(
+            "{}: limits.max-header-bytes must be at most 16MiB",
+            path.display()
         ));
     }
     if gw.limits.max_instances == 0 || gw.limits.max_instances > 100_000 {
@@ -165,7 +200,7 @@ pub fn build(
     let mut apis = Vec::new();
     let mut routes = Vec::new();
     let mut watched = vec![gw_path.to_path_buf()];
-    let mut api_names: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let mut api_names: BTreeMap<String, String> = BTreeMap::new();
     for p in &gw.policies {
         watched.push(resolve(base, p));
     }
@@ -192,22 +227,26 @@ pub fn build(
                 let (l, c) = line_col(&text, offset);
                 format!("{}:{l}:{c}", file.display())
             };
-            if let Some(prev) = api_names.insert(api.name.to_string(), file.clone()) {
+            if let Some(prev) = api_names.get(api.name.as_str()) {
                 errs.push(format!(
-                    "{}: api `{}` is already defined in {}",
+                    "{}: api `{}` is already defined at {prev}",
                     at(span.start),
                     api.name,
-                    prev.display()
                 ));
                 continue;
             }
+            api_names.insert(api.name.to_string(), at(span.start));
             let api_index = apis.len();
             let mut ok = true;
             // Upstream.
             let upstream = match Upstream::new(&api.upstream) {
                 Ok(u) => Some(u),
                 Err(e) => {
-                    errs.push(format!("{}: api `{}`: upstream: {e}", at(span.start), api.name));
+                    errs.push(format!(
+                        "{}: api `{}`: upstream: {e}",
+                        at(span.start),
+                        api.name
+                    ));
                     ok = false;
                     None
                 }
@@ -215,7 +254,7 @@ pub fn build(
             // Routes.
             if api.routes.is_empty() {
                 errs.push(format!(
-                    "{}: api `{}` has no [[api.route]]",
+                    "{}: api `{}` has no route: add an [[api.route]] with `path` or `prefix`",
                     at(span.start),
                     api.name
                 ));
@@ -258,14 +297,13 @@ pub fn build(
                     ok = false;
                     continue;
                 }
-                let Some(plugin_path) = find_plugin(base, gw, &spec.plugin) else {
-                    errs.push(format!(
-                        "{ctx}: plugin `{}` not found (looked in [plugins] paths and dirs: {})",
-                        spec.plugin,
-                        describe_dirs(base, gw)
-                    ));
-                    ok = false;
-                    continue;
+                let plugin_path = match find_plugin(base, gw, &spec.plugin) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        errs.push(format!("{ctx}: {e}"));
+                        ok = false;
+                        continue;
+                    }
                 };
                 watched.push(plugin_path.clone());
                 let plugin = match runtime.load_plugin(&spec.plugin, &plugin_path) {
@@ -279,24 +317,23 @@ pub fn build(
                 let memory = spec.memory.unwrap_or(gw.limits.step_memory).0;
                 if !((1 << 20)..=MAX_STEP_MEMORY).contains(&memory) {
                     errs.push(format!(
-                        "{ctx}: memory must be between 1MiB and {}MiB",
+                        "{ctx}: memory = {memory} bytes must be between 1MiB and {}MiB",
                         MAX_STEP_MEMORY >> 20
                     ));
                     ok = false;
                     continue;
                 }
                 let timeout = spec.timeout.unwrap_or(gw.limits.step_timeout).0;
-                if timeout.is_zero() || timeout > std::time::Duration::from_secs(30) {
-                    errs.push(format!("{ctx}: timeout must be between 1ms and 30s"));
+                if timeout.is_zero() || timeout > MAX_STEP_TIMEOUT {
+                    errs.push(format!(
+                        "{ctx}: timeout = {timeout:?} must be between 1ms and 30s"
+                    ));
                     ok = false;
                     continue;
                 }
                 let config = spec.config.as_ref().map_or_else(
                     || "{}".to_string(),
-                    |c| {
-                        manifest::toml_to_json(&toml::Value::Table(c.clone()))
-                            .to_string()
-                    },
+                    |c| manifest::toml_to_json(&toml::Value::Table(c.clone())).to_string(),
                 );
                 match runtime.configure_step(
                     &api.name.to_string(),
@@ -326,9 +363,9 @@ pub fn build(
                     request_body_limit,
                 });
             } else {
-                // Keep indexes of later APIs aligned with their routes.
+                // Keep indexes of later APIs aligned with their routes. The
+                // name stays taken, so a duplicate is reported now too.
                 routes.retain(|r| r.api != api_index);
-                api_names.remove(&api.name.to_string());
             }
         }
     }
@@ -347,7 +384,7 @@ pub fn build(
 
 fn describe_dirs(base: &Path, gw: &GatewayFile) -> String {
     if gw.plugins.dirs.is_empty() {
-        return "none configured".into();
+        return "[plugins] dirs (none configured)".into();
     }
     gw.plugins
         .dirs
@@ -357,17 +394,23 @@ fn describe_dirs(base: &Path, gw: &GatewayFile) -> String {
         .join(", ")
 }
 
-/// Where the plugin called `name` lives, if anywhere.
-pub fn find_plugin(base: &Path, gw: &GatewayFile, name: &str) -> Option<PathBuf> {
+/// Where the plugin called `name` lives, or why it cannot be found.
+pub fn find_plugin(base: &Path, gw: &GatewayFile, name: &str) -> Result<PathBuf, String> {
     if let Some(p) = gw.plugins.paths.get(name) {
-        return Some(resolve(base, p));
+        return Ok(resolve(base, p));
     }
     if name.is_empty()
         || !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     {
-        return None;
+        let hint = name
+            .strip_suffix(".wasm")
+            .map(|n| format!("write `{}`, or ", n.replace('_', "-")))
+            .unwrap_or_default();
+        return Err(format!(
+            "plugin name `{name}` may contain only letters, digits, `-` and `_`: {hint}map it in [plugins.paths]"
+        ));
     }
     let file = format!("{}.wasm", name.replace('-', "_"));
     gw.plugins
@@ -375,6 +418,12 @@ pub fn find_plugin(base: &Path, gw: &GatewayFile, name: &str) -> Option<PathBuf>
         .iter()
         .map(|d| resolve(base, d).join(&file))
         .find(|p| p.is_file())
+        .ok_or_else(|| {
+            format!(
+                "plugin `{name}` not found: no [plugins.paths] entry `{name}` and no `{file}` in {}",
+                describe_dirs(base, gw)
+            )
+        })
 }
 
 fn compile_route(api: usize, order: usize, r: &RouteSpec) -> Result<Route, String> {

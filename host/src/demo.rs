@@ -35,9 +35,14 @@ pub async fn serve(addr: SocketAddr, on_bound: impl FnOnce(SocketAddr)) -> Resul
 
 async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
     let path = parts.uri.path();
-    let (status, json) = if let Some(id) = path.strip_prefix("/pets/").filter(|s| !s.contains('/')) {
+    let (status, json) = if let Some(id) = path.strip_prefix("/pets/").filter(|s| !s.contains('/'))
+    {
         match id.parse::<u32>() {
             Ok(n) => (
                 StatusCode::OK,
@@ -52,7 +57,12 @@ async fn answer(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, std::co
         let headers: Vec<(String, String)> = parts
             .headers
             .iter()
-            .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(n, v)| {
+                (
+                    n.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect();
         (
             StatusCode::OK,

@@ -104,7 +104,13 @@ impl GatewayError {
 
     /// The one mapping from a failure to what the client gets.
     pub fn to_response(&self, request_id: &str) -> Response<Full<Bytes>> {
-        error_response(self.status(), self.code(), &self.public_message(), request_id, self)
+        error_response(
+            self.status(),
+            self.code(),
+            &self.public_message(),
+            request_id,
+            self,
+        )
     }
 }
 
@@ -131,7 +137,10 @@ fn error_response(
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Ok(v) = HeaderValue::from_str(request_id) {
         h.insert("x-request-id", v);
@@ -155,15 +164,30 @@ mod tests {
     fn statuses_by_source() {
         let p = |e: PolicyError| GatewayError::Policy(e).status().as_u16();
         assert_eq!(GatewayError::NoRoute.status().as_u16(), 404);
-        assert_eq!(GatewayError::UpstreamConnect("x".into()).status().as_u16(), 502);
+        assert_eq!(
+            GatewayError::UpstreamConnect("x".into()).status().as_u16(),
+            502
+        );
         assert_eq!(
             GatewayError::UpstreamTimeout(std::time::Duration::from_secs(1))
                 .status()
                 .as_u16(),
             504
         );
-        assert_eq!(p(PolicyError::Trap { step: "a".into(), detail: "d".into() }), 500);
-        assert_eq!(p(PolicyError::Timeout { step: "a".into(), limit: Default::default() }), 503);
+        assert_eq!(
+            p(PolicyError::Trap {
+                step: "a".into(),
+                detail: "d".into()
+            }),
+            500
+        );
+        assert_eq!(
+            p(PolicyError::Timeout {
+                step: "a".into(),
+                limit: Default::default()
+            }),
+            503
+        );
         assert_eq!(p(PolicyError::Busy { step: "a".into() }), 503);
     }
 

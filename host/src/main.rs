@@ -8,7 +8,11 @@ use std::process::ExitCode;
 use tollgate::server::{self, Gateway};
 
 #[derive(Parser)]
-#[command(name = "tollgate", version, about = "API gateway with WebAssembly policies")]
+#[command(
+    name = "tollgate",
+    version,
+    about = "API gateway with WebAssembly policies"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -38,7 +42,10 @@ enum Command {
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("TOLLGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 fn main() -> ExitCode {

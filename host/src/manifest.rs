@@ -50,7 +50,9 @@ pub fn parse_toml<T: serde::de::DeserializeOwned>(
 }
 
 /// Read and parse a TOML file.
-pub fn read_toml<T: serde::de::DeserializeOwned>(path: &Path) -> Result<(T, String), ManifestError> {
+pub fn read_toml<T: serde::de::DeserializeOwned>(
+    path: &Path,
+) -> Result<(T, String), ManifestError> {
     let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read {
         path: path.to_path_buf(),
         source,
@@ -79,13 +81,13 @@ impl TryFrom<&str> for Dur {
     type Error = String;
     fn try_from(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        let split = s
-            .find(|c: char| !c.is_ascii_digit())
-            .ok_or_else(|| format!("`{s}` has no unit: expected e.g. `250ms`, `10s`, `2m`, `1h`"))?;
+        let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| {
+            format!("`{s}` has no unit: expected e.g. `250ms`, `10s`, `2m`, `1h`")
+        })?;
         let (num, unit) = s.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("`{s}` is not a duration: expected e.g. `250ms`, `10s`, `2m`, `1h`"))?;
+        let n: u64 = num.parse().map_err(|_| {
+            format!("`{s}` is not a duration: expected e.g. `250ms`, `10s`, `2m`, `1h`")
+        })?;
         let d = match unit {
             "us" => Duration::from_micros(n),
             "ms" => Duration::from_millis(n),
@@ -104,8 +106,18 @@ impl TryFrom<&str> for Dur {
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        Dur::try_from(s.as_str()).map_err(serde::de::Error::custom)
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            S(String),
+            Other(toml::Value),
+        }
+        match Raw::deserialize(d)? {
+            Raw::S(s) => Dur::try_from(s.as_str()).map_err(serde::de::Error::custom),
+            Raw::Other(v) => Err(serde::de::Error::custom(format!(
+                "`{v}` is not a duration: expected a string like \"50ms\" or \"10s\""
+            ))),
+        }
     }
 }
 
@@ -227,7 +239,7 @@ pub struct GatewayFile {
     #[serde(default)]
     pub policies: Vec<PathBuf>,
     /// At least one listener.
-    #[serde(rename = "listener")]
+    #[serde(default, rename = "listener")]
     pub listeners: Vec<ListenerSpec>,
     #[serde(default)]
     pub limits: Limits,
@@ -378,7 +390,7 @@ pub struct ApiSpec {
     pub name: Name,
     pub upstream: UpstreamSpec,
     /// At least one route.
-    #[serde(rename = "route")]
+    #[serde(default, rename = "route")]
     pub routes: Vec<toml::Spanned<RouteSpec>>,
     /// The request chain, in order; the response chain runs in reverse.
     #[serde(default, rename = "chain")]
@@ -482,10 +494,15 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(Dur::try_from("250ms").unwrap().0, Duration::from_millis(250));
+        assert_eq!(
+            Dur::try_from("250ms").unwrap().0,
+            Duration::from_millis(250)
+        );
         assert_eq!(Dur::try_from("2m").unwrap().0, Duration::from_secs(120));
         assert!(Dur::try_from("10").unwrap_err().contains("no unit"));
-        assert!(Dur::try_from("10d").unwrap_err().contains("unknown unit `d`"));
+        assert!(Dur::try_from("10d")
+            .unwrap_err()
+            .contains("unknown unit `d`"));
         assert!(Dur::try_from("ms").is_err());
         assert!(Dur::try_from("99999999999999999999s").is_err());
     }

@@ -192,7 +192,10 @@ mod tests {
     #[test]
     fn hop_by_hop() {
         let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("close, x-secret-hop"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("close, x-secret-hop"),
+        );
         h.insert("x-secret-hop", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert("te", HeaderValue::from_static("trailers"));
@@ -227,8 +230,13 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            assert_eq!(Upstream::new(&spec("http://a:1/base/")).unwrap().targets[0].base_path, "/base");
-            assert!(Upstream::new(&spec("https://a:1")).unwrap_err().contains("https"));
+            assert_eq!(
+                Upstream::new(&spec("http://a:1/base/")).unwrap().targets[0].base_path,
+                "/base"
+            );
+            assert!(Upstream::new(&spec("https://a:1"))
+                .unwrap_err()
+                .contains("https"));
             assert!(Upstream::new(&spec("ftp://a")).is_err());
             assert!(Upstream::new(&spec("http://a:1/?q")).is_err());
         });

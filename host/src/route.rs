@@ -135,9 +135,9 @@ impl PathPattern {
         let mut names = Vec::<String>::new();
         for s in pattern.split('/').filter(|s| !s.is_empty()) {
             if let Some(inner) = s.strip_prefix('{') {
-                let name = inner
-                    .strip_suffix('}')
-                    .ok_or_else(|| format!("path `{pattern}`: segment `{s}` has an unclosed `{{`"))?;
+                let name = inner.strip_suffix('}').ok_or_else(|| {
+                    format!("path `{pattern}`: segment `{s}` has an unclosed `{{`")
+                })?;
                 if name.is_empty()
                     || !name
                         .chars()
@@ -148,13 +148,19 @@ impl PathPattern {
                     ));
                 }
                 if names.iter().any(|n| n == name) {
-                    return Err(format!("path `{pattern}`: capture `{{{name}}}` appears twice"));
+                    return Err(format!(
+                        "path `{pattern}`: capture `{{{name}}}` appears twice"
+                    ));
                 }
                 names.push(name.to_string());
                 segs.push(Segment::Capture(name.to_string()));
             } else if s.contains('{') || s.contains('}') {
                 return Err(format!(
                     "path `{pattern}`: a capture must be a whole segment, like `/{{id}}`"
+                ));
+            } else if matches!(s, "." | "..") {
+                return Err(format!(
+                    "path `{pattern}`: segment `{s}` is not allowed (`.` and `..` are resolved before routing)"
                 ));
             } else {
                 let norm = normalize_path(&format!("/{s}"))
@@ -179,6 +185,11 @@ impl PathPattern {
         if prefix.contains('{') || prefix.contains('}') {
             return Err(format!(
                 "prefix `{prefix}` cannot hold captures; use `path` for templates"
+            ));
+        }
+        if prefix.split('/').any(|s| matches!(s, "." | "..")) {
+            return Err(format!(
+                "prefix `{prefix}`: segments `.` and `..` are not allowed (they are resolved before routing)"
             ));
         }
         let norm = normalize_path(prefix).map_err(|e| format!("prefix `{prefix}`: {e}"))?;
@@ -295,7 +306,9 @@ pub enum RouteMatch<'a> {
         captures: Vec<(String, String)>,
     },
     /// A route matched host and path but not the method.
-    MethodNotAllowed { allow: Vec<String> },
+    MethodNotAllowed {
+        allow: Vec<String>,
+    },
     NotFound,
 }
 
@@ -398,11 +411,20 @@ mod tests {
         assert!(normalize_path(&format!("/{}", "a".repeat(MAX_PATH))).is_err());
     }
 
-    fn route(api: usize, hosts: &[&str], pat: PathPattern, methods: &[&str], order: usize) -> Route {
+    fn route(
+        api: usize,
+        hosts: &[&str],
+        pat: PathPattern,
+        methods: &[&str],
+        order: usize,
+    ) -> Route {
         Route {
             api,
             name: format!("r{order}"),
-            hosts: hosts.iter().map(|h| HostPattern::parse(h).unwrap()).collect(),
+            hosts: hosts
+                .iter()
+                .map(|h| HostPattern::parse(h).unwrap())
+                .collect(),
             path: pat,
             methods: methods.iter().map(|m| m.to_string()).collect(),
             order,
@@ -413,10 +435,34 @@ mod tests {
     fn routing() {
         let r = Router::new(vec![
             route(0, &[], PathPattern::prefix("/pets").unwrap(), &[], 0),
-            route(1, &[], PathPattern::template("/pets/{id}").unwrap(), &["GET"], 1),
-            route(2, &[], PathPattern::template("/pets/mine").unwrap(), &["GET"], 2),
-            route(3, &["api.example.com"], PathPattern::prefix("/").unwrap(), &[], 3),
-            route(4, &["*.example.org"], PathPattern::prefix("/pets").unwrap(), &[], 4),
+            route(
+                1,
+                &[],
+                PathPattern::template("/pets/{id}").unwrap(),
+                &["GET"],
+                1,
+            ),
+            route(
+                2,
+                &[],
+                PathPattern::template("/pets/mine").unwrap(),
+                &["GET"],
+                2,
+            ),
+            route(
+                3,
+                &["api.example.com"],
+                PathPattern::prefix("/").unwrap(),
+                &[],
+                3,
+            ),
+            route(
+                4,
+                &["*.example.org"],
+                PathPattern::prefix("/pets").unwrap(),
+                &[],
+                4,
+            ),
         ]);
         let api = |m: RouteMatch| match m {
             RouteMatch::Found { route, captures } => (route.api, captures),
@@ -430,7 +476,10 @@ mod tests {
         assert_eq!(api(r.route("x", "/pets/mine", "GET")).0, 2);
         assert_eq!(api(r.route("x", "/pets/7", "POST")).0, 0);
         assert_eq!(api(r.route("x", "/pets", "GET")).0, 0);
-        assert!(matches!(r.route("x", "/petshop", "GET"), RouteMatch::NotFound));
+        assert!(matches!(
+            r.route("x", "/petshop", "GET"),
+            RouteMatch::NotFound
+        ));
         assert_eq!(api(r.route("API.example.com", "/pets/7", "GET")).0, 3);
         assert_eq!(api(r.route("a.b.example.org", "/pets/7", "GET")).0, 4);
         assert_eq!(api(r.route("example.org", "/pets/7", "GET")).0, 1);

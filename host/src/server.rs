@@ -427,7 +427,10 @@ pub async fn handle(
             return finish(error_outgoing(&err, &request_id), &request_id);
         }
         RouteMatch::NotFound => {
-            return finish(error_outgoing(&GatewayError::NoRoute, &request_id), &request_id);
+            return finish(
+                error_outgoing(&GatewayError::NoRoute, &request_id),
+                &request_id,
+            );
         }
     };
     let api = &gen.apis[route.api];
@@ -507,8 +510,16 @@ pub async fn handle(
     // The upstream.
     let out = match early {
         Some(o) => o,
-        None => match call_upstream(api, head.clone(), req_body, peer, &host, scheme, &request_id)
-            .await
+        None => match call_upstream(
+            api,
+            head.clone(),
+            req_body,
+            peer,
+            &host,
+            scheme,
+            &request_id,
+        )
+        .await
         {
             Ok(resp) => {
                 let (parts, body) = resp.into_parts();
@@ -625,7 +636,10 @@ async fn call_upstream(
         &mut headers,
         &peer.ip().to_string(),
         scheme,
-        original_host.as_ref().and_then(|h| h.to_str().ok()).or(Some(host)),
+        original_host
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .or(Some(host)),
     );
     headers.remove(header::HOST);
     let host_value = if up.preserve_host {
@@ -674,7 +688,8 @@ async fn run_response_chain(
         .filter_map(|(s, _)| s.info.body.response.map(|n| n as usize))
         .max();
     if let (Some(limit), OutBody::Stream(_)) = (limit, &out.body) {
-        let OutBody::Stream(body) = std::mem::replace(&mut out.body, OutBody::Buffered(Bytes::new()))
+        let OutBody::Stream(body) =
+            std::mem::replace(&mut out.body, OutBody::Buffered(Bytes::new()))
         else {
             unreachable!()
         };

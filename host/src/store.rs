@@ -35,7 +35,10 @@ impl Store {
                 }
                 _ => "",
             };
-            anyhow::anyhow!("data directory {}: cannot open the store: {e}{hint}", data_dir.display())
+            anyhow::anyhow!(
+                "data directory {}: cannot open the store: {e}{hint}",
+                data_dir.display()
+            )
         })?;
         Ok(Store { db, path })
     }

@@ -14,7 +14,10 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor> {
             .with_context(|| format!("TLS certificate {}: not valid PEM", cert.display()))?
     };
     if certs.is_empty() {
-        anyhow::bail!("TLS certificate {}: no CERTIFICATE block found", cert.display());
+        anyhow::bail!(
+            "TLS certificate {}: no CERTIFICATE block found",
+            cert.display()
+        );
     }
     let key_der = {
         let data = std::fs::read(key)

@@ -24,9 +24,9 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 pub use bindings::log::Level as LogLevel;
 pub use bindings::types::{
-    BodyAccess, CallContext, ConfigError as WitConfigError, Consumer, Header, HeaderOp,
-    PolicyInfo, RequestDecision, RequestEdits, RequestHead, Response, ResponseDecision,
-    ResponseEdits, ResponseHead,
+    BodyAccess, CallContext, ConfigError as WitConfigError, Consumer, Header, HeaderOp, PolicyInfo,
+    RequestDecision, RequestEdits, RequestHead, Response, ResponseDecision, ResponseEdits,
+    ResponseHead,
 };
 use bindings::{PolicyHost, PolicyHostPre};
 pub use engine::{EngineLimits, PolicyEngine};
@@ -253,10 +253,24 @@ impl Runtime {
     pub fn load_plugin(&self, name: &str, path: &Path) -> Result<Arc<Plugin>> {
         let wasm = std::fs::read(path)
             .with_context(|| format!("plugin `{name}`: cannot read {}", path.display()))?;
-        let (component, hash) = self
-            .engine
-            .load_component(&wasm, path)
-            .with_context(|| format!("plugin `{name}` ({}) is not a valid component", path.display()))?;
+        if !wasm.starts_with(b"\0asm") {
+            anyhow::bail!(
+                "plugin `{name}` ({}) is not WebAssembly (the file does not start with `\\0asm`)",
+                path.display()
+            );
+        }
+        if wasm.get(4..8) == Some(&[1, 0, 0, 0]) {
+            anyhow::bail!(
+                "plugin `{name}` ({}) is a core WebAssembly module, not a component: build it for wasm32-wasip2",
+                path.display()
+            );
+        }
+        let (component, hash) = self.engine.load_component(&wasm, path).with_context(|| {
+            format!(
+                "plugin `{name}` ({}) is not a valid component",
+                path.display()
+            )
+        })?;
         if let Some(p) = self.plugins.lock().unwrap().get(&hash) {
             if p.name == name {
                 return Ok(p.clone());
@@ -406,7 +420,12 @@ impl Runtime {
     }
 }
 
-fn classify(step_name: &str, step: &Step, store: &Store<StepState>, e: wasmtime::Error) -> PolicyError {
+fn classify(
+    step_name: &str,
+    step: &Step,
+    store: &Store<StepState>,
+    e: wasmtime::Error,
+) -> PolicyError {
     let step_s = step_name.to_string();
     if store.data().limiter.exceeded {
         return PolicyError::Memory {
@@ -458,10 +477,10 @@ impl StepInstance {
         req: &RequestHead,
         body: Option<&[u8]>,
     ) -> Result<RequestDecision, PolicyError> {
-        let r = self
-            .bindings
-            .tollgate_policy_policy()
-            .call_on_request(&mut self.store, ctx, req, body);
+        let r =
+            self.bindings
+                .tollgate_policy_policy()
+                .call_on_request(&mut self.store, ctx, req, body);
         r.map_err(|e| classify(&step.name, step, &self.store, e))
     }
 
@@ -476,10 +495,13 @@ impl StepInstance {
     ) -> Result<ResponseDecision, PolicyError> {
         self.store
             .set_epoch_deadline(PolicyEngine::ticks_for(step.timeout));
-        let r = self
-            .bindings
-            .tollgate_policy_policy()
-            .call_on_response(&mut self.store, ctx, req, resp, body);
+        let r = self.bindings.tollgate_policy_policy().call_on_response(
+            &mut self.store,
+            ctx,
+            req,
+            resp,
+            body,
+        );
         r.map_err(|e| classify(&step.name, step, &self.store, e))
     }
 }
@@ -518,8 +540,11 @@ fn check_header(step: &str, name: &str, value: &[u8]) -> Result<(), PolicyError>
             "header `{name}` frames the message and is set by the gateway"
         )));
     }
-    http::HeaderValue::from_bytes(value)
-        .map_err(|_| bad(format!("the value of header `{name}` contains CR, LF or NUL")))?;
+    http::HeaderValue::from_bytes(value).map_err(|_| {
+        bad(format!(
+            "the value of header `{name}` contains CR, LF or NUL"
+        ))
+    })?;
     Ok(())
 }
 
@@ -532,7 +557,10 @@ pub fn apply_header_ops(
     if ops.len() > MAX_HEADERS_OUT {
         return Err(PolicyError::BadOutput {
             step: step.to_string(),
-            detail: format!("{} header operations (at most {MAX_HEADERS_OUT})", ops.len()),
+            detail: format!(
+                "{} header operations (at most {MAX_HEADERS_OUT})",
+                ops.len()
+            ),
         });
     }
     for op in ops {
@@ -581,10 +609,7 @@ pub fn check_response(step: &str, resp: &Response) -> Result<(), PolicyError> {
     if resp.headers.len() > MAX_HEADERS_OUT {
         return Err(PolicyError::BadOutput {
             step: step.to_string(),
-            detail: format!(
-                "{} headers (at most {MAX_HEADERS_OUT})",
-                resp.headers.len()
-            ),
+            detail: format!("{} headers (at most {MAX_HEADERS_OUT})", resp.headers.len()),
         });
     }
     for h in &resp.headers {
@@ -637,15 +662,27 @@ mod tests {
     #[test]
     fn header_ops() {
         let mut hs = vec![
-            Header { name: "a".into(), value: b"1".to_vec() },
-            Header { name: "a".into(), value: b"2".to_vec() },
+            Header {
+                name: "a".into(),
+                value: b"1".to_vec(),
+            },
+            Header {
+                name: "a".into(),
+                value: b"2".to_vec(),
+            },
         ];
         apply_header_ops(
             "s",
             &mut hs,
             vec![
-                HeaderOp::Append(Header { name: "b".into(), value: b"x".to_vec() }),
-                HeaderOp::Set(Header { name: "a".into(), value: b"3".to_vec() }),
+                HeaderOp::Append(Header {
+                    name: "b".into(),
+                    value: b"x".to_vec(),
+                }),
+                HeaderOp::Set(Header {
+                    name: "a".into(),
+                    value: b"3".to_vec(),
+                }),
                 HeaderOp::Remove("B".into()),
             ],
         )
@@ -653,10 +690,22 @@ mod tests {
         assert_eq!(hs.len(), 1);
         assert_eq!(hs[0].value, b"3");
         for bad in [
-            HeaderOp::Set(Header { name: "Content-Length".into(), value: b"1".to_vec() }),
-            HeaderOp::Set(Header { name: "content-length".into(), value: b"1".to_vec() }),
-            HeaderOp::Set(Header { name: "x".into(), value: b"a\r\nb".to_vec() }),
-            HeaderOp::Set(Header { name: "bad name".into(), value: b"1".to_vec() }),
+            HeaderOp::Set(Header {
+                name: "Content-Length".into(),
+                value: b"1".to_vec(),
+            }),
+            HeaderOp::Set(Header {
+                name: "content-length".into(),
+                value: b"1".to_vec(),
+            }),
+            HeaderOp::Set(Header {
+                name: "x".into(),
+                value: b"a\r\nb".to_vec(),
+            }),
+            HeaderOp::Set(Header {
+                name: "bad name".into(),
+                value: b"1".to_vec(),
+            }),
             HeaderOp::Remove("Transfer-Encoding".into()),
         ] {
             assert!(apply_header_ops("s", &mut hs, vec![bad]).is_err());

@@ -61,7 +61,12 @@ plugin = "fixture-context"
     assert_eq!(r.headers()["x-chain-response"], "a");
     assert!(up.requests().is_empty());
     // Authenticated: the later step sees the consumer.
-    let r = c.get(gw.url("/x")).header("x-user", "alice").send().await.unwrap();
+    let r = c
+        .get(gw.url("/x"))
+        .header("x-user", "alice")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["context"]["consumer"]["id"], "alice");
@@ -174,7 +179,12 @@ plugin = "noop"
 "#;
     let gw = TestGateway::start(&simple_manifest(&up.url(), chain)).await;
     let big = vec![b'z'; 3 << 20];
-    let r = client().post(gw.url("/echo")).body(big.clone()).send().await.unwrap();
+    let r = client()
+        .post(gw.url("/echo"))
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(up.last().body.len(), big.len());
     let r = client().get(gw.url("/big/5000000")).send().await.unwrap();

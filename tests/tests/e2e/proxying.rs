@@ -87,11 +87,17 @@ async fn hanging_upstream_is_504_within_the_timeout() {
     let r = client().get(gw.url("/hang")).send().await.unwrap();
     let took = started.elapsed();
     assert_eq!(r.status(), 504);
-    assert!(took >= Duration::from_secs(2) && took < Duration::from_secs(6), "{took:?}");
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(6),
+        "{took:?}"
+    );
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "upstream_timeout");
     // The gateway still serves.
-    assert_eq!(client().get(gw.url("/ok")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client().get(gw.url("/ok")).send().await.unwrap().status(),
+        200
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -85,7 +85,9 @@ async fn file_change_triggers_reload() {
         let u = gw.url("/");
         async move {
             let r = c.get(u).send().await.unwrap();
-            r.headers().get("x-chain-response").map(|v| v.to_str().unwrap().to_string())
+            r.headers()
+                .get("x-chain-response")
+                .map(|v| v.to_str().unwrap().to_string())
                 == Some("after".into())
         }
     })

@@ -24,7 +24,10 @@ async fn costs_one_request(gw: &TestGateway, up: &Upstream, path: &str, status: 
     assert!(up.requests().iter().all(|r| r.path_and_query != path));
     // No slot leaked.
     assert!(
-        eventually(Duration::from_secs(2), || async { gw.gateway.runtime.live_instances() == 0 }).await,
+        eventually(Duration::from_secs(2), || async {
+            gw.gateway.runtime.live_instances() == 0
+        })
+        .await,
         "instances still alive: {}",
         gw.gateway.runtime.live_instances()
     );

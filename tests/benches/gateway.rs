@@ -1,0 +1,543 @@
+//! CPU cost per request of the gateway, end to end, with real processes:
+//! the release `tollgate` binary as `demo-upstream` and as `run` gateways,
+//! and a load generator in this process on loopback.
+//!
+//! Variants, interleaved over several rounds (the order rotates):
+//! - direct: the load goes straight to the demo upstream (the baseline);
+//! - 0 steps: through a gateway whose API has no policy chain;
+//! - 1 noop step: through a gateway whose API runs the `noop` policy, on a
+//!   fresh instance per request (the only mode the gateway has).
+//!
+//! CPU is read from each process's own `/proc/<pid>/stat` (utime + stime,
+//! in clock ticks) before and after a round's load, and divided by the
+//! requests served. Reported per variant: median over the rounds with
+//! min–max, and ratios taken within each round against the direct
+//! upstream and against the gateway with 0 steps.
+//!
+//! Run: `cargo bench -p tollgate-tests --bench gateway`
+//! (prints a markdown table and rewrites its section of docs/performance.md).
+
+mod common;
+
+use bytes::Bytes;
+use common::{Machine, Summary};
+use http::{header, Request};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+/// Measured rounds (odd, so the median is one of them).
+const ROUNDS: usize = 7;
+/// Requests per variant and round.
+const REQUESTS: usize = 20_000;
+/// Requests per variant in the warm-up round (not reported).
+const WARMUP_REQUESTS: usize = 5_000;
+/// Keep-alive connections the load generator keeps busy.
+const CONNECTIONS: usize = 32;
+/// How long the idle CPU of the processes is measured.
+const IDLE: Duration = Duration::from_secs(3);
+const PATH: &str = "/echo/x";
+
+// ---------------------------------------------------------------------------
+// Processes
+
+/// Every process this bench started; all are killed (by PID) and reaped
+/// when this is dropped, also when the bench panics.
+#[derive(Default)]
+struct Processes {
+    children: Vec<(String, Child, PathBuf)>,
+}
+
+impl Processes {
+    /// Start `bin args...` with its output in `log`.
+    fn spawn(&mut self, name: &str, bin: &Path, args: &[&str], log: &Path) -> usize {
+        let out = std::fs::File::create(log).expect("creating a log file");
+        let err = out.try_clone().expect("cloning a log file");
+        let child = Command::new(bin)
+            .args(args)
+            .env("TOLLGATE_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name} ({}): {e}", bin.display()));
+        self.children
+            .push((name.to_string(), child, log.to_path_buf()));
+        self.children.len() - 1
+    }
+
+    fn pid(&self, i: usize) -> u32 {
+        self.children[i].1.id()
+    }
+
+    /// Poll until the process accepts connections on `port`.
+    fn wait_ready(&mut self, i: usize, port: u16) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        loop {
+            let (name, child, log) = &mut self.children[i];
+            if let Ok(Some(status)) = child.try_wait() {
+                let log = std::fs::read_to_string(log).unwrap_or_default();
+                panic!("{name} exited ({status}) before listening on {port}:\n{log}");
+            }
+            if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return;
+            }
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(&*log).unwrap_or_default();
+                panic!("{name} did not listen on {port} within 120 s:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for (name, child, _) in self.children.iter_mut().rev() {
+            // `Child::kill` sends SIGKILL to this child's PID only.
+            if let Err(e) = child.kill() {
+                eprintln!("killing {name} (pid {}): {e}", child.id());
+            }
+            let _ = child.wait();
+        }
+    }
+}
+
+/// A port that was free a moment ago (bind to port 0, read it, close).
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding 127.0.0.1:0")
+        .port()
+}
+
+/// Clock ticks per second for `/proc/<pid>/stat`: 100 on Linux, checked
+/// with `getconf CLK_TCK`.
+fn clk_tck() -> f64 {
+    const ASSUMED: u64 = 100;
+    let got = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<u64>()
+                .ok()
+        });
+    match got {
+        Some(v) if v == ASSUMED => v as f64,
+        Some(v) => {
+            eprintln!("note: getconf CLK_TCK = {v}, not {ASSUMED}; using {v}");
+            v as f64
+        }
+        None => {
+            eprintln!("note: getconf CLK_TCK failed; assuming {ASSUMED}");
+            ASSUMED as f64
+        }
+    }
+}
+
+/// utime + stime of a process (all its threads), in clock ticks.
+fn cpu_ticks(pid: &str) -> u64 {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+    // The command name (field 2) is in parentheses and may hold spaces;
+    // fields are counted after its closing parenthesis, from field 3.
+    let rest = &stat[stat.rfind(')').expect("malformed stat") + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| -> u64 { f[n - 3].parse().expect("a number in stat") };
+    field(14) + field(15)
+}
+
+/// Build the release binary and return its path.
+fn build_binary() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("building: cargo build --release -p tollgate --bin tollgate");
+    let status = Command::new(cargo)
+        .args(["build", "--release", "-p", "tollgate", "--bin", "tollgate"])
+        .current_dir(common::root())
+        .status()
+        .expect("running cargo build");
+    assert!(
+        status.success(),
+        "building the release tollgate binary failed"
+    );
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| common::root().join("target"));
+    let bin = target.join("release").join("tollgate");
+    assert!(bin.exists(), "no binary at {}", bin.display());
+    bin
+}
+
+/// Write a gateway file (and its API manifest) into `dir`.
+fn gateway_files(dir: &Path, port: u16, upstream_port: u16, chain: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let manifest = format!(
+        r#"schema = 1
+
+[[api]]
+name = "bench"
+upstream = {{ targets = ["http://127.0.0.1:{upstream_port}"] }}
+
+[[api.route]]
+name = "all"
+prefix = "/"
+{chain}
+"#
+    );
+    std::fs::write(dir.join("api.toml"), manifest).unwrap();
+    let gw = format!(
+        r#"schema = 1
+data-dir = "data"
+policies = ["api.toml"]
+
+[[listener]]
+name = "bench"
+address = "127.0.0.1:{port}"
+
+[plugins]
+dirs = [{plugins:?}]
+
+[reload]
+watch = false
+"#,
+        plugins = common::plugin_dir().display().to_string(),
+    );
+    let path = dir.join("tollgate.toml");
+    std::fs::write(&path, gw).unwrap();
+    path
+}
+
+// ---------------------------------------------------------------------------
+// Load
+
+fn request(authority: &str) -> Request<Empty<Bytes>> {
+    Request::get(PATH)
+        .header(header::HOST, authority)
+        .header(header::USER_AGENT, "tollgate-bench/1")
+        .header(header::ACCEPT, "application/json")
+        .header(header::ACCEPT_ENCODING, "gzip, deflate, br")
+        .header(header::ACCEPT_LANGUAGE, "en-GB,en;q=0.7")
+        .header("x-client-id", "bench-client-42")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Empty::new())
+        .unwrap()
+}
+
+/// Send `total` GET requests over `connections` keep-alive HTTP/1.1
+/// connections to `port`, each connection sending its next request when
+/// the previous response is read. Every response must be 200. Returns the
+/// wall time from the first request to the last response.
+async fn load(port: u16, connections: usize, total: usize) -> Duration {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let authority = addr.to_string();
+    let mut senders = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        let stream = TcpStream::connect(addr).await.expect("connecting");
+        stream.set_nodelay(true).expect("TCP_NODELAY");
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("HTTP/1 handshake");
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        senders.push(sender);
+    }
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::with_capacity(connections);
+    for mut sender in senders {
+        let next = next.clone();
+        let authority = authority.clone();
+        tasks.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < total {
+                sender.ready().await.expect("connection closed");
+                let resp = sender
+                    .send_request(request(&authority))
+                    .await
+                    .expect("sending a request");
+                let status = resp.status();
+                let body = resp
+                    .into_body()
+                    .collect()
+                    .await
+                    .expect("reading a response")
+                    .to_bytes();
+                assert!(
+                    status == 200,
+                    "GET {PATH} on {authority}: {status}: {}",
+                    String::from_utf8_lossy(&body)
+                );
+                std::hint::black_box(body);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("a load task failed");
+    }
+    start.elapsed()
+}
+
+// ---------------------------------------------------------------------------
+// Measurement
+
+struct Variant {
+    name: &'static str,
+    /// Where the load goes.
+    port: u16,
+    /// The gateway process, if any.
+    proxy_pid: Option<String>,
+    rps: Vec<f64>,
+    proxy_us: Vec<f64>,
+    upstream_us: Vec<f64>,
+    client_us: Vec<f64>,
+}
+
+impl Variant {
+    fn new(name: &'static str, port: u16, proxy_pid: Option<u32>) -> Variant {
+        Variant {
+            name,
+            port,
+            proxy_pid: proxy_pid.map(|p| p.to_string()),
+            rps: Vec::new(),
+            proxy_us: Vec::new(),
+            upstream_us: Vec::new(),
+            client_us: Vec::new(),
+        }
+    }
+}
+
+struct Sample {
+    rps: f64,
+    proxy_us: f64,
+    upstream_us: f64,
+    client_us: f64,
+}
+
+fn measure(
+    rt: &tokio::runtime::Runtime,
+    v: &Variant,
+    upstream_pid: &str,
+    ticks_per_s: f64,
+    requests: usize,
+) -> Sample {
+    let proxy0 = v.proxy_pid.as_deref().map(cpu_ticks);
+    let up0 = cpu_ticks(upstream_pid);
+    let me0 = cpu_ticks("self");
+    let wall = rt.block_on(load(v.port, CONNECTIONS, requests));
+    // Let the servers finish with the closed connections.
+    std::thread::sleep(Duration::from_millis(50));
+    let me1 = cpu_ticks("self");
+    let up1 = cpu_ticks(upstream_pid);
+    let proxy1 = v.proxy_pid.as_deref().map(cpu_ticks);
+    let us_per_req = |ticks: u64| ticks as f64 / ticks_per_s * 1e6 / requests as f64;
+    Sample {
+        rps: requests as f64 / wall.as_secs_f64(),
+        proxy_us: match (proxy0, proxy1) {
+            (Some(a), Some(b)) => us_per_req(b - a),
+            _ => f64::NAN,
+        },
+        upstream_us: us_per_req(up1 - up0),
+        client_us: us_per_req(me1 - me0),
+    }
+}
+
+fn main() {
+    let machine = Machine::detect();
+    println!("gateway: CPU per request, direct vs through the gateway");
+    let ticks_per_s = clk_tck();
+    let bin = build_binary();
+    let dir = tempfile::tempdir().expect("temp dir");
+    // Declared after `dir`, so the processes die before their files go.
+    let mut procs = Processes::default();
+
+    let up_port = free_port();
+    let up = procs.spawn(
+        "demo-upstream",
+        &bin,
+        &["demo-upstream", "--listen", &format!("127.0.0.1:{up_port}")],
+        &dir.path().join("upstream.log"),
+    );
+    let up_pid = procs.pid(up).to_string();
+
+    let mut gateways = Vec::new();
+    for (name, chain) in [
+        ("0 steps", ""),
+        (
+            "1 noop step",
+            "\n[[api.chain]]\nname = \"noop\"\nplugin = \"noop\"\n",
+        ),
+    ] {
+        let port = free_port();
+        let sub = dir.path().join(name.replace(' ', "-"));
+        let file = gateway_files(&sub, port, up_port, chain);
+        let i = procs.spawn(
+            name,
+            &bin,
+            &["run", "--config", file.to_str().unwrap()],
+            &sub.join("gateway.log"),
+        );
+        gateways.push((name, port, i));
+    }
+    procs.wait_ready(up, up_port);
+    for &(_, port, i) in &gateways {
+        procs.wait_ready(i, port);
+    }
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let mut variants = vec![Variant::new("direct", up_port, None)];
+    for &(name, port, i) in &gateways {
+        variants.push(Variant::new(name, port, Some(procs.pid(i))));
+    }
+
+    // Idle cost: every process, no load.
+    let idle_pids: Vec<(String, String)> =
+        std::iter::once(("demo-upstream".to_string(), up_pid.clone()))
+            .chain(variants.iter().filter_map(|v| {
+                v.proxy_pid
+                    .clone()
+                    .map(|p| (format!("gateway, {}", v.name), p))
+            }))
+            .collect();
+    let before: Vec<u64> = idle_pids.iter().map(|(_, p)| cpu_ticks(p)).collect();
+    std::thread::sleep(IDLE);
+    let idle: Vec<String> = idle_pids
+        .iter()
+        .zip(before)
+        .map(|((name, pid), b)| {
+            let ms_per_s = (cpu_ticks(pid) - b) as f64 / ticks_per_s * 1e3 / IDLE.as_secs_f64();
+            format!("{name} {ms_per_s:.1} ms/s")
+        })
+        .collect();
+    println!("idle CPU: {}", idle.join(", "));
+
+    // Warm-up: connections, pools, caches, the plugin's first instances.
+    for v in &variants {
+        measure(&rt, v, &up_pid, ticks_per_s, WARMUP_REQUESTS);
+    }
+
+    let started = Instant::now();
+    for round in 0..ROUNDS {
+        let n = variants.len();
+        let mut line = format!("round {}:", round + 1);
+        for k in 0..n {
+            let i = (k + round) % n;
+            let s = measure(&rt, &variants[i], &up_pid, ticks_per_s, REQUESTS);
+            let v = &mut variants[i];
+            line.push_str(&format!(
+                "  {}: {:.0} req/s, proxy {:.1} µs, upstream {:.1} µs;",
+                v.name, s.rps, s.proxy_us, s.upstream_us
+            ));
+            v.rps.push(s.rps);
+            v.proxy_us.push(s.proxy_us);
+            v.upstream_us.push(s.upstream_us);
+            v.client_us.push(s.client_us);
+        }
+        println!("{line}");
+    }
+    let elapsed = started.elapsed();
+
+    // Ratios within each round.
+    let direct = &variants[0];
+    let zero = &variants[1];
+    let per_round = |f: &dyn Fn(usize) -> f64| -> Summary {
+        Summary::of(&(0..ROUNDS).map(f).collect::<Vec<_>>())
+    };
+    let mut table = String::from(
+        "| variant | requests/s | requests/s ÷ direct | gateway CPU µs/req | \
+         upstream CPU µs/req | gateway ÷ direct upstream | \
+         (gateway + upstream) ÷ direct upstream | gateway ÷ 0 steps | \
+         load generator CPU µs/req |\n\
+         |---|---|---|---|---|---|---|---|---|\n",
+    );
+    for v in &variants {
+        let is_direct = v.proxy_pid.is_none();
+        let dash = || "—".to_string();
+        table.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            v.name,
+            Summary::of(&v.rps).fmt(0),
+            per_round(&|r| v.rps[r] / direct.rps[r]).fmt_ratio(),
+            if is_direct {
+                dash()
+            } else {
+                Summary::of(&v.proxy_us).fmt(1)
+            },
+            Summary::of(&v.upstream_us).fmt(1),
+            if is_direct {
+                dash()
+            } else {
+                per_round(&|r| v.proxy_us[r] / direct.upstream_us[r]).fmt_ratio()
+            },
+            per_round(&|r| {
+                let own = if is_direct { 0.0 } else { v.proxy_us[r] };
+                (own + v.upstream_us[r]) / direct.upstream_us[r]
+            })
+            .fmt_ratio(),
+            if is_direct {
+                dash()
+            } else {
+                per_round(&|r| v.proxy_us[r] / zero.proxy_us[r]).fmt_ratio()
+            },
+            Summary::of(&v.client_us).fmt(1),
+        ));
+    }
+    let step_cost: Vec<String> = variants[2..]
+        .iter()
+        .map(|v| {
+            format!(
+                "{}: +{} µs CPU per request over 0 steps",
+                v.name,
+                per_round(&|r| v.proxy_us[r] - zero.proxy_us[r]).fmt(1)
+            )
+        })
+        .collect();
+
+    let mut body = String::new();
+    body.push_str("## Gateway CPU per request (`gateway`)\n\n");
+    body.push_str(&machine.markdown("cargo bench -p tollgate-tests --bench gateway"));
+    body.push_str(&format!(
+        "- processes: the release `tollgate` binary as `demo-upstream` and as two `run` \
+         gateways (`TOLLGATE_LOG=warn`, file watch off, default limits); the load \
+         generator runs in the bench process (one tokio thread, hyper HTTP/1.1 client).\n\
+         - load: `GET {PATH}` with 8 request headers over {CONNECTIONS} keep-alive \
+         connections, one request in flight per connection; {REQUESTS} requests per \
+         variant and round, {ROUNDS} rounds after a warm-up of {WARMUP_REQUESTS}; the \
+         variants' order rotates from round to round ({:.0} s in all).\n\
+         - CPU: utime + stime from `/proc/<pid>/stat` ({ticks_per_s} ticks/s) of each \
+         process over a round, ÷ requests served. Figures are medians over the rounds \
+         (min–max); ratios are taken within each round. All processes share the 2 \
+         cores, so requests/s is for the whole machine, load generator included.\n\
+         - idle CPU with no load (over {} s): {}.\n\n",
+        elapsed.as_secs_f64(),
+        IDLE.as_secs(),
+        idle.join(", "),
+    ));
+    body.push_str(&table);
+    body.push('\n');
+    for s in &step_cost {
+        body.push_str(&format!("- {s}\n"));
+    }
+    body.push('\n');
+    println!();
+    print!("{body}");
+    common::write_doc_section("gateway", &body);
+    drop(procs);
+}

@@ -1,0 +1,307 @@
+//! What a policy step costs per call, in process, on the policy runtime the
+//! gateway uses (`tollgate::policy::Runtime`, pooling allocator, plugins built
+//! from this tree):
+//!
+//! - fresh: `instantiate` (which runs `configure`) + `on_request`, then drop
+//!   the instance: what the gateway does for every step of every request;
+//! - reused: `on_request` on one instance kept across calls;
+//! - instantiate: `instantiate` (with `configure`) and drop, no phase.
+//!
+//! Every case runs in each of several rounds, in an order that rotates from
+//! round to round; each round times a batch of calls sized to take about
+//! 80 ms. Reported: the median µs per call over the rounds with min–max, and
+//! the ratio fresh ÷ reused taken within each round.
+//!
+//! Run: `cargo bench -p tollgate-tests --bench instances`
+//! (prints a markdown table and rewrites its section of docs/performance.md).
+
+mod common;
+
+use common::{Machine, Summary};
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tollgate::policy::{
+    CallContext, EngineLimits, Header, HeaderOp, RequestDecision, RequestHead, Runtime, Step,
+    StepInstance,
+};
+
+/// Rounds over all cases (odd, so the median is one of them).
+const ROUNDS: usize = 11;
+/// About how long one case runs in one round.
+const BATCH: Duration = Duration::from_millis(80);
+/// The transform step's configuration.
+const TRANSFORM_CONFIG: &str = r#"{"request":{"headers":{"set":{"x-a":"1"}}}}"#;
+/// The deadline given to the steps. The gateway uses 50 ms per phase; a
+/// reused instance here runs thousands of calls under one deadline set at
+/// `instantiate`, so the bench gives it an hour. The deadline's value does
+/// not change the cost of a call.
+const STEP_TIMEOUT: Duration = Duration::from_secs(3600);
+const STEP_MEMORY: usize = 16 << 20;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mode {
+    Fresh,
+    Reused,
+    Instantiate,
+}
+
+impl Mode {
+    const ALL: [Mode; 3] = [Mode::Fresh, Mode::Reused, Mode::Instantiate];
+}
+
+/// A request as the gateway would hand it to a step: 10 headers, a query,
+/// a route capture.
+fn request() -> (CallContext, RequestHead) {
+    let h = |n: &str, v: &str| Header {
+        name: n.to_string(),
+        value: v.as_bytes().to_vec(),
+    };
+    let ctx = CallContext {
+        request_id: "5f0c8a4e-8a51-4c4e-9d4c-2f1f6b3c9e21".into(),
+        client_addr: "192.0.2.7:51234".into(),
+        api: "pets".into(),
+        route: "get-pet".into(),
+        captures: vec![("id".into(), "42".into())],
+        consumer: None,
+        step: "bench".into(),
+    };
+    let req = RequestHead {
+        method: "GET".into(),
+        scheme: "https".into(),
+        authority: "api.example.com".into(),
+        path: "/pets/42".into(),
+        query: Some("include=owner&v=2".into()),
+        headers: vec![
+            h("host", "api.example.com"),
+            h(
+                "user-agent",
+                "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+            ),
+            h("accept", "application/json, text/plain;q=0.9, */*;q=0.8"),
+            h("accept-encoding", "gzip, deflate, br"),
+            h("accept-language", "en-GB,en;q=0.7"),
+            h(
+                "authorization",
+                "Bearer eyJhbGciOiJSUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJhcHAtNDIifQ.c2ln",
+            ),
+            h("x-forwarded-for", "198.51.100.23"),
+            h(
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            ),
+            h("cookie", "session=3b1f0e6c9a; theme=dark"),
+            h("cache-control", "no-cache"),
+        ],
+    };
+    (ctx, req)
+}
+
+struct Plugin {
+    name: &'static str,
+    step: Step,
+    /// The instance the `reused` case calls again and again.
+    reused: StepInstance,
+}
+
+struct Case {
+    plugin: usize,
+    mode: Mode,
+    /// Calls per round.
+    calls: usize,
+    /// µs per call, one value per round.
+    us: Vec<f64>,
+}
+
+fn run_batch(
+    rt: &Runtime,
+    p: &mut Plugin,
+    mode: Mode,
+    calls: usize,
+    ctx: &CallContext,
+    req: &RequestHead,
+) -> Duration {
+    let start = Instant::now();
+    match mode {
+        Mode::Fresh => {
+            for _ in 0..calls {
+                let mut inst = rt
+                    .instantiate(&p.step, &ctx.request_id)
+                    .expect("instantiate");
+                let d = inst
+                    .on_request(&p.step, ctx, req, None)
+                    .expect("on_request");
+                black_box(d);
+                drop(inst);
+            }
+        }
+        Mode::Reused => {
+            for _ in 0..calls {
+                let d = p
+                    .reused
+                    .on_request(&p.step, ctx, req, None)
+                    .expect("on_request");
+                black_box(d);
+            }
+        }
+        Mode::Instantiate => {
+            for _ in 0..calls {
+                let inst = rt
+                    .instantiate(&p.step, &ctx.request_id)
+                    .expect("instantiate");
+                black_box(&inst);
+                drop(inst);
+            }
+        }
+    }
+    start.elapsed()
+}
+
+fn load(rt: &Runtime, name: &'static str, config: &str) -> Plugin {
+    let path = common::plugin_dir().join(format!("{name}.wasm"));
+    let plugin = rt
+        .load_plugin(name, &path)
+        .unwrap_or_else(|e| panic!("loading {}: {e:#}", path.display()));
+    let step = rt
+        .configure_step(
+            "pets",
+            name,
+            Arc::clone(&plugin),
+            config.to_string(),
+            STEP_TIMEOUT,
+            STEP_MEMORY,
+            false,
+        )
+        .unwrap_or_else(|e| panic!("configuring {name}: {e}"));
+    let reused = rt
+        .instantiate(&step, "reused")
+        .unwrap_or_else(|e| panic!("instantiating {name}: {e}"));
+    Plugin { name, step, reused }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter or other flags are ignored.
+    let machine = Machine::detect();
+    println!("instances: per-call cost of fresh vs reused policy instances");
+    let rt = Runtime::new(EngineLimits { max_instances: 64 }, None).expect("policy runtime");
+    let mut plugins = vec![
+        load(&rt, "noop", "{}"),
+        load(&rt, "transform", TRANSFORM_CONFIG),
+    ];
+    let (ctx, req) = request();
+
+    // Check that the steps do what the bench says they do.
+    for p in &mut plugins {
+        let d = p
+            .reused
+            .on_request(&p.step, &ctx, &req, None)
+            .expect("on_request");
+        let RequestDecision::Continue(edits) = d else {
+            panic!("{} did not continue", p.name);
+        };
+        match p.name {
+            "noop" => assert!(edits.headers.is_empty(), "noop edited headers"),
+            _ => assert!(
+                matches!(&edits.headers[..], [HeaderOp::Set(h)] if h.name == "x-a" && h.value == b"1"),
+                "transform did not set x-a: {:?}",
+                edits.headers
+            ),
+        }
+    }
+
+    // Warm up every case and size its batch to about BATCH.
+    let mut cases = Vec::new();
+    for pi in 0..plugins.len() {
+        for mode in Mode::ALL {
+            run_batch(&rt, &mut plugins[pi], mode, 200, &ctx, &req);
+            let probe = 500;
+            let t = run_batch(&rt, &mut plugins[pi], mode, probe, &ctx, &req);
+            let per_call = t.as_secs_f64() / probe as f64;
+            let calls = ((BATCH.as_secs_f64() / per_call) as usize).clamp(200, 2_000_000);
+            cases.push(Case {
+                plugin: pi,
+                mode,
+                calls,
+                us: Vec::with_capacity(ROUNDS),
+            });
+        }
+    }
+
+    let started = Instant::now();
+    for round in 0..ROUNDS {
+        let n = cases.len();
+        for k in 0..n {
+            // Rotate the order so no case always runs first or last.
+            let i = (k + round) % n;
+            let c = &cases[i];
+            let t = run_batch(&rt, &mut plugins[c.plugin], c.mode, c.calls, &ctx, &req);
+            let us = t.as_secs_f64() * 1e6 / c.calls as f64;
+            cases[i].us.push(us);
+        }
+        eprint!(".");
+    }
+    eprintln!(
+        " {ROUNDS} rounds in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    // Only the reused instances are still alive: fresh ones were dropped.
+    assert_eq!(rt.live_instances(), plugins.len());
+
+    let find = |pi: usize, mode: Mode| {
+        cases
+            .iter()
+            .find(|c| c.plugin == pi && c.mode == mode)
+            .expect("case")
+    };
+    let mut table = String::new();
+    table.push_str(
+        "| plugin | fresh: instantiate + configure + on-request, µs/call | \
+         reused: on-request, µs/call | fresh ÷ reused | \
+         instantiate + configure alone, µs | fresh − instantiate, µs |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    for (pi, p) in plugins.iter().enumerate() {
+        let fresh = find(pi, Mode::Fresh);
+        let reused = find(pi, Mode::Reused);
+        let inst = find(pi, Mode::Instantiate);
+        let ratio: Vec<f64> = (0..ROUNDS).map(|r| fresh.us[r] / reused.us[r]).collect();
+        let rest: Vec<f64> = (0..ROUNDS).map(|r| fresh.us[r] - inst.us[r]).collect();
+        table.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            p.name,
+            Summary::of(&fresh.us).fmt(1),
+            Summary::of(&reused.us).fmt(2),
+            Summary::of(&ratio).fmt_ratio(),
+            Summary::of(&inst.us).fmt(1),
+            Summary::of(&rest).fmt(1),
+        ));
+    }
+    let calls: Vec<String> = cases
+        .iter()
+        .map(|c| format!("{} {:?} {}", plugins[c.plugin].name, c.mode, c.calls))
+        .collect();
+
+    let mut body = String::new();
+    body.push_str("## Policy instances: fresh vs reused (`instances`)\n\n");
+    body.push_str(&machine.markdown("cargo bench -p tollgate-tests --bench instances"));
+    body.push_str(&format!(
+        "- {ROUNDS} interleaved rounds; per round and case one batch of calls \
+         (about {} ms); figures are the median over the rounds (min–max); \
+         ratios are taken within each round. Wall time, one thread.\n\
+         - calls per batch: {}\n\
+         - runtime as the gateway builds it (pooling allocator, epoch deadlines), \
+         step memory cap 16 MiB; request: `GET /pets/42?include=owner&v=2` with 10 headers \
+         and a route capture; transform config `{TRANSFORM_CONFIG}`.\n\n",
+        BATCH.as_millis(),
+        calls.join(", "),
+    ));
+    body.push_str(&table);
+    body.push_str(
+        "\n`fresh − instantiate` is what `on-request` costs as the first call on a new \
+         instance (its memory pages are touched for the first time), against the \
+         `reused` column for a warm one.\n\n",
+    );
+    println!();
+    print!("{body}");
+    common::write_doc_section("instances", &body);
+}
