@@ -477,7 +477,8 @@ pub async fn handle(
     for step in &api.steps {
         ctx.step.clear();
         ctx.step.push_str(&step.name);
-        let result = run_request_step(gateway, step, &ctx, &mut head, &mut req_body, &request_id);
+        let result =
+            run_request_step(gateway, step, &ctx, &mut head, &mut req_body, &request_id).await;
         match result {
             Ok((inst, decision)) => {
                 instances.push(Some(inst));
@@ -549,7 +550,7 @@ enum StepResult {
     Respond(Outgoing),
 }
 
-fn run_request_step(
+async fn run_request_step(
     gateway: &Gateway,
     step: &policy::Step,
     ctx: &CallContext,
@@ -557,14 +558,14 @@ fn run_request_step(
     body: &mut Result<Incoming, Option<Bytes>>,
     request_id: &str,
 ) -> Result<(StepInstance, StepResult), PolicyError> {
-    let mut inst = gateway.runtime.instantiate(step, request_id)?;
+    let mut inst = gateway.runtime.instantiate(step, request_id).await?;
     let wants_body = step.info.body.request.is_some();
     let body_view: Option<&[u8]> = match (&*body, wants_body) {
         (Err(Some(b)), true) => Some(b),
         (Err(None), true) => Some(&[]),
         _ => None,
     };
-    let decision = inst.on_request(step, ctx, head, body_view)?;
+    let decision = inst.on_request(step, ctx, head, body_view).await?;
     match decision {
         RequestDecision::Continue(edits) => {
             policy::apply_header_ops(&step.name, &mut head.headers, edits.headers)?;
@@ -722,7 +723,9 @@ async fn run_response_chain(
             (OutBody::Buffered(b), true) => Some(b),
             _ => None,
         };
-        let result = inst.on_response(step, ctx, head, &resp_head, body_view);
+        let result = inst
+            .on_response(step, ctx, head, &resp_head, body_view)
+            .await;
         out.headers = resp_head.headers;
         let applied = result.and_then(|d| match d {
             ResponseDecision::Continue(edits) => {

@@ -240,9 +240,10 @@ fn request(authority: &str) -> Request<Empty<Bytes>> {
 
 /// Send `total` GET requests over `connections` keep-alive HTTP/1.1
 /// connections to `port`, each connection sending its next request when
-/// the previous response is read. Every response must be 200. Returns the
-/// wall time from the first request to the last response.
-async fn load(port: u16, connections: usize, total: usize) -> Duration {
+/// the previous response is read. Responses other than 200 are counted
+/// (and the first one kept) rather than ending the bench, so that a
+/// gateway failing under load shows in the report.
+async fn load(port: u16, connections: usize, total: usize) -> Outcome {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let authority = addr.to_string();
     let mut senders = Vec::with_capacity(connections);
@@ -264,6 +265,8 @@ async fn load(port: u16, connections: usize, total: usize) -> Duration {
         let next = next.clone();
         let authority = authority.clone();
         tasks.push(tokio::spawn(async move {
+            let mut failed = 0usize;
+            let mut first: Option<String> = None;
             while next.fetch_add(1, Ordering::Relaxed) < total {
                 sender.ready().await.expect("connection closed");
                 let resp = sender
@@ -277,19 +280,40 @@ async fn load(port: u16, connections: usize, total: usize) -> Duration {
                     .await
                     .expect("reading a response")
                     .to_bytes();
-                assert!(
-                    status == 200,
-                    "GET {PATH} on {authority}: {status}: {}",
-                    String::from_utf8_lossy(&body)
-                );
+                if status != 200 {
+                    failed += 1;
+                    first.get_or_insert_with(|| {
+                        format!("{status}: {}", String::from_utf8_lossy(&body))
+                    });
+                }
                 std::hint::black_box(body);
             }
+            (failed, first)
         }));
     }
+    let mut out = Outcome {
+        wall: Duration::ZERO,
+        failed: 0,
+        first_failure: None,
+    };
     for t in tasks {
-        t.await.expect("a load task failed");
+        let (failed, first) = t.await.expect("a load task failed");
+        out.failed += failed;
+        if out.first_failure.is_none() {
+            out.first_failure = first;
+        }
     }
-    start.elapsed()
+    out.wall = start.elapsed();
+    out
+}
+
+/// What one run of [`load`] saw.
+struct Outcome {
+    /// From the first request to the last response.
+    wall: Duration,
+    /// Responses other than 200.
+    failed: usize,
+    first_failure: Option<String>,
 }
 
 // ---------------------------------------------------------------------------
@@ -305,6 +329,9 @@ struct Variant {
     proxy_us: Vec<f64>,
     upstream_us: Vec<f64>,
     client_us: Vec<f64>,
+    /// Responses other than 200, over all measured rounds.
+    failed: usize,
+    first_failure: Option<String>,
 }
 
 impl Variant {
@@ -317,6 +344,8 @@ impl Variant {
             proxy_us: Vec::new(),
             upstream_us: Vec::new(),
             client_us: Vec::new(),
+            failed: 0,
+            first_failure: None,
         }
     }
 }
@@ -326,6 +355,7 @@ struct Sample {
     proxy_us: f64,
     upstream_us: f64,
     client_us: f64,
+    outcome: Outcome,
 }
 
 fn measure(
@@ -338,7 +368,7 @@ fn measure(
     let proxy0 = v.proxy_pid.as_deref().map(cpu_ticks);
     let up0 = cpu_ticks(upstream_pid);
     let me0 = cpu_ticks("self");
-    let wall = rt.block_on(load(v.port, CONNECTIONS, requests));
+    let outcome = rt.block_on(load(v.port, CONNECTIONS, requests));
     // Let the servers finish with the closed connections.
     std::thread::sleep(Duration::from_millis(50));
     let me1 = cpu_ticks("self");
@@ -346,13 +376,14 @@ fn measure(
     let proxy1 = v.proxy_pid.as_deref().map(cpu_ticks);
     let us_per_req = |ticks: u64| ticks as f64 / ticks_per_s * 1e6 / requests as f64;
     Sample {
-        rps: requests as f64 / wall.as_secs_f64(),
+        rps: requests as f64 / outcome.wall.as_secs_f64(),
         proxy_us: match (proxy0, proxy1) {
             (Some(a), Some(b)) => us_per_req(b - a),
             _ => f64::NAN,
         },
         upstream_us: us_per_req(up1 - up0),
         client_us: us_per_req(me1 - me0),
+        outcome,
     }
 }
 

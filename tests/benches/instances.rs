@@ -113,7 +113,7 @@ struct Case {
     us: Vec<f64>,
 }
 
-fn run_batch(
+async fn run_batch(
     rt: &Runtime,
     p: &mut Plugin,
     mode: Mode,
@@ -127,9 +127,11 @@ fn run_batch(
             for _ in 0..calls {
                 let mut inst = rt
                     .instantiate(&p.step, &ctx.request_id)
+                    .await
                     .expect("instantiate");
                 let d = inst
                     .on_request(&p.step, ctx, req, None)
+                    .await
                     .expect("on_request");
                 black_box(d);
                 drop(inst);
@@ -140,6 +142,7 @@ fn run_batch(
                 let d = p
                     .reused
                     .on_request(&p.step, ctx, req, None)
+                    .await
                     .expect("on_request");
                 black_box(d);
             }
@@ -148,6 +151,7 @@ fn run_batch(
             for _ in 0..calls {
                 let inst = rt
                     .instantiate(&p.step, &ctx.request_id)
+                    .await
                     .expect("instantiate");
                 black_box(&inst);
                 drop(inst);
@@ -157,7 +161,7 @@ fn run_batch(
     start.elapsed()
 }
 
-fn load(rt: &Runtime, name: &'static str, config: &str) -> Plugin {
+fn load(ex: &tokio::runtime::Runtime, rt: &Runtime, name: &'static str, config: &str) -> Plugin {
     let path = common::plugin_dir().join(format!("{name}.wasm"));
     let plugin = rt
         .load_plugin(name, &path)
@@ -173,8 +177,8 @@ fn load(rt: &Runtime, name: &'static str, config: &str) -> Plugin {
             false,
         )
         .unwrap_or_else(|e| panic!("configuring {name}: {e}"));
-    let reused = rt
-        .instantiate(&step, "reused")
+    let reused = ex
+        .block_on(rt.instantiate(&step, "reused"))
         .unwrap_or_else(|e| panic!("instantiating {name}: {e}"));
     Plugin { name, step, reused }
 }
@@ -184,17 +188,23 @@ fn main() {
     let machine = Machine::detect();
     println!("instances: per-call cost of fresh vs reused policy instances");
     let rt = Runtime::new(EngineLimits { max_instances: 64 }, None).expect("policy runtime");
+    // The policy API is async (wasmtime's async support): every batch runs
+    // as one future on a single-threaded tokio runtime. `configure_step`
+    // runs outside it (it blocks on its own).
+    let ex = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let mut plugins = vec![
-        load(&rt, "noop", "{}"),
-        load(&rt, "transform", TRANSFORM_CONFIG),
+        load(&ex, &rt, "noop", "{}"),
+        load(&ex, &rt, "transform", TRANSFORM_CONFIG),
     ];
     let (ctx, req) = request();
 
     // Check that the steps do what the bench says they do.
     for p in &mut plugins {
-        let d = p
-            .reused
-            .on_request(&p.step, &ctx, &req, None)
+        let d = ex
+            .block_on(p.reused.on_request(&p.step, &ctx, &req, None))
             .expect("on_request");
         let RequestDecision::Continue(edits) = d else {
             panic!("{} did not continue", p.name);
@@ -213,9 +223,9 @@ fn main() {
     let mut cases = Vec::new();
     for pi in 0..plugins.len() {
         for mode in Mode::ALL {
-            run_batch(&rt, &mut plugins[pi], mode, 200, &ctx, &req);
+            ex.block_on(run_batch(&rt, &mut plugins[pi], mode, 200, &ctx, &req));
             let probe = 500;
-            let t = run_batch(&rt, &mut plugins[pi], mode, probe, &ctx, &req);
+            let t = ex.block_on(run_batch(&rt, &mut plugins[pi], mode, probe, &ctx, &req));
             let per_call = t.as_secs_f64() / probe as f64;
             let calls = ((BATCH.as_secs_f64() / per_call) as usize).clamp(200, 2_000_000);
             cases.push(Case {
@@ -234,7 +244,14 @@ fn main() {
             // Rotate the order so no case always runs first or last.
             let i = (k + round) % n;
             let c = &cases[i];
-            let t = run_batch(&rt, &mut plugins[c.plugin], c.mode, c.calls, &ctx, &req);
+            let t = ex.block_on(run_batch(
+                &rt,
+                &mut plugins[c.plugin],
+                c.mode,
+                c.calls,
+                &ctx,
+                &req,
+            ));
             let us = t.as_secs_f64() * 1e6 / c.calls as f64;
             cases[i].us.push(us);
         }

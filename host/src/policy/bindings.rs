@@ -4,6 +4,10 @@
 wasmtime::component::bindgen!({
     path: "../wit",
     world: "policy-host",
+    // Calls into a policy are async so that a long-running guest yields to
+    // the executor at every epoch tick instead of holding a worker thread,
+    // and so WASI's async host functions run on the ambient tokio runtime.
+    exports: { default: async },
 });
 
 pub use tollgate::policy::{clock, log, types};

@@ -47,13 +47,14 @@ impl PolicyEngine {
             .total_core_instances((instances + 8) * 8)
             .total_memories((instances + 8) * 2)
             .total_tables((instances + 8) * 4)
-            .total_stacks(0)
+            .total_stacks(instances + 8)
             .max_core_instances_per_component(16)
             .max_memories_per_component(4)
             .max_tables_per_component(8)
             .max_memory_size(MAX_STEP_MEMORY as usize)
             .linear_memory_keep_resident(1 << 20)
-            .table_keep_resident(64 << 10);
+            .table_keep_resident(64 << 10)
+            .async_stack_keep_resident(64 << 10);
 
         let mut config = Config::new();
         config
@@ -63,6 +64,7 @@ impl PolicyEngine {
             .wasm_component_model(true)
             .memory_init_cow(true)
             .max_wasm_stack(512 << 10)
+            .async_stack_size(1 << 20)
             .memory_reservation(MAX_STEP_MEMORY)
             .memory_guard_size(64 << 10)
             .memory_reservation_for_growth(0);

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::component::{Linker, ResourceTable};
-use wasmtime::{ResourceLimiter, Store, Trap};
+use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 pub use bindings::log::Level as LogLevel;
@@ -71,6 +71,8 @@ pub struct StepState {
     api: Arc<str>,
     step: Arc<str>,
     request_id: String,
+    /// When the phase running now must be done.
+    deadline: Instant,
 }
 
 impl WasiView for StepState {
@@ -230,7 +232,7 @@ impl Runtime {
         let max_instances = limits.max_instances as usize;
         let engine = PolicyEngine::new(&limits, cache_dir)?;
         let mut linker = Linker::new(engine.engine());
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
         PolicyHost::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
             .map_err(anyhow::Error::from)?;
         Ok(Runtime {
@@ -333,11 +335,14 @@ impl Runtime {
             memory,
             fail_open,
         };
-        let inst = self
-            .instantiate_unconfigured(&step, "configure")
-            .map_err(|e| StepConfigError::Failed(e.to_string()))?;
-        let mut inst = inst;
-        match inst.configure(&step) {
+        let outcome = block_on(async {
+            let mut inst = self
+                .instantiate_unconfigured(&step, "configure")
+                .await
+                .map_err(|e| StepConfigError::Failed(e.to_string()))?;
+            Ok::<_, StepConfigError>(inst.configure(&step).await)
+        })?;
+        match outcome {
             Ok(Ok(info)) => {
                 step.info = info;
                 Ok(step)
@@ -350,7 +355,7 @@ impl Runtime {
         }
     }
 
-    fn instantiate_unconfigured(
+    async fn instantiate_unconfigured(
         &self,
         step: &Step,
         request_id: &str,
@@ -372,11 +377,21 @@ impl Runtime {
             api: step.api.clone(),
             step: step.name.clone(),
             request_id: request_id.to_string(),
+            deadline: Instant::now() + step.timeout,
         };
         let mut store = Store::new(self.engine.engine(), state);
         store.limiter(|s| &mut s.limiter);
-        store.set_epoch_deadline(PolicyEngine::ticks_for(step.timeout));
-        let bindings = match step.plugin.pre.instantiate(&mut store) {
+        // At every epoch tick: past the deadline, trap; otherwise yield to
+        // the executor so a busy guest never holds a worker thread.
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store.set_epoch_deadline(1);
+        let bindings = match step.plugin.pre.instantiate_async(&mut store).await {
             Ok(b) => b,
             Err(e) => {
                 let mut inst_err = classify(&step.name, step, &store, e);
@@ -399,9 +414,13 @@ impl Runtime {
 
     /// A fresh instance for one request, configured and ready for its
     /// phases. The deadline covers `configure` and `on-request`.
-    pub fn instantiate(&self, step: &Step, request_id: &str) -> Result<StepInstance, PolicyError> {
-        let mut inst = self.instantiate_unconfigured(step, request_id)?;
-        match inst.configure(step) {
+    pub async fn instantiate(
+        &self,
+        step: &Step,
+        request_id: &str,
+    ) -> Result<StepInstance, PolicyError> {
+        let mut inst = self.instantiate_unconfigured(step, request_id).await?;
+        match inst.configure(step).await {
             Ok(Ok(_)) => Ok(inst),
             Ok(Err(e)) => Err(PolicyError::BadOutput {
                 step: step.name.to_string(),
@@ -417,6 +436,20 @@ impl Runtime {
     /// The engine wrapper (for benchmarks).
     pub fn engine(&self) -> &PolicyEngine {
         &self.engine
+    }
+}
+
+/// Run a future to completion from synchronous code (loading and checking
+/// configurations). Inside a tokio blocking thread the ambient runtime is
+/// used; elsewhere a small one is made.
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) => h.block_on(f),
+        Err(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a tokio runtime")
+            .block_on(f),
     }
 }
 
@@ -458,34 +491,36 @@ pub struct StepInstance {
 }
 
 impl StepInstance {
-    fn configure(
+    async fn configure(
         &mut self,
         step: &Step,
     ) -> Result<Result<PolicyInfo, WitConfigError>, PolicyError> {
         let r = self
             .bindings
             .tollgate_policy_policy()
-            .call_configure(&mut self.store, &step.config);
+            .call_configure(&mut self.store, &step.config)
+            .await;
         r.map_err(|e| classify(&step.name, step, &self.store, e))
     }
 
     /// Run `on-request`. The caller must not call this twice.
-    pub fn on_request(
+    pub async fn on_request(
         &mut self,
         step: &Step,
         ctx: &CallContext,
         req: &RequestHead,
         body: Option<&[u8]>,
     ) -> Result<RequestDecision, PolicyError> {
-        let r =
-            self.bindings
-                .tollgate_policy_policy()
-                .call_on_request(&mut self.store, ctx, req, body);
+        let r = self
+            .bindings
+            .tollgate_policy_policy()
+            .call_on_request(&mut self.store, ctx, req, body)
+            .await;
         r.map_err(|e| classify(&step.name, step, &self.store, e))
     }
 
     /// Run `on-response` with a fresh deadline.
-    pub fn on_response(
+    pub async fn on_response(
         &mut self,
         step: &Step,
         ctx: &CallContext,
@@ -493,15 +528,13 @@ impl StepInstance {
         resp: &ResponseHead,
         body: Option<&[u8]>,
     ) -> Result<ResponseDecision, PolicyError> {
-        self.store
-            .set_epoch_deadline(PolicyEngine::ticks_for(step.timeout));
-        let r = self.bindings.tollgate_policy_policy().call_on_response(
-            &mut self.store,
-            ctx,
-            req,
-            resp,
-            body,
-        );
+        self.store.data_mut().deadline = Instant::now() + step.timeout;
+        self.store.set_epoch_deadline(1);
+        let r = self
+            .bindings
+            .tollgate_policy_policy()
+            .call_on_response(&mut self.store, ctx, req, resp, body)
+            .await;
         r.map_err(|e| classify(&step.name, step, &self.store, e))
     }
 }
