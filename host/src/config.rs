@@ -7,6 +7,8 @@ use crate::manifest::{
     self, line_col, GatewayFile, ManifestError, PolicyManifest, RouteSpec, StepSpec, SCHEMA,
 };
 use crate::policy::{engine::MAX_STEP_MEMORY, Runtime, Step};
+use crate::services::consumers::{ConsumerInfo, Directory};
+use crate::services::{Capability, Grants};
 use crate::proxy::Upstream;
 use crate::route::{HostPattern, PathPattern, Route, Router};
 use std::collections::{BTreeMap, HashSet};
@@ -35,6 +37,8 @@ pub struct Generation {
     pub apis: Vec<Api>,
     /// Files whose change should trigger a reload.
     pub watched: Vec<PathBuf>,
+    /// Consumers and keys declared in the manifests.
+    pub consumers: Arc<Directory>,
 }
 
 /// Everything wrong with a configuration, one line each.
@@ -201,6 +205,7 @@ pub fn build(
     let mut routes = Vec::new();
     let mut watched = vec![gw_path.to_path_buf()];
     let mut api_names: BTreeMap<String, String> = BTreeMap::new();
+    let mut directory = Directory::default();
     for p in &gw.policies {
         watched.push(resolve(base, p));
     }
@@ -219,6 +224,44 @@ pub fn build(
                 m.schema
             ));
             continue;
+        }
+        for c in &m.consumers {
+            let (l, col) = line_col(&text, c.span().start);
+            let at = format!("{}:{l}:{col}", file.display());
+            let spec = c.get_ref();
+            let info = ConsumerInfo {
+                id: spec.id.to_string(),
+                app: spec.app.as_ref().map(|n| n.to_string()),
+                key_id: None,
+                plan: spec.plan.as_ref().map(|n| n.to_string()),
+                product: spec.product.as_ref().map(|n| n.to_string()),
+            };
+            let apis = spec.apis.iter().map(|a| a.to_string()).collect();
+            match directory.add_consumer(info, apis) {
+                Ok(idx) => {
+                    for k in &spec.keys {
+                        let expires = match &k.expires {
+                            None => None,
+                            Some(d) => match datetime_ms(d) {
+                                Some(ms) => Some(ms),
+                                None => {
+                                    errs.push(format!(
+                                        "{at}: consumer `{}`, key `{}`: expires `{d}` must be a full date-time with offset, e.g. 2027-01-01T00:00:00Z",
+                                        spec.id, k.id
+                                    ));
+                                    continue;
+                                }
+                            },
+                        };
+                        if let Err(e) =
+                            directory.add_key(idx, k.id.as_str(), &k.sha256, expires)
+                        {
+                            errs.push(format!("{at}: consumer `{}`: {e}", spec.id));
+                        }
+                    }
+                }
+                Err(e) => errs.push(format!("{at}: {e}")),
+            }
         }
         for api in &m.apis {
             let span = api.span();
@@ -331,6 +374,21 @@ pub fn build(
                     ok = false;
                     continue;
                 }
+                let mut grants = Grants::default();
+                let mut bad_grant = false;
+                for g in &spec.grants {
+                    match Capability::parse(g) {
+                        Ok(c) => grants.list.push(c),
+                        Err(e) => {
+                            errs.push(format!("{ctx}: {e}"));
+                            bad_grant = true;
+                        }
+                    }
+                }
+                if bad_grant {
+                    ok = false;
+                    continue;
+                }
                 let config = spec.config.as_ref().map_or_else(
                     || "{}".to_string(),
                     |c| manifest::toml_to_json(&toml::Value::Table(c.clone())).to_string(),
@@ -343,6 +401,7 @@ pub fn build(
                     timeout,
                     memory as usize,
                     spec.fail_open,
+                    grants,
                 ) {
                     Ok(step) => steps.push(step),
                     Err(e) => {
@@ -376,10 +435,35 @@ pub fn build(
             router: Router::new(routes),
             apis,
             watched,
+            consumers: Arc::new(directory),
         })
     } else {
         Err(ConfigErrors(errs))
     }
+}
+
+/// Unix milliseconds of a TOML date-time with offset.
+fn datetime_ms(d: &toml::value::Datetime) -> Option<u64> {
+    let (date, time, offset) = (d.date?, d.time?, d.offset?);
+    // Days since the epoch (civil-from-days inverse, proleptic Gregorian).
+    let (y, m, dd) = (i64::from(date.year), i64::from(date.month), i64::from(date.day));
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + dd - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400
+        + i64::from(time.hour) * 3600
+        + i64::from(time.minute) * 60
+        + i64::from(time.second);
+    let off = match offset {
+        toml::value::Offset::Z => 0,
+        toml::value::Offset::Custom { minutes } => i64::from(minutes) * 60,
+    };
+    let ms = (secs - off) * 1000 + i64::from(time.nanosecond / 1_000_000);
+    u64::try_from(ms).ok()
 }
 
 fn describe_dirs(base: &Path, gw: &GatewayFile) -> String {

@@ -16,5 +16,6 @@ pub mod proxy;
 pub mod reload;
 pub mod route;
 pub mod server;
+pub mod services;
 pub mod store;
 pub mod tls;

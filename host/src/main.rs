@@ -32,6 +32,11 @@ enum Command {
         /// The gateway file.
         file: PathBuf,
     },
+    /// Print the SHA-256 of an API key, as `[[consumer]] keys` expect it.
+    HashKey {
+        /// The key (reads one line from standard input when absent).
+        key: Option<String>,
+    },
     /// Serve the demo upstream (a JSON echo server).
     DemoUpstream {
         #[arg(long, default_value = "127.0.0.1:9090")]
@@ -52,6 +57,21 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { file } => check(file),
+        Command::HashKey { key } => {
+            let key = match key {
+                Some(k) => k,
+                None => {
+                    let mut line = String::new();
+                    if std::io::stdin().read_line(&mut line).is_err() {
+                        eprintln!("error: cannot read the key from standard input");
+                        return ExitCode::FAILURE;
+                    }
+                    line.trim_end_matches(['\r', '\n']).to_string()
+                }
+            };
+            println!("{}", tollgate::services::consumers::key_digest_hex(&key));
+            ExitCode::SUCCESS
+        }
         Command::Run { config } => {
             init_logging();
             match run(config) {
@@ -88,6 +108,7 @@ fn check(file: PathBuf) -> ExitCode {
         let runtime = tollgate::policy::Runtime::new(
             tollgate::policy::EngineLimits { max_instances: 64 },
             None,
+            std::sync::Arc::new(tollgate::services::Services::for_check()),
         )
         .map_err(|e| format!("error: {e:#}"))?;
         let g = tollgate::config::build(&path, &gw, &runtime).map_err(|e| e.to_string())?;

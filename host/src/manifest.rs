@@ -247,6 +247,43 @@ pub struct GatewayFile {
     pub plugins: PluginSources,
     #[serde(default)]
     pub reload: ReloadSpec,
+    #[serde(default)]
+    pub cache: CacheSpec,
+    #[serde(default)]
+    pub access_log: AccessLogSpec,
+}
+
+/// The response cache shared by `cache` steps.
+///
+/// ```toml
+/// [cache]
+/// max-bytes = "64MiB"
+/// ```
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct CacheSpec {
+    pub max_bytes: Size,
+}
+
+impl Default for CacheSpec {
+    fn default() -> Self {
+        CacheSpec {
+            max_bytes: Size(64 << 20),
+        }
+    }
+}
+
+/// Where the `sink` service (access logs) writes: a file, or standard
+/// output when no path is given.
+///
+/// ```toml
+/// [access-log]
+/// path = "logs/access.log"
+/// ```
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AccessLogSpec {
+    pub path: Option<PathBuf>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -381,6 +418,44 @@ pub struct PolicyManifest {
     pub schema: u32,
     #[serde(default, rename = "api")]
     pub apis: Vec<toml::Spanned<ApiSpec>>,
+    /// Consumers and their keys (the admin API adds more at run time).
+    #[serde(default, rename = "consumer")]
+    pub consumers: Vec<toml::Spanned<ConsumerSpec>>,
+}
+
+/// A consumer declared in a manifest, with its keys stored as SHA-256
+/// digests (`tollgate hash-key KEY` prints one).
+///
+/// ```toml
+/// [[consumer]]
+/// id = "alice"
+/// app = "alice-shop"
+/// plan = "gold"
+/// apis = ["pets"]            # empty or absent: every API
+/// keys = [{ id = "k1", sha256 = "9f86d081884c7d65..." }]
+/// ```
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ConsumerSpec {
+    pub id: Name,
+    pub app: Option<Name>,
+    pub plan: Option<Name>,
+    pub product: Option<Name>,
+    #[serde(default)]
+    pub apis: Vec<Name>,
+    #[serde(default)]
+    pub keys: Vec<KeySpec>,
+}
+
+/// One API key of a consumer.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct KeySpec {
+    pub id: Name,
+    /// SHA-256 of the key, 64 hex digits.
+    pub sha256: String,
+    /// When the key stops working (RFC 3339 date-time).
+    pub expires: Option<toml::value::Datetime>,
 }
 
 /// One API.
@@ -466,6 +541,10 @@ pub struct StepSpec {
     pub fail_open: bool,
     pub timeout: Option<Dur>,
     pub memory: Option<Size>,
+    /// Host services this step may use: `counters`, `cache`, `kv`,
+    /// `consumers`, `crypto`, `timing`, `sink`, `http:HOST[:PORT]`.
+    #[serde(default)]
+    pub grants: Vec<String>,
     #[serde(default)]
     pub config: Option<toml::Table>,
 }

@@ -58,11 +58,19 @@ impl Gateway {
         let base = gw_path.parent().unwrap_or(Path::new("."));
         let data_dir = config::resolve(base, &gw.data_dir);
         let store = crate::store::Store::open(&data_dir)?;
+        let services = Arc::new(crate::services::Services::new(
+            crate::services::ServiceSettings {
+                store: Some(store.clone()),
+                cache_bytes: gw.cache.max_bytes.0,
+                sink_path: gw.access_log.path.as_ref().map(|p| config::resolve(base, p)),
+            },
+        )?);
         let runtime = Arc::new(Runtime::new(
             policy::EngineLimits {
                 max_instances: gw.limits.max_instances,
             },
             Some(data_dir.join("plugin-cache")),
+            services,
         )?);
         let generation =
             config::build(&gw_path, &gw, &runtime).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -389,6 +397,7 @@ pub async fn handle(
     scheme: &'static str,
 ) -> Response<ProxyBody> {
     let request_id = new_request_id();
+    let timing = Arc::new(std::sync::Mutex::new(crate::services::CallTiming::new()));
     let gen = gateway.current();
     let (parts, body) = req.into_parts();
 
@@ -471,14 +480,25 @@ pub async fn handle(
         None => Ok(body),
     };
 
+    let scope = policy::RequestScope {
+        request_id: request_id.clone(),
+        consumers: gen.consumers.clone(),
+        timing: timing.clone(),
+    };
+
     // The request chain.
     let mut instances: Vec<Option<StepInstance>> = Vec::with_capacity(api.steps.len());
     let mut early: Option<Outgoing> = None;
     for step in &api.steps {
         ctx.step.clear();
         ctx.step.push_str(&step.name);
-        let result =
-            run_request_step(gateway, step, &ctx, &mut head, &mut req_body, &request_id).await;
+        let started = std::time::Instant::now();
+        let result = run_request_step(gateway, step, &ctx, &mut head, &mut req_body, &scope).await;
+        timing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .steps
+            .push((step.name.to_string(), started.elapsed().as_micros() as u64));
         match result {
             Ok((inst, decision)) => {
                 instances.push(Some(inst));
@@ -556,9 +576,9 @@ async fn run_request_step(
     ctx: &CallContext,
     head: &mut RequestHead,
     body: &mut Result<Incoming, Option<Bytes>>,
-    request_id: &str,
+    scope: &policy::RequestScope,
 ) -> Result<(StepInstance, StepResult), PolicyError> {
-    let mut inst = gateway.runtime.instantiate(step, request_id).await?;
+    let mut inst = gateway.runtime.instantiate(step, scope).await?;
     let wants_body = step.info.body.request.is_some();
     let body_view: Option<&[u8]> = match (&*body, wants_body) {
         (Err(Some(b)), true) => Some(b),

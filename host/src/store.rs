@@ -56,6 +56,51 @@ impl Store {
         let t = self.db.open_tree(tree)?;
         Ok(t.get(key)?.map(|v| v.to_vec()))
     }
+
+    /// Remove a value and make that durable before returning.
+    pub fn remove_durable(&self, tree: &str, key: &[u8]) -> Result<()> {
+        let t = self.db.open_tree(tree)?;
+        t.remove(key)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// A quota counter (0 if absent).
+    pub fn quota_get(&self, key: &[u8]) -> Result<u64> {
+        let t = self.db.open_tree("quota")?;
+        Ok(t.get(key)?
+            .and_then(|v| v.get(..8).map(|b| u64::from_be_bytes(b.try_into().unwrap_or([0; 8]))))
+            .unwrap_or(0))
+    }
+
+    /// Set a quota counter for a period ending at `end_ms`, durably.
+    pub fn quota_set_durable(&self, key: &[u8], count: u64, end_ms: u64) -> Result<()> {
+        let t = self.db.open_tree("quota")?;
+        let mut v = Vec::with_capacity(16);
+        v.extend_from_slice(&count.to_be_bytes());
+        v.extend_from_slice(&end_ms.to_be_bytes());
+        t.insert(key, v)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Drop quota counters of periods that ended before `now_ms`.
+    pub fn quota_sweep(&self, now_ms: u64) -> Result<usize> {
+        let t = self.db.open_tree("quota")?;
+        let mut n = 0;
+        for item in t.iter() {
+            let (k, v) = item?;
+            let end = v
+                .get(8..16)
+                .map(|b| u64::from_be_bytes(b.try_into().unwrap_or([0; 8])))
+                .unwrap_or(0);
+            if end < now_ms {
+                t.remove(k)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
 }
 
 #[cfg(test)]

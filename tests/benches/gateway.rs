@@ -472,10 +472,18 @@ fn main() {
             let i = (k + round) % n;
             let s = measure(&rt, &variants[i], &up_pid, ticks_per_s, REQUESTS);
             let v = &mut variants[i];
-            line.push_str(&format!(
-                "  {}: {:.0} req/s, proxy {:.1} µs, upstream {:.1} µs;",
-                v.name, s.rps, s.proxy_us, s.upstream_us
-            ));
+            line.push_str(&format!("  {}: {:.0} req/s,", v.name, s.rps));
+            if v.proxy_pid.is_some() {
+                line.push_str(&format!(" gateway {:.1} µs,", s.proxy_us));
+            }
+            line.push_str(&format!(" upstream {:.1} µs;", s.upstream_us));
+            if s.outcome.failed > 0 {
+                line.push_str(&format!(" {} non-200!", s.outcome.failed));
+            }
+            v.failed += s.outcome.failed;
+            if v.first_failure.is_none() {
+                v.first_failure = s.outcome.first_failure;
+            }
             v.rps.push(s.rps);
             v.proxy_us.push(s.proxy_us);
             v.upstream_us.push(s.upstream_us);
@@ -495,14 +503,14 @@ fn main() {
         "| variant | requests/s | requests/s ÷ direct | gateway CPU µs/req | \
          upstream CPU µs/req | gateway ÷ direct upstream | \
          (gateway + upstream) ÷ direct upstream | gateway ÷ 0 steps | \
-         load generator CPU µs/req |\n\
-         |---|---|---|---|---|---|---|---|---|\n",
+         load generator CPU µs/req | non-200 responses |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
     );
     for v in &variants {
         let is_direct = v.proxy_pid.is_none();
         let dash = || "—".to_string();
         table.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} of {} |\n",
             v.name,
             Summary::of(&v.rps).fmt(0),
             per_round(&|r| v.rps[r] / direct.rps[r]).fmt_ratio(),
@@ -528,6 +536,8 @@ fn main() {
                 per_round(&|r| v.proxy_us[r] / zero.proxy_us[r]).fmt_ratio()
             },
             Summary::of(&v.client_us).fmt(1),
+            v.failed,
+            REQUESTS * ROUNDS,
         ));
     }
     let step_cost: Vec<String> = variants[2..]
@@ -565,6 +575,16 @@ fn main() {
     body.push('\n');
     for s in &step_cost {
         body.push_str(&format!("- {s}\n"));
+    }
+    for v in &variants {
+        if let Some(f) = &v.first_failure {
+            body.push_str(&format!(
+                "- **{}: {} responses other than 200**; the first: `{}`\n",
+                v.name,
+                v.failed,
+                f.replace('`', "'")
+            ));
+        }
     }
     body.push('\n');
     println!();

@@ -42,13 +42,25 @@ const STEP_MEMORY: usize = 16 << 20;
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
     Fresh,
+    /// As `Fresh`, but instances are dropped in groups of [`IN_FLIGHT`], as
+    /// when that many requests are in flight: the pool's slots rotate.
+    FreshInFlight,
     Reused,
     Instantiate,
 }
 
 impl Mode {
-    const ALL: [Mode; 3] = [Mode::Fresh, Mode::Reused, Mode::Instantiate];
+    const ALL: [Mode; 4] = [
+        Mode::Fresh,
+        Mode::FreshInFlight,
+        Mode::Reused,
+        Mode::Instantiate,
+    ];
 }
+
+/// Instances alive at once in the `FreshInFlight` case (the gateway bench
+/// keeps 32 requests in flight).
+const IN_FLIGHT: usize = 32;
 
 /// A request as the gateway would hand it to a step: 10 headers, a query,
 /// a route capture.
@@ -136,6 +148,25 @@ async fn run_batch(
                 black_box(d);
                 drop(inst);
             }
+        }
+        Mode::FreshInFlight => {
+            let mut alive = Vec::with_capacity(IN_FLIGHT);
+            for _ in 0..calls {
+                let mut inst = rt
+                    .instantiate(&p.step, &ctx.request_id)
+                    .await
+                    .expect("instantiate");
+                let d = inst
+                    .on_request(&p.step, ctx, req, None)
+                    .await
+                    .expect("on_request");
+                black_box(d);
+                alive.push(inst);
+                if alive.len() == IN_FLIGHT {
+                    alive.clear();
+                }
+            }
+            alive.clear();
         }
         Mode::Reused => {
             for _ in 0..calls {
@@ -271,24 +302,31 @@ fn main() {
             .expect("case")
     };
     let mut table = String::new();
-    table.push_str(
+    table.push_str(&format!(
         "| plugin | fresh: instantiate + configure + on-request, µs/call | \
-         reused: on-request, µs/call | fresh ÷ reused | \
+         fresh, {IN_FLIGHT} alive at once, µs/call | reused: on-request, µs/call | \
+         fresh ÷ reused | fresh ({IN_FLIGHT} alive) ÷ reused | \
          instantiate + configure alone, µs | fresh − instantiate, µs |\n\
-         |---|---|---|---|---|---|\n",
-    );
+         |---|---|---|---|---|---|---|---|\n"
+    ));
     for (pi, p) in plugins.iter().enumerate() {
         let fresh = find(pi, Mode::Fresh);
+        let in_flight = find(pi, Mode::FreshInFlight);
         let reused = find(pi, Mode::Reused);
         let inst = find(pi, Mode::Instantiate);
         let ratio: Vec<f64> = (0..ROUNDS).map(|r| fresh.us[r] / reused.us[r]).collect();
+        let ratio_in_flight: Vec<f64> = (0..ROUNDS)
+            .map(|r| in_flight.us[r] / reused.us[r])
+            .collect();
         let rest: Vec<f64> = (0..ROUNDS).map(|r| fresh.us[r] - inst.us[r]).collect();
         table.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
             p.name,
             Summary::of(&fresh.us).fmt(1),
+            Summary::of(&in_flight.us).fmt(1),
             Summary::of(&reused.us).fmt(2),
             Summary::of(&ratio).fmt_ratio(),
+            Summary::of(&ratio_in_flight).fmt_ratio(),
             Summary::of(&inst.us).fmt(1),
             Summary::of(&rest).fmt(1),
         ));
@@ -305,6 +343,9 @@ fn main() {
         "- {ROUNDS} interleaved rounds; per round and case one batch of calls \
          (about {} ms); figures are the median over the rounds (min–max); \
          ratios are taken within each round. Wall time, one thread.\n\
+         - `{IN_FLIGHT} alive at once`: as fresh, but the instances are dropped in groups \
+         of {IN_FLIGHT}, as when {IN_FLIGHT} requests are in flight in the gateway: the \
+         pool's slots rotate instead of one slot being reused while hot in cache.\n\
          - calls per batch: {}\n\
          - runtime as the gateway builds it (pooling allocator, epoch deadlines), \
          step memory cap 16 MiB; request: `GET /pets/42?include=owner&v=2` with 10 headers \

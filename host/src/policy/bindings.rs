@@ -8,6 +8,10 @@ wasmtime::component::bindgen!({
     // the executor at every epoch tick instead of holding a worker thread,
     // and so WASI's async host functions run on the ambient tokio runtime.
     exports: { default: async },
+    imports: { "tollgate:policy/http-client.send": async },
 });
 
-pub use tollgate::policy::{clock, log, types};
+pub use tollgate::policy::{
+    cache, clock, consumers, counters, crypto, http_client, kv, log, service_types, sink, timing,
+    types,
+};

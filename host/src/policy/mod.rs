@@ -28,6 +28,9 @@ pub use bindings::types::{
     RequestDecision, RequestEdits, RequestHead, Response, ResponseDecision, ResponseEdits,
     ResponseHead,
 };
+use crate::services::consumers::Directory;
+use crate::services::{CallTiming, Capability, Grants, Services};
+use bindings::service_types::ServiceError;
 use bindings::{PolicyHost, PolicyHostPre};
 pub use engine::{EngineLimits, PolicyEngine};
 
@@ -58,6 +61,9 @@ pub enum StepConfigError {
         field: Option<String>,
         message: String,
     },
+    /// The plugin imports host services the step was not granted.
+    #[error("plugin `{plugin}` uses {missing}, which this step was not granted: add them to the step's `grants`")]
+    NotGranted { plugin: String, missing: String },
     /// The plugin failed while validating.
     #[error("the plugin failed while checking its configuration: {0}")]
     Failed(String),
@@ -73,6 +79,39 @@ pub struct StepState {
     request_id: String,
     /// When the phase running now must be done.
     deadline: Instant,
+    services: Arc<Services>,
+    grants: Arc<Grants>,
+    plugin: Arc<str>,
+    scope: RequestScope,
+}
+
+/// What a step instance knows about the request it serves.
+#[derive(Clone, Default)]
+pub struct RequestScope {
+    pub request_id: String,
+    /// The consumers of the configuration generation serving the call.
+    pub consumers: Arc<Directory>,
+    /// Filled in by the server as the call proceeds.
+    pub timing: Arc<Mutex<CallTiming>>,
+}
+
+impl StepState {
+    fn grant(&self, name: &str) -> Result<(), ServiceError> {
+        if self.grants.has_named(name) {
+            Ok(())
+        } else {
+            Err(ServiceError::NotGranted(format!(
+                "step `{}` was not granted `{name}`",
+                self.step
+            )))
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl WasiView for StepState {
@@ -177,12 +216,319 @@ impl bindings::clock::Host for StepState {
 
 impl bindings::types::Host for StepState {}
 
+impl bindings::service_types::Host for StepState {}
+
+fn to_decision(d: crate::services::counters::Decision) -> bindings::counters::Decision {
+    bindings::counters::Decision {
+        allowed: d.allowed,
+        limit: d.limit,
+        remaining: d.remaining,
+        reset_ms: d.reset_ms,
+        retry_after_ms: d.retry_after_ms,
+    }
+}
+
+impl bindings::counters::Host for StepState {
+    fn check_and_add(
+        &mut self,
+        key: String,
+        limit: u64,
+        window_ms: u64,
+        algorithm: bindings::counters::Algorithm,
+        cost: u64,
+    ) -> Result<bindings::counters::Decision, ServiceError> {
+        self.grant("counters")?;
+        use crate::services::counters::Algorithm as A;
+        let alg = match algorithm {
+            bindings::counters::Algorithm::SlidingWindow => A::SlidingWindow,
+            bindings::counters::Algorithm::TokenBucket => A::TokenBucket,
+        };
+        let key = format!("{}\0{key}", self.api);
+        self.services
+            .counters
+            .check_and_add(&key, limit, window_ms, alg, cost, now_ms())
+            .map(to_decision)
+            .map_err(ServiceError::Invalid)
+    }
+
+    fn quota_check_and_add(
+        &mut self,
+        key: String,
+        limit: u64,
+        period_start_ms: u64,
+        period_end_ms: u64,
+        cost: u64,
+    ) -> Result<bindings::counters::Decision, ServiceError> {
+        self.grant("counters")?;
+        let key = format!("{}\0{key}", self.api);
+        self.services
+            .quotas
+            .check_and_add(&key, limit, period_start_ms, period_end_ms, cost, now_ms())
+            .map(to_decision)
+            .map_err(ServiceError::Unavailable)
+    }
+}
+
+impl bindings::cache::Host for StepState {
+    fn get(&mut self, key: String) -> Option<(bindings::cache::CachedResponse, u64)> {
+        self.grant("cache").ok()?;
+        let k = format!("{}\0{key}", self.api);
+        let v = self.services.cache.get(&k)?;
+        let left = v.expires.checked_duration_since(Instant::now())?;
+        Some((
+            bindings::cache::CachedResponse {
+                status: v.status,
+                headers: v
+                    .headers
+                    .iter()
+                    .map(|(n, v)| Header {
+                        name: n.clone(),
+                        value: v.clone(),
+                    })
+                    .collect(),
+                body: v.body.to_vec(),
+            },
+            left.as_millis() as u64,
+        ))
+    }
+
+    fn put(
+        &mut self,
+        key: String,
+        value: bindings::cache::CachedResponse,
+        ttl_ms: u64,
+    ) -> Result<(), ServiceError> {
+        self.grant("cache")?;
+        let ttl = Duration::from_millis(ttl_ms);
+        if ttl.is_zero() || ttl > crate::services::MAX_CACHE_TTL {
+            return Err(ServiceError::Invalid("ttl must be 1 ms to 1 day".into()));
+        }
+        if key.len() > 4096 {
+            return Err(ServiceError::Invalid("key longer than 4096 bytes".into()));
+        }
+        let k = format!("{}\0{key}", self.api);
+        self.services.cache.insert(
+            k,
+            Arc::new(crate::services::CachedResponse {
+                status: value.status,
+                headers: value.headers.into_iter().map(|h| (h.name, h.value)).collect(),
+                body: Bytes::from(value.body),
+                expires: Instant::now() + ttl,
+                ttl,
+            }),
+        );
+        Ok(())
+    }
+
+    fn delete(&mut self, key: String) {
+        if self.grant("cache").is_ok() {
+            self.services.cache.invalidate(&format!("{}\0{key}", self.api));
+        }
+    }
+}
+
+impl StepState {
+    fn kv_tree(&self) -> String {
+        format!("kv/{}", self.plugin)
+    }
+}
+
+impl bindings::kv::Host for StepState {
+    fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, ServiceError> {
+        self.grant("kv")?;
+        let store = self.services.store.as_ref().ok_or_else(|| {
+            ServiceError::Unavailable("no store in this process".into())
+        })?;
+        store
+            .get(&self.kv_tree(), key.as_bytes())
+            .map_err(|e| ServiceError::Unavailable(e.to_string()))
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), ServiceError> {
+        self.grant("kv")?;
+        if key.is_empty() || key.len() > 512 {
+            return Err(ServiceError::Invalid("key must be 1 to 512 bytes".into()));
+        }
+        if value.len() > 1 << 20 {
+            return Err(ServiceError::Invalid("value larger than 1 MiB".into()));
+        }
+        let store = self.services.store.as_ref().ok_or_else(|| {
+            ServiceError::Unavailable("no store in this process".into())
+        })?;
+        store
+            .put_durable(&self.kv_tree(), key.as_bytes(), &value)
+            .map_err(|e| ServiceError::Unavailable(e.to_string()))
+    }
+
+    fn delete(&mut self, key: String) -> Result<(), ServiceError> {
+        self.grant("kv")?;
+        let store = self.services.store.as_ref().ok_or_else(|| {
+            ServiceError::Unavailable("no store in this process".into())
+        })?;
+        store
+            .remove_durable(&self.kv_tree(), key.as_bytes())
+            .map_err(|e| ServiceError::Unavailable(e.to_string()))
+    }
+}
+
+fn to_consumer(c: crate::services::consumers::ConsumerInfo) -> Consumer {
+    Consumer {
+        id: c.id,
+        app: c.app,
+        key_id: c.key_id,
+        plan: c.plan,
+        product: c.product,
+    }
+}
+
+impl bindings::consumers::Host for StepState {
+    fn lookup_key(&mut self, api: String, key: String) -> Option<Consumer> {
+        self.grant("consumers").ok()?;
+        self.scope
+            .consumers
+            .lookup_key(&api, &key, now_ms())
+            .map(to_consumer)
+    }
+
+    fn lookup_consumer(&mut self, api: String, id: String) -> Option<Consumer> {
+        self.grant("consumers").ok()?;
+        self.scope.consumers.lookup_consumer(&api, &id).map(to_consumer)
+    }
+}
+
+impl bindings::crypto::Host for StepState {
+    fn import_jwk(&mut self, jwk: String) -> Result<u64, ServiceError> {
+        self.grant("crypto")?;
+        self.services.keys.import_jwk(&jwk).map_err(ServiceError::Invalid)
+    }
+
+    fn import_secret(&mut self, secret: Vec<u8>) -> Result<u64, ServiceError> {
+        self.grant("crypto")?;
+        self.services.keys.import_secret(&secret).map_err(ServiceError::Invalid)
+    }
+
+    fn verify(
+        &mut self,
+        alg: String,
+        key: u64,
+        message: Vec<u8>,
+        signature: Vec<u8>,
+    ) -> Result<bool, ServiceError> {
+        self.grant("crypto")?;
+        self.services
+            .keys
+            .verify(&alg, key, &message, &signature)
+            .map_err(ServiceError::Invalid)
+    }
+}
+
+impl bindings::timing::Host for StepState {
+    fn now(&mut self) -> bindings::timing::CallTiming {
+        let t = self.scope.timing.lock().unwrap_or_else(|p| p.into_inner());
+        bindings::timing::CallTiming {
+            total_us: t.start.elapsed().as_micros() as u64,
+            upstream_us: t.upstream_us,
+            steps: if self.grants.has(&Capability::Timing) {
+                t.steps.clone()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+}
+
+impl bindings::sink::Host for StepState {
+    fn write_line(&mut self, line: String) {
+        if self.grants.has(&Capability::Sink) {
+            self.services.sink.write_line(&line);
+        }
+    }
+}
+
+/// Largest body an outbound call may return.
+const MAX_OUTBOUND_BODY: usize = 1 << 20;
+
+impl bindings::http_client::Host for StepState {
+    async fn send(
+        &mut self,
+        req: bindings::http_client::OutgoingRequest,
+    ) -> Result<bindings::http_client::IncomingResponse, ServiceError> {
+        use http_body_util::BodyExt;
+        self.grant("http")?;
+        let uri: http::Uri = req
+            .url
+            .parse()
+            .map_err(|_| ServiceError::Invalid(format!("`{}` is not a URL", escape_log(&req.url))))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(ServiceError::Invalid(
+                "only http:// URLs are supported for outbound calls".into(),
+            ));
+        }
+        let host = uri.host().unwrap_or_default();
+        if !self.grants.allows_host(host, uri.port_u16()) {
+            return Err(ServiceError::NotGranted(format!(
+                "step `{}` was not granted `http:{host}`",
+                self.step
+            )));
+        }
+        let method = http::Method::from_bytes(req.method.as_bytes())
+            .map_err(|_| ServiceError::Invalid("bad method".into()))?;
+        let mut builder = http::Request::builder().method(method).uri(uri);
+        for h in &req.headers {
+            if is_framing_header(&h.name) {
+                continue;
+            }
+            builder = builder.header(h.name.as_str(), h.value.as_slice());
+        }
+        let body = http_body_util::Full::new(Bytes::from(req.body.unwrap_or_default()));
+        let request = builder
+            .body(body)
+            .map_err(|e| ServiceError::Invalid(e.to_string()))?;
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let timeout = Duration::from_millis(u64::from(req.timeout_ms)).min(left);
+        let fut = async {
+            let resp = self
+                .services
+                .http
+                .request(request)
+                .await
+                .map_err(|e| ServiceError::Unavailable(e.to_string()))?;
+            let (parts, body) = resp.into_parts();
+            let body = http_body_util::Limited::new(body, MAX_OUTBOUND_BODY)
+                .collect()
+                .await
+                .map_err(|e| ServiceError::Unavailable(format!("reading the response: {e}")))?
+                .to_bytes();
+            Ok(bindings::http_client::IncomingResponse {
+                status: parts.status.as_u16(),
+                headers: parts
+                    .headers
+                    .iter()
+                    .map(|(n, v)| Header {
+                        name: n.as_str().to_string(),
+                        value: v.as_bytes().to_vec(),
+                    })
+                    .collect(),
+                body: body.to_vec(),
+            })
+        };
+        match tokio::time::timeout(timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(ServiceError::Unavailable(format!(
+                "no answer within {timeout:?}"
+            ))),
+        }
+    }
+}
+
 /// A loaded plugin: compiled, linked, ready to instantiate.
 pub struct Plugin {
     pub name: String,
     pub path: PathBuf,
     /// SHA-256 of the component, hex.
     pub hash: String,
+    /// The grants its imports need (`counters`, `http`, ...).
+    pub needs: Vec<&'static str>,
     pre: PolicyHostPre<StepState>,
 }
 
@@ -207,6 +553,7 @@ pub struct Step {
     pub timeout: Duration,
     pub memory: usize,
     pub fail_open: bool,
+    pub grants: Arc<Grants>,
 }
 
 /// The runtime: one per process, shared by every configuration generation.
@@ -216,6 +563,7 @@ pub struct Runtime {
     plugins: Mutex<HashMap<String, Arc<Plugin>>>,
     live: Arc<AtomicUsize>,
     max_instances: usize,
+    services: Arc<Services>,
 }
 
 /// Keeps one instance slot taken while alive.
@@ -228,7 +576,11 @@ impl Drop for Slot {
 }
 
 impl Runtime {
-    pub fn new(limits: EngineLimits, cache_dir: Option<PathBuf>) -> Result<Self> {
+    pub fn new(
+        limits: EngineLimits,
+        cache_dir: Option<PathBuf>,
+        services: Arc<Services>,
+    ) -> Result<Self> {
         let max_instances = limits.max_instances as usize;
         let engine = PolicyEngine::new(&limits, cache_dir)?;
         let mut linker = Linker::new(engine.engine());
@@ -241,6 +593,7 @@ impl Runtime {
             plugins: Mutex::new(HashMap::new()),
             live: Arc::new(AtomicUsize::new(0)),
             max_instances,
+            services,
         })
     }
 
@@ -296,10 +649,18 @@ impl Runtime {
                     path.display()
                 )
             })?;
+        let mut needs: Vec<&'static str> = component
+            .component_type()
+            .imports(self.engine.engine())
+            .filter_map(|(n, _)| Capability::for_import(n))
+            .collect();
+        needs.sort_unstable();
+        needs.dedup();
         let plugin = Arc::new(Plugin {
             name: name.to_string(),
             path: path.to_path_buf(),
             hash: hash.clone(),
+            needs,
             pre,
         });
         self.plugins.lock().unwrap().insert(hash, plugin.clone());
@@ -318,7 +679,20 @@ impl Runtime {
         timeout: Duration,
         memory: usize,
         fail_open: bool,
+        grants: Grants,
     ) -> Result<Step, StepConfigError> {
+        let missing: Vec<&str> = plugin
+            .needs
+            .iter()
+            .copied()
+            .filter(|n| !grants.has_named(n))
+            .collect();
+        if !missing.is_empty() {
+            return Err(StepConfigError::NotGranted {
+                plugin: plugin.name.clone(),
+                missing: missing.join(", "),
+            });
+        }
         let mut step = Step {
             name: name.into(),
             api: api.into(),
@@ -334,10 +708,11 @@ impl Runtime {
             timeout,
             memory,
             fail_open,
+            grants: Arc::new(grants),
         };
         let outcome = block_on(async {
             let mut inst = self
-                .instantiate_unconfigured(&step, "configure")
+                .instantiate_unconfigured(&step, &RequestScope::default())
                 .await
                 .map_err(|e| StepConfigError::Failed(e.to_string()))?;
             Ok::<_, StepConfigError>(inst.configure(&step).await)
@@ -358,7 +733,7 @@ impl Runtime {
     async fn instantiate_unconfigured(
         &self,
         step: &Step,
-        request_id: &str,
+        scope: &RequestScope,
     ) -> Result<StepInstance, PolicyError> {
         let taken = self.live.fetch_add(1, Ordering::AcqRel);
         let slot = Slot(self.live.clone());
@@ -376,8 +751,12 @@ impl Runtime {
             },
             api: step.api.clone(),
             step: step.name.clone(),
-            request_id: request_id.to_string(),
+            request_id: scope.request_id.clone(),
             deadline: Instant::now() + step.timeout,
+            services: self.services.clone(),
+            grants: step.grants.clone(),
+            plugin: step.plugin.name.as_str().into(),
+            scope: scope.clone(),
         };
         let mut store = Store::new(self.engine.engine(), state);
         store.limiter(|s| &mut s.limiter);
@@ -417,9 +796,9 @@ impl Runtime {
     pub async fn instantiate(
         &self,
         step: &Step,
-        request_id: &str,
+        scope: &RequestScope,
     ) -> Result<StepInstance, PolicyError> {
-        let mut inst = self.instantiate_unconfigured(step, request_id).await?;
+        let mut inst = self.instantiate_unconfigured(step, scope).await?;
         match inst.configure(step).await {
             Ok(Ok(_)) => Ok(inst),
             Ok(Err(e)) => Err(PolicyError::BadOutput {

@@ -135,7 +135,7 @@ async fn sighup_reloads_the_binary() {
                 .headers()
                 .get_all("x-chain-response")
                 .iter()
-                .last()
+                .next_back()
                 .map(|v| v.to_str().unwrap().to_string()),
             Err(_) => None,
         }

@@ -1,0 +1,383 @@
+//! Rate counters in memory (sliding window, token bucket) and calendar
+//! quotas persisted in the store. Every check is an atomic check-and-add:
+//! of N callers racing one limit, exactly as many as the limit allows pass.
+
+use crate::store::Store;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Mutex;
+
+/// Longest in-memory window.
+pub const MAX_WINDOW_MS: u64 = 86_400_000;
+
+/// The outcome of a check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    pub limit: u64,
+    pub remaining: u64,
+    pub reset_ms: u64,
+    pub retry_after_ms: u64,
+}
+
+/// Which algorithm a limit uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    SlidingWindow,
+    TokenBucket,
+}
+
+#[derive(Debug)]
+enum State {
+    Window {
+        window_ms: u64,
+        start: u64,
+        prev: u64,
+        curr: u64,
+    },
+    Bucket {
+        window_ms: u64,
+        tokens: f64,
+        last: u64,
+    },
+}
+
+impl State {
+    fn idle_since(&self) -> u64 {
+        match self {
+            State::Window { start, window_ms, .. } => start + window_ms,
+            State::Bucket { last, window_ms, .. } => last + window_ms,
+        }
+    }
+}
+
+const SHARDS: usize = 32;
+
+/// In-memory counters, sharded to keep lock contention low.
+pub struct Counters {
+    shards: Vec<Mutex<Shard>>,
+}
+
+#[derive(Default)]
+struct Shard {
+    map: HashMap<String, State>,
+    ops: u64,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+        }
+    }
+}
+
+impl Counters {
+    /// Atomically add `cost` to `key` if that stays within `limit` per
+    /// `window_ms`. `now` is Unix milliseconds.
+    pub fn check_and_add(
+        &self,
+        key: &str,
+        limit: u64,
+        window_ms: u64,
+        algorithm: Algorithm,
+        cost: u64,
+        now: u64,
+    ) -> Result<Decision, String> {
+        if window_ms == 0 || window_ms > MAX_WINDOW_MS {
+            return Err(format!("window of {window_ms} ms: must be 1 ms to 1 day"));
+        }
+        if key.len() > 1024 {
+            return Err("key longer than 1024 bytes".into());
+        }
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        let shard = &self.shards[(h.finish() as usize) % SHARDS];
+        let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+        shard.ops += 1;
+        if shard.ops % 4096 == 0 {
+            // Forget limits idle for a whole window (they are back to full).
+            shard.map.retain(|_, s| s.idle_since() + 1 > now);
+        }
+        // A key reused with another window or algorithm starts afresh.
+        let fresh = || match algorithm {
+            Algorithm::SlidingWindow => State::Window {
+                window_ms,
+                start: now - now % window_ms,
+                prev: 0,
+                curr: 0,
+            },
+            Algorithm::TokenBucket => State::Bucket {
+                window_ms,
+                tokens: limit as f64,
+                last: now,
+            },
+        };
+        let state = shard.map.entry(key.to_string()).or_insert_with(fresh);
+        let matches = match state {
+            State::Window { window_ms: w, .. } => {
+                *w == window_ms && algorithm == Algorithm::SlidingWindow
+            }
+            State::Bucket { window_ms: w, .. } => {
+                *w == window_ms && algorithm == Algorithm::TokenBucket
+            }
+        };
+        if !matches {
+            *state = fresh();
+        }
+        Ok(match state {
+            State::Window {
+                window_ms,
+                start,
+                prev,
+                curr,
+            } => sliding(*window_ms, start, prev, curr, limit, cost, now),
+            State::Bucket {
+                window_ms,
+                tokens,
+                last,
+            } => bucket(*window_ms, tokens, last, limit, cost, now),
+        })
+    }
+}
+
+fn sliding(
+    window: u64,
+    start: &mut u64,
+    prev: &mut u64,
+    curr: &mut u64,
+    limit: u64,
+    cost: u64,
+    now: u64,
+) -> Decision {
+    let aligned = now - now % window;
+    if aligned != *start {
+        *prev = if aligned == *start + window { *curr } else { 0 };
+        *curr = 0;
+        *start = aligned;
+    }
+    let elapsed = now - *start;
+    let weight = (window - elapsed) as f64 / window as f64;
+    let estimate = (*prev as f64 * weight).ceil() as u64 + *curr;
+    let reset_ms = window - elapsed;
+    if estimate.saturating_add(cost) <= limit {
+        *curr += cost;
+        Decision {
+            allowed: true,
+            limit,
+            remaining: limit - estimate - cost,
+            reset_ms,
+            retry_after_ms: 0,
+        }
+    } else {
+        // When will prev's weight have decayed enough?
+        let retry_after_ms = if *curr + cost > limit || *prev == 0 {
+            reset_ms
+        } else {
+            let room = (limit - *curr - cost) as f64;
+            let needed_weight = room / *prev as f64;
+            let at = (window as f64 * (1.0 - needed_weight)).ceil() as u64;
+            at.saturating_sub(elapsed).max(1)
+        };
+        Decision {
+            allowed: false,
+            limit,
+            remaining: limit.saturating_sub(estimate),
+            reset_ms,
+            retry_after_ms,
+        }
+    }
+}
+
+fn bucket(window: u64, tokens: &mut f64, last: &mut u64, limit: u64, cost: u64, now: u64) -> Decision {
+    let rate = limit as f64 / window as f64; // tokens per ms
+    if now > *last {
+        *tokens = (*tokens + (now - *last) as f64 * rate).min(limit as f64);
+        *last = now;
+    }
+    let cost_f = cost as f64;
+    if *tokens >= cost_f {
+        *tokens -= cost_f;
+        let reset_ms = if rate > 0.0 {
+            ((limit as f64 - *tokens) / rate).ceil() as u64
+        } else {
+            0
+        };
+        Decision {
+            allowed: true,
+            limit,
+            remaining: tokens.floor() as u64,
+            reset_ms,
+            retry_after_ms: 0,
+        }
+    } else {
+        let wait = if rate > 0.0 && cost <= limit {
+            ((cost_f - *tokens) / rate).ceil() as u64
+        } else {
+            window
+        };
+        Decision {
+            allowed: false,
+            limit,
+            remaining: tokens.floor() as u64,
+            reset_ms: ((limit as f64 - *tokens) / rate.max(f64::MIN_POSITIVE)).ceil() as u64,
+            retry_after_ms: wait.max(1),
+        }
+    }
+}
+
+/// Calendar quotas, persisted: a restart does not reset them.
+pub struct Quotas {
+    store: Option<Store>,
+    lock: Mutex<()>,
+}
+
+impl Quotas {
+    pub fn new(store: Option<Store>) -> Self {
+        Quotas {
+            store,
+            lock: Mutex::new(()),
+        }
+    }
+
+    /// Atomically add `cost` for the period `[start, end)` if that stays
+    /// within `limit`; durable before it returns `allowed`.
+    pub fn check_and_add(
+        &self,
+        key: &str,
+        limit: u64,
+        start: u64,
+        end: u64,
+        cost: u64,
+        now: u64,
+    ) -> Result<Decision, String> {
+        if end <= start || !(start..end).contains(&now) {
+            return Err(format!(
+                "period {start}..{end} does not contain the current time {now}"
+            ));
+        }
+        if key.len() > 1024 {
+            return Err("key longer than 1024 bytes".into());
+        }
+        let store = self
+            .store
+            .as_ref()
+            .ok_or_else(|| "no store in this process (tollgate check)".to_string())?;
+        let reset_ms = end - now;
+        let k = format!("{key}\0{start}");
+        // One writer at a time in this process; the store's compare-and-swap
+        // keeps the count exact regardless.
+        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let current = store.quota_get(k.as_bytes()).map_err(|e| e.to_string())?;
+        if current.saturating_add(cost) > limit {
+            return Ok(Decision {
+                allowed: false,
+                limit,
+                remaining: limit.saturating_sub(current),
+                reset_ms,
+                retry_after_ms: reset_ms,
+            });
+        }
+        store
+            .quota_set_durable(k.as_bytes(), current + cost, end)
+            .map_err(|e| e.to_string())?;
+        Ok(Decision {
+            allowed: true,
+            limit,
+            remaining: limit - current - cost,
+            reset_ms,
+            retry_after_ms: 0,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sliding_window_counts_exactly() {
+        let c = Counters::default();
+        let t = 1_000_000;
+        for i in 0..5 {
+            let d = c.check_and_add("k", 5, 1000, Algorithm::SlidingWindow, 1, t).unwrap();
+            assert!(d.allowed, "{i}");
+            assert_eq!(d.remaining, 4 - i);
+        }
+        let d = c.check_and_add("k", 5, 1000, Algorithm::SlidingWindow, 1, t + 10).unwrap();
+        assert!(!d.allowed);
+        assert!(d.retry_after_ms > 0 && d.retry_after_ms <= 1000);
+        // Half a window later the previous window still weighs half.
+        let d = c.check_and_add("k", 5, 1000, Algorithm::SlidingWindow, 1, t + 1500).unwrap();
+        assert!(d.allowed);
+        // Two windows later: all free.
+        let d = c.check_and_add("k", 5, 1000, Algorithm::SlidingWindow, 5, t + 3000).unwrap();
+        assert!(d.allowed);
+    }
+
+    #[test]
+    fn token_bucket_refills() {
+        let c = Counters::default();
+        let t = 5_000;
+        for _ in 0..10 {
+            assert!(c.check_and_add("b", 10, 1000, Algorithm::TokenBucket, 1, t).unwrap().allowed);
+        }
+        let d = c.check_and_add("b", 10, 1000, Algorithm::TokenBucket, 1, t).unwrap();
+        assert!(!d.allowed);
+        assert_eq!(d.retry_after_ms, 100);
+        assert!(c.check_and_add("b", 10, 1000, Algorithm::TokenBucket, 1, t + 100).unwrap().allowed);
+        // A cost larger than the bucket never passes.
+        assert!(!c.check_and_add("b", 10, 1000, Algorithm::TokenBucket, 11, t + 10_000).unwrap().allowed);
+    }
+
+    #[test]
+    fn racing_threads_get_exactly_the_limit() {
+        let c = std::sync::Arc::new(Counters::default());
+        let passed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (c, passed) = (c.clone(), passed.clone());
+                std::thread::spawn(move || {
+                    for _ in 0..100 {
+                        if c.check_and_add("race", 137, 60_000, Algorithm::SlidingWindow, 1, 120_000)
+                            .unwrap()
+                            .allowed
+                        {
+                            passed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(passed.load(std::sync::atomic::Ordering::Relaxed), 137);
+    }
+
+    #[test]
+    fn bad_windows_are_refused() {
+        let c = Counters::default();
+        assert!(c.check_and_add("k", 1, 0, Algorithm::SlidingWindow, 1, 1).is_err());
+        assert!(c.check_and_add("k", 1, MAX_WINDOW_MS + 1, Algorithm::TokenBucket, 1, 1).is_err());
+    }
+
+    #[test]
+    fn quotas_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let q = Quotas::new(Some(Store::open(dir.path()).unwrap()));
+            for _ in 0..3 {
+                assert!(q.check_and_add("c", 3, 0, 1000, 1, 10).unwrap().allowed);
+            }
+            assert!(!q.check_and_add("c", 3, 0, 1000, 1, 10).unwrap().allowed);
+        }
+        let q = Quotas::new(Some(Store::open(dir.path()).unwrap()));
+        let d = q.check_and_add("c", 3, 0, 1000, 1, 20).unwrap();
+        assert!(!d.allowed);
+        assert_eq!(d.reset_ms, 980);
+        // The next period starts afresh.
+        assert!(q.check_and_add("c", 3, 1000, 2000, 1, 1500).unwrap().allowed);
+        assert!(q.check_and_add("c", 3, 0, 1000, 1, 1500).is_err());
+    }
+}

@@ -1,0 +1,1 @@
+//! Edge policies end to end: cors, ip-filter, request-size-limit.

@@ -1,0 +1,1 @@
+//! transform on bodies end to end: JSON field edits, JSON<->XML, size caps.
