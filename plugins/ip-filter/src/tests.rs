@@ -78,7 +78,8 @@ fn ipv4_mapped_rules_become_ipv4_rules() {
     assert_eq!(cidr("::ffff:1.2.3.4"), cidr("1.2.3.4/32"));
     assert_eq!(cidr("::ffff:0:0/96"), cidr("0.0.0.0/0"));
     // Shorter prefixes are IPv6 rules; so is IPv4-compatible `::a.b.c.d`.
-    assert!(matches!(cidr("::ffff:0:0/95"), Cidr::V6 { .. }) || true);
+    assert!(matches!(cidr("::/64"), Cidr::V6 { prefix: 64, .. }));
+    assert!(!cidr("::/64").contains(ip("::ffff:1.2.3.4")));
     assert!(matches!(cidr("::1.2.3.4"), Cidr::V6 { .. }));
 }
 
@@ -122,7 +123,7 @@ fn rejects_malformed_blocks_with_a_clear_message() {
         ("１０.0.0.0/8", "\"１０.0.0.0\" is not an IPv4 or IPv6 address"),
     ];
     for (text, message) in cases {
-        assert_eq!(Cidr::parse(text).as_deref().map_err(String::as_str), Err(*message), "{text:?}");
+        assert_eq!(Cidr::parse(text), Err(message.to_string()), "{text:?}");
     }
 }
 
@@ -208,11 +209,7 @@ fn containment_at_the_edges() {
 fn every_prefix_length_splits_where_it_should() {
     for prefix in 0..=32u8 {
         let c = cidr(&format!("0.0.0.0/{prefix}"));
-        let last_inside = if prefix == 0 {
-            u32::MAX
-        } else {
-            u32::MAX >> prefix
-        };
+        let last_inside = u32::MAX.checked_shr(prefix.into()).unwrap_or(0);
         assert!(c.contains(IpAddr::V4(Ipv4Addr::from(last_inside))), "/{prefix}");
         if prefix > 0 {
             assert!(
@@ -223,14 +220,10 @@ fn every_prefix_length_splits_where_it_should() {
     }
     for prefix in 0..=128u8 {
         let c = cidr(&format!("::/{prefix}"));
-        let last_inside = if prefix == 0 {
-            u128::MAX
-        } else {
-            u128::MAX >> prefix
-        };
+        let last_inside = u128::MAX.checked_shr(prefix.into()).unwrap_or(0);
         let inside = IpAddr::V6(Ipv6Addr::from(last_inside));
         // The mapped range is matched as v4, so skip addresses in it.
-        if inside.is_ipv6() && Ipv6Addr::from(last_inside).to_ipv4_mapped().is_none() {
+        if Ipv6Addr::from(last_inside).to_ipv4_mapped().is_none() {
             assert!(c.contains(inside), "/{prefix}");
         }
         if prefix > 0 {

@@ -132,6 +132,7 @@ pub mod bindings {
 
 mod helpers;
 pub mod query;
+pub mod services;
 
 pub use bindings::tollgate::policy::types::{
     BodyAccess, CallContext, ConfigError, Consumer, Header, HeaderOp, PolicyInfo, RequestDecision,
@@ -341,9 +342,11 @@ pub mod clock {
         }
         #[cfg(not(target_arch = "wasm32"))]
         {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64)
+            crate::services::native::now().unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64)
+            })
         }
     }
 

@@ -2,7 +2,10 @@
 //! crate's library.
 
 mod chain;
+mod jwt;
+mod policies_cache_log;
 mod policies_edge;
+mod policies_limits;
 mod proxying;
 mod reload;
 mod routing;

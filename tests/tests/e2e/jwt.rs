@@ -1,0 +1,1 @@
+//! jwt end to end.

@@ -1,0 +1,1 @@
+//! cache and access-log end to end.

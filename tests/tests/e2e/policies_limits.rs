@@ -1,0 +1,1 @@
+//! key-auth, rate-limit and quota end to end.
