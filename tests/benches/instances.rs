@@ -22,9 +22,10 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tollgate::policy::{
-    CallContext, EngineLimits, Header, HeaderOp, RequestDecision, RequestHead, Runtime, Step,
-    StepInstance,
+    CallContext, EngineLimits, Header, HeaderOp, RequestDecision, RequestHead, RequestScope,
+    Runtime, Step, StepInstance,
 };
+use tollgate::services::{Grants, Services};
 
 /// Rounds over all cases (odd, so the median is one of them).
 const ROUNDS: usize = 11;
@@ -130,6 +131,7 @@ async fn run_batch(
     p: &mut Plugin,
     mode: Mode,
     calls: usize,
+    scope: &RequestScope,
     ctx: &CallContext,
     req: &RequestHead,
 ) -> Duration {
@@ -137,10 +139,7 @@ async fn run_batch(
     match mode {
         Mode::Fresh => {
             for _ in 0..calls {
-                let mut inst = rt
-                    .instantiate(&p.step, &ctx.request_id)
-                    .await
-                    .expect("instantiate");
+                let mut inst = rt.instantiate(&p.step, scope).await.expect("instantiate");
                 let d = inst
                     .on_request(&p.step, ctx, req, None)
                     .await
@@ -152,10 +151,7 @@ async fn run_batch(
         Mode::FreshInFlight => {
             let mut alive = Vec::with_capacity(IN_FLIGHT);
             for _ in 0..calls {
-                let mut inst = rt
-                    .instantiate(&p.step, &ctx.request_id)
-                    .await
-                    .expect("instantiate");
+                let mut inst = rt.instantiate(&p.step, scope).await.expect("instantiate");
                 let d = inst
                     .on_request(&p.step, ctx, req, None)
                     .await
@@ -180,10 +176,7 @@ async fn run_batch(
         }
         Mode::Instantiate => {
             for _ in 0..calls {
-                let inst = rt
-                    .instantiate(&p.step, &ctx.request_id)
-                    .await
-                    .expect("instantiate");
+                let inst = rt.instantiate(&p.step, scope).await.expect("instantiate");
                 black_box(&inst);
                 drop(inst);
             }
@@ -192,7 +185,13 @@ async fn run_batch(
     start.elapsed()
 }
 
-fn load(ex: &tokio::runtime::Runtime, rt: &Runtime, name: &'static str, config: &str) -> Plugin {
+fn load(
+    scope: &RequestScope,
+    ex: &tokio::runtime::Runtime,
+    rt: &Runtime,
+    name: &'static str,
+    config: &str,
+) -> Plugin {
     let path = common::plugin_dir().join(format!("{name}.wasm"));
     let plugin = rt
         .load_plugin(name, &path)
@@ -206,10 +205,11 @@ fn load(ex: &tokio::runtime::Runtime, rt: &Runtime, name: &'static str, config: 
             STEP_TIMEOUT,
             STEP_MEMORY,
             false,
+            Grants::default(),
         )
         .unwrap_or_else(|e| panic!("configuring {name}: {e}"));
     let reused = ex
-        .block_on(rt.instantiate(&step, "reused"))
+        .block_on(rt.instantiate(&step, scope))
         .unwrap_or_else(|e| panic!("instantiating {name}: {e}"));
     Plugin { name, step, reused }
 }
@@ -218,19 +218,30 @@ fn main() {
     // `cargo bench` passes `--bench`; a filter or other flags are ignored.
     let machine = Machine::detect();
     println!("instances: per-call cost of fresh vs reused policy instances");
-    let rt = Runtime::new(EngineLimits { max_instances: 64 }, None).expect("policy runtime");
+    // The plugins here use no host service: the services of
+    // `tollgate check` (no store, output discarded) will do.
+    let rt = Runtime::new(
+        EngineLimits { max_instances: 64 },
+        None,
+        Arc::new(Services::for_check()),
+    )
+    .expect("policy runtime");
     // The policy API is async (wasmtime's async support): every batch runs
     // as one future on a single-threaded tokio runtime. `configure_step`
     // runs outside it (it blocks on its own).
+    let (ctx, req) = request();
+    let scope = RequestScope {
+        request_id: ctx.request_id.clone(),
+        ..RequestScope::default()
+    };
     let ex = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
     let mut plugins = vec![
-        load(&ex, &rt, "noop", "{}"),
-        load(&ex, &rt, "transform", TRANSFORM_CONFIG),
+        load(&scope, &ex, &rt, "noop", "{}"),
+        load(&scope, &ex, &rt, "transform", TRANSFORM_CONFIG),
     ];
-    let (ctx, req) = request();
 
     // Check that the steps do what the bench says they do.
     for p in &mut plugins {
@@ -254,9 +265,25 @@ fn main() {
     let mut cases = Vec::new();
     for pi in 0..plugins.len() {
         for mode in Mode::ALL {
-            ex.block_on(run_batch(&rt, &mut plugins[pi], mode, 200, &ctx, &req));
+            ex.block_on(run_batch(
+                &rt,
+                &mut plugins[pi],
+                mode,
+                200,
+                &scope,
+                &ctx,
+                &req,
+            ));
             let probe = 500;
-            let t = ex.block_on(run_batch(&rt, &mut plugins[pi], mode, probe, &ctx, &req));
+            let t = ex.block_on(run_batch(
+                &rt,
+                &mut plugins[pi],
+                mode,
+                probe,
+                &scope,
+                &ctx,
+                &req,
+            ));
             let per_call = t.as_secs_f64() / probe as f64;
             let calls = ((BATCH.as_secs_f64() / per_call) as usize).clamp(200, 2_000_000);
             cases.push(Case {
@@ -280,6 +307,7 @@ fn main() {
                 &mut plugins[c.plugin],
                 c.mode,
                 c.calls,
+                &scope,
                 &ctx,
                 &req,
             ));

@@ -1,6 +1,8 @@
 //! Shared helpers for the end-to-end tests: a real gateway on loopback with
 //! plugins built from this tree, a real recording upstream, and clients.
 
+pub mod runner;
+
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -219,9 +221,17 @@ pub struct GatewayBuilder {
     limits: String,
     tls: Option<(String, String)>,
     watch: bool,
+    data_dir: Option<PathBuf>,
 }
 
 impl GatewayBuilder {
+    /// Keep the store (and the compiled-plugin cache) in this directory
+    /// instead of a fresh one, e.g. to restart a gateway on the same data.
+    /// Only one gateway at a time can hold a data directory.
+    pub fn data_dir(mut self, path: impl Into<PathBuf>) -> Self {
+        self.data_dir = Some(path.into());
+        self
+    }
     /// Extra lines for the `[limits]` table.
     pub fn limits(mut self, toml: &str) -> Self {
         self.limits = toml.to_string();
@@ -261,6 +271,7 @@ impl TestGateway {
             limits: String::new(),
             tls: None,
             watch: false,
+            data_dir: None,
         }
     }
 
@@ -281,7 +292,7 @@ impl TestGateway {
         };
         let gw = format!(
             r#"schema = 1
-data-dir = "data"
+data-dir = {data_dir:?}
 policies = ["api.toml"]
 
 [[listener]]
@@ -302,6 +313,10 @@ debounce = "50ms"
             plugins = plugin_dir().display().to_string(),
             limits = b.limits,
             watch = b.watch,
+            data_dir = b
+                .data_dir
+                .as_ref()
+                .map_or_else(|| "data".to_string(), |p| p.display().to_string()),
         );
         let gw_path = dir.path().join("tollgate.toml");
         std::fs::write(&gw_path, gw).unwrap();

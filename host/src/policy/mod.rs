@@ -819,17 +819,24 @@ impl Runtime {
 }
 
 /// Run a future to completion from synchronous code (loading and checking
-/// configurations). Inside a tokio blocking thread the ambient runtime is
-/// used; elsewhere a small one is made.
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) => h.block_on(f),
-        Err(_) => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("a tokio runtime")
-            .block_on(f),
-    }
+/// configurations), on a thread of its own with a small runtime, so it works
+/// whether or not the caller is inside a tokio runtime.
+fn block_on<F>(f: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime")
+                .block_on(f)
+        })
+        .join()
+        .expect("the configuration check thread panicked")
+    })
 }
 
 fn classify(

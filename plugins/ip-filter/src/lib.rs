@@ -18,8 +18,8 @@ use cidr::{client_ip, Cidr};
 use serde::Deserialize;
 use std::net::IpAddr;
 use tollgate_policy_sdk::{
-    export_policy, json_error, log, CallContext, ConfigError, Policy, PolicyInfo,
-    RequestDecision, RequestEdits, RequestHead,
+    export_policy, json_error, log, CallContext, ConfigError, Policy, PolicyInfo, RequestDecision,
+    RequestEdits, RequestHead,
 };
 
 /// The step configuration.

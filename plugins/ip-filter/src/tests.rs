@@ -59,8 +59,20 @@ fn parses_blocks_and_plain_addresses() {
     );
     assert_eq!(cidr("0.0.0.0/0"), Cidr::V4 { net: 0, prefix: 0 });
     assert_eq!(cidr("::/0"), Cidr::V6 { net: 0, prefix: 0 });
-    assert_eq!(cidr("::1"), Cidr::V6 { net: 1, prefix: 128 });
-    assert_eq!(cidr("::1/128"), Cidr::V6 { net: 1, prefix: 128 });
+    assert_eq!(
+        cidr("::1"),
+        Cidr::V6 {
+            net: 1,
+            prefix: 128
+        }
+    );
+    assert_eq!(
+        cidr("::1/128"),
+        Cidr::V6 {
+            net: 1,
+            prefix: 128
+        }
+    );
     assert_eq!(cidr("2001:db8::/32").to_string(), "2001:db8::/32");
     assert_eq!(cidr("2001:DB8::/32").to_string(), "2001:db8::/32");
     assert_eq!(cidr("255.255.255.255/32").to_string(), "255.255.255.255/32");
@@ -162,7 +174,10 @@ fn containment_at_the_edges() {
     let all6 = cidr("::/0");
     assert!(all6.contains(ip("::")));
     assert!(all6.contains(ip("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff")));
-    assert!(!all6.contains(ip("1.2.3.4")), "v6 rules never match v4 clients");
+    assert!(
+        !all6.contains(ip("1.2.3.4")),
+        "v6 rules never match v4 clients"
+    );
     assert!(
         !all6.contains(ip("::ffff:1.2.3.4")),
         "mapped clients are v4 clients"
@@ -210,7 +225,10 @@ fn every_prefix_length_splits_where_it_should() {
     for prefix in 0..=32u8 {
         let c = cidr(&format!("0.0.0.0/{prefix}"));
         let last_inside = u32::MAX.checked_shr(prefix.into()).unwrap_or(0);
-        assert!(c.contains(IpAddr::V4(Ipv4Addr::from(last_inside))), "/{prefix}");
+        assert!(
+            c.contains(IpAddr::V4(Ipv4Addr::from(last_inside))),
+            "/{prefix}"
+        );
         if prefix > 0 {
             assert!(
                 !c.contains(IpAddr::V4(Ipv4Addr::from(last_inside.wrapping_add(1)))),
@@ -245,7 +263,15 @@ fn client_addresses() {
     assert_eq!(cidr::client_ip("1.2.3.4"), Some(ip("1.2.3.4")));
     assert_eq!(cidr::client_ip("::1"), Some(ip("::1")));
     assert_eq!(cidr::client_ip("[::1]"), Some(ip("::1")));
-    for bad in ["", "nope", "1.2.3.4:", "1.2.3.4:99999", "[::1", "::1]:80", "1.2.3:80"] {
+    for bad in [
+        "",
+        "nope",
+        "1.2.3.4:",
+        "1.2.3.4:99999",
+        "[::1",
+        "::1]:80",
+        "1.2.3:80",
+    ] {
         assert_eq!(cidr::client_ip(bad), None, "{bad:?}");
     }
 }
@@ -290,7 +316,9 @@ fn config_errors_name_the_entry() {
         )
     );
     assert_eq!(
-        error(r#"{"allow":["10.0.0.0/8"],"status":70000}"#).0.as_deref(),
+        error(r#"{"allow":["10.0.0.0/8"],"status":70000}"#)
+            .0
+            .as_deref(),
         Some("status")
     );
     assert_eq!(
@@ -304,7 +332,10 @@ fn config_errors_name_the_entry() {
     assert_eq!(error(r#"{}"#).0, None);
     let (field, message) = error(r#"{"allow":["10.0.0.0/8"],"trust-forwarded":true}"#);
     assert_eq!(field.as_deref(), Some("trust-forwarded"));
-    assert!(message.starts_with("unknown field `trust-forwarded`"), "{message}");
+    assert!(
+        message.starts_with("unknown field `trust-forwarded`"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -346,7 +377,10 @@ fn refusal_is_a_json_error_with_the_configured_status() {
     let mut p = policy(r#"{"allow":["10.0.0.0/8"]}"#);
     let r = decide(&mut p, "192.0.2.1:1").unwrap();
     assert_eq!(r.status, 403);
-    assert_eq!(header_str(&r.headers, "content-type"), Some("application/json"));
+    assert_eq!(
+        header_str(&r.headers, "content-type"),
+        Some("application/json")
+    );
     assert_eq!(
         String::from_utf8(r.body).unwrap(),
         r#"{"error":{"code":"ip_not_allowed","message":"calls from this address are not allowed"}}"#

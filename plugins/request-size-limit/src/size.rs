@@ -45,7 +45,10 @@ pub fn parse_size(text: &str) -> Result<u32, String> {
         None => (number, None),
     };
     let digits_ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if !digits_ok(whole) || fraction.is_some_and(|f| !digits_ok(f)) {
+    if !digits_ok(whole)
+        || fraction.is_some_and(|f| !digits_ok(f))
+        || !unit.bytes().all(|b| b.is_ascii_alphabetic())
+    {
         return Err(format!("{text:?} is not a size: {EXPECTED}"));
     }
     let Some(&(_, multiplier)) = UNITS.iter().find(|(u, _)| u.eq_ignore_ascii_case(unit)) else {

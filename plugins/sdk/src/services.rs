@@ -235,7 +235,12 @@ pub mod crypto {
     }
 
     /// `Ok(false)`: a bad signature. An error: the key does not fit `alg`.
-    pub fn verify(alg: &str, key: u64, message: &[u8], signature: &[u8]) -> Result<bool, ServiceError> {
+    pub fn verify(
+        alg: &str,
+        key: u64,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<bool, ServiceError> {
         #[cfg(target_arch = "wasm32")]
         {
             host::crypto::verify(alg, key, message, signature)
@@ -290,7 +295,10 @@ pub mod harness {
     }
     /// Declare a consumer by id.
     pub fn add_consumer(api: &str, consumer: Consumer) {
-        native::with(|s| s.consumers.insert((api.to_string(), consumer.id.clone()), consumer));
+        native::with(|s| {
+            s.consumers
+                .insert((api.to_string(), consumer.id.clone()), consumer)
+        });
     }
     /// Answer outbound calls to `url` with `response`.
     pub fn answer(url: &str, response: IncomingResponse) {
@@ -412,7 +420,10 @@ pub(crate) mod native {
             }
             Algorithm::TokenBucket => {
                 let rate = limit as f64 / window as f64;
-                let (tokens, last) = s.buckets.entry(key.to_string()).or_insert((limit as f64, t));
+                let (tokens, last) = s
+                    .buckets
+                    .entry(key.to_string())
+                    .or_insert((limit as f64, t));
                 if t > *last {
                     *tokens = (*tokens + (t - *last) as f64 * rate).min(limit as f64);
                     *last = t;

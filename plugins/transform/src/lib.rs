@@ -1,4 +1,5 @@
-//! `transform`: rewrite request headers, query and path, and response headers.
+//! `transform`: rewrite request headers, query and path, response headers,
+//! and request and response bodies (JSON Pointer edits, JSON <-> XML).
 //!
 //! Every section is optional; unknown keys are rejected. See `README.md` for
 //! the reference.
@@ -19,22 +20,36 @@
 //!
 //! [config.response.headers]
 //! set = { "cache-control" = "no-store" }
+//!
+//! [config.request.body]                  # the same keys for response.body
+//! max-bytes = "1MiB"                     # body access limit (default 1MiB)
+//! json.set = { "/meta/source" = "gateway" }
+//! json.remove = ["/password"]
+//! json.rename = { "/user_name" = "/userName" }
+//! convert = "json-to-xml"                # or "xml-to-json"
+//! xml.root = "root"                      # root element for json-to-xml
 //! ```
 //!
 //! Header operations run in the order rename, remove, set, append. Renames
 //! are simultaneous: each reads the headers as they arrived, so
-//! `{ a = "b", b = "a" }` swaps two headers.
+//! `{ a = "b", b = "a" }` swaps two headers. Bodies are read only in a phase
+//! with a body section; see [`body`] and `README.md`.
 
 #![forbid(unsafe_code)]
 
+pub mod body;
+mod json;
+mod xml;
+
+use body::{BodyConfig, BodyPlan};
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use std::fmt;
 use tollgate_policy_sdk::query::{decode_component, encode_component, encode_path_segment};
 use tollgate_policy_sdk::{
-    export_policy, json_error, valid_header_name, valid_header_value, CallContext, ConfigError,
-    Header, HeaderOp, Policy, PolicyInfo, RequestDecision, RequestEdits, RequestHead,
-    ResponseDecision, ResponseEdits, ResponseHead,
+    export_policy, json_error, log, valid_header_name, valid_header_value, BodyAccess,
+    CallContext, ConfigError, Header, HeaderOp, Policy, PolicyInfo, RequestDecision,
+    RequestEdits, RequestHead, ResponseDecision, ResponseEdits, ResponseHead,
 };
 
 // ---------------------------------------------------------------------------
@@ -60,6 +75,8 @@ pub struct RequestConfig {
     pub query: QueryConfig,
     /// A path template, e.g. `/v2/pets/{id}`.
     pub path: Option<String>,
+    /// `[config.request.body]`: the request body is read only if present.
+    pub body: Option<BodyConfig>,
 }
 
 /// `[config.response]`.
@@ -68,6 +85,8 @@ pub struct RequestConfig {
 pub struct ResponseConfig {
     /// `[config.response.headers]`.
     pub headers: HeadersConfig,
+    /// `[config.response.body]`: the response body is read only if present.
+    pub body: Option<BodyConfig>,
 }
 
 /// Header operations.
@@ -150,7 +169,9 @@ pub struct Transform {
     request_headers: HeaderPlan,
     query: Option<QueryPlan>,
     path: Option<Vec<Part>>,
+    request_body: Option<BodyPlan>,
     response_headers: HeaderPlan,
+    response_body: Option<BodyPlan>,
 }
 
 fn header_name(field: &str, name: &str) -> Result<String, ConfigError> {
@@ -433,14 +454,26 @@ impl Policy for Transform {
             request_headers: HeaderPlan::new("request", request.headers)?,
             query: QueryPlan::new(request.query)?,
             path,
+            request_body: request
+                .body
+                .map(|b| BodyPlan::new("request.body", b))
+                .transpose()?,
             response_headers: HeaderPlan::new("response", response.headers)?,
+            response_body: response
+                .body
+                .map(|b| BodyPlan::new("response.body", b))
+                .transpose()?,
         })
     }
 
     fn info(&self) -> PolicyInfo {
         PolicyInfo {
-            wants_response: !self.response_headers.is_empty(),
-            ..PolicyInfo::default()
+            // Bodies stream through unless a phase has a body section.
+            body: BodyAccess {
+                request: self.request_body.as_ref().map(|b| b.max_bytes),
+                response: self.response_body.as_ref().map(|b| b.max_bytes),
+            },
+            wants_response: !self.response_headers.is_empty() || self.response_body.is_some(),
         }
     }
 
@@ -448,7 +481,7 @@ impl Policy for Transform {
         &mut self,
         ctx: &CallContext,
         req: &RequestHead,
-        _body: Option<&[u8]>,
+        body: Option<&[u8]>,
     ) -> RequestDecision {
         let path = match &self.path {
             Some(parts) => match render_path(parts, &ctx.captures) {
@@ -466,13 +499,35 @@ impl Policy for Transform {
             },
             None => None,
         };
+        let mut headers = self.request_headers.ops(&req.headers);
+        let mut new_body = None;
+        if let (Some(plan), Some(body)) = (&self.request_body, body) {
+            match plan.apply(&req.headers, body) {
+                Ok(Some((bytes, content_type))) => {
+                    new_body = Some(bytes);
+                    if let Some(ct) = content_type {
+                        headers.push(HeaderOp::set("content-type", ct));
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    let (status, code, message) = e.response_parts();
+                    return RequestDecision::Respond(json_error(
+                        status,
+                        code,
+                        &format!("the request body {message}"),
+                    ));
+                }
+            }
+        }
         RequestDecision::Continue(RequestEdits {
-            headers: self.request_headers.ops(&req.headers),
+            headers,
             path,
             query: self
                 .query
                 .as_ref()
                 .and_then(|q| q.apply(req.query.as_deref())),
+            body: new_body,
             ..RequestEdits::default()
         })
     }
@@ -482,10 +537,29 @@ impl Policy for Transform {
         _ctx: &CallContext,
         _req: &RequestHead,
         resp: &ResponseHead,
-        _body: Option<&[u8]>,
+        body: Option<&[u8]>,
     ) -> ResponseDecision {
+        let mut headers = self.response_headers.ops(&resp.headers);
+        let mut new_body = None;
+        if let (Some(plan), Some(body)) = (&self.response_body, body) {
+            match plan.apply(&resp.headers, body) {
+                Ok(Some((bytes, content_type))) => {
+                    new_body = Some(bytes);
+                    if let Some(ct) = content_type {
+                        headers.push(HeaderOp::set("content-type", ct));
+                    }
+                }
+                Ok(None) => {}
+                // The client did nothing wrong: pass the upstream's body on.
+                Err(e) => log::warn(&format!(
+                    "transform: the response body {}; passed on as it is",
+                    e.message()
+                )),
+            }
+        }
         ResponseDecision::Continue(ResponseEdits {
-            headers: self.response_headers.ops(&resp.headers),
+            headers,
+            body: new_body,
             ..ResponseEdits::default()
         })
     }
@@ -495,3 +569,5 @@ export_policy!(Transform);
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_body;

@@ -10,6 +10,7 @@ mod proxying;
 mod reload;
 mod routing;
 mod sandbox;
+mod services;
 mod tls;
 mod transform_body;
 mod ui;

@@ -1,0 +1,304 @@
+//! JSON Pointer (RFC 6901) edits on a JSON document that is parsed lazily.
+//!
+//! The document starts as one raw slice of the body. Only the containers an
+//! edit walks through are parsed, one level at a time, into [`Node::Obj`] or
+//! [`Node::Arr`] whose children stay raw slices. Serialising writes raw
+//! slices back byte for byte, so whatever no edit touches keeps its exact
+//! text (number formats, escapes, whitespace inside it), and memory grows
+//! with the containers on the edit paths, not with the document.
+
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::ser::{Serialize, Serializer};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::fmt;
+
+/// Parse a JSON Pointer into its unescaped reference tokens.
+pub(crate) fn parse_pointer(pointer: &str) -> Result<Vec<String>, String> {
+    if pointer.is_empty() {
+        return Ok(Vec::new());
+    }
+    let Some(rest) = pointer.strip_prefix('/') else {
+        return Err(format!(
+            "{pointer:?} is not a JSON Pointer: it must be empty (the whole body) or start with \"/\""
+        ));
+    };
+    rest.split('/')
+        .map(|token| {
+            let mut out = String::with_capacity(token.len());
+            let mut chars = token.chars();
+            while let Some(c) = chars.next() {
+                match c {
+                    '~' => match chars.next() {
+                        Some('0') => out.push('~'),
+                        Some('1') => out.push('/'),
+                        _ => {
+                            return Err(format!(
+                                "{pointer:?} is not a valid JSON Pointer: \"~\" must be followed \
+                                 by \"0\" (for \"~\") or \"1\" (for \"/\")"
+                            ))
+                        }
+                    },
+                    c => out.push(c),
+                }
+            }
+            Ok(out)
+        })
+        .collect()
+}
+
+/// An array index token: `0` or digits without a leading zero.
+fn index(token: &str) -> Option<usize> {
+    let valid = !token.is_empty()
+        && token.bytes().all(|b| b.is_ascii_digit())
+        && (token == "0" || !token.starts_with('0'));
+    if valid {
+        token.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// A JSON value, parsed only as far as needed.
+#[derive(Debug)]
+pub(crate) enum Node<'a> {
+    /// Not parsed: copied as is.
+    Raw(&'a RawValue),
+    /// An object whose members are unique (the last of duplicates wins).
+    Obj(Vec<(String, Node<'a>)>),
+    Arr(Vec<Node<'a>>),
+    /// A value from the configuration (boxed to keep nodes small: huge
+    /// arrays on an edit path cost one node per element).
+    Val(Box<Value>),
+}
+
+/// Deserialises any value as an unparsed [`Node::Raw`].
+impl<'de> Deserialize<'de> for Node<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <&'de RawValue>::deserialize(d).map(Node::Raw)
+    }
+}
+
+/// The members of an object, each value unparsed, in order.
+struct Members<'a>(Vec<(String, Node<'a>)>);
+
+impl<'de> Deserialize<'de> for Members<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry::<String, Node<'de>>()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// Keep the last of members with the same name (as JavaScript does).
+fn dedupe(mut members: Vec<(String, Node<'_>)>) -> Vec<(String, Node<'_>)> {
+    if members.len() < 2 {
+        return members;
+    }
+    let mut seen = BTreeSet::new();
+    let keep: Vec<bool> = members
+        .iter()
+        .rev()
+        .map(|(k, _)| seen.insert(k.as_str()))
+        .collect();
+    drop(seen);
+    if keep.iter().all(|&k| k) {
+        return members;
+    }
+    let mut keep = keep.into_iter().rev();
+    members.retain(|_| keep.next().unwrap_or(true));
+    members
+}
+
+impl<'a> Node<'a> {
+    /// Parse one level of a container; scalars stay as they are.
+    fn expand(&mut self) -> Result<(), serde_json::Error> {
+        match self {
+            Node::Raw(raw) => {
+                let text: &'a str = raw.get();
+                match text.as_bytes().first() {
+                    Some(b'{') => {
+                        let Members(members) = serde_json::from_str(text)?;
+                        *self = Node::Obj(dedupe(members));
+                    }
+                    Some(b'[') => *self = Node::Arr(serde_json::from_str(text)?),
+                    _ => {}
+                }
+            }
+            Node::Val(value) => match &mut **value {
+                Value::Object(map) => {
+                    let map = std::mem::take(map);
+                    *self = Node::Obj(
+                        map.into_iter()
+                            .map(|(k, v)| (k, Node::Val(Box::new(v))))
+                            .collect(),
+                    );
+                }
+                Value::Array(items) => {
+                    let items = std::mem::take(items);
+                    *self = Node::Arr(items.into_iter().map(|v| Node::Val(Box::new(v))).collect());
+                }
+                _ => {}
+            },
+            Node::Obj(_) | Node::Arr(_) => {}
+        }
+        Ok(())
+    }
+
+    /// The node at `tokens`, creating missing object members (as empty
+    /// objects) if `create`. `None` if the path cannot be followed.
+    fn walk(
+        &mut self,
+        tokens: &[String],
+        create: bool,
+    ) -> Result<Option<&mut Node<'a>>, serde_json::Error> {
+        let mut cur = self;
+        for token in tokens {
+            cur.expand()?;
+            cur = match cur {
+                Node::Obj(members) => match members.iter().position(|(k, _)| k == token) {
+                    Some(i) => &mut members[i].1,
+                    None if create => {
+                        members.push((token.clone(), Node::Obj(Vec::new())));
+                        &mut members.last_mut().expect("just pushed").1
+                    }
+                    None => return Ok(None),
+                },
+                Node::Arr(items) => match index(token).and_then(|i| items.get_mut(i)) {
+                    Some(item) => item,
+                    None => return Ok(None),
+                },
+                _ => return Ok(None),
+            };
+        }
+        Ok(Some(cur))
+    }
+
+    /// Put `value` at `tokens`: replace an existing member or element, add a
+    /// member, or append to an array (index `-` or the array's length).
+    /// Missing objects on the way are created. Gives the value back if it
+    /// cannot be placed (a scalar or an out-of-range index on the way).
+    pub(crate) fn set(
+        &mut self,
+        tokens: &[String],
+        value: Node<'a>,
+    ) -> Result<Result<(), Node<'a>>, serde_json::Error> {
+        let Some((last, parents)) = tokens.split_last() else {
+            *self = value;
+            return Ok(Ok(()));
+        };
+        let Some(parent) = self.walk(parents, true)? else {
+            return Ok(Err(value));
+        };
+        parent.expand()?;
+        match parent {
+            Node::Obj(members) => match members.iter_mut().find(|(k, _)| k == last) {
+                Some((_, slot)) => *slot = value,
+                None => members.push((last.clone(), value)),
+            },
+            Node::Arr(items) => {
+                let i = if last == "-" {
+                    Some(items.len())
+                } else {
+                    index(last)
+                };
+                match i {
+                    Some(i) if i < items.len() => items[i] = value,
+                    Some(i) if i == items.len() => items.push(value),
+                    _ => return Ok(Err(value)),
+                }
+            }
+            _ => return Ok(Err(value)),
+        }
+        Ok(Ok(()))
+    }
+
+    /// Take the value at `tokens` out of the document, with its position in
+    /// its parent. `tokens` must not be empty.
+    pub(crate) fn remove(
+        &mut self,
+        tokens: &[String],
+    ) -> Result<Option<(Node<'a>, usize)>, serde_json::Error> {
+        let Some((last, parents)) = tokens.split_last() else {
+            return Ok(None);
+        };
+        let Some(parent) = self.walk(parents, false)? else {
+            return Ok(None);
+        };
+        parent.expand()?;
+        Ok(match parent {
+            Node::Obj(members) => members
+                .iter()
+                .position(|(k, _)| k == last)
+                .map(|i| (members.remove(i).1, i)),
+            Node::Arr(items) => index(last)
+                .filter(|&i| i < items.len())
+                .map(|i| (items.remove(i), i)),
+            _ => None,
+        })
+    }
+
+    /// Put back what [`Node::remove`] took from `tokens`.
+    fn restore(&mut self, tokens: &[String], value: Node<'a>, at: usize) {
+        let Some((last, parents)) = tokens.split_last() else {
+            return;
+        };
+        if let Ok(Some(parent)) = self.walk(parents, false) {
+            match parent {
+                Node::Obj(members) => members.insert(at.min(members.len()), (last.clone(), value)),
+                Node::Arr(items) => items.insert(at.min(items.len()), value),
+                _ => {}
+            }
+        }
+    }
+
+    /// Move the value at `from` to `to` (as [`Node::set`] places it). If
+    /// `from` is missing or `to` cannot be placed, nothing changes.
+    pub(crate) fn rename(
+        &mut self,
+        from: &[String],
+        to: &[String],
+    ) -> Result<bool, serde_json::Error> {
+        let Some((value, at)) = self.remove(from)? else {
+            return Ok(false);
+        };
+        match self.set(to, value)? {
+            Ok(()) => Ok(true),
+            Err(value) => {
+                self.restore(from, value, at);
+                Ok(false)
+            }
+        }
+    }
+}
+
+impl Serialize for Node<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Node::Raw(raw) => raw.serialize(s),
+            Node::Val(value) => value.serialize(s),
+            Node::Arr(items) => s.collect_seq(items),
+            Node::Obj(members) => s.collect_map(members.iter().map(|(k, v)| (k, v))),
+        }
+    }
+}
+
+/// Check that `text` is one JSON value (validating all of it, without
+/// building it) and return it as an unparsed document.
+pub(crate) fn parse(text: &str) -> Result<Node<'_>, serde_json::Error> {
+    serde_json::from_str::<&RawValue>(text).map(Node::Raw)
+}
