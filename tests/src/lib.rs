@@ -46,6 +46,17 @@ pub fn tollgate_bin() -> PathBuf {
     .clone()
 }
 
+/// Kills a child process when dropped, so a failing test leaves nothing
+/// running.
+pub struct ChildGuard(pub std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Assert that `haystack` contains `needle`, showing both when not.
 #[track_caller]
 pub fn assert_contains(haystack: &str, needle: &str) {

@@ -165,10 +165,11 @@ impl JwksSource {
         let fresh = cached
             .as_ref()
             .is_some_and(|(at, _)| now_ms.saturating_sub(*at) < self.fresh_ms);
-        let from_cache = |cached: Option<(u64, Vec<u8>)>| match cached.and_then(|(_, b)| parse_jwks(&b)) {
-            Some(keys) => Jwks::Keys(keys),
-            None => Jwks::Unavailable,
-        };
+        let from_cache =
+            |cached: Option<(u64, Vec<u8>)>| match cached.and_then(|(_, b)| parse_jwks(&b)) {
+                Some(keys) => Jwks::Keys(keys),
+                None => Jwks::Unavailable,
+            };
         if fresh && !refetch {
             return from_cache(cached);
         }
@@ -198,7 +199,10 @@ impl JwksSource {
                 Jwks::Keys(keys)
             }
             Err(why) => {
-                log::warn(&format!("jwt: fetching the JWKS from {} failed: {why}", self.url));
+                log::warn(&format!(
+                    "jwt: fetching the JWKS from {} failed: {why}",
+                    self.url
+                ));
                 from_cache(cached)
             }
         }
@@ -209,7 +213,8 @@ impl JwksSource {
         if resp.status != 200 {
             return Err(format!("status {}", resp.status));
         }
-        let keys = parse_jwks(&resp.body).ok_or("the answer is not a JWKS (a JSON object with `keys`)")?;
+        let keys =
+            parse_jwks(&resp.body).ok_or("the answer is not a JWKS (a JSON object with `keys`)")?;
         Ok((resp.body, keys))
     }
 }

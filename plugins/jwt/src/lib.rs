@@ -194,7 +194,10 @@ impl Policy for Jwt {
                 let all: Vec<&str> = Alg::ALL.iter().map(|a| a.name()).collect();
                 return Err(ConfigError::at(
                     format!("algorithms.{i}"),
-                    format!("unknown algorithm {name:?}; expected one of {}", all.join(", ")),
+                    format!(
+                        "unknown algorithm {name:?}; expected one of {}",
+                        all.join(", ")
+                    ),
                 ));
             };
             if !algorithms.contains(&alg) {
@@ -394,12 +397,10 @@ impl From<Reject> for Failure {
 /// texts (no quotes or backslashes), never parts of the request.
 fn deny(error: &str, description: &str) -> RequestDecision {
     log::debug(&format!("jwt: {error}: {description}"));
-    RequestDecision::Respond(
-        Response::json_error(401, error, description).header(
-            "www-authenticate",
-            format!("Bearer error=\"{error}\", error_description=\"{description}\""),
-        ),
-    )
+    RequestDecision::Respond(Response::json_error(401, error, description).header(
+        "www-authenticate",
+        format!("Bearer error=\"{error}\", error_description=\"{description}\""),
+    ))
 }
 
 /// A claim's value as a header value: strings as they are, numbers and
@@ -474,7 +475,9 @@ impl Jwt {
         }
         if let Some(name) = &self.cookie {
             for v in header_values(&req.headers, "cookie") {
-                let Ok(v) = std::str::from_utf8(v) else { continue };
+                let Ok(v) = std::str::from_utf8(v) else {
+                    continue;
+                };
                 for pair in v.split(';') {
                     if let Some((k, val)) = pair.trim().split_once('=') {
                         if k == name {
@@ -518,12 +521,12 @@ impl Jwt {
         // a client-sent header never survives, whether or not the claim is
         // there.
         for (claim, header) in &self.forward {
-            edits.headers.push(
-                match token.claims.get(claim).and_then(claim_header_value) {
+            edits
+                .headers
+                .push(match token.claims.get(claim).and_then(claim_header_value) {
                     Some(v) => HeaderOp::set(header.as_str(), v),
                     None => HeaderOp::remove(header.as_str()),
-                },
-            );
+                });
         }
         Ok(edits)
     }
@@ -560,7 +563,10 @@ impl Jwt {
         };
         // The configured secret is the only thing ever imported as a
         // secret: a public JWK never becomes an HMAC key.
-        let secret = self.secret.as_deref().filter(|_| alg.family() == Family::Hmac);
+        let secret = self
+            .secret
+            .as_deref()
+            .filter(|_| alg.family() == Family::Hmac);
         let candidates: Vec<Option<&Jwk>> = secret
             .map(|_| None)
             .into_iter()
@@ -591,9 +597,8 @@ impl Jwt {
                 (None, Some(secret)) => crypto::import_secret(secret),
                 (None, None) => continue,
             };
-            let verified = handle.and_then(|h| {
-                crypto::verify(alg.name(), h, token.signing_input, &token.signature)
-            });
+            let verified = handle
+                .and_then(|h| crypto::verify(alg.name(), h, token.signing_input, &token.signature));
             match verified {
                 Ok(true) => return Ok(()),
                 Ok(false) => {}

@@ -14,8 +14,8 @@ use tollgate_policy_sdk::{header_str, parse_config, Consumer, Header, RequestEdi
 
 const NOW: u64 = 1_700_000_000;
 const SECRET: &str = "an HS256 test secret of 32 bytes+";
-/// A 2048-bit RSA key made for these tests only (`openssl genpkey`).
-const RSA_PKCS8: &[u8] = include_bytes!("testdata/rsa2048.pk8.der");
+/// A 2048-bit RSA key (PKCS#1 DER) made for these tests only (`openssl genpkey`).
+const RSA_DER: &[u8] = include_bytes!("testdata/rsa2048.der");
 const JWKS_URL: &str = "http://idp.test:8080/jwks.json";
 
 thread_local! {
@@ -99,7 +99,7 @@ struct Ed(sig::Ed25519KeyPair);
 
 impl Rsa {
     fn new() -> Rsa {
-        Rsa(sig::RsaKeyPair::from_pkcs8(RSA_PKCS8).unwrap())
+        Rsa(sig::RsaKeyPair::from_der(RSA_DER).unwrap())
     }
     fn jwk(&self, kid: &str) -> Value {
         let c: sig::RsaPublicKeyComponents<Vec<u8>> = self.0.public().into();
@@ -217,11 +217,9 @@ fn run(p: &mut Jwt, req: &RequestHead) -> RequestDecision {
 fn accepted(p: &mut Jwt, req: &RequestHead) -> RequestEdits {
     match run(p, req) {
         RequestDecision::Continue(e) => e,
-        RequestDecision::Respond(r) => panic!(
-            "refused: {} {}",
-            r.status,
-            String::from_utf8_lossy(&r.body)
-        ),
+        RequestDecision::Respond(r) => {
+            panic!("refused: {} {}", r.status, String::from_utf8_lossy(&r.body))
+        }
     }
 }
 
@@ -266,7 +264,11 @@ fn config_error(config: Value) -> ConfigError {
 fn configuration_is_checked_at_load() {
     let cases: Vec<(Value, Option<&str>, &str)> = vec![
         (json!({}), None, "missing field `algorithms`"),
-        (json!({ "algorithms": [] }), Some("algorithms"), "at least one"),
+        (
+            json!({ "algorithms": [] }),
+            Some("algorithms"),
+            "at least one",
+        ),
         (
             json!({ "algorithms": ["HS256", "none"], "secret": SECRET }),
             Some("algorithms.1"),
@@ -282,8 +284,16 @@ fn configuration_is_checked_at_load() {
             Some("algorithms.0"),
             "unknown algorithm",
         ),
-        (json!({ "algorithms": ["HS256"] }), Some("algorithms.0"), "needs a `secret`"),
-        (json!({ "algorithms": ["RS256"] }), Some("algorithms.0"), "jwks-url"),
+        (
+            json!({ "algorithms": ["HS256"] }),
+            Some("algorithms.0"),
+            "needs a `secret`",
+        ),
+        (
+            json!({ "algorithms": ["RS256"] }),
+            Some("algorithms.0"),
+            "jwks-url",
+        ),
         (
             json!({ "algorithms": ["HS256"], "secret": "short" }),
             Some("secret"),
@@ -406,7 +416,9 @@ fn hs256_forwards_claims_and_overwrites_client_headers() {
     c["scope"] = json!("read write");
     c["aud"] = json!(["other", "orders"]);
     let edits = accepted(&mut p, &bearer(&hs256(c)));
-    assert!(edits.headers.contains(&HeaderOp::set("x-scopes", "read write")));
+    assert!(edits
+        .headers
+        .contains(&HeaderOp::set("x-scopes", "read write")));
 }
 
 #[test]
@@ -425,7 +437,9 @@ fn rs256_ps256_es256_and_eddsa_with_inline_keys() {
         jws(json!({ "alg": "PS256", "kid": "r1" }), claims(), |m| {
             rsa.sign(true, m)
         }),
-        jws(json!({ "alg": "ES256", "kid": "e1" }), claims(), |m| ec.sign(m)),
+        jws(json!({ "alg": "ES256", "kid": "e1" }), claims(), |m| {
+            ec.sign(m)
+        }),
         // No kid: every key that fits the algorithm is tried.
         jws(json!({ "alg": "EdDSA" }), claims(), |m| {
             ed.0.sign(m).as_ref().to_vec()
@@ -434,13 +448,20 @@ fn rs256_ps256_es256_and_eddsa_with_inline_keys() {
     for t in &tokens {
         accepted(&mut p, &bearer(t));
     }
-    let kinds: Vec<String> = calls().into_iter().map(|(a, k)| format!("{a}/{k}")).collect();
+    let kinds: Vec<String> = calls()
+        .into_iter()
+        .map(|(a, k)| format!("{a}/{k}"))
+        .collect();
     assert_eq!(kinds, ["RS256/RSA", "PS256/RSA", "ES256/EC", "EdDSA/OKP"]);
     // A kid that names another key: that key is used, and says no.
-    let t = jws(json!({ "alg": "ES256", "kid": "r1" }), claims(), |m| ec.sign(m));
+    let t = jws(json!({ "alg": "ES256", "kid": "r1" }), claims(), |m| {
+        ec.sign(m)
+    });
     bad_token(&mut p, &t, "no key matches");
     let other = Ec::new();
-    let t = jws(json!({ "alg": "ES256", "kid": "e1" }), claims(), |m| other.sign(m));
+    let t = jws(json!({ "alg": "ES256", "kid": "e1" }), claims(), |m| {
+        other.sign(m)
+    });
     bad_token(&mut p, &t, "signature is invalid");
 }
 
@@ -501,7 +522,8 @@ fn consumer_claim_sets_the_consumer() {
             ..Consumer::default()
         },
     );
-    let mut p = policy(json!({ "algorithms": ["HS256"], "secret": SECRET, "consumer-claim": "sub" }));
+    let mut p =
+        policy(json!({ "algorithms": ["HS256"], "secret": SECRET, "consumer-claim": "sub" }));
     let edits = accepted(&mut p, &bearer(&hs256(claims())));
     assert_eq!(edits.consumer.unwrap().app.as_deref(), Some("shop"));
     let mut c = claims();
@@ -543,7 +565,12 @@ fn claim_values_as_headers() {
 fn missing_token_is_invalid_request() {
     setup();
     let mut p = hs_policy();
-    refused(&mut p, &RequestHead::default(), "invalid_request", "required");
+    refused(
+        &mut p,
+        &RequestHead::default(),
+        "invalid_request",
+        "required",
+    );
     let basic = RequestHead {
         headers: vec![Header::new("authorization", "Basic dXNlcjpwYXNz")],
         ..RequestHead::default()
@@ -600,17 +627,33 @@ fn hs_rs_confusion_is_refused() {
     // Only RS256 allowed: refused before any key is touched.
     let mut p = policy(json!({ "algorithms": ["RS256"], "keys": [jwk.clone()] }));
     for key in &public_texts {
-        bad_token(&mut p, &forged(key.as_bytes(), Some("r1")), "algorithm is not accepted");
+        bad_token(
+            &mut p,
+            &forged(key.as_bytes(), Some("r1")),
+            "algorithm is not accepted",
+        );
     }
     assert!(calls().is_empty());
 
     // Both allowed: HS256 is checked with the secret only, never the RSA key.
-    let mut p = policy(json!({ "algorithms": ["RS256", "HS256"], "keys": [jwk.clone()], "secret": SECRET }));
+    let mut p = policy(
+        json!({ "algorithms": ["RS256", "HS256"], "keys": [jwk.clone()], "secret": SECRET }),
+    );
     for key in &public_texts {
-        bad_token(&mut p, &forged(key.as_bytes(), Some("r1")), "signature is invalid");
-        bad_token(&mut p, &forged(key.as_bytes(), None), "signature is invalid");
+        bad_token(
+            &mut p,
+            &forged(key.as_bytes(), Some("r1")),
+            "signature is invalid",
+        );
+        bad_token(
+            &mut p,
+            &forged(key.as_bytes(), None),
+            "signature is invalid",
+        );
     }
-    assert!(calls().iter().all(|(alg, kind)| alg == "HS256" && kind == "secret"));
+    assert!(calls()
+        .iter()
+        .all(|(alg, kind)| alg == "HS256" && kind == "secret"));
     // And the host would refuse the pair anyway.
     assert!(ring_verifier(&format!("jwk:{jwk}"), "HS256", b"m", b"s").is_err());
     // An RS256 token still works.
@@ -631,32 +674,68 @@ fn malformed_tokens() {
     let body = parts[1];
     let cases: Vec<(String, &str)> = vec![
         ("abc".into(), "three dot-separated parts"),
-        (format!("{}.{}", parts[0], parts[1]), "three dot-separated parts"),
+        (
+            format!("{}.{}", parts[0], parts[1]),
+            "three dot-separated parts",
+        ),
         (format!("{good}.x"), "three dot-separated parts"),
-        (format!("{}.{body}.{sig}.a.b", parts[0]), "three dot-separated parts"),
-        (format!("*{}.{body}.{sig}", parts[0]), "header is not base64url"),
-        (format!("{}=.{body}.{sig}", parts[0]), "header is not base64url"),
-        (format!("{}.{body}.{sig}!", parts[0]), "signature is not base64url"),
-        (format!("{}.{body}+.{sig}", parts[0]), "payload is not base64url"),
-        (format!("{}.{body}.{sig}", enc("not json")), "header is not a JSON object"),
-        (format!("{}.{body}.{sig}", enc("[\"HS256\"]")), "header is not a JSON object"),
+        (
+            format!("{}.{body}.{sig}.a.b", parts[0]),
+            "three dot-separated parts",
+        ),
+        (
+            format!("*{}.{body}.{sig}", parts[0]),
+            "header is not base64url",
+        ),
+        (
+            format!("{}=.{body}.{sig}", parts[0]),
+            "header is not base64url",
+        ),
+        (
+            format!("{}.{body}.{sig}!", parts[0]),
+            "signature is not base64url",
+        ),
+        (
+            format!("{}.{body}+.{sig}", parts[0]),
+            "payload is not base64url",
+        ),
+        (
+            format!("{}.{body}.{sig}", enc("not json")),
+            "header is not a JSON object",
+        ),
+        (
+            format!("{}.{body}.{sig}", enc("[\"HS256\"]")),
+            "header is not a JSON object",
+        ),
         (
             format!("{}.{body}.{sig}", enc(r#"{"alg":"none","alg":"HS256"}"#)),
             "header is not a JSON object",
         ),
-        (format!("{}.{body}.{sig}", enc(r#"{"typ":"JWT"}"#)), "has no alg"),
-        (format!("{}.{body}.{sig}", enc(r#"{"alg":256}"#)), "has no alg"),
+        (
+            format!("{}.{body}.{sig}", enc(r#"{"typ":"JWT"}"#)),
+            "has no alg",
+        ),
+        (
+            format!("{}.{body}.{sig}", enc(r#"{"alg":256}"#)),
+            "has no alg",
+        ),
         (
             format!("{}.{body}.{sig}", enc(r#"{"alg":"HS256","kid":7}"#)),
             "kid is not a string",
         ),
-        (format!("{}.{}.{sig}", parts[0], enc("[1]")), "payload is not a JSON object"),
+        (
+            format!("{}.{}.{sig}", parts[0], enc("[1]")),
+            "payload is not a JSON object",
+        ),
         (
             format!("{}.{}.{sig}", parts[0], enc(r#"{"exp":1,"exp":2}"#)),
             "payload is not a JSON object",
         ),
         (format!("{}.{body}.", parts[0]), "has no signature"),
-        (format!("{}.{}.{sig}", parts[0], "a".repeat(9000)), "too large"),
+        (
+            format!("{}.{}.{sig}", parts[0], "a".repeat(9000)),
+            "too large",
+        ),
     ];
     for (token, why) in cases {
         bad_token(&mut p, &token, why);
@@ -684,7 +763,11 @@ fn time_claims_with_leeway() {
     accepted(&mut p, &bearer(&with(&|c| c["exp"] = json!(NOW - 29))));
     bad_token(&mut p, &with(&|c| c["exp"] = json!(NOW - 30)), "expired");
     bad_token(&mut p, &with(&|c| c["exp"] = json!(NOW - 3600)), "expired");
-    bad_token(&mut p, &with(&|c| c["exp"] = json!("tomorrow")), "not a number");
+    bad_token(
+        &mut p,
+        &with(&|c| c["exp"] = json!("tomorrow")),
+        "not a number",
+    );
     bad_token(
         &mut p,
         &with(&|c| {
@@ -694,11 +777,24 @@ fn time_claims_with_leeway() {
     );
     // nbf and iat: refused when more than the leeway in the future.
     accepted(&mut p, &bearer(&with(&|c| c["nbf"] = json!(NOW + 30))));
-    bad_token(&mut p, &with(&|c| c["nbf"] = json!(NOW + 31)), "not valid yet");
-    accepted(&mut p, &bearer(&with(&|c| c["iat"] = json!(NOW as f64 + 29.5))));
-    bad_token(&mut p, &with(&|c| c["iat"] = json!(NOW + 120)), "issued in the future");
+    bad_token(
+        &mut p,
+        &with(&|c| c["nbf"] = json!(NOW + 31)),
+        "not valid yet",
+    );
+    accepted(
+        &mut p,
+        &bearer(&with(&|c| c["iat"] = json!(NOW as f64 + 29.5))),
+    );
+    bad_token(
+        &mut p,
+        &with(&|c| c["iat"] = json!(NOW + 120)),
+        "issued in the future",
+    );
 
-    let mut lax = policy(json!({ "algorithms": ["HS256"], "secret": SECRET, "require-exp": false, "leeway": 0 }));
+    let mut lax = policy(
+        json!({ "algorithms": ["HS256"], "secret": SECRET, "require-exp": false, "leeway": 0 }),
+    );
     accepted(
         &mut lax,
         &bearer(&with(&|c| {
@@ -753,7 +849,11 @@ fn bad_signatures() {
     });
     bad_token(&mut p, &other, "signature is invalid");
     // A truncated signature.
-    bad_token(&mut p, &format!("{input}.{}", &sig[..20]), "signature is invalid");
+    bad_token(
+        &mut p,
+        &format!("{input}.{}", &sig[..20]),
+        "signature is invalid",
+    );
     accepted(&mut p, &bearer(&good));
 }
 
@@ -782,7 +882,11 @@ fn jwks_policy() -> Jwt {
 fn jwks_is_cached_and_refetched_for_a_new_kid_at_most_every_min_refetch() {
     setup();
     let (k1, k2, k3) = (Ec::new(), Ec::new(), Ed::new());
-    let token = |k: &Ec, kid: &str| jws(json!({ "alg": "ES256", "kid": kid }), claims(), |m| k.sign(m));
+    let token = |k: &Ec, kid: &str| {
+        jws(json!({ "alg": "ES256", "kid": kid }), claims(), |m| {
+            k.sign(m)
+        })
+    };
     harness::answer(JWKS_URL, jwks_answer(&[k1.jwk("k1")]));
     // Each request is a fresh instance: a new policy value every time.
     accepted(&mut jwks_policy(), &bearer(&token(&k1, "k1")));
@@ -823,7 +927,9 @@ fn jwks_is_cached_and_refetched_for_a_new_kid_at_most_every_min_refetch() {
 fn jwks_failures() {
     setup();
     let k1 = Ec::new();
-    let t = jws(json!({ "alg": "ES256", "kid": "k1" }), claims(), |m| k1.sign(m));
+    let t = jws(json!({ "alg": "ES256", "kid": "k1" }), claims(), |m| {
+        k1.sign(m)
+    });
     // Never fetched: 503, not 401 (the client is not at fault).
     let RequestDecision::Respond(r) = run(&mut jwks_policy(), &bearer(&t)) else {
         panic!("accepted without keys")
@@ -832,7 +938,9 @@ fn jwks_failures() {
     assert_eq!(harness::http_calls().len(), 1);
     // A failed fetch also counts for jwks-min-refetch.
     harness::answer(JWKS_URL, jwks_answer(&[k1.jwk("k1")]));
-    assert!(matches!(run(&mut jwks_policy(), &bearer(&t)), RequestDecision::Respond(r) if r.status == 503));
+    assert!(
+        matches!(run(&mut jwks_policy(), &bearer(&t)), RequestDecision::Respond(r) if r.status == 503)
+    );
     assert_eq!(harness::http_calls().len(), 1);
     harness::set_now_ms((NOW + 10) * 1000);
     accepted(&mut jwks_policy(), &bearer(&t));

@@ -170,7 +170,8 @@ pub fn parse<'a>(token: &'a str, allowed: &[Alg]) -> Result<Token<'a>, Reject> {
         return Err(Reject::TooLarge);
     }
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(Reject::Malformed(
             "the token is not a JWS in compact form (three dot-separated parts)",
@@ -220,7 +221,9 @@ pub fn parse<'a>(token: &'a str, allowed: &[Alg]) -> Result<Token<'a>, Reject> {
 /// A JSON object whose top-level members are unique (RFC 7515 §4 and RFC
 /// 7519 §4: a duplicate `alg` or `exp` must not be silently resolved).
 pub fn strict_object(json: &[u8]) -> Option<Map<String, Value>> {
-    serde_json::from_slice::<StrictObject>(json).ok().map(|o| o.0)
+    serde_json::from_slice::<StrictObject>(json)
+        .ok()
+        .map(|o| o.0)
 }
 
 struct StrictObject(Map<String, Value>);
@@ -297,9 +300,10 @@ pub fn check_claims(claims: &Map<String, Value>, c: &Checks) -> Result<(), Rejec
     if !c.audiences.is_empty() {
         let ok = match claims.get("aud") {
             Some(Value::String(aud)) => c.audiences.contains(aud),
-            Some(Value::Array(auds)) => auds
-                .iter()
-                .any(|a| a.as_str().is_some_and(|a| c.audiences.iter().any(|c| c == a))),
+            Some(Value::Array(auds)) => auds.iter().any(|a| {
+                a.as_str()
+                    .is_some_and(|a| c.audiences.iter().any(|c| c == a))
+            }),
             _ => false,
         };
         if !ok {

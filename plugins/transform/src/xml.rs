@@ -137,7 +137,18 @@ impl XmlOut {
         Ok(())
     }
 
+    /// Elements nest at most [`MAX_DEPTH`] deep, leaves included.
+    fn check_depth<E: serde::de::Error>(&mut self, depth: usize) -> Result<(), E> {
+        if depth > MAX_DEPTH {
+            return Err(self.fail(ConvertError::Invalid(format!(
+                "would nest XML elements deeper than {MAX_DEPTH} levels"
+            ))));
+        }
+        Ok(())
+    }
+
     fn leaf<E: serde::de::Error>(&mut self, name: &str, text: &str) -> Result<(), E> {
+        self.check_depth(self.depth + 1)?;
         let _ = write!(self.buf, "<{name}>");
         push_text(&mut self.buf, text);
         let _ = write!(self.buf, "</{name}>");
@@ -146,11 +157,7 @@ impl XmlOut {
 
     fn open<E: serde::de::Error>(&mut self, name: &str) -> Result<(), E> {
         self.depth += 1;
-        if self.depth > MAX_DEPTH {
-            return Err(self.fail(ConvertError::Invalid(format!(
-                "nests deeper than {MAX_DEPTH} levels, the limit for conversion to XML"
-            ))));
-        }
+        self.check_depth(self.depth)?;
         let _ = write!(self.buf, "<{name}>");
         self.check_size()
     }
@@ -185,6 +192,7 @@ impl<'de> Visitor<'de> for Element<'_, '_> {
     }
 
     fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.out.check_depth(self.out.depth + 1)?;
         let _ = write!(self.out.buf, "<{}/>", self.name);
         self.out.check_size()
     }

@@ -276,6 +276,20 @@ async fn ip_filter_allows_listed_loopback() {
     let r = client().get(gw.url("/ok")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(up.last().path_and_query, "/ok");
+    // Another loopback address (the whole of 127.0.0.0/8 is loopback) is
+    // not 127.0.0.1.
+    let r = from("127.0.0.2").get(gw.url("/no")).send().await.unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(up.requests().len(), 1);
+}
+
+/// A client whose connections come from `addr`.
+fn from(addr: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .local_address(addr.parse::<std::net::IpAddr>().unwrap())
+        .timeout(std::time::Duration::from_secs(20))
+        .build()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -296,6 +310,23 @@ async fn ip_filter_deny_wins_over_allow() {
         )
     );
     assert!(up.requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip_filter_deny_only_refuses_the_denied_block() {
+    let up = Upstream::start().await;
+    let gw = TestGateway::start(&ip_filter(&up.url(), r#"{ deny = ["127.0.0.2/31"] }"#)).await;
+    // 127.0.0.2 and 127.0.0.3 are denied, 127.0.0.1 and 127.0.0.4 are not.
+    for (addr, status) in [
+        ("127.0.0.1", 200),
+        ("127.0.0.2", 403),
+        ("127.0.0.3", 403),
+        ("127.0.0.4", 200),
+    ] {
+        let r = from(addr).get(gw.url("/")).send().await.unwrap();
+        assert_eq!(r.status(), status, "{addr}");
+    }
+    assert_eq!(up.requests().len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

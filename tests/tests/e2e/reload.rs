@@ -120,13 +120,14 @@ async fn sighup_reloads_the_binary() {
         ),
     )
     .unwrap();
-    let mut child = std::process::Command::new(tollgate_bin())
+    let child = std::process::Command::new(tollgate_bin())
         .args(["run", "--config"])
         .arg(dir.path().join("tollgate.toml"))
         .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
         .spawn()
         .unwrap();
     let pid = child.id().to_string();
+    let _guard = ChildGuard(child);
     let url = format!("http://127.0.0.1:{port}/");
     let c = client();
     let tag = |c: reqwest::Client, url: String| async move {
@@ -163,10 +164,9 @@ async fn sighup_reloads_the_binary() {
         async move { tag(c, u).await == Some("second".into()) }
     })
     .await;
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    let _ = child.wait();
-    assert!(reloaded, "SIGHUP did not reload");
+    assert!(
+        reloaded,
+        "SIGHUP did not reload: {}",
+        std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default()
+    );
 }
