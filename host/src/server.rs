@@ -126,7 +126,9 @@ impl Gateway {
     pub fn spawn_reloaders(self: &Arc<Self>, watch_files: bool, debounce: std::time::Duration) {
         #[cfg(unix)]
         {
-            let gw = self.clone();
+            // A weak reference: the task must not keep a dropped gateway
+            // (and its store lock) alive.
+            let gw = Arc::downgrade(self);
             tokio::spawn(async move {
                 let Ok(mut hup) =
                     tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -135,6 +137,7 @@ impl Gateway {
                     return;
                 };
                 while hup.recv().await.is_some() {
+                    let Some(gw) = gw.upgrade() else { return };
                     tracing::info!("SIGHUP: reloading");
                     gw.reload().await;
                 }

@@ -384,6 +384,10 @@ fn to_consumer(c: crate::services::consumers::ConsumerInfo) -> Consumer {
 impl bindings::consumers::Host for StepState {
     fn lookup_key(&mut self, api: String, key: String) -> Option<Consumer> {
         self.grant("consumers").ok()?;
+        // A step may only ask about its own API.
+        if api != *self.api {
+            return None;
+        }
         self.scope
             .consumers
             .lookup_key(&api, &key, now_ms())
@@ -392,6 +396,9 @@ impl bindings::consumers::Host for StepState {
 
     fn lookup_consumer(&mut self, api: String, id: String) -> Option<Consumer> {
         self.grant("consumers").ok()?;
+        if api != *self.api {
+            return None;
+        }
         self.scope.consumers.lookup_consumer(&api, &id).map(to_consumer)
     }
 }

@@ -369,15 +369,15 @@ impl Policy for Jwt {
         };
         match self.authenticate(ctx, &token) {
             Ok(edits) => RequestDecision::Continue(self.strip_token(req, edits)),
-            Err(Failure::Token(reason)) => {
-                log::info(&format!("jwt: refused: {}", reason.description()));
-                deny("invalid_token", reason.description())
+            Err(Failure::Token(reason)) => deny("invalid_token", reason.description()),
+            Err(Failure::KeysUnavailable) => {
+                log::warn("jwt: no JWKS available to check a token");
+                RequestDecision::Respond(Response::json_error(
+                    503,
+                    "jwt_keys_unavailable",
+                    "the keys to check the token could not be fetched",
+                ))
             }
-            Err(Failure::KeysUnavailable) => RequestDecision::Respond(Response::json_error(
-                503,
-                "jwt_keys_unavailable",
-                "the keys to check the token could not be fetched",
-            )),
         }
     }
 }
@@ -396,7 +396,7 @@ impl From<Reject> for Failure {
 /// 401 with an RFC 6750 challenge. `error` and `description` are fixed
 /// texts (no quotes or backslashes), never parts of the request.
 fn deny(error: &str, description: &str) -> RequestDecision {
-    log::debug(&format!("jwt: {error}: {description}"));
+    log::info(&format!("jwt: refused ({error}): {description}"));
     RequestDecision::Respond(Response::json_error(401, error, description).header(
         "www-authenticate",
         format!("Bearer error=\"{error}\", error_description=\"{description}\""),

@@ -126,6 +126,7 @@ pub mod bindings {
             "tollgate:policy/types@0.1.0/request-edits": [#[derive(Default)]],
             "tollgate:policy/types@0.1.0/response-edits": [#[derive(Default)]],
             "tollgate:policy/types@0.1.0/body-access": [#[derive(Default)]],
+            "tollgate:policy/timing@0.1.0/call-timing": [#[derive(Default)]],
         },
     });
 }

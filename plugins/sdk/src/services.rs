@@ -308,10 +308,12 @@ pub mod harness {
     pub fn http_calls() -> Vec<String> {
         native::with(|s| s.http_calls.clone())
     }
-    /// Register a verifier for native `crypto::verify`: called with the
-    /// key's source (`jwk:...` or `secret:...`), the algorithm, message and
-    /// signature.
-    pub fn set_verifier(f: fn(&str, &str, &[u8], &[u8]) -> Result<bool, String>) {
+    /// A native signature check: the key's source (`jwk:...` or
+    /// `secret:...`), the algorithm, the message and the signature.
+    pub type Verifier = fn(&str, &str, &[u8], &[u8]) -> Result<bool, String>;
+
+    /// Register a verifier for native `crypto::verify`.
+    pub fn set_verifier(f: Verifier) {
         native::with(|s| s.verifier = Some(f));
     }
     /// Set what [`super::timing`] returns.
@@ -330,7 +332,7 @@ pub(crate) mod native {
     use std::cell::RefCell;
     use std::collections::HashMap;
 
-    type Verifier = fn(&str, &str, &[u8], &[u8]) -> Result<bool, String>;
+    use super::harness::Verifier;
 
     #[derive(Default)]
     pub struct State {
@@ -348,16 +350,6 @@ pub(crate) mod native {
         pub verifier: Option<Verifier>,
         pub timing: CallTiming,
         pub sink: Vec<String>,
-    }
-
-    impl Default for CallTiming {
-        fn default() -> Self {
-            CallTiming {
-                total_us: 0,
-                upstream_us: 0,
-                steps: Vec::new(),
-            }
-        }
     }
 
     thread_local! {

@@ -5,7 +5,7 @@ use crate::json::{self, Node};
 use crate::xml::{self, ConvertError};
 use serde::de::{MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use std::fmt;
 use tollgate_policy_sdk::{header_str, header_values, ConfigError, Header};
 
@@ -64,9 +64,9 @@ pub enum Convert {
     XmlToJson,
 }
 
-/// A table of any values, kept in the order given.
+/// A table of any values (kept as JSON text), in the order given.
 #[derive(Debug, Default)]
-pub struct ValueTable(pub Vec<(String, Value)>);
+pub struct ValueTable(pub Vec<(String, Box<RawValue>)>);
 
 impl<'de> Deserialize<'de> for ValueTable {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -78,7 +78,7 @@ impl<'de> Deserialize<'de> for ValueTable {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ValueTable, A::Error> {
                 let mut pairs = Vec::new();
-                while let Some(pair) = map.next_entry::<String, Value>()? {
+                while let Some(pair) = map.next_entry::<String, Box<RawValue>>()? {
                     pairs.push(pair);
                 }
                 Ok(ValueTable(pairs))
@@ -157,7 +157,7 @@ pub(crate) struct BodyPlan {
     /// In the order: rename, remove, set.
     rename: Vec<(Vec<String>, Vec<String>)>,
     remove: Vec<Vec<String>>,
-    set: Vec<(Vec<String>, Value)>,
+    set: Vec<(Vec<String>, Box<RawValue>)>,
     convert: Option<Convert>,
     root: String,
 }
@@ -346,7 +346,7 @@ impl BodyPlan {
 
     /// Apply the JSON edits to a JSON text. `Ok(None)`: no edit changed
     /// anything (or there are none), the text stands.
-    fn edit(&self, text: &str) -> Result<Option<String>, BodyError> {
+    fn edit<'a>(&'a self, text: &'a str) -> Result<Option<String>, BodyError> {
         if !self.has_json_edits() {
             return Ok(None);
         }
@@ -362,8 +362,7 @@ impl BodyPlan {
             changed |= doc.remove(tokens).map_err(invalid)?.is_some();
         }
         for (tokens, value) in &self.set {
-            let value = Node::Val(Box::new(value.clone()));
-            changed |= doc.set(tokens, value).map_err(invalid)?.is_ok();
+            changed |= doc.set(tokens, Node::Raw(value)).map_err(invalid)?.is_ok();
         }
         if !changed {
             return Ok(None);

@@ -11,7 +11,6 @@ use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::ser::{Serialize, Serializer};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::Value;
 use std::collections::BTreeSet;
 use std::fmt;
 
@@ -61,7 +60,8 @@ fn index(token: &str) -> Option<usize> {
     }
 }
 
-/// A JSON value, parsed only as far as needed.
+/// A JSON value, parsed only as far as needed. `'a` is the life of the body
+/// and of the configuration, whose values are raw JSON too.
 #[derive(Debug)]
 pub(crate) enum Node<'a> {
     /// Not parsed: copied as is.
@@ -69,9 +69,6 @@ pub(crate) enum Node<'a> {
     /// An object whose members are unique (the last of duplicates wins).
     Obj(Vec<(String, Node<'a>)>),
     Arr(Vec<Node<'a>>),
-    /// A value from the configuration (boxed to keep nodes small: huge
-    /// arrays on an edit path cost one node per element).
-    Val(Box<Value>),
 }
 
 /// Deserialises any value as an unparsed [`Node::Raw`].
@@ -127,34 +124,16 @@ fn dedupe(mut members: Vec<(String, Node<'_>)>) -> Vec<(String, Node<'_>)> {
 impl<'a> Node<'a> {
     /// Parse one level of a container; scalars stay as they are.
     fn expand(&mut self) -> Result<(), serde_json::Error> {
-        match self {
-            Node::Raw(raw) => {
-                let text: &'a str = raw.get();
-                match text.as_bytes().first() {
-                    Some(b'{') => {
-                        let Members(members) = serde_json::from_str(text)?;
-                        *self = Node::Obj(dedupe(members));
-                    }
-                    Some(b'[') => *self = Node::Arr(serde_json::from_str(text)?),
-                    _ => {}
+        if let Node::Raw(raw) = self {
+            let text: &'a str = raw.get();
+            match text.as_bytes().first() {
+                Some(b'{') => {
+                    let Members(members) = serde_json::from_str(text)?;
+                    *self = Node::Obj(dedupe(members));
                 }
-            }
-            Node::Val(value) => match &mut **value {
-                Value::Object(map) => {
-                    let map = std::mem::take(map);
-                    *self = Node::Obj(
-                        map.into_iter()
-                            .map(|(k, v)| (k, Node::Val(Box::new(v))))
-                            .collect(),
-                    );
-                }
-                Value::Array(items) => {
-                    let items = std::mem::take(items);
-                    *self = Node::Arr(items.into_iter().map(|v| Node::Val(Box::new(v))).collect());
-                }
+                Some(b'[') => *self = Node::Arr(serde_json::from_str(text)?),
                 _ => {}
-            },
-            Node::Obj(_) | Node::Arr(_) => {}
+            }
         }
         Ok(())
     }
@@ -290,7 +269,6 @@ impl Serialize for Node<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
             Node::Raw(raw) => raw.serialize(s),
-            Node::Val(value) => value.serialize(s),
             Node::Arr(items) => s.collect_seq(items),
             Node::Obj(members) => s.collect_map(members.iter().map(|(k, v)| (k, v))),
         }
