@@ -7,10 +7,10 @@ use crate::manifest::{
     self, line_col, GatewayFile, ManifestError, PolicyManifest, RouteSpec, StepSpec, SCHEMA,
 };
 use crate::policy::{engine::MAX_STEP_MEMORY, Runtime, Step};
-use crate::services::consumers::{ConsumerInfo, Directory};
-use crate::services::{Capability, Grants};
 use crate::proxy::Upstream;
 use crate::route::{HostPattern, PathPattern, Route, Router};
+use crate::services::consumers::{ConsumerInfo, Directory};
+use crate::services::{Capability, Grants};
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -253,9 +253,7 @@ pub fn build(
                                 }
                             },
                         };
-                        if let Err(e) =
-                            directory.add_key(idx, k.id.as_str(), &k.sha256, expires)
-                        {
+                        if let Err(e) = directory.add_key(idx, k.id.as_str(), &k.sha256, expires) {
                             errs.push(format!("{at}: consumer `{}`: {e}", spec.id));
                         }
                     }
@@ -446,7 +444,11 @@ pub fn build(
 fn datetime_ms(d: &toml::value::Datetime) -> Option<u64> {
     let (date, time, offset) = (d.date?, d.time?, d.offset?);
     // Days since the epoch (civil-from-days inverse, proleptic Gregorian).
-    let (y, m, dd) = (i64::from(date.year), i64::from(date.month), i64::from(date.day));
+    let (y, m, dd) = (
+        i64::from(date.year),
+        i64::from(date.month),
+        i64::from(date.day),
+    );
     let y2 = if m <= 2 { y - 1 } else { y };
     let era = y2.div_euclid(400);
     let yoe = y2 - era * 400;
@@ -513,7 +515,10 @@ pub fn find_plugin(base: &Path, gw: &GatewayFile, name: &str) -> Result<PathBuf,
 fn compile_route(api: usize, order: usize, r: &RouteSpec) -> Result<Route, String> {
     let (path, label) = match (&r.path, &r.prefix) {
         (Some(p), None) => (PathPattern::template(p)?, p.clone()),
-        (None, Some(p)) => (PathPattern::prefix(p)?, format!("{p}/**")),
+        (None, Some(p)) => (
+            PathPattern::prefix(p)?,
+            format!("{}/**", p.trim_end_matches('/')),
+        ),
         (Some(_), Some(_)) => return Err("give either `path` or `prefix`, not both".into()),
         (None, None) => return Err("give `path` (e.g. \"/pets/{id}\") or `prefix`".into()),
     };

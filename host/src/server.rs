@@ -62,7 +62,11 @@ impl Gateway {
             crate::services::ServiceSettings {
                 store: Some(store.clone()),
                 cache_bytes: gw.cache.max_bytes.0,
-                sink_path: gw.access_log.path.as_ref().map(|p| config::resolve(base, p)),
+                sink_path: gw
+                    .access_log
+                    .path
+                    .as_ref()
+                    .map(|p| config::resolve(base, p)),
             },
         )?);
         let runtime = Arc::new(Runtime::new(
@@ -467,21 +471,15 @@ pub async fn handle(
         step: String::new(),
     };
 
-    // The request body: buffered only if a step asked for it.
-    let mut req_body: Result<Incoming, Option<Bytes>> = match api.request_body_limit {
-        Some(limit) => match Limited::new(body, limit).collect().await {
-            Ok(c) => Err(Some(c.to_bytes())),
-            Err(e) => {
-                let err = if e.is::<http_body_util::LengthLimitError>() {
-                    GatewayError::PayloadTooLarge { limit }
-                } else {
-                    GatewayError::BadRequest(format!("reading the request body: {e}"))
-                };
-                return finish(error_outgoing(&err, &request_id), &request_id);
-            }
-        },
-        None => Ok(body),
-    };
+    // The request body streams unless a step asks for it; then it is read
+    // (up to the largest limit any step asked for) just before the first
+    // such step, so steps before it (authentication, IP filters) can refuse
+    // the call without the gateway reading the body.
+    let mut req_body: Result<Incoming, Option<Bytes>> = Ok(body);
+    let declared_len = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
 
     let scope = policy::RequestScope {
         request_id: request_id.clone(),
@@ -495,6 +493,31 @@ pub async fn handle(
     for step in &api.steps {
         ctx.step.clear();
         ctx.step.push_str(&step.name);
+        if step.info.body.request.is_some() && req_body.is_ok() {
+            let limit = api.request_body_limit.unwrap_or(0);
+            if declared_len.is_some_and(|n| n > limit as u64) {
+                let err = GatewayError::PayloadTooLarge { limit };
+                early = Some(error_outgoing(&err, &request_id));
+                instances.push(None);
+                break;
+            }
+            let Ok(stream) = std::mem::replace(&mut req_body, Err(None)) else {
+                unreachable!()
+            };
+            match Limited::new(stream, limit).collect().await {
+                Ok(c) => req_body = Err(Some(c.to_bytes())),
+                Err(e) => {
+                    let err = if e.is::<http_body_util::LengthLimitError>() {
+                        GatewayError::PayloadTooLarge { limit }
+                    } else {
+                        GatewayError::BadRequest(format!("reading the request body: {e}"))
+                    };
+                    early = Some(error_outgoing(&err, &request_id));
+                    instances.push(None);
+                    break;
+                }
+            }
+        }
         let started = std::time::Instant::now();
         let result = run_request_step(gateway, step, &ctx, &mut head, &mut req_body, &scope).await;
         timing
@@ -503,20 +526,21 @@ pub async fn handle(
             .steps
             .push((step.name.to_string(), started.elapsed().as_micros() as u64));
         match result {
-            Ok((inst, decision)) => {
-                instances.push(Some(inst));
-                match decision {
-                    StepResult::Continue(consumer) => {
-                        if consumer.is_some() {
-                            ctx.consumer = consumer;
-                        }
-                    }
-                    StepResult::Respond(out) => {
-                        early = Some(out);
-                        break;
+            Ok((inst, decision)) => match decision {
+                StepResult::Continue(consumer) => {
+                    instances.push(Some(inst));
+                    if consumer.is_some() {
+                        ctx.consumer = consumer;
                     }
                 }
-            }
+                StepResult::Respond(out) => {
+                    // As the contract says: the response chain runs for the
+                    // steps before this one, not for the one that answered.
+                    instances.push(None);
+                    early = Some(out);
+                    break;
+                }
+            },
             Err(e) if step.fail_open && !matches!(e, PolicyError::BadOutput { .. }) => {
                 tracing::warn!(request_id, api = %api.name, "{e}; skipped (fail-open)");
                 instances.push(None);
@@ -534,17 +558,22 @@ pub async fn handle(
     // The upstream.
     let out = match early {
         Some(o) => o,
-        None => match call_upstream(
-            api,
-            head.clone(),
-            req_body,
-            peer,
-            &host,
-            scheme,
-            &request_id,
-        )
-        .await
-        {
+        None => match {
+            let started = std::time::Instant::now();
+            let r = call_upstream(
+                api,
+                head.clone(),
+                req_body,
+                peer,
+                &host,
+                scheme,
+                &request_id,
+            )
+            .await;
+            timing.lock().unwrap_or_else(|p| p.into_inner()).upstream_us =
+                started.elapsed().as_micros() as u64;
+            r
+        } {
             Ok(resp) => {
                 let (parts, body) = resp.into_parts();
                 let mut h = parts.headers;

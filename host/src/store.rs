@@ -69,7 +69,10 @@ impl Store {
     pub fn quota_get(&self, key: &[u8]) -> Result<u64> {
         let t = self.db.open_tree("quota")?;
         Ok(t.get(key)?
-            .and_then(|v| v.get(..8).map(|b| u64::from_be_bytes(b.try_into().unwrap_or([0; 8]))))
+            .and_then(|v| {
+                v.get(..8)
+                    .map(|b| u64::from_be_bytes(b.try_into().unwrap_or([0; 8])))
+            })
             .unwrap_or(0))
     }
 

@@ -233,6 +233,7 @@ pub struct GatewayBuilder {
     tls: Option<(String, String)>,
     watch: bool,
     data_dir: Option<PathBuf>,
+    access_log: Option<PathBuf>,
 }
 
 impl GatewayBuilder {
@@ -256,6 +257,12 @@ impl GatewayBuilder {
     /// Reload on file change.
     pub fn watch(mut self, on: bool) -> Self {
         self.watch = on;
+        self
+    }
+    /// Write the `sink` service's lines (access logs) to this file
+    /// (`[access-log] path`) instead of standard output.
+    pub fn access_log(mut self, path: impl Into<PathBuf>) -> Self {
+        self.access_log = Some(path.into());
         self
     }
 
@@ -283,6 +290,7 @@ impl TestGateway {
             tls: None,
             watch: false,
             data_dir: None,
+            access_log: None,
         }
     }
 
@@ -329,6 +337,10 @@ debounce = "50ms"
                 .as_ref()
                 .map_or_else(|| "data".to_string(), |p| p.display().to_string()),
         );
+        let gw = match &b.access_log {
+            Some(p) => format!("{gw}\n[access-log]\npath = {:?}\n", p.display().to_string()),
+            None => gw,
+        };
         let gw_path = dir.path().join("tollgate.toml");
         std::fs::write(&gw_path, gw).unwrap();
         let p = gw_path.clone();

@@ -109,7 +109,8 @@ impl PolicyRunner {
     /// Run `on-request` on a fresh instance.
     pub async fn on_request(&self, req: &RequestHead) -> Result<RequestDecision, PolicyError> {
         let mut inst = self.runtime.instantiate(&self.step, &self.scope).await?;
-        inst.on_request(&self.step, &self.context(), req, None).await
+        inst.on_request(&self.step, &self.context(), req, None)
+            .await
     }
 
     /// Run `on-request` then `on-response` on one fresh instance.

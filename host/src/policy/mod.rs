@@ -22,15 +22,15 @@ use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
+use crate::services::consumers::Directory;
+use crate::services::{CallTiming, Capability, Grants, Services};
 pub use bindings::log::Level as LogLevel;
+use bindings::service_types::ServiceError;
 pub use bindings::types::{
     BodyAccess, CallContext, ConfigError as WitConfigError, Consumer, Header, HeaderOp, PolicyInfo,
     RequestDecision, RequestEdits, RequestHead, Response, ResponseDecision, ResponseEdits,
     ResponseHead,
 };
-use crate::services::consumers::Directory;
-use crate::services::{CallTiming, Capability, Grants, Services};
-use bindings::service_types::ServiceError;
 use bindings::{PolicyHost, PolicyHostPre};
 pub use engine::{EngineLimits, PolicyEngine};
 
@@ -311,7 +311,11 @@ impl bindings::cache::Host for StepState {
             k,
             Arc::new(crate::services::CachedResponse {
                 status: value.status,
-                headers: value.headers.into_iter().map(|h| (h.name, h.value)).collect(),
+                headers: value
+                    .headers
+                    .into_iter()
+                    .map(|h| (h.name, h.value))
+                    .collect(),
                 body: Bytes::from(value.body),
                 expires: Instant::now() + ttl,
                 ttl,
@@ -322,7 +326,9 @@ impl bindings::cache::Host for StepState {
 
     fn delete(&mut self, key: String) {
         if self.grant("cache").is_ok() {
-            self.services.cache.invalidate(&format!("{}\0{key}", self.api));
+            self.services
+                .cache
+                .invalidate(&format!("{}\0{key}", self.api));
         }
     }
 }
@@ -336,9 +342,11 @@ impl StepState {
 impl bindings::kv::Host for StepState {
     fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, ServiceError> {
         self.grant("kv")?;
-        let store = self.services.store.as_ref().ok_or_else(|| {
-            ServiceError::Unavailable("no store in this process".into())
-        })?;
+        let store = self
+            .services
+            .store
+            .as_ref()
+            .ok_or_else(|| ServiceError::Unavailable("no store in this process".into()))?;
         store
             .get(&self.kv_tree(), key.as_bytes())
             .map_err(|e| ServiceError::Unavailable(e.to_string()))
@@ -352,9 +360,11 @@ impl bindings::kv::Host for StepState {
         if value.len() > 1 << 20 {
             return Err(ServiceError::Invalid("value larger than 1 MiB".into()));
         }
-        let store = self.services.store.as_ref().ok_or_else(|| {
-            ServiceError::Unavailable("no store in this process".into())
-        })?;
+        let store = self
+            .services
+            .store
+            .as_ref()
+            .ok_or_else(|| ServiceError::Unavailable("no store in this process".into()))?;
         store
             .put_durable(&self.kv_tree(), key.as_bytes(), &value)
             .map_err(|e| ServiceError::Unavailable(e.to_string()))
@@ -362,9 +372,11 @@ impl bindings::kv::Host for StepState {
 
     fn delete(&mut self, key: String) -> Result<(), ServiceError> {
         self.grant("kv")?;
-        let store = self.services.store.as_ref().ok_or_else(|| {
-            ServiceError::Unavailable("no store in this process".into())
-        })?;
+        let store = self
+            .services
+            .store
+            .as_ref()
+            .ok_or_else(|| ServiceError::Unavailable("no store in this process".into()))?;
         store
             .remove_durable(&self.kv_tree(), key.as_bytes())
             .map_err(|e| ServiceError::Unavailable(e.to_string()))
@@ -399,19 +411,28 @@ impl bindings::consumers::Host for StepState {
         if api != *self.api {
             return None;
         }
-        self.scope.consumers.lookup_consumer(&api, &id).map(to_consumer)
+        self.scope
+            .consumers
+            .lookup_consumer(&api, &id)
+            .map(to_consumer)
     }
 }
 
 impl bindings::crypto::Host for StepState {
     fn import_jwk(&mut self, jwk: String) -> Result<u64, ServiceError> {
         self.grant("crypto")?;
-        self.services.keys.import_jwk(&jwk).map_err(ServiceError::Invalid)
+        self.services
+            .keys
+            .import_jwk(&jwk)
+            .map_err(ServiceError::Invalid)
     }
 
     fn import_secret(&mut self, secret: Vec<u8>) -> Result<u64, ServiceError> {
         self.grant("crypto")?;
-        self.services.keys.import_secret(&secret).map_err(ServiceError::Invalid)
+        self.services
+            .keys
+            .import_secret(&secret)
+            .map_err(ServiceError::Invalid)
     }
 
     fn verify(
@@ -462,10 +483,9 @@ impl bindings::http_client::Host for StepState {
     ) -> Result<bindings::http_client::IncomingResponse, ServiceError> {
         use http_body_util::BodyExt;
         self.grant("http")?;
-        let uri: http::Uri = req
-            .url
-            .parse()
-            .map_err(|_| ServiceError::Invalid(format!("`{}` is not a URL", escape_log(&req.url))))?;
+        let uri: http::Uri = req.url.parse().map_err(|_| {
+            ServiceError::Invalid(format!("`{}` is not a URL", escape_log(&req.url)))
+        })?;
         if uri.scheme_str() != Some("http") {
             return Err(ServiceError::Invalid(
                 "only http:// URLs are supported for outbound calls".into(),

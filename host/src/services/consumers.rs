@@ -45,11 +45,7 @@ pub fn key_digest_hex(key: &str) -> String {
 
 impl Directory {
     /// Add a consumer; fails on a duplicate id.
-    pub fn add_consumer(
-        &mut self,
-        info: ConsumerInfo,
-        apis: Vec<String>,
-    ) -> Result<usize, String> {
+    pub fn add_consumer(&mut self, info: ConsumerInfo, apis: Vec<String>) -> Result<usize, String> {
         if self.by_id.contains_key(&info.id) {
             return Err(format!("consumer `{}` is defined twice", info.id));
         }
@@ -145,8 +141,10 @@ mod tests {
                 vec!["pets".into()],
             )
             .unwrap();
-        d.add_key(alice, "k1", &key_digest_hex("secret-key-1"), None).unwrap();
-        d.add_key(alice, "old", &key_digest_hex("expired-key"), Some(1000)).unwrap();
+        d.add_key(alice, "k1", &key_digest_hex("secret-key-1"), None)
+            .unwrap();
+        d.add_key(alice, "old", &key_digest_hex("expired-key"), Some(1000))
+            .unwrap();
         d
     }
 
@@ -183,7 +181,9 @@ mod tests {
                 vec![]
             )
             .is_err());
-        assert!(d.add_key(0, "k2", &key_digest_hex("secret-key-1"), None).is_err());
+        assert!(d
+            .add_key(0, "k2", &key_digest_hex("secret-key-1"), None)
+            .is_err());
         assert!(d.add_key(0, "k3", "abc", None).is_err());
     }
 }

@@ -45,8 +45,12 @@ enum State {
 impl State {
     fn idle_since(&self) -> u64 {
         match self {
-            State::Window { start, window_ms, .. } => start + window_ms,
-            State::Bucket { last, window_ms, .. } => last + window_ms,
+            State::Window {
+                start, window_ms, ..
+            } => start + window_ms,
+            State::Bucket {
+                last, window_ms, ..
+            } => last + window_ms,
         }
     }
 }
@@ -189,7 +193,14 @@ fn sliding(
     }
 }
 
-fn bucket(window: u64, tokens: &mut f64, last: &mut u64, limit: u64, cost: u64, now: u64) -> Decision {
+fn bucket(
+    window: u64,
+    tokens: &mut f64,
+    last: &mut u64,
+    limit: u64,
+    cost: u64,
+    now: u64,
+) -> Decision {
     let rate = limit as f64 / window as f64; // tokens per ms
     if now > *last {
         *tokens = (*tokens + (now - *last) as f64 * rate).min(limit as f64);
@@ -300,18 +311,26 @@ mod tests {
         let c = Counters::default();
         let t = 1_000_000;
         for i in 0..5 {
-            let d = c.check_and_add("k", 5, 1000, Algorithm::SlidingWindow, 1, t).unwrap();
+            let d = c
+                .check_and_add("k", 5, 1000, Algorithm::SlidingWindow, 1, t)
+                .unwrap();
             assert!(d.allowed, "{i}");
             assert_eq!(d.remaining, 4 - i);
         }
-        let d = c.check_and_add("k", 5, 1000, Algorithm::SlidingWindow, 1, t + 10).unwrap();
+        let d = c
+            .check_and_add("k", 5, 1000, Algorithm::SlidingWindow, 1, t + 10)
+            .unwrap();
         assert!(!d.allowed);
         assert!(d.retry_after_ms > 0 && d.retry_after_ms <= 1000);
         // Half a window later the previous window still weighs half.
-        let d = c.check_and_add("k", 5, 1000, Algorithm::SlidingWindow, 1, t + 1500).unwrap();
+        let d = c
+            .check_and_add("k", 5, 1000, Algorithm::SlidingWindow, 1, t + 1500)
+            .unwrap();
         assert!(d.allowed);
         // Two windows later: all free.
-        let d = c.check_and_add("k", 5, 1000, Algorithm::SlidingWindow, 5, t + 3000).unwrap();
+        let d = c
+            .check_and_add("k", 5, 1000, Algorithm::SlidingWindow, 5, t + 3000)
+            .unwrap();
         assert!(d.allowed);
     }
 
@@ -320,14 +339,28 @@ mod tests {
         let c = Counters::default();
         let t = 5_000;
         for _ in 0..10 {
-            assert!(c.check_and_add("b", 10, 1000, Algorithm::TokenBucket, 1, t).unwrap().allowed);
+            assert!(
+                c.check_and_add("b", 10, 1000, Algorithm::TokenBucket, 1, t)
+                    .unwrap()
+                    .allowed
+            );
         }
-        let d = c.check_and_add("b", 10, 1000, Algorithm::TokenBucket, 1, t).unwrap();
+        let d = c
+            .check_and_add("b", 10, 1000, Algorithm::TokenBucket, 1, t)
+            .unwrap();
         assert!(!d.allowed);
         assert_eq!(d.retry_after_ms, 100);
-        assert!(c.check_and_add("b", 10, 1000, Algorithm::TokenBucket, 1, t + 100).unwrap().allowed);
+        assert!(
+            c.check_and_add("b", 10, 1000, Algorithm::TokenBucket, 1, t + 100)
+                .unwrap()
+                .allowed
+        );
         // A cost larger than the bucket never passes.
-        assert!(!c.check_and_add("b", 10, 1000, Algorithm::TokenBucket, 11, t + 10_000).unwrap().allowed);
+        assert!(
+            !c.check_and_add("b", 10, 1000, Algorithm::TokenBucket, 11, t + 10_000)
+                .unwrap()
+                .allowed
+        );
     }
 
     #[test]
@@ -339,9 +372,16 @@ mod tests {
                 let (c, passed) = (c.clone(), passed.clone());
                 std::thread::spawn(move || {
                     for _ in 0..100 {
-                        if c.check_and_add("race", 137, 60_000, Algorithm::SlidingWindow, 1, 120_000)
-                            .unwrap()
-                            .allowed
+                        if c.check_and_add(
+                            "race",
+                            137,
+                            60_000,
+                            Algorithm::SlidingWindow,
+                            1,
+                            120_000,
+                        )
+                        .unwrap()
+                        .allowed
                         {
                             passed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
@@ -358,8 +398,12 @@ mod tests {
     #[test]
     fn bad_windows_are_refused() {
         let c = Counters::default();
-        assert!(c.check_and_add("k", 1, 0, Algorithm::SlidingWindow, 1, 1).is_err());
-        assert!(c.check_and_add("k", 1, MAX_WINDOW_MS + 1, Algorithm::TokenBucket, 1, 1).is_err());
+        assert!(c
+            .check_and_add("k", 1, 0, Algorithm::SlidingWindow, 1, 1)
+            .is_err());
+        assert!(c
+            .check_and_add("k", 1, MAX_WINDOW_MS + 1, Algorithm::TokenBucket, 1, 1)
+            .is_err());
     }
 
     #[test]
@@ -377,7 +421,11 @@ mod tests {
         assert!(!d.allowed);
         assert_eq!(d.reset_ms, 980);
         // The next period starts afresh.
-        assert!(q.check_and_add("c", 3, 1000, 2000, 1, 1500).unwrap().allowed);
+        assert!(
+            q.check_and_add("c", 3, 1000, 2000, 1, 1500)
+                .unwrap()
+                .allowed
+        );
         assert!(q.check_and_add("c", 3, 0, 1000, 1, 1500).is_err());
     }
 }

@@ -85,7 +85,11 @@ impl KeyCache {
                 let curve = match v.get("crv").and_then(|c| c.as_str()) {
                     Some("P-256") => Curve::P256,
                     Some("P-384") => Curve::P384,
-                    other => return Err(format!("EC curve {other:?} is not supported (P-256, P-384)")),
+                    other => {
+                        return Err(format!(
+                            "EC curve {other:?} is not supported (P-256, P-384)"
+                        ))
+                    }
                 };
                 let x = b64("x", v.get("x"))?;
                 let y = b64("y", v.get("y"))?;
@@ -155,18 +159,28 @@ impl KeyCache {
                     "PS384" => &signature::RSA_PSS_2048_8192_SHA384,
                     _ => &signature::RSA_PSS_2048_8192_SHA512,
                 };
-                RsaPublicKeyComponents { n, e }.verify(params, msg, sig).is_ok()
-            }
-            ("ES256", Key::Ec { curve: Curve::P256, point }) => {
-                UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
-                    .verify(msg, sig)
+                RsaPublicKeyComponents { n, e }
+                    .verify(params, msg, sig)
                     .is_ok()
             }
-            ("ES384", Key::Ec { curve: Curve::P384, point }) => {
-                UnparsedPublicKey::new(&signature::ECDSA_P384_SHA384_FIXED, point)
-                    .verify(msg, sig)
-                    .is_ok()
-            }
+            (
+                "ES256",
+                Key::Ec {
+                    curve: Curve::P256,
+                    point,
+                },
+            ) => UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
+                .verify(msg, sig)
+                .is_ok(),
+            (
+                "ES384",
+                Key::Ec {
+                    curve: Curve::P384,
+                    point,
+                },
+            ) => UnparsedPublicKey::new(&signature::ECDSA_P384_SHA384_FIXED, point)
+                .verify(msg, sig)
+                .is_ok(),
             ("EdDSA", Key::Ed25519(k)) => UnparsedPublicKey::new(&signature::ED25519, k)
                 .verify(msg, sig)
                 .is_ok(),
@@ -189,7 +203,10 @@ mod tests {
         let c = KeyCache::default();
         let h = c.import_secret(b"s3cret").unwrap();
         assert_eq!(c.import_secret(b"s3cret").unwrap(), h);
-        let tag = ring::hmac::sign(&ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"s3cret"), b"m");
+        let tag = ring::hmac::sign(
+            &ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"s3cret"),
+            b"m",
+        );
         assert!(c.verify("HS256", h, b"m", tag.as_ref()).unwrap());
         assert!(!c.verify("HS256", h, b"n", tag.as_ref()).unwrap());
         assert!(c.verify("RS256", h, b"m", tag.as_ref()).is_err());

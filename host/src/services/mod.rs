@@ -97,9 +97,7 @@ impl Grants {
     pub fn allows_host(&self, host: &str, port: Option<u16>) -> bool {
         let host = host.to_ascii_lowercase();
         self.list.iter().any(|c| match c {
-            Capability::Http(h) => {
-                *h == host || port.is_some_and(|p| *h == format!("{host}:{p}"))
-            }
+            Capability::Http(h) => *h == host || port.is_some_and(|p| *h == format!("{host}:{p}")),
             _ => false,
         })
     }
@@ -251,11 +249,10 @@ impl Services {
             .build();
         let mut conn = hyper_util::client::legacy::connect::HttpConnector::new();
         conn.set_connect_timeout(Some(Duration::from_secs(5)));
-        let http = hyper_util::client::legacy::Client::builder(
-            hyper_util::rt::TokioExecutor::new(),
-        )
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build(conn);
+        let http =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build(conn);
         if let Some(store) = &s.store {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -299,7 +296,9 @@ mod tests {
         );
         assert!(Capability::parse("http:").is_err());
         assert!(Capability::parse("http:a/b").is_err());
-        assert!(Capability::parse("root").unwrap_err().contains("unknown grant `root`"));
+        assert!(Capability::parse("root")
+            .unwrap_err()
+            .contains("unknown grant `root`"));
         let g = Grants {
             list: vec![Capability::Http("idp.example.com".into())],
         };
@@ -307,7 +306,10 @@ mod tests {
         assert!(!g.allows_host("evil.com", None));
         assert!(g.has_named("http"));
         assert!(!g.has_named("kv"));
-        assert_eq!(Capability::for_import("tollgate:policy/kv@0.1.0"), Some("kv"));
+        assert_eq!(
+            Capability::for_import("tollgate:policy/kv@0.1.0"),
+            Some("kv")
+        );
         assert_eq!(Capability::for_import("tollgate:policy/log@0.1.0"), None);
         assert_eq!(Capability::for_import("wasi:io/streams@0.2.6"), None);
     }

@@ -246,7 +246,9 @@ impl BodyPlan {
             if to.len() > from.len() && to.starts_with(&from) {
                 return Err(ConfigError::at(
                     to_field,
-                    format!("{to_text:?} is inside {from_text:?}: a value cannot be moved into itself"),
+                    format!(
+                        "{to_text:?} is inside {from_text:?}: a value cannot be moved into itself"
+                    ),
                 ));
             }
             rename.push((from, to));
@@ -317,11 +319,12 @@ impl BodyPlan {
                 let edited = self.edit(text)?;
                 if convert == Some(Convert::JsonToXml) {
                     let json = edited.as_deref().unwrap_or(text);
-                    let out = xml::json_to_xml(json, &self.root, self.converted_limit())
-                        .map_err(|e| match e {
+                    let out = xml::json_to_xml(json, &self.root, self.converted_limit()).map_err(
+                        |e| match e {
                             ConvertError::Invalid(m) => BodyError::InvalidJson(m),
                             ConvertError::TooLarge(m) => BodyError::TooLarge(m),
-                        })?;
+                        },
+                    )?;
                     Ok(Some((out.into_bytes(), Some("application/xml"))))
                 } else {
                     Ok(edited.map(|b| (b.into_bytes(), None)))
@@ -329,9 +332,7 @@ impl BodyPlan {
             }
             (MediaKind::Xml, Some(Convert::XmlToJson)) => {
                 let text = std::str::from_utf8(body).map_err(|e| {
-                    BodyError::InvalidXml(format!(
-                        "is not acceptable XML: it is not UTF-8 ({e})"
-                    ))
+                    BodyError::InvalidXml(format!("is not acceptable XML: it is not UTF-8 ({e})"))
                 })?;
                 let json = xml::xml_to_json(text, self.converted_limit()).map_err(|e| match e {
                     ConvertError::Invalid(m) => BodyError::InvalidXml(m),
@@ -350,9 +351,8 @@ impl BodyPlan {
         if !self.has_json_edits() {
             return Ok(None);
         }
-        let invalid = |e: serde_json::Error| {
-            BodyError::InvalidJson(format!("is not valid JSON: {e}"))
-        };
+        let invalid =
+            |e: serde_json::Error| BodyError::InvalidJson(format!("is not valid JSON: {e}"));
         let mut doc = json::parse(text).map_err(invalid)?;
         let mut changed = false;
         for (from, to) in &self.rename {
@@ -367,7 +367,11 @@ impl BodyPlan {
         if !changed {
             return Ok(None);
         }
-        serde_json::to_string(&doc).map(Some).map_err(invalid)
+        let mut out = Vec::with_capacity(text.len() + text.len() / 8 + 64);
+        serde_json::to_writer(&mut out, &doc).map_err(invalid)?;
+        String::from_utf8(out)
+            .map(Some)
+            .map_err(|e| BodyError::InvalidJson(format!("could not be written as JSON: {e}")))
     }
 }
 
@@ -384,7 +388,12 @@ fn media_kind(headers: &[Header]) -> MediaKind {
     let Some(value) = header_str(headers, "content-type") else {
         return MediaKind::Other;
     };
-    let essence = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     let Some((kind, subtype)) = essence.split_once('/') else {
         return MediaKind::Other;
     };
@@ -406,13 +415,4 @@ fn is_encoded(headers: &[Header]) -> bool {
             .map(|c| c.trim_ascii())
             .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case(b"identity"))
     })
-}
-
-#[cfg(test)]
-pub(crate) fn kind_name(headers: &[Header]) -> &'static str {
-    match media_kind(headers) {
-        MediaKind::Json => "json",
-        MediaKind::Xml => "xml",
-        MediaKind::Other => "other",
-    }
 }

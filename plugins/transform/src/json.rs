@@ -7,7 +7,7 @@
 //! text (number formats, escapes, whitespace inside it), and memory grows
 //! with the containers on the edit paths, not with the document.
 
-use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, Serializer};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -78,26 +78,62 @@ impl<'de> Deserialize<'de> for Node<'de> {
     }
 }
 
-/// The members of an object, each value unparsed, in order.
-struct Members<'a>(Vec<(String, Node<'a>)>);
+/// The number of elements of an array or members of an object, counted
+/// without keeping anything, so that the vector for them is allocated once
+/// at its final size (a huge array on an edit path costs one node per
+/// element, and growing by doubling would need half as much again).
+struct Count;
 
-impl<'de> Deserialize<'de> for Members<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Members<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members<'de>, A::Error> {
-                let mut members = Vec::new();
-                while let Some(member) = map.next_entry::<String, Node<'de>>()? {
-                    members.push(member);
-                }
-                Ok(Members(members))
-            }
+impl<'de> Visitor<'de> for Count {
+    type Value = usize;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON array or object")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+        let mut n = 0;
+        while seq.next_element::<IgnoredAny>()?.is_some() {
+            n += 1;
         }
-        d.deserialize_map(V)
+        Ok(n)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<usize, A::Error> {
+        let mut n = 0;
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+/// The elements of an array or the members of an object, each value
+/// unparsed, in order, in a vector of `capacity`.
+struct Entries {
+    capacity: usize,
+}
+
+enum Parsed<'a> {
+    Items(Vec<Node<'a>>),
+    Members(Vec<(String, Node<'a>)>),
+}
+
+impl<'de> Visitor<'de> for Entries {
+    type Value = Parsed<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON array or object")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Parsed<'de>, A::Error> {
+        let mut items = Vec::with_capacity(self.capacity);
+        while let Some(item) = seq.next_element::<Node<'de>>()? {
+            items.push(item);
+        }
+        Ok(Parsed::Items(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Parsed<'de>, A::Error> {
+        let mut members = Vec::with_capacity(self.capacity);
+        while let Some(member) = map.next_entry::<String, Node<'de>>()? {
+            members.push(member);
+        }
+        Ok(Parsed::Members(members))
     }
 }
 
@@ -124,17 +160,19 @@ fn dedupe(mut members: Vec<(String, Node<'_>)>) -> Vec<(String, Node<'_>)> {
 impl<'a> Node<'a> {
     /// Parse one level of a container; scalars stay as they are.
     fn expand(&mut self) -> Result<(), serde_json::Error> {
-        if let Node::Raw(raw) = self {
-            let text: &'a str = raw.get();
-            match text.as_bytes().first() {
-                Some(b'{') => {
-                    let Members(members) = serde_json::from_str(text)?;
-                    *self = Node::Obj(dedupe(members));
-                }
-                Some(b'[') => *self = Node::Arr(serde_json::from_str(text)?),
-                _ => {}
-            }
+        let Node::Raw(raw) = self else {
+            return Ok(());
+        };
+        let text: &'a str = raw.get();
+        if !text.starts_with(['{', '[']) {
+            return Ok(());
         }
+        let capacity = serde_json::Deserializer::from_str(text).deserialize_any(Count)?;
+        *self =
+            match serde_json::Deserializer::from_str(text).deserialize_any(Entries { capacity })? {
+                Parsed::Items(items) => Node::Arr(items),
+                Parsed::Members(members) => Node::Obj(dedupe(members)),
+            };
         Ok(())
     }
 

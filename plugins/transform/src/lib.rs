@@ -47,9 +47,9 @@ use serde::{Deserialize, Deserializer};
 use std::fmt;
 use tollgate_policy_sdk::query::{decode_component, encode_component, encode_path_segment};
 use tollgate_policy_sdk::{
-    export_policy, json_error, log, valid_header_name, valid_header_value, BodyAccess,
-    CallContext, ConfigError, Header, HeaderOp, Policy, PolicyInfo, RequestDecision,
-    RequestEdits, RequestHead, ResponseDecision, ResponseEdits, ResponseHead,
+    export_policy, json_error, log, valid_header_name, valid_header_value, BodyAccess, CallContext,
+    ConfigError, Header, HeaderOp, Policy, PolicyInfo, RequestDecision, RequestEdits, RequestHead,
+    ResponseDecision, ResponseEdits, ResponseHead,
 };
 
 // ---------------------------------------------------------------------------

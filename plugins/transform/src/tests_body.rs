@@ -248,7 +248,9 @@ fn json_pointers_are_parsed_per_rfc_6901() {
 #[test]
 fn bad_pointers_name_the_field() {
     let not_pointer = |p: &str| {
-        format!(r#""{p}" is not a JSON Pointer: it must be empty (the whole body) or start with "/""#)
+        format!(
+            r#""{p}" is not a JSON Pointer: it must be empty (the whole body) or start with "/""#
+        )
     };
     let bad_tilde = |p: &str| {
         format!(
@@ -301,9 +303,13 @@ fn bad_pointers_name_the_field() {
         r#""/a/b" is inside "/a": a value cannot be moved into itself"#,
     );
     // A sibling that only shares a prefix of characters is fine.
-    policy(&req_config(r#"{"json":{"rename":{"/a":"/ab","/c/d":"/c"}}}"#));
+    policy(&req_config(
+        r#"{"json":{"rename":{"/a":"/ab","/c/d":"/c"}}}"#,
+    ));
     // So is "" as a set target or a rename target.
-    policy(&req_config(r#"{"json":{"set":{"":{}},"rename":{"/data":""}}}"#));
+    policy(&req_config(
+        r#"{"json":{"set":{"":{}},"rename":{"/data":""}}}"#,
+    ));
 }
 
 #[test]
@@ -335,8 +341,9 @@ fn unknown_convert_and_fields_are_rejected() {
     let e = parse_config::<Transform>(&req_config(r#"{"jsn":{}}"#)).unwrap_err();
     assert_eq!(e.field.as_deref(), Some("request.body.jsn"));
     assert!(
-        e.message
-            .starts_with("unknown field `jsn`, expected one of `max-bytes`, `json`, `convert`, `xml`"),
+        e.message.starts_with(
+            "unknown field `jsn`, expected one of `max-bytes`, `json`, `convert`, `xml`"
+        ),
         "{}",
         e.message
     );
@@ -459,7 +466,12 @@ fn edits_that_miss_leave_the_body_as_it_is() {
 #[test]
 fn set_into_arrays() {
     let body = r#"{"a":[0,1]}"#;
-    let set = |pointer: &str| edited(&format!(r#"{{"json":{{"set":{{"{pointer}":"v"}}}}}}"#), body);
+    let set = |pointer: &str| {
+        edited(
+            &format!(r#"{{"json":{{"set":{{"{pointer}":"v"}}}}}}"#),
+            body,
+        )
+    };
     assert_eq!(set("/a/0"), r#"{"a":["v",1]}"#);
     assert_eq!(set("/a/1"), r#"{"a":[0,"v"]}"#);
     assert_eq!(set("/a/2"), r#"{"a":[0,1,"v"]}"#);
@@ -513,7 +525,10 @@ fn rename_moves_values() {
     );
     // Unwrap an envelope.
     assert_eq!(
-        edited(r#"{"json":{"rename":{"/data":""}}}"#, r#"{"data":{"id":1},"meta":{}}"#),
+        edited(
+            r#"{"json":{"rename":{"/data":""}}}"#,
+            r#"{"data":{"id":1},"meta":{}}"#
+        ),
         r#"{"id":1}"#
     );
 }
@@ -540,11 +555,17 @@ fn set_the_whole_body() {
 #[test]
 fn duplicate_members_last_wins_where_edited() {
     assert_eq!(
-        edited(r#"{"json":{"remove":["/role"]}}"#, r#"{"role":"user","a":1,"role":"admin"}"#),
+        edited(
+            r#"{"json":{"remove":["/role"]}}"#,
+            r#"{"role":"user","a":1,"role":"admin"}"#
+        ),
         r#"{"a":1}"#
     );
     assert_eq!(
-        edited(r#"{"json":{"set":{"/role":"guest"}}}"#, r#"{"role":"user","role":"admin"}"#),
+        edited(
+            r#"{"json":{"set":{"/role":"guest"}}}"#,
+            r#"{"role":"user","role":"admin"}"#
+        ),
         r#"{"role":"guest"}"#
     );
 }
@@ -588,11 +609,16 @@ fn empty_and_encoded_bodies_are_left_alone() {
     let mut req = head(Some(JSON));
     req.headers.push(Header::new("content-encoding", "gzip"));
     let mut p = policy(&req_config(config));
-    let decision = p.on_request(&CallContext::default(), &req, Some(b"\x1f\x8b\x08\x00garbage"));
+    let decision = p.on_request(
+        &CallContext::default(),
+        &req,
+        Some(b"\x1f\x8b\x08\x00garbage"),
+    );
     assert_eq!(decision, RequestDecision::Continue(RequestEdits::default()));
     // `identity` is no encoding.
     let mut req = head(Some(JSON));
-    req.headers.push(Header::new("content-encoding", "identity"));
+    req.headers
+        .push(Header::new("content-encoding", "identity"));
     let decision = p.on_request(&CallContext::default(), &req, Some(b"{}"));
     assert!(matches!(decision, RequestDecision::Continue(e) if e.body.is_some()));
 }
@@ -632,9 +658,8 @@ fn invalid_json_request_is_refused() {
 
 #[test]
 fn invalid_json_response_is_passed_on_with_header_edits() {
-    let mut p = policy(
-        r#"{"response":{"headers":{"set":{"x-a":"1"}},"body":{"json":{"set":{"/x":1}}}}}"#,
-    );
+    let mut p =
+        policy(r#"{"response":{"headers":{"set":{"x-a":"1"}},"body":{"json":{"set":{"/x":1}}}}}"#);
     let resp = ResponseHead {
         status: 502,
         headers: vec![Header::new("content-type", JSON)],
@@ -670,11 +695,21 @@ fn deep_nesting_is_copied_or_refused_without_recursion() {
     assert_eq!(out, format!(r#"{{"deep":{deep}}}"#));
     // Unclosed: refused.
     let bad = format!(r#"{{"deep":{}}}"#, "[".repeat(depth));
-    assert_refused(r#"{"json":{"remove":["/x"]}}"#, JSON, bad.as_bytes(), 400, "invalid_json");
+    assert_refused(
+        r#"{"json":{"remove":["/x"]}}"#,
+        JSON,
+        bad.as_bytes(),
+        400,
+        "invalid_json",
+    );
     // An edit path deep into it walks only as deep as the pointer.
     let pointer = "/0".repeat(101);
     let out = edited(&format!(r#"{{"json":{{"set":{{"{pointer}":1}}}}}}"#), &deep);
-    assert!(out == format!("{}1{}", "[".repeat(101), "]".repeat(101)), "{}", &out[..300]);
+    assert!(
+        out == format!("{}1{}", "[".repeat(101), "]".repeat(101)),
+        "{}",
+        &out[..300]
+    );
 }
 
 #[test]
@@ -688,13 +723,19 @@ fn huge_arrays_and_objects() {
     let out = edited(r#"{"json":{"remove":["/0"],"set":{"/-":1}}}"#, &body);
     assert_eq!(out.len(), body.len());
     assert!(out.ends_with(",0,1]"));
-    let set = edited(&format!(r#"{{"json":{{"set":{{"/{}":7}}}}}}"#, n - 1), &body);
+    let set = edited(
+        &format!(r#"{{"json":{{"set":{{"/{}":7}}}}}}"#, n - 1),
+        &body,
+    );
     assert!(set.ends_with(",0,7]"));
 
     // An object with 100,000 members.
     let members: Vec<String> = (0..100_000).map(|i| format!(r#""k{i}":{i}"#)).collect();
     let body = format!("{{{}}}", members.join(","));
-    let out = edited(r#"{"json":{"rename":{"/k99999":"/last"},"remove":["/k0"]}}"#, &body);
+    let out = edited(
+        r#"{"json":{"rename":{"/k99999":"/last"},"remove":["/k0"]}}"#,
+        &body,
+    );
     assert!(out.starts_with(r#"{"k1":1,"#));
     assert!(out.ends_with(r#""k99998":99998,"last":99999}"#));
 }
@@ -716,8 +757,14 @@ fn json_to_xml_mapping() {
 
 #[test]
 fn json_to_xml_top_level_values_and_nested_arrays() {
-    assert_eq!(xml_of("[1,[2,3],[]]"), "<root><item>1</item><item><item>2</item><item>3</item></item><item></item></root>");
-    assert_eq!(xml_of(r#"{"m":[[1,2],[3]]}"#), "<root><m><item>1</item><item>2</item></m><m><item>3</item></m></root>");
+    assert_eq!(
+        xml_of("[1,[2,3],[]]"),
+        "<root><item>1</item><item><item>2</item><item>3</item></item><item></item></root>"
+    );
+    assert_eq!(
+        xml_of(r#"{"m":[[1,2],[3]]}"#),
+        "<root><m><item>1</item><item>2</item></m><m><item>3</item></m></root>"
+    );
     assert_eq!(xml_of(r#""text""#), "<root>text</root>");
     assert_eq!(xml_of("null"), "<root/>");
     assert_eq!(xml_of("-5"), "<root>-5</root>");
@@ -726,7 +773,9 @@ fn json_to_xml_top_level_values_and_nested_arrays() {
 #[test]
 fn json_to_xml_numbers() {
     assert_eq!(
-        xml_of(r#"[1.0, 1e300, -0.5, 18446744073709551615, -9223372036854775808, 123456789012345678901234567890]"#),
+        xml_of(
+            r#"[1.0, 1e300, -0.5, 18446744073709551615, -9223372036854775808, 123456789012345678901234567890]"#
+        ),
         "<root><item>1.0</item><item>1e+300</item><item>-0.5</item>\
          <item>18446744073709551615</item><item>-9223372036854775808</item>\
          <item>1.2345678901234568e+29</item></root>"
@@ -792,7 +841,10 @@ fn json_to_xml_after_edits_with_a_custom_root() {
         r#"{"json":{"remove":["/secret"],"set":{"/source":"gw"}},"convert":"json-to-xml","xml":{"root":"Order"}}"#,
         r#"{"id":1,"secret":"s"}"#,
     );
-    assert_eq!(xml, format!("{DECL}<Order><id>1</id><source>gw</source></Order>"));
+    assert_eq!(
+        xml,
+        format!("{DECL}<Order><id>1</id><source>gw</source></Order>")
+    );
 }
 
 #[test]
@@ -802,7 +854,11 @@ fn json_to_xml_depth_limit() {
     // elements (the outermost object is the root, the last `a` holds 1).
     let xml = xml_of(&nest(MAX_DEPTH - 1));
     assert_eq!(xml.matches("<a>").count(), MAX_DEPTH - 1);
-    let (status, body) = refused(r#"{"convert":"json-to-xml"}"#, Some(JSON), nest(MAX_DEPTH).as_bytes());
+    let (status, body) = refused(
+        r#"{"convert":"json-to-xml"}"#,
+        Some(JSON),
+        nest(MAX_DEPTH).as_bytes(),
+    );
     assert_eq!(status, 400);
     assert_eq!(
         body["error"],
@@ -810,7 +866,13 @@ fn json_to_xml_depth_limit() {
     );
     // Very deep input fails fast, without recursing through all of it.
     let deep = "[".repeat(500_000);
-    assert_refused(r#"{"convert":"json-to-xml"}"#, JSON, deep.as_bytes(), 400, "invalid_json");
+    assert_refused(
+        r#"{"convert":"json-to-xml"}"#,
+        JSON,
+        deep.as_bytes(),
+        400,
+        "invalid_json",
+    );
 }
 
 #[test]
@@ -829,7 +891,13 @@ fn json_to_xml_output_is_capped() {
     // or is refused; it never grows without bound.
     let name = "n".repeat(1000);
     let body = format!(r#"{{"{name}":[{}0]}}"#, "0,".repeat(500_000));
-    assert_refused(r#"{"convert":"json-to-xml"}"#, JSON, body.as_bytes(), 413, "body_too_large");
+    assert_refused(
+        r#"{"convert":"json-to-xml"}"#,
+        JSON,
+        body.as_bytes(),
+        413,
+        "body_too_large",
+    );
 }
 
 #[test]
@@ -842,8 +910,20 @@ fn json_to_xml_of_a_non_json_body_does_nothing() {
 
 #[test]
 fn json_to_xml_invalid_json_is_refused() {
-    assert_refused(r#"{"convert":"json-to-xml"}"#, JSON, b"{\"a\":", 400, "invalid_json");
-    assert_refused(r#"{"convert":"json-to-xml"}"#, JSON, b"\"\\ud800\"", 400, "invalid_json");
+    assert_refused(
+        r#"{"convert":"json-to-xml"}"#,
+        JSON,
+        b"{\"a\":",
+        400,
+        "invalid_json",
+    );
+    assert_refused(
+        r#"{"convert":"json-to-xml"}"#,
+        JSON,
+        b"\"\\ud800\"",
+        400,
+        "invalid_json",
+    );
 }
 
 #[test]
@@ -904,8 +984,15 @@ fn xml_to_json_keeps_the_first_position_of_repeated_names() {
     let json = json_of("<r><a>1</a><b>2</b><a>3</a><c/></r>");
     assert_eq!(json, json!({"r":{"a":["1","3"],"b":"2","c":null}}));
     // Order is kept (serde_json here sorts keys, so check the text).
-    let e = edits(r#"{"convert":"xml-to-json"}"#, Some(XML), b"<r><z>1</z><a>2</a><z>3</z></r>");
-    assert_eq!(e.body.as_deref(), Some(&br#"{"r":{"z":["1","3"],"a":"2"}}"#[..]));
+    let e = edits(
+        r#"{"convert":"xml-to-json"}"#,
+        Some(XML),
+        b"<r><z>1</z><a>2</a><z>3</z></r>",
+    );
+    assert_eq!(
+        e.body.as_deref(),
+        Some(&br#"{"r":{"z":["1","3"],"a":"2"}}"#[..])
+    );
 }
 
 #[test]
@@ -928,7 +1015,12 @@ fn xml_to_json_then_json_edits() {
 
 #[test]
 fn xml_to_json_recognises_xml_types() {
-    for ct in ["application/xml", "text/xml; charset=utf-8", "application/soap+xml", "application/atom+xml"] {
+    for ct in [
+        "application/xml",
+        "text/xml; charset=utf-8",
+        "application/soap+xml",
+        "application/atom+xml",
+    ] {
         let e = edits(r#"{"convert":"xml-to-json"}"#, Some(ct), b"<a>1</a>");
         assert_eq!(e.body.as_deref(), Some(&br#"{"a":"1"}"#[..]), "{ct}");
     }
@@ -949,7 +1041,10 @@ fn xml_to_json_recognises_xml_types() {
 #[test]
 fn xml_to_json_accepts_a_bom_and_utf8_declarations() {
     assert_eq!(json_of("\u{FEFF}<a/>"), json!({"a":null}));
-    assert_eq!(json_of("<?xml version='1.0' encoding='us-ascii'?><a/>"), json!({"a":null}));
+    assert_eq!(
+        json_of("<?xml version='1.0' encoding='us-ascii'?><a/>"),
+        json!({"a":null})
+    );
 }
 
 #[test]
@@ -1003,7 +1098,10 @@ fn malformed_xml_is_refused() {
         xml_refusal(bad);
     }
     let message = xml_refusal(b"<a><b></a>");
-    assert!(message.starts_with("the request body is not acceptable XML: "), "{message}");
+    assert!(
+        message.starts_with("the request body is not acceptable XML: "),
+        "{message}"
+    );
 }
 
 #[test]
@@ -1044,7 +1142,10 @@ fn xml_to_json_output_is_capped() {
     // JSON is at most about twice the size of the XML it comes from, so the
     // 4 x max-bytes cap is a backstop; check it directly.
     use crate::xml::{xml_to_json, ConvertError};
-    assert_eq!(xml_to_json("<r><a/></r>", 64), Ok(r#"{"r":{"a":null}}"#.to_string()));
+    assert_eq!(
+        xml_to_json("<r><a/></r>", 64),
+        Ok(r#"{"r":{"a":null}}"#.to_string())
+    );
     assert_eq!(
         xml_to_json("<r><a/></r>", 15),
         Err(ConvertError::TooLarge(
@@ -1055,11 +1156,19 @@ fn xml_to_json_output_is_capped() {
 
 #[test]
 fn response_xml_to_json() {
-    let (headers, body) = response(r#"{"convert":"xml-to-json"}"#, Some("text/xml"), b"<ok>1</ok>");
+    let (headers, body) = response(
+        r#"{"convert":"xml-to-json"}"#,
+        Some("text/xml"),
+        b"<ok>1</ok>",
+    );
     assert_eq!(headers, vec![HeaderOp::set("content-type", JSON)]);
     assert_eq!(body.as_deref(), Some(&br#"{"ok":"1"}"#[..]));
     // Hostile or broken XML from the upstream: passed on as it is.
-    for bad in [&b"<!DOCTYPE x [<!ENTITY a 'b'>]><x>&a;</x>"[..], b"<a><b></a>", b"\xff"] {
+    for bad in [
+        &b"<!DOCTYPE x [<!ENTITY a 'b'>]><x>&a;</x>"[..],
+        b"<a><b></a>",
+        b"\xff",
+    ] {
         let (headers, body) = response(r#"{"convert":"xml-to-json"}"#, Some(XML), bad);
         assert_eq!((headers, body), (vec![], None));
     }
@@ -1069,7 +1178,11 @@ fn response_xml_to_json() {
 fn json_error_response_shape() {
     let (status, body) = refused(r#"{"convert":"xml-to-json"}"#, Some(XML), b"<a>");
     assert_eq!(status, 400);
-    let expected = Response::json_error(400, "invalid_xml", body["error"]["message"].as_str().unwrap());
+    let expected = Response::json_error(
+        400,
+        "invalid_xml",
+        body["error"]["message"].as_str().unwrap(),
+    );
     assert_eq!(
         serde_json::from_slice::<Value>(&expected.body).unwrap(),
         body

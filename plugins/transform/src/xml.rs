@@ -8,7 +8,7 @@ use quick_xml::reader::Reader;
 use quick_xml::XmlVersion;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, Serializer};
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 
 /// The deepest element nesting either conversion accepts (the root is 1).
@@ -69,7 +69,12 @@ pub(crate) fn element_name(key: &str) -> String {
     let mut chars = key.chars().peekable();
     let mut first = true;
     while let Some(c) = chars.next() {
-        let fits = c != ':' && if first { is_name_start(c) } else { is_name_char(c) };
+        let fits = c != ':'
+            && if first {
+                is_name_start(c)
+            } else {
+                is_name_char(c)
+            };
         if c == '_' && chars.peek() == Some(&'x') {
             out.push_str("_x005F_");
         } else if fits {
@@ -93,18 +98,23 @@ fn is_xml_char(c: char) -> bool {
 /// CR as `&#xD;` (parsers would turn a raw CR into LF), and characters XML
 /// cannot carry (most C0 controls, U+FFFE, U+FFFF) as U+FFFD.
 fn push_text(out: &mut String, s: &str) {
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\r' => out.push_str("&#xD;"),
-            c if is_xml_char(c) => out.push(c),
-            _ => out.push('\u{FFFD}'),
-        }
+    let mut plain = 0;
+    for (i, c) in s.char_indices() {
+        let replacement = match c {
+            '&' => "&amp;",
+            '<' => "&lt;",
+            '>' => "&gt;",
+            '"' => "&quot;",
+            '\'' => "&apos;",
+            '\r' => "&#xD;",
+            c if is_xml_char(c) => continue,
+            _ => "\u{FFFD}",
+        };
+        out.push_str(&s[plain..i]);
+        out.push_str(replacement);
+        plain = i + c.len_utf8();
     }
+    out.push_str(&s[plain..]);
 }
 
 // ---------------------------------------------------------------------------
@@ -137,6 +147,12 @@ impl XmlOut {
         Ok(())
     }
 
+    fn tag(&mut self, open: &str, name: &str, close: &str) {
+        self.buf.push_str(open);
+        self.buf.push_str(name);
+        self.buf.push_str(close);
+    }
+
     /// Elements nest at most [`MAX_DEPTH`] deep, leaves included.
     fn check_depth<E: serde::de::Error>(&mut self, depth: usize) -> Result<(), E> {
         if depth > MAX_DEPTH {
@@ -149,22 +165,22 @@ impl XmlOut {
 
     fn leaf<E: serde::de::Error>(&mut self, name: &str, text: &str) -> Result<(), E> {
         self.check_depth(self.depth + 1)?;
-        let _ = write!(self.buf, "<{name}>");
+        self.tag("<", name, ">");
         push_text(&mut self.buf, text);
-        let _ = write!(self.buf, "</{name}>");
+        self.tag("</", name, ">");
         self.check_size()
     }
 
     fn open<E: serde::de::Error>(&mut self, name: &str) -> Result<(), E> {
         self.depth += 1;
         self.check_depth(self.depth)?;
-        let _ = write!(self.buf, "<{name}>");
+        self.tag("<", name, ">");
         self.check_size()
     }
 
     fn close<E: serde::de::Error>(&mut self, name: &str) -> Result<(), E> {
         self.depth -= 1;
-        let _ = write!(self.buf, "</{name}>");
+        self.tag("</", name, ">");
         self.check_size()
     }
 }
@@ -193,7 +209,7 @@ impl<'de> Visitor<'de> for Element<'_, '_> {
 
     fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
         self.out.check_depth(self.out.depth + 1)?;
-        let _ = write!(self.out.buf, "<{}/>", self.name);
+        self.out.tag("<", self.name, "/>");
         self.out.check_size()
     }
 
@@ -281,20 +297,23 @@ pub(crate) fn json_to_xml(json: &str, root: &str, limit: usize) -> Result<String
     .and_then(|()| de.end());
     match result {
         Ok(()) => Ok(out.buf),
-        Err(e) => Err(out.failure.take().unwrap_or_else(|| {
-            ConvertError::Invalid(format!("is not valid JSON: {e}"))
-        })),
+        Err(e) => Err(out
+            .failure
+            .take()
+            .unwrap_or_else(|| ConvertError::Invalid(format!("is not valid JSON: {e}")))),
     }
 }
 
 // ---------------------------------------------------------------------------
 // XML to JSON
 
+/// An element read from the document. Names and text borrow the input
+/// where they can, so that a large document costs few allocations.
 #[derive(Default)]
-struct Elem {
-    attrs: Vec<(String, String)>,
-    children: Vec<(String, Elem)>,
-    text: String,
+struct Elem<'a> {
+    attrs: Vec<(Cow<'a, str>, String)>,
+    children: Vec<(Cow<'a, str>, Elem<'a>)>,
+    text: Cow<'a, str>,
 }
 
 fn is_xml_space(c: char) -> bool {
@@ -302,7 +321,7 @@ fn is_xml_space(c: char) -> bool {
 }
 
 /// `@name` as a JSON key.
-struct AttrKey<'a>(&'a str);
+struct AttrKey<'k>(&'k str);
 
 impl Serialize for AttrKey<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -310,7 +329,16 @@ impl Serialize for AttrKey<'_> {
     }
 }
 
-impl Serialize for Elem {
+/// Repeated children (by index), as an array.
+struct Group<'e, 'a>(&'e [(Cow<'a, str>, Elem<'a>)], &'e [usize]);
+
+impl Serialize for Group<'_, '_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.1.iter().map(|&i| &self.0[i].1))
+    }
+}
+
+impl Serialize for Elem<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         if self.attrs.is_empty() && self.children.is_empty() {
             return if self.text.is_empty() {
@@ -324,21 +352,32 @@ impl Serialize for Elem {
             map.serialize_entry(&AttrKey(name), value)?;
         }
         // Children grouped by name, in the order each name first appears.
-        let mut order: Vec<&str> = Vec::new();
-        let mut groups: BTreeMap<&str, Vec<&Elem>> = BTreeMap::new();
-        for (name, child) in &self.children {
-            groups
-                .entry(name.as_str())
-                .or_insert_with(|| {
-                    order.push(name);
-                    Vec::new()
-                })
-                .push(child);
-        }
-        for name in order {
-            match groups[name].as_slice() {
-                [one] => map.serialize_entry(name, one)?,
-                many => map.serialize_entry(name, many)?,
+        let children = &self.children;
+        if let [(name, only)] = children.as_slice() {
+            map.serialize_entry(&**name, only)?;
+        } else if !children.is_empty() {
+            // Indexes sorted by name (then position): each name is a run.
+            let mut by_name: Vec<usize> = (0..children.len()).collect();
+            by_name.sort_unstable_by(|&a, &b| children[a].0.cmp(&children[b].0).then(a.cmp(&b)));
+            // (first position, start of the run, length of the run)
+            let mut runs: Vec<(usize, usize, usize)> = Vec::new();
+            let mut start = 0;
+            while let Some(&first) = by_name.get(start) {
+                let len = by_name[start..]
+                    .iter()
+                    .take_while(|&&i| children[i].0 == children[first].0)
+                    .count();
+                runs.push((first, start, len));
+                start += len;
+            }
+            runs.sort_unstable();
+            for (first, start, len) in runs {
+                let name = &*children[first].0;
+                if len == 1 {
+                    map.serialize_entry(name, &children[first].1)?;
+                } else {
+                    map.serialize_entry(name, &Group(children, &by_name[start..start + len]))?;
+                }
             }
         }
         let text = self.text.trim_matches(is_xml_space);
@@ -350,9 +389,9 @@ impl Serialize for Elem {
 }
 
 /// `{"root-name": value}`.
-struct Document<'a>(&'a str, &'a Elem);
+struct Document<'e, 'a>(&'e str, &'e Elem<'a>);
 
-impl Serialize for Document<'_> {
+impl Serialize for Document<'_, '_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(1))?;
         map.serialize_entry(self.0, self.1)?;
@@ -398,13 +437,34 @@ fn resolve_reference(name: &str) -> Result<char, ConvertError> {
     }
 }
 
+/// `part` with the lifetime of `whole` if it is a slice of it (the reader
+/// lends out views of its input for less time than the input lives),
+/// otherwise a copy.
+fn reborrow<'a>(whole: &'a str, part: &str) -> Cow<'a, str> {
+    let start = (part.as_ptr() as usize).wrapping_sub(whole.as_ptr() as usize);
+    match whole.get(start..start.wrapping_add(part.len())) {
+        Some(slice) if std::ptr::eq(slice.as_ptr(), part.as_ptr()) => Cow::Borrowed(slice),
+        _ => Cow::Owned(part.to_string()),
+    }
+}
+
+/// Append text to an element.
+fn push_text_piece<'a>(text: &mut Cow<'a, str>, piece: Cow<'a, str>) {
+    if text.is_empty() {
+        *text = piece;
+    } else {
+        text.to_mut().push_str(&piece);
+    }
+}
+
 /// A new element for a start tag at nesting `depth` (0 for the root),
 /// counted in `nodes` with its attributes.
-fn open(
+fn open<'a>(
+    xml: &'a str,
     start: &BytesStart<'_>,
     depth: usize,
     nodes: &mut usize,
-) -> Result<(String, Elem), ConvertError> {
+) -> Result<(Cow<'a, str>, Elem<'a>), ConvertError> {
     if depth >= MAX_DEPTH {
         return Err(invalid(format_args!(
             "elements nest deeper than {MAX_DEPTH} levels"
@@ -432,14 +492,16 @@ fn open(
         let value = attr
             .normalized_value(XmlVersion::Implicit1_0)
             .map_err(invalid)?;
-        elem.attrs.push((key.to_string(), value.into_owned()));
+        elem.attrs.push((reborrow(xml, key), value.into_owned()));
     }
-    Ok((name.to_string(), elem))
+    Ok((reborrow(xml, name), elem))
 }
+
+type Open<'a> = (Cow<'a, str>, Elem<'a>);
 
 /// Close the innermost open element: attach it to its parent, or make it
 /// the root.
-fn close(stack: &mut Vec<(String, Elem)>, root: &mut Option<(String, Elem)>) {
+fn close<'a>(stack: &mut Vec<Open<'a>>, root: &mut Option<Open<'a>>) {
     if let Some(done) = stack.pop() {
         match stack.last_mut() {
             Some((_, parent)) => parent.children.push(done),
@@ -452,8 +514,8 @@ fn close(stack: &mut Vec<(String, Elem)>, root: &mut Option<(String, Elem)>) {
 pub(crate) fn xml_to_json(xml: &str, limit: usize) -> Result<String, ConvertError> {
     let xml = xml.strip_prefix('\u{FEFF}').unwrap_or(xml);
     let mut reader = Reader::from_str(xml);
-    let mut stack: Vec<(String, Elem)> = Vec::new();
-    let mut root: Option<(String, Elem)> = None;
+    let mut stack: Vec<Open<'_>> = Vec::new();
+    let mut root: Option<Open<'_>> = None;
     let mut nodes = 0usize;
     loop {
         let event = match reader.read_event() {
@@ -487,32 +549,32 @@ pub(crate) fn xml_to_json(xml: &str, limit: usize) -> Result<String, ConvertErro
                 if root.is_some() {
                     return Err(invalid("more than one root element"));
                 }
-                stack.push(open(&start, stack.len(), &mut nodes)?);
+                stack.push(open(xml, &start, stack.len(), &mut nodes)?);
             }
             Event::Empty(start) => {
                 if root.is_some() {
                     return Err(invalid("more than one root element"));
                 }
-                stack.push(open(&start, stack.len(), &mut nodes)?);
+                stack.push(open(xml, &start, stack.len(), &mut nodes)?);
                 close(&mut stack, &mut root);
             }
             Event::End(_) => close(&mut stack, &mut root),
             Event::Text(text) => {
                 let text = text.xml10_content();
                 match stack.last_mut() {
-                    Some((_, elem)) => elem.text.push_str(&text),
+                    Some((_, elem)) => push_text_piece(&mut elem.text, text),
                     None if text.chars().all(is_xml_space) => {}
                     None => return Err(invalid("text outside the root element")),
                 }
             }
             Event::CData(cdata) => match stack.last_mut() {
-                Some((_, elem)) => elem.text.push_str(&cdata.xml10_content()),
+                Some((_, elem)) => push_text_piece(&mut elem.text, cdata.xml10_content()),
                 None => return Err(invalid("CDATA outside the root element")),
             },
             Event::GeneralRef(reference) => {
                 let c = resolve_reference(&reference)?;
                 match stack.last_mut() {
-                    Some((_, elem)) => elem.text.push(c),
+                    Some((_, elem)) => elem.text.to_mut().push(c),
                     None => return Err(invalid("a reference outside the root element")),
                 }
             }
@@ -521,19 +583,19 @@ pub(crate) fn xml_to_json(xml: &str, limit: usize) -> Result<String, ConvertErro
         }
     }
     if let Some((name, _)) = stack.last() {
-        return Err(invalid(format_args!(
-            "the document ends before </{name}>"
-        )));
+        return Err(invalid(format_args!("the document ends before </{name}>")));
     }
     let Some((name, elem)) = root else {
         return Err(invalid("there is no root element"));
     };
-    let json = serde_json::to_string(&Document(&name, &elem))
+    let mut out = Vec::with_capacity(xml.len().min(limit));
+    serde_json::to_writer(&mut out, &Document(&name, &elem))
         .map_err(|e| ConvertError::Invalid(format!("could not be written as JSON: {e}")))?;
-    if json.len() > limit {
+    if out.len() > limit {
         return Err(ConvertError::TooLarge(format!(
             "would be larger than {limit} bytes as JSON"
         )));
     }
-    Ok(json)
+    String::from_utf8(out)
+        .map_err(|e| ConvertError::Invalid(format!("could not be written as JSON: {e}")))
 }

@@ -31,7 +31,11 @@ async fn runner_runs_the_compiled_plugin() {
         &[],
     )
     .unwrap();
-    match p.on_request(&PolicyRunner::request("GET", "/x", &[])).await.unwrap() {
+    match p
+        .on_request(&PolicyRunner::request("GET", "/x", &[]))
+        .await
+        .unwrap()
+    {
         tollgate::policy::RequestDecision::Continue(e) => assert_eq!(e.headers.len(), 1),
         other => panic!("{other:?}"),
     }
@@ -54,7 +58,12 @@ async fn kv_counts_and_counters_limit() {
     let gw = TestGateway::start(&kv_manifest(&up.url())).await;
     let c = client();
     for i in 1..=3u64 {
-        let r = c.get(gw.url("/")).header("x-user", "bob").send().await.unwrap();
+        let r = c
+            .get(gw.url("/"))
+            .header("x-user", "bob")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(up.last().header("x-kv-hits"), Some(i.to_string().as_str()));
         assert_eq!(
@@ -62,10 +71,20 @@ async fn kv_counts_and_counters_limit() {
             Some((3 - i).to_string().as_str())
         );
     }
-    let r = c.get(gw.url("/")).header("x-user", "bob").send().await.unwrap();
+    let r = c
+        .get(gw.url("/"))
+        .header("x-user", "bob")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 429);
     // Another user has its own budget.
-    let r = c.get(gw.url("/")).header("x-user", "eve").send().await.unwrap();
+    let r = c
+        .get(gw.url("/"))
+        .header("x-user", "eve")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 }
 
