@@ -368,7 +368,7 @@ impl BodyPlan {
             return Ok(None);
         }
         let mut out = Vec::with_capacity(text.len() + text.len() / 8 + 64);
-        serde_json::to_writer(&mut out, &doc).map_err(invalid)?;
+        doc.write(&mut out).map_err(invalid)?;
         String::from_utf8(out)
             .map(Some)
             .map_err(|e| BodyError::InvalidJson(format!("could not be written as JSON: {e}")))

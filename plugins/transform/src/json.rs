@@ -8,7 +8,6 @@
 //! with the containers on the edit paths, not with the document.
 
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::ser::{Serialize, Serializer};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::collections::BTreeSet;
@@ -167,7 +166,9 @@ impl<'a> Node<'a> {
         if !text.starts_with(['{', '[']) {
             return Ok(());
         }
-        let capacity = serde_json::Deserializer::from_str(text).deserialize_any(Count)?;
+        // A little room for appends, so that adding to a huge array does
+        // not double its vector.
+        let capacity = serde_json::Deserializer::from_str(text).deserialize_any(Count)? + 8;
         *self =
             match serde_json::Deserializer::from_str(text).deserialize_any(Entries { capacity })? {
                 Parsed::Items(items) => Node::Arr(items),
@@ -303,13 +304,36 @@ impl<'a> Node<'a> {
     }
 }
 
-impl Serialize for Node<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+impl Node<'_> {
+    /// Append the JSON text of this value: raw parts as they are, edited
+    /// containers compactly.
+    pub(crate) fn write(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
         match self {
-            Node::Raw(raw) => raw.serialize(s),
-            Node::Arr(items) => s.collect_seq(items),
-            Node::Obj(members) => s.collect_map(members.iter().map(|(k, v)| (k, v))),
+            Node::Raw(raw) => out.extend_from_slice(raw.get().as_bytes()),
+            Node::Arr(items) => {
+                out.push(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    item.write(out)?;
+                }
+                out.push(b']');
+            }
+            Node::Obj(members) => {
+                out.push(b'{');
+                for (i, (key, value)) in members.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    serde_json::to_writer(&mut *out, key)?;
+                    out.push(b':');
+                    value.write(out)?;
+                }
+                out.push(b'}');
+            }
         }
+        Ok(())
     }
 }
 

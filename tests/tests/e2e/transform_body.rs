@@ -300,7 +300,8 @@ async fn zz_experiment_timing() {
                 .send()
                 .await
                 .unwrap();
-            eprintln!("TIMING {name}: {} in {:?}", r.status(), t.elapsed());
+            let st = r.status(); let el = t.elapsed(); let txt = r.text().await.unwrap();
+            eprintln!("TIMING {name}: {} in {:?} {}", st, el, if st != 200 { &txt[..txt.len().min(300)] } else { "" });
         }
     }
     let gw = TestGateway::builder(&simple_manifest(&up.url(), "[[api.chain]]\nplugin = \"transform\"\n[api.chain.config.request.body]\nconvert = \"xml-to-json\"\n")).limits("step-timeout = \"5s\"").start().await;
