@@ -13,6 +13,10 @@ use serde_json::value::RawValue;
 use std::collections::BTreeSet;
 use std::fmt;
 
+/// The most reference tokens a pointer may have (edits walk and rebuild
+/// the document that deep, recursively).
+pub(crate) const MAX_TOKENS: usize = 64;
+
 /// Parse a JSON Pointer into its unescaped reference tokens.
 pub(crate) fn parse_pointer(pointer: &str) -> Result<Vec<String>, String> {
     if pointer.is_empty() {
@@ -23,6 +27,11 @@ pub(crate) fn parse_pointer(pointer: &str) -> Result<Vec<String>, String> {
             "{pointer:?} is not a JSON Pointer: it must be empty (the whole body) or start with \"/\""
         ));
     };
+    if rest.split('/').count() > MAX_TOKENS {
+        return Err(format!(
+            "{pointer:?} is too deep: a pointer may have at most {MAX_TOKENS} reference tokens"
+        ));
+    }
     rest.split('/')
         .map(|token| {
             let mut out = String::with_capacity(token.len());

@@ -243,6 +243,14 @@ fn json_pointers_are_parsed_per_rfc_6901() {
     assert!(parse_pointer("/a~").is_err());
     assert!(parse_pointer("/a~2").is_err());
     assert!(parse_pointer("#/a").is_err());
+    assert_eq!(parse_pointer(&"/a".repeat(64)).unwrap().len(), 64);
+    assert_eq!(
+        parse_pointer(&"/a".repeat(65)),
+        Err(format!(
+            "{:?} is too deep: a pointer may have at most 64 reference tokens",
+            "/a".repeat(65)
+        ))
+    );
 }
 
 #[test]
