@@ -553,6 +553,17 @@ fn rename_then_remove_then_set() {
 }
 
 #[test]
+fn surrounding_whitespace_is_fine() {
+    assert_eq!(
+        edited(
+            r#"{"json":{"remove":["/password"]}}"#,
+            " \r\n\t{\"password\":1, \"a\" : [ 1 ] }\n "
+        ),
+        r#"{"a":[ 1 ]}"#
+    );
+}
+
+#[test]
 fn set_the_whole_body() {
     assert_eq!(
         edited(r#"{"json":{"set":{"":{"replaced":true}}}}"#, "[1,2,3]"),

@@ -226,8 +226,9 @@ impl<'de> Visitor<'de> for Element<'_, '_> {
     }
 
     fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<(), E> {
-        // serde_json's own formatting (shortest round-trip, `1e300` not 300
-        // digits); JSON has no NaN or infinity.
+        // serde_json's own formatting (the shortest text that reads back
+        // as the same double, `1e+300` rather than 301 digits); JSON has no
+        // NaN or infinity.
         let text = serde_json::Number::from_f64(v).map_or_else(String::new, |n| n.to_string());
         self.out.leaf(self.name, &text)
     }
