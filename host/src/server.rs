@@ -556,24 +556,27 @@ pub async fn handle(
     }
 
     // The upstream.
+    let upstream_result = if early.is_none() {
+        let started = std::time::Instant::now();
+        let r = call_upstream(
+            api,
+            head.clone(),
+            req_body,
+            peer,
+            &host,
+            scheme,
+            &request_id,
+        )
+        .await;
+        timing.lock().unwrap_or_else(|p| p.into_inner()).upstream_us =
+            started.elapsed().as_micros() as u64;
+        Some(r)
+    } else {
+        None
+    };
     let out = match early {
         Some(o) => o,
-        None => match {
-            let started = std::time::Instant::now();
-            let r = call_upstream(
-                api,
-                head.clone(),
-                req_body,
-                peer,
-                &host,
-                scheme,
-                &request_id,
-            )
-            .await;
-            timing.lock().unwrap_or_else(|p| p.into_inner()).upstream_us =
-                started.elapsed().as_micros() as u64;
-            r
-        } {
+        None => match upstream_result.expect("called when no step answered") {
             Ok(resp) => {
                 let (parts, body) = resp.into_parts();
                 let mut h = parts.headers;

@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
+use tokio::time::MissedTickBehavior;
 
 /// Measured rounds (odd, so the median is one of them).
 const ROUNDS: usize = 7;
@@ -38,6 +39,11 @@ const ROUNDS: usize = 7;
 const REQUESTS: usize = 20_000;
 /// Requests per variant in the warm-up round (not reported).
 const WARMUP_REQUESTS: usize = 5_000;
+/// The rate every variant gets in the paced phase (below what the slowest
+/// variant sustains on a 2-core machine).
+const PACED_RATE: f64 = 4000.0;
+/// Requests per variant and round in the paced phase.
+const PACED_REQUESTS: usize = 16_000;
 /// Keep-alive connections the load generator keeps busy.
 const CONNECTIONS: usize = 32;
 /// How long the idle CPU of the processes is measured.
@@ -240,10 +246,13 @@ fn request(authority: &str) -> Request<Empty<Bytes>> {
 
 /// Send `total` GET requests over `connections` keep-alive HTTP/1.1
 /// connections to `port`, each connection sending its next request when
-/// the previous response is read. Responses other than 200 are counted
+/// the previous response is read (`rate` `None`: as fast as the servers
+/// answer), or also no sooner than its share of `rate` requests/s allows
+/// (`Some`: the connections' send times are staggered over the period, and
+/// a connection that falls behind catches up). Responses other than 200 are counted
 /// (and the first one kept) rather than ending the bench, so that a
 /// gateway failing under load shows in the report.
-async fn load(port: u16, connections: usize, total: usize) -> Outcome {
+async fn load(port: u16, connections: usize, total: usize, rate: Option<f64>) -> Outcome {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let authority = addr.to_string();
     let mut senders = Vec::with_capacity(connections);
@@ -261,13 +270,27 @@ async fn load(port: u16, connections: usize, total: usize) -> Outcome {
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
     let mut tasks = Vec::with_capacity(connections);
-    for mut sender in senders {
+    for (i, mut sender) in senders.into_iter().enumerate() {
         let next = next.clone();
         let authority = authority.clone();
+        let mut pace = rate.map(|r| {
+            let period = Duration::from_secs_f64(connections as f64 / r);
+            let first = tokio::time::Instant::from_std(start)
+                + period.mul_f64(i as f64 / connections as f64);
+            let mut iv = tokio::time::interval_at(first, period);
+            iv.set_missed_tick_behavior(MissedTickBehavior::Burst);
+            iv
+        });
         tasks.push(tokio::spawn(async move {
             let mut failed = 0usize;
             let mut first: Option<String> = None;
-            while next.fetch_add(1, Ordering::Relaxed) < total {
+            loop {
+                if let Some(iv) = &mut pace {
+                    iv.tick().await;
+                }
+                if next.fetch_add(1, Ordering::Relaxed) >= total {
+                    break;
+                }
                 sender.ready().await.expect("connection closed");
                 let resp = sender
                     .send_request(request(&authority))
@@ -319,35 +342,24 @@ struct Outcome {
 // ---------------------------------------------------------------------------
 // Measurement
 
+/// A process under test: where the load goes, and the gateway's PID if it
+/// is one (for direct, the load goes to the upstream).
 struct Variant {
     name: &'static str,
-    /// Where the load goes.
     port: u16,
-    /// The gateway process, if any.
     proxy_pid: Option<String>,
+}
+
+/// One variant's figures in one phase: one value per round.
+#[derive(Default)]
+struct Series {
     rps: Vec<f64>,
     proxy_us: Vec<f64>,
     upstream_us: Vec<f64>,
     client_us: Vec<f64>,
-    /// Responses other than 200, over all measured rounds.
+    /// Responses other than 200, over all rounds.
     failed: usize,
     first_failure: Option<String>,
-}
-
-impl Variant {
-    fn new(name: &'static str, port: u16, proxy_pid: Option<u32>) -> Variant {
-        Variant {
-            name,
-            port,
-            proxy_pid: proxy_pid.map(|p| p.to_string()),
-            rps: Vec::new(),
-            proxy_us: Vec::new(),
-            upstream_us: Vec::new(),
-            client_us: Vec::new(),
-            failed: 0,
-            first_failure: None,
-        }
-    }
 }
 
 struct Sample {
@@ -358,17 +370,19 @@ struct Sample {
     outcome: Outcome,
 }
 
+/// Offer one batch of load to `v` and read every process's CPU around it.
 fn measure(
     rt: &tokio::runtime::Runtime,
     v: &Variant,
     upstream_pid: &str,
     ticks_per_s: f64,
     requests: usize,
+    rate: Option<f64>,
 ) -> Sample {
     let proxy0 = v.proxy_pid.as_deref().map(cpu_ticks);
     let up0 = cpu_ticks(upstream_pid);
     let me0 = cpu_ticks("self");
-    let outcome = rt.block_on(load(v.port, CONNECTIONS, requests));
+    let outcome = rt.block_on(load(v.port, CONNECTIONS, requests, rate));
     // Let the servers finish with the closed connections.
     std::thread::sleep(Duration::from_millis(50));
     let me1 = cpu_ticks("self");
@@ -385,6 +399,107 @@ fn measure(
         client_us: us_per_req(me1 - me0),
         outcome,
     }
+}
+
+/// Run every variant once per round, the order rotating from round to round.
+fn run_phase(
+    rt: &tokio::runtime::Runtime,
+    variants: &[Variant],
+    upstream_pid: &str,
+    ticks_per_s: f64,
+    requests: usize,
+    rate: Option<f64>,
+) -> Vec<Series> {
+    let mut series: Vec<Series> = variants.iter().map(|_| Series::default()).collect();
+    let n = variants.len();
+    for round in 0..ROUNDS {
+        let mut line = format!("round {}:", round + 1);
+        for k in 0..n {
+            let i = (k + round) % n;
+            let v = &variants[i];
+            let s = measure(rt, v, upstream_pid, ticks_per_s, requests, rate);
+            line.push_str(&format!("  {}: {:.0} req/s,", v.name, s.rps));
+            if v.proxy_pid.is_some() {
+                line.push_str(&format!(" gateway {:.1} µs,", s.proxy_us));
+            }
+            line.push_str(&format!(" upstream {:.1} µs;", s.upstream_us));
+            if s.outcome.failed > 0 {
+                line.push_str(&format!(" {} non-200!", s.outcome.failed));
+            }
+            let out = &mut series[i];
+            out.rps.push(s.rps);
+            out.proxy_us.push(s.proxy_us);
+            out.upstream_us.push(s.upstream_us);
+            out.client_us.push(s.client_us);
+            out.failed += s.outcome.failed;
+            if out.first_failure.is_none() {
+                out.first_failure = s.outcome.first_failure;
+            }
+        }
+        println!("{line}");
+    }
+    series
+}
+
+/// The markdown table of one phase, and lines under it. Variant 0 is
+/// direct, variant 1 the gateway with 0 steps.
+fn report(variants: &[Variant], series: &[Series], requests: usize) -> String {
+    let direct = &series[0];
+    let zero = &series[1];
+    let per_round = |f: &dyn Fn(usize) -> f64| -> Summary {
+        Summary::of(&(0..ROUNDS).map(f).collect::<Vec<_>>())
+    };
+    let mut out = String::from(
+        "| variant | requests/s | requests/s ÷ direct | gateway CPU µs/req | \
+         upstream CPU µs/req | gateway ÷ direct upstream | \
+         (gateway + upstream) ÷ direct upstream | gateway ÷ 0 steps | \
+         load generator CPU µs/req | non-200 responses |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    for (v, s) in variants.iter().zip(series) {
+        let is_direct = v.proxy_pid.is_none();
+        let gateway = |text: String| if is_direct { "—".to_string() } else { text };
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} of {} |\n",
+            v.name,
+            Summary::of(&s.rps).fmt(0),
+            per_round(&|r| s.rps[r] / direct.rps[r]).fmt_ratio(),
+            gateway(Summary::of(&s.proxy_us).fmt(1)),
+            Summary::of(&s.upstream_us).fmt(1),
+            gateway(per_round(&|r| s.proxy_us[r] / direct.upstream_us[r]).fmt_ratio()),
+            per_round(&|r| {
+                let own = if is_direct { 0.0 } else { s.proxy_us[r] };
+                (own + s.upstream_us[r]) / direct.upstream_us[r]
+            })
+            .fmt_ratio(),
+            gateway(per_round(&|r| s.proxy_us[r] / zero.proxy_us[r]).fmt_ratio()),
+            Summary::of(&s.client_us).fmt(1),
+            s.failed,
+            requests * ROUNDS,
+        ));
+    }
+    out.push('\n');
+    for (v, s) in variants.iter().zip(series).skip(2) {
+        out.push_str(&format!(
+            "- {}: the gateway spends +{} µs CPU per request over 0 steps \
+             (the upstream +{} µs over its direct figure)\n",
+            v.name,
+            per_round(&|r| s.proxy_us[r] - zero.proxy_us[r]).fmt(1),
+            per_round(&|r| s.upstream_us[r] - direct.upstream_us[r]).fmt(1),
+        ));
+    }
+    for (v, s) in variants.iter().zip(series) {
+        if let Some(f) = &s.first_failure {
+            out.push_str(&format!(
+                "- **{}: {} responses other than 200**; the first: `{}`\n",
+                v.name,
+                s.failed,
+                f.replace('`', "'")
+            ));
+        }
+    }
+    out.push('\n');
+    out
 }
 
 fn main() {
@@ -405,6 +520,11 @@ fn main() {
     );
     let up_pid = procs.pid(up).to_string();
 
+    let mut variants = vec![Variant {
+        name: "direct",
+        port: up_port,
+        proxy_pid: None,
+    }];
     let mut gateways = Vec::new();
     for (name, chain) in [
         ("0 steps", ""),
@@ -422,10 +542,15 @@ fn main() {
             &["run", "--config", file.to_str().unwrap()],
             &sub.join("gateway.log"),
         );
-        gateways.push((name, port, i));
+        gateways.push((port, i));
+        variants.push(Variant {
+            name,
+            port,
+            proxy_pid: Some(procs.pid(i).to_string()),
+        });
     }
     procs.wait_ready(up, up_port);
-    for &(_, port, i) in &gateways {
+    for &(port, i) in &gateways {
         procs.wait_ready(i, port);
     }
 
@@ -433,20 +558,15 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let mut variants = vec![Variant::new("direct", up_port, None)];
-    for &(name, port, i) in &gateways {
-        variants.push(Variant::new(name, port, Some(procs.pid(i))));
-    }
 
     // Idle cost: every process, no load.
-    let idle_pids: Vec<(String, String)> =
-        std::iter::once(("demo-upstream".to_string(), up_pid.clone()))
-            .chain(variants.iter().filter_map(|v| {
-                v.proxy_pid
-                    .clone()
-                    .map(|p| (format!("gateway, {}", v.name), p))
-            }))
-            .collect();
+    let idle_pids: Vec<(String, &str)> = variants
+        .iter()
+        .map(|v| match &v.proxy_pid {
+            None => ("demo-upstream".to_string(), up_pid.as_str()),
+            Some(p) => (format!("gateway with {}", v.name), p.as_str()),
+        })
+        .collect();
     let before: Vec<u64> = idle_pids.iter().map(|(_, p)| cpu_ticks(p)).collect();
     std::thread::sleep(IDLE);
     let idle: Vec<String> = idle_pids
@@ -461,132 +581,60 @@ fn main() {
 
     // Warm-up: connections, pools, caches, the plugin's first instances.
     for v in &variants {
-        measure(&rt, v, &up_pid, ticks_per_s, WARMUP_REQUESTS);
+        measure(&rt, v, &up_pid, ticks_per_s, WARMUP_REQUESTS, None);
     }
 
     let started = Instant::now();
-    for round in 0..ROUNDS {
-        let n = variants.len();
-        let mut line = format!("round {}:", round + 1);
-        for k in 0..n {
-            let i = (k + round) % n;
-            let s = measure(&rt, &variants[i], &up_pid, ticks_per_s, REQUESTS);
-            let v = &mut variants[i];
-            line.push_str(&format!("  {}: {:.0} req/s,", v.name, s.rps));
-            if v.proxy_pid.is_some() {
-                line.push_str(&format!(" gateway {:.1} µs,", s.proxy_us));
-            }
-            line.push_str(&format!(" upstream {:.1} µs;", s.upstream_us));
-            if s.outcome.failed > 0 {
-                line.push_str(&format!(" {} non-200!", s.outcome.failed));
-            }
-            v.failed += s.outcome.failed;
-            if v.first_failure.is_none() {
-                v.first_failure = s.outcome.first_failure;
-            }
-            v.rps.push(s.rps);
-            v.proxy_us.push(s.proxy_us);
-            v.upstream_us.push(s.upstream_us);
-            v.client_us.push(s.client_us);
-        }
-        println!("{line}");
-    }
-    let elapsed = started.elapsed();
-
-    // Ratios within each round.
-    let direct = &variants[0];
-    let zero = &variants[1];
-    let per_round = |f: &dyn Fn(usize) -> f64| -> Summary {
-        Summary::of(&(0..ROUNDS).map(f).collect::<Vec<_>>())
-    };
-    let mut table = String::from(
-        "| variant | requests/s | requests/s ÷ direct | gateway CPU µs/req | \
-         upstream CPU µs/req | gateway ÷ direct upstream | \
-         (gateway + upstream) ÷ direct upstream | gateway ÷ 0 steps | \
-         load generator CPU µs/req | non-200 responses |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n",
+    println!("saturated: {CONNECTIONS} requests in flight, {REQUESTS} per variant and round");
+    let saturated = run_phase(&rt, &variants, &up_pid, ticks_per_s, REQUESTS, None);
+    println!("paced: {PACED_RATE} requests/s, {PACED_REQUESTS} per variant and round");
+    let paced = run_phase(
+        &rt,
+        &variants,
+        &up_pid,
+        ticks_per_s,
+        PACED_REQUESTS,
+        Some(PACED_RATE),
     );
-    for v in &variants {
-        let is_direct = v.proxy_pid.is_none();
-        let dash = || "—".to_string();
-        table.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} of {} |\n",
-            v.name,
-            Summary::of(&v.rps).fmt(0),
-            per_round(&|r| v.rps[r] / direct.rps[r]).fmt_ratio(),
-            if is_direct {
-                dash()
-            } else {
-                Summary::of(&v.proxy_us).fmt(1)
-            },
-            Summary::of(&v.upstream_us).fmt(1),
-            if is_direct {
-                dash()
-            } else {
-                per_round(&|r| v.proxy_us[r] / direct.upstream_us[r]).fmt_ratio()
-            },
-            per_round(&|r| {
-                let own = if is_direct { 0.0 } else { v.proxy_us[r] };
-                (own + v.upstream_us[r]) / direct.upstream_us[r]
-            })
-            .fmt_ratio(),
-            if is_direct {
-                dash()
-            } else {
-                per_round(&|r| v.proxy_us[r] / zero.proxy_us[r]).fmt_ratio()
-            },
-            Summary::of(&v.client_us).fmt(1),
-            v.failed,
-            REQUESTS * ROUNDS,
-        ));
-    }
-    let step_cost: Vec<String> = variants[2..]
-        .iter()
-        .map(|v| {
-            format!(
-                "{}: +{} µs CPU per request over 0 steps",
-                v.name,
-                per_round(&|r| v.proxy_us[r] - zero.proxy_us[r]).fmt(1)
-            )
-        })
-        .collect();
+    let elapsed = started.elapsed();
 
     let mut body = String::new();
     body.push_str("## Gateway CPU per request (`gateway`)\n\n");
     body.push_str(&machine.markdown("cargo bench -p tollgate-tests --bench gateway"));
     body.push_str(&format!(
         "- processes: the release `tollgate` binary as `demo-upstream` and as two `run` \
-         gateways (`TOLLGATE_LOG=warn`, file watch off, default limits); the load \
-         generator runs in the bench process (one tokio thread, hyper HTTP/1.1 client).\n\
+         gateways (`TOLLGATE_LOG=warn`, file watch off, default limits), all started once \
+         and kept for the whole run; the load generator runs in the bench process (one \
+         tokio thread, hyper HTTP/1.1 client).\n\
          - load: `GET {PATH}` with 8 request headers over {CONNECTIONS} keep-alive \
-         connections, one request in flight per connection; {REQUESTS} requests per \
-         variant and round, {ROUNDS} rounds after a warm-up of {WARMUP_REQUESTS}; the \
-         variants' order rotates from round to round ({:.0} s in all).\n\
+         connections, one request in flight per connection, in {ROUNDS} rounds after a \
+         warm-up of {WARMUP_REQUESTS} requests per variant; in each round every variant \
+         gets its batch, in an order that rotates from round to round ({:.0} s of load \
+         in all).\n\
          - CPU: utime + stime from `/proc/<pid>/stat` ({ticks_per_s} ticks/s) of each \
-         process over a round, ÷ requests served. Figures are medians over the rounds \
-         (min–max); ratios are taken within each round. All processes share the 2 \
-         cores, so requests/s is for the whole machine, load generator included.\n\
-         - idle CPU with no load (over {} s): {}.\n\n",
+         process over a batch, ÷ requests served. Figures are medians over the rounds \
+         (min–max); ratios are taken within each round, then summarised.\n\
+         - idle CPU with no load (over {} s): {}. This is included in the figures below \
+         (at {PACED_RATE} requests/s, 10 ms/s of idle CPU is 2.5 µs per request).\n\n",
         elapsed.as_secs_f64(),
         IDLE.as_secs(),
         idle.join(", "),
     ));
-    body.push_str(&table);
-    body.push('\n');
-    for s in &step_cost {
-        body.push_str(&format!("- {s}\n"));
-    }
-    for v in &variants {
-        if let Some(f) = &v.first_failure {
-            body.push_str(&format!(
-                "- **{}: {} responses other than 200**; the first: `{}`\n",
-                v.name,
-                v.failed,
-                f.replace('`', "'")
-            ));
-        }
-    }
-    body.push('\n');
+    body.push_str(&format!(
+        "### Saturated: {CONNECTIONS} requests in flight, {REQUESTS} per variant and round\n\n\
+         As fast as the processes answer. All processes share the 2 cores, so \
+         requests/s is for the whole machine, load generator included. CPU per request \
+         rises in every process as throughput falls (fewer requests per wake-up and \
+         system call; see the load generator's column), so compare CPU figures at equal \
+         load in the paced table.\n\n"
+    ));
+    body.push_str(&report(&variants, &saturated, REQUESTS));
+    body.push_str(&format!(
+        "### Paced: {PACED_RATE} requests/s for every variant, {PACED_REQUESTS} per variant and round\n\n\
+         The same offered load for all variants (below what the slowest sustains here), \
+         so CPU per request compares the work done per request.\n\n"
+    ));
+    body.push_str(&report(&variants, &paced, PACED_REQUESTS));
     println!();
     print!("{body}");
     common::write_doc_section("gateway", &body);

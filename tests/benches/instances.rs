@@ -263,27 +263,11 @@ fn main() {
 
     // Warm up every case and size its batch to about BATCH.
     let mut cases = Vec::new();
-    for pi in 0..plugins.len() {
+    for (pi, plugin) in plugins.iter_mut().enumerate() {
         for mode in Mode::ALL {
-            ex.block_on(run_batch(
-                &rt,
-                &mut plugins[pi],
-                mode,
-                200,
-                &scope,
-                &ctx,
-                &req,
-            ));
+            ex.block_on(run_batch(&rt, plugin, mode, 200, &scope, &ctx, &req));
             let probe = 500;
-            let t = ex.block_on(run_batch(
-                &rt,
-                &mut plugins[pi],
-                mode,
-                probe,
-                &scope,
-                &ctx,
-                &req,
-            ));
+            let t = ex.block_on(run_batch(&rt, plugin, mode, probe, &scope, &ctx, &req));
             let per_call = t.as_secs_f64() / probe as f64;
             let calls = ((BATCH.as_secs_f64() / per_call) as usize).clamp(200, 2_000_000);
             cases.push(Case {

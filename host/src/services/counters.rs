@@ -99,7 +99,7 @@ impl Counters {
         let shard = &self.shards[(h.finish() as usize) % SHARDS];
         let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
         shard.ops += 1;
-        if shard.ops % 4096 == 0 {
+        if shard.ops.is_multiple_of(4096) {
             // Forget limits idle for a whole window (they are back to full).
             shard.map.retain(|_, s| s.idle_since() + 1 > now);
         }
