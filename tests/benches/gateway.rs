@@ -8,6 +8,11 @@
 //! - 1 noop step: through a gateway whose API runs the `noop` policy, on a
 //!   fresh instance per request (the only mode the gateway has).
 //!
+//! Two phases, each of several rounds: saturated (32 requests in flight, as
+//! fast as the processes answer: throughput) and paced (the same request
+//! rate for every variant: CPU per request at equal load, since CPU per
+//! request rises in every process as the request rate falls).
+//!
 //! CPU is read from each process's own `/proc/<pid>/stat` (utime + stime,
 //! in clock ticks) before and after a round's load, and divided by the
 //! requests served. Reported per variant: median over the rounds with
@@ -35,7 +40,7 @@ use tokio::time::MissedTickBehavior;
 
 /// Measured rounds (odd, so the median is one of them).
 const ROUNDS: usize = 7;
-/// Requests per variant and round.
+/// Requests per variant and round in the saturated phase.
 const REQUESTS: usize = 20_000;
 /// Requests per variant in the warm-up round (not reported).
 const WARMUP_REQUESTS: usize = 5_000;
@@ -249,9 +254,9 @@ fn request(authority: &str) -> Request<Empty<Bytes>> {
 /// the previous response is read (`rate` `None`: as fast as the servers
 /// answer), or also no sooner than its share of `rate` requests/s allows
 /// (`Some`: the connections' send times are staggered over the period, and
-/// a connection that falls behind catches up). Responses other than 200 are counted
-/// (and the first one kept) rather than ending the bench, so that a
-/// gateway failing under load shows in the report.
+/// a connection that falls behind catches up). Responses other than 200
+/// are counted (and the first one kept) rather than ending the bench, so
+/// that a gateway failing under load shows in the report.
 async fn load(port: u16, connections: usize, total: usize, rate: Option<f64>) -> Outcome {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let authority = addr.to_string();

@@ -11,7 +11,7 @@ wasmtime::component::bindgen!({
     imports: { "tollgate:policy/http-client.send": async },
 });
 
-pub use tollgate::policy::{
+pub use self::tollgate::policy::{
     cache, clock, consumers, counters, crypto, http_client, kv, log, service_types, sink, timing,
     types,
 };
