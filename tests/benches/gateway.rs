@@ -190,6 +190,32 @@ fn build_binary() -> PathBuf {
     bin
 }
 
+/// The demo's standard chain without the cache step (every call reaches the
+/// upstream): access-log, key-auth, rate-limit, quota (durable), transform.
+const STANDARD_CHAIN: &str = r#"
+[[api.chain]]
+plugin = "access-log"
+grants = ["timing", "sink"]
+
+[[api.chain]]
+plugin = "key-auth"
+grants = ["consumers"]
+
+[[api.chain]]
+plugin = "rate-limit"
+grants = ["counters"]
+config = { limits = [{ per = "second", requests = 1000000, by = "consumer" }] }
+
+[[api.chain]]
+plugin = "quota"
+grants = ["counters"]
+config = { calls = 1000000000, period = "month" }
+
+[[api.chain]]
+plugin = "transform"
+config = { request = { headers = { set = { "x-api-version" = "1" } } }, response = { headers = { set = { "x-served-by" = "tollgate" } } } }
+"#;
+
 /// Write a gateway file (and its API manifest) into `dir`.
 fn gateway_files(dir: &Path, port: u16, upstream_port: u16, chain: &str) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
@@ -204,7 +230,14 @@ upstream = {{ targets = ["http://127.0.0.1:{upstream_port}"] }}
 name = "all"
 prefix = "/"
 {chain}
-"#
+
+[[consumer]]
+id = "bench"
+app = "bench-app"
+plan = "gold"
+keys = [{{ id = "k", sha256 = "{digest}" }}]
+"#,
+        digest = tollgate::services::consumers::key_digest_hex("bench-key-0123456789"),
     );
     std::fs::write(dir.join("api.toml"), manifest).unwrap();
     let gw = format!(
@@ -221,6 +254,9 @@ dirs = [{plugins:?}]
 
 [reload]
 watch = false
+
+[access-log]
+path = "access.log"
 "#,
         plugins = common::plugin_dir().display().to_string(),
     );
@@ -240,6 +276,8 @@ fn request(authority: &str) -> Request<Empty<Bytes>> {
         .header(header::ACCEPT_ENCODING, "gzip, deflate, br")
         .header(header::ACCEPT_LANGUAGE, "en-GB,en;q=0.7")
         .header("x-client-id", "bench-client-42")
+        // The standard-chain variant authenticates with this key.
+        .header("x-api-key", "bench-key-0123456789")
         .header(
             "traceparent",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
@@ -537,6 +575,7 @@ fn main() {
             "1 noop step",
             "\n[[api.chain]]\nname = \"noop\"\nplugin = \"noop\"\n",
         ),
+        ("standard chain", STANDARD_CHAIN),
     ] {
         let port = free_port();
         let sub = dir.path().join(name.replace(' ', "-"));

@@ -244,9 +244,21 @@ impl bindings::counters::Host for StepState {
             bindings::counters::Algorithm::TokenBucket => A::TokenBucket,
         };
         let key = format!("{}\0{key}", self.api);
+        let now = now_ms();
+        if window_ms == crate::services::counters::MAX_WINDOW_MS {
+            // A day-long window is counted durably (as a fixed, aligned
+            // window), so a restart does not hand out a fresh day.
+            let start = now - now % window_ms;
+            return self
+                .services
+                .quotas
+                .check_and_add(&key, limit, start, start + window_ms, cost, now)
+                .map(to_decision)
+                .map_err(ServiceError::Unavailable);
+        }
         self.services
             .counters
-            .check_and_add(&key, limit, window_ms, alg, cost, now_ms())
+            .check_and_add(&key, limit, window_ms, alg, cost, now)
             .map(to_decision)
             .map_err(ServiceError::Invalid)
     }
