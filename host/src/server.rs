@@ -304,6 +304,10 @@ async fn accept_loop(
     }
 }
 
+/// Largest refused request body the gateway still reads (and discards) so
+/// the client can read the 413.
+const DRAIN_MAX: u64 = 1 << 20;
+
 /// A response on its way back through the chain.
 struct Outgoing {
     status: u16,
@@ -495,7 +499,15 @@ pub async fn handle(
         ctx.step.push_str(&step.name);
         if step.info.body.request.is_some() && req_body.is_ok() {
             let limit = api.request_body_limit.unwrap_or(0);
-            if declared_len.is_some_and(|n| n > limit as u64) {
+            if let Some(n) = declared_len.filter(|n| *n > limit as u64) {
+                // Refused unread. A small body is drained first, so the
+                // client (still sending) reads the 413 rather than a reset;
+                // a large one is not read at all.
+                if n <= DRAIN_MAX {
+                    if let Ok(stream) = std::mem::replace(&mut req_body, Err(None)) {
+                        let _ = Limited::new(stream, DRAIN_MAX as usize).collect().await;
+                    }
+                }
                 let err = GatewayError::PayloadTooLarge { limit };
                 early = Some(error_outgoing(&err, &request_id));
                 instances.push(None);
