@@ -416,7 +416,16 @@ mod tests {
             }
             assert!(!q.check_and_add("c", 3, 0, 1000, 1, 10).unwrap().allowed);
         }
-        let q = Quotas::new(Some(Store::open(dir.path()).unwrap()));
+        // sled's background flusher lets go of the lock shortly after drop.
+        let store = (0..100)
+            .find_map(|_| {
+                Store::open(dir.path()).ok().or_else(|| {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    None
+                })
+            })
+            .expect("the store reopens");
+        let q = Quotas::new(Some(store));
         let d = q.check_and_add("c", 3, 0, 1000, 1, 20).unwrap();
         assert!(!d.allowed);
         assert_eq!(d.reset_ms, 980);
