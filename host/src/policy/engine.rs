@@ -106,12 +106,6 @@ impl PolicyEngine {
         &self.engine
     }
 
-    /// Epoch ticks that cover `d` (at least one, plus one for the partial
-    /// tick in progress).
-    pub fn ticks_for(d: Duration) -> u64 {
-        (d.as_micros() / TICK.as_micros()).max(1) as u64 + 1
-    }
-
     /// Load a component from Wasm bytes, through the precompiled cache.
     /// Returns the component and its content hash (hex).
     pub fn load_component(&self, wasm: &[u8], origin: &Path) -> Result<(Component, String)> {

@@ -349,16 +349,19 @@ impl StepState {
     fn kv_tree(&self) -> String {
         format!("kv/{}", self.plugin)
     }
+
+    fn store(&self) -> Result<&crate::store::Store, ServiceError> {
+        self.services
+            .store
+            .as_ref()
+            .ok_or_else(|| ServiceError::Unavailable("no store in this process".into()))
+    }
 }
 
 impl bindings::kv::Host for StepState {
     fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, ServiceError> {
         self.grant("kv")?;
-        let store = self
-            .services
-            .store
-            .as_ref()
-            .ok_or_else(|| ServiceError::Unavailable("no store in this process".into()))?;
+        let store = self.store()?;
         store
             .get(&self.kv_tree(), key.as_bytes())
             .map_err(|e| ServiceError::Unavailable(e.to_string()))
@@ -372,11 +375,7 @@ impl bindings::kv::Host for StepState {
         if value.len() > 1 << 20 {
             return Err(ServiceError::Invalid("value larger than 1 MiB".into()));
         }
-        let store = self
-            .services
-            .store
-            .as_ref()
-            .ok_or_else(|| ServiceError::Unavailable("no store in this process".into()))?;
+        let store = self.store()?;
         store
             .put_durable(&self.kv_tree(), key.as_bytes(), &value)
             .map_err(|e| ServiceError::Unavailable(e.to_string()))
@@ -384,11 +383,7 @@ impl bindings::kv::Host for StepState {
 
     fn delete(&mut self, key: String) -> Result<(), ServiceError> {
         self.grant("kv")?;
-        let store = self
-            .services
-            .store
-            .as_ref()
-            .ok_or_else(|| ServiceError::Unavailable("no store in this process".into()))?;
+        let store = self.store()?;
         store
             .remove_durable(&self.kv_tree(), key.as_bytes())
             .map_err(|e| ServiceError::Unavailable(e.to_string()))
@@ -1099,11 +1094,6 @@ pub fn check_query(step: &str, query: &str) -> Result<(), PolicyError> {
         });
     }
     Ok(())
-}
-
-/// A body as plugins see it.
-pub fn body_slice(b: &Option<Bytes>) -> Option<&[u8]> {
-    b.as_deref()
 }
 
 #[cfg(test)]

@@ -76,7 +76,9 @@ fn plugins_for_toml(plugins: &Path) -> String {
 }
 
 /// Copy the case folder `src` to `dst`, replacing `$PLUGINS` in TOML files.
-/// `expected.txt` is left out.
+/// `expected.txt` is left out. A `NAME.wasm.hex` file (hex digits, spaces
+/// and newlines ignored) becomes the binary `NAME.wasm`, so no binary is
+/// committed.
 fn copy_case(src: &Path, dst: &Path, plugins: &str, top: bool) -> std::io::Result<()> {
     fs::create_dir_all(dst)?;
     for entry in fs::read_dir(src)? {
@@ -87,6 +89,20 @@ fn copy_case(src: &Path, dst: &Path, plugins: &str, top: bool) -> std::io::Resul
             copy_case(&from, &to, plugins, false)?;
         } else if top && entry.file_name() == EXPECTED {
             continue;
+        } else if let Some(name) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.strip_suffix(".hex"))
+        {
+            let text = fs::read_to_string(&from)?;
+            let digits: Vec<u8> = text.bytes().filter(|b| b.is_ascii_hexdigit()).collect();
+            let bytes: Vec<u8> = digits
+                .chunks(2)
+                .map(|p| {
+                    u8::from_str_radix(std::str::from_utf8(p).unwrap_or("00"), 16).unwrap_or(0)
+                })
+                .collect();
+            fs::write(dst.join(name), bytes)?;
         } else if from.extension().is_some_and(|e| e == "toml") {
             let text = fs::read_to_string(&from)?;
             fs::write(&to, text.replace(PLUGINS_VAR, plugins))?;
