@@ -4,13 +4,15 @@
 //! [`Generation`] comes out, or a list of errors a person can act on.
 
 use crate::manifest::{
-    self, line_col, GatewayFile, ManifestError, PolicyManifest, RouteSpec, StepSpec, SCHEMA,
+    self, line_col, ApiSpec, GatewayFile, ManifestError, PolicyManifest, RouteSpec, StepSpec,
+    SCHEMA,
 };
 use crate::policy::{engine::MAX_STEP_MEMORY, Runtime, Step};
 use crate::proxy::Upstream;
 use crate::route::{HostPattern, PathPattern, Route, Router};
 use crate::services::consumers::{ConsumerInfo, Directory};
 use crate::services::{Capability, Grants};
+use sha2::Digest as _;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -24,6 +26,9 @@ pub const MAX_STEP_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct Api {
     pub name: Arc<str>,
+    /// The manifest file that defines it, and its definition there.
+    pub manifest: PathBuf,
+    pub spec: Arc<ApiSpec>,
     pub upstream: Upstream,
     pub steps: Vec<Step>,
     /// The largest request body any step asked for.
@@ -39,6 +44,10 @@ pub struct Generation {
     pub watched: Vec<PathBuf>,
     /// Consumers and keys declared in the manifests.
     pub consumers: Arc<Directory>,
+    /// SHA-256 (hex) of each policy manifest's text this generation was
+    /// built from: the admin API refuses to rewrite a file that changed
+    /// since.
+    pub sources: BTreeMap<PathBuf, String>,
 }
 
 /// Everything wrong with a configuration, one line each.
@@ -106,6 +115,28 @@ pub fn read_gateway_file(path: &Path) -> Result<GatewayFile, ConfigErrors> {
                 path.display(),
                 l.name,
                 l.address
+            ));
+        }
+    }
+    if let Some(admin) = &gw.admin {
+        match admin.address.parse::<std::net::SocketAddr>() {
+            Err(_) => errs.push(format!(
+                "{}: admin.address `{}` is not IP:port (e.g. 127.0.0.1:8001)",
+                path.display(),
+                admin.address
+            )),
+            Ok(a) if !a.ip().is_loopback() && admin.tls.is_none() => errs.push(format!(
+                "{}: admin.address `{}` is not a loopback address: the admin API carries bearer tokens, so it needs `tls` there (or use 127.0.0.1)",
+                path.display(),
+                admin.address
+            )),
+            Ok(_) => {}
+        }
+        if !(1024..=(64 << 20)).contains(&admin.max_body.0) {
+            errs.push(format!(
+                "{}: admin.max-body = {} bytes must be between 1KiB and 64MiB",
+                path.display(),
+                admin.max_body.0
             ));
         }
     }
@@ -198,6 +229,18 @@ pub fn build(
     gw: &GatewayFile,
     runtime: &Runtime,
 ) -> Result<Generation, ConfigErrors> {
+    build_with(gw_path, gw, runtime, &BTreeMap::new())
+}
+
+/// Build a generation, reading the manifests named in `overrides` from
+/// there instead of from disk (the admin API checks an edit this way before
+/// writing it).
+pub fn build_with(
+    gw_path: &Path,
+    gw: &GatewayFile,
+    runtime: &Runtime,
+    overrides: &BTreeMap<PathBuf, String>,
+) -> Result<Generation, ConfigErrors> {
     let base = gw_path.parent().unwrap_or(Path::new("."));
     let files = manifest_files(base, gw)?;
     let mut errs = Vec::new();
@@ -206,17 +249,26 @@ pub fn build(
     let mut watched = vec![gw_path.to_path_buf()];
     let mut api_names: BTreeMap<String, String> = BTreeMap::new();
     let mut directory = Directory::default();
+    let mut sources = BTreeMap::new();
     for p in &gw.policies {
         watched.push(resolve(base, p));
     }
     for file in &files {
-        let (m, text): (PolicyManifest, String) = match manifest::read_toml(file) {
+        let read = match overrides.get(file) {
+            Some(text) => manifest::parse_toml(file, text).map(|m| (m, text.clone())),
+            None => manifest::read_toml(file),
+        };
+        let (m, text): (PolicyManifest, String) = match read {
             Ok(x) => x,
             Err(e) => {
                 errs.push(e.to_string());
                 continue;
             }
         };
+        sources.insert(
+            file.clone(),
+            hex::encode(sha2::Sha256::digest(text.as_bytes())),
+        );
         if m.schema != SCHEMA {
             errs.push(format!(
                 "{}: schema {} is not supported (this build reads schema {SCHEMA})",
@@ -415,6 +467,8 @@ pub fn build(
                     .max();
                 apis.push(Api {
                     name: api.name.to_string().into(),
+                    manifest: file.clone(),
+                    spec: Arc::new(api.clone()),
                     upstream: upstream.expect("checked above"),
                     steps,
                     request_body_limit,
@@ -434,6 +488,7 @@ pub fn build(
             apis,
             watched,
             consumers: Arc::new(directory),
+            sources,
         })
     } else {
         Err(ConfigErrors(errs))
@@ -441,7 +496,7 @@ pub fn build(
 }
 
 /// Unix milliseconds of a TOML date-time with offset.
-fn datetime_ms(d: &toml::value::Datetime) -> Option<u64> {
+pub fn datetime_ms(d: &toml::value::Datetime) -> Option<u64> {
     let (date, time, offset) = (d.date?, d.time?, d.offset?);
     // Days since the epoch (civil-from-days inverse, proleptic Gregorian).
     let (y, m, dd) = (

@@ -7,6 +7,7 @@
 //! and building a configuration), [`reload`], [`store`], [`error`].
 #![deny(unsafe_code)]
 
+pub mod admin;
 pub mod config;
 pub mod demo;
 pub mod error;

@@ -251,6 +251,8 @@ pub struct GatewayFile {
     pub cache: CacheSpec,
     #[serde(default)]
     pub access_log: AccessLogSpec,
+    /// The admin API's listener; none without this section.
+    pub admin: Option<AdminSpec>,
 }
 
 /// The response cache shared by `cache` steps.
@@ -298,6 +300,31 @@ fn default_data_dir() -> PathBuf {
 /// address = "0.0.0.0:8443"
 /// tls = { cert = "certs/gw.pem", key = "certs/gw.key" }
 /// ```
+/// `[admin]`: the admin API's own listener (see docs/admin-api.md).
+///
+/// ```toml
+/// [admin]
+/// address = "127.0.0.1:8001"   # a non-loopback address needs `tls`
+/// max-body = "1MiB"
+/// ```
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AdminSpec {
+    #[serde(default = "default_admin_address")]
+    pub address: String,
+    #[serde(default = "default_admin_body")]
+    pub max_body: Size,
+    pub tls: Option<TlsSpec>,
+}
+
+fn default_admin_address() -> String {
+    "127.0.0.1:8001".into()
+}
+
+fn default_admin_body() -> Size {
+    Size(1 << 20)
+}
+
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ListenerSpec {
@@ -459,7 +486,7 @@ pub struct KeySpec {
 }
 
 /// One API.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ApiSpec {
     pub name: Name,

@@ -38,7 +38,20 @@ pub struct Gateway {
     reload_lock: tokio::sync::Mutex<()>,
     /// Bumped on every successful reload (for tests and logs).
     pub generation: std::sync::atomic::AtomicU64,
+    /// The control plane's state (admin users, plans, keys ...).
+    pub registry: Arc<crate::admin::Registry>,
     _store: crate::store::Store,
+}
+
+/// Why a manifest edit from the admin API was not applied.
+#[derive(Debug)]
+pub enum EditError {
+    /// The file changed on disk since the serving configuration was built.
+    Diverged(String),
+    /// The edited configuration does not build: `tollgate check`'s errors.
+    Invalid(ConfigErrors),
+    /// Reading or writing the file failed.
+    Io(String),
 }
 
 /// What a reload did.
@@ -78,7 +91,13 @@ impl Gateway {
         )?);
         let generation =
             config::build(&gw_path, &gw, &runtime).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let registry = runtime
+            .services()
+            .registry
+            .clone()
+            .context("the store holds the control plane")?;
         let gateway = Arc::new(Gateway {
+            registry,
             runtime,
             current: ArcSwap::from_pointee(generation),
             gw_path,
@@ -126,6 +145,78 @@ impl Gateway {
         }
     }
 
+    /// The gateway file.
+    pub fn gw_path(&self) -> &Path {
+        &self.gw_path
+    }
+
+    /// Replace manifest `file` with `edit(current text)`: build the whole
+    /// configuration with the new text first (exactly as `tollgate check`
+    /// and a reload would), and only if it builds, write the file (temporary
+    /// file, flush, rename, flush the directory) and swap the configuration
+    /// in. Refused if the file on disk is not the text the serving
+    /// configuration was built from: an edit never overwrites changes that
+    /// were not loaded. Returns the new generation number and the new
+    /// text's SHA-256.
+    pub async fn apply_manifest_edit(
+        self: &Arc<Self>,
+        file: PathBuf,
+        edit: impl FnOnce(&str, &str) -> Result<String, crate::admin::AdminError> + Send + 'static,
+    ) -> Result<Result<(u64, String), EditError>, crate::admin::AdminError> {
+        use sha2::Digest as _;
+        let _g = self.reload_lock.lock().await;
+        let this = self.clone();
+        let serving = self.current();
+        let built = tokio::task::spawn_blocking(move || {
+            let expected = serving.sources.get(&file).cloned().unwrap_or_default();
+            let text = match std::fs::read_to_string(&file) {
+                Ok(t) => t,
+                Err(e) => return Ok(Err(EditError::Io(format!("{}: cannot read: {e}", file.display())))),
+            };
+            let on_disk = hex::encode(sha2::Sha256::digest(text.as_bytes()));
+            if on_disk != expected {
+                return Ok(Err(EditError::Diverged(format!(
+                    "{} changed on disk since the serving configuration was loaded (edited and not reloaded, or its reload was rejected): reload it (SIGHUP) or fix it first, then retry",
+                    file.display()
+                ))));
+            }
+            let new_text = edit(&text, &on_disk)?;
+            let gw = match config::read_gateway_file(&this.gw_path) {
+                Ok(gw) => gw,
+                Err(e) => return Ok(Err(EditError::Invalid(e))),
+            };
+            let mut overrides = std::collections::BTreeMap::new();
+            overrides.insert(file.clone(), new_text.clone());
+            let g = match config::build_with(&this.gw_path, &gw, &this.runtime, &overrides) {
+                Ok(g) => g,
+                Err(e) => return Ok(Err(EditError::Invalid(e))),
+            };
+            if let Err(e) = write_atomically(&file, new_text.as_bytes()) {
+                return Ok(Err(EditError::Io(format!("{}: cannot write: {e}", file.display()))));
+            }
+            let hash = g.sources.get(&file).cloned().unwrap_or_default();
+            Ok(Ok((g, hash)))
+        })
+        .await
+        .map_err(|e| crate::admin::AdminError::unavailable(format!("the edit failed: {e}")))?;
+        match built {
+            Ok(Ok((g, hash))) => {
+                self.current.store(Arc::new(g));
+                let n = self
+                    .generation
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+                    + 1;
+                tracing::info!(
+                    generation = n,
+                    "configuration changed through the admin API"
+                );
+                Ok(Ok((n, hash)))
+            }
+            Ok(Err(e)) => Ok(Err(e)),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Watch the configuration files and reload on change, and on SIGHUP.
     pub fn spawn_reloaders(self: &Arc<Self>, watch_files: bool, debounce: std::time::Duration) {
         #[cfg(unix)]
@@ -151,6 +242,33 @@ impl Gateway {
             crate::reload::spawn_watcher(self.clone(), debounce);
         }
     }
+}
+
+/// Write `bytes` to `path` so that a crash leaves either the old or the new
+/// content: a temporary file beside it, flushed, renamed over it, and the
+/// directory flushed.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tollgate-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        if let Ok(meta) = std::fs::metadata(path) {
+            f.set_permissions(meta.permissions())?;
+        }
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// A listener that is bound and serving.
@@ -202,6 +320,12 @@ pub async fn serve(
             tls,
             shutdown.clone(),
         )));
+    }
+    if let Some(admin) = &gw.admin {
+        let (b, task) =
+            crate::admin::http::bind(gateway.clone(), admin, &base, shutdown.clone()).await?;
+        bound.push(b);
+        tasks.push(task);
     }
     Ok((bound, tasks))
 }

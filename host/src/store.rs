@@ -65,6 +65,59 @@ impl Store {
         Ok(())
     }
 
+    /// Apply writes and removals to one tree atomically (all or none), and
+    /// make them durable before returning.
+    pub fn apply_durable(&self, tree: &str, ops: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<()> {
+        let t = self.db.open_tree(tree)?;
+        let mut batch = sled::Batch::default();
+        for (k, v) in ops {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        t.apply_batch(batch)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Up to `limit` entries of `tree` whose keys start with `prefix` and
+    /// sort after `after` (when given), in key order.
+    pub fn scan(
+        &self,
+        tree: &str,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let t = self.db.open_tree(tree)?;
+        let mut out = Vec::new();
+        let mut start = prefix.to_vec();
+        if let Some(a) = after {
+            let mut next = a.to_vec();
+            next.push(0);
+            start = start.max(next);
+        }
+        for item in t.range(start..) {
+            let (k, v) = item?;
+            if !k.starts_with(prefix) || out.len() >= limit {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// The last key of `tree` starting with `prefix`.
+    pub fn last_key(&self, tree: &str, prefix: &[u8]) -> Result<Option<Vec<u8>>> {
+        let t = self.db.open_tree(tree)?;
+        Ok(t.scan_prefix(prefix)
+            .keys()
+            .next_back()
+            .transpose()?
+            .map(|k| k.to_vec()))
+    }
+
     /// A quota counter (0 if absent).
     pub fn quota_get(&self, key: &[u8]) -> Result<u64> {
         let t = self.db.open_tree("quota")?;

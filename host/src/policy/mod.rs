@@ -407,9 +407,18 @@ impl bindings::consumers::Host for StepState {
         if api != *self.api {
             return None;
         }
+        // Manifest consumers first, then keys issued through the admin API.
+        let now = now_ms();
         self.scope
             .consumers
-            .lookup_key(&api, &key, now_ms())
+            .lookup_key(&api, &key, now)
+            .or_else(|| {
+                self.services.registry.as_ref()?.lookup_key(
+                    &api,
+                    &key,
+                    crate::admin::model::Ts(now),
+                )
+            })
             .map(to_consumer)
     }
 
@@ -421,7 +430,36 @@ impl bindings::consumers::Host for StepState {
         self.scope
             .consumers
             .lookup_consumer(&api, &id)
+            .or_else(|| self.services.registry.as_ref()?.lookup_principal(&api, &id))
             .map(to_consumer)
+    }
+}
+
+impl bindings::plans::Host for StepState {
+    fn limits(&mut self, plan: String) -> Option<bindings::plans::PlanLimits> {
+        use crate::admin::model::Period;
+        use bindings::plans as wit;
+        let p = self.services.registry.as_ref()?.plan(&plan)?;
+        Some(wit::PlanLimits {
+            plan: p.id,
+            product: p.product,
+            rate_limits: p
+                .rate_limits
+                .iter()
+                .map(|l| wit::RateLimit {
+                    requests: l.requests,
+                    window_ms: l.per.window_ms(),
+                })
+                .collect(),
+            quota: p.quota.map(|q| wit::Quota {
+                calls: q.calls,
+                period: match q.period {
+                    Period::Day => wit::Period::Day,
+                    Period::Week => wit::Period::Week,
+                    Period::Month => wit::Period::Month,
+                },
+            }),
+        })
     }
 }
 
@@ -634,6 +672,11 @@ impl Runtime {
     /// Instances alive right now (for tests and metrics).
     pub fn live_instances(&self) -> usize {
         self.live.load(Ordering::Acquire)
+    }
+
+    /// The host services every step uses.
+    pub fn services(&self) -> &Arc<Services> {
+        &self.services
     }
 
     /// Load a plugin file, reusing an already loaded one with the same

@@ -222,6 +222,8 @@ pub struct Services {
     pub quotas: counters::Quotas,
     pub cache: moka::sync::Cache<String, Arc<CachedResponse>>,
     pub store: Option<Store>,
+    /// The control plane's consumers, keys and plans (with a store).
+    pub registry: Option<Arc<crate::admin::Registry>>,
     pub keys: crypto::KeyCache,
     pub sink: Sink,
     pub http: hyper_util::client::legacy::Client<
@@ -265,6 +267,10 @@ impl Services {
             counters: counters::Counters::default(),
             quotas: counters::Quotas::new(s.store.clone()),
             cache,
+            registry: s
+                .store
+                .clone()
+                .map(|st| Arc::new(crate::admin::Registry::new(st))),
             store: s.store,
             keys: crypto::KeyCache::default(),
             sink: Sink::new(s.sink_path)?,

@@ -14,7 +14,23 @@
 //! status = 403
 //! ```
 //!
-//! See `README.md` for the reference.
+//! Or take the quota from the caller's plan (defined through the admin API,
+//! read with `plans::limits(consumer.plan)` on every call):
+//!
+//! ```toml
+//! [api.chain.config]
+//! limits = "plan"           # instead of calls + period
+//! by = "consumer"
+//! fallback = { calls = 100, period = "month" }   # optional: consumers without a plan
+//! ```
+//!
+//! Without `fallback`, a caller without a consumer, without a plan, or whose
+//! plan does not exist is refused with `status` and code `no_plan`; with it,
+//! consumers without a (known) plan get the fallback quota, and calls without
+//! a consumer are refused as always (`quota_no_subject`). A plan without a
+//! quota lets its callers through uncounted.
+//!
+//! See `README.md` for the reference, including how plan quotas are keyed.
 
 #![forbid(unsafe_code)]
 
@@ -23,7 +39,8 @@ pub mod calendar;
 use calendar::{parse_offset, parse_weekday, period_bounds, Period, Weekday};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use tollgate_policy_sdk::services::{counters, Decision, ServiceError};
+use tollgate_policy_sdk::log::Level;
+use tollgate_policy_sdk::services::{counters, plans, Decision, ServiceError};
 use tollgate_policy_sdk::{
     clock, log, CallContext, ConfigError, Policy, PolicyInfo, RequestDecision, RequestEdits,
     RequestHead, Response, ResponseDecision, ResponseEdits, ResponseHead,
@@ -33,10 +50,20 @@ use tollgate_policy_sdk::{
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
-    /// Calls allowed per period.
-    pub calls: u64,
-    /// The calendar period.
-    pub period: PeriodConfig,
+    /// Calls allowed per period (required unless `limits = "plan"`).
+    #[serde(default)]
+    pub calls: Option<u64>,
+    /// The calendar period (required unless `limits = "plan"`).
+    #[serde(default)]
+    pub period: Option<PeriodConfig>,
+    /// `"plan"`: calls and period from the caller's plan, instead of
+    /// `calls` and `period`.
+    #[serde(default)]
+    pub limits: Option<LimitsConfig>,
+    /// Only with `limits = "plan"`: the quota of consumers without a plan
+    /// (or with a plan that does not exist). Without it they are refused.
+    #[serde(default)]
+    pub fallback: Option<FallbackConfig>,
     /// Who the quota belongs to.
     #[serde(default)]
     pub by: By,
@@ -65,6 +92,24 @@ fn default_status() -> u16 {
     403
 }
 
+/// `limits` as written: only `"plan"` (a fixed quota is `calls` + `period`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LimitsConfig {
+    /// The caller's plan's quota.
+    Plan,
+}
+
+/// `fallback = { calls = 100, period = "month" }`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FallbackConfig {
+    /// Calls allowed per period.
+    pub calls: u64,
+    /// The calendar period.
+    pub period: PeriodConfig,
+}
+
 /// A period as written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -90,11 +135,42 @@ pub enum By {
     Plan,
 }
 
+impl From<PeriodConfig> for Period {
+    fn from(p: PeriodConfig) -> Period {
+        match p {
+            PeriodConfig::Day => Period::Day,
+            PeriodConfig::Week => Period::Week,
+            PeriodConfig::Month => Period::Month,
+        }
+    }
+}
+
+/// A number of calls per calendar period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Allowance {
+    /// Calls allowed per period.
+    pub calls: u64,
+    /// The period.
+    pub period: Period,
+}
+
+/// Where a step's quota comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `calls` + `period`.
+    Fixed(Allowance),
+    /// `limits = "plan"`: the caller's plan's quota; `fallback` for
+    /// consumers without a plan (refused when `None`).
+    Plan {
+        /// The quota of consumers without a plan.
+        fallback: Option<Allowance>,
+    },
+}
+
 /// The configured policy and what the request phase decided.
 #[derive(Debug)]
 pub struct Quota {
-    calls: u64,
-    period: Period,
+    source: Source,
     by: By,
     offset_ms: i64,
     week_starts: Weekday,
@@ -110,9 +186,61 @@ impl Policy for Quota {
     type Config = Config;
 
     fn new(config: Config) -> Result<Self, ConfigError> {
-        if config.calls == 0 {
-            return Err(ConfigError::at("calls", "must be at least 1"));
-        }
+        let source = match config.limits {
+            Some(LimitsConfig::Plan) => {
+                for (field, given) in [
+                    ("calls", config.calls.is_some()),
+                    ("period", config.period.is_some()),
+                ] {
+                    if given {
+                        return Err(ConfigError::at(
+                            field,
+                            "not with limits = \"plan\", which takes calls and period from the caller's plan: give either `calls` and `period`, or `limits = \"plan\"`",
+                        ));
+                    }
+                }
+                let fallback = match config.fallback {
+                    Some(f) if f.calls == 0 => {
+                        return Err(ConfigError::at("fallback.calls", "must be at least 1"))
+                    }
+                    Some(_) if config.by == By::Plan => {
+                        return Err(ConfigError::at(
+                            "fallback",
+                            "not with by = \"plan\": a fallback quota is for callers without a plan, who have no plan to be counted by",
+                        ))
+                    }
+                    Some(f) => Some(Allowance {
+                        calls: f.calls,
+                        period: f.period.into(),
+                    }),
+                    None => None,
+                };
+                Source::Plan { fallback }
+            }
+            None => {
+                if config.fallback.is_some() {
+                    return Err(ConfigError::at(
+                        "fallback",
+                        "only with limits = \"plan\" (the quota of consumers without a plan)",
+                    ));
+                }
+                let missing = |field: &str| {
+                    ConfigError::at(
+                        field,
+                        "missing: give `calls` and `period`, or `limits = \"plan\"` to take them from the caller's plan",
+                    )
+                };
+                let calls = config.calls.ok_or_else(|| missing("calls"))?;
+                let period = config.period.ok_or_else(|| missing("period"))?;
+                if calls == 0 {
+                    return Err(ConfigError::at("calls", "must be at least 1"));
+                }
+                Source::Fixed(Allowance {
+                    calls,
+                    period: period.into(),
+                })
+            }
+        };
         let offset_ms =
             parse_offset(&config.time_zone).map_err(|m| ConfigError::at("time-zone", m))?;
         let week_starts = parse_weekday(&config.week_starts).ok_or_else(|| {
@@ -131,12 +259,7 @@ impl Policy for Quota {
             ));
         }
         Ok(Quota {
-            calls: config.calls,
-            period: match config.period {
-                PeriodConfig::Day => Period::Day,
-                PeriodConfig::Week => Period::Week,
-                PeriodConfig::Month => Period::Month,
-            },
+            source,
             by: config.by,
             offset_ms,
             week_starts,
@@ -157,6 +280,23 @@ impl Policy for Quota {
         _req: &RequestHead,
         _body: Option<&[u8]>,
     ) -> RequestDecision {
+        let (allowance, plan) = match self.allowance(ctx) {
+            Applied::Quota(allowance, plan) => (allowance, plan),
+            Applied::Unlimited(plan) => {
+                log::debug(&format!(
+                    "quota: plan {plan:?} has no quota: the call is not counted"
+                ));
+                return RequestDecision::Continue(RequestEdits::default());
+            }
+            Applied::NoPlan => {
+                return RequestDecision::Respond(Response::json_error(
+                    self.status,
+                    "no_plan",
+                    "no plan: this API's quota comes from the caller's plan; \
+                     call with a key subscribed to a plan",
+                ))
+            }
+        };
         let Some(subject) = self.subject(ctx) else {
             log::warn(&format!(
                 "quota: no {} to count against: put an authentication step before this one",
@@ -172,14 +312,24 @@ impl Policy for Quota {
             ));
         };
         let now = clock::now_ms();
-        let (start, end) = self.bounds(now);
-        let key = format!(
-            "quota/{}/{}/{}/{subject}",
-            ctx.step,
-            self.period_name(),
-            self.by_name()
-        );
-        match (self.counter)(&key, self.calls, start, end, 1) {
+        let (start, end) = self.bounds(allowance.period, now);
+        let period = period_name(allowance.period);
+        // A plan's count is keyed by the plan id and the period, not by
+        // the number of calls: calls made on one plan never count against
+        // another plan's quota, and raising or lowering a plan's `calls`
+        // keeps the count (README: "Counter keys of plan quotas"). The
+        // `plan` segment is never a period name, so plan counts never meet
+        // configured ones.
+        let key = match &plan {
+            None => format!("quota/{}/{period}/{}/{subject}", ctx.step, self.by_name()),
+            Some(plan) => format!(
+                "quota/{}/plan/{}/{period}/{}/{subject}",
+                ctx.step,
+                plan_segment(plan),
+                self.by_name()
+            ),
+        };
+        match (self.counter)(&key, allowance.calls, start, end, 1) {
             Ok(d) if d.allowed => {
                 self.passed = Some(d);
                 RequestDecision::Continue(RequestEdits::default())
@@ -187,17 +337,19 @@ impl Policy for Quota {
             Ok(d) => {
                 let retry = secs(d.retry_after_ms).max(1);
                 log::info(&format!(
-                    "quota: {subject} used its {} calls this {}",
-                    self.calls,
-                    self.period_name()
+                    "quota: {subject} used its {} calls this {period}{}",
+                    allowance.calls,
+                    match &plan {
+                        Some(plan) => format!(" (plan {plan:?})"),
+                        None => String::new(),
+                    }
                 ));
                 let mut r = Response::json_error(
                     self.status,
                     "quota_exceeded",
                     &format!(
-                        "the quota of {} calls per {} is used up; it renews in {retry} s",
-                        self.calls,
-                        self.period_name()
+                        "the quota of {} calls per {period} is used up; it renews in {retry} s",
+                        allowance.calls,
                     ),
                 )
                 .header("retry-after", retry.to_string());
@@ -251,10 +403,65 @@ impl Policy for Quota {
     }
 }
 
+/// The quota of one call.
+enum Applied {
+    /// This allowance; from the named plan, or configured (`None`: `calls`
+    /// and `period`, or the fallback).
+    Quota(Allowance, Option<String>),
+    /// The caller's plan (named) has no quota.
+    Unlimited(String),
+    /// `limits = "plan"`, the caller has no usable plan and there is no
+    /// fallback: refuse.
+    NoPlan,
+}
+
 impl Quota {
-    /// The period containing `now_ms`, as Unix ms `[start, end)`.
-    pub fn bounds(&self, now_ms: u64) -> (u64, u64) {
-        let (s, e) = period_bounds(now_ms as i64, self.offset_ms, self.period, self.week_starts);
+    /// The quota of this call.
+    fn allowance(&self, ctx: &CallContext) -> Applied {
+        let fallback = match self.source {
+            Source::Fixed(allowance) => return Applied::Quota(allowance, None),
+            Source::Plan { fallback } => fallback,
+        };
+        match caller_plan(ctx) {
+            Ok(plans::PlanLimits {
+                plan,
+                quota: Some(q),
+                ..
+            }) => Applied::Quota(
+                Allowance {
+                    calls: q.calls,
+                    period: match q.period {
+                        plans::Period::Day => Period::Day,
+                        plans::Period::Week => Period::Week,
+                        plans::Period::Month => Period::Month,
+                    },
+                },
+                Some(plan),
+            ),
+            Ok(plans::PlanLimits { plan, .. }) => Applied::Unlimited(plan),
+            Err((level, why)) => {
+                log::log(
+                    level,
+                    &format!(
+                        "quota: {why}: {}",
+                        if fallback.is_some() {
+                            "the fallback quota applies"
+                        } else {
+                            "refused (no fallback)"
+                        }
+                    ),
+                );
+                match fallback {
+                    Some(allowance) => Applied::Quota(allowance, None),
+                    None => Applied::NoPlan,
+                }
+            }
+        }
+    }
+
+    /// The `period` containing `now_ms`, as Unix ms `[start, end)`.
+    pub fn bounds(&self, period: Period, now_ms: u64) -> (u64, u64) {
+        let (s, e) = period_bounds(now_ms as i64, self.offset_ms, period, self.week_starts);
         // Only a clock near 1970 gives a negative start.
         (s.max(0) as u64, e.max(1) as u64)
     }
@@ -279,13 +486,48 @@ impl Quota {
             By::Plan => "plan",
         }
     }
+}
 
-    fn period_name(&self) -> &'static str {
-        match self.period {
-            Period::Day => "day",
-            Period::Week => "week",
-            Period::Month => "month",
-        }
+fn period_name(period: Period) -> &'static str {
+    match period {
+        Period::Day => "day",
+        Period::Week => "week",
+        Period::Month => "month",
+    }
+}
+
+/// The limits of the caller's plan, or why there are none and how loud to
+/// log it.
+fn caller_plan(ctx: &CallContext) -> Result<plans::PlanLimits, (Level, String)> {
+    let Some(consumer) = &ctx.consumer else {
+        return Err((
+            Level::Info,
+            "no consumer (no authentication step set one)".into(),
+        ));
+    };
+    let Some(plan) = &consumer.plan else {
+        return Err((
+            Level::Info,
+            format!("consumer {:?} has no plan", consumer.id),
+        ));
+    };
+    plans::limits(plan).ok_or_else(|| {
+        // The credential names a plan the admin API does not know (any
+        // more): worth the operator's attention.
+        (
+            Level::Warn,
+            format!("plan {plan:?} of consumer {:?} is not defined", consumer.id),
+        )
+    })
+}
+
+/// A plan id as a key segment: `p=id`, or `p#sha256hex` for ids that are
+/// long, unusual or contain `/` (which would make key segments ambiguous).
+fn plan_segment(plan: &str) -> String {
+    if plan.len() <= 128 && plan.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b'/') {
+        format!("p={plan}")
+    } else {
+        format!("p#{}", sha256_hex(plan))
     }
 }
 
@@ -296,12 +538,15 @@ fn plain_or_hash(kind: &str, value: &str) -> String {
     if value.len() <= 128 && value.bytes().all(|b| (0x21..0x7f).contains(&b)) {
         format!("{kind}={value}")
     } else {
-        let hex: String = Sha256::digest(value.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        format!("{kind}#{hex}")
+        format!("{kind}#{}", sha256_hex(value))
     }
+}
+
+fn sha256_hex(value: &str) -> String {
+    Sha256::digest(value.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Milliseconds as whole seconds, rounded up.

@@ -1,6 +1,6 @@
 use super::calendar::{days_from_civil, DAY_MS};
 use super::*;
-use tollgate_policy_sdk::services::harness;
+use tollgate_policy_sdk::services::{harness, plans};
 use tollgate_policy_sdk::{header_str, parse_config, Consumer, HeaderOp};
 
 fn at(y: i64, mo: u32, d: u32, h: i64, mi: i64) -> u64 {
@@ -71,8 +71,12 @@ fn config_defaults_and_errors() {
 
     assert_eq!(
         error(r#"{"period":"day"}"#),
-        (None, "missing field `calls`".into())
+        (
+            Some("calls".into()),
+            "missing: give `calls` and `period`, or `limits = \"plan\"` to take them from the caller's plan".into()
+        )
     );
+    assert_eq!(error(r#"{"calls":5}"#).0.as_deref(), Some("period"));
     assert_eq!(
         error(r#"{"calls":0,"period":"day"}"#),
         (Some("calls".into()), "must be at least 1".into())
@@ -274,7 +278,345 @@ fn service_errors_fail_closed_by_default_or_open() {
 fn bounds_contain_now() {
     let p = policy(r#"{"calls":1,"period":"month","time-zone":"+14:00"}"#);
     for now in [0u64, 1, 1_700_000_000_000, at(2038, 1, 19, 3, 14)] {
-        let (s, e) = p.bounds(now);
+        let (s, e) = p.bounds(Period::Month, now);
         assert!(s <= now && now < e, "{now}: {s}..{e}");
+    }
+}
+
+// ---- limits = "plan" ----
+
+/// Define plan `id` with a quota of `calls` per `period`, or none.
+fn set_plan(id: &str, quota: Option<(u64, plans::Period)>) {
+    harness::set_plan(plans::PlanLimits {
+        plan: id.into(),
+        product: "shop".into(),
+        rate_limits: vec![plans::RateLimit {
+            requests: 1,
+            window_ms: 1_000,
+        }],
+        quota: quota.map(|(calls, period)| plans::Quota { calls, period }),
+    });
+}
+
+fn body(r: &Response) -> serde_json::Value {
+    serde_json::from_slice(&r.body).unwrap()
+}
+
+#[test]
+fn plan_config_and_errors() {
+    let p = policy(r#"{"limits":"plan"}"#);
+    assert_eq!(p.source, Source::Plan { fallback: None });
+    assert_eq!((p.by, p.status), (By::Consumer, 403));
+    let p = policy(
+        r#"{"limits":"plan","by":"app","time-zone":"+02:00","fallback":{"calls":100,"period":"month"}}"#,
+    );
+    assert_eq!(
+        p.source,
+        Source::Plan {
+            fallback: Some(Allowance {
+                calls: 100,
+                period: Period::Month
+            })
+        }
+    );
+    assert_eq!((p.by, p.offset_ms), (By::App, 7_200_000));
+    // `by = "plan"` is fine without a fallback.
+    policy(r#"{"limits":"plan","by":"plan"}"#);
+
+    assert_eq!(
+        error(r#"{"limits":"gold"}"#),
+        (
+            Some("limits".into()),
+            "unknown variant `gold`, expected `plan`".into()
+        )
+    );
+    assert_eq!(error(r#"{"limits":["plan"]}"#).0.as_deref(), Some("limits"));
+    let both = "not with limits = \"plan\", which takes calls and period from the caller's plan: \
+                give either `calls` and `period`, or `limits = \"plan\"`";
+    assert_eq!(
+        error(r#"{"limits":"plan","calls":5,"period":"day"}"#),
+        (Some("calls".into()), both.into())
+    );
+    assert_eq!(
+        error(r#"{"limits":"plan","calls":5}"#),
+        (Some("calls".into()), both.into())
+    );
+    assert_eq!(
+        error(r#"{"limits":"plan","period":"day"}"#),
+        (Some("period".into()), both.into())
+    );
+    assert_eq!(
+        error(r#"{"calls":5,"period":"day","fallback":{"calls":1,"period":"day"}}"#),
+        (
+            Some("fallback".into()),
+            "only with limits = \"plan\" (the quota of consumers without a plan)".into()
+        )
+    );
+    assert_eq!(
+        error(r#"{"limits":"plan","fallback":{"calls":0,"period":"day"}}"#),
+        (Some("fallback.calls".into()), "must be at least 1".into())
+    );
+    assert_eq!(
+        error(r#"{"limits":"plan","fallback":{"calls":1,"period":"year"}}"#)
+            .0
+            .as_deref(),
+        Some("fallback.period")
+    );
+    assert_eq!(
+        error(r#"{"limits":"plan","fallback":{"calls":1}}"#),
+        (Some("fallback".into()), "missing field `period`".into())
+    );
+    assert_eq!(
+        error(r#"{"limits":"plan","fallback":{"calls":1,"period":"day","by":"ip"}}"#)
+            .0
+            .as_deref(),
+        Some("fallback.by")
+    );
+    assert_eq!(
+        error(r#"{"limits":"plan","fallback":100}"#).0.as_deref(),
+        Some("fallback")
+    );
+    assert_eq!(
+        error(r#"{"limits":"plan","by":"plan","fallback":{"calls":1,"period":"day"}}"#)
+            .0
+            .as_deref(),
+        Some("fallback")
+    );
+    assert_eq!(
+        error(r#"{"limits":"plan","status":200}"#).0.as_deref(),
+        Some("status")
+    );
+}
+
+#[test]
+fn the_plan_quota_applies_in_utc_or_the_time_zone() {
+    harness::reset();
+    set_plan("gold", Some((2, plans::Period::Day)));
+    harness::set_now_ms(at(2024, 2, 29, 18, 0));
+    let cfg = r#"{"limits":"plan"}"#;
+    assert_eq!(
+        call(cfg, &alice()).unwrap(),
+        vec![
+            HeaderOp::set("x-quota-limit", "2"),
+            HeaderOp::set("x-quota-remaining", "1"),
+            HeaderOp::set("x-quota-reset", "21600"),
+        ]
+    );
+    assert!(call(cfg, &alice()).is_ok());
+    let r = call(cfg, &alice()).unwrap_err();
+    assert_eq!(r.status, 403);
+    assert_eq!(header_str(&r.headers, "retry-after"), Some("21600"));
+    assert_eq!(header_str(&r.headers, "x-quota-remaining"), Some("0"));
+    assert_eq!(body(&r)["error"]["code"], "quota_exceeded");
+    assert_eq!(
+        body(&r)["error"]["message"],
+        "the quota of 2 calls per day is used up; it renews in 21600 s"
+    );
+    // Per consumer: bob on the same plan has his own.
+    assert!(call(cfg, &ctx("bob", None, Some("gold"))).is_ok());
+    // A UTC day.
+    harness::set_now_ms(at(2024, 3, 1, 0, 0));
+    assert!(call(cfg, &alice()).is_ok());
+    // With a time zone, its days (and weeks and months).
+    let tz = r#"{"limits":"plan","time-zone":"+02:00","status":429}"#;
+    harness::set_now_ms(at(2024, 3, 1, 21, 0));
+    assert!(call(tz, &alice()).is_ok());
+    assert!(call(tz, &alice()).is_ok());
+    let r = call(tz, &alice()).unwrap_err();
+    assert_eq!(r.status, 429);
+    assert_eq!(header_str(&r.headers, "retry-after"), Some("3600"));
+}
+
+#[test]
+fn a_plan_change_applies_to_the_next_call() {
+    harness::reset();
+    harness::set_now_ms(at(2024, 5, 5, 5, 5));
+    let cfg = r#"{"limits":"plan"}"#;
+    set_plan("gold", Some((2, plans::Period::Day)));
+    assert!(call(cfg, &alice()).is_ok());
+    assert!(call(cfg, &alice()).is_ok());
+    assert!(call(cfg, &alice()).is_err());
+    // Raised: the count is kept, the new number applies at once.
+    set_plan("gold", Some((5, plans::Period::Day)));
+    let h = call(cfg, &alice()).unwrap();
+    assert_eq!(h[0], HeaderOp::set("x-quota-limit", "5"));
+    assert_eq!(h[1], HeaderOp::set("x-quota-remaining", "2"));
+    // Lowered below the count: refused at once.
+    set_plan("gold", Some((3, plans::Period::Day)));
+    let r = call(cfg, &alice()).unwrap_err();
+    assert_eq!(header_str(&r.headers, "x-quota-limit"), Some("3"));
+    // Another period: a count of its own.
+    set_plan("gold", Some((3, plans::Period::Month)));
+    let h = call(cfg, &alice()).unwrap();
+    assert_eq!(h[1], HeaderOp::set("x-quota-remaining", "2"));
+    // No quota any more: unlimited.
+    set_plan("gold", None);
+    assert_eq!(call(cfg, &alice()), Ok(vec![]));
+    // The consumer moved to another plan: that plan's quota and count.
+    set_plan("silver", Some((1, plans::Period::Day)));
+    let moved = ctx("alice", Some("shop"), Some("silver"));
+    assert!(call(cfg, &moved).is_ok());
+    assert!(call(cfg, &moved).is_err());
+}
+
+#[test]
+fn plans_never_share_a_count() {
+    harness::reset();
+    harness::set_now_ms(at(2024, 5, 5, 5, 5));
+    set_plan("gold", Some((1, plans::Period::Day)));
+    set_plan("silver", Some((1, plans::Period::Day)));
+    // A consumer with apps on two plans (equal quotas): counted per plan.
+    let cfg = r#"{"limits":"plan"}"#;
+    assert!(call(cfg, &ctx("d", Some("x"), Some("gold"))).is_ok());
+    assert!(call(cfg, &ctx("d", Some("y"), Some("silver"))).is_ok());
+    assert!(call(cfg, &ctx("d", Some("y"), Some("silver"))).is_err());
+    // `by = "plan"`: everyone on a plan shares its quota.
+    let plan = r#"{"limits":"plan","by":"plan"}"#;
+    assert!(call(plan, &ctx("a", None, Some("gold"))).is_ok());
+    assert!(call(plan, &ctx("b", None, Some("gold"))).is_err());
+    assert!(call(plan, &ctx("b", None, Some("silver"))).is_ok());
+    // A configured quota of the same size never meets the plan's count.
+    let fixed = r#"{"calls":1,"period":"day"}"#;
+    assert!(call(fixed, &ctx("d", Some("x"), Some("gold"))).is_ok());
+}
+
+thread_local! {
+    static KEYS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn recording(
+    key: &str,
+    limit: u64,
+    start: u64,
+    end: u64,
+    cost: u64,
+) -> Result<Decision, ServiceError> {
+    KEYS.with(|k| k.borrow_mut().push(key.to_string()));
+    counters::quota_check_and_add(key, limit, start, end, cost)
+}
+
+/// The counter key one call uses.
+fn key_of(json: &str, c: &CallContext) -> String {
+    let mut p = policy(json);
+    p.counter = recording;
+    KEYS.with(|k| k.borrow_mut().clear());
+    p.on_request(c, &RequestHead::default(), None);
+    let keys = KEYS.with(|k| k.borrow().clone());
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    keys[0].clone()
+}
+
+#[test]
+fn plan_keys_name_the_plan_and_period_not_the_calls() {
+    harness::reset();
+    harness::set_now_ms(at(2024, 5, 5, 5, 5));
+    set_plan("gold", Some((10, plans::Period::Week)));
+    let cfg = r#"{"limits":"plan"}"#;
+    assert_eq!(
+        key_of(cfg, &alice()),
+        "quota/quota/plan/p=gold/week/consumer/c=alice"
+    );
+    assert_eq!(
+        key_of(r#"{"limits":"plan","by":"app"}"#, &alice()),
+        "quota/quota/plan/p=gold/week/app/a=shop"
+    );
+    set_plan("gold", Some((20, plans::Period::Week)));
+    assert_eq!(
+        key_of(cfg, &alice()),
+        "quota/quota/plan/p=gold/week/consumer/c=alice"
+    );
+    // Configured quotas (and the fallback) keep their keys.
+    assert_eq!(
+        key_of(r#"{"calls":1,"period":"week"}"#, &alice()),
+        "quota/quota/week/consumer/c=alice"
+    );
+    assert_eq!(
+        key_of(
+            r#"{"limits":"plan","fallback":{"calls":1,"period":"day"}}"#,
+            &ctx("bob", None, None)
+        ),
+        "quota/quota/day/consumer/c=bob"
+    );
+    // A plan id with a `/` is hashed: it cannot reach the later segments.
+    set_plan("a/week", Some((10, plans::Period::Day)));
+    let k = key_of(cfg, &ctx("alice", None, Some("a/week")));
+    assert!(k.starts_with("quota/quota/plan/p#"), "{k}");
+    assert!(k.ends_with("/day/consumer/c=alice"), "{k}");
+    assert_eq!(k.matches('/').count(), 6, "{k}");
+}
+
+#[test]
+fn no_plan_is_refused_with_the_configured_status() {
+    harness::reset();
+    harness::set_now_ms(at(2024, 5, 5, 5, 5));
+    set_plan("gold", Some((100, plans::Period::Month)));
+    let cfg = r#"{"limits":"plan"}"#;
+    for c in [
+        CallContext::default(),
+        ctx("alice", None, None),
+        ctx("alice", None, Some("platinum")),
+    ] {
+        let r = call(cfg, &c).unwrap_err();
+        assert_eq!(r.status, 403);
+        assert_eq!(body(&r)["error"]["code"], "no_plan");
+        assert_eq!(
+            body(&r)["error"]["message"],
+            "no plan: this API's quota comes from the caller's plan; call with a key subscribed to a plan"
+        );
+        assert_eq!(header_str(&r.headers, "retry-after"), None);
+        assert_eq!(header_str(&r.headers, "x-quota-limit"), None);
+    }
+    let r = call(
+        r#"{"limits":"plan","status":402}"#,
+        &ctx("alice", None, None),
+    )
+    .unwrap_err();
+    assert_eq!(r.status, 402);
+    // A plan deleted between two calls.
+    assert!(call(cfg, &alice_on("gold")).is_ok());
+    harness::remove_plan("gold");
+    assert_eq!(call(cfg, &alice_on("gold")).unwrap_err().status, 403);
+}
+
+fn alice_on(plan: &str) -> CallContext {
+    ctx("alice", Some("shop"), Some(plan))
+}
+
+#[test]
+fn the_fallback_applies_to_consumers_without_a_plan() {
+    harness::reset();
+    harness::set_now_ms(at(2024, 5, 5, 5, 5));
+    set_plan("gold", Some((3, plans::Period::Day)));
+    let cfg = r#"{"limits":"plan","fallback":{"calls":1,"period":"month"}}"#;
+    let h = call(cfg, &ctx("bob", None, None)).unwrap();
+    assert_eq!(h[0], HeaderOp::set("x-quota-limit", "1"));
+    let r = call(cfg, &ctx("bob", None, None)).unwrap_err();
+    assert_eq!(
+        body(&r)["error"]["message"],
+        "the quota of 1 calls per month is used up; it renews in 2314500 s"
+    );
+    // An unknown plan: the fallback too, counted per consumer as usual.
+    assert!(call(cfg, &ctx("bob", None, Some("platinum"))).is_err());
+    assert!(call(cfg, &ctx("carol", None, Some("platinum"))).is_ok());
+    // No consumer at all: a quota cannot count anonymous calls.
+    let r = call(cfg, &CallContext::default()).unwrap_err();
+    assert_eq!(body(&r)["error"]["code"], "quota_no_subject");
+    // A caller with a plan gets the plan's quota, not the fallback.
+    for _ in 0..3 {
+        assert!(call(cfg, &alice()).is_ok());
+    }
+    let r = call(cfg, &alice()).unwrap_err();
+    assert_eq!(header_str(&r.headers, "x-quota-limit"), Some("3"));
+}
+
+#[test]
+fn a_plan_without_a_quota_is_unlimited() {
+    harness::reset();
+    harness::set_now_ms(at(2024, 5, 5, 5, 5));
+    set_plan("enterprise", None);
+    let cfg = r#"{"limits":"plan","fallback":{"calls":1,"period":"day"}}"#;
+    for _ in 0..100 {
+        // Through, and no quota headers: there is no quota to report.
+        assert_eq!(call(cfg, &alice_on("enterprise")), Ok(vec![]));
     }
 }

@@ -15,16 +15,37 @@
 //! fail-open = false
 //! ```
 //!
+//! Or take the limits from the caller's plan (defined through the admin API,
+//! read with `plans::limits(consumer.plan)` on every call, so a plan change
+//! applies to the next call):
+//!
+//! ```toml
+//! [api.chain.config]
+//! limits = "plan"
+//! by = "consumer"                # what each plan limit counts separately
+//! fallback = [                   # optional: callers without a plan
+//!   { per = "minute", requests = 10, by = "ip" },
+//! ]
+//! ```
+//!
+//! Without `fallback`, a caller without a consumer, without a plan, or whose
+//! plan does not exist is refused with `403` and code `no_plan`. A plan with
+//! no rate limits lets its callers through unlimited.
+//!
 //! Counting uses the gateway's atomic `counters::check_and_add`, so of N
 //! concurrent calls racing one limit exactly as many as it allows pass.
 //! See `README.md` for the reference, including how several limits are
-//! combined.
+//! combined and how plan limits are keyed.
 
 #![forbid(unsafe_code)]
 
+use std::fmt;
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use tollgate_policy_sdk::services::{counters, Algorithm, Decision, ServiceError};
+use tollgate_policy_sdk::log::Level;
+use tollgate_policy_sdk::services::{counters, plans, Algorithm, Decision, ServiceError};
 use tollgate_policy_sdk::{
     header_values, log, valid_header_name, CallContext, ConfigError, Policy, RequestDecision,
     RequestEdits, RequestHead, Response, ResponseDecision, ResponseEdits, ResponseHead,
@@ -36,12 +57,27 @@ pub const MAX_LIMITS: usize = 16;
 /// printable ASCII) are hashed into the counter key.
 const MAX_PLAIN_VALUE: usize = 128;
 
+/// The status of a call refused because it has no plan (with
+/// `limits = "plan"` and no `fallback`): not `status`, which says "too many,
+/// retry later", while retrying cannot help a caller without a plan.
+pub const NO_PLAN_STATUS: u16 = 403;
+
 /// The step configuration as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
-    /// One or more limits; a call passes only if every one allows it.
-    pub limits: Vec<LimitConfig>,
+    /// One or more limits (a call passes only if every one allows it), or
+    /// `"plan"`: the rate limits of the caller's plan.
+    pub limits: LimitsConfig,
+    /// Only with `limits = "plan"`: what each plan limit counts separately
+    /// (`consumer`, the default, `app`, `ip`, `api` or `header:NAME`).
+    #[serde(default)]
+    pub by: Option<String>,
+    /// Only with `limits = "plan"`: the limits of callers without a plan
+    /// (no consumer, a consumer without a plan, or a plan that does not
+    /// exist), as a list like `limits`. Without it such callers are refused.
+    #[serde(default)]
+    pub fallback: Option<Vec<LimitConfig>>,
     /// How the limits count.
     #[serde(default)]
     pub algorithm: AlgorithmConfig,
@@ -56,6 +92,45 @@ pub struct Config {
 
 fn default_status() -> u16 {
     429
+}
+
+/// `limits` as written: `"plan"` or a list of limits.
+#[derive(Debug)]
+pub enum LimitsConfig {
+    /// `limits = "plan"`.
+    Plan,
+    /// `limits = [ ... ]`.
+    List(Vec<LimitConfig>),
+}
+
+impl<'de> Deserialize<'de> for LimitsConfig {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct LimitsVisitor;
+
+        impl<'de> Visitor<'de> for LimitsVisitor {
+            type Value = LimitsConfig;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("\"plan\" or an array of limits")
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<LimitsConfig, E> {
+                if v == "plan" {
+                    Ok(LimitsConfig::Plan)
+                } else {
+                    Err(E::invalid_value(de::Unexpected::Str(v), &self))
+                }
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<LimitsConfig, A::Error> {
+                // Through the given `SeqAccess`, so errors keep their
+                // `limits.N.field` path.
+                Vec::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(LimitsConfig::List)
+            }
+        }
+
+        deserializer.deserialize_any(LimitsVisitor)
+    }
 }
 
 /// One limit as written.
@@ -168,22 +243,37 @@ impl By {
     }
 }
 
-/// One configured limit.
+/// One limit: configured, or one of a plan's rate limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limit {
-    /// The window.
-    pub per: Per,
+    /// The window in milliseconds.
+    pub window_ms: u64,
     /// Calls allowed per window.
     pub requests: u64,
     /// What is counted separately.
     pub by: By,
 }
 
+/// Where a step's limits come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// `limits = [ ... ]`.
+    Fixed(Vec<Limit>),
+    /// `limits = "plan"`: the caller's plan's rate limits, each counted
+    /// `by`; `fallback` for callers without a plan (refused when `None`).
+    Plan {
+        /// What each plan limit counts separately.
+        by: By,
+        /// The limits of callers without a plan.
+        fallback: Option<Vec<Limit>>,
+    },
+}
+
 /// The configured policy, and (for the response phase) the decision the
 /// request phase made.
 #[derive(Debug)]
 pub struct RateLimit {
-    limits: Vec<Limit>,
+    source: Source,
     algorithm: Algorithm,
     status: u16,
     fail_open: bool,
@@ -199,40 +289,34 @@ impl Policy for RateLimit {
     type Config = Config;
 
     fn new(config: Config) -> Result<Self, ConfigError> {
-        if config.limits.is_empty() {
-            return Err(ConfigError::at("limits", "give at least one limit"));
-        }
-        if config.limits.len() > MAX_LIMITS {
-            return Err(ConfigError::at(
-                "limits",
-                format!("at most {MAX_LIMITS} limits per step"),
-            ));
-        }
-        let mut limits: Vec<Limit> = Vec::new();
-        for (i, l) in config.limits.iter().enumerate() {
-            if l.requests == 0 || l.requests > 1_000_000_000_000 {
-                return Err(ConfigError::at(
-                    format!("limits.{i}.requests"),
-                    "must be between 1 and 1000000000000",
-                ));
+        let source = match config.limits {
+            LimitsConfig::List(list) => {
+                if config.by.is_some() {
+                    return Err(ConfigError::at(
+                        "by",
+                        "only with limits = \"plan\"; with a list of limits, give `by` in each limit",
+                    ));
+                }
+                if config.fallback.is_some() {
+                    return Err(ConfigError::at(
+                        "fallback",
+                        "only with limits = \"plan\" (the limits of callers without a plan)",
+                    ));
+                }
+                Source::Fixed(limit_list("limits", &list)?)
             }
-            let by = By::parse(&l.by).map_err(|m| ConfigError::at(format!("limits.{i}.by"), m))?;
-            if limits.iter().any(|o| o.per == l.per && o.by == by) {
-                return Err(ConfigError::at(
-                    format!("limits.{i}"),
-                    format!(
-                        "another limit already counts per {} by {:?}: keep the stricter one",
-                        l.per.name(),
-                        by.tag()
-                    ),
-                ));
+            LimitsConfig::Plan => {
+                let by = match &config.by {
+                    Some(by) => By::parse(by).map_err(|m| ConfigError::at("by", m))?,
+                    None => By::Consumer,
+                };
+                let fallback = match &config.fallback {
+                    Some(list) => Some(limit_list("fallback", list)?),
+                    None => None,
+                };
+                Source::Plan { by, fallback }
             }
-            limits.push(Limit {
-                per: l.per,
-                requests: l.requests,
-                by,
-            });
-        }
+        };
         if !(400..=599).contains(&config.status) {
             return Err(ConfigError::at(
                 "status",
@@ -240,7 +324,7 @@ impl Policy for RateLimit {
             ));
         }
         Ok(RateLimit {
-            limits,
+            source,
             algorithm: match config.algorithm {
                 AlgorithmConfig::SlidingWindow => Algorithm::SlidingWindow,
                 AlgorithmConfig::TokenBucket => Algorithm::TokenBucket,
@@ -258,20 +342,38 @@ impl Policy for RateLimit {
         req: &RequestHead,
         _body: Option<&[u8]>,
     ) -> RequestDecision {
-        let keys: Vec<String> = (0..self.limits.len())
-            .map(|i| self.key(i, ctx, req))
-            .collect();
-        match self.check(&keys) {
+        let (limits, keys, origin) = match self.limits_for(ctx, req) {
+            Applied::Limits {
+                limits,
+                keys,
+                origin,
+            } => (limits, keys, origin),
+            Applied::Unlimited(plan) => {
+                log::debug(&format!(
+                    "rate-limit: plan {plan:?} has no rate limit: the call is not counted"
+                ));
+                return RequestDecision::Continue(RequestEdits::default());
+            }
+            Applied::NoPlan => {
+                return RequestDecision::Respond(Response::json_error(
+                    NO_PLAN_STATUS,
+                    "no_plan",
+                    "no plan: this API's limits come from the caller's plan; \
+                     call with a key subscribed to a plan",
+                ))
+            }
+        };
+        match self.check(&limits, &keys) {
             Ok(Outcome::Pass(d)) => {
                 self.passed = Some(d);
                 RequestDecision::Continue(RequestEdits::default())
             }
             Ok(Outcome::Refuse(i, d)) => {
-                let limit = &self.limits[i];
+                let limit = &limits[i];
                 log::info(&format!(
-                    "rate-limit: refused by limit {i} ({} per {} by {})",
+                    "rate-limit: refused by {origin} limit {i} ({} per {} by {})",
                     limit.requests,
-                    limit.per.name(),
+                    window_name(limit.window_ms),
                     limit.by.tag()
                 ));
                 let retry = secs(d.retry_after_ms).max(1);
@@ -281,7 +383,7 @@ impl Policy for RateLimit {
                     &format!(
                         "too many requests: the limit is {} per {}; retry in {retry} s",
                         limit.requests,
-                        limit.per.name()
+                        window_name(limit.window_ms)
                     ),
                 )
                 .header("retry-after", retry.to_string());
@@ -298,12 +400,12 @@ impl Policy for RateLimit {
                 };
                 if self.fail_open {
                     log::warn(&format!(
-                        "rate-limit: counters failed, letting the call through (fail-open): {what}"
+                        "rate-limit: counters failed ({origin} limits), letting the call through (fail-open): {what}"
                     ));
                     RequestDecision::Continue(RequestEdits::default())
                 } else {
                     log::error(&format!(
-                        "rate-limit: counters failed, refusing the call: {what}"
+                        "rate-limit: counters failed ({origin} limits), refusing the call: {what}"
                     ));
                     RequestDecision::Respond(
                         Response::json_error(
@@ -335,6 +437,22 @@ impl Policy for RateLimit {
     }
 }
 
+/// The limits that apply to one call.
+enum Applied {
+    /// Count these, under these keys; `origin` names them in logs
+    /// (`configured`, `fallback` or `plan "gold"`).
+    Limits {
+        limits: Vec<Limit>,
+        keys: Vec<String>,
+        origin: String,
+    },
+    /// The caller's plan (named) has no rate limit.
+    Unlimited(String),
+    /// `limits = "plan"`, the caller has no usable plan and there is no
+    /// fallback: refuse.
+    NoPlan,
+}
+
 /// What [`RateLimit::check`] decided.
 #[derive(Debug, PartialEq, Eq)]
 enum Outcome {
@@ -346,41 +464,87 @@ enum Outcome {
 }
 
 impl RateLimit {
-    /// The counter key of limit `i` for this call. The step name keeps two
-    /// rate-limit steps of one API apart (the host adds the API); the value
-    /// comes last, so no value can make two keys equal.
-    fn key(&self, i: usize, ctx: &CallContext, req: &RequestHead) -> String {
-        let limit = &self.limits[i];
-        let ip = || format!("ip={}", client_ip(&ctx.client_addr));
-        let subject = match &limit.by {
-            By::Api => String::new(),
-            By::Ip => ip(),
-            By::Consumer => match &ctx.consumer {
-                Some(c) => plain_or_hash("c", c.id.as_bytes()),
-                None => ip(),
-            },
-            By::App => match &ctx.consumer {
-                Some(c) => match &c.app {
-                    Some(app) => plain_or_hash("a", app.as_bytes()),
-                    None => plain_or_hash("c", c.id.as_bytes()),
-                },
-                None => ip(),
-            },
-            By::Header(name) => {
-                let values: Vec<&[u8]> = header_values(&req.headers, name).collect();
-                if values.is_empty() {
-                    ip()
+    /// The configured list of limits: `limits`, or with `limits = "plan"`
+    /// the `fallback` (empty without one).
+    fn configured(&self) -> &[Limit] {
+        match &self.source {
+            Source::Fixed(limits) => limits,
+            Source::Plan { fallback, .. } => fallback.as_deref().unwrap_or_default(),
+        }
+    }
+
+    /// The limits of this call and their counter keys.
+    fn limits_for(&self, ctx: &CallContext, req: &RequestHead) -> Applied {
+        let configured = |origin: &str| Applied::Limits {
+            limits: self.configured().to_vec(),
+            keys: (0..self.configured().len())
+                .map(|i| self.key(i, ctx, req))
+                .collect(),
+            origin: origin.into(),
+        };
+        let (by, has_fallback) = match &self.source {
+            Source::Fixed(_) => return configured("configured"),
+            Source::Plan { by, fallback } => (by, fallback.is_some()),
+        };
+        let plan = match caller_plan(ctx) {
+            Ok(plan) => plan,
+            Err((level, why)) => {
+                log::log(
+                    level,
+                    &format!(
+                        "rate-limit: {why}: {}",
+                        if has_fallback {
+                            "the fallback limits apply"
+                        } else {
+                            "refused (no fallback)"
+                        }
+                    ),
+                );
+                return if has_fallback {
+                    configured("fallback")
                 } else {
-                    // Several fields count as their comma-joined list.
-                    plain_or_hash("h", &values.join(&b","[..]))
-                }
+                    Applied::NoPlan
+                };
             }
         };
+        if plan.rate_limits.is_empty() {
+            return Applied::Unlimited(plan.plan);
+        }
+        let mut limits: Vec<Limit> = Vec::new();
+        for rl in &plan.rate_limits {
+            let limit = Limit {
+                window_ms: rl.window_ms,
+                requests: rl.requests,
+                by: by.clone(),
+            };
+            // The same limit twice would count each call twice.
+            if !limits.contains(&limit) {
+                limits.push(limit);
+            }
+        }
+        let keys = limits
+            .iter()
+            .map(|l| plan_key(&ctx.step, &plan.plan, l, ctx, req))
+            .collect();
+        Applied::Limits {
+            limits,
+            keys,
+            origin: format!("plan {:?}", plan.plan),
+        }
+    }
+
+    /// The counter key of configured limit `i` (of `limits`, or of
+    /// `fallback`) for this call. The step name keeps two rate-limit steps
+    /// of one API apart (the host adds the API); the value comes last, so no
+    /// value can make two keys equal.
+    fn key(&self, i: usize, ctx: &CallContext, req: &RequestHead) -> String {
+        let limit = &self.configured()[i];
         format!(
-            "rl/{}/{i}/{}/{}/{subject}",
+            "rl/{}/{i}/{}/{}/{}",
             ctx.step,
-            limit.per.window_ms(),
-            limit.by.tag()
+            limit.window_ms,
+            limit.by.tag(),
+            subject(&limit.by, ctx, req)
         )
     }
 
@@ -393,13 +557,13 @@ impl RateLimit {
     /// 2. then each limit is charged 1, in order, stopping at the first
     ///    refusal. Only a call racing others for the last units can be
     ///    refused here after earlier limits were charged.
-    fn check(&self, keys: &[String]) -> Result<Outcome, ServiceError> {
-        let n = self.limits.len();
+    fn check(&self, limits: &[Limit], keys: &[String]) -> Result<Outcome, ServiceError> {
+        let n = limits.len();
         let run = |i: usize, cost: u64| {
             (self.counter)(
                 &keys[i],
-                self.limits[i].requests,
-                self.limits[i].per.window_ms(),
+                limits[i].requests,
+                limits[i].window_ms,
                 self.algorithm,
                 cost,
             )
@@ -453,6 +617,154 @@ impl RateLimit {
     }
 }
 
+/// Check a list of limits as written (`limits` or `fallback`, named by
+/// `field` in errors).
+fn limit_list(field: &str, list: &[LimitConfig]) -> Result<Vec<Limit>, ConfigError> {
+    if list.is_empty() {
+        return Err(ConfigError::at(field, "give at least one limit"));
+    }
+    if list.len() > MAX_LIMITS {
+        return Err(ConfigError::at(
+            field,
+            format!("at most {MAX_LIMITS} limits per step"),
+        ));
+    }
+    let mut limits: Vec<Limit> = Vec::new();
+    for (i, l) in list.iter().enumerate() {
+        if l.requests == 0 || l.requests > 1_000_000_000_000 {
+            return Err(ConfigError::at(
+                format!("{field}.{i}.requests"),
+                "must be between 1 and 1000000000000",
+            ));
+        }
+        let by = By::parse(&l.by).map_err(|m| ConfigError::at(format!("{field}.{i}.by"), m))?;
+        if limits
+            .iter()
+            .any(|o| o.window_ms == l.per.window_ms() && o.by == by)
+        {
+            return Err(ConfigError::at(
+                format!("{field}.{i}"),
+                format!(
+                    "another limit already counts per {} by {:?}: keep the stricter one",
+                    l.per.name(),
+                    by.tag()
+                ),
+            ));
+        }
+        limits.push(Limit {
+            window_ms: l.per.window_ms(),
+            requests: l.requests,
+            by,
+        });
+    }
+    Ok(limits)
+}
+
+/// The limits of the caller's plan, or why there are none and how loud to
+/// log it.
+fn caller_plan(ctx: &CallContext) -> Result<plans::PlanLimits, (Level, String)> {
+    let Some(consumer) = &ctx.consumer else {
+        return Err((
+            Level::Info,
+            "no consumer (no authentication step set one)".into(),
+        ));
+    };
+    let Some(plan) = &consumer.plan else {
+        return Err((
+            Level::Info,
+            format!("consumer {:?} has no plan", consumer.id),
+        ));
+    };
+    plans::limits(plan).ok_or_else(|| {
+        // The credential names a plan the admin API does not know (any
+        // more): worth the operator's attention.
+        (
+            Level::Warn,
+            format!("plan {plan:?} of consumer {:?} is not defined", consumer.id),
+        )
+    })
+}
+
+/// The counter key of one of plan `plan`'s limits for this call:
+///
+/// `rl/{step}/plan/{plan}/{window-ms}/{requests}/{by}/{subject}`
+///
+/// - the plan id, so two plans never share a counter, even when their
+///   limits are equal (with `by = "api"`, each plan's callers share one
+///   counter per limit; with `by = "consumer"`, a consumer whose apps are on
+///   two plans is counted per plan, each against its own plan's limits);
+/// - the window and the number of requests, so that a plan edited through
+///   the admin API gets fresh counters on the next call, with exactly the
+///   new limit (a token bucket never keeps the old capacity, a sliding
+///   window never compares an old count against a new window). The price:
+///   right after a change a caller may make up to the new limit on top of
+///   what it made in the current window under the old one;
+/// - not the limit's position in the plan, so reordering a plan's limits
+///   changes nothing.
+///
+/// The plan id has no `/` (otherwise it is hashed), the numbers and the
+/// `by` tag have none either, and the subject comes last: no two limits,
+/// plans or subjects share a key. The `plan` segment never looks like the
+/// index of a configured limit (`rl/{step}/{i}/...`).
+fn plan_key(step: &str, plan: &str, limit: &Limit, ctx: &CallContext, req: &RequestHead) -> String {
+    let plan = if plan.len() <= MAX_PLAIN_VALUE
+        && plan.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b'/')
+    {
+        format!("p={plan}")
+    } else {
+        format!("p#{}", sha256_hex(plan.as_bytes()))
+    };
+    format!(
+        "rl/{step}/plan/{plan}/{}/{}/{}/{}",
+        limit.window_ms,
+        limit.requests,
+        limit.by.tag(),
+        subject(&limit.by, ctx, req)
+    )
+}
+
+/// A window for messages: `second`, `minute`, `hour`, `day`, or `90 s`,
+/// `1500 ms` for windows a plan may set.
+pub fn window_name(ms: u64) -> String {
+    match ms {
+        1_000 => "second".into(),
+        60_000 => "minute".into(),
+        3_600_000 => "hour".into(),
+        86_400_000 => "day".into(),
+        ms if ms % 1000 == 0 => format!("{} s", ms / 1000),
+        ms => format!("{ms} ms"),
+    }
+}
+
+/// What `by` counts this call as: the last segment of its counter keys.
+fn subject(by: &By, ctx: &CallContext, req: &RequestHead) -> String {
+    let ip = || format!("ip={}", client_ip(&ctx.client_addr));
+    match by {
+        By::Api => String::new(),
+        By::Ip => ip(),
+        By::Consumer => match &ctx.consumer {
+            Some(c) => plain_or_hash("c", c.id.as_bytes()),
+            None => ip(),
+        },
+        By::App => match &ctx.consumer {
+            Some(c) => match &c.app {
+                Some(app) => plain_or_hash("a", app.as_bytes()),
+                None => plain_or_hash("c", c.id.as_bytes()),
+            },
+            None => ip(),
+        },
+        By::Header(name) => {
+            let values: Vec<&[u8]> = header_values(&req.headers, name).collect();
+            if values.is_empty() {
+                ip()
+            } else {
+                // Several fields count as their comma-joined list.
+                plain_or_hash("h", &values.join(&b","[..]))
+            }
+        }
+    }
+}
+
 /// Milliseconds as whole seconds, rounded up.
 pub fn secs(ms: u64) -> u64 {
     ms.div_ceil(1000)
@@ -489,10 +801,15 @@ fn plain_or_hash(kind: &str, value: &[u8]) -> String {
     if plain {
         format!("{kind}={}", String::from_utf8_lossy(value))
     } else {
-        let digest = Sha256::digest(value);
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        format!("{kind}#{hex}")
+        format!("{kind}#{}", sha256_hex(value))
     }
+}
+
+fn sha256_hex(value: &[u8]) -> String {
+    Sha256::digest(value)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 tollgate_policy_sdk::export_policy!(RateLimit);

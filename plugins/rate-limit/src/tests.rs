@@ -1,5 +1,5 @@
 use super::*;
-use tollgate_policy_sdk::services::harness;
+use tollgate_policy_sdk::services::{harness, plans};
 use tollgate_policy_sdk::{header_str, parse_config, Consumer, Header, HeaderOp};
 
 const T0: u64 = 1_700_000_000_000;
@@ -69,12 +69,12 @@ fn config_defaults_and_errors() {
     assert_eq!(p.algorithm, Algorithm::SlidingWindow);
     assert_eq!(p.status, 429);
     assert!(!p.fail_open);
-    assert_eq!(p.limits[0].by, By::Consumer);
+    assert_eq!(p.configured()[0].by, By::Consumer);
     let p = policy(
         r#"{"limits":[{"per":"second","requests":1,"by":"header:X-Tenant"},{"per":"day","requests":9,"by":"api"}],
             "algorithm":"token-bucket","status":503,"fail-open":true}"#,
     );
-    assert_eq!(p.limits[0].by, By::Header("x-tenant".into()));
+    assert_eq!(p.configured()[0].by, By::Header("x-tenant".into()));
     assert_eq!(p.algorithm, Algorithm::TokenBucket);
 
     assert_eq!(error("{}"), (None, "missing field `limits`".into()));
@@ -295,8 +295,8 @@ fn a_refused_call_spends_nothing_of_the_other_limits() {
     let left = |i: usize| {
         counters::check_and_add(
             &keys[i],
-            p.limits[i].requests,
-            p.limits[i].per.window_ms(),
+            p.configured()[i].requests,
+            p.configured()[i].window_ms,
             Algorithm::SlidingWindow,
             0,
         )
@@ -394,4 +394,421 @@ fn client_ips() {
     assert_eq!(secs(1), 1);
     assert_eq!(secs(1000), 1);
     assert_eq!(secs(1001), 2);
+}
+
+// ---- limits = "plan" ----
+
+/// Define plan `id` with `(requests, window-ms)` rate limits.
+fn set_plan(id: &str, limits: &[(u64, u64)]) {
+    harness::set_plan(plans::PlanLimits {
+        plan: id.into(),
+        product: "shop".into(),
+        rate_limits: limits
+            .iter()
+            .map(|&(requests, window_ms)| plans::RateLimit {
+                requests,
+                window_ms,
+            })
+            .collect(),
+        quota: None,
+    });
+}
+
+/// A caller with a consumer, an app and a plan.
+fn on_plan(id: &str, app: Option<&str>, plan: Option<&str>) -> CallContext {
+    let mut c = ctx(Some((id, app)), "192.0.2.1:4000");
+    if let Some(consumer) = &mut c.consumer {
+        consumer.plan = plan.map(String::from);
+    }
+    c
+}
+
+fn body(r: &Response) -> serde_json::Value {
+    serde_json::from_slice(&r.body).unwrap()
+}
+
+#[test]
+fn plan_config_and_errors() {
+    let p = policy(r#"{"limits":"plan"}"#);
+    assert_eq!(
+        p.source,
+        Source::Plan {
+            by: By::Consumer,
+            fallback: None
+        }
+    );
+    assert_eq!(p.status, 429);
+    let p = policy(
+        r#"{"limits":"plan","by":"header:X-Tenant","algorithm":"token-bucket",
+            "fallback":[{"per":"minute","requests":10,"by":"ip"}]}"#,
+    );
+    assert_eq!(
+        p.source,
+        Source::Plan {
+            by: By::Header("x-tenant".into()),
+            fallback: Some(vec![Limit {
+                window_ms: 60_000,
+                requests: 10,
+                by: By::Ip
+            }])
+        }
+    );
+    assert_eq!(p.algorithm, Algorithm::TokenBucket);
+
+    assert_eq!(
+        error(r#"{"limits":"gold"}"#),
+        (
+            Some("limits".into()),
+            "invalid value: string \"gold\", expected \"plan\" or an array of limits".into()
+        )
+    );
+    assert_eq!(
+        error(r#"{"limits":5}"#),
+        (
+            Some("limits".into()),
+            "invalid type: integer `5`, expected \"plan\" or an array of limits".into()
+        )
+    );
+    assert_eq!(
+        error(r#"{"limits":{"per":"second","requests":1}}"#)
+            .0
+            .as_deref(),
+        Some("limits")
+    );
+    assert_eq!(
+        error(r#"{"limits":[{"per":"second","requests":1}],"by":"app"}"#),
+        (
+            Some("by".into()),
+            "only with limits = \"plan\"; with a list of limits, give `by` in each limit".into()
+        )
+    );
+    assert_eq!(
+        error(
+            r#"{"limits":[{"per":"second","requests":1}],"fallback":[{"per":"second","requests":1}]}"#
+        ),
+        (
+            Some("fallback".into()),
+            "only with limits = \"plan\" (the limits of callers without a plan)".into()
+        )
+    );
+    assert_eq!(
+        error(r#"{"limits":"plan","by":"user"}"#).0.as_deref(),
+        Some("by")
+    );
+    assert_eq!(
+        error(r#"{"limits":"plan","fallback":[]}"#),
+        (Some("fallback".into()), "give at least one limit".into())
+    );
+    assert_eq!(
+        error(r#"{"limits":"plan","fallback":[{"per":"second","requests":0}]}"#)
+            .0
+            .as_deref(),
+        Some("fallback.0.requests")
+    );
+    assert_eq!(
+        error(r#"{"limits":"plan","fallback":[{"per":"week","requests":1}]}"#)
+            .0
+            .as_deref(),
+        Some("fallback.0.per")
+    );
+    assert_eq!(
+        error(r#"{"limits":"plan","fallback":[{"per":"second","requests":1,"by":"user"}]}"#)
+            .0
+            .as_deref(),
+        Some("fallback.0.by")
+    );
+    assert_eq!(
+        error(
+            r#"{"limits":"plan","fallback":[{"per":"second","requests":1},{"per":"second","requests":2}]}"#
+        )
+        .0
+        .as_deref(),
+        Some("fallback.1")
+    );
+    assert_eq!(
+        error(r#"{"limits":"plan","fallback":{"per":"second","requests":1}}"#)
+            .0
+            .as_deref(),
+        Some("fallback")
+    );
+    assert_eq!(
+        error(r#"{"limits":"plan","status":200}"#).0.as_deref(),
+        Some("status")
+    );
+    assert_eq!(
+        error(r#"{"limits":"plan","plan":"gold"}"#).0.as_deref(),
+        Some("plan")
+    );
+}
+
+#[test]
+fn plan_limits_apply_with_the_usual_headers() {
+    start();
+    set_plan("gold", &[(3, 60_000)]);
+    let cfg = r#"{"limits":"plan"}"#;
+    let alice = on_plan("alice", Some("shop"), Some("gold"));
+    for left in [2, 1, 0] {
+        assert_eq!(
+            call(cfg, &alice, &head(&[])).unwrap(),
+            vec![
+                HeaderOp::set("ratelimit-limit", "3"),
+                HeaderOp::set("ratelimit-remaining", left.to_string()),
+                HeaderOp::set("ratelimit-reset", "60"),
+            ]
+        );
+    }
+    harness::set_now_ms(T0 + 1_500);
+    let r = call(cfg, &alice, &head(&[])).unwrap_err();
+    assert_eq!(r.status, 429);
+    assert_eq!(header_str(&r.headers, "retry-after"), Some("59"));
+    assert_eq!(header_str(&r.headers, "ratelimit-limit"), Some("3"));
+    assert_eq!(header_str(&r.headers, "ratelimit-remaining"), Some("0"));
+    assert_eq!(
+        body(&r)["error"]["message"],
+        "too many requests: the limit is 3 per minute; retry in 59 s"
+    );
+    // Per consumer (the default `by`): bob on the same plan has his own.
+    assert!(call(cfg, &on_plan("bob", None, Some("gold")), &head(&[])).is_ok());
+    // The configured status is used for plan limits too.
+    let r = call(r#"{"limits":"plan","status":503}"#, &alice, &head(&[])).unwrap_err();
+    assert_eq!(r.status, 503);
+}
+
+#[test]
+fn several_plan_limits_combine_like_configured_ones() {
+    start();
+    // A minute limit and a second limit, plus a duplicate that must not
+    // count each call twice.
+    set_plan("gold", &[(5, 60_000), (2, 1_000), (5, 60_000)]);
+    let cfg = r#"{"limits":"plan"}"#;
+    let alice = on_plan("alice", None, Some("gold"));
+    let h = call(cfg, &alice, &head(&[])).unwrap();
+    assert_eq!(h[0], HeaderOp::set("ratelimit-limit", "2"));
+    assert_eq!(h[1], HeaderOp::set("ratelimit-remaining", "1"));
+    assert!(call(cfg, &alice, &head(&[])).is_ok());
+    let r = call(cfg, &alice, &head(&[])).unwrap_err();
+    assert_eq!(header_str(&r.headers, "ratelimit-limit"), Some("2"));
+    assert_eq!(
+        body(&r)["error"]["message"],
+        "too many requests: the limit is 2 per second; retry in 1 s"
+    );
+    // The refused call spent nothing of the minute: 3 more pass.
+    for t in [1_000, 1_001, 2_000] {
+        harness::set_now_ms(T0 + t);
+        assert!(call(cfg, &alice, &head(&[])).is_ok(), "{t}");
+    }
+    harness::set_now_ms(T0 + 2_001);
+    let r = call(cfg, &alice, &head(&[])).unwrap_err();
+    assert_eq!(header_str(&r.headers, "ratelimit-limit"), Some("5"));
+}
+
+#[test]
+fn a_plan_change_applies_to_the_next_call() {
+    start();
+    let cfg = r#"{"limits":"plan"}"#;
+    let alice = on_plan("alice", None, Some("gold"));
+    set_plan("gold", &[(2, 60_000)]);
+    assert!(call(cfg, &alice, &head(&[])).is_ok());
+    assert!(call(cfg, &alice, &head(&[])).is_ok());
+    assert!(call(cfg, &alice, &head(&[])).is_err());
+    // Raised: the new limit at once (a fresh counter for the new limit).
+    set_plan("gold", &[(5, 60_000)]);
+    let h = call(cfg, &alice, &head(&[])).unwrap();
+    assert_eq!(h[0], HeaderOp::set("ratelimit-limit", "5"));
+    assert_eq!(h[1], HeaderOp::set("ratelimit-remaining", "4"));
+    // Lowered (and a shorter window): exactly the new limit.
+    set_plan("gold", &[(1, 1_000)]);
+    assert!(call(cfg, &alice, &head(&[])).is_ok());
+    let r = call(cfg, &alice, &head(&[])).unwrap_err();
+    assert_eq!(header_str(&r.headers, "ratelimit-limit"), Some("1"));
+    // Going back to an earlier limit finds its counter as it was.
+    set_plan("gold", &[(2, 60_000)]);
+    assert!(call(cfg, &alice, &head(&[])).is_err());
+    // The consumer moved to another plan: that plan's limits.
+    set_plan("silver", &[(1, 60_000)]);
+    let alice = on_plan("alice", None, Some("silver"));
+    assert!(call(cfg, &alice, &head(&[])).is_ok());
+    let r = call(cfg, &alice, &head(&[])).unwrap_err();
+    assert_eq!(header_str(&r.headers, "ratelimit-limit"), Some("1"));
+}
+
+#[test]
+fn plans_never_share_counters() {
+    start();
+    // Equal limits on two plans.
+    set_plan("gold", &[(1, 60_000)]);
+    set_plan("silver", &[(1, 60_000)]);
+    // One counter per plan for the whole API.
+    let api = r#"{"limits":"plan","by":"api"}"#;
+    assert!(call(api, &on_plan("a", None, Some("gold")), &head(&[])).is_ok());
+    assert!(call(api, &on_plan("b", None, Some("gold")), &head(&[])).is_err());
+    assert!(call(api, &on_plan("c", None, Some("silver")), &head(&[])).is_ok());
+    // A consumer with apps on two plans is counted per plan.
+    let consumer = r#"{"limits":"plan"}"#;
+    assert!(call(consumer, &on_plan("d", Some("x"), Some("gold")), &head(&[])).is_ok());
+    assert!(call(
+        consumer,
+        &on_plan("d", Some("y"), Some("silver")),
+        &head(&[])
+    )
+    .is_ok());
+    assert!(call(
+        consumer,
+        &on_plan("d", Some("y"), Some("silver")),
+        &head(&[])
+    )
+    .is_err());
+    // `by = "app"`: apps apart, on the plan's limits.
+    let app = r#"{"limits":"plan","by":"app"}"#;
+    assert!(call(app, &on_plan("e", Some("x"), Some("gold")), &head(&[])).is_ok());
+    assert!(call(app, &on_plan("f", Some("x"), Some("gold")), &head(&[])).is_err());
+    assert!(call(app, &on_plan("e", Some("z"), Some("gold")), &head(&[])).is_ok());
+    // Plan counters never meet configured ones, even with the same limit.
+    let fixed = r#"{"limits":[{"per":"minute","requests":1}]}"#;
+    assert!(call(fixed, &on_plan("d", Some("x"), Some("gold")), &head(&[])).is_ok());
+}
+
+#[test]
+fn plan_keys_name_the_plan_window_and_limit() {
+    start();
+    let p = policy(r#"{"limits":"plan"}"#);
+    let keys = |plan: &str| match p.limits_for(&on_plan("alice", None, Some(plan)), &head(&[])) {
+        Applied::Limits { keys, .. } => keys,
+        _ => panic!("no limits for {plan}"),
+    };
+    set_plan("gold", &[(3, 60_000), (10, 1_000)]);
+    assert_eq!(
+        keys("gold"),
+        vec![
+            "rl/rate-limit/plan/p=gold/60000/3/consumer/c=alice",
+            "rl/rate-limit/plan/p=gold/1000/10/consumer/c=alice",
+        ]
+    );
+    // A plan id with a `/` (or anything unusual) is hashed, so it cannot
+    // reach into the window or limit segments.
+    set_plan("a/1", &[(3, 60_000)]);
+    let k = &keys("a/1")[0];
+    assert!(k.starts_with("rl/rate-limit/plan/p#"), "{k}");
+    assert!(k.ends_with("/60000/3/consumer/c=alice"), "{k}");
+    assert_eq!(k.matches('/').count(), 7, "{k}");
+}
+
+#[test]
+fn no_plan_is_refused_with_403() {
+    start();
+    set_plan("gold", &[(100, 1_000)]);
+    let cfg = r#"{"limits":"plan"}"#;
+    for c in [
+        ctx(None, "192.0.2.1:1"),
+        on_plan("alice", None, None),
+        on_plan("alice", None, Some("platinum")),
+    ] {
+        let r = call(cfg, &c, &head(&[])).unwrap_err();
+        assert_eq!(r.status, 403);
+        assert_eq!(body(&r)["error"]["code"], "no_plan");
+        assert_eq!(
+            body(&r)["error"]["message"],
+            "no plan: this API's limits come from the caller's plan; call with a key subscribed to a plan"
+        );
+        // Not a rate limit: nothing to retry, no rate-limit headers.
+        assert_eq!(header_str(&r.headers, "retry-after"), None);
+        assert_eq!(header_str(&r.headers, "ratelimit-limit"), None);
+    }
+    // `status` is for rate-limited calls only.
+    let r = call(
+        r#"{"limits":"plan","status":503}"#,
+        &ctx(None, "192.0.2.1:1"),
+        &head(&[]),
+    )
+    .unwrap_err();
+    assert_eq!(r.status, 403);
+    // A plan deleted between two calls.
+    let alice = on_plan("alice", None, Some("gold"));
+    assert!(call(cfg, &alice, &head(&[])).is_ok());
+    harness::remove_plan("gold");
+    assert_eq!(call(cfg, &alice, &head(&[])).unwrap_err().status, 403);
+}
+
+#[test]
+fn the_fallback_applies_to_callers_without_a_plan() {
+    start();
+    set_plan("gold", &[(3, 60_000)]);
+    let cfg = r#"{"limits":"plan","fallback":[{"per":"minute","requests":1,"by":"ip"}]}"#;
+    // No consumer: the fallback, by IP.
+    let anon = ctx(None, "192.0.2.1:1");
+    let h = call(cfg, &anon, &head(&[])).unwrap();
+    assert_eq!(h[0], HeaderOp::set("ratelimit-limit", "1"));
+    let r = call(cfg, &anon, &head(&[])).unwrap_err();
+    assert_eq!(r.status, 429);
+    assert_eq!(
+        body(&r)["error"]["message"],
+        "too many requests: the limit is 1 per minute; retry in 60 s"
+    );
+    // A consumer without a plan, or with an unknown one, from the same IP.
+    assert!(call(cfg, &on_plan("bob", None, None), &head(&[])).is_err());
+    assert!(call(cfg, &on_plan("bob", None, Some("platinum")), &head(&[])).is_err());
+    assert!(call(cfg, &ctx(None, "192.0.2.2:1"), &head(&[])).is_ok());
+    // A caller with a plan gets the plan's limits, not the fallback.
+    let alice = on_plan("alice", None, Some("gold"));
+    for _ in 0..3 {
+        assert!(call(cfg, &alice, &head(&[])).is_ok());
+    }
+    let r = call(cfg, &alice, &head(&[])).unwrap_err();
+    assert_eq!(header_str(&r.headers, "ratelimit-limit"), Some("3"));
+}
+
+#[test]
+fn a_plan_without_rate_limits_is_unlimited() {
+    start();
+    set_plan("enterprise", &[]);
+    let cfg = r#"{"limits":"plan","fallback":[{"per":"minute","requests":1}]}"#;
+    let alice = on_plan("alice", None, Some("enterprise"));
+    for _ in 0..100 {
+        // Through, and no rate-limit headers: there is no limit to report.
+        assert_eq!(call(cfg, &alice, &head(&[])), Ok(vec![]));
+    }
+}
+
+#[test]
+fn plan_limits_use_the_configured_algorithm_and_odd_windows() {
+    start();
+    set_plan("gold", &[(4, 1_000)]);
+    let cfg = r#"{"limits":"plan","algorithm":"token-bucket"}"#;
+    let alice = on_plan("alice", None, Some("gold"));
+    for _ in 0..4 {
+        assert!(call(cfg, &alice, &head(&[])).is_ok());
+    }
+    assert!(call(cfg, &alice, &head(&[])).is_err());
+    harness::set_now_ms(T0 + 250);
+    assert!(call(cfg, &alice, &head(&[])).is_ok());
+
+    // Windows that are not a named unit are named in s or ms.
+    set_plan("odd", &[(1, 1_500), (1, 90_000)]);
+    let odd = on_plan("alice", None, Some("odd"));
+    assert!(call(r#"{"limits":"plan"}"#, &odd, &head(&[])).is_ok());
+    let r = call(r#"{"limits":"plan"}"#, &odd, &head(&[])).unwrap_err();
+    // The 1.5 s limit goes first, unprobed; the 90 s one, probed empty,
+    // refuses before anything is charged.
+    assert_eq!(
+        body(&r)["error"]["message"],
+        "too many requests: the limit is 1 per 90 s; retry in 90 s"
+    );
+    assert_eq!(window_name(1_500), "1500 ms");
+    assert_eq!(window_name(90_000), "90 s");
+    assert_eq!(window_name(3_600_000), "hour");
+}
+
+#[test]
+fn a_plan_limit_the_counters_cannot_keep_is_a_service_error() {
+    start();
+    // A window of 0 (or over a day) is refused by the counters service.
+    set_plan("broken", &[(10, 0)]);
+    let alice = on_plan("alice", None, Some("broken"));
+    let r = call(r#"{"limits":"plan"}"#, &alice, &head(&[])).unwrap_err();
+    assert_eq!(r.status, 503);
+    assert_eq!(body(&r)["error"]["code"], "rate_limit_unavailable");
+    assert_eq!(
+        call(r#"{"limits":"plan","fail-open":true}"#, &alice, &head(&[])),
+        Ok(vec![])
+    );
 }

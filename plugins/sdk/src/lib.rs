@@ -127,6 +127,7 @@ pub mod bindings {
             "tollgate:policy/types@0.1.0/response-edits": [#[derive(Default)]],
             "tollgate:policy/types@0.1.0/body-access": [#[derive(Default)]],
             "tollgate:policy/timing@0.1.0/call-timing": [#[derive(Default)]],
+            "tollgate:policy/plans@0.1.0/plan-limits": [#[derive(Default)]],
         },
     });
 }
@@ -614,5 +615,40 @@ mod tests {
         assert!(clock::now_ms() > 1_600_000_000_000);
         let a = clock::monotonic_ns();
         assert!(clock::monotonic_ns() >= a);
+    }
+
+    // The harness exists only off wasm32.
+    #[cfg(not(target_arch = "wasm32"))]
+    #[test]
+    fn native_plans_are_set_replaced_and_removed() {
+        use services::{harness, plans};
+        harness::reset();
+        assert_eq!(plans::limits("gold"), None);
+        let gold = plans::PlanLimits {
+            plan: "gold".into(),
+            product: "shop".into(),
+            rate_limits: vec![plans::RateLimit {
+                requests: 10,
+                window_ms: 1_000,
+            }],
+            quota: Some(plans::Quota {
+                calls: 1_000,
+                period: plans::Period::Month,
+            }),
+        };
+        harness::set_plan(gold.clone());
+        assert_eq!(plans::limits("gold"), Some(gold.clone()));
+        assert_eq!(plans::limits("silver"), None);
+        let unlimited = plans::PlanLimits {
+            plan: "gold".into(),
+            ..plans::PlanLimits::default()
+        };
+        harness::set_plan(unlimited.clone());
+        assert_eq!(plans::limits("gold"), Some(unlimited));
+        harness::remove_plan("gold");
+        assert_eq!(plans::limits("gold"), None);
+        harness::set_plan(gold);
+        harness::reset();
+        assert_eq!(plans::limits("gold"), None);
     }
 }

@@ -1,15 +1,16 @@
 //! Host services: counters and quotas, the response cache, a key-value
-//! store, consumer lookup, outbound HTTP, signature checks, call timing and
-//! an output sink.
+//! store, consumer lookup, plan limits, outbound HTTP, signature checks, call
+//! timing and an output sink.
 //!
 //! In a component (`wasm32`) each function calls the host; the step must be
 //! granted the service in its manifest entry (`grants = ["counters"]`), or
 //! the call fails with [`ServiceError::NotGranted`] (and the gateway refuses
-//! to load a plugin whose imports are not granted).
+//! to load a plugin whose imports are not granted). [`plans`] is catalogue
+//! data and needs no grant.
 //!
 //! On native targets (unit tests) every service runs in memory, per thread,
 //! with the same semantics, and [`harness`] lets a test set the clock,
-//! declare consumers, and answer outbound calls.
+//! declare consumers and plans, and answer outbound calls.
 
 pub use crate::bindings::tollgate::policy::cache::CachedResponse;
 pub use crate::bindings::tollgate::policy::counters::{Algorithm, Decision};
@@ -174,6 +175,51 @@ pub mod consumers {
     }
 }
 
+/// The limits of the plans defined through the admin API, for policies that
+/// take their limits from the caller's plan (`limits = "plan"`). No grant is
+/// needed.
+///
+/// ```
+/// use tollgate_policy_sdk::services::plans;
+/// use tollgate_policy_sdk::CallContext;
+///
+/// fn rate_limits(ctx: &CallContext) -> Option<Vec<plans::RateLimit>> {
+///     let plan = ctx.consumer.as_ref()?.plan.as_deref()?;
+///     Some(plans::limits(plan)?.rate_limits)
+/// }
+/// # fn main() {
+/// # use tollgate_policy_sdk::services::harness;
+/// # use tollgate_policy_sdk::Consumer;
+/// harness::set_plan(plans::PlanLimits {
+///     plan: "gold".into(),
+///     rate_limits: vec![plans::RateLimit { requests: 100, window_ms: 1_000 }],
+///     ..plans::PlanLimits::default()
+/// });
+/// let ctx = CallContext {
+///     consumer: Some(Consumer { id: "alice".into(), plan: Some("gold".into()), ..Consumer::default() }),
+///     ..CallContext::default()
+/// };
+/// assert_eq!(rate_limits(&ctx).unwrap()[0].requests, 100);
+/// # }
+/// ```
+pub mod plans {
+    pub use crate::bindings::tollgate::policy::plans::{Period, PlanLimits, Quota, RateLimit};
+
+    /// The limits of plan `plan` (for example the caller's
+    /// `consumer.plan`), if the plan exists. A change made through the admin
+    /// API is seen by the next request.
+    pub fn limits(plan: &str) -> Option<PlanLimits> {
+        #[cfg(target_arch = "wasm32")]
+        {
+            super::host::plans::limits(plan)
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            super::native::with(|s| s.plans.get(plan).cloned())
+        }
+    }
+}
+
 /// Outbound HTTP to granted hosts.
 pub mod http {
     use super::*;
@@ -277,7 +323,8 @@ pub fn sink_line(line: &str) {
 pub mod harness {
     use super::*;
 
-    /// Forget everything (counters, cache, kv, consumers, answers, lines).
+    /// Forget everything (counters, cache, kv, consumers, plans, answers,
+    /// lines).
     pub fn reset() {
         native::with(|s| *s = native::State::default());
     }
@@ -299,6 +346,15 @@ pub mod harness {
             s.consumers
                 .insert((api.to_string(), consumer.id.clone()), consumer)
         });
+    }
+    /// Define a plan (replacing one with the same `plan` id), as the admin
+    /// API does; [`plans::limits`] sees it at once.
+    pub fn set_plan(limits: plans::PlanLimits) {
+        native::with(|s| s.plans.insert(limits.plan.clone(), limits));
+    }
+    /// Delete a plan: [`plans::limits`] answers `None` for it.
+    pub fn remove_plan(plan: &str) {
+        native::with(|s| s.plans.remove(plan));
     }
     /// Answer outbound calls to `url` with `response`.
     pub fn answer(url: &str, response: IncomingResponse) {
@@ -344,6 +400,7 @@ pub(crate) mod native {
         pub kv: HashMap<String, Vec<u8>>,
         pub keys: HashMap<(String, String), Consumer>,
         pub consumers: HashMap<(String, String), Consumer>,
+        pub plans: HashMap<String, plans::PlanLimits>,
         pub http: HashMap<String, IncomingResponse>,
         pub http_calls: Vec<String>,
         pub key_sources: Vec<String>,

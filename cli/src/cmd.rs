@@ -1,0 +1,464 @@
+//! The command line of `tollgate admin <resource> <verb>`, and how each
+//! command becomes one HTTP call ([`plan`]) and a way to show its answer.
+
+use crate::body::{build_body, read_data};
+use crate::chain;
+use crate::error::Error;
+use crate::render::{Kind, Show};
+use clap::{Args, Subcommand};
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+
+/// The client commands, one per resource of the admin API.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Admin users and their tokens (administrator only).
+    #[command(subcommand)]
+    Users(UserVerb),
+    /// APIs (defined by the policy manifests) and their policy chains.
+    #[command(subcommand)]
+    Apis(ApiVerb),
+    /// Products: APIs offered together, published to the portal or not.
+    #[command(subcommand)]
+    Products(Crud<NoFilter>),
+    /// Plans of a product: rate limits, quota, approval.
+    #[command(subcommand)]
+    Plans(Crud<PlanFilter>),
+    /// Consumers: the people or organisations that own apps.
+    #[command(subcommand)]
+    Consumers(Crud<NoFilter>),
+    /// Apps of a consumer.
+    #[command(subcommand)]
+    Apps(Crud<AppFilter>),
+    /// Subscriptions of apps to plans, and their approval.
+    #[command(subcommand)]
+    Subscriptions(SubscriptionVerb),
+    /// API keys of an app for a plan.
+    #[command(subcommand)]
+    Keys(KeyVerb),
+    /// The audit log of every change (administrator only).
+    #[command(subcommand)]
+    Audit(AuditVerb),
+    /// Show the user and role of the token.
+    Whoami,
+    /// Print the admin API's OpenAPI description (JSON; needs no token).
+    Openapi,
+}
+
+/// Paging of a list.
+#[derive(Args, Debug, Default)]
+pub struct Page {
+    /// Items per page (1-500; the API's default is 50).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=500))]
+    pub limit: Option<u16>,
+    /// Start after this id (the `next` of the previous page).
+    #[arg(long, value_name = "ID")]
+    pub after: Option<String>,
+    /// Follow `next` and list every page.
+    #[arg(long, conflicts_with = "after")]
+    pub all: bool,
+}
+
+/// Query filters of a list.
+pub trait Filter {
+    /// `(name, value)` pairs for the query string.
+    fn query(&self) -> Vec<(&'static str, String)>;
+}
+
+fn pairs(p: &[(&'static str, &Option<String>)]) -> Vec<(&'static str, String)> {
+    p.iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| (*k, v.clone())))
+        .collect()
+}
+
+/// No filters.
+#[derive(Args, Debug, Default)]
+pub struct NoFilter {}
+
+impl Filter for NoFilter {
+    fn query(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+}
+
+/// Filters of `plans list`.
+#[derive(Args, Debug, Default)]
+pub struct PlanFilter {
+    /// Only the plans of this product.
+    #[arg(long)]
+    pub product: Option<String>,
+}
+
+impl Filter for PlanFilter {
+    fn query(&self) -> Vec<(&'static str, String)> {
+        pairs(&[("product", &self.product)])
+    }
+}
+
+/// Filters of `apps list`.
+#[derive(Args, Debug, Default)]
+pub struct AppFilter {
+    /// Only the apps of this consumer.
+    #[arg(long)]
+    pub consumer: Option<String>,
+}
+
+impl Filter for AppFilter {
+    fn query(&self) -> Vec<(&'static str, String)> {
+        pairs(&[("consumer", &self.consumer)])
+    }
+}
+
+/// Filters of `subscriptions list`.
+#[derive(Args, Debug, Default)]
+pub struct SubscriptionFilter {
+    /// Only the subscriptions of this app.
+    #[arg(long)]
+    pub app: Option<String>,
+    /// Only the subscriptions to this plan.
+    #[arg(long)]
+    pub plan: Option<String>,
+    /// Only subscriptions in this state.
+    #[arg(long, value_parser = ["pending", "active", "suspended", "rejected"])]
+    pub state: Option<String>,
+}
+
+impl Filter for SubscriptionFilter {
+    fn query(&self) -> Vec<(&'static str, String)> {
+        pairs(&[
+            ("app", &self.app),
+            ("plan", &self.plan),
+            ("state", &self.state),
+        ])
+    }
+}
+
+/// Filters of `keys list`.
+#[derive(Args, Debug, Default)]
+pub struct KeyFilter {
+    /// Only the keys of this app.
+    #[arg(long)]
+    pub app: Option<String>,
+    /// Only the keys of this subscription.
+    #[arg(long, value_name = "ID")]
+    pub subscription: Option<String>,
+}
+
+impl Filter for KeyFilter {
+    fn query(&self) -> Vec<(&'static str, String)> {
+        pairs(&[("app", &self.app), ("subscription", &self.subscription)])
+    }
+}
+
+/// The fields of a create or update.
+#[derive(Args, Debug, Default)]
+pub struct Fields {
+    /// `FIELD=VALUE` sets a string; `FIELD:=JSON` sets a number, `true`/`false`,
+    /// `null`, a list or an object (quote it for the shell:
+    /// `rate_limits:='[{"requests":10,"per":"second"}]'`).
+    #[arg(value_name = "FIELD=VALUE | FIELD:=JSON")]
+    pub fields: Vec<String>,
+    /// The body as a JSON object, or `@FILE` to read it from a file (`@-`:
+    /// standard input). FIELD arguments are set on top of it.
+    #[arg(long, value_name = "JSON | @FILE")]
+    pub data: Option<String>,
+}
+
+impl Fields {
+    fn body(&self) -> Result<Value, Error> {
+        let data = self.data.as_deref().map(read_data).transpose()?;
+        build_body(data, &self.fields)
+    }
+}
+
+/// List, get, create, update and delete.
+#[derive(Subcommand, Debug)]
+pub enum Crud<F: Args + Filter> {
+    /// List them, in id order (a page at a time unless --all).
+    List {
+        #[command(flatten)]
+        page: Page,
+        #[command(flatten)]
+        filter: F,
+    },
+    /// Show one.
+    Get { id: String },
+    /// Create one from FIELD=VALUE and FIELD:=JSON arguments (the fields are
+    /// in docs/admin-api.md).
+    Create(Fields),
+    /// Change the given fields of one (the id cannot change).
+    Update {
+        id: String,
+        #[command(flatten)]
+        fields: Fields,
+    },
+    /// Delete one.
+    Delete { id: String },
+}
+
+/// `users ...`
+#[derive(Subcommand, Debug)]
+pub enum UserVerb {
+    #[command(flatten)]
+    Crud(Crud<NoFilter>),
+    /// Issue a new token for a user; the old one stops working at once.
+    Token { id: String },
+}
+
+/// `apis ...`
+#[derive(Subcommand, Debug)]
+pub enum ApiVerb {
+    /// List the APIs of the serving configuration.
+    List {
+        #[command(flatten)]
+        page: Page,
+    },
+    /// Show one API: routes, upstream, chain.
+    Get { name: String },
+    /// Show or replace an API's policy chain.
+    #[command(subcommand)]
+    Chain(ChainVerb),
+}
+
+/// `apis chain ...`
+#[derive(Subcommand, Debug)]
+pub enum ChainVerb {
+    /// Show the chain and its etag.
+    Get { name: String },
+    /// Replace the chain: validated like `tollgate check`, written to the
+    /// API's manifest file and swapped in like a hot reload.
+    Set {
+        name: String,
+        /// The steps: JSON (`{"chain": [...]}` or a list of steps) or TOML
+        /// (`[[chain]]` or `[[api.chain]]` tables, as in a manifest); `-`
+        /// reads standard input.
+        #[arg(long, short)]
+        file: PathBuf,
+        /// Refuse (412) unless the chain still has this etag (from `chain get`).
+        #[arg(long, value_name = "ETAG")]
+        if_match: Option<String>,
+    },
+}
+
+/// `subscriptions ...`
+#[derive(Subcommand, Debug)]
+pub enum SubscriptionVerb {
+    #[command(flatten)]
+    Crud(Crud<SubscriptionFilter>),
+    /// Approve a pending subscription (state `active`).
+    Approve { id: String },
+    /// Reject a pending subscription.
+    Reject { id: String },
+    /// Suspend an active subscription: its keys stop working.
+    Suspend { id: String },
+    /// Resume a suspended subscription (state `active`).
+    Resume { id: String },
+}
+
+/// `keys ...`
+#[derive(Subcommand, Debug)]
+pub enum KeyVerb {
+    #[command(flatten)]
+    Crud(Crud<KeyFilter>),
+    /// Issue a new key for the same subscription; the old one stops after the overlap.
+    Rotate {
+        id: String,
+        /// Seconds the old key keeps working (0-2592000; default 0).
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(0..=2_592_000))]
+        overlap: Option<u32>,
+    },
+    /// Stop a key at once.
+    Revoke { id: String },
+}
+
+/// `audit ...`
+#[derive(Subcommand, Debug)]
+pub enum AuditVerb {
+    /// List the audit log, oldest first (`--after` takes a sequence number).
+    List {
+        #[command(flatten)]
+        page: Page,
+    },
+}
+
+/// One HTTP call to the admin API and how to show its answer.
+#[derive(Debug, PartialEq)]
+pub struct Call {
+    pub method: Method,
+    /// Path segments after `/admin/v1`.
+    pub path: Vec<String>,
+    pub query: Vec<(&'static str, String)>,
+    pub body: Option<Value>,
+    pub if_match: Option<String>,
+    /// Whether the call needs the token (all but the OpenAPI document).
+    pub auth: bool,
+    /// Follow `next` until the last page.
+    pub all: bool,
+    pub show: Show,
+}
+
+impl Call {
+    fn new(method: Method, path: &[&str], show: Show) -> Call {
+        Call {
+            method,
+            path: path.iter().map(|s| s.to_string()).collect(),
+            query: Vec::new(),
+            body: None,
+            if_match: None,
+            auth: true,
+            all: false,
+            show,
+        }
+    }
+
+    fn body(mut self, body: Value) -> Call {
+        self.body = Some(body);
+        self
+    }
+}
+
+/// The call a command makes. Reads `--data @file` and chain files.
+pub fn plan(command: &Command) -> Result<Call, Error> {
+    match command {
+        Command::Users(UserVerb::Crud(v)) => crud(Kind::Users, v),
+        Command::Users(UserVerb::Token { id }) => Ok(Call::new(
+            Method::POST,
+            &["users", id, "token"],
+            secret(Kind::Users),
+        )),
+        Command::Apis(ApiVerb::List { page }) => Ok(list(Kind::Apis, page, Vec::new())),
+        Command::Apis(ApiVerb::Get { name }) => Ok(Call::new(
+            Method::GET,
+            &["apis", name],
+            Show::Object(Kind::Apis),
+        )),
+        Command::Apis(ApiVerb::Chain(ChainVerb::Get { name })) => Ok(Call::new(
+            Method::GET,
+            &["apis", name, "chain"],
+            Show::Chain { api: name.clone() },
+        )),
+        Command::Apis(ApiVerb::Chain(ChainVerb::Set {
+            name,
+            file,
+            if_match,
+        })) => {
+            let body = chain::read(file, name)?;
+            let mut call = Call::new(
+                Method::PUT,
+                &["apis", name, "chain"],
+                Show::ChainSet { api: name.clone() },
+            )
+            .body(body);
+            call.if_match = if_match.clone();
+            Ok(call)
+        }
+        Command::Products(v) => crud(Kind::Products, v),
+        Command::Plans(v) => crud(Kind::Plans, v),
+        Command::Consumers(v) => crud(Kind::Consumers, v),
+        Command::Apps(v) => crud(Kind::Apps, v),
+        Command::Subscriptions(SubscriptionVerb::Crud(v)) => crud(Kind::Subscriptions, v),
+        Command::Subscriptions(
+            SubscriptionVerb::Approve { id } | SubscriptionVerb::Resume { id },
+        ) => Ok(move_to(id, "active")),
+        Command::Subscriptions(SubscriptionVerb::Reject { id }) => Ok(move_to(id, "rejected")),
+        Command::Subscriptions(SubscriptionVerb::Suspend { id }) => Ok(move_to(id, "suspended")),
+        Command::Keys(KeyVerb::Crud(Crud::Create(fields))) => {
+            Ok(Call::new(Method::POST, &["keys"], secret(Kind::Keys)).body(fields.body()?))
+        }
+        Command::Keys(KeyVerb::Crud(v)) => crud(Kind::Keys, v),
+        Command::Keys(KeyVerb::Rotate { id, overlap }) => {
+            let body = match overlap {
+                Some(s) => json!({ "overlap_seconds": s }),
+                None => json!({}),
+            };
+            Ok(Call::new(Method::POST, &["keys", id, "rotate"], secret(Kind::Keys)).body(body))
+        }
+        Command::Keys(KeyVerb::Revoke { id }) => Ok(Call::new(
+            Method::POST,
+            &["keys", id, "revoke"],
+            Show::Object(Kind::Keys),
+        )),
+        Command::Audit(AuditVerb::List { page }) => Ok(list(Kind::Audit, page, Vec::new())),
+        Command::Whoami => Ok(Call::new(
+            Method::GET,
+            &["whoami"],
+            Show::Object(Kind::Whoami),
+        )),
+        Command::Openapi => {
+            let mut call = Call::new(Method::GET, &["openapi.json"], Show::Raw);
+            call.auth = false;
+            Ok(call)
+        }
+    }
+}
+
+fn secret(kind: Kind) -> Show {
+    match kind {
+        Kind::Users => Show::Secret {
+            kind,
+            object: "user",
+            secret: "token",
+        },
+        _ => Show::Secret {
+            kind,
+            object: "key",
+            secret: "secret",
+        },
+    }
+}
+
+fn move_to(id: &str, state: &str) -> Call {
+    Call::new(
+        Method::PATCH,
+        &["subscriptions", id],
+        Show::Object(Kind::Subscriptions),
+    )
+    .body(json!({ "state": state }))
+}
+
+fn list(kind: Kind, page: &Page, mut query: Vec<(&'static str, String)>) -> Call {
+    if let Some(limit) = page.limit {
+        query.push(("limit", limit.to_string()));
+    }
+    if let Some(after) = &page.after {
+        query.push(("after", after.clone()));
+    }
+    let mut call = Call::new(Method::GET, &[kind.path()], Show::List(kind));
+    call.query = query;
+    call.all = page.all;
+    call
+}
+
+fn crud<F: Args + Filter>(kind: Kind, verb: &Crud<F>) -> Result<Call, Error> {
+    let p = kind.path();
+    Ok(match verb {
+        Crud::List { page, filter } => list(kind, page, filter.query()),
+        Crud::Get { id } => Call::new(Method::GET, &[p, id], Show::Object(kind)),
+        Crud::Create(fields) => {
+            let show = if kind == Kind::Users {
+                secret(kind)
+            } else {
+                Show::Object(kind)
+            };
+            Call::new(Method::POST, &[p], show).body(fields.body()?)
+        }
+        Crud::Update { id, fields } => {
+            let body = fields.body()?;
+            if body.as_object().is_some_and(|m| m.is_empty()) {
+                return Err(Error::Usage(format!(
+                    "nothing to update: give FIELD=VALUE or FIELD:=JSON arguments after `{id}`, or --data"
+                )));
+            }
+            Call::new(Method::PATCH, &[p, id], Show::Object(kind)).body(body)
+        }
+        Crud::Delete { id } => Call::new(
+            Method::DELETE,
+            &[p, id],
+            Show::Deleted {
+                kind,
+                id: id.clone(),
+            },
+        ),
+    })
+}

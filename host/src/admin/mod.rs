@@ -1,0 +1,37 @@
+//! The control plane: admin users and roles, products and plans, consumers,
+//! apps, subscriptions and keys in the embedded store ([`registry`]), the
+//! admin REST API on its own listener ([`http`]), and policy-chain
+//! assignment written back to the manifests ([`chain`]). The reference is
+//! `docs/admin-api.md`; the OpenAPI description is `docs/admin-openapi.json`.
+
+pub mod chain;
+pub mod error;
+pub mod http;
+pub mod model;
+pub mod registry;
+
+pub use error::AdminError;
+pub use registry::Registry;
+
+use anyhow::Context as _;
+use std::path::Path;
+
+/// `tollgate admin init`: create the first administrator in the data
+/// directory of the gateway file `config`, and return its token (shown
+/// once; only its SHA-256 is stored). The gateway must be stopped: a running
+/// gateway holds the store.
+pub fn init(config: &Path, user: &str) -> anyhow::Result<String> {
+    let path = config
+        .canonicalize()
+        .with_context(|| format!("cannot open {}", config.display()))?;
+    let gw = crate::config::read_gateway_file(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let data_dir = crate::config::resolve(base, &gw.data_dir);
+    let store = crate::store::Store::open(&data_dir).map_err(|e| {
+        anyhow::anyhow!("{e:#}\n(stop the gateway, run `tollgate admin init`, then start it again)")
+    })?;
+    let registry = Registry::new(store);
+    registry
+        .init_admin(user)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}

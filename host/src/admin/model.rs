@@ -1,0 +1,582 @@
+//! The control plane's resources: as stored (JSON in the store) and as
+//! written by callers (create and update bodies, which refuse unknown
+//! fields). Secrets are never part of a resource: keys and tokens are held
+//! as SHA-256 digests in fields the views leave out.
+
+use super::error::AdminError;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+// ---------------------------------------------------------------------------
+// Time
+
+/// A point in time, Unix milliseconds; written as RFC 3339 in UTC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Ts(pub u64);
+
+impl Ts {
+    pub fn now() -> Ts {
+        Ts(std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64))
+    }
+
+    /// Parse RFC 3339 with any offset (`2027-01-01T00:00:00Z`).
+    pub fn parse(s: &str) -> Option<Ts> {
+        let d: toml::value::Datetime = s.trim().parse().ok()?;
+        crate::config::datetime_ms(&d).map(Ts)
+    }
+
+    /// RFC 3339 in UTC, with milliseconds when there are any.
+    pub fn rfc3339(self) -> String {
+        let secs = (self.0 / 1000) as i64;
+        let ms = self.0 % 1000;
+        let days = secs.div_euclid(86_400);
+        let rem = secs.rem_euclid(86_400);
+        // Civil from days (proleptic Gregorian).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        let (h, mi, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+        if ms == 0 {
+            format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+        } else {
+            format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{ms:03}Z")
+        }
+    }
+}
+
+impl Serialize for Ts {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.rfc3339())
+    }
+}
+
+impl<'de> Deserialize<'de> for Ts {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Ts, D::Error> {
+        let s = String::deserialize(d)?;
+        Ts::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "`{s}` is not an RFC 3339 date-time with offset, e.g. 2027-01-01T00:00:00Z"
+            ))
+        })
+    }
+}
+
+/// For update bodies: absent (`None`), `null` (`Some(None)`) or a value.
+pub fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+// ---------------------------------------------------------------------------
+// Ids
+
+/// Check a caller-chosen id.
+pub fn check_id(field: &str, id: &str) -> Result<(), AdminError> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b))
+        && id
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if ok {
+        Ok(())
+    } else {
+        Err(AdminError::invalid(
+            field,
+            format!(
+                "`{}` is not a valid id: 1-64 characters of a-z, 0-9, `-`, `_`, `.`, starting with a letter or digit",
+                truncate(id, 80)
+            ),
+        ))
+    }
+}
+
+/// Check a free text field.
+pub fn check_text(field: &str, s: &str, max: usize) -> Result<(), AdminError> {
+    if s.chars().count() > max {
+        return Err(AdminError::invalid(
+            field,
+            format!("at most {max} characters"),
+        ));
+    }
+    if s.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return Err(AdminError::invalid(
+            field,
+            "control characters are not allowed",
+        ));
+    }
+    Ok(())
+}
+
+pub fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(n).collect::<String>())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Admin users
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    Administrator,
+    ApiManager,
+    CommunityManager,
+    ReportsUser,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Administrator => "administrator",
+            Role::ApiManager => "api-manager",
+            Role::CommunityManager => "community-manager",
+            Role::ReportsUser => "reports-user",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct User {
+    pub id: String,
+    pub role: Role,
+    pub created_at: Ts,
+    /// SHA-256 of the bearer token, hex. Never shown.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub token_sha256: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserCreate {
+    pub id: String,
+    pub role: Role,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserUpdate {
+    pub role: Option<Role>,
+}
+
+// ---------------------------------------------------------------------------
+// Products and plans
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Product {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub apis: Vec<String>,
+    pub published: bool,
+    pub created_at: Ts,
+    pub updated_at: Ts,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProductCreate {
+    pub id: String,
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub apis: Vec<String>,
+    #[serde(default)]
+    pub published: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProductUpdate {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub apis: Option<Vec<String>>,
+    pub published: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Per {
+    Second,
+    Minute,
+    Hour,
+    Day,
+}
+
+impl Per {
+    pub fn window_ms(self) -> u64 {
+        match self {
+            Per::Second => 1_000,
+            Per::Minute => 60_000,
+            Per::Hour => 3_600_000,
+            Per::Day => 86_400_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub requests: u64,
+    pub per: Per,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Period {
+    Day,
+    Week,
+    Month,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    pub calls: u64,
+    pub period: Period,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Approval {
+    #[default]
+    SelfService,
+    Moderated,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Plan {
+    pub id: String,
+    pub product: String,
+    pub name: String,
+    pub description: String,
+    pub rate_limits: Vec<RateLimit>,
+    pub quota: Option<Quota>,
+    pub approval: Approval,
+    pub max_keys_per_app: u32,
+    pub created_at: Ts,
+    pub updated_at: Ts,
+}
+
+fn default_max_keys() -> u32 {
+    2
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanCreate {
+    pub id: String,
+    pub product: String,
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub rate_limits: Vec<RateLimit>,
+    #[serde(default)]
+    pub quota: Option<Quota>,
+    #[serde(default)]
+    pub approval: Approval,
+    #[serde(default = "default_max_keys")]
+    pub max_keys_per_app: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanUpdate {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub rate_limits: Option<Vec<RateLimit>>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub quota: Option<Option<Quota>>,
+    pub approval: Option<Approval>,
+    pub max_keys_per_app: Option<u32>,
+}
+
+/// Check a plan's limits.
+pub fn check_plan_limits(
+    rate_limits: &[RateLimit],
+    quota: Option<&Quota>,
+    max_keys: u32,
+) -> Result<(), AdminError> {
+    if rate_limits.len() > 8 {
+        return Err(AdminError::invalid("rate_limits", "at most 8 rate limits"));
+    }
+    for (i, l) in rate_limits.iter().enumerate() {
+        if l.requests == 0 || l.requests > 1_000_000_000 {
+            return Err(AdminError::invalid(
+                format!("rate_limits[{i}].requests"),
+                "must be between 1 and 1000000000",
+            ));
+        }
+    }
+    if let Some(q) = quota {
+        if q.calls == 0 || q.calls > 1_000_000_000_000 {
+            return Err(AdminError::invalid(
+                "quota.calls",
+                "must be between 1 and 1000000000000",
+            ));
+        }
+    }
+    if !(1..=100).contains(&max_keys) {
+        return Err(AdminError::invalid(
+            "max_keys_per_app",
+            "must be between 1 and 100",
+        ));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Consumers and apps
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Consumer {
+    pub id: String,
+    pub name: String,
+    pub email: String,
+    pub created_at: Ts,
+    pub updated_at: Ts,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerCreate {
+    pub id: String,
+    pub name: Option<String>,
+    #[serde(default)]
+    pub email: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerUpdate {
+    pub name: Option<String>,
+    pub email: Option<String>,
+}
+
+pub fn check_email(email: &str) -> Result<(), AdminError> {
+    if email.is_empty() {
+        return Ok(());
+    }
+    check_text("email", email, 254)?;
+    let ok = email.split_once('@').is_some_and(|(l, d)| {
+        !l.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.')
+    }) && !email.chars().any(char::is_whitespace);
+    if ok {
+        Ok(())
+    } else {
+        Err(AdminError::invalid(
+            "email",
+            format!("`{}` is not an email address", truncate(email, 80)),
+        ))
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct App {
+    pub id: String,
+    pub consumer: String,
+    pub name: String,
+    pub description: String,
+    pub created_at: Ts,
+    pub updated_at: Ts,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppCreate {
+    pub id: String,
+    pub consumer: String,
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppUpdate {
+    pub name: Option<String>,
+    pub description: Option<String>,
+}
+
+// ---------------------------------------------------------------------------
+// Subscriptions and keys
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SubState {
+    Pending,
+    Active,
+    Rejected,
+    Suspended,
+}
+
+impl SubState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubState::Pending => "pending",
+            SubState::Active => "active",
+            SubState::Rejected => "rejected",
+            SubState::Suspended => "suspended",
+        }
+    }
+
+    /// Whether `self -> to` is an allowed move.
+    pub fn can_move(self, to: SubState) -> bool {
+        use SubState::*;
+        matches!(
+            (self, to),
+            (Pending, Active) | (Pending, Rejected) | (Active, Suspended) | (Suspended, Active)
+        )
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Subscription {
+    pub id: String,
+    pub app: String,
+    pub plan: String,
+    pub product: String,
+    pub state: SubState,
+    pub created_at: Ts,
+    pub updated_at: Ts,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionCreate {
+    pub app: String,
+    pub plan: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionUpdate {
+    pub state: SubState,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Key {
+    pub id: String,
+    pub subscription: String,
+    pub app: String,
+    pub plan: String,
+    pub name: String,
+    pub prefix: String,
+    pub created_at: Ts,
+    pub expires_at: Option<Ts>,
+    pub revoked_at: Option<Ts>,
+    pub rotated_to: Option<String>,
+    /// SHA-256 of the secret, hex. Never shown.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sha256: String,
+}
+
+impl Key {
+    /// Not revoked and not expired at `now`.
+    pub fn live(&self, now: Ts) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|e| e > now)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyCreate {
+    pub app: String,
+    pub plan: String,
+    #[serde(default)]
+    pub name: String,
+    pub expires_at: Option<Ts>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyUpdate {
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    pub expires_at: Option<Option<Ts>>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRotate {
+    #[serde(default)]
+    pub overlap_seconds: u64,
+}
+
+/// The longest rotation overlap: 30 days.
+pub const MAX_OVERLAP_SECONDS: u64 = 30 * 86_400;
+
+// ---------------------------------------------------------------------------
+// Audit
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub seq: u64,
+    pub at: Ts,
+    pub actor: String,
+    pub action: String,
+    pub resource: String,
+    pub id: String,
+    pub detail: serde_json::Value,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_roundtrip() {
+        for s in [
+            "1970-01-01T00:00:00Z",
+            "2026-11-23T10:00:00Z",
+            "2000-02-29T23:59:59.123Z",
+            "2100-03-01T00:00:00Z",
+        ] {
+            assert_eq!(Ts::parse(s).unwrap().rfc3339(), s);
+        }
+        assert_eq!(
+            Ts::parse("2027-01-01T02:00:00+02:00").unwrap().rfc3339(),
+            "2027-01-01T00:00:00Z"
+        );
+        assert!(Ts::parse("2027-01-01").is_none());
+        assert!(Ts::parse("tomorrow").is_none());
+    }
+
+    #[test]
+    fn ids_and_text() {
+        assert!(check_id("id", "gold-1.a_b").is_ok());
+        for bad in ["", "Gold", "-x", "a b", &"x".repeat(65), "é"] {
+            assert!(check_id("id", bad).is_err(), "{bad}");
+        }
+        assert!(check_text("name", "ok\tline", 10).is_ok());
+        assert!(check_text("name", "bad\u{1b}[31m", 100).is_err());
+        assert!(check_email("a@b.io").is_ok());
+        assert!(check_email("nope").is_err());
+        assert!(check_email("a @b.io").is_err());
+    }
+
+    #[test]
+    fn subscription_moves() {
+        use SubState::*;
+        assert!(Pending.can_move(Active));
+        assert!(Suspended.can_move(Active));
+        assert!(!Rejected.can_move(Active));
+        assert!(!Active.can_move(Pending));
+    }
+}

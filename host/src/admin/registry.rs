@@ -1,0 +1,1363 @@
+//! The control plane's state in the embedded store: admin users, products,
+//! plans, consumers, apps, subscriptions, keys and the audit log.
+//!
+//! Everything lives in one tree, `control`, as JSON under typed prefixes
+//! (`product/ID`, `key/ID`, ...) with index entries beside them
+//! (`idx/sub-of-app/APP/SUB`, `keyhash/SHA256` ...). Every change is one
+//! atomic batch — the resource, its index entries and its audit entry — made
+//! durable before the call returns. Writers are serialised by one lock
+//! (admin writes are rare); readers, including the data path's key lookups,
+//! never take it: sled reads see every committed batch, so a revocation is
+//! effective on the next request.
+
+use super::error::AdminError;
+use super::model::*;
+use crate::services::consumers::ConsumerInfo;
+use crate::store::Store;
+use base64::Engine as _;
+use ring::rand::SecureRandom;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::sync::Mutex;
+
+const TREE: &str = "control";
+
+/// A page of a listing.
+#[derive(Debug, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<String>,
+}
+
+/// Who is making a change (an admin user's id, or `init`).
+pub type Actor<'a> = &'a str;
+
+/// One atomic change under construction.
+#[derive(Default)]
+struct Tx {
+    ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Tx {
+    fn put<T: Serialize>(&mut self, kind: &str, id: &str, v: &T) {
+        let bytes = serde_json::to_vec(v).expect("resources serialise");
+        self.ops.push((key(kind, id), Some(bytes)));
+    }
+    fn put_raw(&mut self, k: Vec<u8>, v: &[u8]) {
+        self.ops.push((k, Some(v.to_vec())));
+    }
+    fn del(&mut self, k: Vec<u8>) {
+        self.ops.push((k, None));
+    }
+}
+
+fn key(kind: &str, id: &str) -> Vec<u8> {
+    format!("{kind}/{id}").into_bytes()
+}
+
+fn idx(name: &str, parent: &str, child: &str) -> Vec<u8> {
+    format!("idx/{name}/{parent}/{child}").into_bytes()
+}
+
+fn sha256_hex(s: &str) -> String {
+    hex::encode(Sha256::digest(s.as_bytes()))
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    ring::rand::SystemRandom::new()
+        .fill(&mut b)
+        .expect("the system's random source works");
+    b
+}
+
+/// A new secret: `prefix` and 32 random bytes, base64url.
+fn new_secret(prefix: &str) -> String {
+    format!(
+        "{prefix}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>())
+    )
+}
+
+fn new_id(prefix: &str) -> String {
+    format!("{prefix}{}", hex::encode(random_bytes::<8>()))
+}
+
+/// The control plane's store.
+pub struct Registry {
+    store: Store,
+    write: Mutex<()>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    pub fn new(store: Store) -> Registry {
+        Registry {
+            store,
+            write: Mutex::new(()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.write.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get<T: DeserializeOwned>(&self, kind: &str, id: &str) -> Result<Option<T>, AdminError> {
+        let Some(bytes) = self
+            .store
+            .get(TREE, &key(kind, id))
+            .map_err(AdminError::store)?
+        else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| AdminError::store(format!("{kind}/{id} is unreadable: {e}")))
+    }
+
+    fn must<T: DeserializeOwned>(&self, kind: &str, what: &str, id: &str) -> Result<T, AdminError> {
+        self.get(kind, id)?
+            .ok_or_else(|| AdminError::not_found(what, id))
+    }
+
+    /// Whether any index entry `idx/name/parent/...` exists.
+    fn has_children(&self, name: &str, parent: &str) -> Result<Vec<String>, AdminError> {
+        let prefix = format!("idx/{name}/{parent}/");
+        Ok(self
+            .store
+            .scan(TREE, prefix.as_bytes(), None, 1000)
+            .map_err(AdminError::store)?
+            .into_iter()
+            .map(|(k, _)| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
+            .collect())
+    }
+
+    /// List `kind` in id order after `after`, keeping those `keep` accepts.
+    pub fn list<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+        after: Option<&str>,
+        limit: usize,
+        keep: impl Fn(&T) -> bool,
+    ) -> Result<Page<T>, AdminError> {
+        let prefix = format!("{kind}/");
+        let mut cursor = after.map(|a| key(kind, a));
+        let mut items: Vec<(String, T)> = Vec::new();
+        loop {
+            let batch = self
+                .store
+                .scan(TREE, prefix.as_bytes(), cursor.as_deref(), 256)
+                .map_err(AdminError::store)?;
+            let done = batch.len() < 256;
+            for (k, v) in batch {
+                let id = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+                cursor = Some(k);
+                let item: T = serde_json::from_slice(&v)
+                    .map_err(|e| AdminError::store(format!("{kind}/{id} is unreadable: {e}")))?;
+                if keep(&item) {
+                    items.push((id, item));
+                    if items.len() > limit {
+                        break;
+                    }
+                }
+            }
+            if done || items.len() > limit {
+                break;
+            }
+        }
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|(id, _)| id.clone())
+        } else {
+            None
+        };
+        Ok(Page {
+            items: items.into_iter().map(|(_, t)| t).collect(),
+            next,
+        })
+    }
+
+    pub fn get_resource<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+        what: &str,
+        id: &str,
+    ) -> Result<T, AdminError> {
+        self.must(kind, what, id)
+    }
+
+    /// Commit `tx` with its audit entry, durably.
+    fn commit(
+        &self,
+        mut tx: Tx,
+        actor: Actor,
+        action: &str,
+        resource: &str,
+        id: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), AdminError> {
+        let last = self
+            .store
+            .last_key(TREE, b"audit/")
+            .map_err(AdminError::store)?;
+        let seq = last
+            .and_then(|k| {
+                k.get(6..14)
+                    .map(|b| u64::from_be_bytes(b.try_into().unwrap_or([0; 8])))
+            })
+            .unwrap_or(0)
+            + 1;
+        let entry = AuditEntry {
+            seq,
+            at: Ts::now(),
+            actor: actor.to_string(),
+            action: action.to_string(),
+            resource: resource.to_string(),
+            id: id.to_string(),
+            detail,
+        };
+        let mut k = b"audit/".to_vec();
+        k.extend_from_slice(&seq.to_be_bytes());
+        tx.put_raw(k, &serde_json::to_vec(&entry).expect("audit serialises"));
+        self.store
+            .apply_durable(TREE, tx.ops)
+            .map_err(AdminError::store)
+    }
+
+    /// Record a change made elsewhere (a chain assignment, written to its
+    /// manifest file).
+    pub fn audit(
+        &self,
+        actor: Actor,
+        action: &str,
+        resource: &str,
+        id: &str,
+        detail: serde_json::Value,
+    ) -> Result<(), AdminError> {
+        let _w = self.lock();
+        self.commit(Tx::default(), actor, action, resource, id, detail)
+    }
+
+    /// The audit log, oldest first.
+    pub fn audit_page(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Page<AuditEntry>, AdminError> {
+        let after_key = after.map(|s| {
+            let mut k = b"audit/".to_vec();
+            k.extend_from_slice(&s.to_be_bytes());
+            k
+        });
+        let rows = self
+            .store
+            .scan(TREE, b"audit/", after_key.as_deref(), limit + 1)
+            .map_err(AdminError::store)?;
+        let mut items: Vec<AuditEntry> = rows
+            .iter()
+            .map(|(_, v)| serde_json::from_slice(v).map_err(AdminError::store))
+            .collect::<Result<_, _>>()?;
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|e| e.seq.to_string())
+        } else {
+            None
+        };
+        Ok(Page { items, next })
+    }
+
+    // -----------------------------------------------------------------------
+    // Admin users
+
+    /// The user a bearer token belongs to.
+    pub fn authenticate(&self, token: &str) -> Result<Option<User>, AdminError> {
+        if token.is_empty() || token.len() > 256 {
+            return Ok(None);
+        }
+        let digest = sha256_hex(token);
+        let Some(id) = self
+            .store
+            .get(TREE, &key("token", &digest))
+            .map_err(AdminError::store)?
+        else {
+            return Ok(None);
+        };
+        let id = String::from_utf8_lossy(&id).into_owned();
+        let user: Option<User> = self.get("user", &id)?;
+        // The index and the user must agree (a rotated token is gone from both).
+        Ok(user.filter(|u| u.token_sha256 == digest))
+    }
+
+    fn administrators(&self) -> Result<usize, AdminError> {
+        Ok(self
+            .list::<User>("user", None, 10_000, |u| u.role == Role::Administrator)?
+            .items
+            .len())
+    }
+
+    /// Create the first administrator; refused if any administrator exists.
+    pub fn init_admin(&self, id: &str) -> Result<String, AdminError> {
+        check_id("id", id)?;
+        let _w = self.lock();
+        if self.administrators()? > 0 {
+            return Err(AdminError::conflict(
+                "an administrator exists already: `admin init` never replaces one; use an administrator's token to create users",
+            ));
+        }
+        if self.get::<User>("user", id)?.is_some() {
+            return Err(AdminError::conflict(format!("user `{id}` exists already")));
+        }
+        self.put_user_with_token(
+            "init",
+            "create",
+            User {
+                id: id.to_string(),
+                role: Role::Administrator,
+                created_at: Ts::now(),
+                token_sha256: String::new(),
+            },
+            None,
+            serde_json::json!({"id": id, "role": "administrator"}),
+        )
+    }
+
+    fn put_user_with_token(
+        &self,
+        actor: Actor,
+        action: &str,
+        mut user: User,
+        old_digest: Option<&str>,
+        detail: serde_json::Value,
+    ) -> Result<String, AdminError> {
+        let token = new_secret("tga_");
+        let digest = sha256_hex(&token);
+        user.token_sha256 = digest.clone();
+        let mut tx = Tx::default();
+        if let Some(old) = old_digest {
+            tx.del(key("token", old));
+        }
+        tx.put_raw(key("token", &digest), user.id.as_bytes());
+        tx.put("user", &user.id, &user);
+        self.commit(tx, actor, action, "user", &user.id, detail)?;
+        Ok(token)
+    }
+
+    pub fn create_user(&self, actor: Actor, req: UserCreate) -> Result<(User, String), AdminError> {
+        check_id("id", &req.id)?;
+        let _w = self.lock();
+        if self.get::<User>("user", &req.id)?.is_some() {
+            return Err(AdminError::conflict(format!(
+                "user `{}` exists already",
+                req.id
+            )));
+        }
+        let user = User {
+            id: req.id.clone(),
+            role: req.role,
+            created_at: Ts::now(),
+            token_sha256: String::new(),
+        };
+        let detail = serde_json::json!({"id": req.id, "role": req.role.as_str()});
+        let token = self.put_user_with_token(actor, "create", user, None, detail)?;
+        let user = self.must("user", "user", &req.id)?;
+        Ok((user, token))
+    }
+
+    pub fn update_user(&self, actor: Actor, id: &str, req: UserUpdate) -> Result<User, AdminError> {
+        let _w = self.lock();
+        let mut user: User = self.must("user", "user", id)?;
+        if let Some(role) = req.role {
+            if user.role == Role::Administrator
+                && role != Role::Administrator
+                && self.administrators()? <= 1
+            {
+                return Err(AdminError::conflict(
+                    "this is the last administrator: create another before changing its role",
+                ));
+            }
+            user.role = role;
+        }
+        let mut tx = Tx::default();
+        tx.put("user", id, &user);
+        let detail = serde_json::json!({"role": user.role.as_str()});
+        self.commit(tx, actor, "update", "user", id, detail)?;
+        Ok(user)
+    }
+
+    pub fn rotate_user_token(&self, actor: Actor, id: &str) -> Result<(User, String), AdminError> {
+        let _w = self.lock();
+        let user: User = self.must("user", "user", id)?;
+        let old = user.token_sha256.clone();
+        let token =
+            self.put_user_with_token(actor, "token", user, Some(&old), serde_json::json!({}))?;
+        Ok((self.must("user", "user", id)?, token))
+    }
+
+    pub fn delete_user(&self, actor: Actor, id: &str) -> Result<(), AdminError> {
+        let _w = self.lock();
+        let user: User = self.must("user", "user", id)?;
+        if user.role == Role::Administrator && self.administrators()? <= 1 {
+            return Err(AdminError::conflict(
+                "this is the last administrator: create another before deleting it",
+            ));
+        }
+        let mut tx = Tx::default();
+        tx.del(key("token", &user.token_sha256));
+        tx.del(key("user", id));
+        self.commit(tx, actor, "delete", "user", id, serde_json::json!({}))
+    }
+
+    // -----------------------------------------------------------------------
+    // Products
+
+    pub fn create_product(
+        &self,
+        actor: Actor,
+        req: ProductCreate,
+        api_exists: &dyn Fn(&str) -> bool,
+    ) -> Result<Product, AdminError> {
+        check_id("id", &req.id)?;
+        let name = req.name.unwrap_or_else(|| req.id.clone());
+        check_text("name", &name, 200)?;
+        check_text("description", &req.description, 4000)?;
+        check_apis(&req.apis, api_exists)?;
+        let _w = self.lock();
+        if self.get::<Product>("product", &req.id)?.is_some() {
+            return Err(AdminError::conflict(format!(
+                "product `{}` exists already",
+                req.id
+            )));
+        }
+        let now = Ts::now();
+        let p = Product {
+            id: req.id,
+            name,
+            description: req.description,
+            apis: req.apis,
+            published: req.published,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut tx = Tx::default();
+        tx.put("product", &p.id, &p);
+        self.commit(tx, actor, "create", "product", &p.id, detail_of(&p))?;
+        Ok(p)
+    }
+
+    pub fn update_product(
+        &self,
+        actor: Actor,
+        id: &str,
+        req: ProductUpdate,
+        api_exists: &dyn Fn(&str) -> bool,
+    ) -> Result<Product, AdminError> {
+        let _w = self.lock();
+        let mut p: Product = self.must("product", "product", id)?;
+        if let Some(n) = req.name {
+            check_text("name", &n, 200)?;
+            p.name = n;
+        }
+        if let Some(d) = req.description {
+            check_text("description", &d, 4000)?;
+            p.description = d;
+        }
+        if let Some(a) = req.apis {
+            check_apis(&a, api_exists)?;
+            p.apis = a;
+        }
+        if let Some(b) = req.published {
+            p.published = b;
+        }
+        p.updated_at = Ts::now();
+        let mut tx = Tx::default();
+        tx.put("product", id, &p);
+        self.commit(tx, actor, "update", "product", id, detail_of(&p))?;
+        Ok(p)
+    }
+
+    pub fn delete_product(&self, actor: Actor, id: &str) -> Result<(), AdminError> {
+        let _w = self.lock();
+        let _: Product = self.must("product", "product", id)?;
+        let plans = self.has_children("plan-of-product", id)?;
+        if !plans.is_empty() {
+            return Err(AdminError::conflict(format!(
+                "product `{id}` has plans ({}): delete them first",
+                plans.join(", ")
+            )));
+        }
+        let mut tx = Tx::default();
+        tx.del(key("product", id));
+        self.commit(tx, actor, "delete", "product", id, serde_json::json!({}))
+    }
+
+    // -----------------------------------------------------------------------
+    // Plans
+
+    pub fn create_plan(&self, actor: Actor, req: PlanCreate) -> Result<Plan, AdminError> {
+        check_id("id", &req.id)?;
+        let name = req.name.unwrap_or_else(|| req.id.clone());
+        check_text("name", &name, 200)?;
+        check_text("description", &req.description, 4000)?;
+        check_plan_limits(&req.rate_limits, req.quota.as_ref(), req.max_keys_per_app)?;
+        let _w = self.lock();
+        if self.get::<Product>("product", &req.product)?.is_none() {
+            return Err(AdminError::invalid(
+                "product",
+                format!("product `{}` does not exist", truncate(&req.product, 80)),
+            ));
+        }
+        if self.get::<Plan>("plan", &req.id)?.is_some() {
+            return Err(AdminError::conflict(format!(
+                "plan `{}` exists already",
+                req.id
+            )));
+        }
+        let now = Ts::now();
+        let p = Plan {
+            id: req.id,
+            product: req.product,
+            name,
+            description: req.description,
+            rate_limits: req.rate_limits,
+            quota: req.quota,
+            approval: req.approval,
+            max_keys_per_app: req.max_keys_per_app,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut tx = Tx::default();
+        tx.put("plan", &p.id, &p);
+        tx.put_raw(idx("plan-of-product", &p.product, &p.id), b"");
+        self.commit(tx, actor, "create", "plan", &p.id, detail_of(&p))?;
+        Ok(p)
+    }
+
+    pub fn update_plan(&self, actor: Actor, id: &str, req: PlanUpdate) -> Result<Plan, AdminError> {
+        let _w = self.lock();
+        let mut p: Plan = self.must("plan", "plan", id)?;
+        if let Some(n) = req.name {
+            check_text("name", &n, 200)?;
+            p.name = n;
+        }
+        if let Some(d) = req.description {
+            check_text("description", &d, 4000)?;
+            p.description = d;
+        }
+        if let Some(r) = req.rate_limits {
+            p.rate_limits = r;
+        }
+        if let Some(q) = req.quota {
+            p.quota = q;
+        }
+        if let Some(a) = req.approval {
+            p.approval = a;
+        }
+        if let Some(m) = req.max_keys_per_app {
+            p.max_keys_per_app = m;
+        }
+        check_plan_limits(&p.rate_limits, p.quota.as_ref(), p.max_keys_per_app)?;
+        p.updated_at = Ts::now();
+        let mut tx = Tx::default();
+        tx.put("plan", id, &p);
+        self.commit(tx, actor, "update", "plan", id, detail_of(&p))?;
+        Ok(p)
+    }
+
+    pub fn delete_plan(&self, actor: Actor, id: &str) -> Result<(), AdminError> {
+        let _w = self.lock();
+        let p: Plan = self.must("plan", "plan", id)?;
+        let subs = self.has_children("sub-of-plan", id)?;
+        if !subs.is_empty() {
+            return Err(AdminError::conflict(format!(
+                "plan `{id}` has {} subscription(s): delete them first",
+                subs.len()
+            )));
+        }
+        let mut tx = Tx::default();
+        tx.del(key("plan", id));
+        tx.del(idx("plan-of-product", &p.product, id));
+        self.commit(tx, actor, "delete", "plan", id, serde_json::json!({}))
+    }
+
+    // -----------------------------------------------------------------------
+    // Consumers
+
+    pub fn create_consumer(
+        &self,
+        actor: Actor,
+        req: ConsumerCreate,
+    ) -> Result<Consumer, AdminError> {
+        check_id("id", &req.id)?;
+        let name = req.name.unwrap_or_else(|| req.id.clone());
+        check_text("name", &name, 200)?;
+        check_email(&req.email)?;
+        let _w = self.lock();
+        if self.get::<Consumer>("consumer", &req.id)?.is_some() {
+            return Err(AdminError::conflict(format!(
+                "consumer `{}` exists already",
+                req.id
+            )));
+        }
+        let now = Ts::now();
+        let c = Consumer {
+            id: req.id,
+            name,
+            email: req.email,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut tx = Tx::default();
+        tx.put("consumer", &c.id, &c);
+        self.commit(tx, actor, "create", "consumer", &c.id, detail_of(&c))?;
+        Ok(c)
+    }
+
+    pub fn update_consumer(
+        &self,
+        actor: Actor,
+        id: &str,
+        req: ConsumerUpdate,
+    ) -> Result<Consumer, AdminError> {
+        let _w = self.lock();
+        let mut c: Consumer = self.must("consumer", "consumer", id)?;
+        if let Some(n) = req.name {
+            check_text("name", &n, 200)?;
+            c.name = n;
+        }
+        if let Some(e) = req.email {
+            check_email(&e)?;
+            c.email = e;
+        }
+        c.updated_at = Ts::now();
+        let mut tx = Tx::default();
+        tx.put("consumer", id, &c);
+        self.commit(tx, actor, "update", "consumer", id, detail_of(&c))?;
+        Ok(c)
+    }
+
+    pub fn delete_consumer(&self, actor: Actor, id: &str) -> Result<(), AdminError> {
+        let _w = self.lock();
+        let _: Consumer = self.must("consumer", "consumer", id)?;
+        let apps = self.has_children("app-of-consumer", id)?;
+        if !apps.is_empty() {
+            return Err(AdminError::conflict(format!(
+                "consumer `{id}` has apps ({}): delete them first",
+                apps.join(", ")
+            )));
+        }
+        let mut tx = Tx::default();
+        tx.del(key("consumer", id));
+        self.commit(tx, actor, "delete", "consumer", id, serde_json::json!({}))
+    }
+
+    // -----------------------------------------------------------------------
+    // Apps
+
+    pub fn create_app(&self, actor: Actor, req: AppCreate) -> Result<App, AdminError> {
+        check_id("id", &req.id)?;
+        let name = req.name.unwrap_or_else(|| req.id.clone());
+        check_text("name", &name, 200)?;
+        check_text("description", &req.description, 4000)?;
+        let _w = self.lock();
+        if self.get::<Consumer>("consumer", &req.consumer)?.is_none() {
+            return Err(AdminError::invalid(
+                "consumer",
+                format!("consumer `{}` does not exist", truncate(&req.consumer, 80)),
+            ));
+        }
+        if self.get::<App>("app", &req.id)?.is_some() {
+            return Err(AdminError::conflict(format!(
+                "app `{}` exists already",
+                req.id
+            )));
+        }
+        let now = Ts::now();
+        let a = App {
+            id: req.id,
+            consumer: req.consumer,
+            name,
+            description: req.description,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut tx = Tx::default();
+        tx.put("app", &a.id, &a);
+        tx.put_raw(idx("app-of-consumer", &a.consumer, &a.id), b"");
+        self.commit(tx, actor, "create", "app", &a.id, detail_of(&a))?;
+        Ok(a)
+    }
+
+    pub fn update_app(&self, actor: Actor, id: &str, req: AppUpdate) -> Result<App, AdminError> {
+        let _w = self.lock();
+        let mut a: App = self.must("app", "app", id)?;
+        if let Some(n) = req.name {
+            check_text("name", &n, 200)?;
+            a.name = n;
+        }
+        if let Some(d) = req.description {
+            check_text("description", &d, 4000)?;
+            a.description = d;
+        }
+        a.updated_at = Ts::now();
+        let mut tx = Tx::default();
+        tx.put("app", id, &a);
+        self.commit(tx, actor, "update", "app", id, detail_of(&a))?;
+        Ok(a)
+    }
+
+    pub fn delete_app(&self, actor: Actor, id: &str) -> Result<(), AdminError> {
+        let _w = self.lock();
+        let a: App = self.must("app", "app", id)?;
+        let subs = self.has_children("sub-of-app", id)?;
+        if !subs.is_empty() {
+            return Err(AdminError::conflict(format!(
+                "app `{id}` has subscriptions ({}): delete them first",
+                subs.join(", ")
+            )));
+        }
+        let mut tx = Tx::default();
+        tx.del(key("app", id));
+        tx.del(idx("app-of-consumer", &a.consumer, id));
+        self.commit(tx, actor, "delete", "app", id, serde_json::json!({}))
+    }
+
+    // -----------------------------------------------------------------------
+    // Subscriptions
+
+    fn subscriptions_of_app(&self, app: &str) -> Result<Vec<Subscription>, AdminError> {
+        let mut out = Vec::new();
+        for sub in self.has_children("sub-of-app", app)? {
+            if let Some(s) = self.get::<Subscription>("sub", &sub)? {
+                out.push(s);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn create_subscription(
+        &self,
+        actor: Actor,
+        req: SubscriptionCreate,
+    ) -> Result<Subscription, AdminError> {
+        let _w = self.lock();
+        if self.get::<App>("app", &req.app)?.is_none() {
+            return Err(AdminError::invalid(
+                "app",
+                format!("app `{}` does not exist", truncate(&req.app, 80)),
+            ));
+        }
+        let Some(plan) = self.get::<Plan>("plan", &req.plan)? else {
+            return Err(AdminError::invalid(
+                "plan",
+                format!("plan `{}` does not exist", truncate(&req.plan, 80)),
+            ));
+        };
+        if let Some(s) = self
+            .subscriptions_of_app(&req.app)?
+            .into_iter()
+            .find(|s| s.plan == req.plan && s.state != SubState::Rejected)
+        {
+            return Err(AdminError::conflict(format!(
+                "app `{}` is already subscribed to plan `{}` ({}, {})",
+                req.app,
+                req.plan,
+                s.id,
+                s.state.as_str()
+            )));
+        }
+        let now = Ts::now();
+        let s = Subscription {
+            id: new_id("sub_"),
+            app: req.app,
+            plan: req.plan,
+            product: plan.product,
+            state: match plan.approval {
+                Approval::SelfService => SubState::Active,
+                Approval::Moderated => SubState::Pending,
+            },
+            created_at: now,
+            updated_at: now,
+        };
+        let mut tx = Tx::default();
+        tx.put("sub", &s.id, &s);
+        tx.put_raw(idx("sub-of-app", &s.app, &s.id), b"");
+        tx.put_raw(idx("sub-of-plan", &s.plan, &s.id), b"");
+        self.commit(tx, actor, "create", "subscription", &s.id, detail_of(&s))?;
+        Ok(s)
+    }
+
+    pub fn update_subscription(
+        &self,
+        actor: Actor,
+        id: &str,
+        req: SubscriptionUpdate,
+    ) -> Result<Subscription, AdminError> {
+        let _w = self.lock();
+        let mut s: Subscription = self.must("sub", "subscription", id)?;
+        if s.state == req.state {
+            return Ok(s);
+        }
+        if !s.state.can_move(req.state) {
+            return Err(AdminError::conflict(format!(
+                "subscription `{id}` is {}: it cannot become {} (pending -> active|rejected, active -> suspended, suspended -> active)",
+                s.state.as_str(),
+                req.state.as_str()
+            )));
+        }
+        let action = match req.state {
+            SubState::Active if s.state == SubState::Pending => "approve",
+            SubState::Active => "resume",
+            SubState::Rejected => "reject",
+            SubState::Suspended => "suspend",
+            SubState::Pending => "update",
+        };
+        s.state = req.state;
+        s.updated_at = Ts::now();
+        let mut tx = Tx::default();
+        tx.put("sub", id, &s);
+        self.commit(tx, actor, action, "subscription", id, detail_of(&s))?;
+        Ok(s)
+    }
+
+    pub fn delete_subscription(&self, actor: Actor, id: &str) -> Result<(), AdminError> {
+        let _w = self.lock();
+        let s: Subscription = self.must("sub", "subscription", id)?;
+        let mut tx = Tx::default();
+        for k in self.has_children("key-of-sub", id)? {
+            if let Some(key_rec) = self.get::<Key>("key", &k)? {
+                tx.del(key("keyhash", &key_rec.sha256));
+            }
+            tx.del(key("key", &k));
+            tx.del(idx("key-of-sub", id, &k));
+        }
+        tx.del(key("sub", id));
+        tx.del(idx("sub-of-app", &s.app, id));
+        tx.del(idx("sub-of-plan", &s.plan, id));
+        self.commit(
+            tx,
+            actor,
+            "delete",
+            "subscription",
+            id,
+            serde_json::json!({}),
+        )
+    }
+
+    // -----------------------------------------------------------------------
+    // Keys
+
+    fn live_keys(&self, sub: &str, now: Ts) -> Result<usize, AdminError> {
+        let mut n = 0;
+        for k in self.has_children("key-of-sub", sub)? {
+            if self.get::<Key>("key", &k)?.is_some_and(|k| k.live(now)) {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    fn issue_key(
+        &self,
+        tx: &mut Tx,
+        sub: &Subscription,
+        name: String,
+        expires_at: Option<Ts>,
+    ) -> (Key, String) {
+        let secret = new_secret("tg_");
+        let k = Key {
+            id: new_id("key_"),
+            subscription: sub.id.clone(),
+            app: sub.app.clone(),
+            plan: sub.plan.clone(),
+            name,
+            prefix: secret.chars().take(7).collect(),
+            created_at: Ts::now(),
+            expires_at,
+            revoked_at: None,
+            rotated_to: None,
+            sha256: sha256_hex(&secret),
+        };
+        tx.put("key", &k.id, &k);
+        tx.put_raw(key("keyhash", &k.sha256), k.id.as_bytes());
+        tx.put_raw(idx("key-of-sub", &sub.id, &k.id), b"");
+        (k, secret)
+    }
+
+    pub fn create_key(&self, actor: Actor, req: KeyCreate) -> Result<(Key, String), AdminError> {
+        check_text("name", &req.name, 200)?;
+        let now = Ts::now();
+        if req.expires_at.is_some_and(|e| e <= now) {
+            return Err(AdminError::invalid("expires_at", "must be in the future"));
+        }
+        let _w = self.lock();
+        if self.get::<App>("app", &req.app)?.is_none() {
+            return Err(AdminError::invalid(
+                "app",
+                format!("app `{}` does not exist", truncate(&req.app, 80)),
+            ));
+        }
+        let Some(plan) = self.get::<Plan>("plan", &req.plan)? else {
+            return Err(AdminError::invalid(
+                "plan",
+                format!("plan `{}` does not exist", truncate(&req.plan, 80)),
+            ));
+        };
+        let Some(sub) = self
+            .subscriptions_of_app(&req.app)?
+            .into_iter()
+            .find(|s| s.plan == req.plan && s.state != SubState::Rejected)
+        else {
+            return Err(AdminError::conflict(format!(
+                "app `{}` has no subscription to plan `{}`: create one first",
+                req.app, req.plan
+            )));
+        };
+        let live = self.live_keys(&sub.id, now)?;
+        if live >= plan.max_keys_per_app as usize {
+            return Err(AdminError::conflict(format!(
+                "app `{}` already has {live} live key(s) for plan `{}`, which allows {}: revoke one first",
+                req.app, req.plan, plan.max_keys_per_app
+            )));
+        }
+        let mut tx = Tx::default();
+        let (k, secret) = self.issue_key(&mut tx, &sub, req.name, req.expires_at);
+        self.commit(tx, actor, "create", "key", &k.id, detail_of(&k))?;
+        Ok((k, secret))
+    }
+
+    pub fn update_key(&self, actor: Actor, id: &str, req: KeyUpdate) -> Result<Key, AdminError> {
+        let _w = self.lock();
+        let mut k: Key = self.must("key", "key", id)?;
+        if let Some(n) = req.name {
+            check_text("name", &n, 200)?;
+            k.name = n;
+        }
+        if let Some(e) = req.expires_at {
+            k.expires_at = e;
+        }
+        let mut tx = Tx::default();
+        tx.put("key", id, &k);
+        self.commit(tx, actor, "update", "key", id, detail_of(&k))?;
+        Ok(k)
+    }
+
+    pub fn rotate_key(
+        &self,
+        actor: Actor,
+        id: &str,
+        req: KeyRotate,
+    ) -> Result<(Key, String), AdminError> {
+        if req.overlap_seconds > MAX_OVERLAP_SECONDS {
+            return Err(AdminError::invalid(
+                "overlap_seconds",
+                format!("at most {MAX_OVERLAP_SECONDS} (30 days)"),
+            ));
+        }
+        let _w = self.lock();
+        let mut old: Key = self.must("key", "key", id)?;
+        let now = Ts::now();
+        if old.revoked_at.is_some() {
+            return Err(AdminError::conflict(format!(
+                "key `{id}` is revoked: create a new key instead"
+            )));
+        }
+        let sub: Subscription = self.must("sub", "subscription", &old.subscription)?;
+        let mut tx = Tx::default();
+        let (new, secret) = self.issue_key(
+            &mut tx,
+            &sub,
+            old.name.clone(),
+            old.expires_at.filter(|e| *e > now),
+        );
+        let end = Ts(now.0 + req.overlap_seconds * 1000);
+        old.expires_at = Some(old.expires_at.map_or(end, |e| e.min(end)));
+        old.rotated_to = Some(new.id.clone());
+        tx.put("key", id, &old);
+        let detail = serde_json::json!({"overlap_seconds": req.overlap_seconds, "new_key": new.id});
+        self.commit(tx, actor, "rotate", "key", id, detail)?;
+        Ok((new, secret))
+    }
+
+    pub fn revoke_key(&self, actor: Actor, id: &str) -> Result<Key, AdminError> {
+        let _w = self.lock();
+        let mut k: Key = self.must("key", "key", id)?;
+        if k.revoked_at.is_some() {
+            return Ok(k);
+        }
+        k.revoked_at = Some(Ts::now());
+        let mut tx = Tx::default();
+        tx.put("key", id, &k);
+        self.commit(tx, actor, "revoke", "key", id, serde_json::json!({}))?;
+        Ok(k)
+    }
+
+    pub fn delete_key(&self, actor: Actor, id: &str) -> Result<(), AdminError> {
+        let _w = self.lock();
+        let k: Key = self.must("key", "key", id)?;
+        let mut tx = Tx::default();
+        tx.del(key("keyhash", &k.sha256));
+        tx.del(key("key", id));
+        tx.del(idx("key-of-sub", &k.subscription, id));
+        self.commit(tx, actor, "delete", "key", id, serde_json::json!({}))
+    }
+
+    // -----------------------------------------------------------------------
+    // The data path
+
+    /// The caller behind an API key issued through the admin API, if the key
+    /// is live, its subscription active and its product covers `api`.
+    pub fn lookup_key(&self, api: &str, secret: &str, now: Ts) -> Option<ConsumerInfo> {
+        if secret.is_empty() || secret.len() > 4096 {
+            return None;
+        }
+        let digest = sha256_hex(secret);
+        let id = self.store.get(TREE, &key("keyhash", &digest)).ok()??;
+        let k: Key = self.get("key", std::str::from_utf8(&id).ok()?).ok()??;
+        // The index names the key; the key's own digest must agree.
+        if k.sha256 != digest || !k.live(now) {
+            return None;
+        }
+        let sub: Subscription = self.get("sub", &k.subscription).ok()??;
+        self.caller(api, &sub, Some(k.id))
+    }
+
+    /// A caller by app id or consumer id (for example from a JWT claim):
+    /// the first active subscription of the app (or of the consumer's apps)
+    /// whose product covers `api`.
+    pub fn lookup_principal(&self, api: &str, id: &str) -> Option<ConsumerInfo> {
+        if id.is_empty() || id.len() > 64 {
+            return None;
+        }
+        if self.get::<App>("app", id).ok()?.is_some() {
+            return self.app_caller(api, id);
+        }
+        self.get::<Consumer>("consumer", id).ok()??;
+        self.has_children("app-of-consumer", id)
+            .ok()?
+            .iter()
+            .find_map(|app| self.app_caller(api, app))
+    }
+
+    fn app_caller(&self, api: &str, app: &str) -> Option<ConsumerInfo> {
+        self.subscriptions_of_app(app)
+            .ok()?
+            .iter()
+            .find_map(|s| self.caller(api, s, None))
+    }
+
+    fn caller(
+        &self,
+        api: &str,
+        sub: &Subscription,
+        key_id: Option<String>,
+    ) -> Option<ConsumerInfo> {
+        if sub.state != SubState::Active {
+            return None;
+        }
+        let product: Product = self.get("product", &sub.product).ok()??;
+        if !product.apis.iter().any(|a| a == api) {
+            return None;
+        }
+        // The plan must still exist (a deleted plan has no subscriptions,
+        // but be strict).
+        self.get::<Plan>("plan", &sub.plan).ok()??;
+        let app: App = self.get("app", &sub.app).ok()??;
+        Some(ConsumerInfo {
+            id: app.consumer,
+            app: Some(app.id),
+            key_id,
+            plan: Some(sub.plan.clone()),
+            product: Some(sub.product.clone()),
+        })
+    }
+
+    /// A plan's limits.
+    pub fn plan(&self, id: &str) -> Option<Plan> {
+        if id.is_empty() || id.len() > 64 {
+            return None;
+        }
+        self.get("plan", id).ok()?
+    }
+}
+
+fn check_apis(apis: &[String], api_exists: &dyn Fn(&str) -> bool) -> Result<(), AdminError> {
+    if apis.len() > 1000 {
+        return Err(AdminError::invalid("apis", "at most 1000 APIs"));
+    }
+    for (i, a) in apis.iter().enumerate() {
+        if !api_exists(a) {
+            return Err(AdminError::invalid(
+                format!("apis[{i}]"),
+                format!(
+                    "API `{}` is not defined in the policy manifests",
+                    truncate(a, 80)
+                ),
+            ));
+        }
+        if apis[..i].contains(a) {
+            return Err(AdminError::invalid(
+                format!("apis[{i}]"),
+                format!("API `{a}` is listed twice"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn detail_of<T: Serialize>(v: &T) -> serde_json::Value {
+    let mut j = serde_json::to_value(v).unwrap_or_default();
+    if let Some(o) = j.as_object_mut() {
+        o.remove("sha256");
+        o.remove("token_sha256");
+        o.remove("created_at");
+        o.remove("updated_at");
+    }
+    j
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg() -> (tempfile::TempDir, Registry) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        (dir, Registry::new(store))
+    }
+
+    fn setup(r: &Registry) -> (Subscription, Key, String) {
+        let apis = |a: &str| a == "pets";
+        r.create_product(
+            "t",
+            ProductCreate {
+                id: "shop".into(),
+                name: None,
+                description: String::new(),
+                apis: vec!["pets".into()],
+                published: true,
+            },
+            &apis,
+        )
+        .unwrap();
+        r.create_plan(
+            "t",
+            PlanCreate {
+                id: "gold".into(),
+                product: "shop".into(),
+                name: None,
+                description: String::new(),
+                rate_limits: vec![RateLimit {
+                    requests: 5,
+                    per: Per::Second,
+                }],
+                quota: None,
+                approval: Approval::SelfService,
+                max_keys_per_app: 2,
+            },
+        )
+        .unwrap();
+        r.create_consumer(
+            "t",
+            ConsumerCreate {
+                id: "alice".into(),
+                name: None,
+                email: "alice@example.com".into(),
+            },
+        )
+        .unwrap();
+        r.create_app(
+            "t",
+            AppCreate {
+                id: "shop-app".into(),
+                consumer: "alice".into(),
+                name: None,
+                description: String::new(),
+            },
+        )
+        .unwrap();
+        let sub = r
+            .create_subscription(
+                "t",
+                SubscriptionCreate {
+                    app: "shop-app".into(),
+                    plan: "gold".into(),
+                },
+            )
+            .unwrap();
+        let (k, secret) = r
+            .create_key(
+                "t",
+                KeyCreate {
+                    app: "shop-app".into(),
+                    plan: "gold".into(),
+                    name: String::new(),
+                    expires_at: None,
+                },
+            )
+            .unwrap();
+        (sub, k, secret)
+    }
+
+    #[test]
+    fn key_lifecycle_on_the_data_path() {
+        let (_d, r) = reg();
+        let (sub, k, secret) = setup(&r);
+        let now = Ts::now();
+        let who = r.lookup_key("pets", &secret, now).unwrap();
+        assert_eq!(who.id, "alice");
+        assert_eq!(who.app.as_deref(), Some("shop-app"));
+        assert_eq!(who.plan.as_deref(), Some("gold"));
+        assert_eq!(who.key_id.as_deref(), Some(k.id.as_str()));
+        // Another API, a wrong key, a key differing in its last byte.
+        assert!(r.lookup_key("orders", &secret, now).is_none());
+        let mut wrong = secret.clone();
+        let last = wrong.pop().unwrap();
+        wrong.push(if last == 'A' { 'B' } else { 'A' });
+        assert!(r.lookup_key("pets", &wrong, now).is_none());
+        // Suspended, then resumed.
+        r.update_subscription(
+            "t",
+            &sub.id,
+            SubscriptionUpdate {
+                state: SubState::Suspended,
+            },
+        )
+        .unwrap();
+        assert!(r.lookup_key("pets", &secret, now).is_none());
+        r.update_subscription(
+            "t",
+            &sub.id,
+            SubscriptionUpdate {
+                state: SubState::Active,
+            },
+        )
+        .unwrap();
+        assert!(r.lookup_key("pets", &secret, now).is_some());
+        // Rotation with an overlap: both work until the overlap ends.
+        let (new, new_secret) = r
+            .rotate_key(
+                "t",
+                &k.id,
+                KeyRotate {
+                    overlap_seconds: 60,
+                },
+            )
+            .unwrap();
+        assert!(r.lookup_key("pets", &secret, Ts::now()).is_some());
+        assert!(r.lookup_key("pets", &new_secret, Ts::now()).is_some());
+        assert!(r
+            .lookup_key("pets", &secret, Ts(Ts::now().0 + 61_000))
+            .is_none());
+        // Revocation.
+        r.revoke_key("t", &new.id).unwrap();
+        assert!(r.lookup_key("pets", &new_secret, Ts::now()).is_none());
+        // The principal lookup (JWT): by app and by consumer.
+        assert_eq!(r.lookup_principal("pets", "shop-app").unwrap().id, "alice");
+        assert_eq!(
+            r.lookup_principal("pets", "alice").unwrap().app.as_deref(),
+            Some("shop-app")
+        );
+        assert!(r.lookup_principal("orders", "alice").is_none());
+        // The audit log holds every change, in order.
+        let log = r.audit_page(None, 100).unwrap();
+        let actions: Vec<_> = log.items.iter().map(|e| e.action.as_str()).collect();
+        assert_eq!(
+            actions,
+            [
+                "create", "create", "create", "create", "create", "create", "suspend", "resume",
+                "rotate", "revoke"
+            ]
+        );
+        assert!(log.items.windows(2).all(|w| w[0].seq + 1 == w[1].seq));
+        assert!(!serde_json::to_string(&log.items).unwrap().contains(&secret));
+    }
+
+    #[test]
+    fn limits_dependencies_and_pages() {
+        let (_d, r) = reg();
+        let (sub, _k, _) = setup(&r);
+        // Two keys at most.
+        let mk = || {
+            r.create_key(
+                "t",
+                KeyCreate {
+                    app: "shop-app".into(),
+                    plan: "gold".into(),
+                    name: String::new(),
+                    expires_at: None,
+                },
+            )
+        };
+        mk().unwrap();
+        assert_eq!(mk().unwrap_err().status, 409);
+        // Dependents.
+        assert_eq!(r.delete_product("t", "shop").unwrap_err().status, 409);
+        assert_eq!(r.delete_plan("t", "gold").unwrap_err().status, 409);
+        assert_eq!(r.delete_app("t", "shop-app").unwrap_err().status, 409);
+        r.delete_subscription("t", &sub.id).unwrap();
+        assert!(r
+            .list::<Key>("key", None, 10, |_| true)
+            .unwrap()
+            .items
+            .is_empty());
+        r.delete_plan("t", "gold").unwrap();
+        r.delete_product("t", "shop").unwrap();
+        // Pages.
+        for i in 0..7 {
+            r.create_consumer(
+                "t",
+                ConsumerCreate {
+                    id: format!("c{i}"),
+                    name: None,
+                    email: String::new(),
+                },
+            )
+            .unwrap();
+        }
+        let p1 = r.list::<Consumer>("consumer", None, 3, |_| true).unwrap();
+        assert_eq!(p1.items.len(), 3);
+        let p2 = r
+            .list::<Consumer>("consumer", p1.next.as_deref(), 3, |_| true)
+            .unwrap();
+        let p3 = r
+            .list::<Consumer>("consumer", p2.next.as_deref(), 3, |_| true)
+            .unwrap();
+        let ids: Vec<_> = [p1, p2, p3]
+            .into_iter()
+            .flat_map(|p| p.items)
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(ids, ["alice", "c0", "c1", "c2", "c3", "c4", "c5", "c6"]);
+    }
+
+    #[test]
+    fn users_and_tokens() {
+        let (_d, r) = reg();
+        let token = r.init_admin("admin").unwrap();
+        assert!(r.init_admin("other").is_err());
+        assert_eq!(r.authenticate(&token).unwrap().unwrap().id, "admin");
+        assert!(r.authenticate("tga_nope").unwrap().is_none());
+        let (_, t2) = r.rotate_user_token("admin", "admin").unwrap();
+        assert!(r.authenticate(&token).unwrap().is_none());
+        assert!(r.authenticate(&t2).unwrap().is_some());
+        assert_eq!(r.delete_user("admin", "admin").unwrap_err().status, 409);
+        assert_eq!(
+            r.update_user(
+                "admin",
+                "admin",
+                UserUpdate {
+                    role: Some(Role::ReportsUser)
+                }
+            )
+            .unwrap_err()
+            .status,
+            409
+        );
+    }
+}
