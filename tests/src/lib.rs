@@ -1,6 +1,7 @@
 //! Shared helpers for the end-to-end tests: a real gateway on loopback with
 //! plugins built from this tree, a real recording upstream, and clients.
 
+pub mod admin;
 pub mod runner;
 
 use bytes::Bytes;
@@ -234,9 +235,15 @@ pub struct GatewayBuilder {
     watch: bool,
     data_dir: Option<PathBuf>,
     access_log: Option<PathBuf>,
+    admin: bool,
 }
 
 impl GatewayBuilder {
+    /// Serve the admin API on a loopback port of its own.
+    pub fn admin(mut self) -> Self {
+        self.admin = true;
+        self
+    }
     /// Keep the store (and the compiled-plugin cache) in this directory
     /// instead of a fresh one, e.g. to restart a gateway on the same data.
     /// Only one gateway at a time can hold a data directory.
@@ -277,6 +284,8 @@ pub struct TestGateway {
     pub gateway: Arc<Gateway>,
     pub addr: SocketAddr,
     pub tls: bool,
+    /// The admin API's address, with [`GatewayBuilder::admin`].
+    pub admin_addr: Option<SocketAddr>,
     shutdown: tokio::sync::watch::Sender<bool>,
 }
 
@@ -291,6 +300,7 @@ impl TestGateway {
             watch: false,
             data_dir: None,
             access_log: None,
+            admin: false,
         }
     }
 
@@ -341,6 +351,11 @@ debounce = "50ms"
             Some(p) => format!("{gw}\n[access-log]\npath = {:?}\n", p.display().to_string()),
             None => gw,
         };
+        let gw = if b.admin {
+            format!("{gw}\n[admin]\naddress = \"127.0.0.1:0\"\n")
+        } else {
+            gw
+        };
         let gw_path = dir.path().join("tollgate.toml");
         std::fs::write(&gw_path, gw).unwrap();
         let p = gw_path.clone();
@@ -356,6 +371,7 @@ debounce = "50ms"
             gateway,
             addr: bound[0].addr,
             tls: b.tls.is_some(),
+            admin_addr: bound.iter().find(|b| b.name == "admin").map(|b| b.addr),
             shutdown: tx,
         }
     }
@@ -375,6 +391,21 @@ debounce = "50ms"
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// An admin API client with a fresh administrator's token (the first
+    /// call creates the `admin` user, as `tollgate admin init` would).
+    pub fn admin(&self) -> admin::AdminClient {
+        let addr = self.admin_addr.expect("start the gateway with .admin()");
+        let reg = self.gateway.registry.clone();
+        let token = match reg.init_admin("admin") {
+            Ok(t) => t,
+            Err(_) => reg
+                .rotate_user_token("test", "admin")
+                .expect("the admin user exists")
+                .1,
+        };
+        admin::AdminClient::new(format!("http://{addr}"), token)
     }
 }
 

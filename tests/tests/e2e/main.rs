@@ -1,6 +1,8 @@
 //! End-to-end tests: one binary, topic modules, shared helpers in the
 //! crate's library.
 
+mod admin;
+mod admin_crash;
 mod chain;
 mod jwt;
 mod policies_cache_log;
