@@ -174,14 +174,22 @@ fn check_name(t: &toml::Table, api: &str) -> Result<(), String> {
 }
 
 /// One step as JSON: its own keys from kebab-case to snake_case, values
-/// (including the plugin's `config`, keys untouched) converted as they are.
+/// (including the plugin's `config`, keys untouched) converted as they are,
+/// except a `memory` given as a number of bytes, which the API takes as text.
 fn step(v: &toml::Value) -> Result<Value, String> {
     let toml::Value::Table(t) = v else {
         return Err(format!("expected a table, not a {}", v.type_str()));
     };
     Ok(Value::Object(
         t.iter()
-            .map(|(k, v)| (k.replace('-', "_"), toml_to_json(v)))
+            .map(|(k, v)| {
+                let key = k.replace('-', "_");
+                let value = match (key.as_str(), v) {
+                    ("memory", toml::Value::Integer(n)) => Value::String(n.to_string()),
+                    _ => toml_to_json(v),
+                };
+                (key, value)
+            })
             .collect(),
     ))
 }
@@ -230,6 +238,7 @@ cache-authorized = true
 
 [[chain]]
 plugin = "quota"
+memory = 1048576
 [chain.config]
 calls = 1000
 period = "month"
@@ -240,7 +249,8 @@ period = "month"
                 {"name": "auth", "plugin": "key-auth", "fail_open": false, "timeout": "20ms",
                  "memory": "8MiB", "grants": ["consumers"],
                  "config": {"header": "x-api-key", "cache-authorized": true}},
-                {"plugin": "quota", "config": {"calls": 1000, "period": "month"}},
+                {"plugin": "quota", "memory": "1048576",
+                 "config": {"calls": 1000, "period": "month"}},
             ]})
         );
     }

@@ -139,7 +139,7 @@ impl Client {
             if e.is_connect() || (e.is_timeout() && !e.is_body()) {
                 Error::Connect {
                     url: url.to_string(),
-                    cause: cause(&e),
+                    cause: innermost(&e),
                 }
             } else {
                 Error::Transport {
@@ -168,11 +168,20 @@ impl Client {
     }
 }
 
-/// The innermost useful part of a reqwest error: "Connection refused (os
-/// error 111)" rather than "error sending request for url (...)".
+/// Why a connection failed: the innermost cause ("Connection refused (os
+/// error 111)"), without reqwest's and hyper's wrappers.
+fn innermost(e: &reqwest::Error) -> String {
+    let mut last: &dyn std::error::Error = e;
+    while let Some(inner) = last.source() {
+        last = inner;
+    }
+    last.to_string()
+}
+
+/// Why a request failed after connecting: the whole chain, without
+/// reqwest's "error sending request for url (...)" (the caller names the URL).
 fn cause(e: &reqwest::Error) -> String {
     let full = chain(e);
-    // reqwest repeats the URL in its own message; the caller names it already.
     match full.split_once(": ") {
         Some((head, rest)) if head.starts_with("error sending request") => rest.to_string(),
         _ => full,

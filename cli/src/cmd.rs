@@ -183,18 +183,25 @@ pub enum Crud<F: Args + Filter> {
         filter: F,
     },
     /// Show one.
-    Get { id: String },
+    Get {
+        /// Its id.
+        id: String,
+    },
     /// Create one from FIELD=VALUE and FIELD:=JSON arguments (the fields are
     /// in docs/admin-api.md).
     Create(Fields),
     /// Change the given fields of one (the id cannot change).
     Update {
+        /// Its id.
         id: String,
         #[command(flatten)]
         fields: Fields,
     },
     /// Delete one.
-    Delete { id: String },
+    Delete {
+        /// Its id.
+        id: String,
+    },
 }
 
 /// `users ...`
@@ -203,7 +210,10 @@ pub enum UserVerb {
     #[command(flatten)]
     Crud(Crud<NoFilter>),
     /// Issue a new token for a user; the old one stops working at once.
-    Token { id: String },
+    Token {
+        /// Its id.
+        id: String,
+    },
 }
 
 /// `apis ...`
@@ -215,7 +225,10 @@ pub enum ApiVerb {
         page: Page,
     },
     /// Show one API: routes, upstream, chain.
-    Get { name: String },
+    Get {
+        /// The API's name.
+        name: String,
+    },
     /// Show or replace an API's policy chain.
     #[command(subcommand)]
     Chain(ChainVerb),
@@ -225,10 +238,14 @@ pub enum ApiVerb {
 #[derive(Subcommand, Debug)]
 pub enum ChainVerb {
     /// Show the chain and its etag.
-    Get { name: String },
+    Get {
+        /// The API's name.
+        name: String,
+    },
     /// Replace the chain: validated like `tollgate check`, written to the
     /// API's manifest file and swapped in like a hot reload.
     Set {
+        /// The API's name.
         name: String,
         /// The steps: JSON (`{"chain": [...]}` or a list of steps) or TOML
         /// (`[[chain]]` or `[[api.chain]]` tables, as in a manifest); `-`
@@ -247,13 +264,25 @@ pub enum SubscriptionVerb {
     #[command(flatten)]
     Crud(Crud<SubscriptionFilter>),
     /// Approve a pending subscription (state `active`).
-    Approve { id: String },
+    Approve {
+        /// Its id.
+        id: String,
+    },
     /// Reject a pending subscription.
-    Reject { id: String },
+    Reject {
+        /// Its id.
+        id: String,
+    },
     /// Suspend an active subscription: its keys stop working.
-    Suspend { id: String },
+    Suspend {
+        /// Its id.
+        id: String,
+    },
     /// Resume a suspended subscription (state `active`).
-    Resume { id: String },
+    Resume {
+        /// Its id.
+        id: String,
+    },
 }
 
 /// `keys ...`
@@ -263,13 +292,17 @@ pub enum KeyVerb {
     Crud(Crud<KeyFilter>),
     /// Issue a new key for the same subscription; the old one stops after the overlap.
     Rotate {
+        /// The key's id.
         id: String,
         /// Seconds the old key keeps working (0-2592000; default 0).
         #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(0..=2_592_000))]
         overlap: Option<u32>,
     },
     /// Stop a key at once.
-    Revoke { id: String },
+    Revoke {
+        /// Its id.
+        id: String,
+    },
 }
 
 /// `audit ...`

@@ -48,6 +48,7 @@ pub struct AdminArgs {
 
 /// Where the admin API is, how to authenticate, how to print.
 #[derive(clap::Args, Debug, Clone)]
+#[command(next_help_heading = "Admin API client options")]
 pub struct Options {
     /// The admin API's URL: the `[admin] address` of the gateway file
     /// (`http://` is assumed for a bare host:port).

@@ -55,6 +55,15 @@ impl Kind {
         }
     }
 
+    /// Several of them, for messages.
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::Audit => "audit records",
+            Kind::Apis => "APIs",
+            other => other.path(),
+        }
+    }
+
     /// The fields of one object in the order a `get` lists them (the order
     /// of docs/admin-api.md); fields not named here follow, sorted.
     fn fields(self) -> &'static [&'static str] {
@@ -181,7 +190,7 @@ impl Kind {
                 col("ID", |v| field(v, "id")),
             ],
             Kind::Whoami => vec![
-                col("ID", |v| field(v, "id")),
+                col("USER", |v| field(v, "user")),
                 col("ROLE", |v| field(v, "role")),
             ],
         }
@@ -282,14 +291,14 @@ pub fn render(show: &Show, answer: &Value, json: bool) -> Output {
                 .map(Vec::as_slice)
                 .unwrap_or_default();
             if items.is_empty() {
-                o.err(format!("no {}", kind.path()));
+                o.err(format!("no {}", kind.plural()));
             } else {
                 o.out(table(&kind.columns(), items));
             }
             if let Some(next) = next_of(answer) {
                 o.err(format!(
                     "more {} follow: --after {next} for the next page, or --all",
-                    kind.path()
+                    kind.plural()
                 ));
             }
         }
@@ -641,7 +650,7 @@ mod tests {
         assert_eq!(o.stdout(), "");
         assert_eq!(
             o.stderr(),
-            "no audit\nmore audit follow: --after 42 for the next page, or --all\n"
+            "no audit records\nmore audit records follow: --after 42 for the next page, or --all\n"
         );
     }
 

@@ -608,6 +608,9 @@ async fn connection_refused_names_the_url() {
         "{text}"
     );
     assert!(text.contains("`[admin] address`"), "{text}");
+    // The cause itself, not reqwest's wrappers around it.
+    assert!(!text.contains("error sending request"), "{text}");
+    assert!(!text.contains("client error"), "{text}");
 }
 
 #[tokio::test]

@@ -42,6 +42,31 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9090")]
         listen: std::net::SocketAddr,
     },
+    /// The admin API: create the first administrator (`init`), or manage
+    /// users, products, plans, consumers, apps, subscriptions and keys of a
+    /// running gateway (docs/admin-api.md).
+    Admin {
+        #[command(flatten)]
+        options: tollgate_admin_cli::Options,
+        #[command(subcommand)]
+        cmd: AdminCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCmd {
+    /// Create the first administrator in the gateway's store and print its
+    /// token once. Run it with the gateway stopped; it never replaces one.
+    Init {
+        /// The gateway file.
+        #[arg(long, short, default_value = "tollgate.toml")]
+        config: PathBuf,
+        /// The administrator's id.
+        #[arg(long, default_value = "admin")]
+        user: String,
+    },
+    #[command(flatten)]
+    Client(tollgate_admin_cli::Command),
 }
 
 fn init_logging() {
@@ -94,6 +119,32 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+        Command::Admin { options, cmd } => match cmd {
+            AdminCmd::Init { config, user } => admin_init(&config, &user),
+            AdminCmd::Client(command) => {
+                tollgate_admin_cli::run(tollgate_admin_cli::AdminArgs { options, command })
+            }
+        },
+    }
+}
+
+fn admin_init(config: &std::path::Path, user: &str) -> ExitCode {
+    match tollgate::admin::init(config, user) {
+        Ok(token) => {
+            println!("{token}");
+            eprintln!(
+                "Administrator `{user}` created. Its token (above) is shown only this once: \
+                 only its SHA-256 is stored.\n\
+                 Use it with the gateway running:\n  \
+                 export TOLLGATE_ADMIN_TOKEN={token}\n  \
+                 tollgate admin whoami"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }

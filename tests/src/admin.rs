@@ -46,14 +46,19 @@ impl AdminClient {
         let json = if text.is_empty() {
             Value::Null
         } else {
-            serde_json::from_str(&text)
-                .unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
         };
         (status, json)
     }
 
     /// Send raw bytes with a content type.
-    pub async fn raw(&self, method: &str, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (u16, Value) {
         let resp = self
             .http
             .request(method.parse().unwrap(), self.url(path))

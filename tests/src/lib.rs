@@ -400,10 +400,11 @@ debounce = "50ms"
         let reg = self.gateway.registry.clone();
         let token = match reg.init_admin("admin") {
             Ok(t) => t,
-            Err(_) => reg
-                .rotate_user_token("test", "admin")
-                .expect("the admin user exists")
-                .1,
+            Err(_) => {
+                reg.rotate_user_token("test", "admin")
+                    .expect("the admin user exists")
+                    .1
+            }
         };
         admin::AdminClient::new(format!("http://{addr}"), token)
     }

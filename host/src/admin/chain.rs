@@ -19,10 +19,27 @@ pub struct StepInput {
     #[serde(default)]
     pub fail_open: bool,
     pub timeout: Option<String>,
-    pub memory: Option<String>,
+    pub memory: Option<SizeInput>,
     #[serde(default)]
     pub grants: Vec<String>,
     pub config: Option<Map<String, Value>>,
+}
+
+/// A size as bytes (`16777216`) or with a unit (`"16MiB"`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum SizeInput {
+    Bytes(u64),
+    Text(String),
+}
+
+impl SizeInput {
+    fn parse(&self) -> Result<Size, String> {
+        match self {
+            SizeInput::Bytes(n) => Ok(Size(*n)),
+            SizeInput::Text(t) => Size::try_from(t.as_str()),
+        }
+    }
 }
 
 /// The body of `PUT /apis/{name}/chain`.
@@ -39,9 +56,9 @@ const MAX_DEPTH: usize = 32;
 /// A duration as a manifest would write it.
 pub fn dur_str(d: std::time::Duration) -> String {
     let us = d.as_micros();
-    if us % 1_000_000 == 0 {
+    if us.is_multiple_of(1_000_000) {
         format!("{}s", us / 1_000_000)
-    } else if us % 1000 == 0 {
+    } else if us.is_multiple_of(1000) {
         format!("{}ms", us / 1000)
     } else {
         format!("{us}us")
@@ -51,7 +68,7 @@ pub fn dur_str(d: std::time::Duration) -> String {
 /// A size as a manifest would write it.
 pub fn size_str(n: u64) -> String {
     for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
-        if n != 0 && n % (1 << shift) == 0 {
+        if n != 0 && n.is_multiple_of(1 << shift) {
             return format!("{}{unit}", n >> shift);
         }
     }
@@ -116,7 +133,7 @@ pub fn check_steps(chain: &[StepInput]) -> Result<(), AdminError> {
             Dur::try_from(t.as_str()).map_err(|e| AdminError::invalid(f("timeout"), e))?;
         }
         if let Some(m) = &s.memory {
-            Size::try_from(m.as_str()).map_err(|e| AdminError::invalid(f("memory"), e))?;
+            m.parse().map_err(|e| AdminError::invalid(f("memory"), e))?;
         }
         for (j, g) in s.grants.iter().enumerate() {
             crate::services::Capability::parse(g)
@@ -214,7 +231,8 @@ fn step_table(s: &StepInput) -> Result<Table, AdminError> {
         t.insert("timeout", toml_edit::value(x.as_str()));
     }
     if let Some(x) = &s.memory {
-        t.insert("memory", toml_edit::value(x.as_str()));
+        let size = x.parse().map_err(|e| AdminError::invalid("memory", e))?;
+        t.insert("memory", toml_edit::value(size_str(size.0)));
     }
     if !s.grants.is_empty() {
         let mut a = Array::new();
@@ -289,7 +307,7 @@ pub fn input_view(s: &StepInput) -> Value {
         }
     }
     if let Some(m) = &s.memory {
-        if let Ok(n) = Size::try_from(m.as_str()) {
+        if let Ok(n) = m.parse() {
             o.insert("memory".into(), size_str(n.0).into());
         }
     }
@@ -345,7 +363,7 @@ value = "orders"
         let chain = steps(serde_json::json!([
             {"name": "auth", "plugin": "key-auth", "grants": ["consumers"], "timeout": "20ms",
              "config": {"header": "x-api-key", "nested": {"deep": {"x": 1}, "list": [{"a": 1}]}}},
-            {"plugin": "noop", "fail_open": true}
+            {"plugin": "noop", "fail_open": true, "memory": 16777216}
         ]));
         check_steps(&chain).unwrap();
         let out = rewrite_chain(TEXT, "pets", &chain).unwrap();

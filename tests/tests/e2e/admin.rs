@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 use tollgate_tests::admin::AdminClient;
-use tollgate_tests::{client, Upstream, TestGateway};
+use tollgate_tests::{client, TestGateway, Upstream};
 
 /// An API `pets` (prefix `/pets`) with key-auth and plan-based limits, and
 /// an API `orders` (prefix `/orders`) with key-auth only.
@@ -55,7 +55,10 @@ grants = ["consumers"]
 
 async fn start() -> (Upstream, TestGateway, AdminClient) {
     let up = Upstream::start().await;
-    let gw = TestGateway::builder(&manifest(&up.url())).admin().start().await;
+    let gw = TestGateway::builder(&manifest(&up.url()))
+        .admin()
+        .start()
+        .await;
     let admin = gw.admin();
     (up, gw, admin)
 }
@@ -64,20 +67,29 @@ async fn start() -> (Upstream, TestGateway, AdminClient) {
 /// `alice`, app `alice-app`, an active subscription and a key; the secret.
 async fn issue_key(admin: &AdminClient, plan: Value) -> (Value, String) {
     admin
-        .create("/products", json!({"id": "shop", "apis": ["pets"], "published": true}))
+        .create(
+            "/products",
+            json!({"id": "shop", "apis": ["pets"], "published": true}),
+        )
         .await;
     let mut plan = plan;
     plan["id"] = "plan".into();
     plan["product"] = "shop".into();
     admin.create("/plans", plan).await;
     admin
-        .create("/consumers", json!({"id": "alice", "email": "alice@example.com"}))
+        .create(
+            "/consumers",
+            json!({"id": "alice", "email": "alice@example.com"}),
+        )
         .await;
     admin
         .create("/apps", json!({"id": "alice-app", "consumer": "alice"}))
         .await;
     let sub = admin
-        .create("/subscriptions", json!({"app": "alice-app", "plan": "plan"}))
+        .create(
+            "/subscriptions",
+            json!({"app": "alice-app", "plan": "plan"}),
+        )
         .await;
     let moderated = plan_is_moderated(admin).await;
     assert_eq!(sub["state"], if moderated { "pending" } else { "active" });
@@ -146,7 +158,11 @@ async fn from_init_to_a_call_limited_by_its_plan() {
 #[tokio::test]
 async fn moderated_plans_suspension_rotation_and_revocation_apply_on_the_next_request() {
     let (_up, gw, admin) = start().await;
-    let (key, secret) = issue_key(&admin, json!({"approval": "moderated", "max_keys_per_app": 2})).await;
+    let (key, secret) = issue_key(
+        &admin,
+        json!({"approval": "moderated", "max_keys_per_app": 2}),
+    )
+    .await;
     // Pending until approved.
     let (_, subs) = admin.get("/subscriptions?app=alice-app").await;
     let sub = subs["items"][0]["id"].as_str().unwrap().to_string();
@@ -159,11 +175,17 @@ async fn moderated_plans_suspension_rotation_and_revocation_apply_on_the_next_re
     assert_eq!(call(&gw, "/pets/1", &secret).await.status(), 200);
     // Suspended, resumed.
     admin
-        .patch(&format!("/subscriptions/{sub}"), json!({"state": "suspended"}))
+        .patch(
+            &format!("/subscriptions/{sub}"),
+            json!({"state": "suspended"}),
+        )
         .await;
     assert_eq!(call(&gw, "/pets/1", &secret).await.status(), 401);
     let (s, v) = admin
-        .patch(&format!("/subscriptions/{sub}"), json!({"state": "pending"}))
+        .patch(
+            &format!("/subscriptions/{sub}"),
+            json!({"state": "pending"}),
+        )
         .await;
     assert_eq!(s, 409, "{v}");
     admin
@@ -173,7 +195,10 @@ async fn moderated_plans_suspension_rotation_and_revocation_apply_on_the_next_re
     // Rotation with an overlap: both keys work.
     let id = key["id"].as_str().unwrap();
     let (s, rotated) = admin
-        .post(&format!("/keys/{id}/rotate"), json!({"overlap_seconds": 3600}))
+        .post(
+            &format!("/keys/{id}/rotate"),
+            json!({"overlap_seconds": 3600}),
+        )
         .await;
     assert_eq!(s, 201, "{rotated}");
     let new_secret = rotated["secret"].as_str().unwrap().to_string();
@@ -187,7 +212,9 @@ async fn moderated_plans_suspension_rotation_and_revocation_apply_on_the_next_re
     assert_eq!(call(&gw, "/pets/1", &secret).await.status(), 401);
     assert_eq!(call(&gw, "/pets/1", &new_secret).await.status(), 200);
     // Rotation without overlap stops the old key at once.
-    let (_, r2) = admin.post(&format!("/keys/{new_id}/rotate"), json!({})).await;
+    let (_, r2) = admin
+        .post(&format!("/keys/{new_id}/rotate"), json!({}))
+        .await;
     let newest = r2["secret"].as_str().unwrap().to_string();
     assert_eq!(call(&gw, "/pets/1", &new_secret).await.status(), 401);
     assert_eq!(call(&gw, "/pets/1", &newest).await.status(), 200);
@@ -204,7 +231,10 @@ async fn moderated_plans_suspension_rotation_and_revocation_apply_on_the_next_re
         + 2;
     let expires = format_rfc3339(soon);
     let (s, k) = admin
-        .post("/keys", json!({"app": "alice-app", "plan": "plan", "expires_at": expires}))
+        .post(
+            "/keys",
+            json!({"app": "alice-app", "plan": "plan", "expires_at": expires}),
+        )
         .await;
     assert_eq!(s, 201, "{k}");
     let short = k["secret"].as_str().unwrap().to_string();
@@ -225,7 +255,10 @@ async fn max_keys_per_app_and_dependencies() {
         .post("/keys", json!({"app": "alice-app", "plan": "plan"}))
         .await;
     assert_eq!(s, 409, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("allows 1"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("allows 1"),
+        "{v}"
+    );
     for (path, what) in [
         ("/products/shop", "plans"),
         ("/plans/plan", "subscription"),
@@ -234,7 +267,10 @@ async fn max_keys_per_app_and_dependencies() {
     ] {
         let (s, v) = admin.delete(path).await;
         assert_eq!(s, 409, "{path}: {v}");
-        assert!(v["error"]["message"].as_str().unwrap().contains(what), "{v}");
+        assert!(
+            v["error"]["message"].as_str().unwrap().contains(what),
+            "{v}"
+        );
     }
     let (s, v) = admin
         .post("/products", json!({"id": "x", "apis": ["no-such-api"]}))
@@ -242,7 +278,9 @@ async fn max_keys_per_app_and_dependencies() {
     assert_eq!((s, &v["error"]["field"]), (400, &json!("apis[0]")), "{v}");
     // Pages through a listing.
     for i in 0..5 {
-        admin.create("/consumers", json!({"id": format!("c{i}")})).await;
+        admin
+            .create("/consumers", json!({"id": format!("c{i}")}))
+            .await;
     }
     let (_, p1) = admin.get("/consumers?limit=4").await;
     assert_eq!(p1["items"].as_array().unwrap().len(), 4);
@@ -256,22 +294,62 @@ async fn max_keys_per_app_and_dependencies() {
 fn family_calls() -> Vec<(&'static str, &'static str, &'static str, Value)> {
     vec![
         ("users", "GET", "/users", Value::Null),
-        ("users", "POST", "/users", json!({"id": "new-user", "role": "reports-user"})),
+        (
+            "users",
+            "POST",
+            "/users",
+            json!({"id": "new-user", "role": "reports-user"}),
+        ),
         ("audit", "GET", "/audit", Value::Null),
         ("apis", "GET", "/apis", Value::Null),
-        ("apis", "PUT", "/apis/orders/chain", json!({"chain": [{"plugin": "key-auth", "grants": ["consumers"]}]})),
+        (
+            "apis",
+            "PUT",
+            "/apis/orders/chain",
+            json!({"chain": [{"plugin": "key-auth", "grants": ["consumers"]}]}),
+        ),
         ("products", "GET", "/products", Value::Null),
-        ("products", "POST", "/products", json!({"id": "new-product"})),
+        (
+            "products",
+            "POST",
+            "/products",
+            json!({"id": "new-product"}),
+        ),
         ("plans", "GET", "/plans", Value::Null),
-        ("plans", "POST", "/plans", json!({"id": "new-plan", "product": "shop"})),
+        (
+            "plans",
+            "POST",
+            "/plans",
+            json!({"id": "new-plan", "product": "shop"}),
+        ),
         ("consumers", "GET", "/consumers", Value::Null),
-        ("consumers", "POST", "/consumers", json!({"id": "new-consumer"})),
+        (
+            "consumers",
+            "POST",
+            "/consumers",
+            json!({"id": "new-consumer"}),
+        ),
         ("apps", "GET", "/apps", Value::Null),
-        ("apps", "POST", "/apps", json!({"id": "new-app", "consumer": "alice"})),
+        (
+            "apps",
+            "POST",
+            "/apps",
+            json!({"id": "new-app", "consumer": "alice"}),
+        ),
         ("subscriptions", "GET", "/subscriptions", Value::Null),
-        ("subscriptions", "POST", "/subscriptions", json!({"app": "alice-app", "plan": "plan2"})),
+        (
+            "subscriptions",
+            "POST",
+            "/subscriptions",
+            json!({"app": "alice-app", "plan": "plan2"}),
+        ),
         ("keys", "GET", "/keys", Value::Null),
-        ("keys", "POST", "/keys", json!({"app": "alice-app", "plan": "plan"})),
+        (
+            "keys",
+            "POST",
+            "/keys",
+            json!({"app": "alice-app", "plan": "plan"}),
+        ),
     ]
 }
 
@@ -294,7 +372,12 @@ async fn every_role_against_every_resource_family() {
         .create("/plans", json!({"id": "plan2", "product": "shop"}))
         .await;
     let mut tokens = Vec::new();
-    for role in ["api-manager", "community-manager", "reports-user", "administrator"] {
+    for role in [
+        "api-manager",
+        "community-manager",
+        "reports-user",
+        "administrator",
+    ] {
         let (s, v) = admin
             .post("/users", json!({"id": format!("u-{role}"), "role": role}))
             .await;
@@ -384,8 +467,15 @@ async fn hostile_input_is_refused_and_changes_nothing() {
         ("PUT", "/apis/pets/chain", br#"{"chain": "all of them"}"#.to_vec(), 400, "invalid type"),
     ];
     for (method, path, body, status, needle) in cases {
-        let (s, v) = admin.raw(method, path, "application/json", body.clone()).await;
-        assert_eq!(s, status, "{method} {path} {}: {v}", String::from_utf8_lossy(&body));
+        let (s, v) = admin
+            .raw(method, path, "application/json", body.clone())
+            .await;
+        assert_eq!(
+            s,
+            status,
+            "{method} {path} {}: {v}",
+            String::from_utf8_lossy(&body)
+        );
         let msg = v["error"]["message"].as_str().unwrap_or_default();
         assert!(
             msg.contains(needle),
@@ -398,10 +488,14 @@ async fn hostile_input_is_refused_and_changes_nothing() {
         .await;
     assert_eq!(v["error"]["field"], "rate_limits[0].requests", "{v}");
     // Wrong content type, huge bodies (with and without a length).
-    let (s, _) = admin.raw("POST", "/consumers", "text/plain", b"{}".to_vec()).await;
+    let (s, _) = admin
+        .raw("POST", "/consumers", "text/plain", b"{}".to_vec())
+        .await;
     assert_eq!(s, 415);
     let huge = format!(r#"{{"id": "x", "name": "{}"}}"#, "a".repeat(2 << 20));
-    let (s, v) = admin.raw("POST", "/consumers", "application/json", huge.into_bytes()).await;
+    let (s, v) = admin
+        .raw("POST", "/consumers", "application/json", huge.into_bytes())
+        .await;
     assert_eq!(s, 413, "{v}");
     let stream = futures_util::stream::iter(
         (0..40).map(|_| Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b' '; 64 * 1024]))),
@@ -504,9 +598,10 @@ async fn a_chain_assigned_through_the_api_is_live_and_written_to_the_manifest() 
 #[tokio::test]
 async fn the_openapi_document_and_the_live_routes_agree() {
     let (_up, _gw, admin) = start().await;
-    let doc: Value =
-        serde_json::from_str(&std::fs::read_to_string(tollgate_tests::root().join("docs/admin-openapi.json")).unwrap())
-            .unwrap();
+    let doc: Value = serde_json::from_str(
+        &std::fs::read_to_string(tollgate_tests::root().join("docs/admin-openapi.json")).unwrap(),
+    )
+    .unwrap();
     let mut documented = std::collections::BTreeSet::new();
     for (path, ops) in doc["paths"].as_object().unwrap() {
         for method in ops.as_object().unwrap().keys() {
@@ -519,7 +614,10 @@ async fn the_openapi_document_and_the_live_routes_agree() {
         .iter()
         .map(|(m, p)| (m.to_string(), p.to_string()))
         .collect();
-    assert_eq!(documented, served, "docs/admin-openapi.json and ROUTES differ");
+    assert_eq!(
+        documented, served,
+        "docs/admin-openapi.json and ROUTES differ"
+    );
     // The served document is the file.
     let (s, live) = admin.with_token("").get("/openapi.json").await;
     assert_eq!(s, 200);
@@ -536,4 +634,57 @@ async fn the_openapi_document_and_the_live_routes_agree() {
         assert!(!msg.contains("no admin API route"), "{method} {path}: {v}");
         assert!(!msg.contains("no handler"), "{method} {path}: {v}");
     }
+}
+
+#[tokio::test]
+async fn jwt_resolves_apps_issued_through_the_api() {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    const SECRET: &str = "admin e2e secret for HS256, 32 bytes or more";
+    let up = Upstream::start().await;
+    let chain = format!(
+        r#"
+[[api.chain]]
+plugin = "jwt"
+grants = ["crypto", "cache", "consumers", "http:localhost"]
+[api.chain.config]
+algorithms = ["HS256"]
+secret = "{SECRET}"
+consumer-claim = "client_id"
+"#
+    );
+    let manifest = tollgate_tests::simple_manifest(&up.url(), &chain)
+        .replace("name = \"test\"", "name = \"pets\"");
+    let gw = TestGateway::builder(&manifest).admin().start().await;
+    let admin = gw.admin();
+    issue_key(&admin, json!({})).await;
+    let token = |client_id: &str| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let h = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+        let c =
+            URL_SAFE_NO_PAD.encode(json!({"client_id": client_id, "exp": now + 600}).to_string());
+        let input = format!("{h}.{c}");
+        let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, SECRET.as_bytes());
+        let s = URL_SAFE_NO_PAD.encode(ring::hmac::sign(&k, input.as_bytes()).as_ref());
+        format!("{input}.{s}")
+    };
+    let get = |t: String| client().get(gw.url("/pets")).bearer_auth(t).send();
+    // The app's active subscription covers the API: the caller is its consumer.
+    let r = get(token("alice-app")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    // An app nobody issued, and the same app once suspended.
+    assert_eq!(get(token("mallory-app")).await.unwrap().status(), 401);
+    let (_, subs) = admin.get("/subscriptions?app=alice-app").await;
+    let sub = subs["items"][0]["id"].as_str().unwrap().to_string();
+    admin
+        .patch(
+            &format!("/subscriptions/{sub}"),
+            json!({"state": "suspended"}),
+        )
+        .await;
+    assert_eq!(get(token("alice-app")).await.unwrap().status(), 401);
+    assert_eq!(up.requests().len(), 1);
 }

@@ -1,7 +1,7 @@
 //! Durability of the admin API: the real binary is killed with SIGKILL while
 //! admin writes are in flight, restarted, and every write it had
 //! acknowledged must be there. `TOLLGATE_CRASH_TRIALS` sets the number of
-//! kills (default 8).
+//! kills (default 5).
 
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -21,15 +21,26 @@ fn free_port() -> u16 {
 }
 
 fn gateway_file(dir: &std::path::Path, admin_port: u16) -> std::path::PathBuf {
-    let manifest = r#"schema = 1
+    gateway_file_with(dir, admin_port, free_port(), "http://127.0.0.1:9")
+}
+
+fn gateway_file_with(
+    dir: &std::path::Path,
+    admin_port: u16,
+    public_port: u16,
+    upstream: &str,
+) -> std::path::PathBuf {
+    let manifest = format!(
+        r#"schema = 1
 
 [[api]]
 name = "pets"
-upstream = { targets = ["http://127.0.0.1:9"] }
+upstream = {{ targets = ["{upstream}"] }}
 
 [[api.route]]
 prefix = "/pets"
-"#;
+"#
+    );
     std::fs::write(dir.join("api.toml"), manifest).unwrap();
     let gw = format!(
         r#"schema = 1
@@ -38,7 +49,10 @@ policies = ["api.toml"]
 
 [[listener]]
 name = "public"
-address = "127.0.0.1:{}"
+address = "127.0.0.1:{public_port}"
+
+[plugins]
+dirs = [{plugins:?}]
 
 [reload]
 watch = false
@@ -46,7 +60,7 @@ watch = false
 [admin]
 address = "127.0.0.1:{admin_port}"
 "#,
-        free_port()
+        plugins = tollgate_tests::plugin_dir().display().to_string(),
     );
     let p = dir.join("tollgate.toml");
     std::fs::write(&p, gw).unwrap();
@@ -106,19 +120,10 @@ async fn list_all(admin: &AdminClient, what: &str) -> BTreeSet<String> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_admin_writes_survive_sigkill() {
-    let trials: usize = std::env::var("TOLLGATE_CRASH_TRIALS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(8);
-    let dir = tempfile::tempdir().unwrap();
-    let admin_port = free_port();
-    let config = gateway_file(dir.path(), admin_port);
-    // The first administrator, through the CLI, with the gateway stopped.
+fn admin_init(config: &std::path::Path) -> String {
     let out = Command::new(tollgate_bin())
         .args(["admin", "init", "--config"])
-        .arg(&config)
+        .arg(config)
         .output()
         .unwrap();
     assert!(
@@ -128,6 +133,73 @@ async fn acknowledged_admin_writes_survive_sigkill() {
     );
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
     assert!(token.starts_with("tga_"), "{token}");
+    token
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chain_assigned_through_the_api_survives_a_restart() {
+    let up = tollgate_tests::Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (admin_port, public_port) = (free_port(), free_port());
+    let config = gateway_file_with(dir.path(), admin_port, public_port, &up.url());
+    let admin = AdminClient::new(
+        format!("http://127.0.0.1:{admin_port}"),
+        admin_init(&config),
+    );
+    // A second init is refused: it never replaces an administrator.
+    let out = Command::new(tollgate_bin())
+        .args(["admin", "init", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exists already"));
+    let mut child = start(&config);
+    wait_ready(&admin, &mut child).await;
+    let chain = json!({"chain": [{"name": "tag", "plugin": "transform",
+        "config": {"request": {"headers": {"set": {"x-assigned": "yes"}}}}}]});
+    let (s, v) = admin.put("/apis/pets/chain", chain.clone()).await;
+    assert_eq!(s, 200, "{v}");
+    let url = format!("http://127.0.0.1:{public_port}/pets/1");
+    let r = reqwest::get(&url).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(up.last().header("x-assigned"), Some("yes"));
+    // Killed without warning, restarted: the chain is still there.
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+    let mut child = start(&config);
+    wait_ready(&admin, &mut child).await;
+    let (_, got) = admin.get("/apis/pets/chain").await;
+    assert_eq!(got["chain"], chain["chain"]);
+    let before = up.requests().len();
+    let r = reqwest::get(&url).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(up.requests().len(), before + 1);
+    assert_eq!(up.last().header("x-assigned"), Some("yes"));
+    // `tollgate check` agrees with the file the API wrote.
+    let out = Command::new(tollgate_bin())
+        .arg("check")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_admin_writes_survive_sigkill() {
+    let trials: usize = std::env::var("TOLLGATE_CRASH_TRIALS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let dir = tempfile::tempdir().unwrap();
+    let admin_port = free_port();
+    let config = gateway_file(dir.path(), admin_port);
+    // The first administrator, through the CLI, with the gateway stopped.
+    let token = admin_init(&config);
     let admin = AdminClient::new(format!("http://127.0.0.1:{admin_port}"), token);
 
     let consumers_acked: Arc<Mutex<BTreeSet<String>>> = Arc::default();
@@ -188,9 +260,15 @@ async fn acknowledged_admin_writes_survive_sigkill() {
         let c_acked = consumers_acked.lock().unwrap().clone();
         let a_acked = apps_acked.lock().unwrap().clone();
         let lost: Vec<_> = c_acked.difference(&consumers).collect();
-        assert!(lost.is_empty(), "trial {trial}: acknowledged consumers lost: {lost:?}");
+        assert!(
+            lost.is_empty(),
+            "trial {trial}: acknowledged consumers lost: {lost:?}"
+        );
         let lost: Vec<_> = a_acked.difference(&apps).collect();
-        assert!(lost.is_empty(), "trial {trial}: acknowledged apps lost: {lost:?}");
+        assert!(
+            lost.is_empty(),
+            "trial {trial}: acknowledged apps lost: {lost:?}"
+        );
         // Every app of this trial has its consumer (a batch is atomic).
         for app in apps.iter().filter(|a| a.starts_with(&format!("t{trial}-"))) {
             let (s, v): (u16, Value) = admin.get(&format!("/apps/{app}")).await;
@@ -198,7 +276,10 @@ async fn acknowledged_admin_writes_survive_sigkill() {
             assert!(consumers.contains(v["consumer"].as_str().unwrap()));
         }
         total_acked = c_acked.len() + a_acked.len();
-        assert!(!c_acked.is_empty(), "trial {trial}: no write was acknowledged");
+        assert!(
+            !c_acked.is_empty(),
+            "trial {trial}: no write was acknowledged"
+        );
     }
     // The audit log holds one entry per write that happened, in order.
     let (_, audit) = admin.get("/audit?limit=1").await;
