@@ -73,6 +73,11 @@ impl PolicyEngine {
             .memory_reservation(MAX_STEP_MEMORY)
             .memory_guard_size(64 << 10)
             .memory_reservation_for_growth(0);
+        // `TOLLGATE_PERFMAP=1` writes /tmp/perf-PID.map so that `perf`
+        // names the policies' compiled functions (for profiling only).
+        if std::env::var_os("TOLLGATE_PERFMAP").is_some_and(|v| v == "1") {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(anyhow::Error::from)?;
 
         let mut h = std::collections::hash_map::DefaultHasher::new();
