@@ -52,6 +52,8 @@ pub enum EditError {
     Invalid(ConfigErrors),
     /// Reading or writing the file failed.
     Io(String),
+    /// The edit itself refused (e.g. a stale `If-Match`).
+    Refused(crate::admin::AdminError),
 }
 
 /// What a reload did.
@@ -162,59 +164,45 @@ impl Gateway {
         self: &Arc<Self>,
         file: PathBuf,
         edit: impl FnOnce(&str, &str) -> Result<String, crate::admin::AdminError> + Send + 'static,
-    ) -> Result<Result<(u64, String), EditError>, crate::admin::AdminError> {
+    ) -> Result<(u64, String), EditError> {
         use sha2::Digest as _;
         let _g = self.reload_lock.lock().await;
         let this = self.clone();
         let serving = self.current();
-        let built = tokio::task::spawn_blocking(move || {
+        let (g, hash) = tokio::task::spawn_blocking(move || {
             let expected = serving.sources.get(&file).cloned().unwrap_or_default();
-            let text = match std::fs::read_to_string(&file) {
-                Ok(t) => t,
-                Err(e) => return Ok(Err(EditError::Io(format!("{}: cannot read: {e}", file.display())))),
-            };
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| EditError::Io(format!("{}: cannot read: {e}", file.display())))?;
             let on_disk = hex::encode(sha2::Sha256::digest(text.as_bytes()));
             if on_disk != expected {
-                return Ok(Err(EditError::Diverged(format!(
+                return Err(EditError::Diverged(format!(
                     "{} changed on disk since the serving configuration was loaded (edited and not reloaded, or its reload was rejected): reload it (SIGHUP) or fix it first, then retry",
                     file.display()
-                ))));
+                )));
             }
-            let new_text = edit(&text, &on_disk)?;
-            let gw = match config::read_gateway_file(&this.gw_path) {
-                Ok(gw) => gw,
-                Err(e) => return Ok(Err(EditError::Invalid(e))),
-            };
+            let new_text = edit(&text, &on_disk).map_err(EditError::Refused)?;
+            let gw = config::read_gateway_file(&this.gw_path).map_err(EditError::Invalid)?;
             let mut overrides = std::collections::BTreeMap::new();
             overrides.insert(file.clone(), new_text.clone());
-            let g = match config::build_with(&this.gw_path, &gw, &this.runtime, &overrides) {
-                Ok(g) => g,
-                Err(e) => return Ok(Err(EditError::Invalid(e))),
-            };
-            if let Err(e) = write_atomically(&file, new_text.as_bytes()) {
-                return Ok(Err(EditError::Io(format!("{}: cannot write: {e}", file.display()))));
-            }
+            let g = config::build_with(&this.gw_path, &gw, &this.runtime, &overrides)
+                .map_err(EditError::Invalid)?;
+            write_atomically(&file, new_text.as_bytes())
+                .map_err(|e| EditError::Io(format!("{}: cannot write: {e}", file.display())))?;
             let hash = g.sources.get(&file).cloned().unwrap_or_default();
-            Ok(Ok((g, hash)))
+            Ok((g, hash))
         })
         .await
-        .map_err(|e| crate::admin::AdminError::unavailable(format!("the edit failed: {e}")))?;
-        match built {
-            Ok(Ok((g, hash))) => {
-                self.current.store(Arc::new(g));
-                let n = self
-                    .generation
-                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-                    + 1;
-                tracing::info!(
-                    generation = n,
-                    "configuration changed through the admin API"
-                );
-                Ok(Ok((n, hash)))
-            }
-            Ok(Err(e)) => Ok(Err(e)),
-            Err(e) => Err(e),
-        }
+        .map_err(|e| EditError::Io(format!("the edit failed: {e}")))??;
+        self.current.store(Arc::new(g));
+        let n = self
+            .generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        tracing::info!(
+            generation = n,
+            "configuration changed through the admin API"
+        );
+        Ok((n, hash))
     }
 
     /// Watch the configuration files and reload on change, and on SIGHUP.

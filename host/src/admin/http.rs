@@ -936,7 +936,7 @@ async fn assign_chain(
             }
             Ok(new_text)
         })
-        .await?;
+        .await;
     match result {
         Ok((generation, etag)) => {
             let reg = state.registry.clone();
@@ -958,6 +958,7 @@ async fn assign_chain(
         }
         Err(EditError::Diverged(m)) => Err(AdminError::conflict(m)),
         Err(EditError::Io(m)) => Err(AdminError::unavailable(m)),
+        Err(EditError::Refused(e)) => Err(e),
         Err(EditError::Invalid(errs)) => Err(AdminError::invalid(
             "chain",
             format!("the configuration with this chain does not check:\n{errs}"),

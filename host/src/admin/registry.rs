@@ -126,8 +126,8 @@ impl Registry {
             .ok_or_else(|| AdminError::not_found(what, id))
     }
 
-    /// Whether any index entry `idx/name/parent/...` exists.
-    fn has_children(&self, name: &str, parent: &str) -> Result<Vec<String>, AdminError> {
+    /// The children of `parent` in index `name` (`idx/name/parent/CHILD`).
+    fn children(&self, name: &str, parent: &str) -> Result<Vec<String>, AdminError> {
         let prefix = format!("idx/{name}/{parent}/");
         Ok(self
             .store
@@ -136,6 +136,52 @@ impl Registry {
             .into_iter()
             .map(|(k, _)| String::from_utf8_lossy(&k[prefix.len()..]).into_owned())
             .collect())
+    }
+
+    /// A resource another one refers to through `field` (which is also the
+    /// resource's name): a missing one is the caller's error, naming it.
+    fn require<T: DeserializeOwned>(&self, field: &str, id: &str) -> Result<T, AdminError> {
+        self.get(field, id)?.ok_or_else(|| {
+            AdminError::invalid(
+                field,
+                format!("{field} `{}` does not exist", truncate(id, 80)),
+            )
+        })
+    }
+
+    /// Refuse to delete `what` `id` while index `index` lists children.
+    fn refuse_children(
+        &self,
+        index: &str,
+        what: &str,
+        id: &str,
+        children: &str,
+    ) -> Result<(), AdminError> {
+        let list = self.children(index, id)?;
+        if list.is_empty() {
+            return Ok(());
+        }
+        Err(AdminError::conflict(format!(
+            "{what} `{id}` has {children} ({}): delete them first",
+            list.join(", ")
+        )))
+    }
+
+    /// Write one resource (its indexes unchanged) with its audit entry.
+    #[allow(clippy::too_many_arguments)]
+    fn save<T: Serialize>(
+        &self,
+        actor: Actor,
+        action: &str,
+        kind: &str,
+        resource: &str,
+        id: &str,
+        value: &T,
+        detail: serde_json::Value,
+    ) -> Result<(), AdminError> {
+        let mut tx = Tx::default();
+        tx.put(kind, id, value);
+        self.commit(tx, actor, action, resource, id, detail)
     }
 
     /// List `kind` in id order after `after`, keeping those `keep` accepts.
@@ -444,9 +490,15 @@ impl Registry {
             created_at: now,
             updated_at: now,
         };
-        let mut tx = Tx::default();
-        tx.put("product", &p.id, &p);
-        self.commit(tx, actor, "create", "product", &p.id, detail_of(&p))?;
+        self.save(
+            actor,
+            "create",
+            "product",
+            "product",
+            &p.id,
+            &p,
+            detail_of(&p),
+        )?;
         Ok(p)
     }
 
@@ -475,22 +527,14 @@ impl Registry {
             p.published = b;
         }
         p.updated_at = Ts::now();
-        let mut tx = Tx::default();
-        tx.put("product", id, &p);
-        self.commit(tx, actor, "update", "product", id, detail_of(&p))?;
+        self.save(actor, "update", "product", "product", id, &p, detail_of(&p))?;
         Ok(p)
     }
 
     pub fn delete_product(&self, actor: Actor, id: &str) -> Result<(), AdminError> {
         let _w = self.lock();
         let _: Product = self.must("product", "product", id)?;
-        let plans = self.has_children("plan-of-product", id)?;
-        if !plans.is_empty() {
-            return Err(AdminError::conflict(format!(
-                "product `{id}` has plans ({}): delete them first",
-                plans.join(", ")
-            )));
-        }
+        self.refuse_children("plan-of-product", "product", id, "plans")?;
         let mut tx = Tx::default();
         tx.del(key("product", id));
         self.commit(tx, actor, "delete", "product", id, serde_json::json!({}))
@@ -506,12 +550,7 @@ impl Registry {
         check_text("description", &req.description, 4000)?;
         check_plan_limits(&req.rate_limits, req.quota.as_ref(), req.max_keys_per_app)?;
         let _w = self.lock();
-        if self.get::<Product>("product", &req.product)?.is_none() {
-            return Err(AdminError::invalid(
-                "product",
-                format!("product `{}` does not exist", truncate(&req.product, 80)),
-            ));
-        }
+        let _: Product = self.require("product", &req.product)?;
         if self.get::<Plan>("plan", &req.id)?.is_some() {
             return Err(AdminError::conflict(format!(
                 "plan `{}` exists already",
@@ -563,22 +602,14 @@ impl Registry {
         }
         check_plan_limits(&p.rate_limits, p.quota.as_ref(), p.max_keys_per_app)?;
         p.updated_at = Ts::now();
-        let mut tx = Tx::default();
-        tx.put("plan", id, &p);
-        self.commit(tx, actor, "update", "plan", id, detail_of(&p))?;
+        self.save(actor, "update", "plan", "plan", id, &p, detail_of(&p))?;
         Ok(p)
     }
 
     pub fn delete_plan(&self, actor: Actor, id: &str) -> Result<(), AdminError> {
         let _w = self.lock();
         let p: Plan = self.must("plan", "plan", id)?;
-        let subs = self.has_children("sub-of-plan", id)?;
-        if !subs.is_empty() {
-            return Err(AdminError::conflict(format!(
-                "plan `{id}` has {} subscription(s): delete them first",
-                subs.len()
-            )));
-        }
+        self.refuse_children("sub-of-plan", "plan", id, "subscriptions")?;
         let mut tx = Tx::default();
         tx.del(key("plan", id));
         tx.del(idx("plan-of-product", &p.product, id));
@@ -612,9 +643,15 @@ impl Registry {
             created_at: now,
             updated_at: now,
         };
-        let mut tx = Tx::default();
-        tx.put("consumer", &c.id, &c);
-        self.commit(tx, actor, "create", "consumer", &c.id, detail_of(&c))?;
+        self.save(
+            actor,
+            "create",
+            "consumer",
+            "consumer",
+            &c.id,
+            &c,
+            detail_of(&c),
+        )?;
         Ok(c)
     }
 
@@ -635,22 +672,22 @@ impl Registry {
             c.email = e;
         }
         c.updated_at = Ts::now();
-        let mut tx = Tx::default();
-        tx.put("consumer", id, &c);
-        self.commit(tx, actor, "update", "consumer", id, detail_of(&c))?;
+        self.save(
+            actor,
+            "update",
+            "consumer",
+            "consumer",
+            id,
+            &c,
+            detail_of(&c),
+        )?;
         Ok(c)
     }
 
     pub fn delete_consumer(&self, actor: Actor, id: &str) -> Result<(), AdminError> {
         let _w = self.lock();
         let _: Consumer = self.must("consumer", "consumer", id)?;
-        let apps = self.has_children("app-of-consumer", id)?;
-        if !apps.is_empty() {
-            return Err(AdminError::conflict(format!(
-                "consumer `{id}` has apps ({}): delete them first",
-                apps.join(", ")
-            )));
-        }
+        self.refuse_children("app-of-consumer", "consumer", id, "apps")?;
         let mut tx = Tx::default();
         tx.del(key("consumer", id));
         self.commit(tx, actor, "delete", "consumer", id, serde_json::json!({}))
@@ -665,12 +702,7 @@ impl Registry {
         check_text("name", &name, 200)?;
         check_text("description", &req.description, 4000)?;
         let _w = self.lock();
-        if self.get::<Consumer>("consumer", &req.consumer)?.is_none() {
-            return Err(AdminError::invalid(
-                "consumer",
-                format!("consumer `{}` does not exist", truncate(&req.consumer, 80)),
-            ));
-        }
+        let _: Consumer = self.require("consumer", &req.consumer)?;
         if self.get::<App>("app", &req.id)?.is_some() {
             return Err(AdminError::conflict(format!(
                 "app `{}` exists already",
@@ -705,22 +737,14 @@ impl Registry {
             a.description = d;
         }
         a.updated_at = Ts::now();
-        let mut tx = Tx::default();
-        tx.put("app", id, &a);
-        self.commit(tx, actor, "update", "app", id, detail_of(&a))?;
+        self.save(actor, "update", "app", "app", id, &a, detail_of(&a))?;
         Ok(a)
     }
 
     pub fn delete_app(&self, actor: Actor, id: &str) -> Result<(), AdminError> {
         let _w = self.lock();
         let a: App = self.must("app", "app", id)?;
-        let subs = self.has_children("sub-of-app", id)?;
-        if !subs.is_empty() {
-            return Err(AdminError::conflict(format!(
-                "app `{id}` has subscriptions ({}): delete them first",
-                subs.join(", ")
-            )));
-        }
+        self.refuse_children("sub-of-app", "app", id, "subscriptions")?;
         let mut tx = Tx::default();
         tx.del(key("app", id));
         tx.del(idx("app-of-consumer", &a.consumer, id));
@@ -732,7 +756,7 @@ impl Registry {
 
     fn subscriptions_of_app(&self, app: &str) -> Result<Vec<Subscription>, AdminError> {
         let mut out = Vec::new();
-        for sub in self.has_children("sub-of-app", app)? {
+        for sub in self.children("sub-of-app", app)? {
             if let Some(s) = self.get::<Subscription>("sub", &sub)? {
                 out.push(s);
             }
@@ -746,18 +770,8 @@ impl Registry {
         req: SubscriptionCreate,
     ) -> Result<Subscription, AdminError> {
         let _w = self.lock();
-        if self.get::<App>("app", &req.app)?.is_none() {
-            return Err(AdminError::invalid(
-                "app",
-                format!("app `{}` does not exist", truncate(&req.app, 80)),
-            ));
-        }
-        let Some(plan) = self.get::<Plan>("plan", &req.plan)? else {
-            return Err(AdminError::invalid(
-                "plan",
-                format!("plan `{}` does not exist", truncate(&req.plan, 80)),
-            ));
-        };
+        let _: App = self.require("app", &req.app)?;
+        let plan: Plan = self.require("plan", &req.plan)?;
         if let Some(s) = self
             .subscriptions_of_app(&req.app)?
             .into_iter()
@@ -819,9 +833,7 @@ impl Registry {
         };
         s.state = req.state;
         s.updated_at = Ts::now();
-        let mut tx = Tx::default();
-        tx.put("sub", id, &s);
-        self.commit(tx, actor, action, "subscription", id, detail_of(&s))?;
+        self.save(actor, action, "sub", "subscription", id, &s, detail_of(&s))?;
         Ok(s)
     }
 
@@ -829,7 +841,7 @@ impl Registry {
         let _w = self.lock();
         let s: Subscription = self.must("sub", "subscription", id)?;
         let mut tx = Tx::default();
-        for k in self.has_children("key-of-sub", id)? {
+        for k in self.children("key-of-sub", id)? {
             if let Some(key_rec) = self.get::<Key>("key", &k)? {
                 tx.del(key("keyhash", &key_rec.sha256));
             }
@@ -854,7 +866,7 @@ impl Registry {
 
     fn live_keys(&self, sub: &str, now: Ts) -> Result<usize, AdminError> {
         let mut n = 0;
-        for k in self.has_children("key-of-sub", sub)? {
+        for k in self.children("key-of-sub", sub)? {
             if self.get::<Key>("key", &k)?.is_some_and(|k| k.live(now)) {
                 n += 1;
             }
@@ -896,18 +908,8 @@ impl Registry {
             return Err(AdminError::invalid("expires_at", "must be in the future"));
         }
         let _w = self.lock();
-        if self.get::<App>("app", &req.app)?.is_none() {
-            return Err(AdminError::invalid(
-                "app",
-                format!("app `{}` does not exist", truncate(&req.app, 80)),
-            ));
-        }
-        let Some(plan) = self.get::<Plan>("plan", &req.plan)? else {
-            return Err(AdminError::invalid(
-                "plan",
-                format!("plan `{}` does not exist", truncate(&req.plan, 80)),
-            ));
-        };
+        let _: App = self.require("app", &req.app)?;
+        let plan: Plan = self.require("plan", &req.plan)?;
         let Some(sub) = self
             .subscriptions_of_app(&req.app)?
             .into_iter()
@@ -941,9 +943,7 @@ impl Registry {
         if let Some(e) = req.expires_at {
             k.expires_at = e;
         }
-        let mut tx = Tx::default();
-        tx.put("key", id, &k);
-        self.commit(tx, actor, "update", "key", id, detail_of(&k))?;
+        self.save(actor, "update", "key", "key", id, &k, detail_of(&k))?;
         Ok(k)
     }
 
@@ -991,9 +991,7 @@ impl Registry {
             return Ok(k);
         }
         k.revoked_at = Some(Ts::now());
-        let mut tx = Tx::default();
-        tx.put("key", id, &k);
-        self.commit(tx, actor, "revoke", "key", id, serde_json::json!({}))?;
+        self.save(actor, "revoke", "key", "key", id, &k, serde_json::json!({}))?;
         Ok(k)
     }
 
@@ -1038,7 +1036,7 @@ impl Registry {
             return self.app_caller(api, id);
         }
         self.get::<Consumer>("consumer", id).ok()??;
-        self.has_children("app-of-consumer", id)
+        self.children("app-of-consumer", id)
             .ok()?
             .iter()
             .find_map(|app| self.app_caller(api, app))

@@ -39,7 +39,6 @@ pub mod calendar;
 use calendar::{parse_offset, parse_weekday, period_bounds, Period, Weekday};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use tollgate_policy_sdk::log::Level;
 use tollgate_policy_sdk::services::{counters, plans, Decision, ServiceError};
 use tollgate_policy_sdk::{
     clock, log, CallContext, ConfigError, Policy, PolicyInfo, RequestDecision, RequestEdits,
@@ -422,7 +421,7 @@ impl Quota {
             Source::Fixed(allowance) => return Applied::Quota(allowance, None),
             Source::Plan { fallback } => fallback,
         };
-        match caller_plan(ctx) {
+        match plans::of_caller(ctx) {
             Ok(plans::PlanLimits {
                 plan,
                 quota: Some(q),
@@ -494,31 +493,6 @@ fn period_name(period: Period) -> &'static str {
         Period::Week => "week",
         Period::Month => "month",
     }
-}
-
-/// The limits of the caller's plan, or why there are none and how loud to
-/// log it.
-fn caller_plan(ctx: &CallContext) -> Result<plans::PlanLimits, (Level, String)> {
-    let Some(consumer) = &ctx.consumer else {
-        return Err((
-            Level::Info,
-            "no consumer (no authentication step set one)".into(),
-        ));
-    };
-    let Some(plan) = &consumer.plan else {
-        return Err((
-            Level::Info,
-            format!("consumer {:?} has no plan", consumer.id),
-        ));
-    };
-    plans::limits(plan).ok_or_else(|| {
-        // The credential names a plan the admin API does not know (any
-        // more): worth the operator's attention.
-        (
-            Level::Warn,
-            format!("plan {plan:?} of consumer {:?} is not defined", consumer.id),
-        )
-    })
 }
 
 /// A plan id as a key segment: `p=id`, or `p#sha256hex` for ids that are

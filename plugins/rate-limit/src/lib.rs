@@ -44,7 +44,6 @@ use std::fmt;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use tollgate_policy_sdk::log::Level;
 use tollgate_policy_sdk::services::{counters, plans, Algorithm, Decision, ServiceError};
 use tollgate_policy_sdk::{
     header_values, log, valid_header_name, CallContext, ConfigError, Policy, RequestDecision,
@@ -486,7 +485,7 @@ impl RateLimit {
             Source::Fixed(_) => return configured("configured"),
             Source::Plan { by, fallback } => (by, fallback.is_some()),
         };
-        let plan = match caller_plan(ctx) {
+        let plan = match plans::of_caller(ctx) {
             Ok(plan) => plan,
             Err((level, why)) => {
                 log::log(
@@ -658,31 +657,6 @@ fn limit_list(field: &str, list: &[LimitConfig]) -> Result<Vec<Limit>, ConfigErr
         });
     }
     Ok(limits)
-}
-
-/// The limits of the caller's plan, or why there are none and how loud to
-/// log it.
-fn caller_plan(ctx: &CallContext) -> Result<plans::PlanLimits, (Level, String)> {
-    let Some(consumer) = &ctx.consumer else {
-        return Err((
-            Level::Info,
-            "no consumer (no authentication step set one)".into(),
-        ));
-    };
-    let Some(plan) = &consumer.plan else {
-        return Err((
-            Level::Info,
-            format!("consumer {:?} has no plan", consumer.id),
-        ));
-    };
-    plans::limits(plan).ok_or_else(|| {
-        // The credential names a plan the admin API does not know (any
-        // more): worth the operator's attention.
-        (
-            Level::Warn,
-            format!("plan {plan:?} of consumer {:?} is not defined", consumer.id),
-        )
-    })
 }
 
 /// The counter key of one of plan `plan`'s limits for this call:

@@ -218,6 +218,32 @@ pub mod plans {
             super::native::with(|s| s.plans.get(plan).cloned())
         }
     }
+
+    /// The limits of the caller's plan (`ctx.consumer.plan`, set by an
+    /// authentication step), or why there are none and how loud that is
+    /// worth logging: no consumer or no plan is `Info`; a plan the gateway
+    /// does not know (any more) is `Warn`, worth the operator's attention.
+    pub fn of_caller(ctx: &crate::CallContext) -> Result<PlanLimits, (crate::log::Level, String)> {
+        use crate::log::Level;
+        let Some(consumer) = &ctx.consumer else {
+            return Err((
+                Level::Info,
+                "no consumer (no authentication step set one)".into(),
+            ));
+        };
+        let Some(plan) = &consumer.plan else {
+            return Err((
+                Level::Info,
+                format!("consumer {:?} has no plan", consumer.id),
+            ));
+        };
+        limits(plan).ok_or_else(|| {
+            (
+                Level::Warn,
+                format!("plan {plan:?} of consumer {:?} is not defined", consumer.id),
+            )
+        })
+    }
 }
 
 /// Outbound HTTP to granted hosts.
