@@ -165,7 +165,50 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
-/// Set the forwarding fields from what the gateway itself saw.
+/// Fields that claim who the client is or which URL it asked for. A client
+/// can send any of them, so the gateway never passes them on as sent: it
+/// removes them on arrival, before the request chain, and sets the
+/// `X-Forwarded-*` fields itself when it calls the upstream.
+const CLIENT_IDENTITY: [&str; 15] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-forwarded-ssl",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "x-cluster-client-ip",
+    // Path overrides some frameworks (IIS, Symfony, Zend) honour instead
+    // of the request line: a route bypass if passed through.
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+];
+
+/// Remove what a client may not claim: the fields in [`CLIENT_IDENTITY`]
+/// and every `x-consumer-*` field (only an authentication step sets those,
+/// after this runs).
+pub fn strip_client_identity(h: &mut HeaderMap) {
+    for n in CLIENT_IDENTITY {
+        h.remove(n);
+    }
+    let consumer: Vec<HeaderName> = h
+        .keys()
+        .filter(|n| n.as_str().starts_with("x-consumer-"))
+        .cloned()
+        .collect();
+    for n in consumer {
+        h.remove(n);
+    }
+}
+
+/// Set the forwarding fields from what the gateway itself saw, replacing
+/// any set before (client-sent ones are already gone, see
+/// [`strip_client_identity`]; other fields a policy step set are kept).
 pub fn set_forwarded(h: &mut HeaderMap, client_ip: &str, scheme: &str, host: Option<&str>) {
     h.remove("forwarded");
     h.remove("x-forwarded-for");

@@ -17,6 +17,14 @@ pub enum PathError {
     ControlChar,
     #[error("path is longer than {0} bytes")]
     TooLong(usize),
+    #[error("path contains an encoded slash or backslash (`%2F`, `%5C`)")]
+    EncodedSlash,
+    #[error("path contains `;` (path parameters are not accepted)")]
+    Parameter,
+    #[error("path contains a character that must be percent-encoded")]
+    InvalidChar,
+    #[error("path contains percent-escapes that are not UTF-8")]
+    InvalidUtf8,
 }
 
 /// Longest path accepted, in bytes.
@@ -24,12 +32,17 @@ pub const MAX_PATH: usize = 8192;
 
 /// Normalise a request path (without query):
 /// - percent-escapes of unreserved characters (`A-Z a-z 0-9 - . _ ~`) are
-///   decoded, all other escapes are kept with upper-case hex (so `%2F`
-///   stays an encoded slash inside one segment);
+///   decoded, all other escapes are kept with upper-case hex;
 /// - empty segments (`//`) are dropped and `.`/`..` (also as `%2E`) are
 ///   resolved, never climbing above `/`;
 /// - a trailing slash is kept;
-/// - invalid escapes, NUL and control characters are refused.
+/// - refused, because some upstream would read them differently from the
+///   router: invalid escapes; NUL and control characters, raw or encoded;
+///   encoded slashes and backslashes (`%2F`, `%5C`); `;` (path parameters,
+///   which some servers strip before resolving `..`); any byte that is not
+///   allowed raw in a path (backslash, `#`, `?`, space, non-ASCII, ...);
+///   escapes that do not decode to UTF-8 (including overlong forms like
+///   `%C0%AE`).
 pub fn normalize_path(raw: &str) -> Result<String, PathError> {
     if raw.len() > MAX_PATH {
         return Err(PathError::TooLong(MAX_PATH));
@@ -72,9 +85,35 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
+/// Bytes allowed raw in a path segment (RFC 3986 `pchar` without `%`,
+/// and without `;`, which is refused on its own).
+fn raw_allowed(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.'
+                | b'_'
+                | b'~'
+                | b'!'
+                | b'$'
+                | b'&'
+                | b'\''
+                | b'('
+                | b')'
+                | b'*'
+                | b'+'
+                | b','
+                | b'='
+                | b':'
+                | b'@'
+        )
+}
+
 fn normalize_segment(seg: &str) -> Result<String, PathError> {
     let bytes = seg.as_bytes();
     let mut out = String::with_capacity(seg.len());
+    // Escaped bytes >= 0x80 in a row, checked as UTF-8 when the run ends.
+    let mut high: Vec<u8> = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
@@ -87,27 +126,64 @@ fn normalize_segment(seg: &str) -> Result<String, PathError> {
                 (Some(h), Some(l)) => h * 16 + l,
                 _ => return Err(PathError::BadEscape),
             };
+            i += 3;
+            if v >= 0x80 {
+                high.push(v);
+                continue;
+            }
+            flush_high(&mut high, &mut out)?;
             if v < 0x20 || v == 0x7f {
                 return Err(PathError::ControlChar);
+            }
+            if v == b'/' || v == b'\\' {
+                return Err(PathError::EncodedSlash);
             }
             if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') {
                 out.push(v as char);
             } else {
-                out.push('%');
-                out.push(char::from(b"0123456789ABCDEF"[(v >> 4) as usize]));
-                out.push(char::from(b"0123456789ABCDEF"[(v & 15) as usize]));
+                push_escape(&mut out, v);
             }
-            i += 3;
-        } else if b < 0x20 || b == 0x7f {
-            return Err(PathError::ControlChar);
         } else {
-            // `#` cannot arrive in a request target; hyper rejects it. Other
-            // bytes are kept as sent (hyper only lets valid URI bytes through).
+            flush_high(&mut high, &mut out)?;
+            if b < 0x20 || b == 0x7f {
+                return Err(PathError::ControlChar);
+            }
+            if b == b';' {
+                return Err(PathError::Parameter);
+            }
+            if !raw_allowed(b) {
+                return Err(PathError::InvalidChar);
+            }
             out.push(b as char);
             i += 1;
         }
     }
+    flush_high(&mut high, &mut out)?;
     Ok(out)
+}
+
+/// End a run of escaped bytes >= 0x80: it must be UTF-8 (Rust refuses
+/// overlong forms and surrogates) without C1 control characters; it stays
+/// escaped (upper-case hex) in the output.
+fn flush_high(high: &mut Vec<u8>, out: &mut String) -> Result<(), PathError> {
+    if high.is_empty() {
+        return Ok(());
+    }
+    let s = std::str::from_utf8(high).map_err(|_| PathError::InvalidUtf8)?;
+    if s.chars().any(char::is_control) {
+        return Err(PathError::ControlChar);
+    }
+    for &b in high.iter() {
+        push_escape(out, b);
+    }
+    high.clear();
+    Ok(())
+}
+
+fn push_escape(out: &mut String, v: u8) {
+    out.push('%');
+    out.push(char::from(b"0123456789ABCDEF"[(v >> 4) as usize]));
+    out.push(char::from(b"0123456789ABCDEF"[(v & 15) as usize]));
 }
 
 /// A compiled path pattern.
@@ -401,13 +477,36 @@ mod tests {
         assert_eq!(n("/../../etc/passwd"), "/etc/passwd");
         assert_eq!(n("/a/%2e%2E/b"), "/b");
         assert_eq!(n("/%41%62c"), "/Abc");
-        assert_eq!(n("/a%2fb"), "/a%2Fb");
+        assert_eq!(n("/caf%c3%a9/%7e%2a"), "/caf%C3%A9/~%2A");
+        assert_eq!(n("/a:b@c!$&'()*+,="), "/a:b@c!$&'()*+,=");
         assert_eq!(n("/a/"), "/a/");
         assert_eq!(n("/a/b/.."), "/a/");
         assert_eq!(normalize_path("/a%2"), Err(PathError::BadEscape));
         assert_eq!(normalize_path("/a%zz"), Err(PathError::BadEscape));
         assert_eq!(normalize_path("/a%00"), Err(PathError::ControlChar));
         assert_eq!(normalize_path("a"), Err(PathError::NotAbsolute));
+        let refused = |p: &str, e: PathError| assert_eq!(normalize_path(p), Err(e), "{p}");
+        refused("/a%2fb", PathError::EncodedSlash);
+        refused("/public/..%2Fadmin", PathError::EncodedSlash);
+        refused("/a%5cb", PathError::EncodedSlash);
+        refused("/a\\..\\b", PathError::InvalidChar);
+        refused("/public/..;/admin", PathError::Parameter);
+        refused("/admin;x=1", PathError::Parameter);
+        refused("/a#b", PathError::InvalidChar);
+        refused("/a?b", PathError::InvalidChar);
+        refused("/a b", PathError::InvalidChar);
+        refused("/caf\u{e9}", PathError::InvalidChar);
+        refused("/a\u{7f}", PathError::ControlChar);
+        refused("/a%0a", PathError::ControlChar);
+        refused("/a%7F", PathError::ControlChar);
+        refused("/a%c2%85", PathError::ControlChar);
+        refused("/%c0%ae%c0%ae/admin", PathError::InvalidUtf8);
+        refused("/%c0%af", PathError::InvalidUtf8);
+        refused("/%e0%80%ae", PathError::InvalidUtf8);
+        refused("/%ff", PathError::InvalidUtf8);
+        refused("/%c3", PathError::InvalidUtf8);
+        refused("/%c3/%a9", PathError::InvalidUtf8);
+        refused("/%ed%a0%80", PathError::InvalidUtf8);
         assert!(normalize_path(&format!("/{}", "a".repeat(MAX_PATH))).is_err());
     }
 

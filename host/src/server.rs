@@ -569,6 +569,7 @@ pub async fn handle(
 
     let mut headers = parts.headers;
     proxy::strip_hop_by_hop(&mut headers);
+    proxy::strip_client_identity(&mut headers);
     let mut head = RequestHead {
         method: parts.method.as_str().to_string(),
         scheme: scheme.to_string(),

@@ -156,7 +156,9 @@ impl ResourceLimiter for MemLimiter {
 const MAX_LOG: usize = 4096;
 
 /// Escape control characters so a plugin cannot forge log lines or send
-/// terminal escapes.
+/// terminal escapes: C0, DEL and C1 controls, the Unicode line and
+/// paragraph separators, and the bidirectional formatting characters
+/// (which can make a line read differently from what it holds).
 pub fn escape_log(message: &str) -> String {
     let mut out = String::with_capacity(message.len().min(MAX_LOG));
     for c in message.chars() {
@@ -164,7 +166,14 @@ pub fn escape_log(message: &str) -> String {
             out.push_str("...(truncated)");
             break;
         }
-        if c.is_control() {
+        if c.is_control()
+            || matches!(
+                c,
+                '\u{2028}' | '\u{2029}' | '\u{200e}' | '\u{200f}' | '\u{061c}'
+            )
+            || ('\u{202a}'..='\u{202e}').contains(&c)
+            || ('\u{2066}'..='\u{2069}').contains(&c)
+        {
             out.extend(c.escape_default());
         } else {
             out.push(c);
@@ -1146,6 +1155,10 @@ mod tests {
     #[test]
     fn log_escaping() {
         assert_eq!(escape_log("a\nb\x1b[31m"), "a\\nb\\u{1b}[31m");
+        assert_eq!(
+            escape_log("a\r\u{85}\u{2028}\u{202e}b\u{2066}"),
+            "a\\r\\u{85}\\u{2028}\\u{202e}b\\u{2066}"
+        );
         let long = "x".repeat(10_000);
         assert!(escape_log(&long).len() < 4200);
     }

@@ -5,6 +5,8 @@ mod admin;
 mod admin_cli;
 mod admin_crash;
 mod chain;
+mod hostile_paths;
+mod identity;
 mod jwt;
 mod policies_cache_log;
 mod policies_edge;
