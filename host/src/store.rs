@@ -17,6 +17,23 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Whether sled failed to open because another process holds its lock
+/// (sled wraps the `EWOULDBLOCK` of `flock` in an error of its own).
+fn is_lock_error(e: &sled::Error) -> bool {
+    let sled::Error::Io(io) = e else {
+        return false;
+    };
+    let wouldblock = |io: &std::io::Error| {
+        io.kind() == std::io::ErrorKind::WouldBlock || io.raw_os_error() == Some(11)
+    };
+    wouldblock(io)
+        || io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<std::io::Error>())
+            .is_some_and(wouldblock)
+        || io.to_string().contains("could not acquire lock")
+}
+
 impl Store {
     /// Open (or create) the store under `data_dir/store`. A data directory
     /// that another gateway holds, or that cannot be written, is a clear
@@ -26,17 +43,15 @@ impl Store {
             .with_context(|| format!("data directory {}: cannot create", data_dir.display()))?;
         let path = data_dir.join("store");
         let db = sled::Config::new().path(&path).open().map_err(|e| {
-            let hint = match &e {
-                sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
-                    " (another tollgate process is using this data directory)"
-                }
-                sled::Error::Io(io) if io.raw_os_error() == Some(11) => {
-                    " (another tollgate process is using this data directory)"
-                }
-                _ => "",
-            };
+            if is_lock_error(&e) {
+                return anyhow::anyhow!(
+                    "data directory {}: cannot open the store: another tollgate process is using this data directory (its lock on {} is held); stop that process or give this gateway another `data-dir`",
+                    data_dir.display(),
+                    path.join("db").display()
+                );
+            }
             anyhow::anyhow!(
-                "data directory {}: cannot open the store: {e}{hint}",
+                "data directory {}: cannot open the store: {e}",
                 data_dir.display()
             )
         })?;
@@ -188,5 +203,9 @@ mod tests {
         let _a = Store::open(dir.path()).unwrap();
         let err = Store::open(dir.path()).unwrap_err().to_string();
         assert!(err.contains("cannot open the store"), "{err}");
+        assert!(
+            err.contains("another tollgate process is using this data directory"),
+            "{err}"
+        );
     }
 }

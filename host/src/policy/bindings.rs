@@ -8,7 +8,9 @@ wasmtime::component::bindgen!({
     // the executor at every epoch tick instead of holding a worker thread,
     // and so WASI's async host functions run on the ambient tokio runtime.
     exports: { default: async },
-    imports: { "tollgate:policy/http-client.send": async },
+    // `send` may wait on the network: async, and trappable so that a call
+    // cut short by the step's deadline ends the step as a timeout.
+    imports: { "tollgate:policy/http-client.send": async | trappable },
 });
 
 pub use self::tollgate::policy::{

@@ -146,10 +146,18 @@ impl PolicyEngine {
             .precompile_component(wasm)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("compiling {}", origin.display()))?;
+        // The cache only saves compile time: if it cannot be written (a full
+        // disk), say so and go on with the component compiled just now.
         let tmp = dir.join(format!(".{hash}.{}.tmp", std::process::id()));
-        std::fs::write(&tmp, &compiled)
-            .and_then(|_| std::fs::rename(&tmp, &cached))
-            .with_context(|| format!("writing {}", cached.display()))?;
+        if let Err(e) = std::fs::write(&tmp, &compiled).and_then(|_| std::fs::rename(&tmp, &cached))
+        {
+            let _ = std::fs::remove_file(&tmp);
+            tracing::warn!(
+                file = %cached.display(),
+                error = %e,
+                "cannot write the precompiled plugin cache; going on without it"
+            );
+        }
         // SAFETY: as above; the bytes were produced by this engine just now.
         #[allow(unsafe_code)]
         let c = unsafe { Component::deserialize(&self.engine, &compiled) }

@@ -16,6 +16,7 @@ mod reload;
 mod routing;
 mod sandbox;
 mod services;
+mod storage_crash;
 mod tls;
 mod transform_body;
 mod ui;

@@ -170,3 +170,187 @@ async fn sighup_reloads_the_binary() {
         std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default()
     );
 }
+
+/// The `x-chain` tag the upstream saw on a call to `path`, or the status
+/// when the call did not reach it.
+async fn tag_of(gw: &TestGateway, up: &Upstream, path: &str) -> Result<String, u16> {
+    let before = up.requests().len();
+    let r = client().get(gw.url(path)).send().await.unwrap();
+    if r.status() != 200 || up.requests().len() == before {
+        return Err(r.status().as_u16());
+    }
+    Ok(up.last().header("x-chain").unwrap_or("").to_string())
+}
+
+/// Two APIs, `/a` and `/b`, each with a `fixture-tag` step named `tag`.
+fn two_apis(up: &str, tag: &str, extra: &str) -> String {
+    format!(
+        r#"schema = 1
+
+[[api]]
+name = "a"
+upstream = {{ targets = ["{up}"] }}
+[[api.route]]
+prefix = "/a"
+[[api.chain]]
+plugin = "fixture-tag"
+config = {{ name = "{tag}" }}
+
+[[api]]
+name = "b"
+upstream = {{ targets = ["{up}"] }}
+[[api.route]]
+prefix = "/b"
+[[api.chain]]
+plugin = "fixture-tag"
+config = {{ name = "{tag}" }}
+{extra}"#
+    )
+}
+
+/// The old configuration serves both APIs exactly as before.
+async fn old_config_serves(gw: &TestGateway, up: &Upstream, tag: &str, generation: u64) {
+    assert_eq!(
+        gw.gateway
+            .generation
+            .load(std::sync::atomic::Ordering::SeqCst),
+        generation,
+        "a rejected configuration was swapped in"
+    );
+    for path in ["/a/1", "/b/1"] {
+        assert_eq!(tag_of(gw, up, path).await, Ok(tag.to_string()), "{path}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_caught_mid_write_keeps_the_old_config() {
+    use std::io::{Seek, Write};
+    let up = Upstream::start().await;
+    let gw = TestGateway::builder(&two_apis(&up.url(), "old", ""))
+        .watch(true)
+        .start()
+        .await;
+    // Let the watcher arm itself.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // (The watcher may have reloaded the unchanged file once meanwhile.)
+    let g0 = gw
+        .gateway
+        .generation
+        .load(std::sync::atomic::Ordering::SeqCst);
+    old_config_serves(&gw, &up, "old", g0).await;
+    // An editor writing in place, stalled halfway through a table (longer
+    // than the debounce): the watcher reloads the half-written file.
+    let new = two_apis(&up.url(), "new", "");
+    let cut = new.find("[[api]]\nname = \"b\"").unwrap() + 12;
+    let path = gw.path().join("api.toml");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    f.write_all(&new.as_bytes()[..cut]).unwrap();
+    f.sync_all().unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    old_config_serves(&gw, &up, "old", g0).await;
+    // (The same as an explicit reload would say.)
+    match gw.gateway.reload().await {
+        ReloadOutcome::Rejected(why) => assert_contains(&why, "api.toml"),
+        other => panic!("a half-written manifest: {other:?}"),
+    }
+    // An empty file (truncated, nothing written yet) is refused too.
+    f.set_len(0).unwrap();
+    f.sync_all().unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    old_config_serves(&gw, &up, "old", g0).await;
+    // The write completes: the new configuration applies.
+    f.seek(std::io::SeekFrom::Start(0)).unwrap();
+    f.write_all(new.as_bytes()).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    let applied = eventually(Duration::from_secs(10), || async {
+        tag_of(&gw, &up, "/b/2").await == Ok("new".into())
+    })
+    .await;
+    assert!(applied, "the completed file was not picked up");
+    assert_eq!(tag_of(&gw, &up, "/a/2").await, Ok("new".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_that_is_not_utf8_keeps_the_old_config() {
+    let up = Upstream::start().await;
+    let gw = TestGateway::start(&two_apis(&up.url(), "old", "")).await;
+    old_config_serves(&gw, &up, "old", 1).await;
+    // A valid manifest but for one byte (Latin-1 `é` in a comment).
+    let mut bytes = two_apis(&up.url(), "new", "# caf").into_bytes();
+    bytes.extend_from_slice(b"\xe9\n");
+    let path = gw.path().join("api.toml");
+    std::fs::write(path.with_extension("tmp"), &bytes).unwrap();
+    std::fs::rename(path.with_extension("tmp"), &path).unwrap();
+    match gw.gateway.reload().await {
+        ReloadOutcome::Rejected(why) => {
+            assert_contains(&why, "api.toml");
+            assert_contains(&why, "UTF-8");
+        }
+        other => panic!("{other:?}"),
+    }
+    old_config_serves(&gw, &up, "old", 1).await;
+    // Fixed, it applies.
+    gw.write_manifest(&two_apis(&up.url(), "new", ""));
+    assert!(matches!(gw.gateway.reload().await, ReloadOutcome::Applied));
+    assert_eq!(tag_of(&gw, &up, "/b/1").await, Ok("new".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_whose_init_fails_rejects_the_whole_config() {
+    let up = Upstream::start().await;
+    let gw = TestGateway::start(&two_apis(&up.url(), "old", "")).await;
+    old_config_serves(&gw, &up, "old", 1).await;
+    // The new configuration changes both APIs and adds a good API `/c` and
+    // one whose plugin fails in its init: a panic, then a loop (which only
+    // its deadline ends).
+    for (plugin, config, why) in [
+        ("fixture-panic", "{ phase = \"configure\" }", "trapped"),
+        ("fixture-loop", "{ phase = \"configure\" }", "deadline"),
+    ] {
+        let extra = format!(
+            r#"
+[[api]]
+name = "c"
+upstream = {{ targets = ["{u}"] }}
+[[api.route]]
+prefix = "/c"
+[[api.chain]]
+plugin = "fixture-tag"
+config = {{ name = "new" }}
+
+[[api]]
+name = "broken"
+upstream = {{ targets = ["{u}"] }}
+[[api.route]]
+prefix = "/broken"
+[[api.chain]]
+name = "init-fails"
+plugin = "{plugin}"
+timeout = "200ms"
+config = {config}
+"#,
+            u = up.url()
+        );
+        gw.write_manifest(&two_apis(&up.url(), "new", &extra));
+        let started = std::time::Instant::now();
+        match gw.gateway.reload().await {
+            ReloadOutcome::Rejected(why_not) => {
+                assert_contains(&why_not, "api.toml");
+                assert_contains(&why_not, "broken");
+                assert_contains(&why_not, "init-fails");
+                assert_contains(&why_not, why);
+            }
+            other => panic!("{plugin}: {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(10));
+        old_config_serves(&gw, &up, "old", 1).await;
+        assert_eq!(tag_of(&gw, &up, "/c/1").await, Err(404), "{plugin}");
+        assert_eq!(tag_of(&gw, &up, "/broken/1").await, Err(404), "{plugin}");
+        assert_eq!(gw.gateway.runtime.live_instances(), 0);
+    }
+}
