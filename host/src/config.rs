@@ -159,11 +159,15 @@ pub fn read_gateway_file(path: &Path) -> Result<GatewayFile, ConfigErrors> {
     for (name, zero) in [
         ("max-headers", l.max_headers == 0),
         ("max-connections", l.max_connections == 0),
-        ("max-header-bytes", l.max_header_bytes.0 < 1024),
+        // hyper's HTTP/1 read buffer, which bounds the head, is at least
+        // 8KiB: a smaller limit would not be enforced.
+        ("max-header-bytes", l.max_header_bytes.0 < 8192),
         (
             "request-header-timeout",
             l.request_header_timeout.0.is_zero(),
         ),
+        ("request-body-timeout", l.request_body_timeout.0.is_zero()),
+        ("send-timeout", l.send_timeout.0.is_zero()),
         ("max-concurrent-streams", l.max_concurrent_streams == 0),
     ] {
         if zero {

@@ -18,6 +18,10 @@ pub enum GatewayError {
     BadRequest(String),
     #[error("request body larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("request body not received within {0:?}")]
+    RequestTimeout(std::time::Duration),
+    #[error("not implemented: {0}")]
+    NotImplemented(String),
     // -- the upstream
     #[error("upstream unavailable: {0}")]
     UpstreamConnect(String),
@@ -43,6 +47,8 @@ impl GatewayError {
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            GatewayError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             GatewayError::UpstreamConnect(_)
             | GatewayError::UpstreamProtocol(_)
             | GatewayError::UpstreamBodyTooLarge { .. } => StatusCode::BAD_GATEWAY,
@@ -66,6 +72,8 @@ impl GatewayError {
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::BadRequest(_) => "bad_request",
             GatewayError::PayloadTooLarge { .. } => "payload_too_large",
+            GatewayError::RequestTimeout(_) => "request_timeout",
+            GatewayError::NotImplemented(_) => "not_implemented",
             GatewayError::UpstreamConnect(_) => "upstream_unavailable",
             GatewayError::UpstreamTimeout(_) => "upstream_timeout",
             GatewayError::UpstreamProtocol(_) => "upstream_invalid_response",
@@ -88,6 +96,8 @@ impl GatewayError {
             | GatewayError::MethodNotAllowed { .. }
             | GatewayError::BadRequest(_)
             | GatewayError::PayloadTooLarge { .. }
+            | GatewayError::RequestTimeout(_)
+            | GatewayError::NotImplemented(_)
             | GatewayError::UpstreamTimeout(_) => self.to_string(),
             GatewayError::UpstreamConnect(_) => "upstream unavailable".into(),
             GatewayError::UpstreamProtocol(_) | GatewayError::UpstreamBodyTooLarge { .. } => {

@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod client_io;
 pub mod config;
 pub mod demo;
 pub mod error;

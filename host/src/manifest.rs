@@ -348,6 +348,8 @@ pub struct TlsSpec {
 /// [limits]
 /// max-header-bytes = "64KiB"
 /// request-header-timeout = "10s"
+/// request-body-timeout = "60s"
+/// send-timeout = "30s"
 /// step-timeout = "50ms"
 /// step-memory = "16MiB"
 /// ```
@@ -360,6 +362,13 @@ pub struct Limits {
     pub max_headers: usize,
     /// A client must send its whole request head within this time.
     pub request_header_timeout: Dur,
+    /// A client must send a request body the gateway reads (for a step with
+    /// body access, or to drain a refused one) within this time after its
+    /// head; else 408 and the connection is closed.
+    pub request_body_timeout: Dur,
+    /// A write to a client that makes no progress for this long (the client
+    /// stopped reading) ends the connection.
+    pub send_timeout: Dur,
     /// Most simultaneous client connections per listener.
     pub max_connections: usize,
     /// Most concurrent HTTP/2 streams per connection.
@@ -379,6 +388,8 @@ impl Default for Limits {
             max_header_bytes: Size(64 << 10),
             max_headers: 100,
             request_header_timeout: Dur(Duration::from_secs(10)),
+            request_body_timeout: Dur(Duration::from_secs(60)),
+            send_timeout: Dur(Duration::from_secs(30)),
             max_connections: 10_000,
             max_concurrent_streams: 100,
             step_timeout: Dur(Duration::from_millis(50)),

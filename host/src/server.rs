@@ -512,6 +512,60 @@ fn finish(out: Outgoing, request_id: &str) -> Response<ProxyBody> {
     resp
 }
 
+/// A request body the gateway read did not arrive within
+/// `limits.request-body-timeout`.
+#[derive(Debug)]
+struct BodyTimedOut;
+
+impl std::fmt::Display for BodyTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("request body timed out")
+    }
+}
+
+impl std::error::Error for BodyTimedOut {}
+
+/// Close the connection after this response: the rest of the request was
+/// not read (or could not be framed), so nothing after it on the connection
+/// can be trusted to start a new request.
+fn closing(mut out: Outgoing) -> Outgoing {
+    out.headers.push(Header {
+        name: "connection".into(),
+        value: b"close".to_vec(),
+    });
+    out
+}
+
+/// Only `Transfer-Encoding: chunked`, once, is understood (RFC 9112 §6.1).
+/// hyper reads a body as chunked when `chunked` is the last coding, so
+/// `gzip, chunked` would reach the upstream still gzip-coded but without
+/// its Transfer-Encoding (501), and `chunked, chunked` would be de-chunked
+/// only once (400).
+fn check_transfer_encoding(headers: &HeaderMap) -> Result<(), GatewayError> {
+    let mut chunked = 0;
+    for v in headers.get_all(header::TRANSFER_ENCODING) {
+        let v = v
+            .to_str()
+            .map_err(|_| GatewayError::BadRequest("invalid transfer-encoding".into()))?;
+        for coding in v.split(',').map(str::trim) {
+            if coding.eq_ignore_ascii_case("chunked") {
+                chunked += 1;
+            } else {
+                return Err(GatewayError::NotImplemented(format!(
+                    "transfer-coding `{}` (only chunked is supported)",
+                    coding.escape_default()
+                )));
+            }
+        }
+    }
+    if chunked > 1 {
+        return Err(GatewayError::BadRequest(
+            "transfer-encoding names chunked more than once".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// One call, start to end.
 pub async fn handle(
     gateway: &Gateway,
@@ -523,6 +577,11 @@ pub async fn handle(
     let timing = Arc::new(std::sync::Mutex::new(crate::services::CallTiming::new()));
     let gen = gateway.current();
     let (parts, body) = req.into_parts();
+
+    // Framing the gateway does not understand is refused first.
+    if let Err(err) = check_transfer_encoding(&parts.headers) {
+        return finish(closing(error_outgoing(&err, &request_id)), &request_id);
+    }
 
     // Path normalisation: once, before routing.
     let path = match normalize_path(parts.uri.path()) {
@@ -607,6 +666,7 @@ pub async fn handle(
     // The request chain.
     let mut instances: Vec<Option<StepInstance>> = Vec::with_capacity(api.steps.len());
     let mut early: Option<Outgoing> = None;
+    let body_timeout = gateway.limits.request_body_timeout.0;
     for step in &api.steps {
         ctx.step.clear();
         ctx.step.push_str(&step.name);
@@ -618,19 +678,30 @@ pub async fn handle(
                 // a large one is not read at all.
                 if n <= DRAIN_MAX {
                     if let Ok(stream) = std::mem::replace(&mut req_body, Err(None)) {
-                        let _ = Limited::new(stream, DRAIN_MAX as usize).collect().await;
+                        let drain = Limited::new(stream, DRAIN_MAX as usize).collect();
+                        let _ = tokio::time::timeout(body_timeout, drain).await;
                     }
                 }
                 let err = GatewayError::PayloadTooLarge { limit };
-                early = Some(error_outgoing(&err, &request_id));
+                early = Some(closing(error_outgoing(&err, &request_id)));
                 instances.push(None);
                 break;
             }
             let Ok(stream) = std::mem::replace(&mut req_body, Err(None)) else {
                 unreachable!()
             };
-            match Limited::new(stream, limit).collect().await {
+            let read = Limited::new(stream, limit).collect();
+            match tokio::time::timeout(body_timeout, read)
+                .await
+                .unwrap_or_else(|_| Err(BodyTimedOut.into()))
+            {
                 Ok(c) => req_body = Err(Some(c.to_bytes())),
+                Err(e) if e.is::<BodyTimedOut>() => {
+                    let err = GatewayError::RequestTimeout(body_timeout);
+                    early = Some(closing(error_outgoing(&err, &request_id)));
+                    instances.push(None);
+                    break;
+                }
                 Err(e) => {
                     let err = if e.is::<http_body_util::LengthLimitError>() {
                         GatewayError::PayloadTooLarge { limit }
@@ -702,6 +773,18 @@ pub async fn handle(
     let out = match early {
         Some(o) => o,
         None => match upstream_result.expect("called when no step answered") {
+            // The gateway never asks for a protocol switch (Upgrade is
+            // hop-by-hop), so a 101 (or any 1xx as a final answer) is not a
+            // response it can forward: handing it on would leave the client
+            // believing in a tunnel that does not exist.
+            Ok(resp) if resp.status().is_informational() => {
+                let err = GatewayError::UpstreamProtocol(format!(
+                    "unsolicited {} response",
+                    resp.status()
+                ));
+                log_failure(&err, &request_id, &api.name);
+                error_outgoing(&err, &request_id)
+            }
             Ok(resp) => {
                 let (parts, body) = resp.into_parts();
                 let mut h = parts.headers;
@@ -833,6 +916,19 @@ async fn call_upstream(
     }
     if let Ok(v) = HeaderValue::from_str(request_id) {
         headers.insert("x-request-id", v);
+    }
+    // A streamed body of unknown length (chunked, or HTTP/2 without
+    // content-length) goes upstream chunked whatever the method: otherwise
+    // hyper sends a GET's or DELETE's body as no body at all.
+    if let Ok(incoming) = &body {
+        if !http_body::Body::is_end_stream(incoming)
+            && http_body::Body::size_hint(incoming).exact().is_none()
+        {
+            headers.insert(
+                header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+        }
     }
     let body: ProxyBody = match body {
         Ok(incoming) => incoming.map_err(|e| Box::new(e) as BoxError).boxed(),

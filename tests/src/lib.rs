@@ -2,6 +2,7 @@
 //! plugins built from this tree, a real recording upstream, and clients.
 
 pub mod admin;
+pub mod raw;
 pub mod runner;
 
 use bytes::Bytes;
