@@ -12,6 +12,8 @@ pub mod client_io;
 pub mod config;
 pub mod demo;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod manifest;
 pub mod policy;
 pub mod proxy;

@@ -436,7 +436,7 @@ fn new_request_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
-fn headers_to_wit(h: &HeaderMap) -> Vec<Header> {
+pub(crate) fn headers_to_wit(h: &HeaderMap) -> Vec<Header> {
     h.iter()
         .map(|(n, v)| Header {
             name: n.as_str().to_string(),
@@ -445,7 +445,7 @@ fn headers_to_wit(h: &HeaderMap) -> Vec<Header> {
         .collect()
 }
 
-fn wit_to_headers(hs: Vec<Header>) -> HeaderMap {
+pub(crate) fn wit_to_headers(hs: Vec<Header>) -> HeaderMap {
     let mut map = HeaderMap::with_capacity(hs.len());
     for h in hs {
         // Names and values were checked when a step set them, and the
