@@ -336,7 +336,7 @@ pub fn build_with(
             let api_index = apis.len();
             let mut ok = true;
             // Upstream.
-            let upstream = match Upstream::new(&api.upstream) {
+            let upstream = match Upstream::new(api.name.as_str(), &api.upstream) {
                 Ok(u) => Some(u),
                 Err(e) => {
                     errs.push(format!(

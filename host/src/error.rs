@@ -31,6 +31,8 @@ pub enum GatewayError {
     UpstreamProtocol(String),
     #[error("upstream response body larger than {limit} bytes")]
     UpstreamBodyTooLarge { limit: usize },
+    #[error("every upstream target is out of rotation after repeated failures (next probe in {retry_after:?})")]
+    UpstreamOpen { retry_after: std::time::Duration },
     // -- a policy
     #[error(transparent)]
     Policy(#[from] PolicyError),
@@ -53,6 +55,7 @@ impl GatewayError {
             | GatewayError::UpstreamProtocol(_)
             | GatewayError::UpstreamBodyTooLarge { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::UpstreamOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Policy(p) => match p {
                 PolicyError::Trap { .. }
                 | PolicyError::Memory { .. }
@@ -78,6 +81,7 @@ impl GatewayError {
             GatewayError::UpstreamTimeout(_) => "upstream_timeout",
             GatewayError::UpstreamProtocol(_) => "upstream_invalid_response",
             GatewayError::UpstreamBodyTooLarge { .. } => "upstream_body_too_large",
+            GatewayError::UpstreamOpen { .. } => "upstream_circuit_open",
             GatewayError::Policy(PolicyError::Trap { .. }) => "policy_failed",
             GatewayError::Policy(PolicyError::Memory { .. }) => "policy_memory_exceeded",
             GatewayError::Policy(PolicyError::BadOutput { .. }) => "policy_invalid_output",
@@ -100,6 +104,9 @@ impl GatewayError {
             | GatewayError::NotImplemented(_)
             | GatewayError::UpstreamTimeout(_) => self.to_string(),
             GatewayError::UpstreamConnect(_) => "upstream unavailable".into(),
+            GatewayError::UpstreamOpen { .. } => {
+                "upstream unavailable: every target failed recently; retry later".into()
+            }
             GatewayError::UpstreamProtocol(_) | GatewayError::UpstreamBodyTooLarge { .. } => {
                 "upstream sent an invalid response".into()
             }
@@ -163,6 +170,11 @@ fn error_response(
     if matches!(err, GatewayError::Policy(PolicyError::Busy { .. })) {
         h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
+    if let GatewayError::UpstreamOpen { retry_after } = err {
+        // Whole seconds, rounded up, at least 1.
+        let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    }
     resp
 }
 
@@ -199,6 +211,24 @@ mod tests {
             503
         );
         assert_eq!(p(PolicyError::Busy { step: "a".into() }), 503);
+    }
+
+    #[test]
+    fn circuit_open_is_503_with_retry_after_in_whole_seconds() {
+        for (ms, secs) in [
+            (0, "1"),
+            (200, "1"),
+            (1000, "1"),
+            (1001, "2"),
+            (29_500, "30"),
+        ] {
+            let e = GatewayError::UpstreamOpen {
+                retry_after: std::time::Duration::from_millis(ms),
+            };
+            let r = e.to_response("rid");
+            assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+            assert_eq!(r.headers()[header::RETRY_AFTER], secs, "{ms} ms");
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod demo;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod health;
 pub mod manifest;
 pub mod policy;
 pub mod proxy;

@@ -510,28 +510,72 @@ pub struct ApiSpec {
     pub chain: Vec<toml::Spanned<StepSpec>>,
 }
 
-/// Where an API's calls go.
+/// Where an API's calls go, how long to wait for them, when to retry, and
+/// when to stop sending calls to a failing target.
 ///
 /// ```toml
 /// [api.upstream]
 /// targets = ["http://10.0.0.5:8080", "http://10.0.0.6:8080"]
 /// connect-timeout = "2s"
 /// response-timeout = "30s"
+/// body-timeout = "30s"
+/// retries = 1
 /// preserve-host = false
+/// breaker = { failures = 5, cool-down = "10s", count-5xx = false }
 /// ```
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct UpstreamSpec {
     /// `http://host:port[/base-path]`; several are used round-robin.
     pub targets: Vec<String>,
+    /// Time to establish the TCP connection. Default 2s.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: Dur,
     /// Time from sending the request to receiving the response head.
+    /// Default 30s.
     #[serde(default = "default_response_timeout")]
     pub response_timeout: Dur,
+    /// Longest wait for the next piece of the response body once the head
+    /// has arrived; exceeded, the response is cut off. Default 30s.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout: Dur,
+    /// Extra attempts for an idempotent call (GET, HEAD, OPTIONS, PUT,
+    /// DELETE) with no streamed body, when the connection failed before any
+    /// response; each goes to another target when there is one. Default 1.
+    #[serde(default = "default_retries")]
+    pub retries: u32,
     /// Send the client's `Host` upstream instead of the target's.
     #[serde(default)]
     pub preserve_host: bool,
+    /// The circuit breaker each target has.
+    #[serde(default)]
+    pub breaker: BreakerSpec,
+}
+
+/// A target's circuit breaker (passive health check).
+///
+/// ```toml
+/// [api.upstream.breaker]
+/// failures = 5        # failures in a row that take a target out; 0 = never
+/// cool-down = "10s"   # how long it stays out before one probe call
+/// count-5xx = false   # whether 5xx answers count as failures
+/// ```
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct BreakerSpec {
+    pub failures: u32,
+    pub cool_down: Dur,
+    pub count_5xx: bool,
+}
+
+impl Default for BreakerSpec {
+    fn default() -> Self {
+        BreakerSpec {
+            failures: 5,
+            cool_down: Dur(Duration::from_secs(10)),
+            count_5xx: false,
+        }
+    }
 }
 
 fn default_connect_timeout() -> Dur {
@@ -539,6 +583,12 @@ fn default_connect_timeout() -> Dur {
 }
 fn default_response_timeout() -> Dur {
     Dur(Duration::from_secs(30))
+}
+fn default_body_timeout() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+fn default_retries() -> u32 {
+    1
 }
 
 /// Which calls belong to an API. Give exactly one of `path` (exact or a

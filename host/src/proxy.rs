@@ -1,24 +1,50 @@
 //! The upstream side: pooled keep-alive connections, round-robin over
-//! targets, timeouts, and the header rules of a well-behaved proxy
-//! (hop-by-hop fields removed per RFC 9110 §7.6.1, `X-Forwarded-*` set by
-//! the gateway and never trusted from clients).
+//! targets with a circuit breaker each ([`crate::health`]), timeouts,
+//! bounded retries of idempotent calls, and the header rules of a
+//! well-behaved proxy (hop-by-hop fields removed per RFC 9110 §7.6.1,
+//! `X-Forwarded-*` set by the gateway and never trusted from clients).
+//!
+//! Failures and what they cost:
+//!
+//! | the upstream ...                         | client gets | breaker  | retried (idempotent, no streamed body) |
+//! |------------------------------------------|-------------|----------|----------------------------------------|
+//! | refuses the connection                   | 502         | failure  | yes                                    |
+//! | does not complete the connect in time    | 504         | failure  | yes                                    |
+//! | closes or resets before a response head  | 502         | failure  | yes                                    |
+//! | sends something that is not HTTP         | 502         | failure  | no                                     |
+//! | sends no response head in time           | 504         | failure  | no                                     |
+//! | answers 5xx                              | that 5xx    | if `count-5xx` | no                               |
+//! | stalls or breaks mid-body                | cut off     | —        | no (the head is already on its way)    |
+//!
+//! When every target's breaker is open the call is answered 503 at once,
+//! with `Retry-After`.
 
 use crate::error::GatewayError;
+use crate::health::{Admit, Breaker, BreakerSettings, Transition};
 use crate::manifest::UpstreamSpec;
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, Uri};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri};
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 /// The error type of bodies passing through the gateway.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A body passing through the gateway.
 pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// Most retries a manifest may ask for.
+pub const MAX_RETRIES: u32 = 10;
 
 /// One upstream target.
 #[derive(Debug, Clone)]
@@ -28,12 +54,18 @@ pub struct Target {
     pub base_path: String,
 }
 
-/// An API's upstream: its targets and its connection pool.
+/// An API's upstream: its targets, their breakers and the connection pool.
 pub struct Upstream {
+    /// The API's name, for logs.
+    api: String,
     pub targets: Vec<Target>,
+    breakers: Vec<Breaker>,
     next: AtomicUsize,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+    pub body_timeout: Duration,
+    pub retries: u32,
+    count_5xx: bool,
     pub preserve_host: bool,
     client: Client<HttpConnector, ProxyBody>,
 }
@@ -41,13 +73,78 @@ pub struct Upstream {
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Upstream")
+            .field("api", &self.api)
             .field("targets", &self.targets)
             .finish()
     }
 }
 
+/// A request ready for the upstream, before a target is chosen.
+pub struct Outbound {
+    pub method: Method,
+    /// Path and query as the upstream sees them, without the target's base
+    /// path (which is prepended per target).
+    pub path_and_query: String,
+    /// Everything but `Host`.
+    pub headers: HeaderMap,
+    /// The client's `Host`, sent when `preserve-host` is on.
+    pub original_host: Option<HeaderValue>,
+    pub body: OutboundBody,
+}
+
+/// The request body as the gateway holds it.
+pub enum OutboundBody {
+    /// Still arriving from the client: sent as it comes, never replayed.
+    Stream(Incoming),
+    /// Whole in memory (read for a policy step, or empty): replayable.
+    Buffered(Bytes),
+}
+
+/// Why one attempt failed, and whether another may be made.
+struct AttemptError {
+    error: GatewayError,
+    /// The connection failed before any response (so the request may not
+    /// have been processed): an idempotent call may go elsewhere.
+    before_response: bool,
+    /// No response head within the response timeout.
+    timed_out: bool,
+}
+
+/// A call's claim on a target: its outcome must be reported to the
+/// target's breaker; a probe dropped without an outcome is given back.
+struct Lease<'a> {
+    up: &'a Upstream,
+    index: usize,
+    probe: bool,
+    reported: bool,
+}
+
+impl Lease<'_> {
+    fn report(mut self, ok: bool) {
+        self.reported = true;
+        let t = self.up.breakers[self.index].report(self.probe, ok, Instant::now());
+        self.up.log_transition(self.index, t);
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if self.probe && !self.reported {
+            self.up.breakers[self.index].abandon_probe(Instant::now());
+        }
+    }
+}
+
+/// Safe to send twice (RFC 9110 §9.2.2), as far as retries go here.
+fn idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+    )
+}
+
 impl Upstream {
-    pub fn new(spec: &UpstreamSpec) -> Result<Self, String> {
+    pub fn new(api: &str, spec: &UpstreamSpec) -> Result<Self, String> {
         if spec.targets.is_empty() {
             return Err("`targets` must name at least one `http://host:port`".into());
         }
@@ -78,6 +175,28 @@ impl Upstream {
                 base_path,
             });
         }
+        for (name, d) in [
+            ("connect-timeout", spec.connect_timeout),
+            ("response-timeout", spec.response_timeout),
+            ("body-timeout", spec.body_timeout),
+        ] {
+            if d.0.is_zero() {
+                return Err(format!("`{name}` must be longer than 0"));
+            }
+        }
+        if spec.retries > MAX_RETRIES {
+            return Err(format!(
+                "`retries = {}` is too many: at most {MAX_RETRIES}",
+                spec.retries
+            ));
+        }
+        if spec.breaker.failures > 0 && spec.breaker.cool_down.0.is_zero() {
+            return Err("`breaker.cool-down` must be longer than 0 (or set `breaker.failures = 0` to turn the breaker off)".into());
+        }
+        let settings = BreakerSettings {
+            failures: spec.breaker.failures,
+            cool_down: spec.breaker.cool_down.0,
+        };
         let mut conn = HttpConnector::new();
         conn.set_connect_timeout(Some(spec.connect_timeout.0));
         conn.set_nodelay(true);
@@ -88,40 +207,422 @@ impl Upstream {
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .build(conn);
         Ok(Upstream {
+            api: api.to_string(),
+            breakers: targets.iter().map(|_| Breaker::new(settings)).collect(),
             targets,
             next: AtomicUsize::new(0),
             connect_timeout: spec.connect_timeout.0,
             response_timeout: spec.response_timeout.0,
+            body_timeout: spec.body_timeout.0,
+            retries: spec.retries,
+            count_5xx: spec.breaker.count_5xx,
             preserve_host: spec.preserve_host,
             client,
         })
     }
 
-    /// The next target, round-robin.
-    pub fn pick(&self) -> &Target {
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
-        &self.targets[i % self.targets.len()]
+    /// The breaker of target `i` (for tests and diagnostics).
+    pub fn breaker(&self, i: usize) -> &Breaker {
+        &self.breakers[i]
     }
 
-    /// Send a request (whose URI is already the upstream's) and wait for
-    /// the response head within the response timeout.
-    pub async fn send(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, GatewayError> {
-        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
-            Err(_) => Err(GatewayError::UpstreamTimeout(self.response_timeout)),
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => {
-                let text = error_chain(&e);
-                if e.is_connect() {
-                    if text.contains("timed out") || text.contains("timeout") {
-                        Err(GatewayError::UpstreamTimeout(self.connect_timeout))
-                    } else {
-                        Err(GatewayError::UpstreamConnect(text))
+    fn log_transition(&self, i: usize, t: Option<Transition>) {
+        let Some(t) = t else { return };
+        let target = self.targets[i].authority.as_str();
+        match t {
+            Transition::Opened { failures } => tracing::warn!(
+                api = %self.api,
+                target,
+                state = t.state(),
+                failures,
+                "upstream target taken out of rotation after {failures} failures in a row"
+            ),
+            Transition::Reopened => tracing::warn!(
+                api = %self.api,
+                target,
+                state = t.state(),
+                "upstream target probe failed; out of rotation again"
+            ),
+            Transition::HalfOpened => tracing::info!(
+                api = %self.api,
+                target,
+                state = t.state(),
+                "upstream target cool-down over; probing"
+            ),
+            Transition::Closed => tracing::info!(
+                api = %self.api,
+                target,
+                state = t.state(),
+                "upstream target probe succeeded; back in rotation"
+            ),
+        }
+    }
+
+    /// The next target round-robin whose breaker admits a call, preferring
+    /// targets not in `tried`; or, when none admits one, the earliest time
+    /// one will.
+    fn pick(&self, tried: &[usize]) -> Result<Lease<'_>, Instant> {
+        let n = self.targets.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let mut retry_at: Option<Instant> = None;
+        for pass_tried in [false, true] {
+            for k in 0..n {
+                let i = (start + k) % n;
+                if tried.contains(&i) != pass_tried {
+                    continue;
+                }
+                let (admit, t) = self.breakers[i].admit(now);
+                self.log_transition(i, t);
+                match admit {
+                    Admit::Yes | Admit::Probe => {
+                        return Ok(Lease {
+                            up: self,
+                            index: i,
+                            probe: admit == Admit::Probe,
+                            reported: false,
+                        })
                     }
-                } else {
-                    Err(GatewayError::UpstreamProtocol(text))
+                    Admit::No { retry_at: at } => {
+                        retry_at = Some(retry_at.map_or(at, |r| r.min(at)));
+                    }
                 }
             }
         }
+        Err(retry_at.unwrap_or(now))
+    }
+
+    /// Send `out` to a target, retrying an idempotent call with a
+    /// replayable body on another target when the connection failed before
+    /// any response, and report every attempt to its target's breaker.
+    pub async fn forward(&self, out: Outbound) -> Result<Response<UpstreamBody>, GatewayError> {
+        let Outbound {
+            method,
+            path_and_query,
+            mut headers,
+            original_host,
+            body,
+        } = out;
+        // An empty body from the client is as good as a buffered one.
+        let body = match body {
+            OutboundBody::Stream(b) if b.is_end_stream() => OutboundBody::Buffered(Bytes::new()),
+            b => b,
+        };
+        let replay = match &body {
+            OutboundBody::Buffered(b) => Some(b.clone()),
+            OutboundBody::Stream(_) => None,
+        };
+        let retries = if idempotent(&method) && replay.is_some() {
+            self.retries
+        } else {
+            0
+        };
+        // How far a streaming client body got: a body that breaks off, or
+        // that is still arriving when the response timeout fires, is the
+        // client's doing, not the target's (else a client could take
+        // targets out of rotation for everyone).
+        let mut client_body: Option<Arc<AtomicU8>> = None;
+        let mut body = Some(body);
+        let mut tried: Vec<usize> = Vec::new();
+        let mut attempt = 0;
+        loop {
+            let lease = match self.pick(&tried) {
+                Ok(l) => l,
+                Err(retry_at) => {
+                    return Err(GatewayError::UpstreamOpen {
+                        retry_after: retry_at.saturating_duration_since(Instant::now()),
+                    })
+                }
+            };
+            tried.push(lease.index);
+            let target = &self.targets[lease.index];
+            let mut pq = String::with_capacity(target.base_path.len() + path_and_query.len());
+            pq.push_str(&target.base_path);
+            pq.push_str(&path_and_query);
+            let uri = Uri::builder()
+                .scheme("http")
+                .authority(target.authority.clone())
+                .path_and_query(pq)
+                .build()
+                .map_err(|e| GatewayError::Internal(format!("building the upstream URI: {e}")))?;
+            let this_body: ProxyBody = match body.take() {
+                Some(OutboundBody::Stream(b)) => {
+                    let state = Arc::new(AtomicU8::new(BODY_SENDING));
+                    client_body = Some(state.clone());
+                    ClientBody { inner: b, state }.boxed()
+                }
+                Some(OutboundBody::Buffered(b)) => full(b),
+                None => full(replay.clone().unwrap_or_default()),
+            };
+            let mut req = Request::new(this_body);
+            *req.method_mut() = method.clone();
+            *req.uri_mut() = uri;
+            // The last attempt takes the headers; earlier ones copy them.
+            *req.headers_mut() = if attempt < retries {
+                headers.clone()
+            } else {
+                std::mem::take(&mut headers)
+            };
+            let host = if self.preserve_host {
+                original_host.clone()
+            } else {
+                HeaderValue::from_str(target.authority.as_str()).ok()
+            };
+            if let Some(h) = host {
+                req.headers_mut().insert(header::HOST, h);
+            }
+            match self.send_once(req).await {
+                Ok(resp) => {
+                    let failed = self.count_5xx && resp.status().is_server_error();
+                    lease.report(!failed);
+                    let idle = self.body_timeout;
+                    return Ok(resp.map(|b| UpstreamBody::new(b, idle)));
+                }
+                Err(e) => {
+                    match client_body.as_ref().map(|s| s.load(Ordering::Acquire)) {
+                        Some(BODY_BROKEN) => {
+                            // Dropping the lease reports nothing (a probe
+                            // is handed to the next call).
+                            drop(lease);
+                            return Err(GatewayError::BadRequest(
+                                "the request body broke off before it was complete".into(),
+                            ));
+                        }
+                        Some(BODY_SENDING) if e.timed_out => {
+                            drop(lease);
+                            return Err(e.error);
+                        }
+                        _ => {}
+                    }
+                    let index = lease.index;
+                    lease.report(false);
+                    if e.before_response && attempt < retries {
+                        attempt += 1;
+                        tracing::debug!(
+                            api = %self.api,
+                            target = self.targets[index].authority.as_str(),
+                            attempt,
+                            "{}; retrying",
+                            e.error
+                        );
+                        continue;
+                    }
+                    return Err(e.error);
+                }
+            }
+        }
+    }
+
+    /// One attempt: wait for the response head within the response timeout.
+    async fn send_once(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, AttemptError> {
+        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+            Err(_) => Err(AttemptError {
+                error: GatewayError::UpstreamTimeout(self.response_timeout),
+                before_response: false,
+                timed_out: true,
+            }),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(self.classify(&e)),
+        }
+    }
+
+    fn classify(&self, e: &hyper_util::client::legacy::Error) -> AttemptError {
+        let text = error_chain(e);
+        if e.is_connect() {
+            let timed_out = io_kinds(e).any(|k| k == std::io::ErrorKind::TimedOut)
+                || text.contains("timed out")
+                || text.contains("timeout");
+            return AttemptError {
+                error: if timed_out {
+                    GatewayError::UpstreamTimeout(self.connect_timeout)
+                } else {
+                    GatewayError::UpstreamConnect(text)
+                },
+                before_response: true,
+                timed_out: false,
+            };
+        }
+        // Anything the upstream sent that does not parse as a response is
+        // a response: it is not retried.
+        let parse = hyper_errors(e).any(|h| h.is_parse() || h.is_parse_status());
+        let before_response = !parse
+            && (hyper_errors(e).any(|h| {
+                h.is_incomplete_message() || h.is_canceled() || h.is_body_write_aborted()
+            }) || io_kinds(e).any(|k| {
+                use std::io::ErrorKind as K;
+                matches!(
+                    k,
+                    K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof
+                )
+            }));
+        AttemptError {
+            error: GatewayError::UpstreamProtocol(text),
+            before_response,
+            timed_out: false,
+        }
+    }
+}
+
+fn full(b: Bytes) -> ProxyBody {
+    Full::new(b).map_err(|e| match e {}).boxed()
+}
+
+/// The errors in `e`'s source chain, starting with `e`.
+fn sources<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |e| e.source())
+}
+
+fn hyper_errors<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'a hyper::Error> {
+    sources(e).filter_map(|e| e.downcast_ref::<hyper::Error>())
+}
+
+fn io_kinds<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = std::io::ErrorKind> + 'a {
+    sources(e).filter_map(|e| e.downcast_ref::<std::io::Error>().map(|io| io.kind()))
+}
+
+/// [`ClientBody`] states.
+const BODY_SENDING: u8 = 0;
+const BODY_SENT: u8 = 1;
+const BODY_BROKEN: u8 = 2;
+
+pin_project_lite::pin_project! {
+    /// A request body streaming from the client to the upstream, noting
+    /// whether it was sent whole or broke off.
+    struct ClientBody {
+        #[pin]
+        inner: Incoming,
+        state: Arc<AtomicU8>,
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let mut this = self.project();
+        let r = std::task::ready!(this.inner.as_mut().poll_frame(cx));
+        let state = match &r {
+            Some(Err(_)) => BODY_BROKEN,
+            None => BODY_SENT,
+            Some(Ok(_)) if this.inner.is_end_stream() => BODY_SENT,
+            Some(Ok(_)) => BODY_SENDING,
+        };
+        this.state.store(state, Ordering::Release);
+        Poll::Ready(r.map(|r| r.map_err(|e| Box::new(e) as BoxError)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Why an upstream response body ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamBodyError {
+    #[error("upstream response body broken: {0}")]
+    Broken(#[source] hyper::Error),
+    #[error("upstream response body stalled for {0:?}")]
+    Stalled(Duration),
+}
+
+pin_project_lite::pin_project! {
+    /// An upstream response body that fails when the upstream sends nothing
+    /// for `idle` while the gateway waits for more (`body-timeout`). A
+    /// failed body makes the server cut the client's response off (HTTP/1:
+    /// the connection closes before the declared length or the last chunk;
+    /// HTTP/2: the stream is reset), so a short body never looks complete.
+    pub struct UpstreamBody {
+        #[pin]
+        inner: Incoming,
+        idle: Duration,
+        // Created only when the body has to wait.
+        timer: Option<Pin<Box<tokio::time::Sleep>>>,
+        armed: bool,
+        done: bool,
+    }
+}
+
+impl UpstreamBody {
+    pub fn new(inner: Incoming, idle: Duration) -> UpstreamBody {
+        UpstreamBody {
+            inner,
+            idle,
+            timer: None,
+            armed: false,
+            done: false,
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = UpstreamBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, UpstreamBodyError>>> {
+        let this = self.project();
+        if *this.done {
+            return Poll::Ready(None);
+        }
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(r) => {
+                *this.armed = false;
+                Poll::Ready(r.map(|r| {
+                    r.map_err(|e| {
+                        *this.done = true;
+                        tracing::warn!(
+                            "upstream response body broken, cutting the response off: {e}"
+                        );
+                        UpstreamBodyError::Broken(e)
+                    })
+                }))
+            }
+            Poll::Pending => {
+                let deadline = tokio::time::Instant::now() + *this.idle;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if !*this.armed {
+                    timer.as_mut().reset(deadline);
+                    *this.armed = true;
+                }
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        *this.done = true;
+                        tracing::warn!(
+                            "upstream response body stalled for {:?}, cutting the response off",
+                            this.idle
+                        );
+                        Poll::Ready(Some(Err(UpstreamBodyError::Stalled(*this.idle))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -266,7 +767,10 @@ mod tests {
             targets: vec![t.to_string()],
             connect_timeout: crate::manifest::Dur(Duration::from_secs(1)),
             response_timeout: crate::manifest::Dur(Duration::from_secs(1)),
+            body_timeout: crate::manifest::Dur(Duration::from_secs(1)),
+            retries: 1,
             preserve_host: false,
+            breaker: Default::default(),
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -274,14 +778,38 @@ mod tests {
             .unwrap();
         rt.block_on(async {
             assert_eq!(
-                Upstream::new(&spec("http://a:1/base/")).unwrap().targets[0].base_path,
+                Upstream::new("t", &spec("http://a:1/base/"))
+                    .unwrap()
+                    .targets[0]
+                    .base_path,
                 "/base"
             );
-            assert!(Upstream::new(&spec("https://a:1"))
+            assert!(Upstream::new("t", &spec("https://a:1"))
                 .unwrap_err()
                 .contains("https"));
-            assert!(Upstream::new(&spec("ftp://a")).is_err());
-            assert!(Upstream::new(&spec("http://a:1/?q")).is_err());
+            assert!(Upstream::new("t", &spec("ftp://a")).is_err());
+            assert!(Upstream::new("t", &spec("http://a:1/?q")).is_err());
+            let mut s = spec("http://a:1");
+            s.retries = MAX_RETRIES + 1;
+            assert!(Upstream::new("t", &s).unwrap_err().contains("retries"));
+            let mut s = spec("http://a:1");
+            s.body_timeout = crate::manifest::Dur(Duration::ZERO);
+            assert!(Upstream::new("t", &s).unwrap_err().contains("body-timeout"));
+            let mut s = spec("http://a:1");
+            s.breaker.cool_down = crate::manifest::Dur(Duration::ZERO);
+            assert!(Upstream::new("t", &s).unwrap_err().contains("cool-down"));
+            s.breaker.failures = 0;
+            assert!(Upstream::new("t", &s).is_ok());
         });
+    }
+
+    #[test]
+    fn only_idempotent_methods_are_retried() {
+        for m in ["GET", "HEAD", "OPTIONS", "PUT", "DELETE"] {
+            assert!(idempotent(&m.parse().unwrap()), "{m}");
+        }
+        for m in ["POST", "PATCH", "CONNECT", "TRACE", "PURGE"] {
+            assert!(!idempotent(&m.parse().unwrap()), "{m}");
+        }
     }
 }

@@ -18,7 +18,7 @@ use crate::route::{normalize_path, RouteMatch};
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, Uri};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -428,7 +428,7 @@ struct Outgoing {
 }
 
 enum OutBody {
-    Stream(Incoming),
+    Stream(proxy::UpstreamBody),
     Buffered(Bytes),
 }
 
@@ -872,22 +872,14 @@ async fn call_upstream(
     host: &str,
     scheme: &str,
     request_id: &str,
-) -> Result<Response<Incoming>, GatewayError> {
+) -> Result<Response<proxy::UpstreamBody>, GatewayError> {
     let up = &api.upstream;
-    let target = up.pick();
-    let mut pq = String::with_capacity(target.base_path.len() + head.path.len() + 16);
-    pq.push_str(&target.base_path);
+    let mut pq = String::with_capacity(head.path.len() + 16);
     pq.push_str(&head.path);
     if let Some(q) = &head.query {
         pq.push('?');
         pq.push_str(q);
     }
-    let uri = Uri::builder()
-        .scheme("http")
-        .authority(target.authority.clone())
-        .path_and_query(pq)
-        .build()
-        .map_err(|e| GatewayError::Internal(format!("building the upstream URI: {e}")))?;
     let method = http::Method::from_bytes(head.method.as_bytes())
         .map_err(|_| GatewayError::BadRequest("invalid method".into()))?;
     let mut headers = wit_to_headers(head.headers);
@@ -906,14 +898,6 @@ async fn call_upstream(
             .or(Some(host)),
     );
     headers.remove(header::HOST);
-    let host_value = if up.preserve_host {
-        original_host
-    } else {
-        HeaderValue::from_str(target.authority.as_str()).ok()
-    };
-    if let Some(h) = host_value {
-        headers.insert(header::HOST, h);
-    }
     if let Ok(v) = HeaderValue::from_str(request_id) {
         headers.insert("x-request-id", v);
     }
@@ -930,22 +914,23 @@ async fn call_upstream(
             );
         }
     }
-    let body: ProxyBody = match body {
-        Ok(incoming) => incoming.map_err(|e| Box::new(e) as BoxError).boxed(),
-        Err(Some(b)) => {
+    let body = match body {
+        Ok(incoming) => proxy::OutboundBody::Stream(incoming),
+        Err(b) => {
             headers.remove(header::CONTENT_LENGTH);
-            Full::new(b).map_err(|e| match e {}).boxed()
-        }
-        Err(None) => {
-            headers.remove(header::CONTENT_LENGTH);
-            Full::new(Bytes::new()).map_err(|e| match e {}).boxed()
+            proxy::OutboundBody::Buffered(b.unwrap_or_default())
         }
     };
-    let mut req = Request::new(body);
-    *req.method_mut() = method;
-    *req.uri_mut() = uri;
-    *req.headers_mut() = headers;
-    up.send(req).await
+    // The upstream picks the target (round-robin, skipping open breakers),
+    // sets `Host`, and retries what may be retried.
+    up.forward(proxy::Outbound {
+        method,
+        path_and_query: pq,
+        headers,
+        original_host,
+        body,
+    })
+    .await
 }
 
 async fn run_response_chain(

@@ -23,3 +23,4 @@ mod storage_crash;
 mod tls;
 mod transform_body;
 mod ui;
+mod upstream_faults;
