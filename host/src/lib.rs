@@ -24,3 +24,4 @@ pub mod server;
 pub mod services;
 pub mod store;
 pub mod tls;
+pub mod workers;

@@ -84,6 +84,7 @@ fn init_logging() {
 }
 
 fn main() -> ExitCode {
+    tollgate::workers::no_huge_pages();
     let cli = Cli::parse();
     match cli.command {
         Command::Check { file } => check(file),
@@ -188,17 +189,88 @@ fn check(file: PathBuf) -> ExitCode {
     }
 }
 
+/// Worker threads serving the listeners: one per core unless
+/// `TOLLGATE_WORKERS` says otherwise (1–1024).
+fn worker_count() -> Result<usize> {
+    match std::env::var("TOLLGATE_WORKERS") {
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if (1..=1024).contains(&n) => Ok(n),
+            _ => anyhow::bail!("TOLLGATE_WORKERS={v:?}: must be a number from 1 to 1024"),
+        },
+        Err(_) => Ok(std::thread::available_parallelism().map_or(1, |n| n.get())),
+    }
+}
+
+/// One single-threaded runtime per worker thread, each running until its
+/// stop signal: connections are accepted, served and proxied on one
+/// thread, with no hand-offs between threads.
+struct Workers {
+    handles: Vec<tokio::runtime::Handle>,
+    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Workers {
+    fn start(n: usize) -> Result<Self> {
+        let mut w = Workers {
+            handles: Vec::with_capacity(n),
+            stops: Vec::with_capacity(n),
+            threads: Vec::with_capacity(n),
+        };
+        for i in 0..n {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting a worker runtime")?;
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+            w.handles.push(rt.handle().clone());
+            w.stops.push(stop_tx);
+            w.threads.push(
+                std::thread::Builder::new()
+                    .name(format!("tollgate-w{i}"))
+                    .spawn(move || {
+                        tollgate::workers::enter(i);
+                        let _ = rt.block_on(stop_rx);
+                        // Tasks still there (connections past the drain
+                        // time) are dropped with the runtime.
+                        rt.shutdown_timeout(std::time::Duration::from_millis(100));
+                    })
+                    .context("starting a worker thread")?,
+            );
+        }
+        Ok(w)
+    }
+
+    fn stop(self) {
+        drop(self.stops);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
 fn run(config: PathBuf) -> Result<()> {
+    let n = worker_count()?;
+    tollgate::workers::set_count(n);
+    let workers = Workers::start(n)?;
+    // The control runtime: loading, reloads, signals, the admin API.
     let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("tollgate-control")
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    rt.block_on(async move {
+    let handles = workers.handles.clone();
+    let result = rt.block_on(async move {
         let (gateway, gw) = tokio::task::spawn_blocking(move || Gateway::load(&config)).await??;
         let (tx, rx) = tokio::sync::watch::channel(false);
-        let (bound, tasks) = server::serve(gateway.clone(), &gw, rx).await?;
+        let (bound, tasks) = server::serve_on(gateway.clone(), &gw, rx, &handles).await?;
         gateway.spawn_reloaders(gw.reload.watch, gw.reload.debounce.0);
-        tracing::info!("tollgate serving: {}", server::describe(&bound));
+        tracing::info!(
+            "tollgate serving on {} worker thread(s): {}",
+            handles.len(),
+            server::describe(&bound)
+        );
         wait_for_shutdown().await;
         tracing::info!("shutting down: finishing requests in flight");
         let _ = tx.send(true);
@@ -208,7 +280,9 @@ fn run(config: PathBuf) -> Result<()> {
         // Give connections a moment to drain.
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         Ok(())
-    })
+    });
+    workers.stop();
+    result
 }
 
 async fn wait_for_shutdown() {

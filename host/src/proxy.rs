@@ -67,7 +67,8 @@ pub struct Upstream {
     pub retries: u32,
     count_5xx: bool,
     pub preserve_host: bool,
-    client: Client<HttpConnector, ProxyBody>,
+    /// One connection pool per serving worker (see [`crate::workers`]).
+    client: crate::workers::PerWorker<Client<HttpConnector, ProxyBody>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -201,11 +202,13 @@ impl Upstream {
         conn.set_connect_timeout(Some(spec.connect_timeout.0));
         conn.set_nodelay(true);
         conn.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            .build(conn);
+        let client = crate::workers::PerWorker::new(|| {
+            Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(60))
+                .pool_max_idle_per_host(256)
+                .pool_timer(hyper_util::rt::TokioTimer::new())
+                .build(conn.clone())
+        });
         Ok(Upstream {
             api: api.to_string(),
             breakers: targets.iter().map(|_| Breaker::new(settings)).collect(),
@@ -415,7 +418,7 @@ impl Upstream {
 
     /// One attempt: wait for the response head within the response timeout.
     async fn send_once(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, AttemptError> {
-        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+        match tokio::time::timeout(self.response_timeout, self.client.get().request(req)).await {
             Err(_) => Err(AttemptError {
                 error: GatewayError::UpstreamTimeout(self.response_timeout),
                 before_response: false,

@@ -267,11 +267,44 @@ pub struct Bound {
 }
 
 /// Bind every listener and serve until `shutdown` turns true; then stop
-/// accepting and let connections finish.
+/// accepting and let connections finish. Connections run on the calling
+/// runtime (tests, tools); the binary uses [`serve_on`] with one
+/// single-threaded runtime per core.
 pub async fn serve(
     gateway: Arc<Gateway>,
     gw: &GatewayFile,
     shutdown: watch::Receiver<bool>,
+) -> Result<(Vec<Bound>, Vec<tokio::task::JoinHandle<()>>)> {
+    serve_on(gateway, gw, shutdown, &[]).await
+}
+
+/// A listening socket bound with `SO_REUSEPORT`, so that each worker can
+/// have its own on the same address and the kernel spreads connections
+/// over them.
+fn reuseport_socket(addr: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    #[cfg(unix)]
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    Ok(socket)
+}
+
+/// Like [`serve`], with every listener served by each of `workers`: one
+/// socket per worker on the same address (`SO_REUSEPORT`), so a connection
+/// is accepted, served, proxied and answered on one thread, without
+/// hand-offs between threads (thread-per-core, as nginx and haproxy run).
+/// With no workers, everything runs on the calling runtime. The admin API
+/// always runs on the calling runtime.
+pub async fn serve_on(
+    gateway: Arc<Gateway>,
+    gw: &GatewayFile,
+    shutdown: watch::Receiver<bool>,
+    workers: &[tokio::runtime::Handle],
 ) -> Result<(Vec<Bound>, Vec<tokio::task::JoinHandle<()>>)> {
     let base = gateway
         .gw_path
@@ -285,10 +318,6 @@ pub async fn serve(
             .address
             .parse()
             .with_context(|| format!("listener `{}`: bad address", l.name))?;
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("listener `{}`: cannot bind {addr}", l.name))?;
-        let local = listener.local_addr()?;
         let tls = match &l.tls {
             Some(t) => Some(crate::tls::acceptor(
                 &config::resolve(&base, &t.cert),
@@ -296,18 +325,53 @@ pub async fn serve(
             )?),
             None => None,
         };
-        tracing::info!(listener = %l.name, address = %local, tls = tls.is_some(), "listening");
+        // One connection limit per listener, shared by its workers.
+        let conns = Arc::new(Semaphore::new(gateway.limits.max_connections));
+        let local = if workers.is_empty() {
+            let listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("listener `{}`: cannot bind {addr}", l.name))?;
+            let local = listener.local_addr()?;
+            tasks.push(tokio::spawn(accept_loop(
+                gateway.clone(),
+                listener,
+                tls.clone(),
+                conns,
+                shutdown.clone(),
+            )));
+            local
+        } else {
+            // Bind them all before any listens; the first fixes the port
+            // when the address asks for any (port 0).
+            let bind_err = || format!("listener `{}`: cannot bind {addr}", l.name);
+            let first = reuseport_socket(addr).with_context(bind_err)?;
+            let local = first.local_addr()?;
+            let mut sockets = vec![first];
+            for _ in 1..workers.len() {
+                sockets.push(reuseport_socket(local).with_context(bind_err)?);
+            }
+            for (socket, worker) in sockets.into_iter().zip(workers) {
+                let listener = {
+                    // Registered with the worker's own I/O driver.
+                    let _entered = worker.enter();
+                    socket.listen(1024).with_context(bind_err)?
+                };
+                tasks.push(worker.spawn(accept_loop(
+                    gateway.clone(),
+                    listener,
+                    tls.clone(),
+                    conns.clone(),
+                    shutdown.clone(),
+                )));
+            }
+            local
+        };
+        tracing::info!(listener = %l.name, address = %local, tls = tls.is_some(), workers = workers.len().max(1), "listening");
         bound.push(Bound {
             name: l.name.to_string(),
             addr: local,
             tls: tls.is_some(),
         });
-        tasks.push(tokio::spawn(accept_loop(
-            gateway.clone(),
-            listener,
-            tls,
-            shutdown.clone(),
-        )));
     }
     if let Some(admin) = &gw.admin {
         let (b, task) =
@@ -322,10 +386,11 @@ async fn accept_loop(
     gateway: Arc<Gateway>,
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    conns: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let limits = gateway.limits.clone();
-    let conns = Arc::new(Semaphore::new(limits.max_connections));
+    let (first_request, send_stall) = (limits.request_header_timeout.0, limits.send_timeout.0);
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -390,7 +455,14 @@ async fn accept_loop(
                             return;
                         }
                     };
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    let conn = builder.serve_connection(
+                        TokioIo::new(crate::client_io::ClientIo::new(
+                            stream,
+                            first_request,
+                            send_stall,
+                        )),
+                        svc,
+                    );
                     tokio::pin!(conn);
                     tokio::select! {
                         _ = conn.as_mut() => {}
@@ -401,7 +473,14 @@ async fn accept_loop(
                     }
                 }
                 None => {
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    let conn = builder.serve_connection(
+                        TokioIo::new(crate::client_io::ClientIo::new(
+                            stream,
+                            first_request,
+                            send_stall,
+                        )),
+                        svc,
+                    );
                     tokio::pin!(conn);
                     tokio::select! {
                         _ = conn.as_mut() => {}

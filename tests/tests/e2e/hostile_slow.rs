@@ -94,10 +94,9 @@ async fn slowloris_heads_are_cut_off_by_the_header_timeout() {
 }
 
 /// hyper-util's protocol detection has no timeout: without
-/// `client_io::ClientIo` (not wired into `server::accept_loop` yet) these
-/// connections stay open for ever. Run with `--ignored` once it is.
+/// `client_io::ClientIo` around each accepted stream these connections
+/// would stay open for ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs client_io::ClientIo wired into server::accept_loop"]
 async fn silent_and_half_preface_connections_are_closed() {
     let up = RawUpstream::start().await;
     let gw = TestGateway::builder(&manifest(&up.url()))
@@ -255,11 +254,9 @@ async fn a_reader_that_never_reads_is_bounded() {
     drop(stalled);
 }
 
-/// Needs `client_io::ClientIo` around each accepted stream in
-/// `server::accept_loop` (not wired yet: the serving loop is being
-/// restructured). Run with `--ignored` once it is.
+/// `client_io::ClientIo` around each accepted stream ends a connection
+/// whose writes make no progress for `send-timeout`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs client_io::ClientIo wired into server::accept_loop"]
 async fn a_reader_that_never_reads_is_disconnected_by_the_send_timeout() {
     let up = RawUpstream::start().await;
     let gw = TestGateway::builder(&manifest(&up.url()))
