@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
+use tokio_util::either::Either;
 
 /// The running gateway's shared state.
 pub struct Gateway {
@@ -438,14 +439,16 @@ async fn accept_loop(
                     Ok::<_, std::convert::Infallible>(handle(&gateway, req, peer, scheme).await)
                 }
             });
-            match tls {
+            // Plain or TLS, the connection is then served the same way.
+            let stream = match tls {
+                None => Either::Left(stream),
                 Some(acceptor) => {
                     let handshake = tokio::time::timeout(
                         std::time::Duration::from_secs(10),
                         acceptor.accept(stream),
                     );
-                    let stream = match handshake.await {
-                        Ok(Ok(s)) => s,
+                    match handshake.await {
+                        Ok(Ok(s)) => Either::Right(s),
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, "TLS handshake failed: {e}");
                             return;
@@ -454,41 +457,17 @@ async fn accept_loop(
                             tracing::debug!(%peer, "TLS handshake timed out");
                             return;
                         }
-                    };
-                    let conn = builder.serve_connection(
-                        TokioIo::new(crate::client_io::ClientIo::new(
-                            stream,
-                            first_request,
-                            send_stall,
-                        )),
-                        svc,
-                    );
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        _ = conn.as_mut() => {}
-                        _ = shutdown.changed() => {
-                            conn.as_mut().graceful_shutdown();
-                            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), conn).await;
-                        }
                     }
                 }
-                None => {
-                    let conn = builder.serve_connection(
-                        TokioIo::new(crate::client_io::ClientIo::new(
-                            stream,
-                            first_request,
-                            send_stall,
-                        )),
-                        svc,
-                    );
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        _ = conn.as_mut() => {}
-                        _ = shutdown.changed() => {
-                            conn.as_mut().graceful_shutdown();
-                            let _ = tokio::time::timeout(std::time::Duration::from_secs(10), conn).await;
-                        }
-                    }
+            };
+            let io = crate::client_io::ClientIo::new(stream, first_request, send_stall);
+            let conn = builder.serve_connection(TokioIo::new(io), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = shutdown.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), conn).await;
                 }
             }
         });

@@ -29,7 +29,7 @@ use common::{Machine, Summary};
 use http::{header, Request};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -37,6 +37,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use tokio::time::MissedTickBehavior;
+use tollgate_tests::free_port;
 
 /// Measured rounds (odd, so the median is one of them).
 const ROUNDS: usize = 7;
@@ -119,14 +120,6 @@ impl Drop for Processes {
             let _ = child.wait();
         }
     }
-}
-
-/// A port that was free a moment ago (bind to port 0, read it, close).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("binding 127.0.0.1:0")
-        .port()
 }
 
 /// Clock ticks per second for `/proc/<pid>/stat`: 100 on Linux, checked

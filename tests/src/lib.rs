@@ -48,6 +48,28 @@ pub fn tollgate_bin() -> PathBuf {
     .clone()
 }
 
+/// A port on 127.0.0.1 that was free a moment ago (for gateways started as
+/// separate processes, which must be told their port in advance).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("binding 127.0.0.1:0")
+        .port()
+}
+
+/// `tollgate run --config <config>` for the real binary: logs at `warn`,
+/// standard input and output discarded; callers set standard error, the log
+/// level and the rest before spawning.
+pub fn gateway_command(config: &Path) -> std::process::Command {
+    let mut c = std::process::Command::new(tollgate_bin());
+    c.args(["run", "--config"])
+        .arg(config)
+        .env("TOLLGATE_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    c
+}
+
 /// Kills a child process when dropped, so a failing test leaves nothing
 /// running.
 pub struct ChildGuard(pub std::process::Child);

@@ -5,20 +5,11 @@
 
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
-use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tollgate_tests::admin::AdminClient;
-use tollgate_tests::{tollgate_bin, ChildGuard};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use tollgate_tests::{free_port, gateway_command, tollgate_bin, ChildGuard};
 
 fn gateway_file(dir: &std::path::Path, admin_port: u16) -> std::path::PathBuf {
     gateway_file_with(dir, admin_port, free_port(), "http://127.0.0.1:9")
@@ -69,11 +60,7 @@ address = "127.0.0.1:{admin_port}"
 
 fn start(config: &std::path::Path) -> ChildGuard {
     ChildGuard(
-        Command::new(tollgate_bin())
-            .args(["run", "--config"])
-            .arg(config)
-            .env("TOLLGATE_LOG", "warn")
-            .stdout(Stdio::null())
+        gateway_command(config)
             .stderr(Stdio::null())
             .spawn()
             .expect("starting tollgate"),

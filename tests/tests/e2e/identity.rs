@@ -14,7 +14,7 @@
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use serde_json::json;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tollgate::services::consumers::key_digest_hex;
 use tollgate_tests::*;
@@ -231,14 +231,6 @@ async fn forged_identity_headers_never_reach_a_policy_or_the_upstream() {
 // ---------------------------------------------------------------------------
 // Secrets and logs
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// What a plugin logs: a forged log line, a terminal escape, a carriage
 /// return and a bidi override.
 const PLUGIN_LOG: &str =
@@ -300,9 +292,7 @@ address = "127.0.0.1:{admin}"
     let stdout_path = dir.path().join("stdout.log");
     let stderr_path = dir.path().join("stderr.log");
     let mut child = ChildGuard(
-        Command::new(tollgate_bin())
-            .args(["run", "--config"])
-            .arg(&gw_file)
+        gateway_command(&gw_file)
             // Debug everywhere, trace for the gateway; not the wasm compiler's own
             // debug lines (megabytes of codegen timings, no request data).
             .env(
@@ -312,7 +302,6 @@ address = "127.0.0.1:{admin}"
             .env("NO_COLOR", "1")
             .stdout(std::fs::File::create(&stdout_path).unwrap())
             .stderr(std::fs::File::create(&stderr_path).unwrap())
-            .stdin(Stdio::null())
             .spawn()
             .unwrap(),
     );

@@ -4,26 +4,17 @@
 //! and a full data directory (a small tmpfs) at start and at run time.
 //! `TOLLGATE_CRASH_TRIALS` sets the number of kills (default 5).
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tollgate::services::consumers::key_digest_hex;
-use tollgate_tests::{tollgate_bin, ChildGuard, Upstream};
+use tollgate_tests::{free_port, gateway_command, ChildGuard, Upstream};
 
 const KEY: &str = "crash-key-5be1d07a";
 /// Never reached: every call is allowed, and the count is what is checked.
 const CALLS: u64 = 1_000_000_000;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A gateway file in `dir` with its data in `data_dir`, serving `/q` (key-auth
 /// then a durable quota) and `/kv` (the kv fixture, which writes on every
@@ -92,12 +83,8 @@ watch = false
 /// The binary, its standard error to `log`.
 fn start(config: &Path, log: &Path) -> ChildGuard {
     ChildGuard(
-        Command::new(tollgate_bin())
-            .args(["run", "--config"])
-            .arg(config)
-            .env("TOLLGATE_LOG", "warn")
+        gateway_command(config)
             .env("RUST_BACKTRACE", "1")
-            .stdout(Stdio::null())
             .stderr(std::fs::File::create(log).unwrap())
             .spawn()
             .expect("starting tollgate"),

@@ -100,34 +100,16 @@ impl Drop for Raw {
     }
 }
 
-/// Read one request head (and a `Content-Length` body); `None` at EOF or
-/// after 5 s of silence.
+/// Read one whole request (strict framing, `raw::parse_message`) and return
+/// its request line; what follows it stays in `buf`. `None` at EOF, on a
+/// malformed request or after 5 s of silence.
 async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
+    loop {
+        if let Some((request, used)) = tollgate_tests::raw::parse_message(buf, true).ok()? {
+            buf.drain(..used);
+            return Some(request.start);
         }
-        let mut chunk = [0u8; 4096];
-        let n = tokio::time::timeout_at(deadline, s.read(&mut chunk))
-            .await
-            .ok()?
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            let (n, v) = l.split_once(':')?;
-            n.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
-        })
-        .unwrap_or(0);
-    while buf.len() < head_end + len {
         let mut chunk = [0u8; 4096];
         let n = tokio::time::timeout_at(deadline, s.read(&mut chunk))
             .await
@@ -138,8 +120,6 @@ async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
         }
         buf.extend_from_slice(&chunk[..n]);
     }
-    buf.drain(..head_end + len);
-    Some(head.lines().next().unwrap_or_default().to_string())
 }
 
 /// Close with a reset: no FIN, the peer reads ECONNRESET.
