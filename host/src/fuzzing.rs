@@ -586,7 +586,7 @@ pub fn headers(data: &[u8]) {
         "a step changed a framing field"
     );
     let n = wit.len();
-    let mut out = crate::server::wit_to_headers(wit);
+    let mut out = crate::server::wit_to_headers(&wit);
     assert_eq!(out.len(), n, "a header was dropped converting back");
     // Towards the upstream.
     let named: Vec<String> = out
@@ -706,7 +706,7 @@ pub fn wit_boundary(data: &[u8]) {
                     assert!(valid, "an invalid response was accepted: {resp:?}");
                     let status = http::StatusCode::from_u16(resp.status).expect("status");
                     let n = resp.headers.len();
-                    let map = crate::server::wit_to_headers(resp.headers);
+                    let map = crate::server::wit_to_headers(&resp.headers);
                     assert_eq!(map.len(), n, "a field was dropped");
                     let built = http::Response::builder().status(status).body(());
                     assert!(built.is_ok());

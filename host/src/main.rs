@@ -230,7 +230,11 @@ impl Workers {
                     .name(format!("tollgate-w{i}"))
                     .spawn(move || {
                         tollgate::workers::enter(i);
-                        let _ = rt.block_on(stop_rx);
+                        rt.block_on(async {
+                            let tick = tokio::spawn(tollgate::workers::keep_timer_near());
+                            let _ = stop_rx.await;
+                            tick.abort();
+                        });
                         // Tasks still there (connections past the drain
                         // time) are dropped with the runtime.
                         rt.shutdown_timeout(std::time::Duration::from_millis(100));

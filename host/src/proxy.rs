@@ -23,6 +23,7 @@ use crate::error::GatewayError;
 use crate::health::{Admit, Breaker, BreakerSettings, Transition};
 use crate::manifest::UpstreamSpec;
 use bytes::Bytes;
+use http::uri::PathAndQuery;
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
@@ -50,6 +51,8 @@ pub const MAX_RETRIES: u32 = 10;
 #[derive(Debug, Clone)]
 pub struct Target {
     pub authority: http::uri::Authority,
+    /// `Host` for calls to this target (unless the API preserves it).
+    host: Option<HeaderValue>,
     /// Prepended to the request path (no trailing slash; empty for none).
     pub base_path: String,
 }
@@ -85,7 +88,7 @@ pub struct Outbound {
     pub method: Method,
     /// Path and query as the upstream sees them, without the target's base
     /// path (which is prepended per target).
-    pub path_and_query: String,
+    pub path_and_query: PathAndQuery,
     /// Everything but `Host`.
     pub headers: HeaderMap,
     /// The client's `Host`, sent when `preserve-host` is on.
@@ -172,6 +175,7 @@ impl Upstream {
             }
             let base_path = uri.path().trim_end_matches('/').to_string();
             targets.push(Target {
+                host: HeaderValue::from_str(authority.as_str()).ok(),
                 authority,
                 base_path,
             });
@@ -339,9 +343,17 @@ impl Upstream {
             };
             tried.push(lease.index);
             let target = &self.targets[lease.index];
-            let mut pq = String::with_capacity(target.base_path.len() + path_and_query.len());
-            pq.push_str(&target.base_path);
-            pq.push_str(&path_and_query);
+            let pq = if target.base_path.is_empty() {
+                path_and_query.clone()
+            } else {
+                let mut pq =
+                    String::with_capacity(target.base_path.len() + path_and_query.as_str().len());
+                pq.push_str(&target.base_path);
+                pq.push_str(path_and_query.as_str());
+                PathAndQuery::try_from(pq).map_err(|e| {
+                    GatewayError::Internal(format!("building the upstream URI: {e}"))
+                })?
+            };
             let uri = Uri::builder()
                 .scheme("http")
                 .authority(target.authority.clone())
@@ -369,7 +381,7 @@ impl Upstream {
             let host = if self.preserve_host {
                 original_host.clone()
             } else {
-                HeaderValue::from_str(target.authority.as_str()).ok()
+                target.host.clone()
             };
             if let Some(h) = host {
                 req.headers_mut().insert(header::HOST, h);
@@ -652,8 +664,18 @@ const HOP_BY_HOP: [&str; 8] = [
     "proxy-authenticate",
 ];
 
+fn is_hop_by_hop(name: &str) -> bool {
+    HOP_BY_HOP.contains(&name)
+}
+
 /// Remove hop-by-hop fields, including those a `Connection` field names.
+///
+/// One pass over the names first: most messages carry none of these, and
+/// then nothing is removed (each `remove` hashes and probes the map).
 pub fn strip_hop_by_hop(h: &mut HeaderMap) {
+    if !h.keys().any(|n| is_hop_by_hop(n.as_str())) {
+        return;
+    }
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
@@ -693,42 +715,57 @@ const CLIENT_IDENTITY: [&str; 15] = [
     "x-original-uri",
 ];
 
+fn claims_identity(name: &str) -> bool {
+    CLIENT_IDENTITY.contains(&name) || name.starts_with("x-consumer-")
+}
+
 /// Remove what a client may not claim: the fields in [`CLIENT_IDENTITY`]
 /// and every `x-consumer-*` field (only an authentication step sets those,
 /// after this runs).
 pub fn strip_client_identity(h: &mut HeaderMap) {
-    for n in CLIENT_IDENTITY {
-        h.remove(n);
-    }
-    let consumer: Vec<HeaderName> = h
+    let claimed: Vec<HeaderName> = h
         .keys()
-        .filter(|n| n.as_str().starts_with("x-consumer-"))
+        .filter(|n| claims_identity(n.as_str()))
         .cloned()
         .collect();
-    for n in consumer {
+    for n in claimed {
         h.remove(n);
     }
 }
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Set the forwarding fields from what the gateway itself saw, replacing
 /// any set before (client-sent ones are already gone, see
 /// [`strip_client_identity`]; other fields a policy step set are kept).
 pub fn set_forwarded(h: &mut HeaderMap, client_ip: &str, scheme: &str, host: Option<&str>) {
-    h.remove("forwarded");
-    h.remove("x-forwarded-for");
-    h.remove("x-forwarded-proto");
-    h.remove("x-forwarded-host");
-    h.remove("x-forwarded-port");
-    h.remove("x-real-ip");
+    // `insert` below replaces the fields it sets; these are only removed.
+    let stale: Vec<HeaderName> = h
+        .keys()
+        .filter(|n| {
+            matches!(
+                n.as_str(),
+                "forwarded" | "x-forwarded-port" | "x-real-ip" | "x-forwarded-host"
+            )
+        })
+        .cloned()
+        .collect();
+    for n in stale {
+        h.remove(n);
+    }
     if let Ok(v) = HeaderValue::from_str(client_ip) {
-        h.insert("x-forwarded-for", v);
+        h.insert(X_FORWARDED_FOR, v);
+    } else {
+        h.remove(X_FORWARDED_FOR);
     }
     h.insert(
-        "x-forwarded-proto",
+        X_FORWARDED_PROTO,
         HeaderValue::from_static(if scheme == "https" { "https" } else { "http" }),
     );
     if let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
-        h.insert("x-forwarded-host", v);
+        h.insert(X_FORWARDED_HOST, v);
     }
 }
 
@@ -750,6 +787,28 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn client_identity_removed_and_the_rest_kept() {
+        let mut h = HeaderMap::new();
+        for n in CLIENT_IDENTITY {
+            h.append(n, HeaderValue::from_static("6.6.6.6"));
+            h.append(n, HeaderValue::from_static("7.7.7.7"));
+        }
+        h.insert("x-consumer-id", HeaderValue::from_static("admin"));
+        h.insert("x-consumer-custom-id", HeaderValue::from_static("admin"));
+        h.insert("x-consumer", HeaderValue::from_static("kept: no prefix"));
+        h.insert("accept", HeaderValue::from_static("*/*"));
+        strip_client_identity(&mut h);
+        let mut left: Vec<&str> = h.keys().map(|n| n.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["accept", "x-consumer"]);
+        // Nothing to remove: the map is left as it was.
+        let before = h.clone();
+        strip_client_identity(&mut h);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before);
     }
 
     #[test]

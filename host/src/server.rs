@@ -481,8 +481,36 @@ const DRAIN_MAX: u64 = 1 << 20;
 /// A response on its way back through the chain.
 struct Outgoing {
     status: u16,
-    headers: Vec<Header>,
+    headers: Fields,
     body: OutBody,
+}
+
+/// Header fields on their way through the gateway: hyper's map as they
+/// arrived, turned into the WIT list only when a step is called, and into
+/// a map again at the end. With no steps nothing is converted.
+enum Fields {
+    Map(HeaderMap),
+    Wit(Vec<Header>),
+}
+
+impl Fields {
+    /// The fields as a step sees them (converted the first time).
+    fn wit(&mut self) -> &mut Vec<Header> {
+        if let Fields::Map(m) = self {
+            *self = Fields::Wit(headers_to_wit(m));
+        }
+        match self {
+            Fields::Wit(v) => v,
+            Fields::Map(_) => unreachable!("converted above"),
+        }
+    }
+
+    fn into_map(self) -> HeaderMap {
+        match self {
+            Fields::Map(m) => m,
+            Fields::Wit(v) => wit_to_headers(&v),
+        }
+    }
 }
 
 enum OutBody {
@@ -503,7 +531,7 @@ pub(crate) fn headers_to_wit(h: &HeaderMap) -> Vec<Header> {
         .collect()
 }
 
-pub(crate) fn wit_to_headers(hs: Vec<Header>) -> HeaderMap {
+pub(crate) fn wit_to_headers(hs: &[Header]) -> HeaderMap {
     let mut map = HeaderMap::with_capacity(hs.len());
     for h in hs {
         // Names and values were checked when a step set them, and the
@@ -524,7 +552,7 @@ fn error_outgoing(err: &GatewayError, request_id: &str) -> Outgoing {
     let bytes = body_bytes(body);
     Outgoing {
         status: parts.status.as_u16(),
-        headers: headers_to_wit(&parts.headers),
+        headers: Fields::Map(parts.headers),
         body: OutBody::Buffered(bytes),
     }
 }
@@ -553,7 +581,7 @@ fn log_failure(err: &GatewayError, request_id: &str, api: &str) {
 }
 
 fn finish(out: Outgoing, request_id: &str) -> Response<ProxyBody> {
-    let mut headers = wit_to_headers(out.headers);
+    let mut headers = out.headers.into_map();
     if let Ok(v) = HeaderValue::from_str(request_id) {
         headers.insert("x-request-id", v);
     }
@@ -587,10 +615,15 @@ impl std::error::Error for BodyTimedOut {}
 /// not read (or could not be framed), so nothing after it on the connection
 /// can be trusted to start a new request.
 fn closing(mut out: Outgoing) -> Outgoing {
-    out.headers.push(Header {
-        name: "connection".into(),
-        value: b"close".to_vec(),
-    });
+    match &mut out.headers {
+        Fields::Map(m) => {
+            m.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        Fields::Wit(v) => v.push(Header {
+            name: "connection".into(),
+            value: b"close".to_vec(),
+        }),
+    }
     out
 }
 
@@ -693,7 +726,8 @@ pub async fn handle(
         authority: authority.clone(),
         path,
         query: parts.uri.query().map(str::to_string),
-        headers: headers_to_wit(&headers),
+        // Filled from `headers` before the first step (see `Fields`).
+        headers: Vec::new(),
     };
     let mut ctx = CallContext {
         request_id: request_id.clone(),
@@ -714,6 +748,9 @@ pub async fn handle(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok());
+    // The request's fields stay hyper's map unless a step runs; then
+    // `head.headers` holds them from the first step on.
+    let mut headers = Some(headers);
 
     let scope = policy::RequestScope {
         request_id: request_id.clone(),
@@ -772,6 +809,9 @@ pub async fn handle(
                 }
             }
         }
+        if let Some(map) = headers.take() {
+            head.headers = headers_to_wit(&map);
+        }
         let started = std::time::Instant::now();
         let result = run_request_step(gateway, step, &ctx, &mut head, &mut req_body, &scope).await;
         timing
@@ -814,7 +854,8 @@ pub async fn handle(
         let started = std::time::Instant::now();
         let r = call_upstream(
             api,
-            head.clone(),
+            &head,
+            headers,
             req_body,
             peer,
             &host,
@@ -849,7 +890,7 @@ pub async fn handle(
                 proxy::strip_hop_by_hop(&mut h);
                 Outgoing {
                     status: parts.status.as_u16(),
-                    headers: headers_to_wit(&h),
+                    headers: Fields::Map(h),
                     body: OutBody::Stream(body),
                 }
             }
@@ -914,7 +955,7 @@ async fn run_request_step(
                 inst,
                 StepResult::Respond(Outgoing {
                     status: resp.status,
-                    headers: resp.headers,
+                    headers: Fields::Wit(resp.headers),
                     body: OutBody::Buffered(Bytes::from(resp.body)),
                 }),
             ))
@@ -922,9 +963,13 @@ async fn run_request_step(
     }
 }
 
+/// Call the upstream with `head` and its fields: `map` as they arrived
+/// (already stripped) when no step ran, else `head.headers`.
+#[allow(clippy::too_many_arguments)]
 async fn call_upstream(
     api: &config::Api,
-    head: RequestHead,
+    head: &RequestHead,
+    map: Option<HeaderMap>,
     body: Result<Incoming, Option<Bytes>>,
     peer: SocketAddr,
     host: &str,
@@ -938,10 +983,18 @@ async fn call_upstream(
         pq.push('?');
         pq.push_str(q);
     }
+    let pq = http::uri::PathAndQuery::try_from(pq)
+        .map_err(|e| GatewayError::Internal(format!("building the upstream URI: {e}")))?;
     let method = http::Method::from_bytes(head.method.as_bytes())
         .map_err(|_| GatewayError::BadRequest("invalid method".into()))?;
-    let mut headers = wit_to_headers(head.headers);
-    proxy::strip_hop_by_hop(&mut headers);
+    let mut headers = match map {
+        Some(m) => m,
+        None => {
+            let mut h = wit_to_headers(&head.headers);
+            proxy::strip_hop_by_hop(&mut h);
+            h
+        }
+    };
     let original_host = headers
         .get(header::HOST)
         .cloned()
@@ -1036,7 +1089,7 @@ async fn run_response_chain(
         let wants_body = step.info.body.response.is_some();
         let resp_head = ResponseHead {
             status: out.status,
-            headers: std::mem::take(&mut out.headers),
+            headers: std::mem::take(out.headers.wit()),
         };
         let body_view: Option<&[u8]> = match (&out.body, wants_body) {
             (OutBody::Buffered(b), true) => Some(b),
@@ -1045,10 +1098,10 @@ async fn run_response_chain(
         let result = inst
             .on_response(step, ctx, head, &resp_head, body_view)
             .await;
-        out.headers = resp_head.headers;
+        out.headers = Fields::Wit(resp_head.headers);
         let applied = result.and_then(|d| match d {
             ResponseDecision::Continue(edits) => {
-                policy::apply_header_ops(&step.name, &mut out.headers, edits.headers)?;
+                policy::apply_header_ops(&step.name, out.headers.wit(), edits.headers)?;
                 if let Some(s) = edits.status {
                     if !(200..=599).contains(&s) {
                         return Err(PolicyError::BadOutput {
@@ -1074,7 +1127,7 @@ async fn run_response_chain(
                 policy::check_response(&step.name, &resp)?;
                 out = Outgoing {
                     status: resp.status,
-                    headers: resp.headers,
+                    headers: Fields::Wit(resp.headers),
                     body: OutBody::Buffered(Bytes::from(resp.body)),
                 };
                 Ok(())
