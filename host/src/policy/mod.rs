@@ -24,6 +24,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::services::consumers::Directory;
 use crate::services::{CallTiming, Capability, Grants, Services};
+use bindings::exports::tollgate::policy::policy::Guest as PolicyExports;
 pub use bindings::log::Level as LogLevel;
 use bindings::service_types::ServiceError;
 pub use bindings::types::{
@@ -33,6 +34,7 @@ pub use bindings::types::{
 };
 use bindings::{PolicyHost, PolicyHostPre};
 pub use engine::{EngineLimits, PolicyEngine};
+use wasmtime::component::{ComponentExportIndex, Func, Instance, TypedFunc};
 
 /// Most header operations or headers a step may return in one decision.
 pub const MAX_HEADERS_OUT: usize = 1000;
@@ -633,6 +635,71 @@ pub struct Plugin {
     /// The grants its imports need (`counters`, `http`, ...).
     pub needs: Vec<&'static str>,
     pre: PolicyHostPre<StepState>,
+    exports: Exports,
+}
+
+/// Where a plugin's `policy` functions are, found once at load.
+#[derive(Clone, Copy)]
+struct Exports {
+    configure: ComponentExportIndex,
+    on_request: ComponentExportIndex,
+    on_response: ComponentExportIndex,
+}
+
+impl Exports {
+    /// Only after `PolicyHostPre::new` accepted the component: that
+    /// type-checked every function of the interface against its WIT
+    /// signature, which is what lets [`typed`] skip the check per instance.
+    fn find(component: &wasmtime::component::Component) -> Option<Exports> {
+        let iface = component.get_export_index(None, "tollgate:policy/policy@0.1.0")?;
+        let f = |name| component.get_export_index(Some(&iface), name);
+        Some(Exports {
+            configure: f("configure")?,
+            on_request: f("on-request")?,
+            on_response: f("on-response")?,
+        })
+    }
+}
+
+type ConfigureSig<'a> = (&'a str,);
+type ConfigureRet = (Result<PolicyInfo, WitConfigError>,);
+type OnRequestSig<'a> = (&'a CallContext, &'a RequestHead, Option<&'a [u8]>);
+type OnRequestRet = (RequestDecision,);
+type OnResponseSig<'a> = (
+    &'a CallContext,
+    &'a RequestHead,
+    &'a ResponseHead,
+    Option<&'a [u8]>,
+);
+type OnResponseRet = (ResponseDecision,);
+
+/// The signatures above are the generated bindings' own: this does not
+/// compile if the WIT and they ever differ.
+#[allow(dead_code)]
+fn signatures_match(g: &PolicyExports) {
+    let _: TypedFunc<ConfigureSig<'_>, ConfigureRet> = g.func_configure();
+    let _: TypedFunc<OnRequestSig<'_>, OnRequestRet> = g.func_on_request();
+    let _: TypedFunc<OnResponseSig<'_>, OnResponseRet> = g.func_on_response();
+}
+
+/// A typed handle to an export without checking its type again.
+///
+/// wasmtime's generated `instantiate` looks up and type-checks every
+/// export of every new instance (~8% of a step's instantiation here);
+/// every instance here comes from a component checked once at load.
+fn typed<P, R>(func: Func) -> TypedFunc<P, R>
+where
+    P: wasmtime::component::ComponentNamedList + wasmtime::component::Lower,
+    R: wasmtime::component::ComponentNamedList + wasmtime::component::Lift,
+{
+    // SAFETY: `func` is an export of an instance of a component whose
+    // `policy` functions `PolicyHostPre::new` type-checked at load against
+    // the generated signatures, which `signatures_match` proves are the
+    // ones callers use (see `Exports::find` and `StepInstance::call`).
+    #[allow(unsafe_code)]
+    unsafe {
+        TypedFunc::new_unchecked(func)
+    }
 }
 
 impl std::fmt::Debug for Plugin {
@@ -757,6 +824,12 @@ impl Runtime {
                     path.display()
                 )
             })?;
+        let exports = Exports::find(&component).with_context(|| {
+            format!(
+                "plugin `{name}` ({}) does not export tollgate:policy/policy@0.1.0",
+                path.display()
+            )
+        })?;
         let mut needs: Vec<&'static str> = component
             .component_type()
             .imports(self.engine.engine())
@@ -770,6 +843,7 @@ impl Runtime {
             hash: hash.clone(),
             needs,
             pre,
+            exports,
         });
         self.plugins.lock().unwrap().insert(hash, plugin.clone());
         Ok(plugin)
@@ -886,7 +960,13 @@ impl Runtime {
             }
         });
         store.set_epoch_deadline(1);
-        let bindings = match step.plugin.pre.instantiate_async(&mut store).await {
+        let instance = match step
+            .plugin
+            .pre
+            .instance_pre()
+            .instantiate_async(&mut store)
+            .await
+        {
             Ok(b) => b,
             Err(e) => {
                 let mut inst_err = classify(&step.name, step, &store, e);
@@ -902,7 +982,8 @@ impl Runtime {
         };
         Ok(StepInstance {
             store,
-            bindings,
+            instance,
+            exports: step.plugin.exports,
             _slot: slot,
         })
     }
@@ -988,21 +1069,26 @@ fn classify(
 /// One instance of one step for one request.
 pub struct StepInstance {
     store: Store<StepState>,
-    bindings: PolicyHost,
+    instance: Instance,
+    exports: Exports,
     _slot: Slot,
 }
 
 impl StepInstance {
+    fn func(&mut self, index: ComponentExportIndex) -> Func {
+        self.instance
+            .get_func(&mut self.store, index)
+            .expect("found in this component at load")
+    }
+
     async fn configure(
         &mut self,
         step: &Step,
     ) -> Result<Result<PolicyInfo, WitConfigError>, PolicyError> {
-        let r = self
-            .bindings
-            .tollgate_policy_policy()
-            .call_configure(&mut self.store, &step.config)
-            .await;
-        r.map_err(|e| classify(&step.name, step, &self.store, e))
+        let f = typed::<ConfigureSig<'_>, ConfigureRet>(self.func(self.exports.configure));
+        let r = f.call_async(&mut self.store, (&step.config,)).await;
+        r.map(|(r,)| r)
+            .map_err(|e| classify(&step.name, step, &self.store, e))
     }
 
     /// Run `on-request`. The caller must not call this twice.
@@ -1013,12 +1099,10 @@ impl StepInstance {
         req: &RequestHead,
         body: Option<&[u8]>,
     ) -> Result<RequestDecision, PolicyError> {
-        let r = self
-            .bindings
-            .tollgate_policy_policy()
-            .call_on_request(&mut self.store, ctx, req, body)
-            .await;
-        r.map_err(|e| classify(&step.name, step, &self.store, e))
+        let f = typed::<OnRequestSig<'_>, OnRequestRet>(self.func(self.exports.on_request));
+        let r = f.call_async(&mut self.store, (ctx, req, body)).await;
+        r.map(|(r,)| r)
+            .map_err(|e| classify(&step.name, step, &self.store, e))
     }
 
     /// Run `on-response` with a fresh deadline.
@@ -1032,12 +1116,10 @@ impl StepInstance {
     ) -> Result<ResponseDecision, PolicyError> {
         self.store.data_mut().deadline = Instant::now() + step.timeout;
         self.store.set_epoch_deadline(1);
-        let r = self
-            .bindings
-            .tollgate_policy_policy()
-            .call_on_response(&mut self.store, ctx, req, resp, body)
-            .await;
-        r.map_err(|e| classify(&step.name, step, &self.store, e))
+        let f = typed::<OnResponseSig<'_>, OnResponseRet>(self.func(self.exports.on_response));
+        let r = f.call_async(&mut self.store, (ctx, req, resp, body)).await;
+        r.map(|(r,)| r)
+            .map_err(|e| classify(&step.name, step, &self.store, e))
     }
 }
 
