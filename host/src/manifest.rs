@@ -402,13 +402,40 @@ impl Default for Limits {
 /// Where plugins come from: a name in a chain resolves to an explicit path
 /// in `paths`, else to `<dir>/<name>.wasm` (with `-` read as `_`) in the
 /// first of `dirs` that has it.
-#[derive(Debug, Deserialize, Default, Clone)]
+///
+/// ```toml
+/// [plugins]
+/// dirs = ["plugins"]
+/// paths = { my-auth = "/opt/policies/my_auth.wasm" }
+/// snapshots = true        # the default
+/// ```
+#[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct PluginSources {
     #[serde(default)]
     pub dirs: Vec<PathBuf>,
     #[serde(default)]
     pub paths: std::collections::BTreeMap<String, PathBuf>,
+    /// Build a configured snapshot of every step in the background, so that
+    /// requests instantiate a plugin with its `configure` already run
+    /// instead of configuring a fresh instance each time (see
+    /// docs/performance.md). `false`: every request configures its own.
+    #[serde(default = "yes")]
+    pub snapshots: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for PluginSources {
+    fn default() -> Self {
+        PluginSources {
+            dirs: Vec::new(),
+            paths: Default::default(),
+            snapshots: true,
+        }
+    }
 }
 
 /// How configuration changes are picked up (SIGHUP always works).

@@ -92,6 +92,9 @@ impl Gateway {
             Some(data_dir.join("plugin-cache")),
             services,
         )?);
+        if gw.plugins.snapshots {
+            runtime.enable_snapshots()?;
+        }
         let generation =
             config::build(&gw_path, &gw, &runtime).map_err(|e| anyhow::anyhow!("{e}"))?;
         let registry = runtime
@@ -822,7 +825,11 @@ pub async fn handle(
         match result {
             Ok((inst, decision)) => match decision {
                 StepResult::Continue(consumer) => {
-                    instances.push(Some(inst));
+                    // A step without a response phase is done: its instance
+                    // goes back to the pool now, not after the upstream call
+                    // (fewer slots in use at once, and the slot is reused
+                    // while its pages are still in cache).
+                    instances.push(step.info.wants_response.then_some(inst));
                     if consumer.is_some() {
                         ctx.consumer = consumer;
                     }

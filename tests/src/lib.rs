@@ -259,9 +259,16 @@ pub struct GatewayBuilder {
     data_dir: Option<PathBuf>,
     access_log: Option<PathBuf>,
     admin: bool,
+    snapshots: bool,
 }
 
 impl GatewayBuilder {
+    /// `[plugins] snapshots` (on unless this says otherwise, as in the
+    /// gateway itself).
+    pub fn snapshots(mut self, on: bool) -> Self {
+        self.snapshots = on;
+        self
+    }
     /// Serve the admin API on a loopback port of its own.
     pub fn admin(mut self) -> Self {
         self.admin = true;
@@ -324,6 +331,7 @@ impl TestGateway {
             data_dir: None,
             access_log: None,
             admin: false,
+            snapshots: true,
         }
     }
 
@@ -354,6 +362,7 @@ address = "127.0.0.1:0"
 
 [plugins]
 dirs = [{plugins:?}]
+snapshots = {snapshots}
 
 [limits]
 {limits}
@@ -365,6 +374,7 @@ debounce = "50ms"
             plugins = plugin_dir().display().to_string(),
             limits = b.limits,
             watch = b.watch,
+            snapshots = b.snapshots,
             data_dir = b
                 .data_dir
                 .as_ref()

@@ -10,6 +10,7 @@
 
 mod bindings;
 pub mod engine;
+pub mod snapshot;
 
 use anyhow::{Context as _, Result};
 use bytes::Bytes;
@@ -85,6 +86,8 @@ pub struct StepState {
     grants: Arc<Grants>,
     plugin: Arc<str>,
     scope: RequestScope,
+    /// Set when reading a configured instance's state back failed.
+    snapshot_error: Option<String>,
 }
 
 /// What a step instance knows about the request it serves.
@@ -636,6 +639,8 @@ pub struct Plugin {
     pub needs: Vec<&'static str>,
     pre: PolicyHostPre<StepState>,
     exports: Exports,
+    /// The component's bytes, for configured snapshots.
+    wasm: Arc<[u8]>,
 }
 
 /// Where a plugin's `policy` functions are, found once at load.
@@ -724,6 +729,31 @@ pub struct Step {
     pub memory: usize,
     pub fail_open: bool,
     pub grants: Arc<Grants>,
+    /// The configured snapshot requests instantiate, once built.
+    snapshot: snapshot::SnapshotCell,
+}
+
+impl Step {
+    /// Whether requests skip `configure` (a configured snapshot is ready).
+    pub fn snapshotted(&self) -> bool {
+        self.snapshot.get().is_some()
+    }
+
+    /// The same step, without its snapshot (for the snapshot builder).
+    fn copy(&self) -> Step {
+        Step {
+            name: self.name.clone(),
+            api: self.api.clone(),
+            plugin: self.plugin.clone(),
+            config: self.config.clone(),
+            info: self.info,
+            timeout: self.timeout,
+            memory: self.memory,
+            fail_open: self.fail_open,
+            grants: self.grants.clone(),
+            snapshot: Default::default(),
+        }
+    }
 }
 
 /// The runtime: one per process, shared by every configuration generation.
@@ -734,6 +764,7 @@ pub struct Runtime {
     live: Arc<AtomicUsize>,
     max_instances: usize,
     services: Arc<Services>,
+    snapshots: snapshot::Snapshots,
 }
 
 /// Keeps one instance slot taken while alive.
@@ -764,6 +795,7 @@ impl Runtime {
             live: Arc::new(AtomicUsize::new(0)),
             max_instances,
             services,
+            snapshots: Default::default(),
         })
     }
 
@@ -844,6 +876,7 @@ impl Runtime {
             needs,
             pre,
             exports,
+            wasm: wasm.into(),
         });
         self.plugins.lock().unwrap().insert(hash, plugin.clone());
         Ok(plugin)
@@ -891,6 +924,7 @@ impl Runtime {
             memory,
             fail_open,
             grants: Arc::new(grants),
+            snapshot: Default::default(),
         };
         let outcome = block_on(async {
             let mut inst = self
@@ -902,6 +936,7 @@ impl Runtime {
         match outcome {
             Ok(Ok(info)) => {
                 step.info = info;
+                self.queue_snapshot(&step);
                 Ok(step)
             }
             Ok(Err(e)) => Err(StepConfigError::Rejected {
@@ -917,9 +952,32 @@ impl Runtime {
         step: &Step,
         scope: &RequestScope,
     ) -> Result<StepInstance, PolicyError> {
-        let taken = self.live.fetch_add(1, Ordering::AcqRel);
-        let slot = Slot(self.live.clone());
-        if taken >= self.max_instances {
+        let plugin = &step.plugin;
+        self.instantiate_from(step, scope, plugin.pre.instance_pre(), plugin.exports, true)
+            .await
+    }
+
+    /// A new instance of `pre` (the plugin, its instrumented form, or a
+    /// configured snapshot) in a store of its own for `step`.
+    async fn instantiate_from(
+        &self,
+        step: &Step,
+        scope: &RequestScope,
+        pre: &wasmtime::component::InstancePre<StepState>,
+        exports: Exports,
+        limited: bool,
+    ) -> Result<StepInstance, PolicyError> {
+        // Only the snapshot builder is not `limited` (nor counted as live):
+        // one instance at a time, within the pool's headroom over
+        // `max-instances`.
+        let slot = limited.then(|| {
+            let taken = self.live.fetch_add(1, Ordering::AcqRel);
+            (taken, Slot(self.live.clone()))
+        });
+        if slot
+            .as_ref()
+            .is_some_and(|(taken, _)| *taken >= self.max_instances)
+        {
             return Err(PolicyError::Busy {
                 step: step.name.to_string(),
             });
@@ -939,6 +997,7 @@ impl Runtime {
             grants: step.grants.clone(),
             plugin: step.plugin.name.as_str().into(),
             scope: scope.clone(),
+            snapshot_error: None,
         };
         let mut store = Store::new(self.engine.engine(), state);
         store.limiter(|s| &mut s.limiter);
@@ -960,13 +1019,7 @@ impl Runtime {
             }
         });
         store.set_epoch_deadline(1);
-        let instance = match step
-            .plugin
-            .pre
-            .instance_pre()
-            .instantiate_async(&mut store)
-            .await
-        {
+        let instance = match pre.instantiate_async(&mut store).await {
             Ok(b) => b,
             Err(e) => {
                 let mut inst_err = classify(&step.name, step, &store, e);
@@ -983,8 +1036,8 @@ impl Runtime {
         Ok(StepInstance {
             store,
             instance,
-            exports: step.plugin.exports,
-            _slot: slot,
+            exports,
+            _slot: slot.map(|(_, s)| s),
         })
     }
 
@@ -995,6 +1048,13 @@ impl Runtime {
         step: &Step,
         scope: &RequestScope,
     ) -> Result<StepInstance, PolicyError> {
+        if let Some(snap) = step.snapshot.get() {
+            // Configured already: the snapshot is the state `configure`
+            // left, and the deadline covers `on-request` alone.
+            return self
+                .instantiate_from(step, scope, &snap.pre, snap.exports, true)
+                .await;
+        }
         let mut inst = self.instantiate_unconfigured(step, scope).await?;
         match inst.configure(step).await {
             Ok(Ok(_)) => Ok(inst),
@@ -1071,7 +1131,7 @@ pub struct StepInstance {
     store: Store<StepState>,
     instance: Instance,
     exports: Exports,
-    _slot: Slot,
+    _slot: Option<Slot>,
 }
 
 impl StepInstance {

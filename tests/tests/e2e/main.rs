@@ -19,6 +19,7 @@ mod reload;
 mod routing;
 mod sandbox;
 mod services;
+mod snapshots;
 mod storage_crash;
 mod tls;
 mod transform_body;

@@ -173,8 +173,37 @@ fail-open = true
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn instance_limit_gives_503_and_recovers() {
     let up = Upstream::start().await;
-    // Two steps need two instances at once; with a limit of one, the second
-    // cannot get one.
+    // Two steps with a response phase need two instances at once; with a
+    // limit of one, the second cannot get one.
+    let chain = r#"
+[[api.chain]]
+plugin = "fixture-tag"
+config = { name = "a" }
+
+[[api.chain]]
+name = "second"
+plugin = "fixture-tag"
+config = { name = "b" }
+"#;
+    let gw = TestGateway::builder(&simple_manifest(&up.url(), chain))
+        .limits("max-instances = 1")
+        .start()
+        .await;
+    let r = client().get(gw.url("/busy")).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "policy_busy");
+    assert_eq!(gw.gateway.runtime.live_instances(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_without_a_response_phase_frees_its_instance_before_the_upstream() {
+    // noop has no response phase: its instance goes back to the pool as
+    // soon as its request phase is done, so with a limit of one instance the
+    // second step still gets one, and nothing is held during the upstream
+    // call.
+    let up = Upstream::start().await;
     let chain = r#"
 [[api.chain]]
 plugin = "noop"
@@ -187,11 +216,10 @@ plugin = "noop"
         .limits("max-instances = 1")
         .start()
         .await;
-    let r = client().get(gw.url("/busy")).send().await.unwrap();
-    assert_eq!(r.status(), 503);
-    assert_eq!(r.headers()["retry-after"], "1");
-    let v: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(v["error"]["code"], "policy_busy");
+    for _ in 0..3 {
+        let r = client().get(gw.url("/free")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
     assert_eq!(gw.gateway.runtime.live_instances(), 0);
 }
 

@@ -1,0 +1,327 @@
+//! Configured snapshots: a step's plugin with its `configure` already run.
+//!
+//! Every request gets a fresh instance of every step (see the module docs of
+//! [`super`]), and a fresh instance has to be configured before it can serve:
+//! the plugin parses its JSON configuration again, allocates its settings and
+//! grows its heap, for every step of every request. A snapshot does that once.
+//! For each configured step the runtime
+//!
+//! 1. instruments the plugin with `wasmtime-wizer` (the component gains an
+//!    export that reads its core instances' memories and globals),
+//! 2. instantiates the instrumented component and calls `configure` with the
+//!    step's configuration, under the step's deadline and memory cap,
+//! 3. reads the instance's state back and writes a new component whose data
+//!    segments and global initialisers *are* that state, and
+//! 4. compiles it (through the precompiled cache) and links it once.
+//!
+//! Requests then instantiate the snapshot and go straight to `on-request`.
+//! Isolation is unchanged: the snapshot is a component like any other, each
+//! request still gets a fresh instance of it from the pooling allocator
+//! (copy-on-write from the snapshot's image), and nothing a request writes
+//! reaches the snapshot or another request. What is shared is exactly the
+//! state `configure` leaves behind for the step's own configuration, which
+//! before was recomputed, identically, by every request. (A plugin whose
+//! `configure` seeds a `HashMap` shares that seed across its requests, as
+//! any reused-instance host would; the seed is still random per process.)
+//!
+//! Snapshots are built off the request path, on a thread of their own, once
+//! a configuration is loaded: until a step's snapshot is ready (or if it
+//! cannot be built, which is logged) its requests configure a fresh instance
+//! as before. `[plugins] snapshots = false` in the gateway file turns them
+//! off (to compare, see `docs/performance.md`).
+
+use super::{Exports, Plugin, Runtime, Step, StepState};
+use anyhow::{Context as _, Result};
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::Instant;
+use wasmtime::component::{InstancePre, WasmList};
+use wasmtime_wizer::{ComponentInstanceState, Wizer};
+
+/// A step's configured snapshot, linked and ready to instantiate.
+#[derive(Clone)]
+pub(super) struct Snapshot {
+    pub(super) pre: InstancePre<StepState>,
+    pub(super) exports: Exports,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Snapshot")
+    }
+}
+
+/// Where a step's snapshot lands once built.
+pub(super) type SnapshotCell = Arc<OnceLock<Snapshot>>;
+
+/// Snapshots kept for reuse by later configurations (a reload rebuilds every
+/// step; an unchanged one finds its snapshot here). Bounded: past this many
+/// the map starts over.
+const MAX_KEPT: usize = 1024;
+
+/// The background builder and what it has built.
+#[derive(Default)]
+pub(super) struct Snapshots {
+    queue: Mutex<Option<mpsc::Sender<Job>>>,
+    /// (plugin hash, configuration) -> snapshot.
+    built: Mutex<HashMap<(String, String), Snapshot>>,
+}
+
+struct Job {
+    step: Step,
+    cell: SnapshotCell,
+}
+
+impl Runtime {
+    /// Build configured snapshots of every step configured from now on, in
+    /// the background (see [`self`](crate::policy::snapshot)). `tollgate
+    /// check` never calls this; `tollgate run` does.
+    pub fn enable_snapshots(self: &Arc<Self>) -> Result<()> {
+        let mut queue = self.snapshots.queue.lock().unwrap();
+        if queue.is_some() {
+            return Ok(());
+        }
+        let (tx, rx) = mpsc::channel::<Job>();
+        let weak: Weak<Runtime> = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("tollgate-snapshots".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!("no runtime for configured snapshots: {e}");
+                        return;
+                    }
+                };
+                while let Ok(job) = rx.recv() {
+                    let Some(runtime) = weak.upgrade() else { break };
+                    rt.block_on(runtime.fill(job));
+                }
+            })
+            .context("starting the snapshot builder")?;
+        *queue = Some(tx);
+        Ok(())
+    }
+
+    /// Queue a snapshot of `step`, if snapshots are on.
+    pub(super) fn queue_snapshot(&self, step: &Step) {
+        let key = (step.plugin.hash.clone(), step.config.clone());
+        if let Some(s) = self.snapshots.built.lock().unwrap().get(&key) {
+            let _ = step.snapshot.set(s.clone());
+            return;
+        }
+        if let Some(tx) = &*self.snapshots.queue.lock().unwrap() {
+            let job = Job {
+                step: step.copy(),
+                cell: step.snapshot.clone(),
+            };
+            let _ = tx.send(job);
+        }
+    }
+
+    async fn fill(&self, job: Job) {
+        let key = (job.step.plugin.hash.clone(), job.step.config.clone());
+        let existing = self.snapshots.built.lock().unwrap().get(&key).cloned();
+        let started = Instant::now();
+        let snap = match existing {
+            Some(s) => s,
+            None => match self.build_snapshot(&job.step).await {
+                Ok(s) => {
+                    tracing::debug!(
+                        api = %job.step.api,
+                        step = %job.step.name,
+                        ms = started.elapsed().as_millis() as u64,
+                        "configured snapshot ready"
+                    );
+                    let mut built = self.snapshots.built.lock().unwrap();
+                    if built.len() >= MAX_KEPT {
+                        built.clear();
+                    }
+                    built.insert(key, s.clone());
+                    s
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        api = %job.step.api,
+                        step = %job.step.name,
+                        "no configured snapshot (every request configures its own instance): {e:#}"
+                    );
+                    return;
+                }
+            },
+        };
+        let _ = job.cell.set(snap);
+    }
+
+    /// Instrument, configure, snapshot, compile and link one step.
+    pub(super) async fn build_snapshot(&self, step: &Step) -> Result<Snapshot> {
+        let plugin: &Plugin = &step.plugin;
+        let wizer = Wizer::new();
+        let (cx, instrumented) = wizer
+            .instrument_component(&plugin.wasm)
+            .map_err(anyhow::Error::from)
+            .context("instrumenting the component")?;
+        let (component, _) = self
+            .engine
+            .load_component(&instrumented, &plugin.path)
+            .context("compiling the instrumented component")?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)
+            .context("linking the instrumented component")?;
+        let exports = Exports::find(&component).context("the policy exports")?;
+        let scope = super::RequestScope::default();
+        let mut inst = self
+            .instantiate_from(step, &scope, &pre, exports, false)
+            .await
+            .map_err(anyhow::Error::from)?;
+        match inst.configure(step).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => anyhow::bail!("configure refused: {}", e.message),
+            Err(e) => return Err(e.into()),
+        }
+        // Reading the state back runs the instrumentation's accessors: give
+        // them a deadline of their own.
+        inst.store.data_mut().deadline = Instant::now() + step.timeout.max(SNAPSHOT_READ);
+        inst.store.set_epoch_deadline(1);
+        let bytes = {
+            let mut access = Access {
+                store: &mut inst.store,
+                instance: inst.instance,
+            };
+            wizer
+                .snapshot_component(&cx, &mut access)
+                .await
+                .map_err(anyhow::Error::from)
+                .context("reading the configured state")?
+        };
+        if let Some(e) = access_error(&mut inst.store) {
+            return Err(e);
+        }
+        drop(inst);
+        let (snap, _) = self
+            .engine
+            .load_component(&bytes, &plugin.path)
+            .context("compiling the snapshot")?;
+        let pre = self
+            .linker
+            .instantiate_pre(&snap)
+            .map_err(anyhow::Error::from)
+            .context("linking the snapshot")?;
+        // The same type check as at load, so that the unchecked typed
+        // handles stay sound for the snapshot too.
+        super::PolicyHostPre::new(pre.clone())
+            .map_err(anyhow::Error::from)
+            .context("the snapshot's policy exports")?;
+        let exports = Exports::find(&snap).context("the snapshot's policy exports")?;
+        Ok(Snapshot { pre, exports })
+    }
+}
+
+/// Deadline for reading an instance's state back (a few calls that copy
+/// its memories out).
+const SNAPSHOT_READ: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn access_error(store: &mut wasmtime::Store<StepState>) -> Option<anyhow::Error> {
+    store
+        .data_mut()
+        .snapshot_error
+        .take()
+        .map(|e| anyhow::anyhow!("reading the configured state: {e}"))
+}
+
+/// The wizer accessors, called on the configured instance. wizer's trait
+/// cannot fail, so a failed call records its error in the store's state
+/// (checked by [`access_error`]) and returns an empty value.
+struct Access<'a> {
+    store: &'a mut wasmtime::Store<StepState>,
+    instance: wasmtime::component::Instance,
+}
+
+impl Access<'_> {
+    async fn call<R, O>(
+        &mut self,
+        iface: &str,
+        func: &str,
+        out: impl FnOnce(&wasmtime::Store<StepState>, R) -> O,
+    ) -> Option<O>
+    where
+        R: wasmtime::component::Lift + wasmtime::component::ComponentType + Send + Sync + 'static,
+    {
+        if self.store.data().snapshot_error.is_some() {
+            return None;
+        }
+        let r = async {
+            let (_, i) = self
+                .instance
+                .get_export(&mut *self.store, None, iface)
+                .with_context(|| format!("no export `{iface}`"))?;
+            let (_, f) = self
+                .instance
+                .get_export(&mut *self.store, Some(&i), func)
+                .with_context(|| format!("no export `{iface}#{func}`"))?;
+            let f = self
+                .instance
+                .get_typed_func::<(), (R,)>(&mut *self.store, f)
+                .map_err(anyhow::Error::from)?;
+            let (v,) = f
+                .call_async(&mut *self.store, ())
+                .await
+                .map_err(anyhow::Error::from)?;
+            Ok::<_, anyhow::Error>(v)
+        }
+        .await;
+        match r {
+            Ok(v) => Some(out(self.store, v)),
+            Err(e) => {
+                self.store.data_mut().snapshot_error = Some(format!("{e:#}"));
+                None
+            }
+        }
+    }
+}
+
+impl ComponentInstanceState for Access<'_> {
+    async fn call_func_ret_list_u8(
+        &mut self,
+        instance: &str,
+        func: &str,
+        contents: impl FnOnce(&[u8]) + Send,
+    ) {
+        let mut contents = Some(contents);
+        self.call(instance, func, |store, list: WasmList<u8>| {
+            if let Some(c) = contents.take() {
+                c(list.as_le_slice(store));
+            }
+        })
+        .await;
+        if let Some(c) = contents {
+            c(&[]);
+        }
+    }
+
+    async fn call_func_ret_s32(&mut self, instance: &str, func: &str) -> i32 {
+        self.call(instance, func, |_, v: i32| v).await.unwrap_or(0)
+    }
+
+    async fn call_func_ret_s64(&mut self, instance: &str, func: &str) -> i64 {
+        self.call(instance, func, |_, v: i64| v).await.unwrap_or(0)
+    }
+
+    async fn call_func_ret_f32(&mut self, instance: &str, func: &str) -> u32 {
+        self.call(instance, func, |_, v: f32| v.to_bits())
+            .await
+            .unwrap_or(0)
+    }
+
+    async fn call_func_ret_f64(&mut self, instance: &str, func: &str) -> u64 {
+        self.call(instance, func, |_, v: f64| v.to_bits())
+            .await
+            .unwrap_or(0)
+    }
+}

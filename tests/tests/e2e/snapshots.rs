@@ -1,0 +1,175 @@
+//! Configured snapshots (`host/src/policy/snapshot.rs`): once a step's
+//! snapshot is built, requests skip `configure`, and every request still
+//! gets an instance of its own.
+
+use std::time::{Duration, Instant};
+use tollgate_tests::*;
+
+const STATE: &str = "[[api.chain]]\nplugin = \"fixture-state\"\n";
+
+/// Wait until every step of every API is served from its snapshot.
+async fn until_snapshotted(gw: &TestGateway) {
+    let started = Instant::now();
+    loop {
+        let g = gw.gateway.current();
+        if g.apis
+            .iter()
+            .flat_map(|a| &a.steps)
+            .all(|s| s.snapshotted())
+        {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "steps not snapshotted after 120 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `x-state-count`, `x-state-previous` and `x-state-configured` the
+/// upstream saw for one call carrying `secret`.
+async fn state_of_one_call(gw: &TestGateway, up: &Upstream, secret: &str) -> (String, String, u64) {
+    let r = client()
+        .get(gw.url("/state"))
+        .header("x-secret", secret)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = up.last();
+    let h = |n: &str| {
+        seen.header(n)
+            .unwrap_or_else(|| panic!("no {n}"))
+            .to_string()
+    };
+    let configured = h("x-state-configured").parse().expect("a number");
+    (h("x-state-count"), h("x-state-previous"), configured)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_skip_configure_once_the_snapshot_is_ready() {
+    let up = Upstream::start().await;
+    let gw = TestGateway::start(&simple_manifest(&up.url(), STATE)).await;
+    until_snapshotted(&gw).await;
+    let mut configured_at = Vec::new();
+    for i in 0..20 {
+        let (count, previous, configured) =
+            state_of_one_call(&gw, &up, &format!("secret-of-consumer-{i}")).await;
+        // Still a fresh instance per request: nothing one request left in
+        // the plugin's statics reaches the next.
+        assert_eq!(count, "1", "request {i}");
+        assert_eq!(previous, "none", "request {i}");
+        configured_at.push(configured);
+    }
+    // ... but every instance starts from the same configured state:
+    // `configure` ran once, when the snapshot was taken.
+    assert!(configured_at[0] > 0);
+    assert!(
+        configured_at.iter().all(|c| *c == configured_at[0]),
+        "{configured_at:?}"
+    );
+    assert_eq!(gw.gateway.runtime.live_instances(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_snapshots_every_request_configures_its_own_instance() {
+    let up = Upstream::start().await;
+    let gw = TestGateway::builder(&simple_manifest(&up.url(), STATE))
+        .snapshots(false)
+        .start()
+        .await;
+    let mut configured_at = Vec::new();
+    for i in 0..5 {
+        let (count, previous, configured) = state_of_one_call(&gw, &up, &format!("s{i}")).await;
+        assert_eq!((count.as_str(), previous.as_str()), ("1", "none"));
+        configured_at.push(configured);
+    }
+    let mut distinct = configured_at.clone();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 5, "{configured_at:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!gw.gateway.current().apis[0].steps[0].snapshotted());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_holds_the_steps_own_configuration() {
+    // Two steps of one plugin with different configurations: each serves
+    // from a snapshot of its own configuration, and a reload with a new
+    // configuration gets a new snapshot.
+    let up = Upstream::start().await;
+    let chain = |a: &str| {
+        format!(
+            r#"
+[[api.chain]]
+name = "first"
+plugin = "transform"
+config = {{ request = {{ headers = {{ set = {{ "x-first" = "{a}" }} }} }} }}
+
+[[api.chain]]
+name = "second"
+plugin = "transform"
+config = {{ request = {{ headers = {{ set = {{ "x-second" = "two" }} }} }} }}
+"#
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let gw = TestGateway::builder(&simple_manifest(&up.url(), &chain("one")))
+        .data_dir(dir.path().join("data"))
+        .start()
+        .await;
+    until_snapshotted(&gw).await;
+    let call = || async {
+        let r = client().get(gw.url("/t")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let seen = up.last();
+        (
+            seen.header("x-first").map(str::to_string),
+            seen.header("x-second").map(str::to_string),
+        )
+    };
+    assert_eq!(call().await, (Some("one".into()), Some("two".into())));
+
+    std::fs::write(
+        gw.dir.path().join("api.toml"),
+        simple_manifest(&up.url(), &chain("uno")),
+    )
+    .unwrap();
+    assert!(matches!(
+        gw.gateway.reload().await,
+        tollgate::server::ReloadOutcome::Applied
+    ));
+    until_snapshotted(&gw).await;
+    assert_eq!(call().await, (Some("uno".into()), Some("two".into())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sandbox_limits_hold_for_snapshotted_steps() {
+    // A step served from its snapshot keeps its deadline and memory cap,
+    // and a fault still costs only that request.
+    let up = Upstream::start().await;
+    for (step, status, code) in [
+        (
+            "plugin = \"fixture-loop\"\ntimeout = \"100ms\"\nconfig = { phase = \"request\" }",
+            503,
+            "policy_timeout",
+        ),
+        (
+            "plugin = \"fixture-membomb\"\nmemory = \"8MiB\"",
+            500,
+            "policy_memory_exceeded",
+        ),
+        ("plugin = \"fixture-panic\"", 500, "policy_failed"),
+    ] {
+        let chain = format!("[[api.chain]]\n{step}\n");
+        let gw = TestGateway::start(&simple_manifest(&up.url(), &chain)).await;
+        until_snapshotted(&gw).await;
+        for _ in 0..2 {
+            let r = client().get(gw.url("/x")).send().await.unwrap();
+            assert_eq!(r.status(), status, "{step}");
+            let v: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(v["error"]["code"], code, "{step}: {v}");
+        }
+        assert_eq!(gw.gateway.runtime.live_instances(), 0, "{step}");
+    }
+}
