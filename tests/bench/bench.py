@@ -257,6 +257,7 @@ class Variant:
         self.access_log = None  # the access-log sink, emptied before each run
         self.conf = None        # tollgate: the gateway file
         self.dir = None         # tollgate: its folder
+        self.steps = 0          # tollgate: steps in its chain (each logs its snapshot)
 
     def pids(self):
         if self.kind == "nginx":
@@ -295,12 +296,17 @@ TOLLGATE_VARIANTS = [
      ["access-log", "key-auth", "rate-limit", "cache-miss", "transform"], "MISS"),
     ("tollgate, 5 steps (cache hit)",
      ["access-log", "key-auth", "rate-limit", "cache-hit", "transform"], "HIT"),
+    # The same chain with `[plugins] snapshots = false`: every call configures
+    # each step's fresh instance (what configured snapshots save).
+    ("tollgate, 5 steps (cache miss), no snapshots",
+     ["access-log", "key-auth", "rate-limit", "cache-miss", "transform"], "MISS"),
 ]
+NO_SNAPSHOTS = "no snapshots"
 GW0 = "tollgate, 0 steps"
 GW5 = "tollgate, 5 steps (cache miss)"
 
 
-def write_tollgate(dirpath, port, up_port, steps, digest):
+def write_tollgate(dirpath, port, up_port, steps, digest, snapshots=True):
     os.makedirs(dirpath, exist_ok=True)
     chain = "\n".join(STEP[s] for s in steps)
     with open(os.path.join(dirpath, "api.toml"), "w") as f:
@@ -333,6 +339,7 @@ address = "127.0.0.1:{port}"
 
 [plugins]
 dirs = ["{PLUGINS}"]
+snapshots = {"true" if snapshots else "false"}
 
 [reload]
 watch = false
@@ -406,6 +413,22 @@ backend be
 
 # ---------------------------------------------------------------------------
 # Requests
+
+
+def wait_snapshots(v, logpath, timeout=300):
+    """Wait until each of the gateway's steps has logged that its configured
+    snapshot is ready (host/src/policy/snapshot.rs): until then its calls
+    configure a fresh instance each, which is not the path being measured."""
+    deadline = time.time() + timeout
+    while True:
+        text = open(logpath, errors="replace").read() if os.path.exists(logpath) else ""
+        if "no configured snapshot" in text:
+            raise BenchError(f"{v.name}: a step has no configured snapshot:\n" + tail(logpath))
+        if text.count("configured snapshot ready") >= v.steps:
+            return
+        if v.proc.poll() is not None or time.time() > deadline:
+            raise BenchError(f"{v.name}: snapshots not ready within {timeout} s:\n" + tail(logpath))
+        time.sleep(0.1)
 
 
 def check_response(v, prime=False, tries=3):
@@ -733,7 +756,9 @@ def main():
 
 def bench(a, cfg, procs):
     tmp = a.tmp
-    env = {"TOLLGATE_LOG": "warn"}
+    # Warnings, and the line each step logs when its configured snapshot is
+    # ready (measuring starts only once every step has one).
+    env = {"TOLLGATE_LOG": "warn,tollgate::policy::snapshot=info"}
     digest = subprocess.run([TOLLGATE, "hash-key", KEY], capture_output=True, text=True,
                             check=True).stdout.strip()
 
@@ -771,7 +796,8 @@ def bench(a, cfg, procs):
             continue
         port = free_port()
         d = os.path.join(tmp, "gw-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-"))
-        conf = write_tollgate(d, port, up_port, steps, digest)
+        snapshots = NO_SNAPSHOTS not in name
+        conf = write_tollgate(d, port, up_port, steps, digest, snapshots)
         check = subprocess.run([TOLLGATE, "check", conf], capture_output=True, text=True)
         if check.returncode != 0:
             raise BenchError(f"tollgate check {conf} failed:\n{check.stdout}{check.stderr}")
@@ -781,6 +807,7 @@ def bench(a, cfg, procs):
         v.cache = xcache
         v.conf = conf
         v.dir = d
+        v.steps = len(steps) if snapshots else 0
         v.access_log = os.path.join(d, "access.log") if "access-log" in steps else None
         gateways.append(v)
     # Start every gateway twice: the first start compiles the plugins into its
@@ -793,7 +820,9 @@ def bench(a, cfg, procs):
                                  "tollgate", env)
         for v in gateways:
             slug = os.path.basename(v.dir)
-            procs.wait_ready(v.proc, v.port, v.name, os.path.join(tmp, f"{slug}-{phase}.log"))
+            logpath = os.path.join(tmp, f"{slug}-{phase}.log")
+            procs.wait_ready(v.proc, v.port, v.name, logpath)
+            wait_snapshots(v, logpath)
         if phase == "compile":
             for v in gateways:
                 procs.stop(v.proc, "tollgate")
@@ -1021,7 +1050,8 @@ def report(cfg, variants, wrk, fixed, mem, meta, problems):
              "keep-alive, no access log); haproxy (`nbthread` default = all CPUs, "
              "`http-reuse always`); one release `tollgate run` per Tollgate variant "
              "(`TOLLGATE_LOG=warn`, `[reload] watch = false`, `step-timeout = \"200ms\"`, "
-             "plugins precompiled by a first start). Gateways not being measured are paused "
+             "plugins and configured snapshots precompiled by a first start; measuring starts "
+             "once every step serves from its snapshot). Gateways not being measured are paused "
              "(SIGSTOP) so that their idle timer threads do not load the machine.")
     L.append(f"- request: `GET {PATH}` (a 36-byte JSON answer) with "
              + ", ".join(f"`{k}`" for k, _ in HEADERS)

@@ -155,7 +155,10 @@ async fn run_chain(rt: &Runtime, g: &Generation, api: usize, scope: &RequestScop
             }
             RequestDecision::Respond(r) => panic!("step {} answered {}", step.name, r.status),
         }
-        instances.push(inst);
+        // As the gateway does: a step without a response phase is done.
+        if step.info.wants_response {
+            instances.push((step, inst));
+        }
     }
     let resp = ResponseHead {
         status: 200,
@@ -164,7 +167,7 @@ async fn run_chain(rt: &Runtime, g: &Generation, api: usize, scope: &RequestScop
             value: b"application/json".to_vec(),
         }],
     };
-    for (step, inst) in a.steps.iter().zip(instances.iter_mut()).rev() {
+    for (step, inst) in instances.iter_mut().rev() {
         black_box(
             inst.on_response(step, &ctx, &req, &resp, None)
                 .await
@@ -191,8 +194,26 @@ fn main() {
         })
         .expect("services"),
     );
-    let rt = Runtime::new(EngineLimits { max_instances: 64 }, None, services).expect("runtime");
+    let rt =
+        Runtime::new(EngineLimits { max_instances: 64 }, None, services.clone()).expect("runtime");
     let g = generation(&rt, dir.path());
+    // The same chains served from configured snapshots, as `tollgate run`
+    // serves them (the cases marked "snapshotted").
+    let rt_snap = Arc::new(
+        Runtime::new(EngineLimits { max_instances: 64 }, None, services).expect("runtime"),
+    );
+    rt_snap.enable_snapshots().expect("snapshots");
+    let g_snap = generation(&rt_snap, dir.path());
+    let waited = Instant::now();
+    while !g_snap
+        .apis
+        .iter()
+        .flat_map(|a| &a.steps)
+        .all(|s| s.snapshotted())
+    {
+        assert!(waited.elapsed() < Duration::from_secs(300), "no snapshots");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let idx = |n: &str| g.apis.iter().position(|a| &*a.name == n).unwrap();
     let (none, noop, standard) = (idx("none"), idx("noop"), idx("standard"));
     let scope = RequestScope {
@@ -251,6 +272,16 @@ fn main() {
                     run_chain(&rt, &g, standard, &scope).await;
                 }
             }),
+            "chain: 1 noop step, snapshotted" => ex.block_on(async {
+                for _ in 0..n {
+                    run_chain(&rt_snap, &g_snap, noop, &scope).await;
+                }
+            }),
+            "chain: standard 5 steps, snapshotted" => ex.block_on(async {
+                for _ in 0..n {
+                    run_chain(&rt_snap, &g_snap, standard, &scope).await;
+                }
+            }),
             _ => unreachable!(),
         }
         t.elapsed()
@@ -262,6 +293,8 @@ fn main() {
         "chain: 0 steps",
         "chain: 1 noop step",
         "chain: standard 5 steps",
+        "chain: 1 noop step, snapshotted",
+        "chain: standard 5 steps, snapshotted",
     ];
     // `HOT_ONLY=standard` runs only the cases whose name contains it (for
     // profiling one case with perf); the docs are then left alone.
@@ -319,8 +352,10 @@ fn main() {
         "- {ROUNDS} interleaved rounds of about {} ms per case; median (min–max). One thread, \
          no network: what the gateway spends on these pieces of a request, without hyper, \
          the upstream or the kernel.\n\
-         - chains: every step's `on-request` then `on-response` in reverse, each step on a \
-         fresh instance (configure included), as `server::handle` runs them; the standard \
+         - chains: every step's `on-request` then `on-response` in reverse (for the steps \
+         with a response phase), each step on a fresh instance, as `server::handle` runs \
+         them: configured per call, or (\"snapshotted\") instantiated from the step's \
+         configured snapshot, as `tollgate run` serves once the snapshot is built; the standard \
          chain is access-log, key-auth (manifest consumer), rate-limit (in-memory counter), \
          transform (one header), cache (a miss: nothing stored for an authorised call).\n\n",
         BATCH.as_millis()

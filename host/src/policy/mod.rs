@@ -3,10 +3,13 @@
 //!
 //! Isolation model: every request gets a fresh instance per step (from a
 //! pre-linked `InstancePre` and the pooling allocator), used for that
-//! request's `configure`, `on-request` and `on-response` and then dropped.
-//! Nothing a plugin keeps in memory can reach another request, and a trapped
-//! instance is never called again (see `benches/instances.rs` for the cost
-//! compared with reusing instances).
+//! request's `on-request` and `on-response` and then dropped. The instance
+//! comes from the step's configured snapshot once that is built (the plugin
+//! with `configure` already run for the step's configuration, see
+//! [`snapshot`]); until then it is configured first. Nothing a plugin keeps
+//! in memory can reach another request, and a trapped instance is never
+//! called again (see `benches/instances.rs` for the cost compared with
+//! reusing instances).
 
 mod bindings;
 pub mod engine;

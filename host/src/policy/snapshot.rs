@@ -131,7 +131,7 @@ impl Runtime {
             Some(s) => s,
             None => match self.build_snapshot(&job.step).await {
                 Ok(s) => {
-                    tracing::debug!(
+                    tracing::info!(
                         api = %job.step.api,
                         step = %job.step.name,
                         ms = started.elapsed().as_millis() as u64,
