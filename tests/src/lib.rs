@@ -409,6 +409,28 @@ debounce = "50ms"
         }
     }
 
+    /// Wait until every step of every API is served from its configured
+    /// snapshot (built in the background after a load; see
+    /// `host/src/policy/snapshot.rs`), at most two minutes.
+    pub async fn until_snapshotted(&self) {
+        let started = std::time::Instant::now();
+        loop {
+            let g = self.gateway.current();
+            if g.apis
+                .iter()
+                .flat_map(|a| &a.steps)
+                .all(|s| s.snapshotted())
+            {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "steps not snapshotted after 120 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         let scheme = if self.tls { "https" } else { "http" };
         format!("{scheme}://{}{path}", self.addr)

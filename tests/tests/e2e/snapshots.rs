@@ -2,30 +2,10 @@
 //! snapshot is built, requests skip `configure`, and every request still
 //! gets an instance of its own.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tollgate_tests::*;
 
 const STATE: &str = "[[api.chain]]\nplugin = \"fixture-state\"\n";
-
-/// Wait until every step of every API is served from its snapshot.
-async fn until_snapshotted(gw: &TestGateway) {
-    let started = Instant::now();
-    loop {
-        let g = gw.gateway.current();
-        if g.apis
-            .iter()
-            .flat_map(|a| &a.steps)
-            .all(|s| s.snapshotted())
-        {
-            return;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "steps not snapshotted after 120 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// `x-state-count`, `x-state-previous` and `x-state-configured` the
 /// upstream saw for one call carrying `secret`.
@@ -51,7 +31,7 @@ async fn state_of_one_call(gw: &TestGateway, up: &Upstream, secret: &str) -> (St
 async fn requests_skip_configure_once_the_snapshot_is_ready() {
     let up = Upstream::start().await;
     let gw = TestGateway::start(&simple_manifest(&up.url(), STATE)).await;
-    until_snapshotted(&gw).await;
+    gw.until_snapshotted().await;
     let mut configured_at = Vec::new();
     for i in 0..20 {
         let (count, previous, configured) =
@@ -118,7 +98,7 @@ config = {{ request = {{ headers = {{ set = {{ "x-second" = "two" }} }} }} }}
         .data_dir(dir.path().join("data"))
         .start()
         .await;
-    until_snapshotted(&gw).await;
+    gw.until_snapshotted().await;
     let call = || async {
         let r = client().get(gw.url("/t")).send().await.unwrap();
         assert_eq!(r.status(), 200);
@@ -139,7 +119,7 @@ config = {{ request = {{ headers = {{ set = {{ "x-second" = "two" }} }} }} }}
         gw.gateway.reload().await,
         tollgate::server::ReloadOutcome::Applied
     ));
-    until_snapshotted(&gw).await;
+    gw.until_snapshotted().await;
     assert_eq!(call().await, (Some("uno".into()), Some("two".into())));
 }
 
@@ -163,7 +143,7 @@ async fn sandbox_limits_hold_for_snapshotted_steps() {
     ] {
         let chain = format!("[[api.chain]]\n{step}\n");
         let gw = TestGateway::start(&simple_manifest(&up.url(), &chain)).await;
-        until_snapshotted(&gw).await;
+        gw.until_snapshotted().await;
         for _ in 0..2 {
             let r = client().get(gw.url("/x")).send().await.unwrap();
             assert_eq!(r.status(), status, "{step}");
