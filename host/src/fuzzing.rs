@@ -398,7 +398,7 @@ const NAMES: [&str; 20] = [
     "x-a",
 ];
 
-/// A header name: one of [`NAMES`] or anything.
+/// A header name: one of `NAMES` or anything.
 #[derive(Debug, Clone)]
 pub struct Name(pub String);
 

@@ -719,7 +719,7 @@ fn claims_identity(name: &str) -> bool {
     CLIENT_IDENTITY.contains(&name) || name.starts_with("x-consumer-")
 }
 
-/// Remove what a client may not claim: the fields in [`CLIENT_IDENTITY`]
+/// Remove what a client may not claim: the fields in `CLIENT_IDENTITY`
 /// and every `x-consumer-*` field (only an authentication step sets those,
 /// after this runs).
 pub fn strip_client_identity(h: &mut HeaderMap) {
