@@ -56,9 +56,11 @@ impl std::fmt::Debug for Snapshot {
 pub(super) type SnapshotCell = Arc<OnceLock<Snapshot>>;
 
 /// Snapshots kept for reuse by later configurations (a reload rebuilds every
-/// step; an unchanged one finds its snapshot here). Bounded: past this many
-/// the map starts over.
-const MAX_KEPT: usize = 1024;
+/// step; an unchanged one finds its snapshot here). Bounded, because an
+/// entry no configuration uses any more still holds its compiled code: past
+/// this many the map starts over (the steps serving keep theirs, and a later
+/// reload finds the compiled snapshot in the plugin cache on disk).
+const MAX_KEPT: usize = 128;
 
 /// The background builder and what it has built.
 #[derive(Default)]
