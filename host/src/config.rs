@@ -50,6 +50,16 @@ pub struct Generation {
     pub sources: BTreeMap<PathBuf, String>,
 }
 
+impl Generation {
+    /// Whether every step of every API serves from its configured snapshot.
+    pub fn snapshotted(&self) -> bool {
+        self.apis
+            .iter()
+            .flat_map(|a| &a.steps)
+            .all(|s| s.snapshotted())
+    }
+}
+
 /// Everything wrong with a configuration, one line each.
 #[derive(Debug, Default)]
 pub struct ConfigErrors(pub Vec<String>);

@@ -205,12 +205,7 @@ fn main() {
     rt_snap.enable_snapshots().expect("snapshots");
     let g_snap = generation(&rt_snap, dir.path());
     let waited = Instant::now();
-    while !g_snap
-        .apis
-        .iter()
-        .flat_map(|a| &a.steps)
-        .all(|s| s.snapshotted())
-    {
+    while !g_snap.snapshotted() {
         assert!(waited.elapsed() < Duration::from_secs(300), "no snapshots");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -257,32 +252,21 @@ fn main() {
                     );
                 }
             }
-            "chain: 0 steps" => ex.block_on(async {
-                for _ in 0..n {
-                    run_chain(&rt, &g, none, &scope).await;
-                }
-            }),
-            "chain: 1 noop step" => ex.block_on(async {
-                for _ in 0..n {
-                    run_chain(&rt, &g, noop, &scope).await;
-                }
-            }),
-            "chain: standard 5 steps" => ex.block_on(async {
-                for _ in 0..n {
-                    run_chain(&rt, &g, standard, &scope).await;
-                }
-            }),
-            "chain: 1 noop step, snapshotted" => ex.block_on(async {
-                for _ in 0..n {
-                    run_chain(&rt_snap, &g_snap, noop, &scope).await;
-                }
-            }),
-            "chain: standard 5 steps, snapshotted" => ex.block_on(async {
-                for _ in 0..n {
-                    run_chain(&rt_snap, &g_snap, standard, &scope).await;
-                }
-            }),
-            _ => unreachable!(),
+            chain => {
+                let (rt, g, api) = match chain {
+                    "chain: 0 steps" => (&rt, &g, none),
+                    "chain: 1 noop step" => (&rt, &g, noop),
+                    "chain: standard 5 steps" => (&rt, &g, standard),
+                    "chain: 1 noop step, snapshotted" => (&*rt_snap, &g_snap, noop),
+                    "chain: standard 5 steps, snapshotted" => (&*rt_snap, &g_snap, standard),
+                    _ => unreachable!(),
+                };
+                ex.block_on(async {
+                    for _ in 0..n {
+                        run_chain(rt, g, api, &scope).await;
+                    }
+                })
+            }
         }
         t.elapsed()
     };

@@ -415,12 +415,7 @@ debounce = "50ms"
     pub async fn until_snapshotted(&self) {
         let started = std::time::Instant::now();
         loop {
-            let g = self.gateway.current();
-            if g.apis
-                .iter()
-                .flat_map(|a| &a.steps)
-                .all(|s| s.snapshotted())
-            {
+            if self.gateway.current().snapshotted() {
                 return;
             }
             assert!(

@@ -89,8 +89,6 @@ pub struct StepState {
     grants: Arc<Grants>,
     plugin: Arc<str>,
     scope: RequestScope,
-    /// Set when reading a configured instance's state back failed.
-    snapshot_error: Option<String>,
 }
 
 /// What a step instance knows about the request it serves.
@@ -720,8 +718,9 @@ impl std::fmt::Debug for Plugin {
     }
 }
 
-/// A configured step of a chain.
-#[derive(Debug)]
+/// A configured step of a chain. A clone is the same step: it shares the
+/// snapshot cell.
+#[derive(Debug, Clone)]
 pub struct Step {
     pub name: Arc<str>,
     pub api: Arc<str>,
@@ -740,22 +739,6 @@ impl Step {
     /// Whether requests skip `configure` (a configured snapshot is ready).
     pub fn snapshotted(&self) -> bool {
         self.snapshot.get().is_some()
-    }
-
-    /// The same step, without its snapshot (for the snapshot builder).
-    fn copy(&self) -> Step {
-        Step {
-            name: self.name.clone(),
-            api: self.api.clone(),
-            plugin: self.plugin.clone(),
-            config: self.config.clone(),
-            info: self.info,
-            timeout: self.timeout,
-            memory: self.memory,
-            fail_open: self.fail_open,
-            grants: self.grants.clone(),
-            snapshot: Default::default(),
-        }
     }
 }
 
@@ -1000,7 +983,6 @@ impl Runtime {
             grants: step.grants.clone(),
             plugin: step.plugin.name.as_str().into(),
             scope: scope.clone(),
-            snapshot_error: None,
         };
         let mut store = Store::new(self.engine.engine(), state);
         store.limiter(|s| &mut s.limiter);

@@ -70,10 +70,8 @@ pub(super) struct Snapshots {
     built: Mutex<HashMap<(String, String), Snapshot>>,
 }
 
-struct Job {
-    step: Step,
-    cell: SnapshotCell,
-}
+/// A step to snapshot: a clone, whose snapshot cell is the serving step's.
+type Job = Step;
 
 impl Runtime {
     /// Build configured snapshots of every step configured from now on, in
@@ -111,31 +109,26 @@ impl Runtime {
 
     /// Queue a snapshot of `step`, if snapshots are on.
     pub(super) fn queue_snapshot(&self, step: &Step) {
-        let key = (step.plugin.hash.clone(), step.config.clone());
-        if let Some(s) = self.snapshots.built.lock().unwrap().get(&key) {
+        let queue = self.snapshots.queue.lock().unwrap();
+        let Some(tx) = &*queue else { return };
+        if let Some(s) = self.snapshots.built.lock().unwrap().get(&key_of(step)) {
             let _ = step.snapshot.set(s.clone());
             return;
         }
-        if let Some(tx) = &*self.snapshots.queue.lock().unwrap() {
-            let job = Job {
-                step: step.copy(),
-                cell: step.snapshot.clone(),
-            };
-            let _ = tx.send(job);
-        }
+        let _ = tx.send(step.clone());
     }
 
-    async fn fill(&self, job: Job) {
-        let key = (job.step.plugin.hash.clone(), job.step.config.clone());
+    async fn fill(&self, step: Job) {
+        let key = key_of(&step);
         let existing = self.snapshots.built.lock().unwrap().get(&key).cloned();
         let started = Instant::now();
         let snap = match existing {
             Some(s) => s,
-            None => match self.build_snapshot(&job.step).await {
+            None => match self.build_snapshot(&step).await {
                 Ok(s) => {
                     tracing::info!(
-                        api = %job.step.api,
-                        step = %job.step.name,
+                        api = %step.api,
+                        step = %step.name,
                         ms = started.elapsed().as_millis() as u64,
                         "configured snapshot ready"
                     );
@@ -148,15 +141,36 @@ impl Runtime {
                 }
                 Err(e) => {
                     tracing::warn!(
-                        api = %job.step.api,
-                        step = %job.step.name,
+                        api = %step.api,
+                        step = %step.name,
                         "no configured snapshot (every request configures its own instance): {e:#}"
                     );
                     return;
                 }
             },
         };
-        let _ = job.cell.set(snap);
+        let _ = step.snapshot.set(snap);
+    }
+
+    /// Compile `wasm` (a form of `plugin`) through the cache and link it.
+    fn link(
+        &self,
+        wasm: &[u8],
+        plugin: &Plugin,
+        what: &str,
+    ) -> Result<(InstancePre<StepState>, Exports)> {
+        let (component, _) = self
+            .engine
+            .load_component(wasm, &plugin.path)
+            .with_context(|| format!("compiling the {what}"))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)
+            .with_context(|| format!("linking the {what}"))?;
+        let exports =
+            Exports::find(&component).with_context(|| format!("the {what}'s policy exports"))?;
+        Ok((pre, exports))
     }
 
     /// Instrument, configure, snapshot, compile and link one step.
@@ -167,16 +181,7 @@ impl Runtime {
             .instrument_component(&plugin.wasm)
             .map_err(anyhow::Error::from)
             .context("instrumenting the component")?;
-        let (component, _) = self
-            .engine
-            .load_component(&instrumented, &plugin.path)
-            .context("compiling the instrumented component")?;
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(anyhow::Error::from)
-            .context("linking the instrumented component")?;
-        let exports = Exports::find(&component).context("the policy exports")?;
+        let (pre, exports) = self.link(&instrumented, plugin, "instrumented component")?;
         let scope = super::RequestScope::default();
         let mut inst = self
             .instantiate_from(step, &scope, &pre, exports, false)
@@ -191,36 +196,26 @@ impl Runtime {
         // them a deadline of their own.
         inst.store.data_mut().deadline = Instant::now() + step.timeout.max(SNAPSHOT_READ);
         inst.store.set_epoch_deadline(1);
-        let bytes = {
-            let mut access = Access {
-                store: &mut inst.store,
-                instance: inst.instance,
-            };
-            wizer
-                .snapshot_component(&cx, &mut access)
-                .await
-                .map_err(anyhow::Error::from)
-                .context("reading the configured state")?
+        let mut access = Access {
+            store: &mut inst.store,
+            instance: inst.instance,
+            error: None,
         };
-        if let Some(e) = access_error(&mut inst.store) {
-            return Err(e);
+        let bytes = wizer
+            .snapshot_component(&cx, &mut access)
+            .await
+            .map_err(anyhow::Error::from)
+            .context("reading the configured state")?;
+        if let Some(e) = access.error {
+            anyhow::bail!("reading the configured state: {e}");
         }
         drop(inst);
-        let (snap, _) = self
-            .engine
-            .load_component(&bytes, &plugin.path)
-            .context("compiling the snapshot")?;
-        let pre = self
-            .linker
-            .instantiate_pre(&snap)
-            .map_err(anyhow::Error::from)
-            .context("linking the snapshot")?;
+        let (pre, exports) = self.link(&bytes, plugin, "snapshot")?;
         // The same type check as at load, so that the unchecked typed
         // handles stay sound for the snapshot too.
         super::PolicyHostPre::new(pre.clone())
             .map_err(anyhow::Error::from)
             .context("the snapshot's policy exports")?;
-        let exports = Exports::find(&snap).context("the snapshot's policy exports")?;
         Ok(Snapshot { pre, exports })
     }
 }
@@ -229,20 +224,20 @@ impl Runtime {
 /// its memories out).
 const SNAPSHOT_READ: std::time::Duration = std::time::Duration::from_secs(5);
 
-fn access_error(store: &mut wasmtime::Store<StepState>) -> Option<anyhow::Error> {
-    store
-        .data_mut()
-        .snapshot_error
-        .take()
-        .map(|e| anyhow::anyhow!("reading the configured state: {e}"))
+/// What a snapshot is keyed by: the plugin's content and the configuration.
+fn key_of(step: &Step) -> (String, String) {
+    (step.plugin.hash.clone(), step.config.clone())
 }
 
-/// The wizer accessors, called on the configured instance. wizer's trait
-/// cannot fail, so a failed call records its error in the store's state
-/// (checked by [`access_error`]) and returns an empty value.
+/// The wizer accessors, called on the configured instance. (wizer's own
+/// implementation needs its `wasmtime` feature, which turns on wasmtime's
+/// GC, threads and cache in the whole host.) wizer's trait cannot fail, so
+/// the first failed call records its error in `error` and every call
+/// returns an empty value from then on.
 struct Access<'a> {
     store: &'a mut wasmtime::Store<StepState>,
     instance: wasmtime::component::Instance,
+    error: Option<String>,
 }
 
 impl Access<'_> {
@@ -255,7 +250,7 @@ impl Access<'_> {
     where
         R: wasmtime::component::Lift + wasmtime::component::ComponentType + Send + Sync + 'static,
     {
-        if self.store.data().snapshot_error.is_some() {
+        if self.error.is_some() {
             return None;
         }
         let r = async {
@@ -281,7 +276,7 @@ impl Access<'_> {
         match r {
             Ok(v) => Some(out(self.store, v)),
             Err(e) => {
-                self.store.data_mut().snapshot_error = Some(format!("{e:#}"));
+                self.error = Some(format!("{e:#}"));
                 None
             }
         }
