@@ -193,6 +193,15 @@ pub fn read_gateway_file(path: &Path) -> Result<GatewayFile, ConfigErrors> {
             path.display()
         ));
     }
+    // At most hyper's own limit on a request-target (64KiB less 2 bytes,
+    // beyond which it answers 414 itself).
+    if !(256..=(64 << 10)).contains(&l.max_request_target.0) {
+        errs.push(format!(
+            "{}: limits.max-request-target = {} bytes must be between 256 bytes and 64KiB",
+            path.display(),
+            l.max_request_target.0
+        ));
+    }
     if gw.limits.max_instances == 0 || gw.limits.max_instances > 100_000 {
         errs.push(format!(
             "{}: limits.max-instances must be between 1 and 100000",

@@ -18,6 +18,8 @@ pub enum GatewayError {
     BadRequest(String),
     #[error("request body larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("request-target longer than {limit} bytes")]
+    UriTooLong { limit: u64 },
     #[error("request body not received within {0:?}")]
     RequestTimeout(std::time::Duration),
     #[error("not implemented: {0}")]
@@ -49,6 +51,7 @@ impl GatewayError {
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             GatewayError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             GatewayError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             GatewayError::UpstreamConnect(_)
@@ -75,6 +78,7 @@ impl GatewayError {
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::BadRequest(_) => "bad_request",
             GatewayError::PayloadTooLarge { .. } => "payload_too_large",
+            GatewayError::UriTooLong { .. } => "uri_too_long",
             GatewayError::RequestTimeout(_) => "request_timeout",
             GatewayError::NotImplemented(_) => "not_implemented",
             GatewayError::UpstreamConnect(_) => "upstream_unavailable",
@@ -100,6 +104,7 @@ impl GatewayError {
             | GatewayError::MethodNotAllowed { .. }
             | GatewayError::BadRequest(_)
             | GatewayError::PayloadTooLarge { .. }
+            | GatewayError::UriTooLong { .. }
             | GatewayError::RequestTimeout(_)
             | GatewayError::NotImplemented(_)
             | GatewayError::UpstreamTimeout(_) => self.to_string(),

@@ -365,6 +365,7 @@ fn accepted_gateway(gw: &GatewayFile) {
     assert!(((1 << 20)..=MAX_STEP_MEMORY).contains(&l.step_memory.0));
     assert!(!l.step_timeout.0.is_zero() && l.step_timeout.0 <= crate::config::MAX_STEP_TIMEOUT);
     assert!((1024..=16 << 20).contains(&l.max_header_bytes.0));
+    assert!((256..=64 << 10).contains(&l.max_request_target.0));
     assert!(l.max_headers > 0 && l.max_connections > 0 && l.max_concurrent_streams > 0);
     assert!(!l.request_header_timeout.0.is_zero());
     assert!((1..=100_000).contains(&l.max_instances));

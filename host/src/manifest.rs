@@ -347,6 +347,7 @@ pub struct TlsSpec {
 /// ```toml
 /// [limits]
 /// max-header-bytes = "64KiB"
+/// max-request-target = "8KiB"
 /// request-header-timeout = "10s"
 /// request-body-timeout = "60s"
 /// send-timeout = "30s"
@@ -358,6 +359,9 @@ pub struct TlsSpec {
 pub struct Limits {
     /// Largest request head (HTTP/1 line and headers, HTTP/2 header list).
     pub max_header_bytes: Size,
+    /// Longest request-target (HTTP/1 request line's target, HTTP/2
+    /// `:path`); longer is 414.
+    pub max_request_target: Size,
     /// Most header fields in one request.
     pub max_headers: usize,
     /// A client must send its whole request head within this time.
@@ -386,6 +390,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_header_bytes: Size(64 << 10),
+            max_request_target: Size(8 << 10),
             max_headers: 100,
             request_header_timeout: Dur(Duration::from_secs(10)),
             request_body_timeout: Dur(Duration::from_secs(60)),

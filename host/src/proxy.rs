@@ -403,6 +403,12 @@ impl Upstream {
                                 "the request body broke off before it was complete".into(),
                             ));
                         }
+                        // The target waited for the rest of a body the
+                        // client did not send: the client's timeout.
+                        Some(BODY_WAITING) if e.timed_out => {
+                            drop(lease);
+                            return Err(GatewayError::RequestTimeout(self.response_timeout));
+                        }
                         Some(BODY_SENDING) if e.timed_out => {
                             drop(lease);
                             return Err(e.error);
@@ -505,10 +511,12 @@ fn io_kinds<'a>(
 const BODY_SENDING: u8 = 0;
 const BODY_SENT: u8 = 1;
 const BODY_BROKEN: u8 = 2;
+/// Waiting for the client to send more of the body.
+const BODY_WAITING: u8 = 3;
 
 pin_project_lite::pin_project! {
     /// A request body streaming from the client to the upstream, noting
-    /// whether it was sent whole or broke off.
+    /// whether it was sent whole, broke off, or is waiting for the client.
     struct ClientBody {
         #[pin]
         inner: Incoming,
@@ -525,7 +533,10 @@ impl Body for ClientBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
-        let r = std::task::ready!(this.inner.as_mut().poll_frame(cx));
+        let Poll::Ready(r) = this.inner.as_mut().poll_frame(cx) else {
+            this.state.store(BODY_WAITING, Ordering::Release);
+            return Poll::Pending;
+        };
         let state = match &r {
             Some(Err(_)) => BODY_BROKEN,
             None => BODY_SENT,

@@ -660,6 +660,63 @@ fn check_transfer_encoding(headers: &HeaderMap) -> Result<(), GatewayError> {
     Ok(())
 }
 
+/// The length of the request-target as the client sent it: HTTP/1's
+/// whole target (origin, absolute or authority form), HTTP/2's `:path`
+/// (its `:authority` is a field of its own, bounded with the others).
+fn request_target_len(parts: &http::request::Parts) -> usize {
+    let pq = parts.uri.path_and_query().map_or(0, |p| p.as_str().len());
+    if parts.version >= http::Version::HTTP_2 {
+        return pq;
+    }
+    let authority = parts.uri.authority().map_or(0, |a| a.as_str().len());
+    let scheme = parts.uri.scheme_str().map_or(0, |s| s.len() + "://".len());
+    scheme + authority + pq
+}
+
+/// The request's one authority, used for routing, by the steps
+/// (`RequestHead.authority` and the `host` field), in `X-Forwarded-Host`
+/// and as the `Host` sent upstream with `preserve-host`:
+///
+/// - more than one `Host` field line is 400 (RFC 9112 §3.2);
+/// - an HTTP/1.1 request without `Host` is 400, even in absolute form
+///   (HTTP/1.0 may omit it; HTTP/2 has `:authority`);
+/// - an authority in the request-target (HTTP/1 absolute form, HTTP/2
+///   `:authority`) wins and `Host` is ignored (RFC 9112 §3.2.2, RFC 9113
+///   §8.3.1), so the router and the upstream never see two different hosts;
+/// - else `Host`; a value that is not a valid authority, or that carries
+///   userinfo (`user@host`), is 400.
+fn effective_authority(parts: &http::request::Parts) -> Result<String, GatewayError> {
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(GatewayError::BadRequest(
+            "more than one Host header field".into(),
+        ));
+    }
+    if host.is_none() && parts.version == http::Version::HTTP_11 {
+        return Err(GatewayError::BadRequest(
+            "HTTP/1.1 request without a Host header field".into(),
+        ));
+    }
+    let value = match (parts.uri.authority(), host) {
+        (Some(a), _) => a.as_str(),
+        (None, Some(h)) => h
+            .to_str()
+            .map_err(|_| GatewayError::BadRequest("invalid Host header field".into()))?,
+        (None, None) => return Ok(String::new()),
+    };
+    if value.is_empty() {
+        return Ok(String::new());
+    }
+    if value.contains('@') || value.parse::<http::uri::Authority>().is_err() {
+        return Err(GatewayError::BadRequest(format!(
+            "invalid authority `{}`",
+            value.escape_default()
+        )));
+    }
+    Ok(value.to_string())
+}
+
 /// One call, start to end.
 pub async fn handle(
     gateway: &Gateway,
@@ -672,10 +729,21 @@ pub async fn handle(
     let gen = gateway.current();
     let (parts, body) = req.into_parts();
 
-    // Framing the gateway does not understand is refused first.
+    // Framing the gateway does not understand is refused first, then a
+    // request-target over its limit and a missing, doubled or invalid Host.
+    // The rest of such a request is not read: the connection closes.
     if let Err(err) = check_transfer_encoding(&parts.headers) {
         return finish(closing(error_outgoing(&err, &request_id)), &request_id);
     }
+    let limit = gateway.limits.max_request_target.0;
+    if request_target_len(&parts) as u64 > limit {
+        let err = GatewayError::UriTooLong { limit };
+        return finish(closing(error_outgoing(&err, &request_id)), &request_id);
+    }
+    let authority = match effective_authority(&parts) {
+        Ok(a) => a,
+        Err(err) => return finish(closing(error_outgoing(&err, &request_id)), &request_id),
+    };
 
     // Path normalisation: once, before routing.
     let path = match normalize_path(parts.uri.path()) {
@@ -685,18 +753,6 @@ pub async fn handle(
             return finish(error_outgoing(&err, &request_id), &request_id);
         }
     };
-    let authority = parts
-        .uri
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            parts
-                .headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        })
-        .unwrap_or_default();
     let host = authority
         .rsplit_once(':')
         .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
@@ -721,6 +777,16 @@ pub async fn handle(
     let api = &gen.apis[route.api];
 
     let mut headers = parts.headers;
+    // The one authority, for the steps and the upstream (`Host` with
+    // `preserve-host`, `X-Forwarded-Host`) as for the router.
+    match HeaderValue::from_str(&authority) {
+        Ok(v) if !authority.is_empty() => {
+            headers.insert(header::HOST, v);
+        }
+        _ => {
+            headers.remove(header::HOST);
+        }
+    }
     proxy::strip_hop_by_hop(&mut headers);
     proxy::strip_client_identity(&mut headers);
     let mut head = RequestHead {
@@ -900,6 +966,12 @@ pub async fn handle(
                     headers: Fields::Map(h),
                     body: OutBody::Stream(body),
                 }
+            }
+            // The client stopped sending its body: the rest of it is not
+            // read, so the connection closes.
+            Err(err @ GatewayError::RequestTimeout(_)) => {
+                log_failure(&err, &request_id, &api.name);
+                closing(error_outgoing(&err, &request_id))
             }
             Err(err) => {
                 log_failure(&err, &request_id, &api.name);
@@ -1167,4 +1239,61 @@ pub fn describe(bound: &[Bound]) -> String {
         })
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(version: http::Version, target: &str, hosts: &[&str]) -> http::request::Parts {
+        let mut b = Request::builder().version(version).uri(target);
+        for h in hosts {
+            b = b.header(header::HOST, *h);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn the_effective_authority_is_one_value() {
+        use http::Version as V;
+        let ok = |v, t, h: &[&str]| effective_authority(&parts(v, t, h)).unwrap();
+        let refused = |v, t, h: &[&str]| {
+            matches!(
+                effective_authority(&parts(v, t, h)),
+                Err(GatewayError::BadRequest(_))
+            )
+        };
+        assert_eq!(ok(V::HTTP_11, "/x", &["a.example:8080"]), "a.example:8080");
+        // Absolute form and HTTP/2 `:authority` win over Host.
+        assert_eq!(
+            ok(V::HTTP_11, "http://b.example/x", &["a.example"]),
+            "b.example"
+        );
+        assert_eq!(
+            ok(V::HTTP_2, "http://b.example/x", &["a.example"]),
+            "b.example"
+        );
+        assert_eq!(ok(V::HTTP_2, "http://b.example/x", &[]), "b.example");
+        assert_eq!(ok(V::HTTP_2, "/x", &["a.example"]), "a.example");
+        assert_eq!(ok(V::HTTP_10, "/x", &[]), "");
+        assert_eq!(ok(V::HTTP_11, "/x", &[""]), "");
+        assert_eq!(ok(V::HTTP_11, "/x", &["[::1]:80"]), "[::1]:80");
+        assert!(refused(V::HTTP_11, "/x", &[]));
+        assert!(refused(V::HTTP_11, "http://b.example/x", &[]));
+        assert!(refused(V::HTTP_11, "/x", &["a", "a"]));
+        assert!(refused(V::HTTP_10, "/x", &["a", "b"]));
+        assert!(refused(V::HTTP_2, "/x", &["a", "b"]));
+        assert!(refused(V::HTTP_11, "/x", &["a b"]));
+        assert!(refused(V::HTTP_11, "/x", &["u@a.example"]));
+        assert!(refused(V::HTTP_11, "http://u@b.example/x", &["b.example"]));
+    }
+
+    #[test]
+    fn the_request_target_length_is_what_the_client_sent() {
+        use http::Version as V;
+        let len = |v, t| request_target_len(&parts(v, t, &[]));
+        assert_eq!(len(V::HTTP_11, "/abc?q=1"), 8);
+        assert_eq!(len(V::HTTP_11, "http://b.example/abc"), 20);
+        assert_eq!(len(V::HTTP_2, "http://b.example/abc"), 4);
+    }
 }

@@ -130,7 +130,7 @@ async fn silent_and_half_preface_connections_are_closed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slow_bodies_get_408_or_504_within_their_timeouts() {
+async fn slow_bodies_get_408_within_their_timeouts() {
     let up = RawUpstream::start().await;
     let gw = TestGateway::builder(&manifest(&up.url()))
         .limits(LIMITS)
@@ -190,7 +190,9 @@ async fn slow_bodies_get_408_or_504_within_their_timeouts() {
                 assert!(*took < Duration::from_millis(2500), "{ctx}");
             }
             _ => {
-                assert_eq!(*status, Some(504), "{ctx}");
+                // Still sending when the upstream's response timeout fires:
+                // the client's timeout, not the upstream's.
+                assert_eq!(*status, Some(408), "{ctx}");
                 assert!(*took < Duration::from_millis(3500), "{ctx}");
             }
         }
@@ -213,6 +215,57 @@ async fn slow_bodies_get_408_or_504_within_their_timeouts() {
         .await;
         assert_eq!(ex.statuses(), vec![200], "{path}: {ex:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_body_the_client_stops_sending_is_408_not_504() {
+    let up = RawUpstream::start().await;
+    let gw = TestGateway::builder(&manifest(&up.url()))
+        .limits(LIMITS)
+        .start()
+        .await;
+    // Six clients at once (more than the breaker's five failures in a
+    // row): each sends its head and 10 of 100 declared bytes, then stalls.
+    // The upstream waits for the rest until the API's response timeout
+    // (2s).
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let addr = gw.addr;
+        tasks.spawn(async move {
+            let started = Instant::now();
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(
+                b"POST /stalled HTTP/1.1\r\nhost: gw\r\ncontent-length: 100\r\n\r\n0123456789",
+            )
+            .await
+            .unwrap();
+            let r = raw::read_response(&mut s, Duration::from_secs(5)).await;
+            let closed = raw::closed_within(&mut s, Duration::from_secs(1)).await;
+            (r, closed.is_some(), started.elapsed())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        let (resp, closed, took) = r.unwrap();
+        let ctx = format!("{resp:?} closed {closed} after {took:?}");
+        let resp = resp.expect("a response");
+        assert_eq!(resp.status(), 408, "{ctx}");
+        assert_contains(&String::from_utf8_lossy(&resp.body), "request_timeout");
+        assert!(took < Duration::from_millis(4000), "{ctx}");
+        assert!(closed, "{ctx}");
+    }
+    assert!(
+        !up.targets().iter().any(|t| t == "/stalled"),
+        "{:?}",
+        up.targets()
+    );
+    // Not the upstream's failures: its breaker stays closed.
+    let ex = raw::exchange(
+        gw.addr,
+        b"GET /x HTTP/1.1\r\nhost: gw\r\nconnection: close\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(ex.statuses(), vec![200], "{ex:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

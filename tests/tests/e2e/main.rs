@@ -6,6 +6,7 @@ mod admin_cli;
 mod admin_crash;
 mod chain;
 mod hostile_h2;
+mod hostile_head;
 mod hostile_http1;
 mod hostile_paths;
 mod hostile_slow;

@@ -56,3 +56,88 @@ async fn cleartext_h2_prior_knowledge() {
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert_eq!(up.last().path_and_query, "/h2c?x=1");
 }
+
+/// The cipher suite a rustls client offering `suites` in that order (its
+/// preference) gets from the gateway.
+async fn negotiated(
+    gw: &TestGateway,
+    ca_pem: &str,
+    suites: Vec<rustls::SupportedCipherSuite>,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> rustls::CipherSuite {
+    use rustls::crypto::ring as provider;
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap();
+    roots.add(der).unwrap();
+    let provider = rustls::crypto::CryptoProvider {
+        cipher_suites: suites,
+        ..provider::default_provider()
+    };
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        connector.connect(name, tcp),
+    )
+    .await
+    .expect("handshake in time")
+    .expect("handshake");
+    tls.get_ref().1.negotiated_cipher_suite().unwrap().suite()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_chooses_the_cipher_suite() {
+    use rustls::crypto::ring::cipher_suite as cs;
+    let up = Upstream::start().await;
+    let (cert, key, _) = cert();
+    let gw = TestGateway::builder(&simple_manifest(&up.url(), ""))
+        .tls(cert.clone(), key)
+        .start()
+        .await;
+    // Clients that prefer ChaCha20 (then AES-128, then AES-256) get the
+    // server's first choice that they offer: AES-256-GCM.
+    let tls13 = negotiated(
+        &gw,
+        &cert,
+        vec![
+            cs::TLS13_CHACHA20_POLY1305_SHA256,
+            cs::TLS13_AES_128_GCM_SHA256,
+            cs::TLS13_AES_256_GCM_SHA384,
+        ],
+        &rustls::version::TLS13,
+    )
+    .await;
+    assert_eq!(tls13, rustls::CipherSuite::TLS13_AES_256_GCM_SHA384);
+    let tls12 = negotiated(
+        &gw,
+        &cert,
+        vec![
+            cs::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+            cs::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+            cs::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+        ],
+        &rustls::version::TLS12,
+    )
+    .await;
+    assert_eq!(
+        tls12,
+        rustls::CipherSuite::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+    );
+    // A client that offers only a suite lower in the server's list still
+    // gets it.
+    let only = negotiated(
+        &gw,
+        &cert,
+        vec![cs::TLS13_CHACHA20_POLY1305_SHA256],
+        &rustls::version::TLS13,
+    )
+    .await;
+    assert_eq!(only, rustls::CipherSuite::TLS13_CHACHA20_POLY1305_SHA256);
+}
