@@ -667,3 +667,33 @@ async fn waiting_retry_after_gets_through_the_sliding_window() {
 async fn waiting_retry_after_gets_through_the_token_bucket() {
     waiting_retry_after_gets_through("token-bucket").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_the_gateway_fails_after_the_upstream_answered_costs_nothing() {
+    // The upstream answers, then a later step's response phase runs past
+    // its deadline: the client gets the gateway's 503, not the upstream's
+    // answer, so the call does not count.
+    let up = Upstream::start().await;
+    let chain = format!(
+        r#"{quota}
+[[api.chain]]
+plugin = "fixture-loop"
+timeout = "20ms"
+config = {{ phase = "response" }}
+"#,
+        quota = quota_chain(10)
+    );
+    let gw = TestGateway::start(&manifest(&up.url(), &chain)).await;
+    let c = client();
+    for i in 0..3 {
+        let r = c
+            .get(gw.url("/ok"))
+            .header("x-api-key", ALICE)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503, "call {i}");
+        assert_eq!(r.headers()["x-quota-remaining"], "10", "call {i}");
+    }
+    assert_eq!(up.requests().len(), 3);
+}
