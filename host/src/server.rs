@@ -914,13 +914,12 @@ pub async fn handle(
         },
     };
 
-    set_origin(
-        &timing,
-        origin.unwrap_or_else(|| match answered_by {
-            Some(step) => ResponseOrigin::Step(step),
-            None => ResponseOrigin::Gateway(out.status),
-        }),
-    );
+    let origin = match (origin, answered_by) {
+        (Some(upstream), _) => upstream,
+        (None, Some(step)) => ResponseOrigin::Step(step),
+        (None, None) => ResponseOrigin::Gateway(out.status),
+    };
+    set_origin(&timing, origin);
 
     // The response chain, in reverse.
     let out = run_response_chain(
