@@ -456,7 +456,7 @@ impl Policy for Quota {
         _body: Option<&[u8]>,
     ) -> ResponseDecision {
         let mut edits = ResponseEdits::default();
-        let Some(mut d) = self.passed.clone() else {
+        let Some(mut d) = self.passed else {
             return ResponseDecision::Continue(edits);
         };
         if let Some((key, start, end)) = &self.taken {
