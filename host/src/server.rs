@@ -15,6 +15,7 @@ use crate::policy::{
 };
 use crate::proxy::{self, BoxError, ProxyBody};
 use crate::route::{normalize_path, RouteMatch};
+use crate::services::{CallTiming, ResponseOrigin};
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -830,6 +831,8 @@ pub async fn handle(
     // The request chain.
     let mut instances: Vec<Option<StepInstance>> = Vec::with_capacity(api.steps.len());
     let mut early: Option<Outgoing> = None;
+    // The step that answered instead of the upstream, if one did.
+    let mut answered_by: Option<Arc<str>> = None;
     let body_timeout = gateway.limits.request_body_timeout.0;
     for step in &api.steps {
         ctx.step.clear();
@@ -905,6 +908,7 @@ pub async fn handle(
                     // steps before this one, not for the one that answered.
                     instances.push(None);
                     early = Some(out);
+                    answered_by = Some(step.name.clone());
                     break;
                 }
             },
@@ -942,6 +946,7 @@ pub async fn handle(
     } else {
         None
     };
+    let mut origin = None;
     let out = match early {
         Some(o) => o,
         None => match upstream_result.expect("called when no step answered") {
@@ -959,6 +964,7 @@ pub async fn handle(
             }
             Ok(resp) => {
                 let (parts, body) = resp.into_parts();
+                origin = Some(ResponseOrigin::Upstream(parts.status.as_u16()));
                 let mut h = parts.headers;
                 proxy::strip_hop_by_hop(&mut h);
                 Outgoing {
@@ -980,8 +986,24 @@ pub async fn handle(
         },
     };
 
+    let origin = match (origin, answered_by) {
+        (Some(upstream), _) => upstream,
+        (None, Some(step)) => ResponseOrigin::Step(step),
+        (None, None) => ResponseOrigin::Gateway(out.status),
+    };
+    set_origin(&timing, origin);
+
     // The response chain, in reverse.
-    let out = run_response_chain(api, &mut instances, &mut ctx, &head, out, &request_id).await;
+    let out = run_response_chain(
+        api,
+        &mut instances,
+        &mut ctx,
+        &head,
+        out,
+        &request_id,
+        &timing,
+    )
+    .await;
     drop(instances);
     finish(out, &request_id)
 }
@@ -1123,6 +1145,11 @@ async fn call_upstream(
     .await
 }
 
+/// Record who made the response as it stands, for the `outcome` interface.
+fn set_origin(timing: &std::sync::Mutex<CallTiming>, origin: ResponseOrigin) {
+    timing.lock().unwrap_or_else(|p| p.into_inner()).origin = Some(origin);
+}
+
 async fn run_response_chain(
     api: &config::Api,
     instances: &mut [Option<StepInstance>],
@@ -1130,6 +1157,7 @@ async fn run_response_chain(
     head: &RequestHead,
     mut out: Outgoing,
     request_id: &str,
+    timing: &std::sync::Mutex<CallTiming>,
 ) -> Outgoing {
     // Buffer the response body only if a step that will run asks for it.
     let limit = api
@@ -1155,6 +1183,7 @@ async fn run_response_chain(
                 };
                 log_failure(&err, request_id, &api.name);
                 out = error_outgoing(&err, request_id);
+                set_origin(timing, ResponseOrigin::Gateway(out.status));
             }
         }
     }
@@ -1209,6 +1238,7 @@ async fn run_response_chain(
                     headers: Fields::Wit(resp.headers),
                     body: OutBody::Buffered(Bytes::from(resp.body)),
                 };
+                set_origin(timing, ResponseOrigin::Step(step.name.clone()));
                 Ok(())
             }
         });
@@ -1220,6 +1250,7 @@ async fn run_response_chain(
             let err = GatewayError::Policy(e);
             log_failure(&err, request_id, &api.name);
             out = error_outgoing(&err, request_id);
+            set_origin(timing, ResponseOrigin::Gateway(out.status));
         }
     }
     out

@@ -14,6 +14,6 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::tollgate::policy::{
-    cache, clock, consumers, counters, crypto, http_client, kv, log, plans, service_types, sink,
-    timing, types,
+    cache, clock, consumers, counters, crypto, http_client, kv, log, outcome, plans, service_types,
+    sink, timing, types,
 };

@@ -294,6 +294,21 @@ impl bindings::counters::Host for StepState {
             .map(to_decision)
             .map_err(ServiceError::Unavailable)
     }
+
+    fn quota_refund(
+        &mut self,
+        key: String,
+        period_start_ms: u64,
+        period_end_ms: u64,
+        cost: u64,
+    ) -> Result<u64, ServiceError> {
+        self.grant("counters")?;
+        let key = format!("{}\0{key}", self.api);
+        self.services
+            .quotas
+            .refund(&key, period_start_ms, period_end_ms, cost)
+            .map_err(ServiceError::Unavailable)
+    }
 }
 
 impl bindings::cache::Host for StepState {
@@ -522,6 +537,19 @@ impl bindings::timing::Host for StepState {
                 Vec::new()
             },
         }
+    }
+}
+
+impl bindings::outcome::Host for StepState {
+    fn origin(&mut self) -> Option<bindings::outcome::ResponseOrigin> {
+        use crate::services::ResponseOrigin as O;
+        use bindings::outcome::ResponseOrigin as Origin;
+        let t = self.scope.timing.lock().unwrap_or_else(|p| p.into_inner());
+        Some(match t.origin.as_ref()? {
+            O::Upstream(status) => Origin::Upstream(*status),
+            O::Step(name) => Origin::Step(name.to_string()),
+            O::Gateway(status) => Origin::Gateway(*status),
+        })
     }
 }
 

@@ -161,37 +161,80 @@ fn sliding(
         *start = aligned;
     }
     let elapsed = now - *start;
-    let weight = (window - elapsed) as f64 / window as f64;
-    let estimate = (*prev as f64 * weight).ceil() as u64 + *curr;
-    let reset_ms = window - elapsed;
+    let estimate = weighted(*prev, window - elapsed, window).saturating_add(*curr);
     if estimate.saturating_add(cost) <= limit {
         *curr += cost;
         Decision {
             allowed: true,
             limit,
             remaining: limit - estimate - cost,
-            reset_ms,
+            reset_ms: until_empty(window, elapsed, *prev, *curr),
             retry_after_ms: 0,
         }
     } else {
-        // When will prev's weight have decayed enough?
-        let retry_after_ms = if *curr + cost > limit || *prev == 0 {
-            reset_ms
-        } else {
-            let room = (limit - *curr - cost) as f64;
-            let needed_weight = room / *prev as f64;
-            let at = (window as f64 * (1.0 - needed_weight)).ceil() as u64;
-            at.saturating_sub(elapsed).max(1)
-        };
         Decision {
             allowed: false,
             limit,
             remaining: limit.saturating_sub(estimate),
-            reset_ms,
-            retry_after_ms,
+            reset_ms: until_empty(window, elapsed, *prev, *curr),
+            retry_after_ms: until_room(window, elapsed, *prev, *curr, limit, cost),
         }
     }
 }
+
+/// The previous window's count as seen `left` ms before the current window
+/// ends: `ceil(count * left / window)`, in integers so that the check and
+/// the retry time computed from it agree to the millisecond.
+fn weighted(count: u64, left: u64, window: u64) -> u64 {
+    (u128::from(count) * u128::from(left)).div_ceil(u128::from(window)) as u64
+}
+
+/// The first millisecond `e` into a window, not before `from`, at which a
+/// previous window of `prev` weighs at most `room`: `weighted(prev, window -
+/// e, window) <= room`, that is `prev * (window - e) <= room * window`.
+/// Always at most `window` (where the previous window weighs nothing).
+fn first_fit(window: u64, prev: u64, room: u64, from: u64) -> u64 {
+    if prev == 0 {
+        return from;
+    }
+    let span = (u128::from(room) * u128::from(window) / u128::from(prev)).min(u128::from(window));
+    (window - span as u64).max(from)
+}
+
+/// Milliseconds from `elapsed` into the current window until a call of
+/// `cost` passes, if no other call is counted meanwhile: later in this
+/// window once `prev` has decayed enough, or in the next one, where `curr`
+/// is the previous window and decays in turn. A cost above the limit never
+/// passes: then the time until the window is empty.
+fn until_room(window: u64, elapsed: u64, prev: u64, curr: u64, limit: u64, cost: u64) -> u64 {
+    if cost > limit {
+        return until_empty(window, elapsed, prev, curr).max(1);
+    }
+    if let Some(room) = limit.checked_sub(curr.saturating_add(cost)) {
+        let at = first_fit(window, prev, room, elapsed);
+        if at < window {
+            return (at - elapsed).max(1);
+        }
+    }
+    (window - elapsed) + first_fit(window, curr, limit - cost, 0)
+}
+
+/// Milliseconds from `elapsed` into the current window until nothing
+/// counted so far weighs anything: the end of the next window if this one
+/// counted calls, else the end of this one if the previous did.
+fn until_empty(window: u64, elapsed: u64, prev: u64, curr: u64) -> u64 {
+    if curr > 0 {
+        2 * window - elapsed
+    } else if prev > 0 {
+        window - elapsed
+    } else {
+        0
+    }
+}
+
+/// Tokens a check may be short of `cost` by and still pass: far below one
+/// token, far above the rounding of a refill computed in steps.
+const TOKEN_SLACK: f64 = 1e-9;
 
 fn bucket(
     window: u64,
@@ -207,8 +250,8 @@ fn bucket(
         *last = now;
     }
     let cost_f = cost as f64;
-    if *tokens >= cost_f {
-        *tokens -= cost_f;
+    if *tokens + TOKEN_SLACK >= cost_f {
+        *tokens = (*tokens - cost_f).max(0.0);
         let reset_ms = if rate > 0.0 {
             ((limit as f64 - *tokens) / rate).ceil() as u64
         } else {
@@ -223,7 +266,16 @@ fn bucket(
         }
     } else {
         let wait = if rate > 0.0 && cost <= limit {
-            ((cost_f - *tokens) / rate).ceil() as u64
+            // The refill the next check computes, `tokens + wait * rate`,
+            // must reach `cost` at `now + wait`: step past any rounding.
+            let mut wait = ((cost_f - *tokens) / rate).ceil() as u64;
+            while *tokens + wait as f64 * rate + TOKEN_SLACK < cost_f {
+                wait += 1;
+            }
+            while wait > 1 && *tokens + (wait - 1) as f64 * rate + TOKEN_SLACK >= cost_f {
+                wait -= 1;
+            }
+            wait
         } else {
             window
         };
@@ -302,6 +354,35 @@ impl Quotas {
     }
 }
 
+impl Quotas {
+    /// Atomically take `cost` back from the count of the period `[start,
+    /// end)`, never below zero; durable before it returns. A period with
+    /// nothing counted is left alone. Returns the count after the refund.
+    pub fn refund(&self, key: &str, start: u64, end: u64, cost: u64) -> Result<u64, String> {
+        if end <= start {
+            return Err(format!("period {start}..{end} is empty"));
+        }
+        if key.len() > 1024 {
+            return Err("key longer than 1024 bytes".into());
+        }
+        let store = self
+            .store
+            .as_ref()
+            .ok_or_else(|| "no store in this process (tollgate check)".to_string())?;
+        let k = format!("{key}\0{start}");
+        let _g = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let current = store.quota_get(k.as_bytes()).map_err(|e| e.to_string())?;
+        if current == 0 || cost == 0 {
+            return Ok(current);
+        }
+        let left = current.saturating_sub(cost);
+        store
+            .quota_set_durable(k.as_bytes(), left, end)
+            .map_err(|e| e.to_string())?;
+        Ok(left)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -321,7 +402,10 @@ mod tests {
             .check_and_add("k", 5, 1000, Algorithm::SlidingWindow, 1, t + 10)
             .unwrap();
         assert!(!d.allowed);
-        assert!(d.retry_after_ms > 0 && d.retry_after_ms <= 1000);
+        // Not at the window's end (t + 1000), where the five still weigh
+        // five: 4/5 of the next window must pass first.
+        assert_eq!(d.retry_after_ms, 990 + 200);
+        assert_eq!(d.reset_ms, 990 + 1000);
         // Half a window later the previous window still weighs half.
         let d = c
             .check_and_add("k", 5, 1000, Algorithm::SlidingWindow, 1, t + 1500)
@@ -332,6 +416,118 @@ mod tests {
             .check_and_add("k", 5, 1000, Algorithm::SlidingWindow, 5, t + 3000)
             .unwrap();
         assert!(d.allowed);
+    }
+
+    /// A small deterministic generator, so the sweeps below are repeatable.
+    fn lcg(seed: &mut u64) -> u64 {
+        *seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        *seed >> 33
+    }
+
+    /// Fill a limit with calls at irregular times, and at every refusal
+    /// check that `retry_after_ms` is exact: a call one millisecond earlier
+    /// is still refused, a call at that time passes (and is counted, and the
+    /// filling goes on from there).
+    fn retry_after_is_exact(algorithm: Algorithm) {
+        let mut seed = 7;
+        let mut refusals = 0;
+        for window in [1, 7, 1000, 2000, 60_000] {
+            for limit in [1, 2, 3, 5, 10, 97] {
+                for cost in [1, 2, 3] {
+                    if cost > limit {
+                        continue;
+                    }
+                    let c = Counters::default();
+                    let mut now = 1_700_000_000_000 + lcg(&mut seed) % 100_000;
+                    for _ in 0..60 {
+                        let d = c
+                            .check_and_add("k", limit, window, algorithm, cost, now)
+                            .unwrap();
+                        if d.allowed {
+                            // Mostly quick calls, some pauses.
+                            now += match lcg(&mut seed) % 4 {
+                                0 => lcg(&mut seed) % (2 * window),
+                                _ => lcg(&mut seed) % (window / 10 + 1),
+                            };
+                            continue;
+                        }
+                        refusals += 1;
+                        let wait = d.retry_after_ms;
+                        let what = format!(
+                            "{algorithm:?} window {window} limit {limit} cost {cost}: refused at {now}, retry after {wait}"
+                        );
+                        assert!(wait >= 1, "{what}");
+                        assert!(d.reset_ms >= wait, "{what}: reset {}", d.reset_ms);
+                        if wait > 1 {
+                            let early = c
+                                .check_and_add("k", limit, window, algorithm, cost, now + wait - 1)
+                                .unwrap();
+                            assert!(!early.allowed, "{what}: passed 1 ms early");
+                        }
+                        now += wait;
+                        let on_time = c
+                            .check_and_add("k", limit, window, algorithm, cost, now)
+                            .unwrap();
+                        assert!(on_time.allowed, "{what}: refused again then");
+                    }
+                }
+            }
+        }
+        assert!(
+            refusals > 500,
+            "only {refusals} refusals: the sweep tests little"
+        );
+    }
+
+    #[test]
+    fn sliding_window_retry_after_is_exactly_when_the_call_passes() {
+        retry_after_is_exact(Algorithm::SlidingWindow);
+    }
+
+    #[test]
+    fn token_bucket_retry_after_is_exactly_when_the_call_passes() {
+        retry_after_is_exact(Algorithm::TokenBucket);
+    }
+
+    #[test]
+    fn sliding_window_reset_is_when_nothing_counted_weighs_any_more() {
+        let c = Counters::default();
+        let t = 2_000_000 + 500;
+        for _ in 0..3 {
+            assert!(
+                c.check_and_add("r", 3, 2000, Algorithm::SlidingWindow, 1, t)
+                    .unwrap()
+                    .allowed
+            );
+        }
+        let d = c
+            .check_and_add("r", 3, 2000, Algorithm::SlidingWindow, 1, t)
+            .unwrap();
+        assert!(!d.allowed);
+        // The three weigh fully until the window ends (1500 ms), then decay
+        // over the next window: one unit of room after 2/3 of it.
+        assert_eq!(d.retry_after_ms, 1500 + 667);
+        assert_eq!(d.reset_ms, 1500 + 2000);
+        // The whole limit is back at the reset, not a millisecond before.
+        assert!(
+            !c.check_and_add(
+                "r",
+                3,
+                2000,
+                Algorithm::SlidingWindow,
+                3,
+                t + d.reset_ms - 1
+            )
+            .unwrap()
+            .allowed
+        );
+        assert!(
+            c.check_and_add("r", 3, 2000, Algorithm::SlidingWindow, 3, t + d.reset_ms)
+                .unwrap()
+                .allowed
+        );
     }
 
     #[test]
@@ -436,5 +632,48 @@ mod tests {
                 .allowed
         );
         assert!(q.check_and_add("c", 3, 0, 1000, 1, 1500).is_err());
+    }
+
+    #[test]
+    fn quota_refunds_give_units_back_durably_and_never_below_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let q = Quotas::new(Some(Store::open(dir.path()).unwrap()));
+            for _ in 0..3 {
+                assert!(q.check_and_add("c", 3, 0, 1000, 1, 10).unwrap().allowed);
+            }
+            assert!(!q.check_and_add("c", 3, 0, 1000, 1, 10).unwrap().allowed);
+            assert_eq!(q.refund("c", 0, 1000, 1).unwrap(), 2);
+            // The unit given back is there for the next call.
+            let d = q.check_and_add("c", 3, 0, 1000, 1, 20).unwrap();
+            assert!(d.allowed);
+            assert_eq!(d.remaining, 0);
+            assert_eq!(q.refund("c", 0, 1000, 2).unwrap(), 1);
+            // More than was counted: zero, not below (nor a wrap-around).
+            assert_eq!(q.refund("c", 0, 1000, 5).unwrap(), 0);
+            assert_eq!(q.refund("c", 0, 1000, 1).unwrap(), 0);
+            assert_eq!(
+                q.check_and_add("c", 3, 0, 1000, 3, 30).unwrap().remaining,
+                0
+            );
+            assert_eq!(q.refund("c", 0, 1000, 1).unwrap(), 2);
+            // Other periods and keys are untouched; nothing counted stays so.
+            assert_eq!(q.refund("c", 1000, 2000, 1).unwrap(), 0);
+            assert_eq!(q.refund("other", 0, 1000, 1).unwrap(), 0);
+            assert!(q.refund("c", 1000, 1000, 1).is_err());
+        }
+        let store = (0..100)
+            .find_map(|_| {
+                Store::open(dir.path()).ok().or_else(|| {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    None
+                })
+            })
+            .expect("the store reopens");
+        // The refund was durable: 2 of 3 used after the restart.
+        let q = Quotas::new(Some(store));
+        let d = q.check_and_add("c", 3, 0, 1000, 1, 40).unwrap();
+        assert!(d.allowed);
+        assert_eq!(d.remaining, 0);
     }
 }

@@ -198,6 +198,20 @@ pub struct CallTiming {
     pub start: Instant,
     pub upstream_us: u64,
     pub steps: Vec<(String, u64)>,
+    /// Who made the response as it stands (`None` until there is one), for
+    /// the `outcome` interface.
+    pub origin: Option<ResponseOrigin>,
+}
+
+/// Who made a call's response (WIT `outcome.origin`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResponseOrigin {
+    /// The upstream, with the status it sent.
+    Upstream(u16),
+    /// A step answered instead (its name).
+    Step(std::sync::Arc<str>),
+    /// The gateway made an error response with this status.
+    Gateway(u16),
 }
 
 impl CallTiming {
@@ -206,6 +220,7 @@ impl CallTiming {
             start: Instant::now(),
             upstream_us: 0,
             steps: Vec::new(),
+            origin: None,
         }
     }
 }

@@ -12,7 +12,16 @@
 //! time-zone = "+02:00"      # UTC, or a fixed offset
 //! week-starts = "monday"
 //! status = 403
+//! count = "upstream-below-500"   # which calls cost a unit: all | upstream |
+//!                                # upstream-below-500 (default) | upstream-below-400
 //! ```
+//!
+//! A call takes its unit in the request phase (so that concurrent calls
+//! cannot exceed the quota) and, under the default `count`, gets it back in
+//! the response phase unless the upstream answered it with a status below
+//! 500: calls refused or failed by the gateway (a later step's refusal,
+//! deadline or failure, an unreachable upstream) and the upstream's own
+//! failures cost the consumer nothing.
 //!
 //! Or take the quota from the caller's plan (defined through the admin API,
 //! read with `plans::limits(consumer.plan)` on every call):
@@ -39,6 +48,7 @@ pub mod calendar;
 use calendar::{parse_offset, parse_weekday, period_bounds, Period, Weekday};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use tollgate_policy_sdk::services::outcome::{self, ResponseOrigin};
 use tollgate_policy_sdk::services::{counters, plans, Decision, ServiceError};
 use tollgate_policy_sdk::{
     clock, log, CallContext, ConfigError, Policy, PolicyInfo, RequestDecision, RequestEdits,
@@ -79,6 +89,51 @@ pub struct Config {
     /// `false` (the default) answers 503.
     #[serde(default)]
     pub fail_open: bool,
+    /// Which calls cost a unit.
+    #[serde(default)]
+    pub count: Count,
+}
+
+/// Which calls cost a unit of the quota (`count`). Every call the quota lets
+/// through takes a unit at once; in the response phase the unit is given
+/// back if the call does not count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum Count {
+    /// Every call the quota let through, however it ended (also calls a
+    /// later step refused or failed, and calls the upstream never saw).
+    #[serde(rename = "all")]
+    All,
+    /// Calls the upstream answered, whatever the status.
+    #[serde(rename = "upstream")]
+    Upstream,
+    /// Calls the upstream answered with a status below 500: its successes,
+    /// redirects and client errors, not its failures (the default).
+    #[default]
+    #[serde(rename = "upstream-below-500")]
+    UpstreamBelow500,
+    /// Calls the upstream answered with a status below 400.
+    #[serde(rename = "upstream-below-400")]
+    UpstreamBelow400,
+}
+
+impl Count {
+    /// Whether a call whose response came from `origin` counts. Without an
+    /// origin (none known), it counts.
+    pub fn counts(self, origin: Option<&ResponseOrigin>) -> bool {
+        if self == Count::All {
+            return true;
+        }
+        let status = match origin {
+            None => return true,
+            Some(ResponseOrigin::Upstream(status)) => *status,
+            Some(ResponseOrigin::Step(_) | ResponseOrigin::Gateway(_)) => return false,
+        };
+        match self {
+            Count::All | Count::Upstream => true,
+            Count::UpstreamBelow500 => status < 500,
+            Count::UpstreamBelow400 => status < 400,
+        }
+    }
 }
 
 fn default_tz() -> String {
@@ -175,7 +230,10 @@ pub struct Quota {
     week_starts: Weekday,
     status: u16,
     fail_open: bool,
+    count: Count,
     passed: Option<Decision>,
+    /// The unit taken by this call: key and period, to give it back.
+    taken: Option<(String, u64, u64)>,
     counter: CounterFn,
 }
 
@@ -264,7 +322,9 @@ impl Policy for Quota {
             week_starts,
             status: config.status,
             fail_open: config.fail_open,
+            count: config.count,
             passed: None,
+            taken: None,
             counter: counters::quota_check_and_add,
         })
     }
@@ -331,6 +391,9 @@ impl Policy for Quota {
         match (self.counter)(&key, allowance.calls, start, end, 1) {
             Ok(d) if d.allowed => {
                 self.passed = Some(d);
+                if self.count != Count::All {
+                    self.taken = Some((key, start, end));
+                }
                 RequestDecision::Continue(RequestEdits::default())
             }
             Ok(d) => {
@@ -393,10 +456,22 @@ impl Policy for Quota {
         _body: Option<&[u8]>,
     ) -> ResponseDecision {
         let mut edits = ResponseEdits::default();
-        if let Some(d) = &self.passed {
-            for (name, value) in headers(d) {
-                edits = edits.set_header(name, value);
+        let Some(mut d) = self.passed else {
+            return ResponseDecision::Continue(edits);
+        };
+        if let Some((key, start, end)) = &self.taken {
+            let origin = outcome::origin();
+            if !self.count.counts(origin.as_ref()) {
+                match counters::quota_refund(key, *start, *end, 1) {
+                    Ok(used) => d.remaining = d.limit.saturating_sub(used),
+                    Err(e) => log::warn(&format!(
+                        "quota: the unit of a call that does not count ({origin:?}) could not be given back: {e:?}"
+                    )),
+                }
             }
+        }
+        for (name, value) in headers(&d) {
+            edits = edits.set_header(name, value);
         }
         ResponseDecision::Continue(edits)
     }

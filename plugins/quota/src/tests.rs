@@ -1,5 +1,6 @@
 use super::calendar::{days_from_civil, DAY_MS};
 use super::*;
+use tollgate_policy_sdk::services::outcome::ResponseOrigin;
 use tollgate_policy_sdk::services::{harness, plans};
 use tollgate_policy_sdk::{header_str, parse_config, Consumer, HeaderOp};
 
@@ -61,6 +62,19 @@ fn config_defaults_and_errors() {
         (By::Consumer, 0, 0, 403)
     );
     assert!(!p.fail_open);
+    assert_eq!(p.count, Count::UpstreamBelow500);
+    for (text, count) in [
+        ("all", Count::All),
+        ("upstream", Count::Upstream),
+        ("upstream-below-500", Count::UpstreamBelow500),
+        ("upstream-below-400", Count::UpstreamBelow400),
+    ] {
+        let p = policy(&format!(r#"{{"calls":5,"period":"day","count":"{text}"}}"#));
+        assert_eq!(p.count, count, "{text}");
+    }
+    let (field, message) = error(r#"{"calls":5,"period":"day","count":"served"}"#);
+    assert_eq!(field.as_deref(), Some("count"));
+    assert!(message.contains("upstream-below-500"), "{message}");
     let p = policy(
         r#"{"calls":5,"period":"week","by":"plan","time-zone":"-05:30","week-starts":"sunday","status":429,"fail-open":true}"#,
     );
@@ -619,4 +633,79 @@ fn a_plan_without_a_quota_is_unlimited() {
         // Through, and no quota headers: there is no quota to report.
         assert_eq!(call(cfg, &alice_on("enterprise")), Ok(vec![]));
     }
+}
+
+/// One call that passed the quota and ended with a response from `origin`:
+/// the headers of its response phase.
+fn call_ending(json: &str, c: &CallContext, origin: Option<ResponseOrigin>) -> Vec<HeaderOp> {
+    harness::set_origin(origin);
+    let headers = call(json, c).unwrap_or_else(|r| panic!("refused: {r:?}"));
+    harness::set_origin(None);
+    headers
+}
+
+#[test]
+fn only_calls_that_count_keep_their_unit() {
+    let now = at(2024, 5, 10, 12, 0);
+    let (start, _) = policy(r#"{"calls":1,"period":"day"}"#).bounds(Period::Day, now);
+    let key = "quota/quota/day/consumer/c=alice";
+    let upstream = ResponseOrigin::Upstream;
+    let gateway = ResponseOrigin::Gateway;
+    let step = || ResponseOrigin::Step("rate-limit".into());
+    // (count, origin, whether the call keeps its unit)
+    let cases = [
+        ("all", Some(gateway(503)), true),
+        ("all", Some(step()), true),
+        ("all", Some(upstream(500)), true),
+        ("upstream", Some(upstream(503)), true),
+        ("upstream", Some(upstream(200)), true),
+        ("upstream", Some(gateway(502)), false),
+        ("upstream", Some(step()), false),
+        ("upstream-below-500", Some(upstream(200)), true),
+        ("upstream-below-500", Some(upstream(404)), true),
+        ("upstream-below-500", Some(upstream(499)), true),
+        ("upstream-below-500", Some(upstream(500)), false),
+        ("upstream-below-500", Some(gateway(503)), false),
+        ("upstream-below-500", Some(gateway(200)), false),
+        ("upstream-below-500", Some(step()), false),
+        ("upstream-below-400", Some(upstream(399)), true),
+        ("upstream-below-400", Some(upstream(400)), false),
+        ("upstream-below-400", Some(gateway(504)), false),
+        // No origin known: the call counts.
+        ("upstream-below-500", None, true),
+    ];
+    for (count, origin, keeps) in cases {
+        harness::reset();
+        harness::set_now_ms(now);
+        let cfg = format!(r#"{{"calls":3,"period":"day","count":"{count}"}}"#);
+        let what = format!("count {count}, origin {origin:?}");
+        let h = call_ending(&cfg, &alice(), origin.clone());
+        let used = u64::from(keeps);
+        assert_eq!(harness::quota_count(key, start), used, "{what}");
+        // The headers say what is left after the refund.
+        assert_eq!(
+            h[1],
+            HeaderOp::set("x-quota-remaining", (3 - used).to_string().as_str()),
+            "{what}"
+        );
+        // Units given back are there for later calls: three more pass.
+        for _ in 0..3 - used {
+            call_ending(&cfg, &alice(), Some(upstream(200)));
+        }
+        assert!(call(&cfg, &alice()).is_err(), "{what}");
+    }
+}
+
+#[test]
+fn calls_that_do_not_count_never_free_more_than_they_took() {
+    harness::reset();
+    harness::set_now_ms(at(2024, 5, 10, 12, 0));
+    let cfg = r#"{"calls":2,"period":"day"}"#;
+    // Many failed calls in a row do not build up credit.
+    for _ in 0..10 {
+        call_ending(cfg, &alice(), Some(ResponseOrigin::Gateway(503)));
+    }
+    call_ending(cfg, &alice(), Some(ResponseOrigin::Upstream(200)));
+    call_ending(cfg, &alice(), Some(ResponseOrigin::Upstream(201)));
+    assert_eq!(call(cfg, &alice()).unwrap_err().status, 403);
 }

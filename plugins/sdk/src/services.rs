@@ -63,6 +63,43 @@ pub mod counters {
             super::native::quota_check_and_add(key, limit, start_ms, end_ms, cost)
         }
     }
+
+    /// Give back `cost` units added by [`quota_check_and_add`] for the
+    /// period `[start_ms, end_ms)` (never below zero); durable on the
+    /// gateway. Returns the period's count after the refund.
+    pub fn quota_refund(
+        key: &str,
+        start_ms: u64,
+        end_ms: u64,
+        cost: u64,
+    ) -> Result<u64, ServiceError> {
+        #[cfg(target_arch = "wasm32")]
+        {
+            host::counters::quota_refund(key, start_ms, end_ms, cost)
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            super::native::quota_refund(key, start_ms, end_ms, cost)
+        }
+    }
+}
+
+/// Who made the response, for the response phase (no grant needed).
+pub mod outcome {
+    pub use crate::bindings::tollgate::policy::outcome::ResponseOrigin;
+
+    /// Who made the response as it stands when this step's response phase
+    /// runs; `None` in the request phase.
+    pub fn origin() -> Option<ResponseOrigin> {
+        #[cfg(target_arch = "wasm32")]
+        {
+            super::host::outcome::origin()
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            super::native::with(|s| s.origin.clone())
+        }
+    }
 }
 
 /// The response cache (per API).
@@ -398,6 +435,20 @@ pub mod harness {
     pub fn set_verifier(f: Verifier) {
         native::with(|s| s.verifier = Some(f));
     }
+    /// Set what [`super::outcome::origin`] returns.
+    pub fn set_origin(origin: Option<super::outcome::ResponseOrigin>) {
+        native::with(|s| s.origin = origin);
+    }
+    /// The count of a quota period, as [`super::counters::quota_check_and_add`]
+    /// keeps it (0 if nothing was counted).
+    pub fn quota_count(key: &str, start_ms: u64) -> u64 {
+        native::with(|s| {
+            s.quotas
+                .get(&(key.to_string(), start_ms))
+                .copied()
+                .unwrap_or(0)
+        })
+    }
     /// Set what [`super::timing`] returns.
     pub fn set_timing(t: CallTiming) {
         native::with(|s| s.timing = t);
@@ -432,6 +483,7 @@ pub(crate) mod native {
         pub key_sources: Vec<String>,
         pub verifier: Option<Verifier>,
         pub timing: CallTiming,
+        pub origin: Option<super::outcome::ResponseOrigin>,
         pub sink: Vec<String>,
     }
 
@@ -559,6 +611,19 @@ pub(crate) mod native {
                     retry_after_ms: reset_ms,
                 })
             }
+        })
+    }
+
+    pub fn quota_refund(key: &str, start: u64, end: u64, cost: u64) -> Result<u64, ServiceError> {
+        if end <= start {
+            return Err(ServiceError::Unavailable("the period is empty".into()));
+        }
+        with(|s| match s.quotas.get_mut(&(key.to_string(), start)) {
+            Some(used) => {
+                *used = used.saturating_sub(cost);
+                Ok(*used)
+            }
+            None => Ok(0),
         })
     }
 

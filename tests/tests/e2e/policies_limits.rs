@@ -1,5 +1,6 @@
 //! key-auth, rate-limit and quota end to end.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 use tollgate::services::consumers::key_digest_hex;
 use tollgate_tests::*;
@@ -248,13 +249,17 @@ config = { limits = [{ per = "minute", requests = 7, by = "ip" }] }
                         .parse::<u64>()
                         .unwrap(),
                 );
+                // Until the calls counted so far weigh nothing any more: the
+                // end of the next minute.
                 let reset: u64 = h["ratelimit-reset"].to_str().unwrap().parse().unwrap();
-                assert!((1..=60).contains(&reset), "{reset}");
+                assert!((60..=120).contains(&reset), "{reset}");
             }
             429 => {
                 refused += 1;
+                // Seven calls in this minute weigh seven until its end, then
+                // decay: room for one more 1/7 into the next minute.
                 let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
-                assert!((1..=60).contains(&retry), "{retry}");
+                assert!((9..=69).contains(&retry), "{retry}");
                 assert_eq!(h["ratelimit-limit"], "7");
                 assert_eq!(h["ratelimit-remaining"], "0");
                 assert!(h.contains_key("ratelimit-reset"));
@@ -439,4 +444,256 @@ fn a_quota_survives_a_gateway_restart() {
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["x-quota-remaining"], "1");
     });
+}
+
+/// A loopback HTTP server for `fixture-slowcall`: it answers `200` at once,
+/// except every third request (the 2nd, 5th, 8th, ...), which it leaves
+/// unanswered for 10 s, so that the step calling it runs past its deadline.
+async fn every_third_hangs() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(AtomicUsize::new(0));
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if seen.fetch_add(1, Ordering::SeqCst) % 3 == 1 {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    return;
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            });
+        }
+    });
+    (addr, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_charges_only_the_calls_the_upstream_served() {
+    // key-auth, quota (100 a month), a rate limit of 9 calls, and a step
+    // whose outbound call hangs on every third call, so that it runs past
+    // its deadline (503 from the gateway).
+    let up = Upstream::start().await;
+    let (hang, hang_task) = every_third_hangs().await;
+    let chain = format!(
+        r#"{quota}
+[[api.chain]]
+plugin = "rate-limit"
+grants = ["counters"]
+config = {{ limits = [{{ per = "hour", requests = 9, by = "consumer" }}] }}
+
+[[api.chain]]
+plugin = "fixture-slowcall"
+timeout = "2s"
+grants = ["http:{hang}"]
+config = {{ url = "http://{hang}/", timeout-ms = 60000 }}
+"#,
+        quota = quota_chain(100)
+    );
+    let gw = TestGateway::start(&manifest(&up.url(), &chain)).await;
+    gw.until_snapshotted().await;
+    let c = client();
+    // (path, the status the client gets, the quota left after the call)
+    let calls = [
+        ("/ok", 200, 99),
+        ("/ok", 503, 99),         // the step's deadline: the gateway failed the call
+        ("/status/500", 500, 99), // the upstream failed
+        ("/ok", 200, 98),
+        ("/ok", 503, 98),
+        ("/status/404", 404, 97), // the upstream answered: the caller's mistake counts
+        ("/ok", 200, 96),
+        ("/ok", 503, 96),
+        ("/ok", 200, 95),
+        ("/ok", 429, 95), // refused by the later rate limit
+        ("/ok", 429, 95),
+    ];
+    for (i, (path, status, left)) in calls.into_iter().enumerate() {
+        let r = c
+            .get(gw.url(path))
+            .header("x-api-key", ALICE)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "call {i} to {path}");
+        assert_eq!(r.headers()["x-quota-limit"], "100", "call {i}");
+        assert_eq!(
+            r.headers()["x-quota-remaining"],
+            left.to_string().as_str(),
+            "call {i} to {path}: status {status}"
+        );
+    }
+    // The upstream saw exactly the six calls that got past the steps.
+    assert_eq!(up.requests().len(), 6);
+    // The count is durable: another gateway on the same store would see 5
+    // used; here, the next call of another consumer is unaffected, and
+    // Alice's units given back are really there (not just in the headers).
+    let r = c
+        .get(gw.url("/ok"))
+        .header("x-api-key", BOB)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-quota-remaining"], "99");
+    hang_task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_count_all_every_call_the_quota_let_through_is_charged() {
+    let up = Upstream::start().await;
+    let chain = format!(
+        r#"{KEY_AUTH}
+[[api.chain]]
+plugin = "quota"
+grants = ["counters"]
+config = {{ calls = 10, period = "day", count = "all" }}
+
+[[api.chain]]
+plugin = "rate-limit"
+grants = ["counters"]
+config = {{ limits = [{{ per = "hour", requests = 3, by = "consumer" }}] }}
+"#
+    );
+    let gw = TestGateway::start(&manifest(&up.url(), &chain)).await;
+    let c = client();
+    for (path, left) in [("/status/500", "9"), ("/status/503", "8"), ("/ok", "7")] {
+        let r = c
+            .get(gw.url(path))
+            .header("x-api-key", ALICE)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.headers()["x-quota-remaining"], left, "{path}");
+    }
+    // Refused by the later rate limit: charged all the same.
+    let r = c
+        .get(gw.url("/ok"))
+        .header("x-api-key", ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["x-quota-remaining"], "6");
+}
+
+/// Wall-clock milliseconds into the current second.
+fn ms_into_second() -> u64 {
+    (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+        % 1000) as u64
+}
+
+/// Spend a limit of 3 calls per second at the start of a second, then wait
+/// exactly `Retry-After` after the first refusal: the next call must pass.
+/// (With the sliding window, the three calls still weigh three at the end
+/// of their second; a `Retry-After` pointing there was early.)
+async fn waiting_retry_after_gets_through(algorithm: &str) {
+    let up = Upstream::start().await;
+    let chain = format!(
+        r#"
+[[api.chain]]
+plugin = "rate-limit"
+grants = ["counters"]
+config = {{ limits = [{{ per = "second", requests = 3, by = "header:x-round" }}], algorithm = "{algorithm}" }}
+"#
+    );
+    let gw = TestGateway::start(&simple_manifest(&up.url(), &chain)).await;
+    let c = client();
+    let mut refusals = 0;
+    for round in 0..3 {
+        // Start early in a second, where waiting until its end is not
+        // enough for the sliding window.
+        tokio::time::sleep(Duration::from_millis(1000 - ms_into_second() + 20)).await;
+        let call = || {
+            c.get(gw.url("/r"))
+                .header("x-round", format!("{algorithm}-{round}"))
+                .send()
+        };
+        let mut refused = None;
+        for _ in 0..10 {
+            let r = call().await.unwrap();
+            if r.status() == 429 {
+                refused = Some(r);
+                break;
+            }
+            assert_eq!(r.status(), 200);
+        }
+        let r = refused.expect("the limit refused none of 10 calls");
+        refusals += 1;
+        let h = r.headers();
+        let retry: u64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+        let reset: u64 = h["ratelimit-reset"].to_str().unwrap().parse().unwrap();
+        assert!((1..=2).contains(&retry), "retry-after {retry}");
+        // The limit is fully back no sooner than a call could pass.
+        assert!(
+            reset >= retry,
+            "ratelimit-reset {reset} < retry-after {retry}"
+        );
+        assert_eq!(h["ratelimit-remaining"], "0");
+        tokio::time::sleep(Duration::from_secs(retry)).await;
+        let again = call().await.unwrap();
+        assert_eq!(
+            again.status(),
+            200,
+            "{algorithm}, round {round}: refused again after waiting retry-after {retry} s"
+        );
+    }
+    assert_eq!(refusals, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_retry_after_gets_through_the_sliding_window() {
+    waiting_retry_after_gets_through("sliding-window").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_retry_after_gets_through_the_token_bucket() {
+    waiting_retry_after_gets_through("token-bucket").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_the_gateway_fails_after_the_upstream_answered_costs_nothing() {
+    // The upstream answers, then a later step's response phase runs past
+    // its deadline: the client gets the gateway's 503, not the upstream's
+    // answer, so the call does not count.
+    let up = Upstream::start().await;
+    let chain = format!(
+        r#"{quota}
+[[api.chain]]
+plugin = "fixture-loop"
+timeout = "20ms"
+config = {{ phase = "response" }}
+"#,
+        quota = quota_chain(10)
+    );
+    let gw = TestGateway::start(&manifest(&up.url(), &chain)).await;
+    let c = client();
+    for i in 0..3 {
+        let r = c
+            .get(gw.url("/ok"))
+            .header("x-api-key", ALICE)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503, "call {i}");
+        assert_eq!(r.headers()["x-quota-remaining"], "10", "call {i}");
+    }
+    assert_eq!(up.requests().len(), 3);
 }
