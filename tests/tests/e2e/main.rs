@@ -25,3 +25,4 @@ mod tls;
 mod transform_body;
 mod ui;
 mod upstream_faults;
+mod upstream_tls;

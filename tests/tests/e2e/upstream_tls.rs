@@ -174,7 +174,11 @@ async fn wrong_name_is_refused_and_counts_against_the_breaker() {
     assert_eq!(r.status(), 502);
     assert!(rec.requests().is_empty(), "a request went through");
     assert!(srv.handshakes().is_empty());
-    assert_eq!(srv.failures().len(), 3, "{:?}", srv.failures());
+    assert!(
+        eventually(Duration::from_secs(5), || async { srv.failures().len() == 3 }).await,
+        "{:?}",
+        srv.failures()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -250,10 +254,21 @@ async fn mtls_required_and_given() {
     for path in ["/none/x", "/rogue/x"] {
         let r = c.get(gw.url(path)).send().await.unwrap();
         assert_eq!(r.status(), 502, "{path}");
-        assert_eq!(error_code(r).await, "upstream_unavailable");
+        // TLS 1.3 tells the client its certificate was refused only after
+        // the handshake: the gateway reads the alert, or a reset when the
+        // target closed on the request it had already sent.
+        let code = error_code(r).await;
+        assert!(
+            ["upstream_unavailable", "upstream_invalid_response"].contains(&code.as_str()),
+            "{path}: {code}"
+        );
     }
     assert!(rec.requests().is_empty());
-    assert_eq!(srv.failures().len(), 2, "{:?}", srv.failures());
+    assert!(
+        eventually(Duration::from_secs(5), || async { srv.failures().len() == 2 }).await,
+        "{:?}",
+        srv.failures()
+    );
 
     let r = c.get(gw.url("/given/x")).send().await.unwrap();
     assert_eq!(r.status(), 200);
@@ -384,7 +399,11 @@ async fn jwks_over_https() {
     assert_eq!(r.status(), 503);
     assert_eq!(error_code(r).await, "jwt_keys_unavailable");
     assert_eq!(hits.load(Ordering::SeqCst), 1);
-    assert_eq!(idp.failures().len(), 1, "{:?}", idp.failures());
+    assert!(
+        eventually(Duration::from_secs(5), || async { idp.failures().len() == 1 }).await,
+        "{:?}",
+        idp.failures()
+    );
 }
 
 // ---------------------------------------------------------------------------
