@@ -356,7 +356,10 @@ pub fn build_with(
             let folder = file.parent().unwrap_or(Path::new("."));
             // Certificates are reread on reload: a change reloads.
             let u = &api.upstream;
-            for p in [&u.ca_file, &u.client_cert, &u.client_key].into_iter().flatten() {
+            for p in [&u.ca_file, &u.client_cert, &u.client_key]
+                .into_iter()
+                .flatten()
+            {
                 watched.push(resolve(folder, p));
             }
             let upstream = match Upstream::new(api.name.as_str(), &api.upstream, folder) {

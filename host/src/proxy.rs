@@ -176,8 +176,11 @@ fn tls_settings(
     if !https {
         return match set.as_slice() {
             [] => Ok(None),
+            [one] => Err(format!(
+                "`{one}` only applies to https:// targets; these are http://"
+            )),
             _ => Err(format!(
-                "`{}` only applies to https:// targets; these are http://",
+                "`{}` only apply to https:// targets; these are http://",
                 set.join("`, `")
             )),
         };
@@ -204,9 +207,7 @@ fn tls_settings(
     };
     let server_name = match &spec.tls_server_name {
         None => None,
-        Some(s) => {
-            Some(tls_client::server_name(s).map_err(|e| format!("`tls-server-name`: {e}"))?)
-        }
+        Some(s) => Some(tls_client::server_name(s).map_err(|e| format!("`tls-server-name`: {e}"))?),
     };
     Ok(Some(ClientTls {
         trust,
@@ -1012,7 +1013,7 @@ mod tests {
             s.tls_server_name = Some("a.internal".into());
             let e = err(&s);
             assert!(
-                e.contains("`tls-server-name`, `insecure-skip-verify` only applies to https://"),
+                e.contains("`tls-server-name`, `insecure-skip-verify` only apply to https://"),
                 "{e}"
             );
             let mut s = spec(&["https://a:1"]);
@@ -1026,7 +1027,10 @@ mod tests {
             assert!(err(&s).contains("`insecure-skip-verify = true` turns off"));
             s.insecure_skip_verify = false;
             let e = err(&s);
-            assert!(e.contains("`ca-file`") && e.contains("ca.pem: cannot read"), "{e}");
+            assert!(
+                e.contains("`ca-file`") && e.contains("ca.pem: cannot read"),
+                "{e}"
+            );
         });
     }
 

@@ -602,19 +602,14 @@ impl StepState {
             .map_err(|e| ServiceError::Invalid(e.to_string()))?;
         let timeout = Duration::from_millis(u64::from(req.timeout_ms)).min(left);
         let fut = async {
-            let resp = self
-                .services
-                .http
-                .request(request)
-                .await
-                .map_err(|e| {
-                    let why = match crate::tls_client::tls_failure(&e) {
-                        Some(tls) => format!("TLS with {host}: {tls}"),
-                        None => crate::proxy::error_chain(&e),
-                    };
-                    tracing::debug!(step = %self.step, "outbound call failed: {why}");
-                    ServiceError::Unavailable(why)
-                })?;
+            let resp = self.services.http.request(request).await.map_err(|e| {
+                let why = match crate::tls_client::tls_failure(&e) {
+                    Some(tls) => format!("TLS with {host}: {tls}"),
+                    None => crate::proxy::error_chain(&e),
+                };
+                tracing::debug!(step = %self.step, "outbound call failed: {why}");
+                ServiceError::Unavailable(why)
+            })?;
             let (parts, body) = resp.into_parts();
             let body = http_body_util::Limited::new(body, MAX_OUTBOUND_BODY)
                 .collect()

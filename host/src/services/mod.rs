@@ -229,7 +229,10 @@ pub struct Services {
     /// The `http-client` service's client: `http://` and `https://` (ALPN
     /// h2/http1.1, verified against the system's roots and the
     /// `[outbound] ca-file`).
-    pub http: hyper_util::client::legacy::Client<crate::tls_client::Connector, http_body_util::Full<Bytes>>,
+    pub http: hyper_util::client::legacy::Client<
+        crate::tls_client::Connector,
+        http_body_util::Full<Bytes>,
+    >,
 }
 
 /// Settings for [`Services::new`].

@@ -51,7 +51,10 @@ fn toml_path(p: &Path) -> String {
 /// The error code of a gateway error response.
 async fn error_code(r: reqwest::Response) -> String {
     let body: Value = r.json().await.unwrap();
-    body["error"]["code"].as_str().unwrap_or_default().to_string()
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -81,7 +84,8 @@ async fn verified_with_a_ca_file_and_tls_server_name_h2_by_alpn() {
     )
     .await;
     // A certificate for the IP address itself: no tls-server-name needed.
-    let (ip, ip_rec) = TlsServer::recording(&ca.server(&["127.0.0.1"]), TlsOptions::default()).await;
+    let (ip, ip_rec) =
+        TlsServer::recording(&ca.server(&["127.0.0.1"]), TlsOptions::default()).await;
     let fields = format!(
         "ca-file = {}\ntls-server-name = \"upstream.test\"",
         toml_path(&ca_file)
@@ -90,7 +94,11 @@ async fn verified_with_a_ca_file_and_tls_server_name_h2_by_alpn() {
         api("both", &format!("{}/base", srv.url()), &fields),
         api("h1", &h1.url(), &fields),
         api("h2", &h2.url(), &fields),
-        api("ip", &ip.url(), &format!("ca-file = {}", toml_path(&ca_file))),
+        api(
+            "ip",
+            &ip.url(),
+            &format!("ca-file = {}", toml_path(&ca_file)),
+        ),
     ]))
     .await;
     let c = client();
@@ -139,8 +147,7 @@ async fn wrong_name_is_refused_and_counts_against_the_breaker() {
     let certs = tempfile::tempdir().unwrap();
     let ca = TestCa::new("tollgate test CA");
     let ca_file = ca.write(certs.path(), "ca.pem");
-    let (srv, rec) =
-        TlsServer::recording(&ca.server(&["other.test"]), TlsOptions::default()).await;
+    let (srv, rec) = TlsServer::recording(&ca.server(&["other.test"]), TlsOptions::default()).await;
     let gw = TestGateway::start(&manifest(&[
         api(
             "wrong",
@@ -175,7 +182,10 @@ async fn wrong_name_is_refused_and_counts_against_the_breaker() {
     assert!(rec.requests().is_empty(), "a request went through");
     assert!(srv.handshakes().is_empty());
     assert!(
-        eventually(Duration::from_secs(5), || async { srv.failures().len() == 3 }).await,
+        eventually(Duration::from_secs(5), || async {
+            srv.failures().len() == 3
+        })
+        .await,
         "{:?}",
         srv.failures()
     );
@@ -246,7 +256,11 @@ async fn mtls_required_and_given() {
     };
     let gw = TestGateway::start(&manifest(&[
         api("none", &srv.url(), &fields("")),
-        api("rogue", &srv.url(), &fields(&identity(&rogue_cert, &rogue_key))),
+        api(
+            "rogue",
+            &srv.url(),
+            &fields(&identity(&rogue_cert, &rogue_key)),
+        ),
         api("given", &srv.url(), &fields(&identity(&cert, &key))),
     ]))
     .await;
@@ -265,7 +279,10 @@ async fn mtls_required_and_given() {
     }
     assert!(rec.requests().is_empty());
     assert!(
-        eventually(Duration::from_secs(5), || async { srv.failures().len() == 2 }).await,
+        eventually(Duration::from_secs(5), || async {
+            srv.failures().len() == 2
+        })
+        .await,
         "{:?}",
         srv.failures()
     );
@@ -367,7 +384,12 @@ async fn jwks_over_https() {
     let apis = manifest(&[
         jwt_api("ok", &up.url(), &jwks, &format!("127.0.0.1:{port}")),
         // A grant for another port does not cover this URL.
-        jwt_api("ungranted", &up.url(), &jwks, &format!("127.0.0.1:{}", port ^ 1)),
+        jwt_api(
+            "ungranted",
+            &up.url(),
+            &jwks,
+            &format!("127.0.0.1:{}", port ^ 1),
+        ),
     ]);
     let trusted = TestGateway::builder(&apis)
         .gateway_toml(&format!("[outbound]\nca-file = {}\n", toml_path(&ca_file)))
@@ -400,7 +422,10 @@ async fn jwks_over_https() {
     assert_eq!(error_code(r).await, "jwt_keys_unavailable");
     assert_eq!(hits.load(Ordering::SeqCst), 1);
     assert!(
-        eventually(Duration::from_secs(5), || async { idp.failures().len() == 1 }).await,
+        eventually(Duration::from_secs(5), || async {
+            idp.failures().len() == 1
+        })
+        .await,
         "{:?}",
         idp.failures()
     );
@@ -420,7 +445,8 @@ async fn system_roots_insecure_warning_and_the_tls_log_line() {
     // The gateway's "system" store is this file (rustls-native-certs reads
     // SSL_CERT_FILE instead of the OS store when it is set).
     let system = ca.write(dir.path(), "system.pem");
-    let (srv, rec) = TlsServer::recording(&ca.server(&["upstream.test"]), TlsOptions::default()).await;
+    let (srv, rec) =
+        TlsServer::recording(&ca.server(&["upstream.test"]), TlsOptions::default()).await;
     let unknown = TestCa::new("nobody's CA");
     let (stray, stray_rec) =
         TlsServer::recording(&unknown.server(&["stray.test"]), TlsOptions::default()).await;
