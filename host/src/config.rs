@@ -208,6 +208,13 @@ pub fn read_gateway_file(path: &Path) -> Result<GatewayFile, ConfigErrors> {
             path.display()
         ));
     }
+    if let Some(ca) = &gw.outbound.ca_file {
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut roots = rustls::RootCertStore::empty();
+        if let Err(e) = crate::tls_client::ca_roots(&resolve(base, ca), &mut roots) {
+            errs.push(format!("{}: outbound.ca-file: {e}", path.display()));
+        }
+    }
     let _ = text;
     if errs.is_empty() {
         Ok(gw)
@@ -355,7 +362,16 @@ pub fn build_with(
             let api_index = apis.len();
             let mut ok = true;
             // Upstream.
-            let upstream = match Upstream::new(api.name.as_str(), &api.upstream) {
+            let folder = file.parent().unwrap_or(Path::new("."));
+            // Certificates are reread on reload: a change reloads.
+            let u = &api.upstream;
+            for p in [&u.ca_file, &u.client_cert, &u.client_key]
+                .into_iter()
+                .flatten()
+            {
+                watched.push(resolve(folder, p));
+            }
+            let upstream = match Upstream::new(api.name.as_str(), &api.upstream, folder) {
                 Ok(u) => Some(u),
                 Err(e) => {
                     errs.push(format!(

@@ -253,6 +253,23 @@ pub struct GatewayFile {
     pub access_log: AccessLogSpec,
     /// The admin API's listener; none without this section.
     pub admin: Option<AdminSpec>,
+    #[serde(default)]
+    pub outbound: OutboundSpec,
+}
+
+/// The policies' outbound HTTP client (`http-client`, e.g. the `jwt`
+/// plugin's JWKS fetches). `https://` URLs are verified against the
+/// system's roots and, with `ca-file`, the CA certificates of that PEM file
+/// too (relative to the gateway file; read at start).
+///
+/// ```toml
+/// [outbound]
+/// ca-file = "certs/idp-ca.pem"
+/// ```
+#[derive(Debug, Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct OutboundSpec {
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The response cache shared by `cache` steps.
@@ -555,10 +572,24 @@ pub struct ApiSpec {
 /// preserve-host = false
 /// breaker = { failures = 5, cool-down = "10s", count-5xx = false }
 /// ```
+///
+/// Over TLS (every target `https://`; the TLS fields are refused on
+/// `http://` targets):
+///
+/// ```toml
+/// [api.upstream]
+/// targets = ["https://10.0.0.5:8443"]
+/// ca-file = "certs/internal-ca.pem"      # default: the system's roots
+/// tls-server-name = "pets.internal"      # default: each target's host
+/// client-cert = "certs/gateway.pem"      # mTLS: with client-key
+/// client-key = "certs/gateway.key"
+/// insecure-skip-verify = false           # true: no certificate check (warned)
+/// ```
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct UpstreamSpec {
-    /// `http://host:port[/base-path]`; several are used round-robin.
+    /// `http://host:port[/base-path]` or `https://...`, all with the same
+    /// scheme; several are used round-robin.
     pub targets: Vec<String>,
     /// Time to establish the TCP connection. Default 2s.
     #[serde(default = "default_connect_timeout")]
@@ -582,6 +613,24 @@ pub struct UpstreamSpec {
     /// The circuit breaker each target has.
     #[serde(default)]
     pub breaker: BreakerSpec,
+    /// PEM CA certificates that the targets' certificates must chain to,
+    /// instead of the system's roots (relative to the manifest).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM certificate chain presented when a target asks for one (mTLS).
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// The private key of `client-cert` (PEM).
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    /// The name sent as SNI and checked against the certificate, instead of
+    /// each target's host (e.g. targets given by IP address).
+    #[serde(default)]
+    pub tls_server_name: Option<String>,
+    /// Accept any certificate. Only for tests: anyone on the path can then
+    /// impersonate the upstream. Logged as a warning at every load.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
 }
 
 /// A target's circuit breaker (passive health check).

@@ -9,6 +9,7 @@
 //! | the upstream ...                         | client gets | breaker  | retried (idempotent, no streamed body) |
 //! |------------------------------------------|-------------|----------|----------------------------------------|
 //! | refuses the connection                   | 502         | failure  | yes                                    |
+//! | fails the TLS handshake (certificate not trusted, wrong name, client certificate refused) | 502 | failure | yes, when it failed while connecting |
 //! | does not complete the connect in time    | 504         | failure  | yes                                    |
 //! | closes or resets before a response head  | 502         | failure  | yes                                    |
 //! | sends something that is not HTTP         | 502         | failure  | no                                     |
@@ -18,12 +19,17 @@
 //!
 //! When every target's breaker is open the call is answered 503 at once,
 //! with `Retry-After`.
+//!
+//! `https://` targets are reached over TLS ([`crate::tls_client`]): HTTP/2
+//! when the target picks `h2` by ALPN, else HTTP/1.1. The TLS handshake is
+//! bounded by `response-timeout` (`connect-timeout` covers the TCP connect).
 
 use crate::error::GatewayError;
 use crate::health::{Admit, Breaker, BreakerSettings, Transition};
 use crate::manifest::UpstreamSpec;
+use crate::tls_client::{self, ClientTls, Connector, Trust};
 use bytes::Bytes;
-use http::uri::PathAndQuery;
+use http::uri::{PathAndQuery, Scheme};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
@@ -33,6 +39,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -70,8 +77,10 @@ pub struct Upstream {
     pub retries: u32,
     count_5xx: bool,
     pub preserve_host: bool,
+    /// `http` or `https`, the same for every target.
+    scheme: Scheme,
     /// One connection pool per serving worker (see [`crate::workers`]).
-    client: crate::workers::PerWorker<Client<HttpConnector, ProxyBody>>,
+    client: crate::workers::PerWorker<Client<Connector, ProxyBody>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -147,24 +156,91 @@ fn idempotent(m: &Method) -> bool {
     )
 }
 
+/// The TLS settings of an upstream whose targets are `https://`; TLS fields
+/// on `http://` targets are refused. Paths are relative to `base`.
+fn tls_settings(
+    spec: &UpstreamSpec,
+    base: &Path,
+    https: bool,
+) -> Result<Option<ClientTls>, String> {
+    let set: Vec<&str> = [
+        ("ca-file", spec.ca_file.is_some()),
+        ("client-cert", spec.client_cert.is_some()),
+        ("client-key", spec.client_key.is_some()),
+        ("tls-server-name", spec.tls_server_name.is_some()),
+        ("insecure-skip-verify", spec.insecure_skip_verify),
+    ]
+    .into_iter()
+    .filter_map(|(name, on)| on.then_some(name))
+    .collect();
+    if !https {
+        return match set.as_slice() {
+            [] => Ok(None),
+            [one] => Err(format!(
+                "`{one}` only applies to https:// targets; these are http://"
+            )),
+            _ => Err(format!(
+                "`{}` only apply to https:// targets; these are http://",
+                set.join("`, `")
+            )),
+        };
+    }
+    let path = |p: &std::path::PathBuf| crate::config::resolve(base, p);
+    let trust = match (spec.insecure_skip_verify, &spec.ca_file) {
+        (true, Some(_)) => return Err(
+            "`insecure-skip-verify = true` turns off the check that `ca-file` is for: set one or the other"
+                .into(),
+        ),
+        (true, None) => Trust::Nobody,
+        (false, Some(p)) => Trust::CaFile(path(p)),
+        (false, None) => Trust::System,
+    };
+    let identity = match (&spec.client_cert, &spec.client_key) {
+        (Some(c), Some(k)) => Some((path(c), path(k))),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err("`client-cert` needs `client-key` (the certificate's private key)".into())
+        }
+        (None, Some(_)) => {
+            return Err("`client-key` needs `client-cert` (the certificate it belongs to)".into())
+        }
+    };
+    let server_name = match &spec.tls_server_name {
+        None => None,
+        Some(s) => Some(tls_client::server_name(s).map_err(|e| format!("`tls-server-name`: {e}"))?),
+    };
+    Ok(Some(ClientTls {
+        trust,
+        identity,
+        server_name,
+    }))
+}
+
 impl Upstream {
-    pub fn new(api: &str, spec: &UpstreamSpec) -> Result<Self, String> {
+    /// Build an API's upstream; file paths in `spec` are relative to `base`
+    /// (the manifest's folder).
+    pub fn new(api: &str, spec: &UpstreamSpec, base: &Path) -> Result<Self, String> {
         if spec.targets.is_empty() {
             return Err("`targets` must name at least one `http://host:port`".into());
         }
         let mut targets = Vec::new();
+        let mut scheme: Option<Scheme> = None;
         for t in &spec.targets {
             let uri: Uri = t
                 .parse()
                 .map_err(|_| format!("target `{t}` is not a URL like http://host:port"))?;
-            match uri.scheme_str() {
-                Some("http") => {}
-                Some("https") => {
+            let this = match uri.scheme_str() {
+                Some("http") => Scheme::HTTP,
+                Some("https") => Scheme::HTTPS,
+                _ => return Err(format!("target `{t}` must start with http:// or https://")),
+            };
+            match &scheme {
+                Some(s) if *s != this => {
                     return Err(format!(
-                        "target `{t}`: https upstreams are not supported yet; use http"
+                        "target `{t}` is {this}:// but an earlier one is {s}://: every target of an upstream has the same scheme"
                     ))
                 }
-                _ => return Err(format!("target `{t}` must start with http://")),
+                _ => scheme = Some(this),
             }
             let authority = uri
                 .authority()
@@ -202,10 +278,24 @@ impl Upstream {
             failures: spec.breaker.failures,
             cool_down: spec.breaker.cool_down.0,
         };
+        let scheme = scheme.unwrap_or(Scheme::HTTP);
+        let tls = tls_settings(spec, base, scheme == Scheme::HTTPS)?;
         let mut conn = HttpConnector::new();
         conn.set_connect_timeout(Some(spec.connect_timeout.0));
         conn.set_nodelay(true);
         conn.set_keepalive(Some(Duration::from_secs(60)));
+        let conn = match &tls {
+            None => tls_client::plain_connector(conn),
+            Some(tls) => {
+                if matches!(tls.trust, Trust::Nobody) {
+                    tracing::warn!(
+                        api,
+                        "INSECURE: upstream certificates are not verified (`insecure-skip-verify = true`): anyone on the network path can impersonate the upstream and read its traffic; use `ca-file` instead"
+                    );
+                }
+                tls_client::connector(tls, conn, true)?
+            }
+        };
         let client = crate::workers::PerWorker::new(|| {
             Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(60))
@@ -224,6 +314,7 @@ impl Upstream {
             retries: spec.retries,
             count_5xx: spec.breaker.count_5xx,
             preserve_host: spec.preserve_host,
+            scheme,
             client,
         })
     }
@@ -355,7 +446,7 @@ impl Upstream {
                 })?
             };
             let uri = Uri::builder()
-                .scheme("http")
+                .scheme(self.scheme.clone())
                 .authority(target.authority.clone())
                 .path_and_query(pq)
                 .build()
@@ -386,7 +477,7 @@ impl Upstream {
             if let Some(h) = host {
                 req.headers_mut().insert(header::HOST, h);
             }
-            match self.send_once(req).await {
+            match self.send_once(req, lease.index).await {
                 Ok(resp) => {
                     let failed = self.count_5xx && resp.status().is_server_error();
                     lease.report(!failed);
@@ -435,7 +526,11 @@ impl Upstream {
     }
 
     /// One attempt: wait for the response head within the response timeout.
-    async fn send_once(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, AttemptError> {
+    async fn send_once(
+        &self,
+        req: Request<ProxyBody>,
+        index: usize,
+    ) -> Result<Response<Incoming>, AttemptError> {
         match tokio::time::timeout(self.response_timeout, self.client.get().request(req)).await {
             Err(_) => Err(AttemptError {
                 error: GatewayError::UpstreamTimeout(self.response_timeout),
@@ -443,12 +538,33 @@ impl Upstream {
                 timed_out: true,
             }),
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(self.classify(&e)),
+            Ok(Err(e)) => Err(self.classify(&e, index)),
         }
     }
 
-    fn classify(&self, e: &hyper_util::client::legacy::Error) -> AttemptError {
+    fn classify(&self, e: &hyper_util::client::legacy::Error, index: usize) -> AttemptError {
         let text = error_chain(e);
+        // A refused handshake, or the target refusing ours (TLS 1.3 reports
+        // a refused client certificate on the first read): named as such,
+        // with the target, since the fix is in certificates, not in the
+        // network. HTTP/2 keeps only the text of an I/O error, hence the
+        // second look.
+        let tls = match tls_client::tls_failure(e) {
+            Some(t) => Some(t.to_string()),
+            None => text
+                .find("received fatal alert")
+                .map(|i| text[i..].to_string()),
+        };
+        if let Some(tls) = tls {
+            return AttemptError {
+                error: GatewayError::UpstreamConnect(format!(
+                    "TLS with target {} failed: {tls}",
+                    self.targets[index].authority
+                )),
+                before_response: e.is_connect() || tls.starts_with("received fatal alert"),
+                timed_out: false,
+            };
+        }
         if e.is_connect() {
             let timed_out = io_kinds(e).any(|k| k == std::io::ErrorKind::TimedOut)
                 || text.contains("timed out")
@@ -652,7 +768,7 @@ impl Body for UpstreamBody {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
@@ -844,35 +960,88 @@ mod tests {
             retries: 1,
             preserve_host: false,
             breaker: Default::default(),
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+            tls_server_name: None,
+            insecure_skip_verify: false,
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
+        let new = |s: &UpstreamSpec| Upstream::new("t", s, Path::new("."));
+        let err = |s: &UpstreamSpec| new(s).map(|_| ()).unwrap_err();
         rt.block_on(async {
             assert_eq!(
-                Upstream::new("t", &spec("http://a:1/base/"))
-                    .unwrap()
-                    .targets[0]
-                    .base_path,
+                new(&spec("http://a:1/base/")).unwrap().targets[0].base_path,
                 "/base"
             );
-            assert!(Upstream::new("t", &spec("https://a:1"))
-                .unwrap_err()
-                .contains("https"));
-            assert!(Upstream::new("t", &spec("ftp://a")).is_err());
-            assert!(Upstream::new("t", &spec("http://a:1/?q")).is_err());
+            assert!(new(&spec("ftp://a")).is_err());
+            assert!(new(&spec("http://a:1/?q")).is_err());
             let mut s = spec("http://a:1");
             s.retries = MAX_RETRIES + 1;
-            assert!(Upstream::new("t", &s).unwrap_err().contains("retries"));
+            assert!(err(&s).contains("retries"));
             let mut s = spec("http://a:1");
             s.body_timeout = crate::manifest::Dur(Duration::ZERO);
-            assert!(Upstream::new("t", &s).unwrap_err().contains("body-timeout"));
+            assert!(err(&s).contains("body-timeout"));
             let mut s = spec("http://a:1");
             s.breaker.cool_down = crate::manifest::Dur(Duration::ZERO);
-            assert!(Upstream::new("t", &s).unwrap_err().contains("cool-down"));
+            assert!(err(&s).contains("cool-down"));
             s.breaker.failures = 0;
-            assert!(Upstream::new("t", &s).is_ok());
+            assert!(new(&s).is_ok());
+        });
+    }
+
+    #[test]
+    fn tls_fields() {
+        let spec = |targets: &[&str]| UpstreamSpec {
+            targets: targets.iter().map(|t| t.to_string()).collect(),
+            connect_timeout: crate::manifest::Dur(Duration::from_secs(1)),
+            response_timeout: crate::manifest::Dur(Duration::from_secs(1)),
+            body_timeout: crate::manifest::Dur(Duration::from_secs(1)),
+            retries: 1,
+            preserve_host: false,
+            breaker: Default::default(),
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+            tls_server_name: None,
+            insecure_skip_verify: true,
+        };
+        let new = |s: &UpstreamSpec| Upstream::new("t", s, Path::new("."));
+        let err = |s: &UpstreamSpec| new(s).map(|_| ()).unwrap_err();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let up = new(&spec(&["https://a:1", "https://b:2/base"])).unwrap();
+            assert_eq!(up.scheme, Scheme::HTTPS);
+            let e = err(&spec(&["https://a:1", "http://b:2"]));
+            assert!(e.contains("same scheme"), "{e}");
+            let mut s = spec(&["http://a:1"]);
+            s.tls_server_name = Some("a.internal".into());
+            let e = err(&s);
+            assert!(
+                e.contains("`tls-server-name`, `insecure-skip-verify` only apply to https://"),
+                "{e}"
+            );
+            let mut s = spec(&["https://a:1"]);
+            s.tls_server_name = Some("a.internal:443".into());
+            assert!(err(&s).contains("`tls-server-name`: `a.internal:443`"));
+            let mut s = spec(&["https://a:1"]);
+            s.client_cert = Some("c.pem".into());
+            assert!(err(&s).contains("`client-cert` needs `client-key`"));
+            let mut s = spec(&["https://a:1"]);
+            s.ca_file = Some("ca.pem".into());
+            assert!(err(&s).contains("`insecure-skip-verify = true` turns off"));
+            s.insecure_skip_verify = false;
+            let e = err(&s);
+            assert!(
+                e.contains("`ca-file`") && e.contains("ca.pem: cannot read"),
+                "{e}"
+            );
         });
     }
 

@@ -84,6 +84,11 @@ impl Gateway {
                     .path
                     .as_ref()
                     .map(|p| config::resolve(base, p)),
+                outbound_ca: gw
+                    .outbound
+                    .ca_file
+                    .as_ref()
+                    .map(|p| config::resolve(base, p)),
             },
         )?);
         let runtime = Arc::new(Runtime::new(

@@ -191,6 +191,7 @@ fn main() {
             store: None,
             cache_bytes: 64 << 20,
             sink_path: Some("/dev/null".into()),
+            outbound_ca: None,
         })
         .expect("services"),
     );

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod raw;
 pub mod runner;
+pub mod tls_upstream;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
@@ -260,6 +261,7 @@ pub struct GatewayBuilder {
     access_log: Option<PathBuf>,
     admin: bool,
     snapshots: bool,
+    extra: String,
 }
 
 impl GatewayBuilder {
@@ -289,6 +291,11 @@ impl GatewayBuilder {
     /// Serve TLS with this PEM certificate and key.
     pub fn tls(mut self, cert_pem: String, key_pem: String) -> Self {
         self.tls = Some((cert_pem, key_pem));
+        self
+    }
+    /// Extra TOML appended to the gateway file (e.g. an `[outbound]` table).
+    pub fn gateway_toml(mut self, toml: &str) -> Self {
+        self.extra.push_str(toml);
         self
     }
     /// Reload on file change.
@@ -332,6 +339,7 @@ impl TestGateway {
             access_log: None,
             admin: false,
             snapshots: true,
+            extra: String::new(),
         }
     }
 
@@ -389,6 +397,7 @@ debounce = "50ms"
         } else {
             gw
         };
+        let gw = format!("{gw}\n{}\n", b.extra);
         let gw_path = dir.path().join("tollgate.toml");
         std::fs::write(&gw_path, gw).unwrap();
         let p = gw_path.clone();

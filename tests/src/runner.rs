@@ -36,6 +36,7 @@ impl PolicyRunner {
             store: Some(store),
             cache_bytes: 16 << 20,
             sink_path: Some(dir.path().join("sink.log")),
+            outbound_ca: None,
         })
         .map_err(|e| e.to_string())?;
         let runtime = Runtime::new(

@@ -597,13 +597,19 @@ impl StepState {
         let uri: http::Uri = req.url.parse().map_err(|_| {
             ServiceError::Invalid(format!("`{}` is not a URL", escape_log(&req.url)))
         })?;
-        if uri.scheme_str() != Some("http") {
-            return Err(ServiceError::Invalid(
-                "only http:// URLs are supported for outbound calls".into(),
-            ));
-        }
-        let host = uri.host().unwrap_or_default();
-        if !self.grants.allows_host(host, uri.port_u16()) {
+        // The port the call goes to, written or implied: a grant
+        // `http:HOST:443` covers `https://HOST/`.
+        let port = match uri.scheme_str() {
+            Some("http") => uri.port_u16().unwrap_or(80),
+            Some("https") => uri.port_u16().unwrap_or(443),
+            _ => {
+                return Err(ServiceError::Invalid(
+                    "only http:// and https:// URLs are supported for outbound calls".into(),
+                ))
+            }
+        };
+        let host = uri.host().unwrap_or_default().to_string();
+        if !self.grants.allows_host(&host, Some(port)) {
             return Err(ServiceError::NotGranted(format!(
                 "step `{}` was not granted `http:{host}`",
                 self.step
@@ -624,12 +630,14 @@ impl StepState {
             .map_err(|e| ServiceError::Invalid(e.to_string()))?;
         let timeout = Duration::from_millis(u64::from(req.timeout_ms)).min(left);
         let fut = async {
-            let resp = self
-                .services
-                .http
-                .request(request)
-                .await
-                .map_err(|e| ServiceError::Unavailable(e.to_string()))?;
+            let resp = self.services.http.request(request).await.map_err(|e| {
+                let why = match crate::tls_client::tls_failure(&e) {
+                    Some(tls) => format!("TLS with {host}: {tls}"),
+                    None => crate::proxy::error_chain(&e),
+                };
+                tracing::debug!(step = %self.step, "outbound call failed: {why}");
+                ServiceError::Unavailable(why)
+            })?;
             let (parts, body) = resp.into_parts();
             let body = http_body_util::Limited::new(body, MAX_OUTBOUND_BODY)
                 .collect()

@@ -241,8 +241,11 @@ pub struct Services {
     pub registry: Option<Arc<crate::admin::Registry>>,
     pub keys: crypto::KeyCache,
     pub sink: Sink,
+    /// The `http-client` service's client: `http://` and `https://` (ALPN
+    /// h2/http1.1, verified against the system's roots and the
+    /// `[outbound] ca-file`).
     pub http: hyper_util::client::legacy::Client<
-        hyper_util::client::legacy::connect::HttpConnector,
+        crate::tls_client::Connector,
         http_body_util::Full<Bytes>,
     >,
 }
@@ -252,6 +255,9 @@ pub struct ServiceSettings {
     pub store: Option<Store>,
     pub cache_bytes: u64,
     pub sink_path: Option<PathBuf>,
+    /// `[outbound] ca-file`, resolved: trusted by the `http-client` service
+    /// besides the system's roots.
+    pub outbound_ca: Option<PathBuf>,
 }
 
 impl Services {
@@ -266,9 +272,17 @@ impl Services {
             .build();
         let mut conn = hyper_util::client::legacy::connect::HttpConnector::new();
         conn.set_connect_timeout(Some(Duration::from_secs(5)));
+        let tls = crate::tls_client::ClientTls {
+            trust: crate::tls_client::Trust::SystemAnd(s.outbound_ca.clone()),
+            identity: None,
+            server_name: None,
+        };
+        let conn = crate::tls_client::connector(&tls, conn, false)
+            .map_err(|e| anyhow::anyhow!("outbound: {e}"))?;
         let http =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(30))
+                .pool_timer(hyper_util::rt::TokioTimer::new())
                 .build(conn);
         if let Some(store) = &s.store {
             let now = std::time::SystemTime::now()
@@ -299,6 +313,7 @@ impl Services {
             store: None,
             cache_bytes: 1 << 20,
             sink_path: Some(PathBuf::from("/dev/null")),
+            outbound_ca: None,
         })
         .expect("services for check")
     }

@@ -74,7 +74,7 @@ pub struct Config {
     /// A shared secret for HS256/384/512.
     #[serde(default)]
     pub secret: Option<String>,
-    /// Where to fetch a JWKS (`http://` only).
+    /// Where to fetch a JWKS (`https://` or `http://`).
     #[serde(default)]
     pub jwks_url: Option<String>,
     /// Seconds a fetched JWKS is used before asking again.
@@ -262,10 +262,13 @@ impl Policy for Jwt {
         let jwks = match c.jwks_url {
             None => None,
             Some(url) => {
-                if !url.starts_with("http://") || url.len() <= "http://".len() {
+                let rest = url
+                    .strip_prefix("https://")
+                    .or_else(|| url.strip_prefix("http://"));
+                if rest.is_none_or(str::is_empty) {
                     return Err(ConfigError::at(
                         "jwks-url",
-                        "must be an http:// URL (the gateway's outbound client speaks plain HTTP); grant its host as `http:HOST[:PORT]`",
+                        "must be an https:// (or http://) URL; grant its host as `http:HOST[:PORT]`",
                     ));
                 }
                 if !(1..=86_400).contains(&c.jwks_cache) {

@@ -310,9 +310,9 @@ fn configuration_is_checked_at_load() {
             "only used by HS256",
         ),
         (
-            json!({ "algorithms": ["RS256"], "jwks-url": "https://idp.test/jwks" }),
+            json!({ "algorithms": ["RS256"], "jwks-url": "ftp://idp.test/jwks" }),
             Some("jwks-url"),
-            "http://",
+            "https://",
         ),
         (
             json!({ "algorithms": ["RS256"], "jwks-url": JWKS_URL, "jwks-min-refetch": 0 }),
@@ -388,6 +388,10 @@ fn configuration_is_checked_at_load() {
         "audience": "pets",
     }));
     assert!(!p.info().wants_response);
+    // The host's outbound client speaks TLS: https:// JWKS URLs are fine.
+    policy(json!({ "algorithms": ["ES256"], "jwks-url": "https://idp.test/jwks.json" }));
+    let e = config_error(json!({ "algorithms": ["ES256"], "jwks-url": "https://" }));
+    assert_eq!(e.field.as_deref(), Some("jwks-url"), "{e:?}");
 }
 
 // ---------------------------------------------------------------------------

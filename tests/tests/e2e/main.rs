@@ -26,3 +26,4 @@ mod tls;
 mod transform_body;
 mod ui;
 mod upstream_faults;
+mod upstream_tls;
