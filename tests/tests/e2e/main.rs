@@ -2,6 +2,7 @@
 //! crate's library.
 
 mod admin;
+mod admin_openapi;
 mod admin_cli;
 mod admin_crash;
 mod chain;
