@@ -76,9 +76,20 @@ async fn schemathesis_finds_no_disagreement_between_the_document_and_the_server(
         "deleteUser",
     ];
     schemathesis(&st, &url, &admin.token, &own).await;
-    // Then the users with a fresh token, last.
+    // Then the users (a demotion or deletion may end the token's use),
+    // and last a new token for a user (which may be the runner's), each
+    // with a fresh token.
     let admin = gw.admin();
-    schemathesis(&st, &url, &admin.token, &["--include-tag", "users"]).await;
+    let users = [
+        "--include-tag",
+        "users",
+        "--exclude-operation-id",
+        "rotateUserToken",
+    ];
+    schemathesis(&st, &url, &admin.token, &users).await;
+    let admin = gw.admin();
+    let token = ["--include-operation-id", "rotateUserToken"];
+    schemathesis(&st, &url, &admin.token, &token).await;
     eprintln!("schemathesis took {:?} in all", started.elapsed());
     drop(gw);
 }
@@ -99,7 +110,9 @@ async fn schemathesis(st: &std::path::Path, url: &str, token: &str, extra: &[&st
         .args(["--phases", "examples,coverage,fuzzing,stateful"])
         .args(["--max-examples", "25"])
         .args(["--seed", "13"])
-        .args(["--workers", "2"])
+        // One worker: hypothesis's look at its filters' source is not thread-safe
+        // (an occasional KeyError inside schemathesis with two).
+        .args(["--workers", "1"])
         .args(["--request-timeout", "20"])
         .args(["--generation-database", "none"])
         .arg("--no-color")
