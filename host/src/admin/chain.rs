@@ -151,7 +151,10 @@ pub fn check_steps(chain: &[StepInput]) -> Result<(), AdminError> {
                 if !plain_number_unit(t, 9) {
                     return Err(AdminError::invalid(
                         f("memory"),
-                        format!("`{}` is not a size: 1-9 digits and an optional unit (e.g. `16MiB`)", super::model::truncate(t, 40)),
+                        format!(
+                            "`{}` is not a size: 1-9 digits and an optional unit (e.g. `16MiB`)",
+                            super::model::truncate(t, 40)
+                        ),
                     ));
                 }
             }

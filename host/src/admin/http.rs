@@ -480,7 +480,9 @@ fn generated_filter(
 /// `prefix` and 16 lowercase hex digits, as the registry generates ids.
 fn is_generated_id(v: &str, prefix: &str) -> bool {
     v.strip_prefix(prefix).is_some_and(|h| {
-        h.len() == 16 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        h.len() == 16
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
 }
 

@@ -81,7 +81,9 @@ pub fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
 
 /// For optional fields that may be absent but not `null` (with
 /// `#[serde(default)]`): `null` is refused as the wrong type.
-pub fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(d: D) -> Result<Option<T>, D::Error> {
+pub fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
     T::deserialize(d).map(Some)
 }
 
@@ -118,9 +120,7 @@ pub fn whole<'de, T: TryFrom<u64>, D: Deserializer<'de>>(d: D) -> Result<T, D::E
 }
 
 /// [`whole`] for an optional field that may be absent but not `null`.
-pub fn some_whole<'de, T: TryFrom<u64>, D: Deserializer<'de>>(
-    d: D,
-) -> Result<Option<T>, D::Error> {
+pub fn some_whole<'de, T: TryFrom<u64>, D: Deserializer<'de>>(d: D) -> Result<Option<T>, D::Error> {
     whole(d).map(Some)
 }
 

@@ -2,9 +2,9 @@
 //! crate's library.
 
 mod admin;
-mod admin_openapi;
 mod admin_cli;
 mod admin_crash;
+mod admin_openapi;
 mod chain;
 mod hostile_h2;
 mod hostile_http1;
