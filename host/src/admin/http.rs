@@ -1125,6 +1125,38 @@ mod tests {
     }
 
     #[test]
+    fn allow_lists_the_methods_of_a_path() {
+        assert_eq!(allowed("/admin/v1/keys/key_1"), ["GET", "PATCH", "DELETE"]);
+        assert_eq!(allowed("/admin/v1/apis/x/chain"), ["GET", "PUT"]);
+        assert!(allowed("/admin/v1/nope").is_empty());
+        let e = route(&"TRACE".parse().unwrap(), "/admin/v1/users").unwrap_err();
+        assert_eq!(e.status, 405);
+        assert!(e.message.contains("allowed: GET, POST"), "{e}");
+    }
+
+    #[test]
+    fn servers_name_the_listener() {
+        let url = |local: &str, tls, host| {
+            openapi_doc(local.parse().unwrap(), tls, host).unwrap()["servers"][0]["url"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(
+            url("127.0.0.1:9", false, Some("evil")),
+            "http://127.0.0.1:9"
+        );
+        assert_eq!(url("[::1]:9", true, None), "https://[::1]:9");
+        // Every interface: the Host the client used, when it is one.
+        assert_eq!(
+            url("0.0.0.0:9", true, Some("admin.example.com:9")),
+            "https://admin.example.com:9"
+        );
+        assert_eq!(url("0.0.0.0:9", false, Some("a/b")), "http://0.0.0.0:9");
+        assert_eq!(url("[::]:9", false, None), "http://[::]:9");
+    }
+
+    #[test]
     fn roles() {
         use Family::*;
         assert!(may(Role::Administrator, Users, true));
@@ -1153,5 +1185,12 @@ mod tests {
         assert!(query(Some("limit=%zz"), &["limit"]).is_err());
         assert!(paging(&query(Some("limit=0"), &["limit"]).unwrap()).is_err());
         assert!(paging(&query(Some("limit=501"), &["limit"]).unwrap()).is_err());
+        assert!(paging(&query(Some("limit=%2B5"), &["limit"]).unwrap()).is_err());
+        assert!(paging(&query(Some("after="), &["after"]).unwrap()).is_err());
+        let long = format!("after={}", "a".repeat(201));
+        assert!(paging(&query(Some(&long), &["after"]).unwrap()).is_err());
+        assert!(is_generated_id("sub_0123456789abcdef", "sub_"));
+        assert!(!is_generated_id("sub_0123456789ABCDEF", "sub_"));
+        assert!(!is_generated_id("key_0123456789abcdef", "sub_"));
     }
 }

@@ -646,6 +646,25 @@ mod tests {
     }
 
     #[test]
+    fn whole_numbers_and_present_fields() {
+        let q: Quota = serde_json::from_str(r#"{"calls": 5.0, "period": "day"}"#).unwrap();
+        assert_eq!(q.calls, 5);
+        for bad in ["5.5", "-1", "-1.0", "1e20", "\"5\""] {
+            let text = format!(r#"{{"calls": {bad}, "period": "day"}}"#);
+            assert!(serde_json::from_str::<Quota>(&text).is_err(), "{bad}");
+        }
+        let u: PlanUpdate = serde_json::from_str(r#"{"max_keys_per_app": 7.0}"#).unwrap();
+        assert_eq!(u.max_keys_per_app, Some(7));
+        assert!(serde_json::from_str::<PlanUpdate>(r#"{"max_keys_per_app": 5e9}"#).is_err());
+        assert!(serde_json::from_str::<PlanUpdate>(r#"{"max_keys_per_app": null}"#).is_err());
+        assert!(serde_json::from_str::<PlanUpdate>(r#"{"name": null}"#).is_err());
+        let u: PlanUpdate = serde_json::from_str(r#"{"quota": null}"#).unwrap();
+        assert_eq!(u.quota, Some(None));
+        let c: ConsumerUpdate = serde_json::from_str(r#"{"email": null}"#).unwrap();
+        assert_eq!(c.email, Some(None));
+    }
+
+    #[test]
     fn subscription_moves() {
         use SubState::*;
         assert!(Pending.can_move(Active));
