@@ -125,7 +125,7 @@ async fn schemathesis(st: &std::path::Path, url: &str, token: &str, phases: &str
         .arg(url)
         .args(["--checks", "all"])
         .args(["--phases", phases])
-        .args(["--seed", "13"])
+        .args(["--seed", "7"])
         // One worker: hypothesis's look at its filters' source is not thread-safe
         // (an occasional KeyError inside schemathesis with two).
         .args(["--workers", "1"])
