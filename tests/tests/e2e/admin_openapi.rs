@@ -48,7 +48,8 @@ const BOUND: Duration = Duration::from_secs(900);
 async fn schemathesis_finds_no_disagreement_between_the_document_and_the_server() {
     let st = root().join(".tollgate/venv/bin/st");
     if !st.exists() {
-        if std::env::var_os("CI").is_some() {
+        let ci = std::env::var("CI").unwrap_or_default();
+        if !ci.is_empty() && ci != "false" && ci != "0" {
             panic!(
                 "CI is set but schemathesis is not installed at {}: run scripts/schemathesis",
                 st.display()
