@@ -14,14 +14,18 @@ use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StepInput {
+    #[serde(default, deserialize_with = "super::model::present")]
     pub name: Option<String>,
     pub plugin: String,
     #[serde(default)]
     pub fail_open: bool,
+    #[serde(default, deserialize_with = "super::model::present")]
     pub timeout: Option<String>,
+    #[serde(default, deserialize_with = "super::model::present")]
     pub memory: Option<SizeInput>,
     #[serde(default)]
     pub grants: Vec<String>,
+    #[serde(default, deserialize_with = "super::model::present")]
     pub config: Option<Map<String, Value>>,
 }
 
@@ -29,7 +33,7 @@ pub struct StepInput {
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
 pub enum SizeInput {
-    Bytes(u64),
+    Bytes(#[serde(deserialize_with = "super::model::whole")] u64),
     Text(String),
 }
 
@@ -123,16 +127,37 @@ pub fn check_steps(chain: &[StepInput]) -> Result<(), AdminError> {
             crate::manifest::Name::try_from(n.clone())
                 .map_err(|e| AdminError::invalid(f("name"), e))?;
         }
-        if s.plugin.is_empty() || s.plugin.len() > 200 || s.plugin.chars().any(char::is_control) {
+        if s.plugin.is_empty()
+            || s.plugin.chars().count() > 200
+            || s.plugin.chars().any(char::is_control)
+        {
             return Err(AdminError::invalid(
                 f("plugin"),
                 "must be a plugin name (1-200 characters)",
             ));
         }
         if let Some(t) = &s.timeout {
+            // As the OpenAPI document says: 1-19 digits and a unit.
+            if !plain_number_unit(t, 19) {
+                return Err(AdminError::invalid(
+                    f("timeout"),
+                    format!("`{}` is not a duration: 1-19 digits and one of us, ms, s, m, h (e.g. `250ms`)", super::model::truncate(t, 40)),
+                ));
+            }
             Dur::try_from(t.as_str()).map_err(|e| AdminError::invalid(f("timeout"), e))?;
         }
         if let Some(m) = &s.memory {
+            if let SizeInput::Text(t) = m {
+                if !plain_number_unit(t, 9) {
+                    return Err(AdminError::invalid(
+                        f("memory"),
+                        format!(
+                            "`{}` is not a size: 1-9 digits and an optional unit (e.g. `16MiB`)",
+                            super::model::truncate(t, 40)
+                        ),
+                    ));
+                }
+            }
             m.parse().map_err(|e| AdminError::invalid(f("memory"), e))?;
         }
         for (j, g) in s.grants.iter().enumerate() {
@@ -144,6 +169,13 @@ pub fn check_steps(chain: &[StepInput]) -> Result<(), AdminError> {
         }
     }
     Ok(())
+}
+
+/// 1 to `digits` ASCII digits then ASCII letters (the unit, checked by the
+/// parser), nothing else.
+fn plain_number_unit(s: &str, digits: usize) -> bool {
+    let n = s.bytes().take_while(u8::is_ascii_digit).count();
+    (1..=digits).contains(&n) && s.bytes().skip(n).all(|b| b.is_ascii_alphabetic())
 }
 
 fn json_value(v: &Value, path: &str, depth: usize) -> Result<toml_edit::Value, AdminError> {
@@ -170,7 +202,15 @@ fn json_value(v: &Value, path: &str, depth: usize) -> Result<toml_edit::Value, A
                     "integers above 9223372036854775807 have no TOML form",
                 ));
             } else {
-                n.as_f64().unwrap_or(0.0).into()
+                let x = n.as_f64().unwrap_or(0.0);
+                // The OpenAPI document bounds numbers as TOML bounds integers.
+                if !(x > -9.223_372_036_854_776e18 && x < 9.223_372_036_854_776e18) {
+                    return Err(AdminError::invalid(
+                        path,
+                        "numbers beyond ±9223372036854775807 are not allowed",
+                    ));
+                }
+                x.into()
             }
         }
         Value::String(s) => s.as_str().into(),

@@ -39,6 +39,17 @@ impl AdminError {
         }
     }
 
+    /// Well-formed and as the OpenAPI document describes, but refused by a
+    /// rule the document cannot express: a reference to something that
+    /// does not exist, a time in the past, a chain whose configuration
+    /// does not check.
+    pub fn unprocessable(field: impl Into<String>, message: impl Into<String>) -> Self {
+        AdminError {
+            field: Some(field.into()),
+            ..Self::new(StatusCode::UNPROCESSABLE_ENTITY, "unprocessable", message)
+        }
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid", message)
     }
@@ -122,7 +133,18 @@ impl AdminError {
     }
 }
 
-/// Decode a JSON body into `T`, naming the field at fault.
+/// Decode a JSON body that must be there (an empty body is refused).
+pub fn decode_required<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AdminError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(AdminError::bad_request(
+            "this call needs a JSON body (`{}` for none of the optional fields)",
+        ));
+    }
+    decode(body)
+}
+
+/// Decode a JSON body into `T`, naming the field at fault; an empty body
+/// is `{}`.
 pub fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AdminError> {
     let body = if body.iter().all(u8::is_ascii_whitespace) {
         &b"{}"[..]

@@ -3,7 +3,7 @@
 //! (`docs/admin-openapi.json`) is checked against it by the tests.
 
 use super::chain::{self, ChainAssign};
-use super::error::{decode, AdminError};
+use super::error::{decode, decode_required, AdminError};
 use super::model::*;
 use super::registry::{Page, Registry};
 use crate::manifest::{AdminSpec, PolicyManifest};
@@ -130,11 +130,41 @@ pub fn may(role: Role, family: Family, write: bool) -> bool {
     }
 }
 
+/// The methods [`ROUTES`] serves at `path` (for `Allow`).
+fn allowed(path: &str) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    for m in ["GET", "POST", "PUT", "PATCH", "DELETE"] {
+        if let Ok(method) = m.parse::<Method>() {
+            if matches!(route_exact(&method, path), Ok(Some(_))) {
+                out.push(m);
+            }
+        }
+    }
+    out
+}
+
 /// Match `path` against [`ROUTES`]: the template and its parameters, or
-/// 404 / 405.
+/// 404 / 405 (the 405's `Allow` is [`allowed`]).
 fn route(method: &Method, path: &str) -> Result<(&'static str, Vec<String>), AdminError> {
+    match route_exact(method, path)? {
+        Some(found) => Ok(found),
+        None => Err(AdminError::method_not_allowed(format!(
+            "{} is not allowed here; allowed: {}",
+            truncate(method.as_str(), 20),
+            allowed(path).join(", ")
+        ))),
+    }
+}
+
+/// The route for `method` at `path`; `None` when `path` is served for
+/// other methods only; 404 when it is not served at all.
+#[allow(clippy::type_complexity)]
+fn route_exact(
+    method: &Method,
+    path: &str,
+) -> Result<Option<(&'static str, Vec<String>)>, AdminError> {
     let segs: Vec<&str> = path.split('/').collect();
-    let mut allowed = Vec::new();
+    let mut any = false;
     for (m, template) in ROUTES {
         let t: Vec<&str> = template.split('/').collect();
         if t.len() != segs.len() {
@@ -151,21 +181,17 @@ fn route(method: &Method, path: &str) -> Result<(&'static str, Vec<String>), Adm
         });
         if fits {
             if *m == method.as_str() {
-                return Ok((template, params));
+                return Ok(Some((template, params)));
             }
-            allowed.push(*m);
+            any = true;
         }
     }
-    if allowed.is_empty() {
+    if any {
+        Ok(None)
+    } else {
         Err(AdminError::no_route(format!(
             "no admin API route `{}` (see GET /admin/v1/openapi.json)",
             truncate(path, 200)
-        )))
-    } else {
-        Err(AdminError::method_not_allowed(format!(
-            "{} is not allowed here; allowed: {}",
-            method,
-            allowed.join(", ")
         )))
     }
 }
@@ -174,6 +200,10 @@ struct State {
     gateway: Arc<Gateway>,
     registry: Arc<Registry>,
     max_body: u64,
+    /// The listener's address and whether it is TLS, for the OpenAPI
+    /// document's `servers`.
+    local: SocketAddr,
+    tls: bool,
 }
 
 /// Bind the admin listener and serve it until `shutdown` turns true.
@@ -203,6 +233,8 @@ pub async fn bind(
         registry: gateway.registry.clone(),
         gateway,
         max_body: spec.max_body.0,
+        local,
+        tls: tls.is_some(),
     });
     let bound = Bound {
         name: "admin".into(),
@@ -319,7 +351,13 @@ async fn handle(
         }
         Err(e) => {
             tracing::info!(%peer, %method, %path, status = e.status.as_u16(), "admin: {e}");
-            error_response(&e)
+            let mut r = error_response(&e);
+            if e.status == StatusCode::METHOD_NOT_ALLOWED {
+                if let Ok(v) = HeaderValue::from_str(&allowed(&path).join(", ")) {
+                    r.headers_mut().insert(header::ALLOW, v);
+                }
+            }
+            r
         }
     }
 }
@@ -389,17 +427,86 @@ fn percent_decode(s: &str) -> Result<String, AdminError> {
     String::from_utf8(out).map_err(|_| AdminError::bad_request("the query is not UTF-8"))
 }
 
-/// `limit` and `after` of a list call.
+/// `limit` and `after` of a list call (`after`: 1 to 200 characters).
 fn paging(q: &BTreeMap<String, String>) -> Result<(usize, Option<String>), AdminError> {
     let limit = match q.get("limit") {
         None => 50,
-        Some(s) => s
-            .parse::<usize>()
-            .ok()
+        Some(s) => Some(s)
+            .filter(|s| !s.is_empty() && s.len() <= 3 && s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse::<usize>().ok())
             .filter(|n| (1..=500).contains(n))
             .ok_or_else(|| AdminError::invalid("limit", "must be a number from 1 to 500"))?,
     };
-    Ok((limit, q.get("after").cloned()))
+    let after = q.get("after").cloned();
+    if let Some(a) = &after {
+        if a.is_empty() || a.chars().count() > 200 {
+            return Err(AdminError::invalid(
+                "after",
+                "must be 1 to 200 characters: the `next` of the previous page",
+            ));
+        }
+    }
+    Ok((limit, after))
+}
+
+/// A list filter naming a resource by its caller-chosen id.
+fn id_filter(q: &BTreeMap<String, String>, name: &str) -> Result<Option<String>, AdminError> {
+    match q.get(name) {
+        None => Ok(None),
+        Some(v) => check_id(name, v).map(|()| Some(v.clone())),
+    }
+}
+
+/// A list filter naming a resource by its generated id (`sub_` and 16 hex
+/// digits).
+fn generated_filter(
+    q: &BTreeMap<String, String>,
+    name: &str,
+    prefix: &str,
+) -> Result<Option<String>, AdminError> {
+    match q.get(name) {
+        None => Ok(None),
+        Some(v) if is_generated_id(v, prefix) => Ok(Some(v.clone())),
+        Some(v) => Err(AdminError::invalid(
+            name,
+            format!(
+                "`{}` is not a {name} id: `{prefix}` and 16 hex digits",
+                truncate(v, 80)
+            ),
+        )),
+    }
+}
+
+/// `prefix` and 16 lowercase hex digits, as the registry generates ids.
+fn is_generated_id(v: &str, prefix: &str) -> bool {
+    v.strip_prefix(prefix).is_some_and(|h| {
+        h.len() == 16
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+/// The OpenAPI document with `servers` naming this listener: its scheme,
+/// and its address (or, when it listens on every interface, the `Host` the
+/// client used).
+fn openapi_doc(local: SocketAddr, tls: bool, host: Option<&str>) -> Result<Value, AdminError> {
+    let mut doc: Value = serde_json::from_str(OPENAPI)
+        .map_err(|e| AdminError::unavailable(format!("the OpenAPI document: {e}")))?;
+    let scheme = if tls { "https" } else { "http" };
+    let authority = match host {
+        Some(h)
+            if local.ip().is_unspecified()
+                && !h.is_empty()
+                && h.len() <= 255
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b)) =>
+        {
+            h.to_string()
+        }
+        _ => local.to_string(),
+    };
+    doc["servers"] = json!([{ "url": format!("{scheme}://{authority}") }]);
+    Ok(doc)
 }
 
 const LIST: &[&str] = &["limit", "after"];
@@ -422,6 +529,11 @@ async fn serve_one(
     let user = if fam == Family::Public {
         None
     } else {
+        if req.headers().get_all(header::AUTHORIZATION).iter().count() > 1 {
+            return Err(AdminError::bad_request(
+                "send one `Authorization` header, not several",
+            ));
+        }
         let token = req
             .headers()
             .get(header::AUTHORIZATION)
@@ -452,6 +564,11 @@ async fn serve_one(
         Some(user)
     };
     let actor = user.as_ref().map(|u| u.id.clone()).unwrap_or_default();
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let raw_query = req.uri().query().map(str::to_string);
     let if_match = req
         .headers()
@@ -503,9 +620,8 @@ async fn serve_one(
     let no_query = || query(q, &[]).map(|_| ());
     match (method.as_str(), template) {
         ("GET", "/admin/v1/openapi.json") => {
-            let doc: Value = serde_json::from_str(OPENAPI)
-                .map_err(|e| AdminError::unavailable(format!("the OpenAPI document: {e}")))?;
-            ok(doc)
+            no_query()?;
+            ok(openapi_doc(state.local, state.tls, host.as_deref())?)
         }
         ("GET", "/admin/v1/whoami") => {
             no_query()?;
@@ -522,7 +638,7 @@ async fn serve_one(
         }
         ("POST", "/admin/v1/users") => {
             no_query()?;
-            let r: UserCreate = decode(&body)?;
+            let r: UserCreate = decode_required(&body)?;
             let (u, token) = blocking(move || reg.create_user(&actor, r)).await?;
             created(json!({"user": view(&u), "token": token}))
         }
@@ -534,7 +650,7 @@ async fn serve_one(
         }
         ("PATCH", "/admin/v1/users/{id}") => {
             no_query()?;
-            let r: UserUpdate = decode(&body)?;
+            let r: UserUpdate = decode_required(&body)?;
             let id = p(0);
             let u = blocking(move || reg.update_user(&actor, &id, r)).await?;
             ok(view(&u))
@@ -587,7 +703,7 @@ async fn serve_one(
         }
         ("PUT", "/admin/v1/apis/{name}/chain") => {
             no_query()?;
-            let r: ChainAssign = decode(&body)?;
+            let r: ChainAssign = decode_required(&body)?;
             chain::check_steps(&r.chain)?;
             assign_chain(state, &actor, &p(0), r, if_match).await
         }
@@ -601,7 +717,7 @@ async fn serve_one(
         }
         ("POST", "/admin/v1/products") => {
             no_query()?;
-            let r: ProductCreate = decode(&body)?;
+            let r: ProductCreate = decode_required(&body)?;
             let g = state.gateway.current();
             let v = blocking(move || {
                 reg.create_product(&actor, r, &|a| g.apis.iter().any(|x| &*x.name == a))
@@ -614,7 +730,7 @@ async fn serve_one(
         }
         ("PATCH", "/admin/v1/products/{id}") => {
             no_query()?;
-            let r: ProductUpdate = decode(&body)?;
+            let r: ProductUpdate = decode_required(&body)?;
             let g = state.gateway.current();
             let id = p(0);
             let v = blocking(move || {
@@ -633,7 +749,7 @@ async fn serve_one(
         ("GET", "/admin/v1/plans") => {
             let qs = query(q, &list_params(&["product"]))?;
             let (limit, after) = paging(&qs)?;
-            let product = qs.get("product").cloned();
+            let product = id_filter(&qs, "product")?;
             let page = blocking(move || {
                 reg.list::<Plan>("plan", after.as_deref(), limit, |x| {
                     product.as_ref().is_none_or(|p| &x.product == p)
@@ -644,14 +760,14 @@ async fn serve_one(
         }
         ("POST", "/admin/v1/plans") => {
             no_query()?;
-            let r: PlanCreate = decode(&body)?;
+            let r: PlanCreate = decode_required(&body)?;
             let v = blocking(move || reg.create_plan(&actor, r)).await?;
             created(view(&v))
         }
         ("GET", "/admin/v1/plans/{id}") => get_one::<Plan>(&reg, "plan", "plan", p(0), q).await,
         ("PATCH", "/admin/v1/plans/{id}") => {
             no_query()?;
-            let r: PlanUpdate = decode(&body)?;
+            let r: PlanUpdate = decode_required(&body)?;
             let id = p(0);
             let v = blocking(move || reg.update_plan(&actor, &id, r)).await?;
             ok(view(&v))
@@ -673,7 +789,7 @@ async fn serve_one(
         }
         ("POST", "/admin/v1/consumers") => {
             no_query()?;
-            let r: ConsumerCreate = decode(&body)?;
+            let r: ConsumerCreate = decode_required(&body)?;
             let v = blocking(move || reg.create_consumer(&actor, r)).await?;
             created(view(&v))
         }
@@ -682,7 +798,7 @@ async fn serve_one(
         }
         ("PATCH", "/admin/v1/consumers/{id}") => {
             no_query()?;
-            let r: ConsumerUpdate = decode(&body)?;
+            let r: ConsumerUpdate = decode_required(&body)?;
             let id = p(0);
             let v = blocking(move || reg.update_consumer(&actor, &id, r)).await?;
             ok(view(&v))
@@ -697,7 +813,7 @@ async fn serve_one(
         ("GET", "/admin/v1/apps") => {
             let qs = query(q, &list_params(&["consumer"]))?;
             let (limit, after) = paging(&qs)?;
-            let consumer = qs.get("consumer").cloned();
+            let consumer = id_filter(&qs, "consumer")?;
             let page = blocking(move || {
                 reg.list::<App>("app", after.as_deref(), limit, |x| {
                     consumer.as_ref().is_none_or(|c| &x.consumer == c)
@@ -708,14 +824,14 @@ async fn serve_one(
         }
         ("POST", "/admin/v1/apps") => {
             no_query()?;
-            let r: AppCreate = decode(&body)?;
+            let r: AppCreate = decode_required(&body)?;
             let v = blocking(move || reg.create_app(&actor, r)).await?;
             created(view(&v))
         }
         ("GET", "/admin/v1/apps/{id}") => get_one::<App>(&reg, "app", "app", p(0), q).await,
         ("PATCH", "/admin/v1/apps/{id}") => {
             no_query()?;
-            let r: AppUpdate = decode(&body)?;
+            let r: AppUpdate = decode_required(&body)?;
             let id = p(0);
             let v = blocking(move || reg.update_app(&actor, &id, r)).await?;
             ok(view(&v))
@@ -730,7 +846,7 @@ async fn serve_one(
         ("GET", "/admin/v1/subscriptions") => {
             let qs = query(q, &list_params(&["app", "plan", "state"]))?;
             let (limit, after) = paging(&qs)?;
-            let (app, plan) = (qs.get("app").cloned(), qs.get("plan").cloned());
+            let (app, plan) = (id_filter(&qs, "app")?, id_filter(&qs, "plan")?);
             let st = match qs.get("state") {
                 None => None,
                 Some(s) => Some(
@@ -754,7 +870,7 @@ async fn serve_one(
         }
         ("POST", "/admin/v1/subscriptions") => {
             no_query()?;
-            let r: SubscriptionCreate = decode(&body)?;
+            let r: SubscriptionCreate = decode_required(&body)?;
             let v = blocking(move || reg.create_subscription(&actor, r)).await?;
             created(view(&v))
         }
@@ -763,7 +879,7 @@ async fn serve_one(
         }
         ("PATCH", "/admin/v1/subscriptions/{id}") => {
             no_query()?;
-            let r: SubscriptionUpdate = decode(&body)?;
+            let r: SubscriptionUpdate = decode_required(&body)?;
             let id = p(0);
             let v = blocking(move || reg.update_subscription(&actor, &id, r)).await?;
             ok(view(&v))
@@ -778,7 +894,10 @@ async fn serve_one(
         ("GET", "/admin/v1/keys") => {
             let qs = query(q, &list_params(&["app", "subscription"]))?;
             let (limit, after) = paging(&qs)?;
-            let (app, sub) = (qs.get("app").cloned(), qs.get("subscription").cloned());
+            let (app, sub) = (
+                id_filter(&qs, "app")?,
+                generated_filter(&qs, "subscription", "sub_")?,
+            );
             let page = blocking(move || {
                 reg.list::<Key>("key", after.as_deref(), limit, |x| {
                     app.as_ref().is_none_or(|a| &x.app == a)
@@ -790,14 +909,14 @@ async fn serve_one(
         }
         ("POST", "/admin/v1/keys") => {
             no_query()?;
-            let r: KeyCreate = decode(&body)?;
+            let r: KeyCreate = decode_required(&body)?;
             let (k, secret) = blocking(move || reg.create_key(&actor, r)).await?;
             created(json!({"key": view(&k), "secret": secret}))
         }
         ("GET", "/admin/v1/keys/{id}") => get_one::<Key>(&reg, "key", "key", p(0), q).await,
         ("PATCH", "/admin/v1/keys/{id}") => {
             no_query()?;
-            let r: KeyUpdate = decode(&body)?;
+            let r: KeyUpdate = decode_required(&body)?;
             let id = p(0);
             let v = blocking(move || reg.update_key(&actor, &id, r)).await?;
             ok(view(&v))
@@ -829,8 +948,12 @@ async fn serve_one(
             let after = match after {
                 None => None,
                 Some(s) => Some(
-                    s.parse::<u64>()
-                        .map_err(|_| AdminError::invalid("after", "must be a sequence number"))?,
+                    Some(&s)
+                        .filter(|s| s.len() <= 19 && s.bytes().all(|b| b.is_ascii_digit()))
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .ok_or_else(|| {
+                            AdminError::invalid("after", "must be a sequence number (1-19 digits)")
+                        })?,
                 ),
             };
             let page = blocking(move || reg.audit_page(after, limit)).await?;
@@ -959,7 +1082,7 @@ async fn assign_chain(
         Err(EditError::Diverged(m)) => Err(AdminError::conflict(m)),
         Err(EditError::Io(m)) => Err(AdminError::unavailable(m)),
         Err(EditError::Refused(e)) => Err(e),
-        Err(EditError::Invalid(errs)) => Err(AdminError::invalid(
+        Err(EditError::Invalid(errs)) => Err(AdminError::unprocessable(
             "chain",
             format!("the configuration with this chain does not check:\n{errs}"),
         )),
@@ -1002,6 +1125,38 @@ mod tests {
     }
 
     #[test]
+    fn allow_lists_the_methods_of_a_path() {
+        assert_eq!(allowed("/admin/v1/keys/key_1"), ["GET", "PATCH", "DELETE"]);
+        assert_eq!(allowed("/admin/v1/apis/x/chain"), ["GET", "PUT"]);
+        assert!(allowed("/admin/v1/nope").is_empty());
+        let e = route(&"TRACE".parse().unwrap(), "/admin/v1/users").unwrap_err();
+        assert_eq!(e.status, 405);
+        assert!(e.message.contains("allowed: GET, POST"), "{e}");
+    }
+
+    #[test]
+    fn servers_name_the_listener() {
+        let url = |local: &str, tls, host| {
+            openapi_doc(local.parse().unwrap(), tls, host).unwrap()["servers"][0]["url"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(
+            url("127.0.0.1:9", false, Some("evil")),
+            "http://127.0.0.1:9"
+        );
+        assert_eq!(url("[::1]:9", true, None), "https://[::1]:9");
+        // Every interface: the Host the client used, when it is one.
+        assert_eq!(
+            url("0.0.0.0:9", true, Some("admin.example.com:9")),
+            "https://admin.example.com:9"
+        );
+        assert_eq!(url("0.0.0.0:9", false, Some("a/b")), "http://0.0.0.0:9");
+        assert_eq!(url("[::]:9", false, None), "http://[::]:9");
+    }
+
+    #[test]
     fn roles() {
         use Family::*;
         assert!(may(Role::Administrator, Users, true));
@@ -1030,5 +1185,12 @@ mod tests {
         assert!(query(Some("limit=%zz"), &["limit"]).is_err());
         assert!(paging(&query(Some("limit=0"), &["limit"]).unwrap()).is_err());
         assert!(paging(&query(Some("limit=501"), &["limit"]).unwrap()).is_err());
+        assert!(paging(&query(Some("limit=%2B5"), &["limit"]).unwrap()).is_err());
+        assert!(paging(&query(Some("after="), &["after"]).unwrap()).is_err());
+        let long = format!("after={}", "a".repeat(201));
+        assert!(paging(&query(Some(&long), &["after"]).unwrap()).is_err());
+        assert!(is_generated_id("sub_0123456789abcdef", "sub_"));
+        assert!(!is_generated_id("sub_0123456789ABCDEF", "sub_"));
+        assert!(!is_generated_id("key_0123456789abcdef", "sub_"));
     }
 }

@@ -20,10 +20,14 @@ impl Ts {
             .map_or(0, |d| d.as_millis() as u64))
     }
 
-    /// Parse RFC 3339 with any offset (`2027-01-01T00:00:00Z`).
+    /// Parse RFC 3339 with any offset (`2027-01-01T00:00:00Z`); a time
+    /// before 1970 is the epoch (it is in the past either way).
     pub fn parse(s: &str) -> Option<Ts> {
         let d: toml::value::Datetime = s.trim().parse().ok()?;
-        crate::config::datetime_ms(&d).map(Ts)
+        if d.date.is_none() || d.time.is_none() || d.offset.is_none() {
+            return None;
+        }
+        Some(Ts(crate::config::datetime_ms(&d).unwrap_or(0)))
     }
 
     /// RFC 3339 in UTC, with milliseconds when there are any.
@@ -73,6 +77,51 @@ pub fn double_option<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
     d: D,
 ) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
+}
+
+/// For optional fields that may be absent but not `null` (with
+/// `#[serde(default)]`): `null` is refused as the wrong type.
+pub fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
+/// A whole number as JSON may write it: `5` or `5.0` (JSON Schema, and so
+/// the OpenAPI document, counts both as integers); `5.5`, negatives and
+/// numbers out of `T`'s range are refused.
+pub fn whole<'de, T: TryFrom<u64>, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
+    struct V;
+    impl serde::de::Visitor<'_> for V {
+        type Value = u64;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a whole number")
+        }
+        fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<u64, E> {
+            Ok(n)
+        }
+        fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<u64, E> {
+            u64::try_from(n)
+                .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(n), &"a number from 0"))
+        }
+        fn visit_f64<E: serde::de::Error>(self, x: f64) -> Result<u64, E> {
+            // 2^64 is the first float beyond u64.
+            if x.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&x) {
+                Ok(x as u64)
+            } else {
+                Err(E::invalid_value(serde::de::Unexpected::Float(x), &self))
+            }
+        }
+    }
+    let n = d.deserialize_any(V)?;
+    T::try_from(n).map_err(|_| {
+        serde::de::Error::invalid_value(serde::de::Unexpected::Unsigned(n), &"a smaller number")
+    })
+}
+
+/// [`whole`] for an optional field that may be absent but not `null`.
+pub fn some_whole<'de, T: TryFrom<u64>, D: Deserializer<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    whole(d).map(Some)
 }
 
 // ---------------------------------------------------------------------------
@@ -170,6 +219,7 @@ pub struct UserCreate {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UserUpdate {
+    #[serde(default, deserialize_with = "present")]
     pub role: Option<Role>,
 }
 
@@ -191,6 +241,7 @@ pub struct Product {
 #[serde(deny_unknown_fields)]
 pub struct ProductCreate {
     pub id: String,
+    #[serde(default, deserialize_with = "present")]
     pub name: Option<String>,
     #[serde(default)]
     pub description: String,
@@ -203,9 +254,13 @@ pub struct ProductCreate {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProductUpdate {
+    #[serde(default, deserialize_with = "present")]
     pub name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     pub description: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     pub apis: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
     pub published: Option<bool>,
 }
 
@@ -232,6 +287,7 @@ impl Per {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimit {
+    #[serde(deserialize_with = "whole")]
     pub requests: u64,
     pub per: Per,
 }
@@ -247,6 +303,7 @@ pub enum Period {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Quota {
+    #[serde(deserialize_with = "whole")]
     pub calls: u64,
     pub period: Period,
 }
@@ -282,6 +339,7 @@ fn default_max_keys() -> u32 {
 pub struct PlanCreate {
     pub id: String,
     pub product: String,
+    #[serde(default, deserialize_with = "present")]
     pub name: Option<String>,
     #[serde(default)]
     pub description: String,
@@ -291,19 +349,24 @@ pub struct PlanCreate {
     pub quota: Option<Quota>,
     #[serde(default)]
     pub approval: Approval,
-    #[serde(default = "default_max_keys")]
+    #[serde(default = "default_max_keys", deserialize_with = "whole")]
     pub max_keys_per_app: u32,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlanUpdate {
+    #[serde(default, deserialize_with = "present")]
     pub name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     pub description: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     pub rate_limits: Option<Vec<RateLimit>>,
     #[serde(default, deserialize_with = "double_option")]
     pub quota: Option<Option<Quota>>,
+    #[serde(default, deserialize_with = "present")]
     pub approval: Option<Approval>,
+    #[serde(default, deserialize_with = "some_whole")]
     pub max_keys_per_app: Option<u32>,
 }
 
@@ -348,6 +411,8 @@ pub fn check_plan_limits(
 pub struct Consumer {
     pub id: String,
     pub name: String,
+    /// Empty: none (then left out of the JSON).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub email: String,
     pub created_at: Ts,
     pub updated_at: Ts,
@@ -357,22 +422,25 @@ pub struct Consumer {
 #[serde(deny_unknown_fields)]
 pub struct ConsumerCreate {
     pub id: String,
+    #[serde(default, deserialize_with = "present")]
     pub name: Option<String>,
-    #[serde(default)]
-    pub email: String,
+    #[serde(default, deserialize_with = "present")]
+    pub email: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConsumerUpdate {
+    #[serde(default, deserialize_with = "present")]
     pub name: Option<String>,
-    pub email: Option<String>,
+    /// `null` removes the email address.
+    #[serde(default, deserialize_with = "double_option")]
+    pub email: Option<Option<String>>,
 }
 
+/// Check an email address (when one is given it is not empty: leave the
+/// field out, or `null` in an update, for none).
 pub fn check_email(email: &str) -> Result<(), AdminError> {
-    if email.is_empty() {
-        return Ok(());
-    }
     check_text("email", email, 254)?;
     let ok = email.split_once('@').is_some_and(|(l, d)| {
         !l.is_empty() && d.contains('.') && !d.starts_with('.') && !d.ends_with('.')
@@ -402,6 +470,7 @@ pub struct App {
 pub struct AppCreate {
     pub id: String,
     pub consumer: String,
+    #[serde(default, deserialize_with = "present")]
     pub name: Option<String>,
     #[serde(default)]
     pub description: String,
@@ -410,7 +479,9 @@ pub struct AppCreate {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AppUpdate {
+    #[serde(default, deserialize_with = "present")]
     pub name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     pub description: Option<String>,
 }
 
@@ -507,6 +578,7 @@ pub struct KeyCreate {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeyUpdate {
+    #[serde(default, deserialize_with = "present")]
     pub name: Option<String>,
     #[serde(default, deserialize_with = "double_option")]
     pub expires_at: Option<Option<Ts>>,
@@ -515,7 +587,7 @@ pub struct KeyUpdate {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct KeyRotate {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole")]
     pub overlap_seconds: u64,
 }
 
@@ -555,6 +627,7 @@ mod tests {
             "2027-01-01T00:00:00Z"
         );
         assert!(Ts::parse("2027-01-01").is_none());
+        assert_eq!(Ts::parse("0343-03-31T21:03:02Z"), Some(Ts(0)));
         assert!(Ts::parse("tomorrow").is_none());
     }
 
@@ -569,6 +642,26 @@ mod tests {
         assert!(check_email("a@b.io").is_ok());
         assert!(check_email("nope").is_err());
         assert!(check_email("a @b.io").is_err());
+        assert!(check_email("").is_err());
+    }
+
+    #[test]
+    fn whole_numbers_and_present_fields() {
+        let q: Quota = serde_json::from_str(r#"{"calls": 5.0, "period": "day"}"#).unwrap();
+        assert_eq!(q.calls, 5);
+        for bad in ["5.5", "-1", "-1.0", "1e20", "\"5\""] {
+            let text = format!(r#"{{"calls": {bad}, "period": "day"}}"#);
+            assert!(serde_json::from_str::<Quota>(&text).is_err(), "{bad}");
+        }
+        let u: PlanUpdate = serde_json::from_str(r#"{"max_keys_per_app": 7.0}"#).unwrap();
+        assert_eq!(u.max_keys_per_app, Some(7));
+        assert!(serde_json::from_str::<PlanUpdate>(r#"{"max_keys_per_app": 5e9}"#).is_err());
+        assert!(serde_json::from_str::<PlanUpdate>(r#"{"max_keys_per_app": null}"#).is_err());
+        assert!(serde_json::from_str::<PlanUpdate>(r#"{"name": null}"#).is_err());
+        let u: PlanUpdate = serde_json::from_str(r#"{"quota": null}"#).unwrap();
+        assert_eq!(u.quota, Some(None));
+        let c: ConsumerUpdate = serde_json::from_str(r#"{"email": null}"#).unwrap();
+        assert_eq!(c.email, Some(None));
     }
 
     #[test]

@@ -142,7 +142,7 @@ impl Registry {
     /// resource's name): a missing one is the caller's error, naming it.
     fn require<T: DeserializeOwned>(&self, field: &str, id: &str) -> Result<T, AdminError> {
         self.get(field, id)?.ok_or_else(|| {
-            AdminError::invalid(
+            AdminError::unprocessable(
                 field,
                 format!("{field} `{}` does not exist", truncate(id, 80)),
             )
@@ -418,6 +418,9 @@ impl Registry {
     pub fn update_user(&self, actor: Actor, id: &str, req: UserUpdate) -> Result<User, AdminError> {
         let _w = self.lock();
         let mut user: User = self.must("user", "user", id)?;
+        if req.role.is_none_or(|r| r == user.role) {
+            return Ok(user);
+        }
         if let Some(role) = req.role {
             if user.role == Role::Administrator
                 && role != Role::Administrator
@@ -511,6 +514,7 @@ impl Registry {
     ) -> Result<Product, AdminError> {
         let _w = self.lock();
         let mut p: Product = self.must("product", "product", id)?;
+        let before = p.clone();
         if let Some(n) = req.name {
             check_text("name", &n, 200)?;
             p.name = n;
@@ -525,6 +529,9 @@ impl Registry {
         }
         if let Some(b) = req.published {
             p.published = b;
+        }
+        if unchanged(&before, &p) {
+            return Ok(p);
         }
         p.updated_at = Ts::now();
         self.save(actor, "update", "product", "product", id, &p, detail_of(&p))?;
@@ -580,6 +587,7 @@ impl Registry {
     pub fn update_plan(&self, actor: Actor, id: &str, req: PlanUpdate) -> Result<Plan, AdminError> {
         let _w = self.lock();
         let mut p: Plan = self.must("plan", "plan", id)?;
+        let before = p.clone();
         if let Some(n) = req.name {
             check_text("name", &n, 200)?;
             p.name = n;
@@ -601,6 +609,9 @@ impl Registry {
             p.max_keys_per_app = m;
         }
         check_plan_limits(&p.rate_limits, p.quota.as_ref(), p.max_keys_per_app)?;
+        if unchanged(&before, &p) {
+            return Ok(p);
+        }
         p.updated_at = Ts::now();
         self.save(actor, "update", "plan", "plan", id, &p, detail_of(&p))?;
         Ok(p)
@@ -627,7 +638,9 @@ impl Registry {
         check_id("id", &req.id)?;
         let name = req.name.unwrap_or_else(|| req.id.clone());
         check_text("name", &name, 200)?;
-        check_email(&req.email)?;
+        if let Some(e) = &req.email {
+            check_email(e)?;
+        }
         let _w = self.lock();
         if self.get::<Consumer>("consumer", &req.id)?.is_some() {
             return Err(AdminError::conflict(format!(
@@ -639,7 +652,7 @@ impl Registry {
         let c = Consumer {
             id: req.id,
             name,
-            email: req.email,
+            email: req.email.unwrap_or_default(),
             created_at: now,
             updated_at: now,
         };
@@ -663,13 +676,21 @@ impl Registry {
     ) -> Result<Consumer, AdminError> {
         let _w = self.lock();
         let mut c: Consumer = self.must("consumer", "consumer", id)?;
+        let before = c.clone();
         if let Some(n) = req.name {
             check_text("name", &n, 200)?;
             c.name = n;
         }
-        if let Some(e) = req.email {
-            check_email(&e)?;
-            c.email = e;
+        match req.email {
+            Some(Some(e)) => {
+                check_email(&e)?;
+                c.email = e;
+            }
+            Some(None) => c.email.clear(),
+            None => {}
+        }
+        if unchanged(&before, &c) {
+            return Ok(c);
         }
         c.updated_at = Ts::now();
         self.save(
@@ -728,6 +749,7 @@ impl Registry {
     pub fn update_app(&self, actor: Actor, id: &str, req: AppUpdate) -> Result<App, AdminError> {
         let _w = self.lock();
         let mut a: App = self.must("app", "app", id)?;
+        let before = a.clone();
         if let Some(n) = req.name {
             check_text("name", &n, 200)?;
             a.name = n;
@@ -735,6 +757,9 @@ impl Registry {
         if let Some(d) = req.description {
             check_text("description", &d, 4000)?;
             a.description = d;
+        }
+        if unchanged(&before, &a) {
+            return Ok(a);
         }
         a.updated_at = Ts::now();
         self.save(actor, "update", "app", "app", id, &a, detail_of(&a))?;
@@ -905,7 +930,10 @@ impl Registry {
         check_text("name", &req.name, 200)?;
         let now = Ts::now();
         if req.expires_at.is_some_and(|e| e <= now) {
-            return Err(AdminError::invalid("expires_at", "must be in the future"));
+            return Err(AdminError::unprocessable(
+                "expires_at",
+                "must be in the future",
+            ));
         }
         let _w = self.lock();
         let _: App = self.require("app", &req.app)?;
@@ -936,12 +964,16 @@ impl Registry {
     pub fn update_key(&self, actor: Actor, id: &str, req: KeyUpdate) -> Result<Key, AdminError> {
         let _w = self.lock();
         let mut k: Key = self.must("key", "key", id)?;
+        let before = k.clone();
         if let Some(n) = req.name {
             check_text("name", &n, 200)?;
             k.name = n;
         }
         if let Some(e) = req.expires_at {
             k.expires_at = e;
+        }
+        if unchanged(&before, &k) {
+            return Ok(k);
         }
         self.save(actor, "update", "key", "key", id, &k, detail_of(&k))?;
         Ok(k)
@@ -1090,7 +1122,7 @@ fn check_apis(apis: &[String], api_exists: &dyn Fn(&str) -> bool) -> Result<(), 
     }
     for (i, a) in apis.iter().enumerate() {
         if !api_exists(a) {
-            return Err(AdminError::invalid(
+            return Err(AdminError::unprocessable(
                 format!("apis[{i}]"),
                 format!(
                     "API `{}` is not defined in the policy manifests",
@@ -1106,6 +1138,12 @@ fn check_apis(apis: &[String], api_exists: &dyn Fn(&str) -> bool) -> Result<(), 
         }
     }
     Ok(())
+}
+
+/// Whether an update changed nothing (then it is not written, its
+/// `updated_at` stays and no audit entry is made).
+fn unchanged<T: Serialize>(before: &T, after: &T) -> bool {
+    serde_json::to_value(before).ok() == serde_json::to_value(after).ok()
 }
 
 fn detail_of<T: Serialize>(v: &T) -> serde_json::Value {
@@ -1165,7 +1203,7 @@ mod tests {
             ConsumerCreate {
                 id: "alice".into(),
                 name: None,
-                email: "alice@example.com".into(),
+                email: Some("alice@example.com".into()),
             },
         )
         .unwrap();
@@ -1313,7 +1351,7 @@ mod tests {
                 ConsumerCreate {
                     id: format!("c{i}"),
                     name: None,
-                    email: String::new(),
+                    email: None,
                 },
             )
             .unwrap();
