@@ -16,7 +16,8 @@ pub enum Error {
     /// The call needs a token and none was given.
     #[error(
         "no admin token: pass --token or set TOLLGATE_ADMIN_TOKEN\n\
-         hint: the first administrator's token is printed by `tollgate admin init --config <gateway file>`"
+         hint: the first administrator's token is printed by `tollgate admin init --config <gateway file>`; \
+         every token lost: stop the gateway, then `tollgate admin recover --config <gateway file> --user <administrator>`"
     )]
     NoToken,
     /// Nothing answered at the URL (refused, unresolvable, timed out).
@@ -183,5 +184,6 @@ mod tests {
         let text = report(&Error::NoToken);
         assert!(text.contains("TOLLGATE_ADMIN_TOKEN"));
         assert!(text.contains("tollgate admin init"));
+        assert!(text.contains("tollgate admin recover"));
     }
 }

@@ -70,6 +70,18 @@ enum AdminCmd {
         #[arg(long, default_value = "admin")]
         user: String,
     },
+    /// When every administrator token is lost: issue a new token for the
+    /// administrator `--user` (or create that administrator when no user
+    /// has the id) and print it once. Offline: run it with the gateway
+    /// stopped. Audited as `recover`.
+    Recover {
+        /// The gateway file.
+        #[arg(long, short, default_value = "tollgate.toml")]
+        config: PathBuf,
+        /// The administrator's id.
+        #[arg(long)]
+        user: String,
+    },
     #[command(flatten)]
     Client(tollgate_admin_cli::Command),
 }
@@ -128,6 +140,7 @@ fn main() -> ExitCode {
         }
         Command::Admin { options, cmd } => match cmd {
             AdminCmd::Init { config, user } => admin_init(&config, &user),
+            AdminCmd::Recover { config, user } => admin_recover(&config, &user),
             AdminCmd::Client(command) => {
                 tollgate_admin_cli::run(tollgate_admin_cli::AdminArgs { options, command })
             }
@@ -145,6 +158,35 @@ fn admin_init(config: &std::path::Path, user: &str) -> ExitCode {
                  Use it with the gateway running:\n  \
                  export TOLLGATE_ADMIN_TOKEN={token}\n  \
                  tollgate admin whoami"
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn admin_recover(config: &std::path::Path, user: &str) -> ExitCode {
+    match tollgate::admin::recover(config, user) {
+        Ok((token, created)) => {
+            println!("{token}");
+            eprintln!(
+                "{} `{user}`: a new token (above), shown only this once; {}\
+                 The audit log records this as `recover`. Start the gateway, then:\n  \
+                 export TOLLGATE_ADMIN_TOKEN={token}\n  \
+                 tollgate admin whoami",
+                if created {
+                    "Administrator created"
+                } else {
+                    "Administrator recovered"
+                },
+                if created {
+                    "no user had this id.\n"
+                } else {
+                    "its old token no longer works.\n"
+                },
             );
             ExitCode::SUCCESS
         }

@@ -21,6 +21,27 @@ use std::path::Path;
 /// once; only its SHA-256 is stored). The gateway must be stopped: a running
 /// gateway holds the store.
 pub fn init(config: &Path, user: &str) -> anyhow::Result<String> {
+    let registry = open_offline(config, "init")?;
+    registry
+        .init_admin(user)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// `tollgate admin recover`: when every administrator token is lost, issue
+/// a new token for administrator `user` (or create administrator `user`
+/// when no user has that id), straight in the store of the stopped gateway
+/// of `config`. Audited as `recover`. Returns the token and whether the
+/// user was created.
+pub fn recover(config: &Path, user: &str) -> anyhow::Result<(String, bool)> {
+    let registry = open_offline(config, "recover")?;
+    registry
+        .recover_admin(user)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The registry in the data directory of gateway file `config`, opened by
+/// this process (the gateway must be stopped: it holds the store's lock).
+fn open_offline(config: &Path, command: &str) -> anyhow::Result<Registry> {
     let path = config
         .canonicalize()
         .with_context(|| format!("cannot open {}", config.display()))?;
@@ -28,10 +49,9 @@ pub fn init(config: &Path, user: &str) -> anyhow::Result<String> {
     let base = path.parent().unwrap_or(Path::new("."));
     let data_dir = crate::config::resolve(base, &gw.data_dir);
     let store = crate::store::Store::open(&data_dir).map_err(|e| {
-        anyhow::anyhow!("{e:#}\n(stop the gateway, run `tollgate admin init`, then start it again)")
+        anyhow::anyhow!(
+            "{e:#}\n(stop the gateway, run `tollgate admin {command}`, then start it again)"
+        )
     })?;
-    let registry = Registry::new(store);
-    registry
-        .init_admin(user)
-        .map_err(|e| anyhow::anyhow!("{e}"))
+    Ok(Registry::new(store))
 }

@@ -373,6 +373,58 @@ impl Registry {
         )
     }
 
+    /// `tollgate admin recover` (offline, the gateway stopped): a new token
+    /// for administrator `id`, or a new administrator `id` when no user has
+    /// that id. The old token stops working. Audited as `recover` by actor
+    /// `recover`. A user of another role is refused (its role is not changed
+    /// behind the administrators' backs); the message names the
+    /// administrators. Returns the token and whether the user was created.
+    pub fn recover_admin(&self, id: &str) -> Result<(String, bool), AdminError> {
+        check_id("user", id)?;
+        let _w = self.lock();
+        match self.get::<User>("user", id)? {
+            Some(user) if user.role == Role::Administrator => {
+                let old = user.token_sha256.clone();
+                let token = self.put_user_with_token(
+                    "recover",
+                    "recover",
+                    user,
+                    Some(&old),
+                    serde_json::json!({"offline": true, "created": false}),
+                )?;
+                Ok((token, false))
+            }
+            Some(user) => {
+                let admins: Vec<String> = self
+                    .list::<User>("user", None, 10_000, |u| u.role == Role::Administrator)?
+                    .items
+                    .into_iter()
+                    .map(|u| u.id)
+                    .collect();
+                Err(AdminError::conflict(format!(
+                    "user `{id}` is a {}, not an administrator: recover an administrator ({}) or name a new user to create one",
+                    user.role.as_str(),
+                    if admins.is_empty() { "there are none".to_string() } else { admins.join(", ") }
+                )))
+            }
+            None => {
+                let token = self.put_user_with_token(
+                    "recover",
+                    "recover",
+                    User {
+                        id: id.to_string(),
+                        role: Role::Administrator,
+                        created_at: Ts::now(),
+                        token_sha256: String::new(),
+                    },
+                    None,
+                    serde_json::json!({"offline": true, "created": true, "role": "administrator"}),
+                )?;
+                Ok((token, true))
+            }
+        }
+    }
+
     fn put_user_with_token(
         &self,
         actor: Actor,
@@ -422,6 +474,11 @@ impl Registry {
             return Ok(user);
         }
         if let Some(role) = req.role {
+            if user.role == Role::Administrator && role != Role::Administrator && actor == id {
+                return Err(AdminError::conflict(format!(
+                    "`{id}` is your own account: an administrator cannot demote itself; another administrator must do it"
+                )));
+            }
             if user.role == Role::Administrator
                 && role != Role::Administrator
                 && self.administrators()? <= 1
@@ -451,6 +508,11 @@ impl Registry {
     pub fn delete_user(&self, actor: Actor, id: &str) -> Result<(), AdminError> {
         let _w = self.lock();
         let user: User = self.must("user", "user", id)?;
+        if actor == id {
+            return Err(AdminError::conflict(format!(
+                "`{id}` is your own account: a user cannot delete itself; another administrator must do it"
+            )));
+        }
         if user.role == Role::Administrator && self.administrators()? <= 1 {
             return Err(AdminError::conflict(
                 "this is the last administrator: create another before deleting it",
@@ -970,6 +1032,35 @@ impl Registry {
             k.name = n;
         }
         if let Some(e) = req.expires_at {
+            let now = Ts::now();
+            if let Some(at) = k.revoked_at {
+                return Err(AdminError::conflict(format!(
+                    "key `{id}` was revoked at {}: a dead key stays dead; create a new key",
+                    at.rfc3339()
+                )));
+            }
+            if !k.live(now) {
+                return Err(AdminError::conflict(format!(
+                    "key `{id}` expired at {}: a dead key stays dead; create a new key",
+                    k.expires_at.map_or_else(String::new, |t| t.rfc3339())
+                )));
+            }
+            if e.is_some_and(|t| t <= now) {
+                return Err(AdminError::invalid(
+                    "expires_at",
+                    "must be in the future (to end a key now, revoke it)",
+                ));
+            }
+            if let Some(next) = &k.rotated_to {
+                // The overlap of a rotation may end sooner, never later.
+                let earlier = matches!((k.expires_at, e), (Some(cur), Some(t)) if t <= cur);
+                if !earlier {
+                    return Err(AdminError::conflict(format!(
+                        "key `{id}` was rotated (to `{next}`) and its overlap ends at {}: its expires_at may only move earlier",
+                        k.expires_at.map_or_else(String::new, |t| t.rfc3339())
+                    )));
+                }
+            }
             k.expires_at = e;
         }
         if unchanged(&before, &k) {
@@ -999,7 +1090,22 @@ impl Registry {
                 "key `{id}` is revoked: create a new key instead"
             )));
         }
+        if let Some(next) = &old.rotated_to {
+            return Err(AdminError::conflict(format!(
+                "key `{id}` was rotated already (to `{next}`): a key is rotated once; rotate `{next}` instead"
+            )));
+        }
         let sub: Subscription = self.must("sub", "subscription", &old.subscription)?;
+        // The new key replaces this one, which stays live through its
+        // overlap; every other live key, in an overlap or not, counts.
+        let plan: Plan = self.must("plan", "plan", &sub.plan)?;
+        let others = self.live_keys(&sub.id, now)? - usize::from(old.live(now));
+        if others + 1 > plan.max_keys_per_app as usize {
+            return Err(AdminError::conflict(format!(
+                "app `{}` has {others} other live key(s) for plan `{}`, which allows {} (keys in a rotation overlap count): wait until the overlap ends or revoke one first",
+                sub.app, sub.plan, plan.max_keys_per_app
+            )));
+        }
         let mut tx = Tx::default();
         let (new, secret) = self.issue_key(
             &mut tx,
@@ -1394,6 +1500,226 @@ mod tests {
             .unwrap_err()
             .status,
             409
+        );
+    }
+
+    fn live_keys_of(r: &Registry, sub: &str) -> usize {
+        r.live_keys(sub, Ts::now()).unwrap()
+    }
+
+    #[test]
+    fn rotation_never_passes_the_key_cap() {
+        let (_d, r) = reg();
+        let (sub, a, _) = setup(&r);
+        r.update_plan(
+            "t",
+            "gold",
+            PlanUpdate {
+                name: None,
+                description: None,
+                rate_limits: None,
+                quota: None,
+                approval: None,
+                max_keys_per_app: Some(1),
+            },
+        )
+        .unwrap();
+        let rotate = |id: &str| {
+            r.rotate_key(
+                "t",
+                id,
+                KeyRotate {
+                    overlap_seconds: 600,
+                },
+            )
+        };
+        let (b, _) = rotate(&a.id).unwrap();
+        assert_eq!(live_keys_of(&r, &sub.id), 2);
+        // The same key again and again during its overlap: refused, each time.
+        for _ in 0..10 {
+            let e = rotate(&a.id).unwrap_err();
+            assert_eq!(e.status, 409);
+            assert!(e.message.contains("rotated already"), "{}", e.message);
+        }
+        // Its successor while the old key's overlap runs: the old key counts.
+        let e = rotate(&b.id).unwrap_err();
+        assert_eq!(e.status, 409);
+        assert!(e.message.contains("overlap"), "{}", e.message);
+        // A new key: the key in its overlap counts too.
+        let e = r
+            .create_key(
+                "t",
+                KeyCreate {
+                    app: "shop-app".into(),
+                    plan: "gold".into(),
+                    name: String::new(),
+                    expires_at: None,
+                },
+            )
+            .unwrap_err();
+        assert_eq!(e.status, 409);
+        assert_eq!(live_keys_of(&r, &sub.id), 2);
+        // Once the old key is gone, the successor rotates.
+        r.revoke_key("t", &a.id).unwrap();
+        rotate(&b.id).unwrap();
+        assert_eq!(live_keys_of(&r, &sub.id), 2);
+    }
+
+    #[test]
+    fn a_rotated_or_dead_key_is_not_revived() {
+        let (_d, r) = reg();
+        let (_sub, a, _) = setup(&r);
+        let patch = |id: &str, e: Option<Ts>| {
+            r.update_key(
+                "t",
+                id,
+                KeyUpdate {
+                    name: None,
+                    expires_at: Some(e),
+                },
+            )
+        };
+        // A past expiry is refused, as on creation.
+        let e = patch(&a.id, Some(Ts(Ts::now().0 - 1000))).unwrap_err();
+        assert_eq!(
+            (e.status.as_u16(), e.field.as_deref()),
+            (400, Some("expires_at"))
+        );
+        let (_b, _) = r
+            .rotate_key(
+                "t",
+                &a.id,
+                KeyRotate {
+                    overlap_seconds: 600,
+                },
+            )
+            .unwrap();
+        let end = r
+            .get::<Key>("key", &a.id)
+            .unwrap()
+            .unwrap()
+            .expires_at
+            .unwrap();
+        // The overlap may not be lifted or extended ...
+        assert_eq!(patch(&a.id, None).unwrap_err().status, 409);
+        assert_eq!(
+            patch(&a.id, Some(Ts(end.0 + 60_000))).unwrap_err().status,
+            409
+        );
+        assert_eq!(
+            r.get::<Key>("key", &a.id).unwrap().unwrap().expires_at,
+            Some(end)
+        );
+        // ... only shortened.
+        let sooner = Ts(end.0 - 60_000);
+        assert_eq!(patch(&a.id, Some(sooner)).unwrap().expires_at, Some(sooner));
+        // A revoked key stays dead.
+        r.revoke_key("t", &a.id).unwrap();
+        assert_eq!(patch(&a.id, None).unwrap_err().status, 409);
+        assert!(!r.get::<Key>("key", &a.id).unwrap().unwrap().live(Ts::now()));
+        // An expired key stays dead.
+        let (c, secret) = r
+            .create_key(
+                "t",
+                KeyCreate {
+                    app: "shop-app".into(),
+                    plan: "gold".into(),
+                    name: String::new(),
+                    expires_at: Some(Ts(Ts::now().0 + 300)),
+                },
+            )
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        assert_eq!(patch(&c.id, None).unwrap_err().status, 409);
+        assert_eq!(
+            patch(&c.id, Some(Ts(Ts::now().0 + 86_400_000)))
+                .unwrap_err()
+                .status,
+            409
+        );
+        assert!(r.lookup_key("pets", &secret, Ts::now()).is_none());
+        // A name still changes.
+        let k = r
+            .update_key(
+                "t",
+                &c.id,
+                KeyUpdate {
+                    name: Some("old".into()),
+                    expires_at: None,
+                },
+            )
+            .unwrap();
+        assert_eq!(k.name, "old");
+    }
+
+    #[test]
+    fn administrators_do_not_delete_or_demote_themselves() {
+        let (_d, r) = reg();
+        r.init_admin("admin").unwrap();
+        r.create_user(
+            "admin",
+            UserCreate {
+                id: "bob".into(),
+                role: Role::Administrator,
+            },
+        )
+        .unwrap();
+        let demote = UserUpdate {
+            role: Some(Role::ReportsUser),
+        };
+        let e = r.update_user("admin", "admin", demote).unwrap_err();
+        assert_eq!(e.status, 409);
+        assert!(e.message.contains("own account"), "{}", e.message);
+        let e = r.delete_user("admin", "admin").unwrap_err();
+        assert_eq!(e.status, 409);
+        assert!(e.message.contains("own account"), "{}", e.message);
+        // Another administrator may.
+        r.update_user(
+            "bob",
+            "admin",
+            UserUpdate {
+                role: Some(Role::ReportsUser),
+            },
+        )
+        .unwrap();
+        r.delete_user("bob", "admin").unwrap();
+    }
+
+    #[test]
+    fn recovery_issues_a_new_token_audited() {
+        let (_d, r) = reg();
+        let lost = r.init_admin("admin").unwrap();
+        r.create_user(
+            "admin",
+            UserCreate {
+                id: "viewer".into(),
+                role: Role::ReportsUser,
+            },
+        )
+        .unwrap();
+        let (token, created) = r.recover_admin("admin").unwrap();
+        assert!(!created);
+        assert!(r.authenticate(&lost).unwrap().is_none());
+        assert_eq!(r.authenticate(&token).unwrap().unwrap().id, "admin");
+        // A new administrator by a new name.
+        let (t2, created) = r.recover_admin("rescue").unwrap();
+        assert!(created);
+        let u = r.authenticate(&t2).unwrap().unwrap();
+        assert_eq!((u.id.as_str(), u.role), ("rescue", Role::Administrator));
+        // Another role is not promoted behind the administrators' backs.
+        let e = r.recover_admin("viewer").unwrap_err();
+        assert_eq!(e.status, 409);
+        assert!(e.message.contains("admin, rescue"), "{}", e.message);
+        assert!(r.recover_admin("Bad Id").is_err());
+        let log = r.audit_page(None, 100).unwrap().items;
+        let rec: Vec<_> = log.iter().filter(|e| e.action == "recover").collect();
+        assert_eq!(rec.len(), 2);
+        assert!(rec
+            .iter()
+            .all(|e| e.actor == "recover" && e.detail["offline"] == true));
+        assert_eq!(
+            (rec[0].id.as_str(), rec[1].id.as_str()),
+            ("admin", "rescue")
         );
     }
 }

@@ -230,3 +230,111 @@ set = { "x-from-cli" = "yes" }
     assert!(!down.ok);
     assert!(down.stderr.contains("127.0.0.1:1"), "{}", down.stderr);
 }
+
+/// Run `tollgate admin recover --config CONFIG --user USER` (blocking).
+fn recover(config: &std::path::Path, user: &str) -> Out {
+    let out = Command::new(tollgate_bin())
+        .args(["admin", "recover", "--config"])
+        .arg(config)
+        .args(["--user", user])
+        .output()
+        .unwrap();
+    Out {
+        ok: out.status.success(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn on_own_runtime(f: impl std::future::Future<Output = ()>) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(f);
+}
+
+/// Every administrator token lost: `tollgate admin recover` (offline)
+/// issues a new one, refuses while a gateway holds the store, and the
+/// audit log says it was a recovery.
+#[test]
+fn recover_issues_a_new_token_offline() {
+    let keep = tempfile::tempdir().unwrap();
+    let data = keep.path().join("data");
+    let config = keep.path().join("tollgate.toml");
+    let (d, c) = (data.clone(), config.clone());
+    let lost = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let lost2 = lost.clone();
+    on_own_runtime(async move {
+        let up = Upstream::start().await;
+        let gw = TestGateway::builder(&manifest(&up.url()))
+            .admin()
+            .data_dir(&d)
+            .start()
+            .await;
+        *lost2.lock().unwrap() = gw.admin().token;
+        // The gateway file, kept past the test gateway's own directory.
+        for f in ["tollgate.toml", "api.toml"] {
+            std::fs::copy(gw.path().join(f), c.with_file_name(f)).unwrap();
+        }
+        let c2 = c.clone();
+        let out = tokio::task::spawn_blocking(move || recover(&c2, "admin"))
+            .await
+            .unwrap();
+        assert!(!out.ok, "recover ran while the gateway holds the store");
+        tollgate_tests::assert_contains(
+            &out.stderr,
+            "another tollgate process is using this data directory",
+        );
+        tollgate_tests::assert_contains(&out.stderr, "stop the gateway");
+    });
+    // The gateway lets go of the store once its tasks are gone.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let out = loop {
+        let out = recover(&config, "admin");
+        if out.ok || std::time::Instant::now() > deadline {
+            break out;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(out.ok, "{}\n{}", out.stdout, out.stderr);
+    tollgate_tests::assert_contains(&out.stderr, "Administrator recovered");
+    let token = out.stdout.trim().to_string();
+    assert!(token.starts_with("tga_"), "{token}");
+    // A user of another name that does not exist: created.
+    let created = recover(&config, "rescue");
+    assert!(created.ok, "{}", created.stderr);
+    tollgate_tests::assert_contains(&created.stderr, "Administrator created");
+    let bad = recover(&config, "Not An Id");
+    assert!(!bad.ok);
+    tollgate_tests::assert_contains(&bad.stderr, "not a valid id");
+    let lost = lost.lock().unwrap().clone();
+    on_own_runtime(async move {
+        let up = Upstream::start().await;
+        let gw = TestGateway::builder(&manifest(&up.url()))
+            .admin()
+            .data_dir(&data)
+            .start()
+            .await;
+        let base = format!("http://{}", gw.admin_addr.unwrap());
+        let admin = tollgate_tests::admin::AdminClient::new(base, token);
+        let (status, me) = admin.get("/whoami").await;
+        assert_eq!((status, me["user"].as_str()), (200, Some("admin")));
+        assert_eq!(admin.with_token(&lost).get("/whoami").await.0, 401);
+        let (_, log) = admin.get("/audit?limit=500").await;
+        let rec: Vec<&Value> = log["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["action"] == "recover")
+            .collect();
+        assert_eq!(rec.len(), 2, "{log}");
+        assert_eq!(rec[0]["actor"], "recover");
+        assert_eq!(rec[0]["id"], "admin");
+        assert_eq!(rec[1]["id"], "rescue");
+        // It may not delete itself; another administrator may.
+        let (status, e) = admin.call("DELETE", "/users/admin", None).await;
+        assert_eq!(status, 409, "{e}");
+    });
+}

@@ -4,6 +4,7 @@
 mod admin;
 mod admin_cli;
 mod admin_crash;
+mod admin_listener;
 mod admin_openapi;
 mod chain;
 mod hostile_h2;
