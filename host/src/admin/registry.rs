@@ -1046,7 +1046,7 @@ impl Registry {
                 )));
             }
             if e.is_some_and(|t| t <= now) {
-                return Err(AdminError::invalid(
+                return Err(AdminError::unprocessable(
                     "expires_at",
                     "must be in the future (to end a key now, revoke it)",
                 ));
@@ -1583,7 +1583,7 @@ mod tests {
         let e = patch(&a.id, Some(Ts(Ts::now().0 - 1000))).unwrap_err();
         assert_eq!(
             (e.status.as_u16(), e.field.as_deref()),
-            (400, Some("expires_at"))
+            (422, Some("expires_at"))
         );
         let (_b, _) = r
             .rotate_key(
