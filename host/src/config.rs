@@ -7,7 +7,7 @@ use crate::manifest::{
     self, line_col, ApiSpec, GatewayFile, ManifestError, PolicyManifest, RouteSpec, StepSpec,
     SCHEMA,
 };
-use crate::policy::{engine::MAX_STEP_MEMORY, Runtime, Step};
+use crate::policy::{engine::MAX_STEP_MEMORY, Runtime, Step, StepConfigError};
 use crate::proxy::Upstream;
 use crate::route::{HostPattern, PathPattern, Route, Router};
 use crate::services::consumers::{ConsumerInfo, Directory};
@@ -80,7 +80,7 @@ impl std::error::Error for ConfigErrors {}
 
 impl From<ManifestError> for ConfigErrors {
     fn from(e: ManifestError) -> Self {
-        ConfigErrors(vec![e.to_string()])
+        ConfigErrors(e.into_list().iter().map(|e| e.to_string()).collect())
     }
 }
 
@@ -275,7 +275,7 @@ pub fn build_with(
         let (m, text): (PolicyManifest, String) = match read {
             Ok(x) => x,
             Err(e) => {
-                errs.push(e.to_string());
+                errs.extend(ConfigErrors::from(e).0);
                 continue;
             }
         };
@@ -327,7 +327,9 @@ pub fn build_with(
                 Err(e) => errs.push(format!("{at}: {e}")),
             }
         }
-        for api in &m.apis {
+        // The file's syntax tree, for where a key of a step is.
+        let doc = toml_edit::ImDocument::parse(text.as_str()).ok();
+        for (api_index_in_file, api) in m.apis.iter().enumerate() {
             let span = api.span();
             let api = api.get_ref();
             let at = |offset: usize| {
@@ -383,8 +385,27 @@ pub fn build_with(
             // Chain.
             let mut steps = Vec::new();
             let mut step_names = HashSet::new();
-            for s in &api.chain {
+            for (step_index, s) in api.chain.iter().enumerate() {
                 let spec: &StepSpec = s.get_ref();
+                let step_item = doc
+                    .as_ref()
+                    .map(|d| &d.as_item()["api"][api_index_in_file]["chain"][step_index]);
+                // `api ..., step ...` at the key `path` of the step (e.g.
+                // `memory`, `config.request.path`), or the step's header.
+                let ctx_at = |path: &str| {
+                    let offset = step_item
+                        .and_then(|i| crate::toml_errors::path_span(i, path))
+                        .map_or(s.span().start, |r| r.start);
+                    format!(
+                        "{}: api `{}`, step `{}` (plugin `{}`)",
+                        at(offset),
+                        api.name,
+                        spec.name
+                            .as_ref()
+                            .map_or(spec.plugin.as_str(), |n| n.as_str()),
+                        spec.plugin
+                    )
+                };
                 let step_name = spec
                     .name
                     .as_ref()
@@ -407,7 +428,7 @@ pub fn build_with(
                 let plugin_path = match find_plugin(base, gw, &spec.plugin) {
                     Ok(p) => p,
                     Err(e) => {
-                        errs.push(format!("{ctx}: {e}"));
+                        errs.push(format!("{}: {e}", ctx_at("plugin")));
                         ok = false;
                         continue;
                     }
@@ -424,7 +445,8 @@ pub fn build_with(
                 let memory = spec.memory.unwrap_or(gw.limits.step_memory).0;
                 if !((1 << 20)..=MAX_STEP_MEMORY).contains(&memory) {
                     errs.push(format!(
-                        "{ctx}: memory = {memory} bytes must be between 1MiB and {}MiB",
+                        "{}: memory = {memory} bytes must be between 1MiB and {}MiB",
+                        ctx_at("memory"),
                         MAX_STEP_MEMORY >> 20
                     ));
                     ok = false;
@@ -433,18 +455,19 @@ pub fn build_with(
                 let timeout = spec.timeout.unwrap_or(gw.limits.step_timeout).0;
                 if timeout.is_zero() || timeout > MAX_STEP_TIMEOUT {
                     errs.push(format!(
-                        "{ctx}: timeout = {timeout:?} must be between 1ms and 30s"
+                        "{}: timeout = {timeout:?} must be between 1ms and 30s",
+                        ctx_at("timeout")
                     ));
                     ok = false;
                     continue;
                 }
                 let mut grants = Grants::default();
                 let mut bad_grant = false;
-                for g in &spec.grants {
+                for (i, g) in spec.grants.iter().enumerate() {
                     match Capability::parse(g) {
                         Ok(c) => grants.list.push(c),
                         Err(e) => {
-                            errs.push(format!("{ctx}: {e}"));
+                            errs.push(format!("{}: {e}", ctx_at(&format!("grants.{i}"))));
                             bad_grant = true;
                         }
                     }
@@ -469,7 +492,19 @@ pub fn build_with(
                 ) {
                     Ok(step) => steps.push(step),
                     Err(e) => {
-                        errs.push(format!("{ctx}: {e}"));
+                        // At the key the plugin names, inside `config`.
+                        let key = match &e {
+                            StepConfigError::Rejected { field: Some(f), .. } => {
+                                format!("config.{f}")
+                            }
+                            StepConfigError::Rejected { field: None, .. } => "config".into(),
+                            StepConfigError::NotGranted { .. } if spec.grants.is_empty() => {
+                                "plugin".into()
+                            }
+                            StepConfigError::NotGranted { .. } => "grants".into(),
+                            StepConfigError::Failed(_) => String::new(),
+                        };
+                        errs.push(format!("{}: {e}", ctx_at(&key)));
                         ok = false;
                     }
                 }

@@ -24,4 +24,5 @@ pub mod server;
 pub mod services;
 pub mod store;
 pub mod tls;
+pub mod toml_errors;
 pub mod workers;
