@@ -9,6 +9,7 @@ use crate::manifest::{
 };
 use crate::policy::{engine::MAX_STEP_MEMORY, Runtime, Step, StepConfigError};
 use crate::proxy::Upstream;
+pub use crate::reload::Inputs;
 use crate::route::{HostPattern, PathPattern, Route, Router};
 use crate::services::consumers::{ConsumerInfo, Directory};
 use crate::services::{Capability, Grants};
@@ -95,7 +96,20 @@ pub fn resolve(base: &Path, p: &Path) -> PathBuf {
 
 /// Read and check the gateway file on its own.
 pub fn read_gateway_file(path: &Path) -> Result<GatewayFile, ConfigErrors> {
-    let (gw, text): (GatewayFile, String) = manifest::read_toml(path)?;
+    read_gateway_file_recording(path, &mut Inputs::default())
+}
+
+/// [`read_gateway_file`], recording what it read in `inputs`.
+pub fn read_gateway_file_recording(
+    path: &Path,
+    inputs: &mut Inputs,
+) -> Result<GatewayFile, ConfigErrors> {
+    let read = manifest::read_toml::<GatewayFile>(path);
+    match &read {
+        Ok((_, text)) => inputs.record_text(path, text),
+        Err(_) => inputs.record_unread(path),
+    }
+    let (gw, text) = read?;
     let mut errs = Vec::new();
     if gw.schema != SCHEMA {
         errs.push(format!(
@@ -255,8 +269,32 @@ pub fn build_with(
     runtime: &Runtime,
     overrides: &BTreeMap<PathBuf, String>,
 ) -> Result<Generation, ConfigErrors> {
+    build_recording(gw_path, gw, runtime, overrides, &mut Inputs::default())
+}
+
+/// [`build_with`], recording in `inputs` every manifest and plugin file it
+/// read or looked for, and the manifests each policy folder held (even when
+/// the build fails: the watcher then watches what the failed build read).
+pub fn build_recording(
+    gw_path: &Path,
+    gw: &GatewayFile,
+    runtime: &Runtime,
+    overrides: &BTreeMap<PathBuf, String>,
+    inputs: &mut Inputs,
+) -> Result<Generation, ConfigErrors> {
     let base = gw_path.parent().unwrap_or(Path::new("."));
     let files = manifest_files(base, gw)?;
+    for p in &gw.policies {
+        let p = resolve(base, p);
+        if p.is_dir() {
+            let listed = files
+                .iter()
+                .filter(|f| f.parent() == Some(p.as_path()))
+                .cloned()
+                .collect();
+            inputs.record_folder(&p, listed);
+        }
+    }
     let mut errs = Vec::new();
     let mut apis = Vec::new();
     let mut routes = Vec::new();
@@ -272,6 +310,10 @@ pub fn build_with(
             Some(text) => manifest::parse_toml(file, text).map(|m| (m, text.clone())),
             None => manifest::read_toml(file),
         };
+        match &read {
+            Ok((_, text)) => inputs.record_text(file, text),
+            Err(_) => inputs.record_unread(file),
+        }
         let (m, text): (PolicyManifest, String) = match read {
             Ok(x) => x,
             Err(e) => {
@@ -425,8 +467,18 @@ pub fn build_with(
                     ok = false;
                     continue;
                 }
+                // Where the plugin is, and the files that would take its
+                // place (or supply it, when it is missing) if they appeared.
+                if !gw.plugins.paths.contains_key(&spec.plugin) {
+                    for p in plugin_candidates(base, gw, &spec.plugin) {
+                        inputs.record_file(&p);
+                    }
+                }
                 let plugin_path = match find_plugin(base, gw, &spec.plugin) {
-                    Ok(p) => p,
+                    Ok(p) => {
+                        inputs.record_file(&p);
+                        p
+                    }
                     Err(e) => {
                         errs.push(format!("{}: {e}", ctx_at("plugin")));
                         ok = false;
@@ -603,10 +655,8 @@ pub fn find_plugin(base: &Path, gw: &GatewayFile, name: &str) -> Result<PathBuf,
         ));
     }
     let file = format!("{}.wasm", name.replace('-', "_"));
-    gw.plugins
-        .dirs
-        .iter()
-        .map(|d| resolve(base, d).join(&file))
+    plugin_candidates(base, gw, name)
+        .into_iter()
         .find(|p| p.is_file())
         .ok_or_else(|| {
             format!(
@@ -614,6 +664,17 @@ pub fn find_plugin(base: &Path, gw: &GatewayFile, name: &str) -> Result<PathBuf,
                 describe_dirs(base, gw)
             )
         })
+}
+
+/// `<dir>/<name>.wasm` (with `-` read as `_`) in each of `[plugins] dirs`,
+/// in order.
+fn plugin_candidates(base: &Path, gw: &GatewayFile, name: &str) -> Vec<PathBuf> {
+    let file = format!("{}.wasm", name.replace('-', "_"));
+    gw.plugins
+        .dirs
+        .iter()
+        .map(|d| resolve(base, d).join(&file))
+        .collect()
 }
 
 fn compile_route(api: usize, order: usize, r: &RouteSpec) -> Result<Route, String> {
