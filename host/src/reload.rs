@@ -172,7 +172,8 @@ impl BuildInputs {
     /// fail the same: an editor's half-written file that was rejected and
     /// then completed as it was is not a change).
     pub fn unchanged(&self) -> bool {
-        self.serving.unchanged() || (!Arc::ptr_eq(&self.serving, &self.last) && self.last.unchanged())
+        self.serving.unchanged()
+            || (!Arc::ptr_eq(&self.serving, &self.last) && self.last.unchanged())
     }
 }
 
@@ -299,7 +300,10 @@ mod tests {
         assert!(inputs.relevant(&d.join("apis").join("new.toml")));
         assert!(!inputs.relevant(&d.join("access.log")));
         assert!(!inputs.relevant(&d.join("apis").join("notes.txt")));
-        assert_eq!(inputs.folders_to_watch(), vec![d.to_path_buf(), d.join("apis")]);
+        assert_eq!(
+            inputs.folders_to_watch(),
+            vec![d.to_path_buf(), d.join("apis")]
+        );
 
         assert!(inputs.unchanged());
         // Rewritten with the same bytes.
@@ -333,8 +337,14 @@ mod tests {
         half.record_file(&d.join("other.wasm"));
         state.built(half, false);
         assert!(state.unchanged(), "still the rejected build's files");
-        assert!(state.watched().relevant(&plugin), "the serving build's files");
-        assert!(state.watched().relevant(&d.join("other.wasm")), "the last build's");
+        assert!(
+            state.watched().relevant(&plugin),
+            "the serving build's files"
+        );
+        assert!(
+            state.watched().relevant(&d.join("other.wasm")),
+            "the last build's"
+        );
         std::fs::write(&api, "api").unwrap();
         assert!(state.unchanged(), "back to the serving build's files");
         std::fs::write(&api, "api3").unwrap();

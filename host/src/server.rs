@@ -101,14 +101,9 @@ impl Gateway {
         if gw.plugins.snapshots {
             runtime.enable_snapshots()?;
         }
-        let generation = config::build_recording(
-            &gw_path,
-            &gw,
-            &runtime,
-            &Default::default(),
-            &mut inputs,
-        )
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let generation =
+            config::build_recording(&gw_path, &gw, &runtime, &Default::default(), &mut inputs)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
         let registry = runtime
             .services()
             .registry
@@ -136,7 +131,10 @@ impl Gateway {
     /// What the serving configuration and the last build read (see
     /// [`config::Inputs`]).
     pub fn inputs(&self) -> crate::reload::BuildInputs {
-        self.inputs.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.inputs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn set_inputs(&self, inputs: config::Inputs, applied: bool) {
@@ -170,8 +168,8 @@ impl Gateway {
                 return None;
             }
             let mut inputs = config::Inputs::default();
-            let built = config::read_gateway_file_recording(&this.gw_path, &mut inputs).and_then(
-                |gw| {
+            let built =
+                config::read_gateway_file_recording(&this.gw_path, &mut inputs).and_then(|gw| {
                     config::build_recording(
                         &this.gw_path,
                         &gw,
@@ -179,8 +177,7 @@ impl Gateway {
                         &Default::default(),
                         &mut inputs,
                     )
-                },
-            );
+                });
             this.set_inputs(inputs, built.is_ok());
             Some(built)
         })

@@ -105,7 +105,9 @@ fn render(text: &str, e: &toml::de::Error) -> String {
     let line_num = line + 1;
     let gutter = " ".repeat(line_num.to_string().len() + 1);
     let content = text.split('\n').nth(line).unwrap_or("");
-    let highlight = (span.end - span.start)
+    let highlight = span
+        .end
+        .saturating_sub(span.start)
         .min(content.len().saturating_sub(column))
         .max(1);
     format!(
@@ -345,7 +347,8 @@ fn entry_range(raw: &[u8], mut start: usize, mut end: usize) -> Range<usize> {
                 i = i.saturating_sub(1);
             }
             _ => {
-                while i > 0 && (raw[i - 1].is_ascii_alphanumeric() || matches!(raw[i - 1], b'-' | b'_'))
+                while i > 0
+                    && (raw[i - 1].is_ascii_alphanumeric() || matches!(raw[i - 1], b'-' | b'_'))
                 {
                     i -= 1;
                 }
@@ -469,7 +472,10 @@ mod tests {
             .map(|e| {
                 let first = e.lines().next().unwrap();
                 let last = e.lines().last().unwrap();
-                format!("{} :: {last}", first.trim_start_matches("TOML parse error at "))
+                format!(
+                    "{} :: {last}",
+                    first.trim_start_matches("TOML parse error at ")
+                )
             })
             .collect()
     }
@@ -506,12 +512,22 @@ mod tests {
     #[test]
     fn a_bad_required_value_is_not_reported_again_as_missing() {
         // `id` is required: cutting it must not add "missing field `id`".
-        let text = "name = \"x\"\n[[item]]\nid = 5\nsize = \"big\"\n[[item]]\nid = \"b\"\nextra = 1\n";
+        let text =
+            "name = \"x\"\n[[item]]\nid = 5\nsize = \"big\"\n[[item]]\nid = \"b\"\nextra = 1\n";
         let e = short(&errors(text));
         assert_eq!(e.len(), 3, "{e:#?}");
-        assert!(e[0].starts_with("line 3, column 6 :: invalid type: integer `5`"), "{e:#?}");
-        assert!(e[1].starts_with("line 4, column 8 :: invalid type: string"), "{e:#?}");
-        assert!(e[2].starts_with("line 7, column 1 :: unknown field `extra`"), "{e:#?}");
+        assert!(
+            e[0].starts_with("line 3, column 6 :: invalid type: integer `5`"),
+            "{e:#?}"
+        );
+        assert!(
+            e[1].starts_with("line 4, column 8 :: invalid type: string"),
+            "{e:#?}"
+        );
+        assert!(
+            e[2].starts_with("line 7, column 1 :: unknown field `extra`"),
+            "{e:#?}"
+        );
         assert!(!e.iter().any(|e| e.contains("missing field")), "{e:#?}");
     }
 
@@ -537,10 +553,18 @@ mod tests {
 
     #[test]
     fn dotted_keys_are_cut_whole() {
-        let e = short(&errors("name = \"x\"\ninner.a = 1\ninner.zz = 2\nport = \"p\"\n"));
+        let e = short(&errors(
+            "name = \"x\"\ninner.a = 1\ninner.zz = 2\nport = \"p\"\n",
+        ));
         assert_eq!(e.len(), 2, "{e:#?}");
-        assert!(e[0].starts_with("line 3, column 7 :: unknown field `zz`"), "{e:#?}");
-        assert!(e[1].starts_with("line 4, column 8 :: invalid type"), "{e:#?}");
+        assert!(
+            e[0].starts_with("line 3, column 7 :: unknown field `zz`"),
+            "{e:#?}"
+        );
+        assert!(
+            e[1].starts_with("line 4, column 8 :: invalid type"),
+            "{e:#?}"
+        );
     }
 
     #[test]
@@ -571,7 +595,10 @@ mod tests {
         assert_eq!(at("request.headers.set.x.y"), "\"x.y\"");
         assert_eq!(at("request.headers.nothing"), "headers");
         assert_eq!(at("list.1.name"), "name");
-        assert_eq!(path_span(&root["c"], "list.1.name").unwrap().start, text.rfind("name").unwrap());
+        assert_eq!(
+            path_span(&root["c"], "list.1.name").unwrap().start,
+            text.rfind("name").unwrap()
+        );
         assert_eq!(path_span(&root["c"], "nothing"), None);
     }
 }

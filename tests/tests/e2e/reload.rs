@@ -137,8 +137,7 @@ async fn the_watcher_reloads_only_when_an_input_really_changes() {
         log.sync_data().unwrap();
         if i % 30 == 0 {
             std::fs::write(gw.path().join("notes.txt.tmp"), format!("{i}")).unwrap();
-            std::fs::rename(gw.path().join("notes.txt.tmp"), gw.path().join("notes.txt"))
-                .unwrap();
+            std::fs::rename(gw.path().join("notes.txt.tmp"), gw.path().join("notes.txt")).unwrap();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -157,7 +156,11 @@ async fn the_watcher_reloads_only_when_an_input_really_changes() {
     let gw_file = gw.path().join("tollgate.toml");
     std::fs::write(&gw_file, std::fs::read(&gw_file).unwrap()).unwrap();
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert_eq!(generation(&gw), g0, "unchanged files reloaded the configuration");
+    assert_eq!(
+        generation(&gw),
+        g0,
+        "unchanged files reloaded the configuration"
+    );
 
     // A real edit: one reload, and the new chain serves.
     gw.write_manifest(&tagged(&up.url(), "after"));
