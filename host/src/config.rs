@@ -7,8 +7,9 @@ use crate::manifest::{
     self, line_col, ApiSpec, GatewayFile, ManifestError, PolicyManifest, RouteSpec, StepSpec,
     SCHEMA,
 };
-use crate::policy::{engine::MAX_STEP_MEMORY, Runtime, Step};
+use crate::policy::{engine::MAX_STEP_MEMORY, Runtime, Step, StepConfigError};
 use crate::proxy::Upstream;
+pub use crate::reload::Inputs;
 use crate::route::{HostPattern, PathPattern, Route, Router};
 use crate::services::consumers::{ConsumerInfo, Directory};
 use crate::services::{Capability, Grants};
@@ -80,7 +81,7 @@ impl std::error::Error for ConfigErrors {}
 
 impl From<ManifestError> for ConfigErrors {
     fn from(e: ManifestError) -> Self {
-        ConfigErrors(vec![e.to_string()])
+        ConfigErrors(e.into_list().iter().map(|e| e.to_string()).collect())
     }
 }
 
@@ -95,7 +96,20 @@ pub fn resolve(base: &Path, p: &Path) -> PathBuf {
 
 /// Read and check the gateway file on its own.
 pub fn read_gateway_file(path: &Path) -> Result<GatewayFile, ConfigErrors> {
-    let (gw, text): (GatewayFile, String) = manifest::read_toml(path)?;
+    read_gateway_file_recording(path, &mut Inputs::default())
+}
+
+/// [`read_gateway_file`], recording what it read in `inputs`.
+pub fn read_gateway_file_recording(
+    path: &Path,
+    inputs: &mut Inputs,
+) -> Result<GatewayFile, ConfigErrors> {
+    let read = manifest::read_toml::<GatewayFile>(path);
+    match &read {
+        Ok((_, text)) => inputs.record_text(path, text),
+        Err(_) => inputs.record_unread(path),
+    }
+    let (gw, text) = read?;
     let mut errs = Vec::new();
     if gw.schema != SCHEMA {
         errs.push(format!(
@@ -271,8 +285,32 @@ pub fn build_with(
     runtime: &Runtime,
     overrides: &BTreeMap<PathBuf, String>,
 ) -> Result<Generation, ConfigErrors> {
+    build_recording(gw_path, gw, runtime, overrides, &mut Inputs::default())
+}
+
+/// [`build_with`], recording in `inputs` every manifest and plugin file it
+/// read or looked for, and the manifests each policy folder held (even when
+/// the build fails: the watcher then watches what the failed build read).
+pub fn build_recording(
+    gw_path: &Path,
+    gw: &GatewayFile,
+    runtime: &Runtime,
+    overrides: &BTreeMap<PathBuf, String>,
+    inputs: &mut Inputs,
+) -> Result<Generation, ConfigErrors> {
     let base = gw_path.parent().unwrap_or(Path::new("."));
     let files = manifest_files(base, gw)?;
+    for p in &gw.policies {
+        let p = resolve(base, p);
+        if p.is_dir() {
+            let listed = files
+                .iter()
+                .filter(|f| f.parent() == Some(p.as_path()))
+                .cloned()
+                .collect();
+            inputs.record_folder(&p, listed);
+        }
+    }
     let mut errs = Vec::new();
     let mut apis = Vec::new();
     let mut routes = Vec::new();
@@ -288,10 +326,14 @@ pub fn build_with(
             Some(text) => manifest::parse_toml(file, text).map(|m| (m, text.clone())),
             None => manifest::read_toml(file),
         };
+        match &read {
+            Ok((_, text)) => inputs.record_text(file, text),
+            Err(_) => inputs.record_unread(file),
+        }
         let (m, text): (PolicyManifest, String) = match read {
             Ok(x) => x,
             Err(e) => {
-                errs.push(e.to_string());
+                errs.extend(ConfigErrors::from(e).0);
                 continue;
             }
         };
@@ -343,7 +385,9 @@ pub fn build_with(
                 Err(e) => errs.push(format!("{at}: {e}")),
             }
         }
-        for api in &m.apis {
+        // The file's syntax tree, for where a key of a step is.
+        let doc = toml_edit::ImDocument::parse(text.as_str()).ok();
+        for (api_index_in_file, api) in m.apis.iter().enumerate() {
             let span = api.span();
             let api = api.get_ref();
             let at = |offset: usize| {
@@ -408,8 +452,27 @@ pub fn build_with(
             // Chain.
             let mut steps = Vec::new();
             let mut step_names = HashSet::new();
-            for s in &api.chain {
+            for (step_index, s) in api.chain.iter().enumerate() {
                 let spec: &StepSpec = s.get_ref();
+                let step_item = doc
+                    .as_ref()
+                    .map(|d| &d.as_item()["api"][api_index_in_file]["chain"][step_index]);
+                // `api ..., step ...` at the key `path` of the step (e.g.
+                // `memory`, `config.request.path`), or the step's header.
+                let ctx_at = |path: &str| {
+                    let offset = step_item
+                        .and_then(|i| crate::toml_errors::path_span(i, path))
+                        .map_or(s.span().start, |r| r.start);
+                    format!(
+                        "{}: api `{}`, step `{}` (plugin `{}`)",
+                        at(offset),
+                        api.name,
+                        spec.name
+                            .as_ref()
+                            .map_or(spec.plugin.as_str(), |n| n.as_str()),
+                        spec.plugin
+                    )
+                };
                 let step_name = spec
                     .name
                     .as_ref()
@@ -429,10 +492,20 @@ pub fn build_with(
                     ok = false;
                     continue;
                 }
+                // Where the plugin is, and the files that would take its
+                // place (or supply it, when it is missing) if they appeared.
+                if !gw.plugins.paths.contains_key(&spec.plugin) {
+                    for p in plugin_candidates(base, gw, &spec.plugin) {
+                        inputs.record_file(&p);
+                    }
+                }
                 let plugin_path = match find_plugin(base, gw, &spec.plugin) {
-                    Ok(p) => p,
+                    Ok(p) => {
+                        inputs.record_file(&p);
+                        p
+                    }
                     Err(e) => {
-                        errs.push(format!("{ctx}: {e}"));
+                        errs.push(format!("{}: {e}", ctx_at("plugin")));
                         ok = false;
                         continue;
                     }
@@ -449,7 +522,8 @@ pub fn build_with(
                 let memory = spec.memory.unwrap_or(gw.limits.step_memory).0;
                 if !((1 << 20)..=MAX_STEP_MEMORY).contains(&memory) {
                     errs.push(format!(
-                        "{ctx}: memory = {memory} bytes must be between 1MiB and {}MiB",
+                        "{}: memory = {memory} bytes must be between 1MiB and {}MiB",
+                        ctx_at("memory"),
                         MAX_STEP_MEMORY >> 20
                     ));
                     ok = false;
@@ -458,18 +532,19 @@ pub fn build_with(
                 let timeout = spec.timeout.unwrap_or(gw.limits.step_timeout).0;
                 if timeout.is_zero() || timeout > MAX_STEP_TIMEOUT {
                     errs.push(format!(
-                        "{ctx}: timeout = {timeout:?} must be between 1ms and 30s"
+                        "{}: timeout = {timeout:?} must be between 1ms and 30s",
+                        ctx_at("timeout")
                     ));
                     ok = false;
                     continue;
                 }
                 let mut grants = Grants::default();
                 let mut bad_grant = false;
-                for g in &spec.grants {
+                for (i, g) in spec.grants.iter().enumerate() {
                     match Capability::parse(g) {
                         Ok(c) => grants.list.push(c),
                         Err(e) => {
-                            errs.push(format!("{ctx}: {e}"));
+                            errs.push(format!("{}: {e}", ctx_at(&format!("grants.{i}"))));
                             bad_grant = true;
                         }
                     }
@@ -494,7 +569,19 @@ pub fn build_with(
                 ) {
                     Ok(step) => steps.push(step),
                     Err(e) => {
-                        errs.push(format!("{ctx}: {e}"));
+                        // At the key the plugin names, inside `config`.
+                        let key = match &e {
+                            StepConfigError::Rejected { field: Some(f), .. } => {
+                                format!("config.{f}")
+                            }
+                            StepConfigError::Rejected { field: None, .. } => "config".into(),
+                            StepConfigError::NotGranted { .. } if spec.grants.is_empty() => {
+                                "plugin".into()
+                            }
+                            StepConfigError::NotGranted { .. } => "grants".into(),
+                            StepConfigError::Failed(_) => String::new(),
+                        };
+                        errs.push(format!("{}: {e}", ctx_at(&key)));
                         ok = false;
                     }
                 }
@@ -593,10 +680,8 @@ pub fn find_plugin(base: &Path, gw: &GatewayFile, name: &str) -> Result<PathBuf,
         ));
     }
     let file = format!("{}.wasm", name.replace('-', "_"));
-    gw.plugins
-        .dirs
-        .iter()
-        .map(|d| resolve(base, d).join(&file))
+    plugin_candidates(base, gw, name)
+        .into_iter()
         .find(|p| p.is_file())
         .ok_or_else(|| {
             format!(
@@ -604,6 +689,17 @@ pub fn find_plugin(base: &Path, gw: &GatewayFile, name: &str) -> Result<PathBuf,
                 describe_dirs(base, gw)
             )
         })
+}
+
+/// `<dir>/<name>.wasm` (with `-` read as `_`) in each of `[plugins] dirs`,
+/// in order.
+fn plugin_candidates(base: &Path, gw: &GatewayFile, name: &str) -> Vec<PathBuf> {
+    let file = format!("{}.wasm", name.replace('-', "_"));
+    gw.plugins
+        .dirs
+        .iter()
+        .map(|d| resolve(base, d).join(&file))
+        .collect()
 }
 
 fn compile_route(api: usize, order: usize, r: &RouteSpec) -> Result<Route, String> {

@@ -25,4 +25,5 @@ pub mod services;
 pub mod store;
 pub mod tls;
 pub mod tls_client;
+pub mod toml_errors;
 pub mod workers;

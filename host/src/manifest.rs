@@ -36,16 +36,41 @@ pub enum ManifestError {
         column: usize,
         message: String,
     },
+    /// Several errors in one file, each a [`ManifestError::Parse`]; shown
+    /// one after the other, each after `error: ` as `tollgate check` does.
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\nerror: "))]
+    Several(Vec<ManifestError>),
 }
 
-/// Parse a TOML document, mapping errors to [`ManifestError::Parse`].
+impl ManifestError {
+    /// Each error on its own (a [`ManifestError::Several`] split up).
+    pub fn into_list(self) -> Vec<ManifestError> {
+        match self {
+            ManifestError::Several(list) => list,
+            e => vec![e],
+        }
+    }
+}
+
+/// Parse a TOML document, mapping errors to [`ManifestError::Parse`]: every
+/// error in the file, not only the first (see [`crate::toml_errors`]).
 pub fn parse_toml<T: serde::de::DeserializeOwned>(
     path: &Path,
     text: &str,
 ) -> Result<T, ManifestError> {
-    toml::from_str(text).map_err(|e| ManifestError::Parse {
-        path: path.to_path_buf(),
-        detail: e.to_string().trim_end().to_string(),
+    crate::toml_errors::collect(text).map_err(|errors| {
+        let mut list: Vec<ManifestError> = errors
+            .into_iter()
+            .map(|detail| ManifestError::Parse {
+                path: path.to_path_buf(),
+                detail,
+            })
+            .collect();
+        if list.len() == 1 {
+            list.remove(0)
+        } else {
+            ManifestError::Several(list)
+        }
     })
 }
 

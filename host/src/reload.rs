@@ -1,18 +1,198 @@
-//! Reload on file change: watch the folders of every file a generation was
-//! built from (editors replace files by rename), debounce, then rebuild
-//! through [`Gateway::reload`].
+//! Reload on file change: watch the files a configuration was built from
+//! (through their folders: editors replace files by rename), keep only the
+//! events about those files, debounce, then rebuild through
+//! [`Gateway::reload_if_changed`], which skips a reload whose inputs are
+//! byte-identical to those of the last build.
 
 use crate::server::Gateway;
 use notify::{RecursiveMode, Watcher};
-use std::path::PathBuf;
+use sha2::Digest as _;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Start watching. The watcher re-reads the list of watched files every
+/// What one file was when a build read (or looked for) it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum FileState {
+    /// SHA-256 of the bytes, hex.
+    Sha(String),
+    /// Not there (a plugin looked for in a folder, a missing manifest).
+    Missing,
+    /// There but not read (unreadable, or failed to parse): any change may
+    /// fix it, so it never counts as unchanged.
+    Unread,
+}
+
+impl FileState {
+    fn now(path: &Path) -> FileState {
+        match std::fs::read(path) {
+            Ok(bytes) => FileState::Sha(hex::encode(sha2::Sha256::digest(&bytes))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileState::Missing,
+            Err(_) => FileState::Unread,
+        }
+    }
+
+    fn same(&self, other: &FileState) -> bool {
+        match (self, other) {
+            (FileState::Sha(a), FileState::Sha(b)) => a == b,
+            (FileState::Missing, FileState::Missing) => true,
+            _ => false,
+        }
+    }
+}
+
+/// The inputs of one configuration build: the gateway file, every manifest
+/// and plugin file it read or looked for, and the `*.toml` files of each
+/// policy folder. The watcher reacts only to changes of these, and a
+/// reload is skipped when they are all byte-identical to the last build's.
+#[derive(Debug, Clone, Default)]
+pub struct Inputs {
+    files: BTreeMap<PathBuf, FileState>,
+    folders: BTreeMap<PathBuf, Vec<PathBuf>>,
+}
+
+impl Inputs {
+    /// `path` was read and held `text`.
+    pub fn record_text(&mut self, path: &Path, text: &str) {
+        self.files.insert(
+            path.to_path_buf(),
+            FileState::Sha(hex::encode(sha2::Sha256::digest(text.as_bytes()))),
+        );
+    }
+
+    /// `path` is about to be read (or was looked for): its bytes now. Taken
+    /// before the build reads it, so a change in between is seen as a change.
+    pub fn record_file(&mut self, path: &Path) {
+        if !self.files.contains_key(path) {
+            self.files.insert(path.to_path_buf(), FileState::now(path));
+        }
+    }
+
+    /// `path` could not be read or parsed.
+    pub fn record_unread(&mut self, path: &Path) {
+        self.files.insert(path.to_path_buf(), FileState::Unread);
+    }
+
+    /// The policy folder `folder` listed these `*.toml` files.
+    pub fn record_folder(&mut self, folder: &Path, files: Vec<PathBuf>) {
+        self.folders.insert(folder.to_path_buf(), files);
+    }
+
+    /// Whether every input is still what the build saw. Nothing recorded
+    /// counts as changed.
+    pub fn unchanged(&self) -> bool {
+        if self.files.is_empty() {
+            return false;
+        }
+        self.files
+            .iter()
+            .all(|(p, was)| was.same(&FileState::now(p)))
+            && self
+                .folders
+                .iter()
+                .all(|(d, was)| toml_files(d).as_ref() == Some(was))
+    }
+
+    /// Whether a change of `path` may change the configuration.
+    pub fn relevant(&self, path: &Path) -> bool {
+        self.files.contains_key(path)
+            || (path.extension().is_some_and(|x| x == "toml")
+                && path.parent().is_some_and(|d| self.folders.contains_key(d)))
+    }
+
+    /// The folders to watch: those of the files, and the policy folders.
+    pub fn folders_to_watch(&self) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter_map(|p| p.parent().map(Path::to_path_buf))
+            .chain(self.folders.keys().cloned())
+            .collect();
+        dirs.sort();
+        dirs.dedup();
+        dirs
+    }
+}
+
+impl Inputs {
+    /// Both sets of inputs, for watching.
+    fn union(a: &Inputs, b: &Inputs) -> Inputs {
+        let mut u = a.clone();
+        for (p, f) in &b.files {
+            u.files.entry(p.clone()).or_insert_with(|| f.clone());
+        }
+        for (d, l) in &b.folders {
+            u.folders.entry(d.clone()).or_insert_with(|| l.clone());
+        }
+        u
+    }
+}
+
+/// The inputs of the serving configuration and of the last build (the
+/// same after a build that was applied).
+#[derive(Debug, Clone)]
+pub struct BuildInputs {
+    serving: Arc<Inputs>,
+    last: Arc<Inputs>,
+    watched: Arc<Inputs>,
+}
+
+impl BuildInputs {
+    /// The inputs of the configuration loaded at start.
+    pub fn new(inputs: Inputs) -> BuildInputs {
+        let i = Arc::new(inputs);
+        BuildInputs {
+            serving: i.clone(),
+            last: i.clone(),
+            watched: i,
+        }
+    }
+
+    /// A build read `inputs`; `applied`: its configuration now serves.
+    pub fn built(&mut self, inputs: Inputs, applied: bool) {
+        let i = Arc::new(inputs);
+        if applied {
+            self.serving = i.clone();
+            self.watched = i.clone();
+        } else {
+            self.watched = Arc::new(Inputs::union(&self.serving, &i));
+        }
+        self.last = i;
+    }
+
+    /// What the watcher watches: the files of the serving configuration and
+    /// those of the last build.
+    pub fn watched(&self) -> Arc<Inputs> {
+        self.watched.clone()
+    }
+
+    /// Whether a build now would read what the serving configuration or the
+    /// last build read, byte for byte (then it would build the same, or
+    /// fail the same: an editor's half-written file that was rejected and
+    /// then completed as it was is not a change).
+    pub fn unchanged(&self) -> bool {
+        self.serving.unchanged()
+            || (!Arc::ptr_eq(&self.serving, &self.last) && self.last.unchanged())
+    }
+}
+
+/// The `*.toml` files of a folder, sorted (as the build lists them).
+fn toml_files(dir: &Path) -> Option<Vec<PathBuf>> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|f| f.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    found.sort();
+    Some(found)
+}
+
+/// Start watching. The watcher re-reads the inputs of the last build every
 /// second, so files a reload newly names are watched too; it stops when the
 /// gateway is dropped.
 pub fn spawn_watcher(gateway: Arc<Gateway>, debounce: Duration) {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<PathBuf>>();
     let weak = Arc::downgrade(&gateway);
     let spawned = std::thread::Builder::new()
         .name("tollgate-watch".into())
@@ -20,7 +200,7 @@ pub fn spawn_watcher(gateway: Arc<Gateway>, debounce: Duration) {
             let handler = move |res: notify::Result<notify::Event>| {
                 if let Ok(ev) = res {
                     if !matches!(ev.kind, notify::EventKind::Access(_)) {
-                        let _ = tx.send(());
+                        let _ = tx.send(ev.paths);
                     }
                 }
             };
@@ -33,21 +213,8 @@ pub fn spawn_watcher(gateway: Arc<Gateway>, debounce: Duration) {
             };
             let mut watching: Vec<PathBuf> = Vec::new();
             while let Some(gw) = weak.upgrade() {
-                let mut want: Vec<PathBuf> = gw
-                    .current()
-                    .watched
-                    .iter()
-                    .map(|p| {
-                        if p.is_dir() {
-                            p.clone()
-                        } else {
-                            p.parent().map(|d| d.to_path_buf()).unwrap_or_default()
-                        }
-                    })
-                    .collect();
+                let want = gw.inputs().watched().folders_to_watch();
                 drop(gw);
-                want.sort();
-                want.dedup();
                 for p in &want {
                     if !watching.contains(p) {
                         if let Err(e) = watcher.watch(p, RecursiveMode::NonRecursive) {
@@ -71,18 +238,125 @@ pub fn spawn_watcher(gateway: Arc<Gateway>, debounce: Duration) {
     let weak = Arc::downgrade(&gateway);
     drop(gateway);
     tokio::spawn(async move {
-        while rx.recv().await.is_some() {
-            // Debounce: wait until the changes stop for `debounce`.
+        // Whether an event is about an input of the last build (an access
+        // log or a store beside the manifest is not).
+        let relevant = |paths: &[PathBuf]| {
+            weak.upgrade().is_some_and(|gw| {
+                let inputs = gw.inputs().watched();
+                paths.iter().any(|p| inputs.relevant(p))
+            })
+        };
+        while let Some(paths) = rx.recv().await {
+            if !relevant(&paths) {
+                continue;
+            }
+            // Debounce: wait until the inputs stop changing for `debounce`.
+            let mut quiet_at = tokio::time::Instant::now() + debounce;
             loop {
-                match tokio::time::timeout(debounce, rx.recv()).await {
-                    Ok(Some(())) => continue,
+                match tokio::time::timeout_at(quiet_at, rx.recv()).await {
+                    Ok(Some(paths)) => {
+                        if relevant(&paths) {
+                            quiet_at = tokio::time::Instant::now() + debounce;
+                        }
+                    }
                     Ok(None) => return,
                     Err(_) => break,
                 }
             }
             let Some(gw) = weak.upgrade() else { return };
             tracing::info!("configuration files changed: reloading");
-            gw.reload().await;
+            if gw.reload_if_changed().await.is_none() {
+                tracing::debug!(
+                    "configuration files are byte-identical to the last build's: not reloading"
+                );
+            }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_inputs_count_and_only_real_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let gw = d.join("tollgate.toml");
+        let api = d.join("apis").join("a.toml");
+        let plugin = d.join("p.wasm");
+        std::fs::create_dir(d.join("apis")).unwrap();
+        std::fs::write(&gw, "gw").unwrap();
+        std::fs::write(&api, "api").unwrap();
+        let mut inputs = Inputs::default();
+        assert!(!inputs.unchanged(), "nothing recorded is a change");
+        inputs.record_text(&gw, "gw");
+        inputs.record_file(&api);
+        inputs.record_file(&plugin);
+        inputs.record_folder(&d.join("apis"), vec![api.clone()]);
+
+        assert!(inputs.relevant(&gw));
+        assert!(inputs.relevant(&plugin), "a plugin looked for");
+        assert!(inputs.relevant(&d.join("apis").join("new.toml")));
+        assert!(!inputs.relevant(&d.join("access.log")));
+        assert!(!inputs.relevant(&d.join("apis").join("notes.txt")));
+        assert_eq!(
+            inputs.folders_to_watch(),
+            vec![d.to_path_buf(), d.join("apis")]
+        );
+
+        assert!(inputs.unchanged());
+        // Rewritten with the same bytes.
+        std::fs::write(&gw, "gw").unwrap();
+        assert!(inputs.unchanged());
+        std::fs::write(d.join("access.log"), "x").unwrap();
+        assert!(inputs.unchanged());
+        // A real edit; a plugin that appears; a new manifest in the folder.
+        std::fs::write(&api, "api2").unwrap();
+        assert!(!inputs.unchanged());
+        std::fs::write(&api, "api").unwrap();
+        std::fs::write(&plugin, "\0asm").unwrap();
+        assert!(!inputs.unchanged());
+        std::fs::remove_file(&plugin).unwrap();
+        assert!(inputs.unchanged());
+        std::fs::write(d.join("apis").join("b.toml"), "").unwrap();
+        assert!(!inputs.unchanged());
+        std::fs::remove_file(d.join("apis").join("b.toml")).unwrap();
+        // A file that failed to read never counts as unchanged.
+        let mut unread = inputs.clone();
+        unread.record_unread(&api);
+        assert!(!unread.unchanged());
+
+        // Serving `inputs`; a build of a half-written manifest is rejected;
+        // the file is then completed as it was: nothing to rebuild.
+        let mut state = BuildInputs::new(inputs.clone());
+        std::fs::write(&api, "ap").unwrap();
+        let mut half = Inputs::default();
+        half.record_text(&gw, "gw");
+        half.record_text(&api, "ap");
+        half.record_file(&d.join("other.wasm"));
+        state.built(half, false);
+        assert!(state.unchanged(), "still the rejected build's files");
+        assert!(
+            state.watched().relevant(&plugin),
+            "the serving build's files"
+        );
+        assert!(
+            state.watched().relevant(&d.join("other.wasm")),
+            "the last build's"
+        );
+        std::fs::write(&api, "api").unwrap();
+        assert!(state.unchanged(), "back to the serving build's files");
+        std::fs::write(&api, "api3").unwrap();
+        assert!(!state.unchanged());
+        // Applied: only its files count.
+        let mut new = Inputs::default();
+        new.record_text(&gw, "gw");
+        new.record_file(&api);
+        state.built(new, true);
+        assert!(state.unchanged());
+        assert!(!state.watched().relevant(&plugin));
+        std::fs::write(&api, "api").unwrap();
+        assert!(!state.unchanged());
+    }
 }

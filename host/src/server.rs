@@ -38,6 +38,10 @@ pub struct Gateway {
     gw_path: PathBuf,
     limits: Limits,
     reload_lock: tokio::sync::Mutex<()>,
+    /// What the last build (at start, reload or admin edit; applied or
+    /// not) read: the file watcher's filter and its skip of reloads whose
+    /// inputs did not change.
+    inputs: std::sync::Mutex<crate::reload::BuildInputs>,
     /// Bumped on every successful reload (for tests and logs).
     pub generation: std::sync::atomic::AtomicU64,
     /// The control plane's state (admin users, plans, keys ...).
@@ -71,7 +75,9 @@ impl Gateway {
         let gw_path = gw_path
             .canonicalize()
             .with_context(|| format!("cannot open {}", gw_path.display()))?;
-        let gw = config::read_gateway_file(&gw_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let mut inputs = config::Inputs::default();
+        let gw = config::read_gateway_file_recording(&gw_path, &mut inputs)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let base = gw_path.parent().unwrap_or(Path::new("."));
         let data_dir = config::resolve(base, &gw.data_dir);
         let store = crate::store::Store::open(&data_dir)?;
@@ -102,7 +108,8 @@ impl Gateway {
             runtime.enable_snapshots()?;
         }
         let generation =
-            config::build(&gw_path, &gw, &runtime).map_err(|e| anyhow::anyhow!("{e}"))?;
+            config::build_recording(&gw_path, &gw, &runtime, &Default::default(), &mut inputs)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
         let registry = runtime
             .services()
             .registry
@@ -115,6 +122,7 @@ impl Gateway {
             gw_path,
             limits: gw.limits.clone(),
             reload_lock: tokio::sync::Mutex::new(()),
+            inputs: std::sync::Mutex::new(crate::reload::BuildInputs::new(inputs)),
             generation: std::sync::atomic::AtomicU64::new(1),
             _store: store,
         });
@@ -126,17 +134,66 @@ impl Gateway {
         self.current.load_full()
     }
 
+    /// What the serving configuration and the last build read (see
+    /// [`config::Inputs`]).
+    pub fn inputs(&self) -> crate::reload::BuildInputs {
+        self.inputs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_inputs(&self, inputs: config::Inputs, applied: bool) {
+        self.inputs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .built(inputs, applied);
+    }
+
     /// Build the whole configuration anew and swap it in; on any error keep
     /// the old one and say why. Requests in flight finish on the old one.
     pub async fn reload(self: &Arc<Self>) -> ReloadOutcome {
+        self.rebuild(false)
+            .await
+            .expect("a forced reload always builds")
+    }
+
+    /// [`Gateway::reload`], unless every file the last build read (gateway
+    /// file, manifests, plugins, the manifests of policy folders) is still
+    /// byte-identical: then `None` and nothing is built. The file watcher
+    /// reloads this way; SIGHUP always rebuilds.
+    pub async fn reload_if_changed(self: &Arc<Self>) -> Option<ReloadOutcome> {
+        self.rebuild(true).await
+    }
+
+    async fn rebuild(self: &Arc<Self>, skip_unchanged: bool) -> Option<ReloadOutcome> {
         let _g = self.reload_lock.lock().await;
         let this = self.clone();
-        let built = tokio::task::spawn_blocking(move || -> Result<Generation, ConfigErrors> {
-            let gw = config::read_gateway_file(&this.gw_path)?;
-            config::build(&this.gw_path, &gw, &this.runtime)
+        let built = tokio::task::spawn_blocking(move || {
+            if skip_unchanged && this.inputs().unchanged() {
+                return None;
+            }
+            let mut inputs = config::Inputs::default();
+            let built =
+                config::read_gateway_file_recording(&this.gw_path, &mut inputs).and_then(|gw| {
+                    config::build_recording(
+                        &this.gw_path,
+                        &gw,
+                        &this.runtime,
+                        &Default::default(),
+                        &mut inputs,
+                    )
+                });
+            this.set_inputs(inputs, built.is_ok());
+            Some(built)
         })
         .await;
-        match built {
+        let built: Result<Result<Generation, ConfigErrors>, _> = match built {
+            Ok(None) => return None,
+            Ok(Some(b)) => Ok(b),
+            Err(e) => Err(e),
+        };
+        Some(match built {
             Ok(Ok(g)) => {
                 self.current.store(Arc::new(g));
                 let n = self
@@ -154,7 +211,7 @@ impl Gateway {
                 tracing::error!("reload failed: {e}");
                 ReloadOutcome::Rejected(e.to_string())
             }
-        }
+        })
     }
 
     /// The gateway file.
@@ -191,13 +248,18 @@ impl Gateway {
                 )));
             }
             let new_text = edit(&text, &on_disk).map_err(EditError::Refused)?;
-            let gw = config::read_gateway_file(&this.gw_path).map_err(EditError::Invalid)?;
+            let mut inputs = config::Inputs::default();
+            let gw = config::read_gateway_file_recording(&this.gw_path, &mut inputs)
+                .map_err(EditError::Invalid)?;
             let mut overrides = std::collections::BTreeMap::new();
             overrides.insert(file.clone(), new_text.clone());
-            let g = config::build_with(&this.gw_path, &gw, &this.runtime, &overrides)
+            let g = config::build_recording(&this.gw_path, &gw, &this.runtime, &overrides, &mut inputs)
                 .map_err(EditError::Invalid)?;
             write_atomically(&file, new_text.as_bytes())
                 .map_err(|e| EditError::Io(format!("{}: cannot write: {e}", file.display())))?;
+            // The file now holds what this build read: the watcher's event
+            // for the write finds nothing changed.
+            this.set_inputs(inputs, true);
             let hash = g.sources.get(&file).cloned().unwrap_or_default();
             Ok((g, hash))
         })

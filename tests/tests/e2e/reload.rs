@@ -102,6 +102,76 @@ async fn file_change_triggers_reload() {
     assert!(ok, "the file change was not picked up");
 }
 
+/// The gateway's generation number (bumped by every applied reload).
+fn generation(gw: &TestGateway) -> u64 {
+    gw.gateway
+        .generation
+        .load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// The watcher reacts to the configuration's own files only, and only when
+/// their bytes change: a log written beside the manifest, other files
+/// created and renamed there, and the manifest and gateway file rewritten
+/// with the same bytes reload nothing; a real edit reloads exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watcher_reloads_only_when_an_input_really_changes() {
+    use std::io::Write;
+    let up = Upstream::start().await;
+    let gw = TestGateway::builder(&tagged(&up.url(), "before"))
+        .watch(true)
+        .start()
+        .await;
+    // Let the watcher arm itself.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let g0 = generation(&gw);
+
+    // A log beside the manifest: 150 writes over about 3 s, and a scratch
+    // file replaced by rename now and then, as an editor would.
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(gw.path().join("access.log"))
+        .unwrap();
+    for i in 0..150 {
+        writeln!(log, "{{\"line\":{i}}}").unwrap();
+        log.sync_data().unwrap();
+        if i % 30 == 0 {
+            std::fs::write(gw.path().join("notes.txt.tmp"), format!("{i}")).unwrap();
+            std::fs::rename(gw.path().join("notes.txt.tmp"), gw.path().join("notes.txt")).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        generation(&gw),
+        g0,
+        "writes beside the configuration files reloaded it"
+    );
+
+    // The manifest and the gateway file rewritten with the same bytes, by
+    // rename and in place.
+    let manifest = std::fs::read_to_string(gw.path().join("api.toml")).unwrap();
+    gw.write_manifest(&manifest);
+    std::fs::write(gw.path().join("api.toml"), &manifest).unwrap();
+    let gw_file = gw.path().join("tollgate.toml");
+    std::fs::write(&gw_file, std::fs::read(&gw_file).unwrap()).unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        generation(&gw),
+        g0,
+        "unchanged files reloaded the configuration"
+    );
+
+    // A real edit: one reload, and the new chain serves.
+    gw.write_manifest(&tagged(&up.url(), "after"));
+    let reloaded = eventually(Duration::from_secs(10), || async { generation(&gw) > g0 }).await;
+    assert!(reloaded, "the edit was not picked up");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(generation(&gw), g0 + 1, "one edit, more than one reload");
+    client().get(gw.url("/")).send().await.unwrap();
+    assert_eq!(up.last().header("x-chain"), Some("after"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_binary() {
     let up = Upstream::start().await;
