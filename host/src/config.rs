@@ -7,6 +7,7 @@ use crate::manifest::{
     self, line_col, ApiSpec, GatewayFile, ManifestError, PolicyManifest, RouteSpec, StepSpec,
     SCHEMA,
 };
+use crate::policy::guard::{check_log_limits, LogLimits};
 use crate::policy::{engine::MAX_STEP_MEMORY, Runtime, Step};
 use crate::proxy::Upstream;
 use crate::route::{HostPattern, PathPattern, Route, Router};
@@ -192,6 +193,13 @@ pub fn read_gateway_file(path: &Path) -> Result<GatewayFile, ConfigErrors> {
             "{}: limits.max-header-bytes must be at most 16MiB",
             path.display()
         ));
+    }
+    let log = LogLimits {
+        lines_per_sec: gw.limits.plugin_log_rate,
+        line_bytes: gw.limits.plugin_log_line.0 as usize,
+    };
+    if let Err(e) = check_log_limits(&log) {
+        errs.push(format!("{}: limits.plugin-{e}", path.display()));
     }
     if gw.limits.max_instances == 0 || gw.limits.max_instances > 100_000 {
         errs.push(format!(
@@ -438,6 +446,15 @@ pub fn build_with(
                     ok = false;
                     continue;
                 }
+                let log = LogLimits {
+                    lines_per_sec: spec.log_rate.unwrap_or(gw.limits.plugin_log_rate),
+                    line_bytes: spec.log_line.unwrap_or(gw.limits.plugin_log_line).0 as usize,
+                };
+                if let Err(e) = check_log_limits(&log) {
+                    errs.push(format!("{ctx}: {e}"));
+                    ok = false;
+                    continue;
+                }
                 let mut grants = Grants::default();
                 let mut bad_grant = false;
                 for g in &spec.grants {
@@ -467,7 +484,7 @@ pub fn build_with(
                     spec.fail_open,
                     grants,
                 ) {
-                    Ok(step) => steps.push(step),
+                    Ok(step) => steps.push(step.with_log_limits(log)),
                     Err(e) => {
                         errs.push(format!("{ctx}: {e}"));
                         ok = false;

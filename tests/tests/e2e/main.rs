@@ -13,6 +13,7 @@ mod identity;
 mod jwt;
 mod policies_cache_log;
 mod policies_edge;
+mod plugin_guards;
 mod policies_limits;
 mod proxying;
 mod reload;
