@@ -205,8 +205,7 @@ impl Store {
     /// Bytes (of keys and values) and keys in the kv namespace `tree`.
     pub fn kv_usage(&self, tree: &str) -> Result<(u64, u64)> {
         let t = self.db.open_tree(tree)?;
-        Ok(t.get(KV_USAGE_KEY)?
-            .map_or((0, 0), |v| kv_usage_decode(&v)))
+        Ok(t.get(KV_USAGE_KEY)?.map_or((0, 0), |v| kv_usage_decode(&v)))
     }
 
     /// A quota counter (0 if absent).

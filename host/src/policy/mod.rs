@@ -725,11 +725,20 @@ impl Exports {
             None => anyhow::bail!("it does not export `{POLICY_IFACE}`"),
         };
         let cx = ty.instance_type();
-        type Check = fn(&ComponentFunc, &wasmtime::component::__internal::InstanceType<'_>) -> wasmtime::Result<()>;
+        type Check = fn(
+            &ComponentFunc,
+            &wasmtime::component::__internal::InstanceType<'_>,
+        ) -> wasmtime::Result<()>;
         let checks: [(&str, Check); 3] = [
-            ("configure", |f, cx| f.typecheck::<ConfigureSig<'_>, ConfigureRet>(cx)),
-            ("on-request", |f, cx| f.typecheck::<OnRequestSig<'_>, OnRequestRet>(cx)),
-            ("on-response", |f, cx| f.typecheck::<OnResponseSig<'_>, OnResponseRet>(cx)),
+            ("configure", |f, cx| {
+                f.typecheck::<ConfigureSig<'_>, ConfigureRet>(cx)
+            }),
+            ("on-request", |f, cx| {
+                f.typecheck::<OnRequestSig<'_>, OnRequestRet>(cx)
+            }),
+            ("on-response", |f, cx| {
+                f.typecheck::<OnResponseSig<'_>, OnResponseRet>(cx)
+            }),
         ];
         let drifted = || {
             format!(
@@ -740,9 +749,13 @@ impl Exports {
             match iface.get_export(engine, name).map(|e| e.ty) {
                 Some(ComponentItem::ComponentFunc(f)) => check(&f, &cx)
                     .map_err(anyhow::Error::from)
-                    .with_context(|| format!("`{name}` does not have the signature this host calls"))
+                    .with_context(|| {
+                        format!("`{name}` does not have the signature this host calls")
+                    })
                     .with_context(drifted)?,
-                Some(_) => Err(anyhow::anyhow!("`{name}` is not a function")).with_context(drifted)?,
+                Some(_) => {
+                    Err(anyhow::anyhow!("`{name}` is not a function")).with_context(drifted)?
+                }
                 None => Err(anyhow::anyhow!("`{POLICY_IFACE}` has no function `{name}`"))
                     .with_context(drifted)?,
             }

@@ -405,8 +405,14 @@ mod tests {
         );
         for (bad, says) in [
             ("kv:max-keys=0", "max-keys = 0 must be between 1"),
-            ("kv:max-value=2MiB", "max-value = 2097152 bytes must be between"),
-            ("kv:max-bytes=1KiB,max-value=2KiB", "must be at least max-value"),
+            (
+                "kv:max-value=2MiB",
+                "max-value = 2097152 bytes must be between",
+            ),
+            (
+                "kv:max-bytes=1KiB,max-value=2KiB",
+                "must be at least max-value",
+            ),
             ("kv:max-bytes=2GiB", "at most 1GiB"),
             ("kv:max-keys=-1", "not a whole number"),
             ("kv:max-files=1", "unknown limit `max-files`"),

@@ -151,7 +151,10 @@ fn suppressed_counts(log: &str) -> Vec<u64> {
     log.lines()
         .filter_map(|l| {
             let rest = &l[l.find("suppressed=")? + "suppressed=".len()..];
-            rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
         })
         .collect()
 }
@@ -174,12 +177,18 @@ async fn a_flooding_plugin_is_bounded_and_the_rest_counted() {
     let mut calls = wait_answering(port, &mut child, &log).await;
     let c = client();
     for _ in 0..5 {
-        assert_eq!(c.get(gw_url(port, "/x")).send().await.unwrap().status(), 200);
+        assert_eq!(
+            c.get(gw_url(port, "/x")).send().await.unwrap().status(),
+            200
+        );
         calls += 1;
     }
     // A call in a later second reports what the last one dropped.
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert_eq!(c.get(gw_url(port, "/y")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        c.get(gw_url(port, "/y")).send().await.unwrap().status(),
+        200
+    );
     calls += 1;
     let elapsed = started.elapsed().as_secs();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -273,7 +282,10 @@ async fn a_panic_message_reaches_the_log_and_trap_warnings_are_rate_limited() {
     }
     calls += 200;
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(c.get(gw_url(port, "/after")).send().await.unwrap().status(), 500);
+    assert_eq!(
+        c.get(gw_url(port, "/after")).send().await.unwrap().status(),
+        500
+    );
     calls += 1;
     let elapsed = started.elapsed().as_secs();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -283,9 +295,15 @@ async fn a_panic_message_reaches_the_log_and_trap_warnings_are_rate_limited() {
         warnings <= 10 * (elapsed + 2) && warnings < calls,
         "{warnings} trap warnings for {calls} calls in {elapsed}s"
     );
-    assert_contains(&text, "similar warnings about step `fixture-panic` suppressed");
+    assert_contains(
+        &text,
+        "similar warnings about step `fixture-panic` suppressed",
+    );
     let reported: u64 = suppressed_counts(&text).iter().sum();
-    assert!(reported > 0 && warnings + reported <= calls, "{warnings} + {reported} vs {calls}");
+    assert!(
+        reported > 0 && warnings + reported <= calls,
+        "{warnings} + {reported} vs {calls}"
+    );
 }
 
 // ---------------------------------------------------------------------------
@@ -293,7 +311,9 @@ async fn a_panic_message_reaches_the_log_and_trap_warnings_are_rate_limited() {
 
 fn kv_chain(grant: &str) -> String {
     // A generous deadline: every write is made durable before it returns.
-    format!("[[api.chain]]\nplugin = \"fixture-kvfill\"\ntimeout = \"10s\"\ngrants = [\"{grant}\"]\n")
+    format!(
+        "[[api.chain]]\nplugin = \"fixture-kvfill\"\ntimeout = \"10s\"\ngrants = [\"{grant}\"]\n"
+    )
 }
 
 /// One call to the kvfill fixture: `(written, error)`.
@@ -362,7 +382,10 @@ fn kv_limits_from_the_grant_refuse_writes_and_survive_a_restart() {
     });
     let deadline = Instant::now() + Duration::from_secs(10);
     while tollgate::store::Store::open(&data_dir).is_err() {
-        assert!(Instant::now() < deadline, "the first gateway still holds the store");
+        assert!(
+            Instant::now() < deadline,
+            "the first gateway still holds the store"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let d = data_dir.clone();
@@ -411,15 +434,27 @@ async fn kv_has_default_limits() {
     assert_eq!((n, err.as_str()), (1, ""));
     let (n, err) = fill(&gw, &[("x-size", "65537")]).await;
     assert_eq!(n, 0);
-    assert_contains(&err, "value of 65537 bytes is over the limit of 65536 bytes");
+    assert_contains(
+        &err,
+        "value of 65537 bytes is over the limit of 65536 bytes",
+    );
 }
 
 #[test]
 fn tollgate_check_refuses_nonsense_kv_limits() {
     for (grant, says) in [
-        ("kv:max-keys=0", "max-keys = 0 must be between 1 and 10000000"),
-        ("kv:max-value=2MiB", "max-value = 2097152 bytes must be between 1 byte and 1MiB"),
-        ("kv:max-bytes=1KiB,max-value=2KiB", "must be at least max-value"),
+        (
+            "kv:max-keys=0",
+            "max-keys = 0 must be between 1 and 10000000",
+        ),
+        (
+            "kv:max-value=2MiB",
+            "max-value = 2097152 bytes must be between 1 byte and 1MiB",
+        ),
+        (
+            "kv:max-bytes=1KiB,max-value=2KiB",
+            "must be at least max-value",
+        ),
         ("kv:max-files=3", "unknown limit `max-files`"),
     ] {
         let dir = tempfile::tempdir().unwrap();
