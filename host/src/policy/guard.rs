@@ -202,7 +202,9 @@ impl std::fmt::Debug for StepLog {
 
 /// The warning gates of every (API, step) that failed lately. Bounded: past
 /// `MAX_GATES` entries the map starts over.
-static WARN_GATES: Mutex<Option<HashMap<(String, String), Arc<RateGate>>>> = Mutex::new(None);
+static WARN_GATES: Mutex<Option<WarnGates>> = Mutex::new(None);
+/// (API, step) -> its gate.
+type WarnGates = HashMap<(String, String), Arc<RateGate>>;
 const MAX_GATES: usize = 4096;
 
 /// Whether a warning about step `step` of `api` may be written now: `Some(n)`
