@@ -7,6 +7,7 @@ use crate::manifest::{
     self, line_col, ApiSpec, GatewayFile, ManifestError, PolicyManifest, RouteSpec, StepSpec,
     SCHEMA,
 };
+use crate::policy::guard::{check_log_limits, LogLimits};
 use crate::policy::{engine::MAX_STEP_MEMORY, Runtime, Step, StepConfigError};
 use crate::proxy::Upstream;
 pub use crate::reload::Inputs;
@@ -215,6 +216,13 @@ pub fn read_gateway_file_recording(
             path.display(),
             l.max_request_target.0
         ));
+    }
+    let log = LogLimits {
+        lines_per_sec: gw.limits.plugin_log_rate,
+        line_bytes: gw.limits.plugin_log_line.0 as usize,
+    };
+    if let Err(e) = check_log_limits(&log) {
+        errs.push(format!("{}: limits.plugin-{e}", path.display()));
     }
     if gw.limits.max_instances == 0 || gw.limits.max_instances > 100_000 {
         errs.push(format!(
@@ -538,6 +546,15 @@ pub fn build_recording(
                     ok = false;
                     continue;
                 }
+                let log = LogLimits {
+                    lines_per_sec: spec.log_rate.unwrap_or(gw.limits.plugin_log_rate),
+                    line_bytes: spec.log_line.unwrap_or(gw.limits.plugin_log_line).0 as usize,
+                };
+                if let Err(e) = check_log_limits(&log) {
+                    errs.push(format!("{ctx}: {e}"));
+                    ok = false;
+                    continue;
+                }
                 let mut grants = Grants::default();
                 let mut bad_grant = false;
                 for (i, g) in spec.grants.iter().enumerate() {
@@ -567,7 +584,7 @@ pub fn build_recording(
                     spec.fail_open,
                     grants,
                 ) {
-                    Ok(step) => steps.push(step),
+                    Ok(step) => steps.push(step.with_log_limits(log)),
                     Err(e) => {
                         // At the key the plugin names, inside `config`.
                         let key = match &e {

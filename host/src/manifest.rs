@@ -426,6 +426,11 @@ pub struct Limits {
     /// Most policy instances alive at once (across all requests); a request
     /// that finds none free gets 503.
     pub max_instances: u32,
+    /// Default for each step: log lines its plugin may write per second
+    /// (all its instances together); the rest are dropped and counted.
+    pub plugin_log_rate: u32,
+    /// Default for each step: longest plugin log line; longer ones are cut.
+    pub plugin_log_line: Size,
 }
 
 impl Default for Limits {
@@ -442,6 +447,8 @@ impl Default for Limits {
             step_timeout: Dur(Duration::from_millis(50)),
             step_memory: Size(16 << 20),
             max_instances: 1000,
+            plugin_log_rate: crate::policy::guard::DEFAULT_LOG_RATE,
+            plugin_log_line: Size(crate::policy::guard::DEFAULT_LOG_LINE as u64),
         }
     }
 }
@@ -724,6 +731,8 @@ pub struct RouteSpec {
 /// fail-open = false         # on trap/timeout: skip the step instead of failing the call
 /// timeout = "20ms"          # default: limits.step-timeout
 /// memory = "8MiB"           # default: limits.step-memory
+/// log-rate = 100            # default: limits.plugin-log-rate
+/// log-line = "4KiB"         # default: limits.plugin-log-line
 /// [api.chain.config]        # the plugin's own typed configuration
 /// ```
 #[derive(Debug, Deserialize, Clone)]
@@ -735,6 +744,10 @@ pub struct StepSpec {
     pub fail_open: bool,
     pub timeout: Option<Dur>,
     pub memory: Option<Size>,
+    /// Log lines per second the step's plugin may write.
+    pub log_rate: Option<u32>,
+    /// Longest log line the step's plugin may write.
+    pub log_line: Option<Size>,
     /// Host services this step may use: `counters`, `cache`, `kv`,
     /// `consumers`, `crypto`, `timing`, `sink`, `http:HOST[:PORT]`.
     #[serde(default)]

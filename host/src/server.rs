@@ -641,7 +641,9 @@ fn body_bytes(b: Full<Bytes>) -> Bytes {
 
 fn log_failure(err: &GatewayError, request_id: &str, api: &str) {
     match err {
-        GatewayError::Policy(p) => tracing::warn!(request_id, api, "{p}"),
+        // Rate-limited per API and step: a step failing on every call
+        // must not flood the log.
+        GatewayError::Policy(p) => policy::guard::warn_failure(p, request_id, api, ""),
         GatewayError::UpstreamConnect(_)
         | GatewayError::UpstreamTimeout(_)
         | GatewayError::UpstreamProtocol(_)
@@ -980,7 +982,7 @@ pub async fn handle(
                 }
             },
             Err(e) if step.fail_open && !matches!(e, PolicyError::BadOutput { .. }) => {
-                tracing::warn!(request_id, api = %api.name, "{e}; skipped (fail-open)");
+                policy::guard::warn_failure(&e, &request_id, &api.name, "; skipped (fail-open)");
                 instances.push(None);
             }
             Err(e) => {
@@ -1311,7 +1313,7 @@ async fn run_response_chain(
         });
         if let Err(e) = applied {
             if step.fail_open && !matches!(e, PolicyError::BadOutput { .. }) {
-                tracing::warn!(request_id, api = %api.name, "{e}; skipped (fail-open)");
+                policy::guard::warn_failure(&e, request_id, &api.name, "; skipped (fail-open)");
                 continue;
             }
             let err = GatewayError::Policy(e);

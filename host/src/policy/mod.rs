@@ -13,6 +13,7 @@
 
 mod bindings;
 pub mod engine;
+pub mod guard;
 pub mod snapshot;
 
 use anyhow::{Context as _, Result};
@@ -38,7 +39,7 @@ pub use bindings::types::{
 };
 use bindings::{PolicyHost, PolicyHostPre};
 pub use engine::{EngineLimits, PolicyEngine};
-use wasmtime::component::{ComponentExportIndex, Func, Instance, TypedFunc};
+use wasmtime::component::{Component, ComponentExportIndex, Func, Instance, TypedFunc};
 
 /// Most header operations or headers a step may return in one decision.
 pub const MAX_HEADERS_OUT: usize = 1000;
@@ -56,6 +57,19 @@ pub enum PolicyError {
     Busy { step: String },
     #[error("step `{step}` returned an invalid result: {detail}")]
     BadOutput { step: String, detail: String },
+}
+
+impl PolicyError {
+    /// The step that failed.
+    pub fn step(&self) -> &str {
+        match self {
+            PolicyError::Trap { step, .. }
+            | PolicyError::Timeout { step, .. }
+            | PolicyError::Memory { step, .. }
+            | PolicyError::Busy { step }
+            | PolicyError::BadOutput { step, .. } => step,
+        }
+    }
 }
 
 /// A rejected step configuration, before the caller adds file and API.
@@ -89,6 +103,10 @@ pub struct StepState {
     grants: Arc<Grants>,
     plugin: Arc<str>,
     scope: RequestScope,
+    /// The step's log budget.
+    log: Arc<guard::StepLog>,
+    /// What the instance wrote to standard error (bounded).
+    stderr: guard::GuestStderr,
 }
 
 /// What a step instance knows about the request it serves.
@@ -166,9 +184,14 @@ const MAX_LOG: usize = 4096;
 /// paragraph separators, and the bidirectional formatting characters
 /// (which can make a line read differently from what it holds).
 pub fn escape_log(message: &str) -> String {
-    let mut out = String::with_capacity(message.len().min(MAX_LOG));
+    escape_log_within(message, MAX_LOG)
+}
+
+/// [`escape_log`], cut at about `max` bytes.
+pub fn escape_log_within(message: &str, max: usize) -> String {
+    let mut out = String::with_capacity(message.len().min(max));
     for c in message.chars() {
-        if out.len() >= MAX_LOG {
+        if out.len() >= max {
             out.push_str("...(truncated)");
             break;
         }
@@ -190,7 +213,10 @@ pub fn escape_log(message: &str) -> String {
 
 impl bindings::log::Host for StepState {
     fn log(&mut self, level: LogLevel, message: String) {
-        let msg = escape_log(&message);
+        if !self.log.admit(&self.request_id) {
+            return;
+        }
+        let msg = escape_log_within(&message, self.log.limits.line_bytes);
         let (api, step, rid) = (&*self.api, &*self.step, &self.request_id);
         match level {
             LogLevel::Trace => {
@@ -391,6 +417,7 @@ impl StepState {
 impl bindings::kv::Host for StepState {
     fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, ServiceError> {
         self.grant("kv")?;
+        check_kv_key(&key)?;
         let store = self.store()?;
         store
             .get(&self.kv_tree(), key.as_bytes())
@@ -399,25 +426,50 @@ impl bindings::kv::Host for StepState {
 
     fn set(&mut self, key: String, value: Vec<u8>) -> Result<(), ServiceError> {
         self.grant("kv")?;
-        if key.is_empty() || key.len() > 512 {
-            return Err(ServiceError::Invalid("key must be 1 to 512 bytes".into()));
-        }
-        if value.len() > 1 << 20 {
-            return Err(ServiceError::Invalid("value larger than 1 MiB".into()));
+        check_kv_key(&key)?;
+        let limits = self.grants.kv_limits().unwrap_or_default();
+        if value.len() as u64 > limits.max_value {
+            return Err(ServiceError::Invalid(format!(
+                "value of {} bytes is over the limit of {} bytes (max-value of the step's kv grant)",
+                value.len(),
+                limits.max_value
+            )));
         }
         let store = self.store()?;
         store
-            .put_durable(&self.kv_tree(), key.as_bytes(), &value)
-            .map_err(|e| ServiceError::Unavailable(e.to_string()))
+            .kv_write_durable(
+                &self.kv_tree(),
+                key.as_bytes(),
+                Some(&value),
+                limits.max_bytes,
+                limits.max_keys,
+            )
+            .map_err(|e| ServiceError::Unavailable(e.to_string()))?
+            .map_err(|why| {
+                ServiceError::Invalid(format!(
+                    "kv namespace of plugin `{}` is full: {why}; delete keys or raise the limit in the step's kv grant",
+                    self.plugin
+                ))
+            })
     }
 
     fn delete(&mut self, key: String) -> Result<(), ServiceError> {
         self.grant("kv")?;
+        check_kv_key(&key)?;
         let store = self.store()?;
         store
-            .remove_durable(&self.kv_tree(), key.as_bytes())
-            .map_err(|e| ServiceError::Unavailable(e.to_string()))
+            .kv_write_durable(&self.kv_tree(), key.as_bytes(), None, u64::MAX, u64::MAX)
+            .map_err(|e| ServiceError::Unavailable(e.to_string()))?
+            .map_err(ServiceError::Invalid)
     }
+}
+
+/// Keys are 1 to 512 bytes (the empty key holds the namespace's usage).
+fn check_kv_key(key: &str) -> Result<(), ServiceError> {
+    if key.is_empty() || key.len() > 512 {
+        return Err(ServiceError::Invalid("key must be 1 to 512 bytes".into()));
+    }
+    Ok(())
 }
 
 fn to_consumer(c: crate::services::consumers::ConsumerInfo) -> Consumer {
@@ -688,14 +740,71 @@ struct Exports {
     on_response: ComponentExportIndex,
 }
 
+/// The policy interface this host serves.
+const POLICY_IFACE: &str = "tollgate:policy/policy@0.1.0";
+
 impl Exports {
-    /// Only after `PolicyHostPre::new` accepted the component: that
-    /// type-checked every function of the interface against its WIT
-    /// signature, which is what lets [`typed`] skip the check per instance.
-    fn find(component: &wasmtime::component::Component) -> Option<Exports> {
-        let iface = component.get_export_index(None, "tollgate:policy/policy@0.1.0")?;
-        let f = |name| component.get_export_index(Some(&iface), name);
-        Some(Exports {
+    /// Find the `policy` functions of `component` and type-check each
+    /// against the signature this host calls it with, once per component.
+    ///
+    /// This check is what makes [`typed`] sound. It is needed: the
+    /// generated `PolicyHostPre::new` only looks up the interface's export
+    /// indices and checks no types, so a plugin built from a drifted WIT
+    /// with the same version string (a field removed from `call-context`)
+    /// used to load and then panic inside the host on every request.
+    fn find(engine: &wasmtime::Engine, component: &Component) -> Result<Exports> {
+        use wasmtime::component::types::{ComponentFunc, ComponentItem};
+        let ty = component.component_type();
+        let iface = match ty.get_export(engine, POLICY_IFACE).map(|e| e.ty) {
+            Some(ComponentItem::ComponentInstance(i)) => i,
+            Some(_) => anyhow::bail!("it exports `{POLICY_IFACE}`, but not as an interface"),
+            None => anyhow::bail!("it does not export `{POLICY_IFACE}`"),
+        };
+        let cx = ty.instance_type();
+        type Check = fn(
+            &ComponentFunc,
+            &wasmtime::component::__internal::InstanceType<'_>,
+        ) -> wasmtime::Result<()>;
+        let checks: [(&str, Check); 3] = [
+            ("configure", |f, cx| {
+                f.typecheck::<ConfigureSig<'_>, ConfigureRet>(cx)
+            }),
+            ("on-request", |f, cx| {
+                f.typecheck::<OnRequestSig<'_>, OnRequestRet>(cx)
+            }),
+            ("on-response", |f, cx| {
+                f.typecheck::<OnResponseSig<'_>, OnResponseRet>(cx)
+            }),
+        ];
+        let drifted = || {
+            format!(
+                "it was built against a different `{POLICY_IFACE}` than this host (the same version, other types): rebuild it with this gateway's WIT or SDK"
+            )
+        };
+        for (name, check) in checks {
+            match iface.get_export(engine, name).map(|e| e.ty) {
+                Some(ComponentItem::ComponentFunc(f)) => check(&f, &cx)
+                    .map_err(anyhow::Error::from)
+                    .with_context(|| {
+                        format!("`{name}` does not have the signature this host calls")
+                    })
+                    .with_context(drifted)?,
+                Some(_) => {
+                    Err(anyhow::anyhow!("`{name}` is not a function")).with_context(drifted)?
+                }
+                None => Err(anyhow::anyhow!("`{POLICY_IFACE}` has no function `{name}`"))
+                    .with_context(drifted)?,
+            }
+        }
+        let index = component
+            .get_export_index(None, POLICY_IFACE)
+            .context("the policy interface's export index")?;
+        let f = |name| {
+            component
+                .get_export_index(Some(&index), name)
+                .with_context(|| format!("the export index of `{name}`"))
+        };
+        Ok(Exports {
             configure: f("configure")?,
             on_request: f("on-request")?,
             on_response: f("on-response")?,
@@ -728,16 +837,18 @@ fn signatures_match(g: &PolicyExports) {
 ///
 /// wasmtime's generated `instantiate` looks up and type-checks every
 /// export of every new instance (~8% of a step's instantiation here);
-/// every instance here comes from a component checked once at load.
+/// every instance here comes from a component whose exports
+/// [`Exports::find`] type-checked once at load.
 fn typed<P, R>(func: Func) -> TypedFunc<P, R>
 where
     P: wasmtime::component::ComponentNamedList + wasmtime::component::Lower,
     R: wasmtime::component::ComponentNamedList + wasmtime::component::Lift,
 {
     // SAFETY: `func` is an export of an instance of a component whose
-    // `policy` functions `PolicyHostPre::new` type-checked at load against
-    // the generated signatures, which `signatures_match` proves are the
-    // ones callers use (see `Exports::find` and `StepInstance::call`).
+    // `policy` functions `Exports::find` type-checked at load against these
+    // signatures (wasmtime's own check, the one `Func::typed` does per
+    // instance), and `signatures_match` proves they are the generated
+    // bindings' own. Every `Exports` comes from `Exports::find`.
     #[allow(unsafe_code)]
     unsafe {
         TypedFunc::new_unchecked(func)
@@ -769,9 +880,26 @@ pub struct Step {
     pub grants: Arc<Grants>,
     /// The configured snapshot requests instantiate, once built.
     snapshot: snapshot::SnapshotCell,
+    /// How much the step's plugin may log (shared by the step's clones).
+    log: Arc<guard::StepLog>,
 }
 
 impl Step {
+    /// This step with other log limits (the default ones until then).
+    pub fn with_log_limits(mut self, limits: guard::LogLimits) -> Step {
+        self.log = Arc::new(guard::StepLog::new(
+            self.api.clone(),
+            self.name.clone(),
+            limits,
+        ));
+        self
+    }
+
+    /// The step's log limits.
+    pub fn log_limits(&self) -> guard::LogLimits {
+        self.log.limits
+    }
+
     /// Whether requests skip `configure` (a configured snapshot is ready).
     pub fn snapshotted(&self) -> bool {
         self.snapshot.get().is_some()
@@ -870,20 +998,16 @@ impl Runtime {
                     path.display()
                 )
             })?;
+        let exports = Exports::find(self.engine.engine(), &component)
+            .with_context(|| format!("plugin `{name}` ({})", path.display()))?;
         let pre = PolicyHostPre::new(pre)
             .map_err(anyhow::Error::from)
             .with_context(|| {
                 format!(
-                    "plugin `{name}` ({}) does not export tollgate:policy/policy@0.1.0",
+                    "plugin `{name}` ({}) does not export {POLICY_IFACE}",
                     path.display()
                 )
             })?;
-        let exports = Exports::find(&component).with_context(|| {
-            format!(
-                "plugin `{name}` ({}) does not export tollgate:policy/policy@0.1.0",
-                path.display()
-            )
-        })?;
         let mut needs: Vec<&'static str> = component
             .component_type()
             .imports(self.engine.engine())
@@ -930,9 +1054,15 @@ impl Runtime {
                 missing: missing.join(", "),
             });
         }
+        let (name, api): (Arc<str>, Arc<str>) = (name.into(), api.into());
+        let log = Arc::new(guard::StepLog::new(
+            api.clone(),
+            name.clone(),
+            guard::LogLimits::default(),
+        ));
         let mut step = Step {
-            name: name.into(),
-            api: api.into(),
+            name,
+            api,
             plugin,
             config,
             info: PolicyInfo {
@@ -947,6 +1077,7 @@ impl Runtime {
             fail_open,
             grants: Arc::new(grants),
             snapshot: Default::default(),
+            log,
         };
         let outcome = block_on(async {
             let mut inst = self
@@ -1004,8 +1135,9 @@ impl Runtime {
                 step: step.name.to_string(),
             });
         }
+        let stderr = guard::GuestStderr::default();
         let state = StepState {
-            wasi: WasiCtxBuilder::new().build(),
+            wasi: WasiCtxBuilder::new().stderr(stderr.clone()).build(),
             table: ResourceTable::new(),
             limiter: MemLimiter {
                 max: step.memory,
@@ -1019,6 +1151,8 @@ impl Runtime {
             grants: step.grants.clone(),
             plugin: step.plugin.name.as_str().into(),
             scope: scope.clone(),
+            log: step.log.clone(),
+            stderr,
         };
         let mut store = Store::new(self.engine.engine(), state);
         store.limiter(|s| &mut s.limiter);
@@ -1136,14 +1270,30 @@ fn classify(
             limit: step.timeout,
         };
     }
-    let mut detail = format!("{e:#}");
+    // The trap itself, not wasmtime's backtrace of unnamed frames (which
+    // filled the line and cut the message off); the backtrace at debug.
+    tracing::debug!(api = %step.api, step = step_name, "step failed: {e:?}");
+    let mut detail = match e.downcast_ref::<Trap>() {
+        Some(t) => format!("wasm trap: {t}"),
+        None => format!("{e:#}"),
+    };
     if detail.len() > 512 {
-        detail.truncate(512);
+        let mut cut = 512;
+        while !detail.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        detail.truncate(cut);
         detail.push_str("...");
+    }
+    let mut detail = escape_log(&detail);
+    // A Rust guest's panic message is on its standard error.
+    if let Some(text) = store.data().stderr.text() {
+        detail.push_str("; the plugin wrote to stderr: ");
+        detail.push_str(&text);
     }
     PolicyError::Trap {
         step: step_s,
-        detail: escape_log(&detail),
+        detail,
     }
 }
 

@@ -168,8 +168,10 @@ impl Runtime {
             .instantiate_pre(&component)
             .map_err(anyhow::Error::from)
             .with_context(|| format!("linking the {what}"))?;
-        let exports =
-            Exports::find(&component).with_context(|| format!("the {what}'s policy exports"))?;
+        // The same type check of the policy exports as at load, so that the
+        // unchecked typed handles stay sound for this form of the plugin too.
+        let exports = Exports::find(self.engine.engine(), &component)
+            .with_context(|| format!("the {what}'s policy exports"))?;
         Ok((pre, exports))
     }
 
@@ -211,11 +213,6 @@ impl Runtime {
         }
         drop(inst);
         let (pre, exports) = self.link(&bytes, plugin, "snapshot")?;
-        // The same type check as at load, so that the unchecked typed
-        // handles stay sound for the snapshot too.
-        super::PolicyHostPre::new(pre.clone())
-            .map_err(anyhow::Error::from)
-            .context("the snapshot's policy exports")?;
         Ok(Snapshot { pre, exports })
     }
 }

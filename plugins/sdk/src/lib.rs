@@ -296,7 +296,8 @@ impl Default for ResponseDecision {
 
 /// Structured logging into the gateway's log. The gateway tags each line with
 /// the API, step and request id, escapes control characters and truncates
-/// lines longer than 4 KiB.
+/// lines longer than the step's `log-line` (4 KiB by default); a step may
+/// log `log-rate` lines per second (100 by default), the rest are dropped.
 pub mod log {
     #[cfg(target_arch = "wasm32")]
     use crate::bindings::tollgate::policy::log as host;

@@ -155,8 +155,10 @@ pub mod kv {
         }
     }
 
-    /// Store `value` (keys up to 512 bytes, values up to 1 MiB); durable
-    /// when it returns.
+    /// Store `value` (keys up to 512 bytes, values up to the `kv` grant's
+    /// `max-value`, 64 KiB by default); durable when it returns. Refused
+    /// with `ServiceError::Invalid` when the namespace is full (the grant's
+    /// `max-bytes` and `max-keys`).
     pub fn set(key: &str, value: &[u8]) -> Result<(), ServiceError> {
         #[cfg(target_arch = "wasm32")]
         {

@@ -14,6 +14,7 @@ mod hostile_paths;
 mod hostile_slow;
 mod identity;
 mod jwt;
+mod plugin_guards;
 mod policies_cache_log;
 mod policies_edge;
 mod policies_limits;
