@@ -188,11 +188,8 @@ impl Gateway {
             Some(built)
         })
         .await;
-        let built: Result<Result<Generation, ConfigErrors>, _> = match built {
-            Ok(None) => return None,
-            Ok(Some(b)) => Ok(b),
-            Err(e) => Err(e),
-        };
+        // `None`: the inputs were unchanged and nothing was built.
+        let built = built.transpose()?;
         Some(match built {
             Ok(Ok(g)) => {
                 self.current.store(Arc::new(g));
@@ -848,13 +845,16 @@ pub async fn handle(
 
     let mut headers = parts.headers;
     // The one authority, for the steps and the upstream (`Host` with
-    // `preserve-host`, `X-Forwarded-Host`) as for the router.
-    match HeaderValue::from_str(&authority) {
-        Ok(v) if !authority.is_empty() => {
-            headers.insert(header::HOST, v);
-        }
-        _ => {
-            headers.remove(header::HOST);
+    // `preserve-host`, `X-Forwarded-Host`) as for the router. Without an
+    // authority in the target, a non-empty `Host` already is it.
+    if parts.uri.authority().is_some() || authority.is_empty() {
+        match HeaderValue::from_str(&authority) {
+            Ok(v) if !authority.is_empty() => {
+                headers.insert(header::HOST, v);
+            }
+            _ => {
+                headers.remove(header::HOST);
+            }
         }
     }
     proxy::strip_hop_by_hop(&mut headers);
