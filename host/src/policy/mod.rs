@@ -284,7 +284,7 @@ impl bindings::counters::Host for StepState {
             bindings::counters::Algorithm::SlidingWindow => A::SlidingWindow,
             bindings::counters::Algorithm::TokenBucket => A::TokenBucket,
         };
-        let key = format!("{}\0{key}", self.api);
+        let key = self.api_key(&key);
         let now = now_ms();
         if window_ms == crate::services::counters::MAX_WINDOW_MS {
             // A day-long window is counted durably (as a fixed, aligned
@@ -313,7 +313,7 @@ impl bindings::counters::Host for StepState {
         cost: u64,
     ) -> Result<bindings::counters::Decision, ServiceError> {
         self.grant("counters")?;
-        let key = format!("{}\0{key}", self.api);
+        let key = self.api_key(&key);
         self.services
             .quotas
             .check_and_add(&key, limit, period_start_ms, period_end_ms, cost, now_ms())
@@ -329,7 +329,7 @@ impl bindings::counters::Host for StepState {
         cost: u64,
     ) -> Result<u64, ServiceError> {
         self.grant("counters")?;
-        let key = format!("{}\0{key}", self.api);
+        let key = self.api_key(&key);
         self.services
             .quotas
             .refund(&key, period_start_ms, period_end_ms, cost)
@@ -340,7 +340,7 @@ impl bindings::counters::Host for StepState {
 impl bindings::cache::Host for StepState {
     fn get(&mut self, key: String) -> Option<(bindings::cache::CachedResponse, u64)> {
         self.grant("cache").ok()?;
-        let k = format!("{}\0{key}", self.api);
+        let k = self.api_key(&key);
         let v = self.services.cache.get(&k)?;
         let left = v.expires.checked_duration_since(Instant::now())?;
         Some((
@@ -374,7 +374,7 @@ impl bindings::cache::Host for StepState {
         if key.len() > 4096 {
             return Err(ServiceError::Invalid("key longer than 4096 bytes".into()));
         }
-        let k = format!("{}\0{key}", self.api);
+        let k = self.api_key(&key);
         self.services.cache.insert(
             k,
             Arc::new(crate::services::CachedResponse {
@@ -394,14 +394,17 @@ impl bindings::cache::Host for StepState {
 
     fn delete(&mut self, key: String) {
         if self.grant("cache").is_ok() {
-            self.services
-                .cache
-                .invalidate(&format!("{}\0{key}", self.api));
+            self.services.cache.invalidate(&self.api_key(&key));
         }
     }
 }
 
 impl StepState {
+    /// `key` in this API's namespace (counters, quotas, cache).
+    fn api_key(&self, key: &str) -> String {
+        format!("{}\0{key}", self.api)
+    }
+
     fn kv_tree(&self) -> String {
         format!("kv/{}", self.plugin)
     }
