@@ -4,7 +4,7 @@
 //!
 //! The standard `jwt` plugin runs natively (its `rlib`), with the SDK's
 //! native services and the host's own crypto service
-//! (`tollgate::services::crypto::KeyCache`) as the signature checker, so
+//! (`tollgate::policy::host::crypto::KeyCache`) as the signature checker, so
 //! parsing, key selection and claim checks are the plugin's and the
 //! signature check is the host's: the pair that runs in the gateway.
 //!
@@ -27,7 +27,7 @@ use base64::Engine as _;
 use jwt::Jwt;
 use serde_json::{json, Map, Value};
 use std::cell::RefCell;
-use tollgate::services::crypto::KeyCache;
+use tollgate::policy::host::crypto::KeyCache;
 use tollgate_policy_sdk::services::harness;
 use tollgate_policy_sdk::{
     parse_config, CallContext, Header, HeaderOp, Policy, RequestDecision, RequestHead,

@@ -1,29 +1,31 @@
 //! Tollgate: an API gateway whose policies are sandboxed WebAssembly
 //! components.
 //!
-//! Modules by role: [`server`] (listeners and the request pipeline),
-//! [`route`] (normalisation and routing), [`proxy`] (upstreams),
-//! [`policy`] (the Wasm runtime), [`manifest`] and [`config`] (TOML files
-//! and building a configuration), [`reload`], [`store`], [`error`].
+//! The modules form layers; a module imports only from the layers below it
+//! (`scripts/check-layers` enforces it in `scripts/test`):
+//!
+//! | layer | modules | what |
+//! |---|---|---|
+//! | 0 | [`domain`] | types both planes share: time, periods, consumers, grants |
+//! | 1 | [`store`], [`manifest`], [`net`], [`route`] | the sled store, the TOML files, TLS and sockets, routing |
+//! | 2 | [`upstream`], [`policy`] | the upstream client; the Wasm policy runtime and the host side of its WIT imports |
+//! | 3 | [`loader`] | builds a configuration generation from the files, level by level |
+//! | 4 | [`gateway`] | the data plane: listeners and the request pipeline |
+//! | 5 | [`control`] | the control plane: admin API, reloads, manifest edits |
+//! | 6 | [`app`], [`demo`] | the composition root; the demo upstream |
 #![deny(unsafe_code)]
 
-pub mod admin;
-pub mod client_io;
-pub mod config;
+pub mod app;
+pub mod control;
 pub mod demo;
-pub mod error;
+pub mod domain;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod health;
+pub mod gateway;
+pub mod loader;
 pub mod manifest;
+pub mod net;
 pub mod policy;
-pub mod proxy;
-pub mod reload;
 pub mod route;
-pub mod server;
-pub mod services;
 pub mod store;
-pub mod tls;
-pub mod tls_client;
-pub mod toml_errors;
-pub mod workers;
+pub mod upstream;

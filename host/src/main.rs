@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use tollgate::server::{self, Gateway};
+use tollgate::app::{self, Gateway};
 
 /// mimalloc: the request path allocates small, short-lived buffers on every
 /// call; glibc's malloc was ~10% of a 0-step gateway's CPU under load.
@@ -96,7 +96,7 @@ fn init_logging() {
 }
 
 fn main() -> ExitCode {
-    tollgate::workers::no_huge_pages();
+    tollgate::net::workers::no_huge_pages();
     let cli = Cli::parse();
     match cli.command {
         Command::Check { file } => check(file),
@@ -112,7 +112,10 @@ fn main() -> ExitCode {
                     line.trim_end_matches(['\r', '\n']).to_string()
                 }
             };
-            println!("{}", tollgate::services::consumers::key_digest_hex(&key));
+            println!(
+                "{}",
+                tollgate::policy::host::consumers::key_digest_hex(&key)
+            );
             ExitCode::SUCCESS
         }
         Command::Run { config } => {
@@ -149,7 +152,7 @@ fn main() -> ExitCode {
 }
 
 fn admin_init(config: &std::path::Path, user: &str) -> ExitCode {
-    match tollgate::admin::init(config, user) {
+    match tollgate::control::admin::init(config, user) {
         Ok(token) => {
             println!("{token}");
             eprintln!(
@@ -169,7 +172,7 @@ fn admin_init(config: &std::path::Path, user: &str) -> ExitCode {
 }
 
 fn admin_recover(config: &std::path::Path, user: &str) -> ExitCode {
-    match tollgate::admin::recover(config, user) {
+    match tollgate::control::admin::recover(config, user) {
         Ok((token, created)) => {
             println!("{token}");
             eprintln!(
@@ -202,15 +205,15 @@ fn check(file: PathBuf) -> ExitCode {
         let path = file
             .canonicalize()
             .map_err(|e| format!("error: {}: cannot read: {e}", file.display()))?;
-        let gw = tollgate::config::read_gateway_file(&path).map_err(|e| e.to_string())?;
+        let gw = tollgate::loader::read_gateway_file(&path).map_err(|e| e.to_string())?;
         // A throwaway runtime without a cache: checking writes nothing.
         let runtime = tollgate::policy::Runtime::new(
             tollgate::policy::EngineLimits { max_instances: 64 },
             None,
-            std::sync::Arc::new(tollgate::services::Services::for_check()),
+            std::sync::Arc::new(tollgate::policy::host::Services::for_check()),
         )
         .map_err(|e| format!("error: {e:#}"))?;
-        let g = tollgate::config::build(&path, &gw, &runtime).map_err(|e| e.to_string())?;
+        let g = tollgate::loader::build(&path, &gw, &runtime).map_err(|e| e.to_string())?;
         let steps: usize = g.apis.iter().map(|a| a.steps.len()).sum();
         Ok(format!(
             "ok: {} api(s), {} step(s), {} listener(s)",
@@ -271,9 +274,9 @@ impl Workers {
                 std::thread::Builder::new()
                     .name(format!("tollgate-w{i}"))
                     .spawn(move || {
-                        tollgate::workers::enter(i);
+                        tollgate::net::workers::enter(i);
                         rt.block_on(async {
-                            let tick = tokio::spawn(tollgate::workers::keep_timer_near());
+                            let tick = tokio::spawn(tollgate::net::workers::keep_timer_near());
                             let _ = stop_rx.await;
                             tick.abort();
                         });
@@ -297,7 +300,7 @@ impl Workers {
 
 fn run(config: PathBuf) -> Result<()> {
     let n = worker_count()?;
-    tollgate::workers::set_count(n);
+    tollgate::net::workers::set_count(n);
     let workers = Workers::start(n)?;
     // The control runtime: loading, reloads, signals, the admin API.
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -310,12 +313,12 @@ fn run(config: PathBuf) -> Result<()> {
     let result = rt.block_on(async move {
         let (gateway, gw) = tokio::task::spawn_blocking(move || Gateway::load(&config)).await??;
         let (tx, rx) = tokio::sync::watch::channel(false);
-        let (bound, tasks) = server::serve_on(gateway.clone(), &gw, rx, &handles).await?;
+        let (bound, tasks) = app::serve_on(gateway.clone(), &gw, rx, &handles).await?;
         gateway.spawn_reloaders(gw.reload.watch, gw.reload.debounce.0);
         tracing::info!(
             "tollgate serving on {} worker thread(s): {}",
             handles.len(),
-            server::describe(&bound)
+            tollgate::gateway::describe(&bound)
         );
         wait_for_shutdown().await;
         tracing::info!("shutting down: finishing requests in flight");

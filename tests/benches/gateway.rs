@@ -230,7 +230,7 @@ app = "bench-app"
 plan = "gold"
 keys = [{{ id = "k", sha256 = "{digest}" }}]
 "#,
-        digest = tollgate::services::consumers::key_digest_hex("bench-key-0123456789"),
+        digest = tollgate::policy::host::consumers::key_digest_hex("bench-key-0123456789"),
     );
     std::fs::write(dir.join("api.toml"), manifest).unwrap();
     let gw = format!(

@@ -18,12 +18,12 @@ use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tollgate::config::Generation;
+use tollgate::loader::Generation;
+use tollgate::policy::host::{ServiceSettings, Services};
 use tollgate::policy::{
     CallContext, EngineLimits, Header, RequestDecision, RequestHead, RequestScope, ResponseHead,
     Runtime,
 };
-use tollgate::services::{ServiceSettings, Services};
 
 const ROUNDS: usize = 9;
 const BATCH: Duration = Duration::from_millis(100);
@@ -72,7 +72,7 @@ fn generation(rt: &Runtime, dir: &Path) -> Generation {
     let mut m = String::from("schema = 1\n\n");
     m.push_str(&format!(
         "[[consumer]]\nid = \"alice\"\nkeys = [{{ id = \"k1\", sha256 = \"{}\" }}]\n\n",
-        tollgate::services::consumers::key_digest_hex(KEY)
+        tollgate::policy::host::consumers::key_digest_hex(KEY)
     ));
     for (name, chain_kind) in [("none", ""), ("noop", "noop"), ("standard", "standard")] {
         m.push_str(&format!(
@@ -98,8 +98,8 @@ fn generation(rt: &Runtime, dir: &Path) -> Generation {
     )
     .unwrap();
     let gw_path = dir.join("tollgate.toml");
-    let gw = tollgate::config::read_gateway_file(&gw_path).expect("gateway file");
-    tollgate::config::build(&gw_path, &gw, rt).unwrap_or_else(|e| panic!("{e}"))
+    let gw = tollgate::loader::read_gateway_file(&gw_path).expect("gateway file");
+    tollgate::loader::build(&gw_path, &gw, rt).unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn request(api: &str) -> (CallContext, RequestHead) {

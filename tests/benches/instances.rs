@@ -21,11 +21,11 @@ use common::{Machine, Summary};
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tollgate::policy::host::{Grants, Services};
 use tollgate::policy::{
     CallContext, EngineLimits, Header, HeaderOp, RequestDecision, RequestHead, RequestScope,
     Runtime, Step, StepInstance,
 };
-use tollgate::services::{Grants, Services};
 
 /// Rounds over all cases (odd, so the median is one of them).
 const ROUNDS: usize = 11;

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tollgate::server::{self, Gateway};
+use tollgate::app::{self as gateway, Gateway};
 
 /// Where the test build put the compiled plugins and fixtures.
 pub fn plugin_dir() -> PathBuf {
@@ -406,7 +406,7 @@ debounce = "50ms"
             .unwrap()
             .unwrap_or_else(|e| panic!("gateway failed to start: {e:#}"));
         let (tx, rx) = tokio::sync::watch::channel(false);
-        let (bound, _tasks) = server::serve(gateway.clone(), &file, rx).await.unwrap();
+        let (bound, _tasks) = gateway::serve(gateway.clone(), &file, rx).await.unwrap();
         gateway.spawn_reloaders(b.watch, Duration::from_millis(50));
         TestGateway {
             dir,

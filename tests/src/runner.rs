@@ -12,11 +12,11 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tollgate::policy::host::{Capability, Grants, ServiceSettings, Services};
 use tollgate::policy::{
     CallContext, EngineLimits, Header, PolicyError, RequestDecision, RequestHead, RequestScope,
     ResponseDecision, ResponseHead, Runtime, Step, StepConfigError,
 };
-use tollgate::services::{Capability, Grants, ServiceSettings, Services};
 
 /// A configured step of one plugin, in a runtime of its own.
 pub struct PolicyRunner {

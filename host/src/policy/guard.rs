@@ -47,10 +47,7 @@ impl Default for LogLimits {
     }
 }
 
-/// Default `plugin-log-rate`.
-pub const DEFAULT_LOG_RATE: u32 = 100;
-/// Default `plugin-log-line`.
-pub const DEFAULT_LOG_LINE: usize = 4096;
+pub use crate::manifest::{DEFAULT_LOG_LINE, DEFAULT_LOG_RATE};
 /// Largest `plugin-log-rate` accepted.
 pub const MAX_LOG_RATE: u32 = 100_000;
 /// Smallest and largest `plugin-log-line` accepted.

@@ -14,6 +14,7 @@
 mod bindings;
 pub mod engine;
 pub mod guard;
+pub mod host;
 pub mod snapshot;
 
 use anyhow::{Context as _, Result};
@@ -27,8 +28,8 @@ use wasmtime::component::{Linker, ResourceTable};
 use wasmtime::{ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use crate::services::consumers::Directory;
-use crate::services::{CallTiming, Capability, Grants, Services};
+use crate::policy::host::consumers::Directory;
+use crate::policy::host::{CallTiming, Capability, Grants, Services};
 use bindings::exports::tollgate::policy::policy::Guest as PolicyExports;
 pub use bindings::log::Level as LogLevel;
 use bindings::service_types::ServiceError;
@@ -44,7 +45,7 @@ use wasmtime::component::{Component, ComponentExportIndex, Func, Instance, Typed
 /// Most header operations or headers a step may return in one decision.
 pub const MAX_HEADERS_OUT: usize = 1000;
 
-/// Why a step failed. Each maps to a status in [`crate::error`].
+/// Why a step failed. Each maps to a status in [`crate::gateway::error`].
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PolicyError {
     #[error("step `{step}` trapped: {detail}")]
@@ -259,7 +260,7 @@ impl bindings::types::Host for StepState {}
 
 impl bindings::service_types::Host for StepState {}
 
-fn to_decision(d: crate::services::counters::Decision) -> bindings::counters::Decision {
+fn to_decision(d: crate::policy::host::counters::Decision) -> bindings::counters::Decision {
     bindings::counters::Decision {
         allowed: d.allowed,
         limit: d.limit,
@@ -279,14 +280,14 @@ impl bindings::counters::Host for StepState {
         cost: u64,
     ) -> Result<bindings::counters::Decision, ServiceError> {
         self.grant("counters")?;
-        use crate::services::counters::Algorithm as A;
+        use crate::policy::host::counters::Algorithm as A;
         let alg = match algorithm {
             bindings::counters::Algorithm::SlidingWindow => A::SlidingWindow,
             bindings::counters::Algorithm::TokenBucket => A::TokenBucket,
         };
         let key = self.api_key(&key);
         let now = now_ms();
-        if window_ms == crate::services::counters::MAX_WINDOW_MS {
+        if window_ms == crate::policy::host::counters::MAX_WINDOW_MS {
             // A day-long window is counted durably (as a fixed, aligned
             // window), so a restart does not hand out a fresh day.
             let start = now - now % window_ms;
@@ -368,7 +369,7 @@ impl bindings::cache::Host for StepState {
     ) -> Result<(), ServiceError> {
         self.grant("cache")?;
         let ttl = Duration::from_millis(ttl_ms);
-        if ttl.is_zero() || ttl > crate::services::MAX_CACHE_TTL {
+        if ttl.is_zero() || ttl > crate::policy::host::MAX_CACHE_TTL {
             return Err(ServiceError::Invalid("ttl must be 1 ms to 1 day".into()));
         }
         if key.len() > 4096 {
@@ -377,7 +378,7 @@ impl bindings::cache::Host for StepState {
         let k = self.api_key(&key);
         self.services.cache.insert(
             k,
-            Arc::new(crate::services::CachedResponse {
+            Arc::new(crate::policy::host::CachedResponse {
                 status: value.status,
                 headers: value
                     .headers
@@ -475,7 +476,7 @@ fn check_kv_key(key: &str) -> Result<(), ServiceError> {
     Ok(())
 }
 
-fn to_consumer(c: crate::services::consumers::ConsumerInfo) -> Consumer {
+fn to_consumer(c: crate::policy::host::consumers::ConsumerInfo) -> Consumer {
     Consumer {
         id: c.id,
         app: c.app,
@@ -501,7 +502,7 @@ impl bindings::consumers::Host for StepState {
                 self.services.registry.as_ref()?.lookup_key(
                     &api,
                     &key,
-                    crate::admin::model::Ts(now),
+                    crate::domain::time::Ts(now),
                 )
             })
             .map(to_consumer)
@@ -522,7 +523,7 @@ impl bindings::consumers::Host for StepState {
 
 impl bindings::plans::Host for StepState {
     fn limits(&mut self, plan: String) -> Option<bindings::plans::PlanLimits> {
-        use crate::admin::model::Period;
+        use crate::domain::time::Period;
         use bindings::plans as wit;
         let p = self.services.registry.as_ref()?.plan(&plan)?;
         Some(wit::PlanLimits {
@@ -597,7 +598,7 @@ impl bindings::timing::Host for StepState {
 
 impl bindings::outcome::Host for StepState {
     fn origin(&mut self) -> Option<bindings::outcome::ResponseOrigin> {
-        use crate::services::ResponseOrigin as O;
+        use crate::policy::host::ResponseOrigin as O;
         use bindings::outcome::ResponseOrigin as Origin;
         let t = self.scope.timing.lock().unwrap_or_else(|p| p.into_inner());
         Some(match t.origin.as_ref()? {
@@ -686,9 +687,9 @@ impl StepState {
         let timeout = Duration::from_millis(u64::from(req.timeout_ms)).min(left);
         let fut = async {
             let resp = self.services.http.request(request).await.map_err(|e| {
-                let why = match crate::tls_client::tls_failure(&e) {
+                let why = match crate::net::tls_client::tls_failure(&e) {
                     Some(tls) => format!("TLS with {host}: {tls}"),
-                    None => crate::proxy::error_chain(&e),
+                    None => crate::net::error_chain(&e),
                 };
                 tracing::debug!(step = %self.step, "outbound call failed: {why}");
                 ServiceError::Unavailable(why)

@@ -244,7 +244,7 @@ async fn moderated_plans_suspension_rotation_and_revocation_apply_on_the_next_re
 }
 
 fn format_rfc3339(unix_secs: u64) -> String {
-    tollgate::admin::model::Ts(unix_secs * 1000).rfc3339()
+    tollgate::control::admin::model::Ts(unix_secs * 1000).rfc3339()
 }
 
 #[tokio::test]
@@ -611,10 +611,11 @@ async fn the_openapi_document_and_the_live_routes_agree() {
             }
         }
     }
-    let served: std::collections::BTreeSet<(String, String)> = tollgate::admin::http::ROUTES
-        .iter()
-        .map(|(m, p)| (m.to_string(), p.to_string()))
-        .collect();
+    let served: std::collections::BTreeSet<(String, String)> =
+        tollgate::control::admin::http::ROUTES
+            .iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
     assert_eq!(
         documented, served,
         "docs/admin-openapi.json and ROUTES differ"

@@ -8,7 +8,7 @@
 
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use tollgate::admin::model::{Role, UserCreate};
+use tollgate::control::admin::model::{Role, UserCreate};
 use tollgate_tests::{client, root, TestGateway, Upstream};
 
 /// Two APIs, so the chain routes have something to read and assign.
@@ -177,7 +177,7 @@ async fn start() -> (Upstream, TestGateway, tollgate_tests::admin::AdminClient) 
 }
 
 fn doc() -> Value {
-    serde_json::from_str(tollgate::admin::http::OPENAPI).unwrap()
+    serde_json::from_str(tollgate::control::admin::http::OPENAPI).unwrap()
 }
 
 #[tokio::test]

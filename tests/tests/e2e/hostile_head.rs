@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use std::time::Duration;
-use tollgate::services::consumers::key_digest_hex;
+use tollgate::policy::host::consumers::key_digest_hex;
 use tollgate_tests::raw::{self, RawUpstream};
 use tollgate_tests::*;
 

@@ -5,7 +5,7 @@
 //! never sees a request the client did not send as a whole.
 
 use std::time::Duration;
-use tollgate::services::consumers::key_digest_hex;
+use tollgate::policy::host::consumers::key_digest_hex;
 use tollgate_tests::raw::{self, RawUpstream};
 use tollgate_tests::*;
 

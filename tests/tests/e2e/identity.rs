@@ -16,7 +16,7 @@ use base64::Engine as _;
 use serde_json::json;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tollgate::services::consumers::key_digest_hex;
+use tollgate::policy::host::consumers::key_digest_hex;
 use tollgate_tests::*;
 
 const KEY: &str = "identity-key-5d0c7be2f1";

@@ -419,7 +419,7 @@ async fn load_error(manifest: &str) -> String {
     );
     let path = dir.path().join("tollgate.toml");
     std::fs::write(&path, gw).unwrap();
-    let result = tokio::task::spawn_blocking(move || tollgate::server::Gateway::load(&path))
+    let result = tokio::task::spawn_blocking(move || tollgate::app::Gateway::load(&path))
         .await
         .unwrap();
     match result {

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tollgate::services::consumers::key_digest_hex;
+use tollgate::policy::host::consumers::key_digest_hex;
 use tollgate_tests::*;
 
 const ALICE: &str = "alice-key-CACHELOG-5d1e";

@@ -5,7 +5,7 @@
 //! clients would get through, and large bodies would be forwarded.
 
 use bytes::Bytes;
-use tollgate::server::ReloadOutcome;
+use tollgate::control::ReloadOutcome;
 use tollgate_tests::*;
 
 fn header<'a>(r: &'a reqwest::Response, name: &str) -> Option<&'a str> {

@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::time::Duration;
-use tollgate::services::consumers::key_digest_hex;
+use tollgate::policy::host::consumers::key_digest_hex;
 use tollgate_tests::*;
 
 const ALICE: &str = "alice-key-6f1c2a9d";
@@ -178,7 +178,7 @@ async fn load_error(manifest: &str) -> String {
     );
     let path = dir.path().join("tollgate.toml");
     std::fs::write(&path, gw).unwrap();
-    let result = tokio::task::spawn_blocking(move || tollgate::server::Gateway::load(&path))
+    let result = tokio::task::spawn_blocking(move || tollgate::app::Gateway::load(&path))
         .await
         .unwrap();
     match result {

@@ -3,7 +3,7 @@
 //! the configuration they started with; SIGHUP and file changes both work.
 
 use std::time::Duration;
-use tollgate::server::ReloadOutcome;
+use tollgate::control::ReloadOutcome;
 use tollgate_tests::*;
 
 fn tagged(up: &str, tag: &str) -> String {
@@ -105,6 +105,7 @@ async fn file_change_triggers_reload() {
 /// The gateway's generation number (bumped by every applied reload).
 fn generation(gw: &TestGateway) -> u64 {
     gw.gateway
+        .data
         .generation
         .load(std::sync::atomic::Ordering::SeqCst)
 }
@@ -282,6 +283,7 @@ config = {{ name = "{tag}" }}
 async fn old_config_serves(gw: &TestGateway, up: &Upstream, tag: &str, generation: u64) {
     assert_eq!(
         gw.gateway
+            .data
             .generation
             .load(std::sync::atomic::Ordering::SeqCst),
         generation,
@@ -305,6 +307,7 @@ async fn a_manifest_caught_mid_write_keeps_the_old_config() {
     // (The watcher may have reloaded the unchanged file once meanwhile.)
     let g0 = gw
         .gateway
+        .data
         .generation
         .load(std::sync::atomic::Ordering::SeqCst);
     old_config_serves(&gw, &up, "old", g0).await;

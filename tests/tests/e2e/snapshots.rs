@@ -117,7 +117,7 @@ config = {{ request = {{ headers = {{ set = {{ "x-second" = "two" }} }} }} }}
     .unwrap();
     assert!(matches!(
         gw.gateway.reload().await,
-        tollgate::server::ReloadOutcome::Applied
+        tollgate::control::ReloadOutcome::Applied
     ));
     gw.until_snapshotted().await;
     assert_eq!(call().await, (Some("uno".into()), Some("two".into())));

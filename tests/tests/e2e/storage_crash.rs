@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tollgate::services::consumers::key_digest_hex;
+use tollgate::policy::host::consumers::key_digest_hex;
 use tollgate_tests::{free_port, gateway_command, ChildGuard, Upstream};
 
 const KEY: &str = "crash-key-5be1d07a";

@@ -569,7 +569,7 @@ breaker = { failures = 2, cool-down = "30s" }"#,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_body_that_breaks_off_or_stalls_does_not_count_against_the_target() {
-    use tollgate::health::State;
+    use tollgate::upstream::breaker::State;
     let up = Raw::start(Mode::Ok {
         delay: Duration::ZERO,
     })

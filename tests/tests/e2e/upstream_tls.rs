@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tollgate::health::State;
+use tollgate::upstream::breaker::State;
 use tollgate_tests::tls_upstream::{Issued, TestCa, TlsOptions, TlsServer};
 use tollgate_tests::*;
 

@@ -1,7 +1,7 @@
 //! TLS for the gateway's own outbound connections: to `https://` upstreams
-//! ([`crate::proxy`]) and for the policies' HTTP client
-//! ([`crate::services`]). rustls with the ring provider, as for listeners
-//! ([`crate::tls`] is the server side).
+//! ([`crate::upstream`]) and for the policies' HTTP client
+//! ([`crate::policy::host`]). rustls with the ring provider, as for listeners
+//! ([`crate::net::tls_server`] is the server side).
 //!
 //! What the peer is checked against:
 //! - the system's root certificates, read once per process by

@@ -1,5 +1,5 @@
 //! The upstream side: pooled keep-alive connections, round-robin over
-//! targets with a circuit breaker each ([`crate::health`]), timeouts,
+//! targets with a circuit breaker each ([`crate::upstream::breaker`]), timeouts,
 //! bounded retries of idempotent calls, and the header rules of a
 //! well-behaved proxy (hop-by-hop fields removed per RFC 9110 §7.6.1,
 //! `X-Forwarded-*` set by the gateway and never trusted from clients).
@@ -20,14 +20,17 @@
 //! When every target's breaker is open the call is answered 503 at once,
 //! with `Retry-After`.
 //!
-//! `https://` targets are reached over TLS ([`crate::tls_client`]): HTTP/2
+//! `https://` targets are reached over TLS ([`crate::net::tls_client`]): HTTP/2
 //! when the target picks `h2` by ALPN, else HTTP/1.1. The TLS handshake is
 //! bounded by `response-timeout` (`connect-timeout` covers the TCP connect).
 
-use crate::error::GatewayError;
-use crate::health::{Admit, Breaker, BreakerSettings, Transition};
+pub mod breaker;
+
+use crate::gateway::error::GatewayError;
 use crate::manifest::UpstreamSpec;
-use crate::tls_client::{self, ClientTls, Connector, Trust};
+use crate::net::error_chain;
+use crate::net::tls_client::{self, ClientTls, Connector, Trust};
+use crate::upstream::breaker::{Admit, Breaker, BreakerSettings, Transition};
 use bytes::Bytes;
 use http::uri::{PathAndQuery, Scheme};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri};
@@ -79,8 +82,8 @@ pub struct Upstream {
     pub preserve_host: bool,
     /// `http` or `https`, the same for every target.
     scheme: Scheme,
-    /// One connection pool per serving worker (see [`crate::workers`]).
-    client: crate::workers::PerWorker<Client<Connector, ProxyBody>>,
+    /// One connection pool per serving worker (see [`crate::net::workers`]).
+    client: crate::net::workers::PerWorker<Client<Connector, ProxyBody>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -185,7 +188,7 @@ fn tls_settings(
             )),
         };
     }
-    let path = |p: &std::path::PathBuf| crate::config::resolve(base, p);
+    let path = |p: &std::path::PathBuf| crate::manifest::resolve(base, p);
     let trust = match (spec.insecure_skip_verify, &spec.ca_file) {
         (true, Some(_)) => return Err(
             "`insecure-skip-verify = true` turns off the check that `ca-file` is for: set one or the other"
@@ -296,7 +299,7 @@ impl Upstream {
                 tls_client::connector(tls, conn, true)?
             }
         };
-        let client = crate::workers::PerWorker::new(|| {
+        let client = crate::net::workers::PerWorker::new(|| {
             Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(60))
                 .pool_max_idle_per_host(256)
@@ -766,17 +769,6 @@ impl Body for UpstreamBody {
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
     }
-}
-
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// The hop-by-hop fields a proxy never forwards.

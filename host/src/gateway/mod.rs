@@ -6,16 +6,18 @@
 //!        -> upstream -> response chain (reverse) -> client
 //! ```
 
-use crate::config::{self, ConfigErrors, Generation};
-use crate::error::GatewayError;
+pub mod error;
+
+use crate::gateway::error::GatewayError;
+use crate::loader::{self, Generation};
 use crate::manifest::{GatewayFile, Limits};
+use crate::policy::host::{CallTiming, ResponseOrigin};
 use crate::policy::{
     self, CallContext, Header, PolicyError, RequestDecision, RequestHead, ResponseDecision,
     ResponseHead, Runtime, StepInstance,
 };
-use crate::proxy::{self, BoxError, ProxyBody};
 use crate::route::{normalize_path, RouteMatch};
-use crate::services::{CallTiming, ResponseOrigin};
+use crate::upstream::{self, BoxError, ProxyBody};
 use anyhow::{Context, Result};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -25,108 +27,36 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::either::Either;
 
-/// The running gateway's shared state.
-pub struct Gateway {
+/// The data plane's state: the serving configuration generation, the
+/// policy runtime and the listeners' limits. The control plane swaps
+/// generations in through [`DataPlane::install`]; requests read
+/// [`DataPlane::current`] once and finish on that generation.
+pub struct DataPlane {
     pub runtime: Arc<Runtime>,
     current: ArcSwap<Generation>,
-    gw_path: PathBuf,
     limits: Limits,
-    reload_lock: tokio::sync::Mutex<()>,
-    /// What the last build (at start, reload or admin edit; applied or
-    /// not) read: the file watcher's filter and its skip of reloads whose
-    /// inputs did not change.
-    inputs: std::sync::Mutex<crate::reload::BuildInputs>,
-    /// Bumped on every successful reload (for tests and logs).
+    /// The folder of the gateway file: relative paths of listeners'
+    /// certificates are resolved against it.
+    base: PathBuf,
+    /// Bumped on every configuration swap after the first (for tests and logs).
     pub generation: std::sync::atomic::AtomicU64,
-    /// The control plane's state (admin users, plans, keys ...).
-    pub registry: Arc<crate::admin::Registry>,
-    _store: crate::store::Store,
 }
 
-/// Why a manifest edit from the admin API was not applied.
-#[derive(Debug)]
-pub enum EditError {
-    /// The file changed on disk since the serving configuration was built.
-    Diverged(String),
-    /// The edited configuration does not build: `tollgate check`'s errors.
-    Invalid(ConfigErrors),
-    /// Reading or writing the file failed.
-    Io(String),
-    /// The edit itself refused (e.g. a stale `If-Match`).
-    Refused(crate::admin::AdminError),
-}
-
-/// What a reload did.
-#[derive(Debug)]
-pub enum ReloadOutcome {
-    Applied,
-    Rejected(String),
-}
-
-impl Gateway {
-    /// Load the gateway file and everything it names, or explain why not.
-    pub fn load(gw_path: &Path) -> Result<(Arc<Gateway>, GatewayFile)> {
-        let gw_path = gw_path
-            .canonicalize()
-            .with_context(|| format!("cannot open {}", gw_path.display()))?;
-        let mut inputs = config::Inputs::default();
-        let gw = config::read_gateway_file_recording(&gw_path, &mut inputs)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let base = gw_path.parent().unwrap_or(Path::new("."));
-        let data_dir = config::resolve(base, &gw.data_dir);
-        let store = crate::store::Store::open(&data_dir)?;
-        let services = Arc::new(crate::services::Services::new(
-            crate::services::ServiceSettings {
-                store: Some(store.clone()),
-                cache_bytes: gw.cache.max_bytes.0,
-                sink_path: gw
-                    .access_log
-                    .path
-                    .as_ref()
-                    .map(|p| config::resolve(base, p)),
-                outbound_ca: gw
-                    .outbound
-                    .ca_file
-                    .as_ref()
-                    .map(|p| config::resolve(base, p)),
-            },
-        )?);
-        let runtime = Arc::new(Runtime::new(
-            policy::EngineLimits {
-                max_instances: gw.limits.max_instances,
-            },
-            Some(data_dir.join("plugin-cache")),
-            services,
-        )?);
-        if gw.plugins.snapshots {
-            runtime.enable_snapshots()?;
-        }
-        let generation =
-            config::build_recording(&gw_path, &gw, &runtime, &Default::default(), &mut inputs)
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let registry = runtime
-            .services()
-            .registry
-            .clone()
-            .context("the store holds the control plane")?;
-        let gateway = Arc::new(Gateway {
-            registry,
+impl DataPlane {
+    pub fn new(runtime: Arc<Runtime>, first: Generation, limits: Limits, base: PathBuf) -> Self {
+        DataPlane {
             runtime,
-            current: ArcSwap::from_pointee(generation),
-            gw_path,
-            limits: gw.limits.clone(),
-            reload_lock: tokio::sync::Mutex::new(()),
-            inputs: std::sync::Mutex::new(crate::reload::BuildInputs::new(inputs)),
+            current: ArcSwap::from_pointee(first),
+            limits,
+            base,
             generation: std::sync::atomic::AtomicU64::new(1),
-            _store: store,
-        });
-        Ok((gateway, gw))
+        }
     }
 
     /// The configuration serving right now.
@@ -134,198 +64,19 @@ impl Gateway {
         self.current.load_full()
     }
 
-    /// What the serving configuration and the last build read (see
-    /// [`config::Inputs`]).
-    pub fn inputs(&self) -> crate::reload::BuildInputs {
-        self.inputs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    fn set_inputs(&self, inputs: config::Inputs, applied: bool) {
-        self.inputs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .built(inputs, applied);
-    }
-
-    /// Build the whole configuration anew and swap it in; on any error keep
-    /// the old one and say why. Requests in flight finish on the old one.
-    pub async fn reload(self: &Arc<Self>) -> ReloadOutcome {
-        self.rebuild(false)
-            .await
-            .expect("a forced reload always builds")
-    }
-
-    /// [`Gateway::reload`], unless every file the last build read (gateway
-    /// file, manifests, plugins, the manifests of policy folders) is still
-    /// byte-identical: then `None` and nothing is built. The file watcher
-    /// reloads this way; SIGHUP always rebuilds.
-    pub async fn reload_if_changed(self: &Arc<Self>) -> Option<ReloadOutcome> {
-        self.rebuild(true).await
-    }
-
-    async fn rebuild(self: &Arc<Self>, skip_unchanged: bool) -> Option<ReloadOutcome> {
-        let _g = self.reload_lock.lock().await;
-        let this = self.clone();
-        let built = tokio::task::spawn_blocking(move || {
-            if skip_unchanged && this.inputs().unchanged() {
-                return None;
-            }
-            let mut inputs = config::Inputs::default();
-            let built =
-                config::read_gateway_file_recording(&this.gw_path, &mut inputs).and_then(|gw| {
-                    config::build_recording(
-                        &this.gw_path,
-                        &gw,
-                        &this.runtime,
-                        &Default::default(),
-                        &mut inputs,
-                    )
-                });
-            this.set_inputs(inputs, built.is_ok());
-            Some(built)
-        })
-        .await;
-        // `None`: the inputs were unchanged and nothing was built.
-        let built = built.transpose()?;
-        Some(match built {
-            Ok(Ok(g)) => {
-                self.current.store(Arc::new(g));
-                let n = self
-                    .generation
-                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-                    + 1;
-                tracing::info!(generation = n, "configuration reloaded");
-                ReloadOutcome::Applied
-            }
-            Ok(Err(e)) => {
-                tracing::error!("reload rejected, the previous configuration keeps serving:\n{e}");
-                ReloadOutcome::Rejected(e.to_string())
-            }
-            Err(e) => {
-                tracing::error!("reload failed: {e}");
-                ReloadOutcome::Rejected(e.to_string())
-            }
-        })
-    }
-
-    /// The gateway file.
-    pub fn gw_path(&self) -> &Path {
-        &self.gw_path
-    }
-
-    /// Replace manifest `file` with `edit(current text)`: build the whole
-    /// configuration with the new text first (exactly as `tollgate check`
-    /// and a reload would), and only if it builds, write the file (temporary
-    /// file, flush, rename, flush the directory) and swap the configuration
-    /// in. Refused if the file on disk is not the text the serving
-    /// configuration was built from: an edit never overwrites changes that
-    /// were not loaded. Returns the new generation number and the new
-    /// text's SHA-256.
-    pub async fn apply_manifest_edit(
-        self: &Arc<Self>,
-        file: PathBuf,
-        edit: impl FnOnce(&str, &str) -> Result<String, crate::admin::AdminError> + Send + 'static,
-    ) -> Result<(u64, String), EditError> {
-        use sha2::Digest as _;
-        let _g = self.reload_lock.lock().await;
-        let this = self.clone();
-        let serving = self.current();
-        let (g, hash) = tokio::task::spawn_blocking(move || {
-            let expected = serving.sources.get(&file).cloned().unwrap_or_default();
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| EditError::Io(format!("{}: cannot read: {e}", file.display())))?;
-            let on_disk = hex::encode(sha2::Sha256::digest(text.as_bytes()));
-            if on_disk != expected {
-                return Err(EditError::Diverged(format!(
-                    "{} changed on disk since the serving configuration was loaded (edited and not reloaded, or its reload was rejected): reload it (SIGHUP) or fix it first, then retry",
-                    file.display()
-                )));
-            }
-            let new_text = edit(&text, &on_disk).map_err(EditError::Refused)?;
-            let mut inputs = config::Inputs::default();
-            let gw = config::read_gateway_file_recording(&this.gw_path, &mut inputs)
-                .map_err(EditError::Invalid)?;
-            let mut overrides = std::collections::BTreeMap::new();
-            overrides.insert(file.clone(), new_text.clone());
-            let g = config::build_recording(&this.gw_path, &gw, &this.runtime, &overrides, &mut inputs)
-                .map_err(EditError::Invalid)?;
-            write_atomically(&file, new_text.as_bytes())
-                .map_err(|e| EditError::Io(format!("{}: cannot write: {e}", file.display())))?;
-            // The file now holds what this build read: the watcher's event
-            // for the write finds nothing changed.
-            this.set_inputs(inputs, true);
-            let hash = g.sources.get(&file).cloned().unwrap_or_default();
-            Ok((g, hash))
-        })
-        .await
-        .map_err(|e| EditError::Io(format!("the edit failed: {e}")))??;
+    /// Swap in `g`; returns its generation number. Requests in flight
+    /// finish on the generation they started with.
+    pub fn install(&self, g: Generation) -> u64 {
         self.current.store(Arc::new(g));
-        let n = self
-            .generation
+        self.generation
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-            + 1;
-        tracing::info!(
-            generation = n,
-            "configuration changed through the admin API"
-        );
-        Ok((n, hash))
+            + 1
     }
 
-    /// Watch the configuration files and reload on change, and on SIGHUP.
-    pub fn spawn_reloaders(self: &Arc<Self>, watch_files: bool, debounce: std::time::Duration) {
-        #[cfg(unix)]
-        {
-            // A weak reference: the task must not keep a dropped gateway
-            // (and its store lock) alive.
-            let gw = Arc::downgrade(self);
-            tokio::spawn(async move {
-                let Ok(mut hup) =
-                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-                else {
-                    tracing::warn!("cannot listen for SIGHUP");
-                    return;
-                };
-                while hup.recv().await.is_some() {
-                    let Some(gw) = gw.upgrade() else { return };
-                    tracing::info!("SIGHUP: reloading");
-                    gw.reload().await;
-                }
-            });
-        }
-        if watch_files {
-            crate::reload::spawn_watcher(self.clone(), debounce);
-        }
+    /// The listeners' limits (from the gateway file at start).
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
-}
-
-/// Write `bytes` to `path` so that a crash leaves either the old or the new
-/// content: a temporary file beside it, flushed, renamed over it, and the
-/// directory flushed.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tollgate-{}", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        if let Ok(meta) = std::fs::metadata(path) {
-            f.set_permissions(meta.permissions())?;
-        }
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 /// A listener that is bound and serving.
@@ -333,18 +84,6 @@ pub struct Bound {
     pub name: String,
     pub addr: SocketAddr,
     pub tls: bool,
-}
-
-/// Bind every listener and serve until `shutdown` turns true; then stop
-/// accepting and let connections finish. Connections run on the calling
-/// runtime (tests, tools); the binary uses [`serve_on`] with one
-/// single-threaded runtime per core.
-pub async fn serve(
-    gateway: Arc<Gateway>,
-    gw: &GatewayFile,
-    shutdown: watch::Receiver<bool>,
-) -> Result<(Vec<Bound>, Vec<tokio::task::JoinHandle<()>>)> {
-    serve_on(gateway, gw, shutdown, &[]).await
 }
 
 /// A listening socket bound with `SO_REUSEPORT`, so that each worker can
@@ -363,23 +102,19 @@ fn reuseport_socket(addr: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> 
     Ok(socket)
 }
 
-/// Like [`serve`], with every listener served by each of `workers`: one
+/// Bind every listener and serve until `shutdown` turns true; then stop
+/// accepting and let connections finish. Every listener is served by each of `workers`: one
 /// socket per worker on the same address (`SO_REUSEPORT`), so a connection
 /// is accepted, served, proxied and answered on one thread, without
 /// hand-offs between threads (thread-per-core, as nginx and haproxy run).
-/// With no workers, everything runs on the calling runtime. The admin API
-/// always runs on the calling runtime.
+/// With no workers, everything runs on the calling runtime (tests, tools).
 pub async fn serve_on(
-    gateway: Arc<Gateway>,
+    gateway: Arc<DataPlane>,
     gw: &GatewayFile,
     shutdown: watch::Receiver<bool>,
     workers: &[tokio::runtime::Handle],
 ) -> Result<(Vec<Bound>, Vec<tokio::task::JoinHandle<()>>)> {
-    let base = gateway
-        .gw_path
-        .parent()
-        .unwrap_or(Path::new("."))
-        .to_path_buf();
+    let base = gateway.base.clone();
     let mut bound = Vec::new();
     let mut tasks = Vec::new();
     for l in &gw.listeners {
@@ -388,14 +123,14 @@ pub async fn serve_on(
             .parse()
             .with_context(|| format!("listener `{}`: bad address", l.name))?;
         let tls = match &l.tls {
-            Some(t) => Some(crate::tls::acceptor(
-                &config::resolve(&base, &t.cert),
-                &config::resolve(&base, &t.key),
+            Some(t) => Some(crate::net::tls_server::acceptor(
+                &loader::resolve(&base, &t.cert),
+                &loader::resolve(&base, &t.key),
             )?),
             None => None,
         };
         // One connection limit per listener, shared by its workers.
-        let conns = Arc::new(Semaphore::new(gateway.limits.max_connections));
+        let conns = Arc::new(Semaphore::new(gateway.limits().max_connections));
         let local = if workers.is_empty() {
             let listener = TcpListener::bind(addr)
                 .await
@@ -442,23 +177,17 @@ pub async fn serve_on(
             tls: tls.is_some(),
         });
     }
-    if let Some(admin) = &gw.admin {
-        let (b, task) =
-            crate::admin::http::bind(gateway.clone(), admin, &base, shutdown.clone()).await?;
-        bound.push(b);
-        tasks.push(task);
-    }
     Ok((bound, tasks))
 }
 
 async fn accept_loop(
-    gateway: Arc<Gateway>,
+    gateway: Arc<DataPlane>,
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     conns: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let limits = gateway.limits.clone();
+    let limits = gateway.limits().clone();
     let (first_request, send_stall) = (limits.request_header_timeout.0, limits.send_timeout.0);
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
@@ -528,7 +257,7 @@ async fn accept_loop(
                     }
                 }
             };
-            let io = crate::client_io::ClientIo::new(stream, first_request, send_stall);
+            let io = crate::net::client_io::ClientIo::new(stream, first_request, send_stall);
             let conn = builder.serve_connection(TokioIo::new(io), svc);
             tokio::pin!(conn);
             tokio::select! {
@@ -582,7 +311,7 @@ impl Fields {
 }
 
 enum OutBody {
-    Stream(proxy::UpstreamBody),
+    Stream(upstream::UpstreamBody),
     Buffered(Bytes),
 }
 
@@ -786,13 +515,13 @@ fn effective_authority(parts: &http::request::Parts) -> Result<String, GatewayEr
 
 /// One call, start to end.
 pub async fn handle(
-    gateway: &Gateway,
+    gateway: &DataPlane,
     req: Request<Incoming>,
     peer: SocketAddr,
     scheme: &'static str,
 ) -> Response<ProxyBody> {
     let request_id = new_request_id();
-    let timing = Arc::new(std::sync::Mutex::new(crate::services::CallTiming::new()));
+    let timing = Arc::new(std::sync::Mutex::new(crate::policy::host::CallTiming::new()));
     let gen = gateway.current();
     let (parts, body) = req.into_parts();
 
@@ -802,7 +531,7 @@ pub async fn handle(
     if let Err(err) = check_transfer_encoding(&parts.headers) {
         return finish(closing(error_outgoing(&err, &request_id)), &request_id);
     }
-    let limit = gateway.limits.max_request_target.0;
+    let limit = gateway.limits().max_request_target.0;
     if request_target_len(&parts) as u64 > limit {
         let err = GatewayError::UriTooLong { limit };
         return finish(closing(error_outgoing(&err, &request_id)), &request_id);
@@ -857,8 +586,8 @@ pub async fn handle(
             }
         }
     }
-    proxy::strip_hop_by_hop(&mut headers);
-    proxy::strip_client_identity(&mut headers);
+    upstream::strip_hop_by_hop(&mut headers);
+    upstream::strip_client_identity(&mut headers);
     let mut head = RequestHead {
         method: parts.method.as_str().to_string(),
         scheme: scheme.to_string(),
@@ -902,7 +631,7 @@ pub async fn handle(
     let mut early: Option<Outgoing> = None;
     // The step that answered instead of the upstream, if one did.
     let mut answered_by: Option<Arc<str>> = None;
-    let body_timeout = gateway.limits.request_body_timeout.0;
+    let body_timeout = gateway.limits().request_body_timeout.0;
     for step in &api.steps {
         ctx.step.clear();
         ctx.step.push_str(&step.name);
@@ -1035,7 +764,7 @@ pub async fn handle(
                 let (parts, body) = resp.into_parts();
                 origin = Some(ResponseOrigin::Upstream(parts.status.as_u16()));
                 let mut h = parts.headers;
-                proxy::strip_hop_by_hop(&mut h);
+                upstream::strip_hop_by_hop(&mut h);
                 Outgoing {
                     status: parts.status.as_u16(),
                     headers: Fields::Map(h),
@@ -1083,7 +812,7 @@ enum StepResult {
 }
 
 async fn run_request_step(
-    gateway: &Gateway,
+    gateway: &DataPlane,
     step: &policy::Step,
     ctx: &CallContext,
     head: &mut RequestHead,
@@ -1137,7 +866,7 @@ async fn run_request_step(
 /// (already stripped) when no step ran, else `head.headers`.
 #[allow(clippy::too_many_arguments)]
 async fn call_upstream(
-    api: &config::Api,
+    api: &loader::Api,
     head: &RequestHead,
     map: Option<HeaderMap>,
     body: Result<Incoming, Option<Bytes>>,
@@ -1145,7 +874,7 @@ async fn call_upstream(
     host: &str,
     scheme: &str,
     request_id: &str,
-) -> Result<Response<proxy::UpstreamBody>, GatewayError> {
+) -> Result<Response<upstream::UpstreamBody>, GatewayError> {
     let up = &api.upstream;
     let mut pq = String::with_capacity(head.path.len() + 16);
     pq.push_str(&head.path);
@@ -1161,7 +890,7 @@ async fn call_upstream(
         Some(m) => m,
         None => {
             let mut h = wit_to_headers(&head.headers);
-            proxy::strip_hop_by_hop(&mut h);
+            upstream::strip_hop_by_hop(&mut h);
             h
         }
     };
@@ -1169,7 +898,7 @@ async fn call_upstream(
         .get(header::HOST)
         .cloned()
         .or_else(|| HeaderValue::from_str(&head.authority).ok());
-    proxy::set_forwarded(
+    upstream::set_forwarded(
         &mut headers,
         &peer.ip().to_string(),
         scheme,
@@ -1196,15 +925,15 @@ async fn call_upstream(
         }
     }
     let body = match body {
-        Ok(incoming) => proxy::OutboundBody::Stream(incoming),
+        Ok(incoming) => upstream::OutboundBody::Stream(incoming),
         Err(b) => {
             headers.remove(header::CONTENT_LENGTH);
-            proxy::OutboundBody::Buffered(b.unwrap_or_default())
+            upstream::OutboundBody::Buffered(b.unwrap_or_default())
         }
     };
     // The upstream picks the target (round-robin, skipping open breakers),
     // sets `Host`, and retries what may be retried.
-    up.forward(proxy::Outbound {
+    up.forward(upstream::Outbound {
         method,
         path_and_query: pq,
         headers,
@@ -1220,7 +949,7 @@ fn set_origin(timing: &std::sync::Mutex<CallTiming>, origin: ResponseOrigin) {
 }
 
 async fn run_response_chain(
-    api: &config::Api,
+    api: &loader::Api,
     instances: &mut [Option<StepInstance>],
     ctx: &mut CallContext,
     head: &RequestHead,

@@ -45,9 +45,9 @@ fn open_offline(config: &Path, command: &str) -> anyhow::Result<Registry> {
     let path = config
         .canonicalize()
         .with_context(|| format!("cannot open {}", config.display()))?;
-    let gw = crate::config::read_gateway_file(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let gw = crate::loader::read_gateway_file(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let base = path.parent().unwrap_or(Path::new("."));
-    let data_dir = crate::config::resolve(base, &gw.data_dir);
+    let data_dir = crate::loader::resolve(base, &gw.data_dir);
     let store = crate::store::Store::open(&data_dir).map_err(|e| {
         anyhow::anyhow!(
             "{e:#}\n(stop the gateway, run `tollgate admin {command}`, then start it again)"

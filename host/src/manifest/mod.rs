@@ -3,8 +3,10 @@
 //! Everything here is plain data with `deny_unknown_fields`; newtypes reject
 //! nonsense (durations, sizes, names) while parsing, so a file that parses is
 //! structurally sound. Semantic checks that need the plugins (each step's
-//! config) happen in [`crate::config`], which adds file, API and step to the
+//! config) happen in [`crate::loader`], which adds file, API and step to the
 //! message.
+
+pub mod errors;
 
 use serde::{Deserialize, Deserializer};
 use std::fmt;
@@ -53,12 +55,12 @@ impl ManifestError {
 }
 
 /// Parse a TOML document, mapping errors to [`ManifestError::Parse`]: every
-/// error in the file, not only the first (see [`crate::toml_errors`]).
+/// error in the file, not only the first (see [`crate::manifest::errors`]).
 pub fn parse_toml<T: serde::de::DeserializeOwned>(
     path: &Path,
     text: &str,
 ) -> Result<T, ManifestError> {
-    crate::toml_errors::collect(text).map_err(|errors| {
+    crate::manifest::errors::collect(text).map_err(|errors| {
         let mut list: Vec<ManifestError> = errors
             .into_iter()
             .map(|detail| ManifestError::Parse {
@@ -95,101 +97,24 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// Resolve `p` against the folder of the file that named it.
+pub fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Newtypes
 
-/// A duration written as a number and a unit: `250ms`, `10s`, `2m`, `1h`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Dur(pub Duration);
+pub use crate::domain::units::{Dur, Size};
 
-impl TryFrom<&str> for Dur {
-    type Error = String;
-    fn try_from(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(|| {
-            format!("`{s}` has no unit: expected e.g. `250ms`, `10s`, `2m`, `1h`")
-        })?;
-        let (num, unit) = s.split_at(split);
-        let n: u64 = num.parse().map_err(|_| {
-            format!("`{s}` is not a duration: expected e.g. `250ms`, `10s`, `2m`, `1h`")
-        })?;
-        let d = match unit {
-            "us" => Duration::from_micros(n),
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.saturating_mul(60)),
-            "h" => Duration::from_secs(n.saturating_mul(3600)),
-            _ => {
-                return Err(format!(
-                    "`{s}` has unknown unit `{unit}`: expected one of us, ms, s, m, h"
-                ))
-            }
-        };
-        Ok(Dur(d))
-    }
-}
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            S(String),
-            Other(toml::Value),
-        }
-        match Raw::deserialize(d)? {
-            Raw::S(s) => Dur::try_from(s.as_str()).map_err(serde::de::Error::custom),
-            Raw::Other(v) => Err(serde::de::Error::custom(format!(
-                "`{v}` is not a duration: expected a string like \"50ms\" or \"10s\""
-            ))),
-        }
-    }
-}
-
-/// A size in bytes written as a number and a unit: `512B`, `64KiB`, `16MiB`, `1GiB`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Size(pub u64);
-
-impl TryFrom<&str> for Size {
-    type Error = String;
-    fn try_from(s: &str) -> Result<Self, String> {
-        let s = s.trim();
-        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-        let (num, unit) = s.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("`{s}` is not a size: expected e.g. `64KiB`, `16MiB`"))?;
-        let mult: u64 = match unit.trim() {
-            "" | "B" => 1,
-            "KiB" | "KB" | "K" => 1 << 10,
-            "MiB" | "MB" | "M" => 1 << 20,
-            "GiB" | "GB" | "G" => 1 << 30,
-            other => {
-                return Err(format!(
-                    "`{s}` has unknown unit `{other}`: expected one of B, KiB, MiB, GiB"
-                ))
-            }
-        };
-        n.checked_mul(mult)
-            .map(Size)
-            .ok_or_else(|| format!("`{s}` is too large"))
-    }
-}
-
-impl<'de> Deserialize<'de> for Size {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(u64),
-            S(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::N(n) => Ok(Size(n)),
-            Raw::S(s) => Size::try_from(s.as_str()).map_err(serde::de::Error::custom),
-        }
-    }
-}
+/// Default `plugin-log-rate`: log lines per second a step may write.
+pub const DEFAULT_LOG_RATE: u32 = 100;
+/// Default `plugin-log-line`: bytes of one log line.
+pub const DEFAULT_LOG_LINE: usize = 4096;
 
 /// A name for an API, route, step or listener: 1 to 64 characters of
 /// `a-z A-Z 0-9 - _ .`.
@@ -447,8 +372,8 @@ impl Default for Limits {
             step_timeout: Dur(Duration::from_millis(50)),
             step_memory: Size(16 << 20),
             max_instances: 1000,
-            plugin_log_rate: crate::policy::guard::DEFAULT_LOG_RATE,
-            plugin_log_line: Size(crate::policy::guard::DEFAULT_LOG_LINE as u64),
+            plugin_log_rate: DEFAULT_LOG_RATE,
+            plugin_log_line: Size(DEFAULT_LOG_LINE as u64),
         }
     }
 }

@@ -12,7 +12,7 @@
 
 use super::error::AdminError;
 use super::model::*;
-use crate::services::consumers::ConsumerInfo;
+use crate::policy::host::consumers::ConsumerInfo;
 use crate::store::Store;
 use base64::Engine as _;
 use ring::rand::SecureRandom;

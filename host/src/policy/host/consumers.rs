@@ -2,18 +2,9 @@
 //! held only as SHA-256 digests; a lookup hashes the presented key, so an
 //! unknown key and a wrong key take the same path and look the same.
 
+pub use crate::domain::consumer::ConsumerInfo;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-
-/// Who a key or id resolves to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConsumerInfo {
-    pub id: String,
-    pub app: Option<String>,
-    pub key_id: Option<String>,
-    pub plan: Option<String>,
-    pub product: Option<String>,
-}
 
 #[derive(Debug, Clone)]
 struct ConsumerEntry {

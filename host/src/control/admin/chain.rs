@@ -2,7 +2,7 @@
 //! of truth: an assignment rewrites the API's `[[api.chain]]` tables in its
 //! file (keeping the rest of the file, comments included) and goes live
 //! through the same build-check-swap as a hot reload (see
-//! [`crate::server::Gateway::apply_manifest_edit`]).
+//! [`crate::gateway::Gateway::apply_manifest_edit`]).
 
 use super::error::AdminError;
 use crate::manifest::{toml_to_json, ApiSpec, Dur, Size, StepSpec};
@@ -161,7 +161,7 @@ pub fn check_steps(chain: &[StepInput]) -> Result<(), AdminError> {
             m.parse().map_err(|e| AdminError::invalid(f("memory"), e))?;
         }
         for (j, g) in s.grants.iter().enumerate() {
-            crate::services::Capability::parse(g)
+            crate::policy::host::Capability::parse(g)
                 .map_err(|e| AdminError::invalid(format!("chain[{i}].grants[{j}]"), e))?;
         }
         if let Some(c) = &s.config {

@@ -9,11 +9,14 @@ use crate::manifest::{
 };
 use crate::policy::guard::{check_log_limits, LogLimits};
 use crate::policy::{engine::MAX_STEP_MEMORY, Runtime, Step, StepConfigError};
-use crate::proxy::Upstream;
-pub use crate::reload::Inputs;
+use crate::upstream::Upstream;
+pub mod inputs;
+
+pub use crate::domain::time::datetime_ms;
+use crate::policy::host::consumers::{ConsumerInfo, Directory};
+use crate::policy::host::{Capability, Grants};
 use crate::route::{HostPattern, PathPattern, Route, Router};
-use crate::services::consumers::{ConsumerInfo, Directory};
-use crate::services::{Capability, Grants};
+pub use inputs::Inputs;
 use sha2::Digest as _;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -86,14 +89,7 @@ impl From<ManifestError> for ConfigErrors {
     }
 }
 
-/// Resolve `p` against the folder of the file that named it.
-pub fn resolve(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    }
-}
+pub use crate::manifest::resolve;
 
 /// Read and check the gateway file on its own.
 pub fn read_gateway_file(path: &Path) -> Result<GatewayFile, ConfigErrors> {
@@ -233,7 +229,7 @@ pub fn read_gateway_file_recording(
     if let Some(ca) = &gw.outbound.ca_file {
         let base = path.parent().unwrap_or(Path::new("."));
         let mut roots = rustls::RootCertStore::empty();
-        if let Err(e) = crate::tls_client::ca_roots(&resolve(base, ca), &mut roots) {
+        if let Err(e) = crate::net::tls_client::ca_roots(&resolve(base, ca), &mut roots) {
             errs.push(format!("{}: outbound.ca-file: {e}", path.display()));
         }
     }
@@ -469,7 +465,7 @@ pub fn build_recording(
                 // `memory`, `config.request.path`), or the step's header.
                 let ctx_at = |path: &str| {
                     let offset = step_item
-                        .and_then(|i| crate::toml_errors::path_span(i, path))
+                        .and_then(|i| crate::manifest::errors::path_span(i, path))
                         .map_or(s.span().start, |r| r.start);
                     format!(
                         "{}: api `{}`, step `{}` (plugin `{}`)",
@@ -636,34 +632,6 @@ pub fn build_recording(
     } else {
         Err(ConfigErrors(errs))
     }
-}
-
-/// Unix milliseconds of a TOML date-time with offset.
-pub fn datetime_ms(d: &toml::value::Datetime) -> Option<u64> {
-    let (date, time, offset) = (d.date?, d.time?, d.offset?);
-    // Days since the epoch (civil-from-days inverse, proleptic Gregorian).
-    let (y, m, dd) = (
-        i64::from(date.year),
-        i64::from(date.month),
-        i64::from(date.day),
-    );
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + dd - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400
-        + i64::from(time.hour) * 3600
-        + i64::from(time.minute) * 60
-        + i64::from(time.second);
-    let off = match offset {
-        toml::value::Offset::Z => 0,
-        toml::value::Offset::Custom { minutes } => i64::from(minutes) * 60,
-    };
-    let ms = (secs - off) * 1000 + i64::from(time.nanosecond / 1_000_000);
-    u64::try_from(ms).ok()
 }
 
 fn describe_dirs(base: &Path, gw: &GatewayFile) -> String {

@@ -6,8 +6,9 @@ use super::chain::{self, ChainAssign};
 use super::error::{decode, decode_required, AdminError};
 use super::model::*;
 use super::registry::{Page, Registry};
+use crate::control::{ControlPlane as Gateway, EditError};
+use crate::gateway::Bound;
 use crate::manifest::{AdminSpec, PolicyManifest};
-use crate::server::{Bound, EditError, Gateway};
 use anyhow::Context as _;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -75,7 +76,7 @@ pub const ROUTES: &[(&str, &str)] = &[
 ];
 
 /// The OpenAPI description, served at `GET /admin/v1/openapi.json`.
-pub const OPENAPI: &str = include_str!("../../../docs/admin-openapi.json");
+pub const OPENAPI: &str = include_str!("../../../../docs/admin-openapi.json");
 
 /// What a route is about, for the role check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -222,9 +223,9 @@ pub async fn bind(
         .with_context(|| format!("admin: cannot bind {addr}"))?;
     let local = listener.local_addr()?;
     let tls = match &spec.tls {
-        Some(t) => Some(crate::tls::acceptor(
-            &crate::config::resolve(base, &t.cert),
-            &crate::config::resolve(base, &t.key),
+        Some(t) => Some(crate::net::tls_server::acceptor(
+            &crate::loader::resolve(base, &t.cert),
+            &crate::loader::resolve(base, &t.key),
         )?),
         None => None,
     };
@@ -960,7 +961,7 @@ async fn serve_one(
         ("GET", "/admin/v1/apis") => {
             let (limit, after) = paging(&query(q, LIST)?)?;
             let g = state.gateway.current();
-            let mut apis: Vec<&crate::config::Api> = g
+            let mut apis: Vec<&crate::loader::Api> = g
                 .apis
                 .iter()
                 .filter(|a| after.as_deref().is_none_or(|x| &*a.name > x))
@@ -1272,16 +1273,16 @@ async fn get_one<T: serde::de::DeserializeOwned + Serialize + Send + 'static>(
 }
 
 fn find_api<'a>(
-    g: &'a crate::config::Generation,
+    g: &'a crate::loader::Generation,
     name: &str,
-) -> Result<&'a crate::config::Api, AdminError> {
+) -> Result<&'a crate::loader::Api, AdminError> {
     g.apis
         .iter()
         .find(|a| &*a.name == name)
         .ok_or_else(|| AdminError::not_found("API", name))
 }
 
-fn api_view(g: &crate::config::Generation, a: &crate::config::Api) -> Value {
+fn api_view(g: &crate::loader::Generation, a: &crate::loader::Api) -> Value {
     let routes: Vec<Value> = a
         .spec
         .routes

@@ -1,0 +1,150 @@
+//! The composition root: builds the store, the policy runtime, the data
+//! plane ([`crate::gateway`]) and the control plane ([`crate::control`]),
+//! and hands each only what it needs. Nothing below this module knows
+//! that both planes exist.
+
+use crate::control::{ControlPlane, ReloadOutcome};
+use crate::gateway::{Bound, DataPlane};
+use crate::loader::{self, Generation};
+use crate::manifest::GatewayFile;
+use crate::policy::{self, Runtime};
+use anyhow::{Context, Result};
+use std::path::Path;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// A running gateway: its data plane, its control plane and the store they
+/// share.
+pub struct Gateway {
+    pub data: Arc<DataPlane>,
+    pub control: Arc<ControlPlane>,
+    /// The policy runtime (the data plane's).
+    pub runtime: Arc<Runtime>,
+    /// The control plane's state (admin users, plans, keys ...).
+    pub registry: Arc<crate::control::admin::Registry>,
+    _store: crate::store::Store,
+}
+
+impl Gateway {
+    /// Load the gateway file and everything it names, or explain why not.
+    pub fn load(gw_path: &Path) -> Result<(Arc<Gateway>, GatewayFile)> {
+        let gw_path = gw_path
+            .canonicalize()
+            .with_context(|| format!("cannot open {}", gw_path.display()))?;
+        let mut inputs = loader::Inputs::default();
+        let gw = loader::read_gateway_file_recording(&gw_path, &mut inputs)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let base = gw_path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let data_dir = loader::resolve(&base, &gw.data_dir);
+        let store = crate::store::Store::open(&data_dir)?;
+        let services = Arc::new(crate::policy::host::Services::new(
+            crate::policy::host::ServiceSettings {
+                store: Some(store.clone()),
+                cache_bytes: gw.cache.max_bytes.0,
+                sink_path: gw
+                    .access_log
+                    .path
+                    .as_ref()
+                    .map(|p| loader::resolve(&base, p)),
+                outbound_ca: gw
+                    .outbound
+                    .ca_file
+                    .as_ref()
+                    .map(|p| loader::resolve(&base, p)),
+            },
+        )?);
+        let runtime = Arc::new(Runtime::new(
+            policy::EngineLimits {
+                max_instances: gw.limits.max_instances,
+            },
+            Some(data_dir.join("plugin-cache")),
+            services,
+        )?);
+        if gw.plugins.snapshots {
+            runtime.enable_snapshots()?;
+        }
+        let generation =
+            loader::build_recording(&gw_path, &gw, &runtime, &Default::default(), &mut inputs)
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let registry = runtime
+            .services()
+            .registry
+            .clone()
+            .context("the store holds the control plane")?;
+        let data = Arc::new(DataPlane::new(
+            runtime.clone(),
+            generation,
+            gw.limits.clone(),
+            base,
+        ));
+        let control = Arc::new(ControlPlane::new(
+            data.clone(),
+            registry.clone(),
+            gw_path,
+            inputs,
+        ));
+        let gateway = Arc::new(Gateway {
+            data,
+            control,
+            runtime,
+            registry,
+            _store: store,
+        });
+        Ok((gateway, gw))
+    }
+
+    /// The configuration serving right now.
+    pub fn current(&self) -> Arc<Generation> {
+        self.data.current()
+    }
+
+    /// Build the whole configuration anew and swap it in (see
+    /// [`ControlPlane::reload`]).
+    pub async fn reload(&self) -> ReloadOutcome {
+        self.control.reload().await
+    }
+
+    /// Watch the configuration files and reload on change, and on SIGHUP.
+    pub fn spawn_reloaders(&self, watch_files: bool, debounce: std::time::Duration) {
+        self.control.spawn_reloaders(watch_files, debounce);
+    }
+}
+
+/// Bind every listener and the admin API, and serve until `shutdown` turns
+/// true; then stop accepting and let connections finish. Connections run on
+/// the calling runtime (tests, tools); the binary uses [`serve_on`] with
+/// one single-threaded runtime per core.
+pub async fn serve(
+    gateway: Arc<Gateway>,
+    gw: &GatewayFile,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(Vec<Bound>, Vec<tokio::task::JoinHandle<()>>)> {
+    serve_on(gateway, gw, shutdown, &[]).await
+}
+
+/// Like [`serve`], with the listeners served by each of `workers` (see
+/// [`crate::gateway::serve_on`]). The admin API always runs on the calling
+/// runtime.
+pub async fn serve_on(
+    gateway: Arc<Gateway>,
+    gw: &GatewayFile,
+    shutdown: watch::Receiver<bool>,
+    workers: &[tokio::runtime::Handle],
+) -> Result<(Vec<Bound>, Vec<tokio::task::JoinHandle<()>>)> {
+    let (mut bound, mut tasks) =
+        crate::gateway::serve_on(gateway.data.clone(), gw, shutdown.clone(), workers).await?;
+    if let Some(admin) = &gw.admin {
+        let base = gateway
+            .control
+            .gw_path()
+            .parent()
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        let (b, task) =
+            crate::control::admin::http::bind(gateway.control.clone(), admin, &base, shutdown)
+                .await?;
+        bound.push(b);
+        tasks.push(task);
+    }
+    Ok((bound, tasks))
+}

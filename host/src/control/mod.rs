@@ -1,0 +1,9 @@
+//! The control plane: the admin REST API and its registry ([`admin`]),
+//! configuration reloads and the file watcher ([`reload`]). The data plane
+//! ([`crate::gateway`]) never imports anything from here.
+
+pub mod admin;
+pub mod plane;
+pub mod reload;
+
+pub use plane::{ControlPlane, EditError, ReloadOutcome};

@@ -1,0 +1,255 @@
+//! The control plane's handle on a running gateway: reloads (SIGHUP, the
+//! file watcher, the admin API's manifest edits), each a full build that
+//! is swapped into the data plane only when it succeeds.
+
+use crate::control::admin::Registry;
+use crate::gateway::DataPlane;
+use crate::loader::{self, ConfigErrors};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Why a manifest edit from the admin API was not applied.
+#[derive(Debug)]
+pub enum EditError {
+    /// The file changed on disk since the serving configuration was built.
+    Diverged(String),
+    /// The edited configuration does not build: `tollgate check`'s errors.
+    Invalid(ConfigErrors),
+    /// Reading or writing the file failed.
+    Io(String),
+    /// The edit itself refused (e.g. a stale `If-Match`).
+    Refused(crate::control::admin::AdminError),
+}
+
+/// What a reload did.
+#[derive(Debug)]
+pub enum ReloadOutcome {
+    Applied,
+    Rejected(String),
+}
+
+/// Reloads and manifest edits of one gateway, and the registry behind the
+/// admin API.
+pub struct ControlPlane {
+    /// The data plane whose generation reloads replace.
+    pub data: Arc<DataPlane>,
+    /// The control plane's state (admin users, plans, keys ...).
+    pub registry: Arc<Registry>,
+    gw_path: PathBuf,
+    reload_lock: tokio::sync::Mutex<()>,
+    /// What the last build (at start, reload or admin edit; applied or
+    /// not) read: the file watcher's filter and its skip of reloads whose
+    /// inputs did not change.
+    inputs: std::sync::Mutex<super::reload::BuildInputs>,
+}
+
+impl ControlPlane {
+    /// The control plane of `data`, built from the gateway file `gw_path`
+    /// whose first build read `inputs`.
+    pub fn new(
+        data: Arc<DataPlane>,
+        registry: Arc<Registry>,
+        gw_path: PathBuf,
+        inputs: loader::Inputs,
+    ) -> ControlPlane {
+        ControlPlane {
+            data,
+            registry,
+            gw_path,
+            reload_lock: tokio::sync::Mutex::new(()),
+            inputs: std::sync::Mutex::new(super::reload::BuildInputs::new(inputs)),
+        }
+    }
+
+    /// The configuration serving right now.
+    pub fn current(&self) -> Arc<loader::Generation> {
+        self.data.current()
+    }
+
+    /// What the serving configuration and the last build read (see
+    /// [`loader::Inputs`]).
+    pub fn inputs(&self) -> crate::control::reload::BuildInputs {
+        self.inputs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn set_inputs(&self, inputs: loader::Inputs, applied: bool) {
+        self.inputs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .built(inputs, applied);
+    }
+
+    /// Build the whole configuration anew and swap it in; on any error keep
+    /// the old one and say why. Requests in flight finish on the old one.
+    pub async fn reload(self: &Arc<Self>) -> ReloadOutcome {
+        self.rebuild(false)
+            .await
+            .expect("a forced reload always builds")
+    }
+
+    /// [`ControlPlane::reload`], unless every file the last build read (gateway
+    /// file, manifests, plugins, the manifests of policy folders) is still
+    /// byte-identical: then `None` and nothing is built. The file watcher
+    /// reloads this way; SIGHUP always rebuilds.
+    pub async fn reload_if_changed(self: &Arc<Self>) -> Option<ReloadOutcome> {
+        self.rebuild(true).await
+    }
+
+    async fn rebuild(self: &Arc<Self>, skip_unchanged: bool) -> Option<ReloadOutcome> {
+        let _g = self.reload_lock.lock().await;
+        let this = self.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            if skip_unchanged && this.inputs().unchanged() {
+                return None;
+            }
+            let mut inputs = loader::Inputs::default();
+            let built =
+                loader::read_gateway_file_recording(&this.gw_path, &mut inputs).and_then(|gw| {
+                    loader::build_recording(
+                        &this.gw_path,
+                        &gw,
+                        &this.data.runtime,
+                        &Default::default(),
+                        &mut inputs,
+                    )
+                });
+            this.set_inputs(inputs, built.is_ok());
+            Some(built)
+        })
+        .await;
+        // `None`: the inputs were unchanged and nothing was built.
+        let built = built.transpose()?;
+        Some(match built {
+            Ok(Ok(g)) => {
+                let n = self.data.install(g);
+                tracing::info!(generation = n, "configuration reloaded");
+                ReloadOutcome::Applied
+            }
+            Ok(Err(e)) => {
+                tracing::error!("reload rejected, the previous configuration keeps serving:\n{e}");
+                ReloadOutcome::Rejected(e.to_string())
+            }
+            Err(e) => {
+                tracing::error!("reload failed: {e}");
+                ReloadOutcome::Rejected(e.to_string())
+            }
+        })
+    }
+
+    /// The gateway file.
+    pub fn gw_path(&self) -> &Path {
+        &self.gw_path
+    }
+
+    /// Replace manifest `file` with `edit(current text)`: build the whole
+    /// configuration with the new text first (exactly as `tollgate check`
+    /// and a reload would), and only if it builds, write the file (temporary
+    /// file, flush, rename, flush the directory) and swap the configuration
+    /// in. Refused if the file on disk is not the text the serving
+    /// configuration was built from: an edit never overwrites changes that
+    /// were not loaded. Returns the new generation number and the new
+    /// text's SHA-256.
+    pub async fn apply_manifest_edit(
+        self: &Arc<Self>,
+        file: PathBuf,
+        edit: impl FnOnce(&str, &str) -> Result<String, crate::control::admin::AdminError>
+            + Send
+            + 'static,
+    ) -> Result<(u64, String), EditError> {
+        use sha2::Digest as _;
+        let _g = self.reload_lock.lock().await;
+        let this = self.clone();
+        let serving = self.data.current();
+        let (g, hash) = tokio::task::spawn_blocking(move || {
+            let expected = serving.sources.get(&file).cloned().unwrap_or_default();
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| EditError::Io(format!("{}: cannot read: {e}", file.display())))?;
+            let on_disk = hex::encode(sha2::Sha256::digest(text.as_bytes()));
+            if on_disk != expected {
+                return Err(EditError::Diverged(format!(
+                    "{} changed on disk since the serving configuration was loaded (edited and not reloaded, or its reload was rejected): reload it (SIGHUP) or fix it first, then retry",
+                    file.display()
+                )));
+            }
+            let new_text = edit(&text, &on_disk).map_err(EditError::Refused)?;
+            let mut inputs = loader::Inputs::default();
+            let gw = loader::read_gateway_file_recording(&this.gw_path, &mut inputs)
+                .map_err(EditError::Invalid)?;
+            let mut overrides = std::collections::BTreeMap::new();
+            overrides.insert(file.clone(), new_text.clone());
+            let g = loader::build_recording(&this.gw_path, &gw, &this.data.runtime, &overrides, &mut inputs)
+                .map_err(EditError::Invalid)?;
+            write_atomically(&file, new_text.as_bytes())
+                .map_err(|e| EditError::Io(format!("{}: cannot write: {e}", file.display())))?;
+            // The file now holds what this build read: the watcher's event
+            // for the write finds nothing changed.
+            this.set_inputs(inputs, true);
+            let hash = g.sources.get(&file).cloned().unwrap_or_default();
+            Ok((g, hash))
+        })
+        .await
+        .map_err(|e| EditError::Io(format!("the edit failed: {e}")))??;
+        let n = self.data.install(g);
+        tracing::info!(
+            generation = n,
+            "configuration changed through the admin API"
+        );
+        Ok((n, hash))
+    }
+
+    /// Watch the configuration files and reload on change, and on SIGHUP.
+    pub fn spawn_reloaders(self: &Arc<Self>, watch_files: bool, debounce: std::time::Duration) {
+        #[cfg(unix)]
+        {
+            // A weak reference: the task must not keep a dropped control plane
+            // (and its store lock) alive.
+            let gw = Arc::downgrade(self);
+            tokio::spawn(async move {
+                let Ok(mut hup) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                else {
+                    tracing::warn!("cannot listen for SIGHUP");
+                    return;
+                };
+                while hup.recv().await.is_some() {
+                    let Some(gw) = gw.upgrade() else { return };
+                    tracing::info!("SIGHUP: reloading");
+                    gw.reload().await;
+                }
+            });
+        }
+        if watch_files {
+            super::reload::spawn_watcher(self.clone(), debounce);
+        }
+    }
+}
+
+/// Write `bytes` to `path` so that a crash leaves either the old or the new
+/// content: a temporary file beside it, flushed, renamed over it, and the
+/// directory flushed.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tollgate-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        if let Ok(meta) = std::fs::metadata(path) {
+            f.set_permissions(meta.permissions())?;
+        }
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
