@@ -837,6 +837,22 @@ def baseline_comparison(rounds, wrk, fixed):
     return {"rows": rows, "verdict": verdict}
 
 
+def baseline_caveats(rounds, meta):
+    """Why the verdict may be noise: too few rounds, or the pairs' runs
+    started on a busy machine."""
+    out = []
+    if rounds < 5:
+        out.append(f"{rounds} round(s): too few to judge a few percent (the verdict wants "
+                   "a full run, at least 5 rounds).")
+    runs = meta.get("noisy_runs", {})
+    pair = [n for p in BASELINE_OF.items() for n in p if n in runs]
+    busy = sum(runs[n] for n in pair)
+    if busy:
+        out.append(f"{busy} of {rounds * len(pair) * 3} runs of these variants started on a "
+                   f"machine more than {BUSY_LIMIT:.0%} busy.")
+    return out
+
+
 def baseline_section(rounds, wrk, fixed, meta):
     """The markdown of the comparison with the --baseline build."""
     cmp = baseline_comparison(rounds, wrk, fixed)
@@ -864,6 +880,10 @@ def baseline_section(rounds, wrk, fixed, meta):
     L.append("")
     L.append(f"**Verdict: {cmp['verdict']}**")
     L.append("")
+    caveats = baseline_caveats(rounds, meta)
+    if caveats:
+        L.append("Not conclusive: " + " ".join(caveats))
+        L.append("")
     return L
 
 
@@ -1042,9 +1062,10 @@ def bench(a, cfg, procs):
             os.kill(g.proc.pid, signal.SIGCONT if g is v else signal.SIGSTOP)
 
     noisy = []
+    noisy_runs = {n: 0 for n in names}  # per variant: runs started on a busy machine
     budget = [cfg["idle_budget"]]
 
-    def idle_check(label):
+    def idle_check(label, name):
         """Wait (2 s at a time, a few times, within the run's budget) for
         the machine to be idle; record the run as noisy if it is not."""
         busy = 0.0
@@ -1058,6 +1079,7 @@ def bench(a, cfg, procs):
             else:
                 break
         noisy.append((label, busy))
+        noisy_runs[name] += 1
         log(f"  noisy: {busy:.0%} of the CPUs busy before {label}")
 
     def reset_logs(v):
@@ -1099,7 +1121,7 @@ def bench(a, cfg, procs):
                 check_response(v)
                 reset_logs(v)
                 label = f"{v.name}, {kind if kind == 'wrk' else f'{kind} req/s'}, round {r + 1}"
-                idle_check(label)
+                idle_check(label, v.name)
                 if kind == "wrk":
                     c0, u0 = cpu_seconds(v.pids()), cpu_seconds(direct.pids())
                     res = run_wrk(v, D)
@@ -1153,6 +1175,7 @@ def bench(a, cfg, procs):
 
     meta = collect_meta(cfg, elapsed, noisy)
     meta["waited"] = cfg["idle_budget"] - budget[0]
+    meta["noisy_runs"] = noisy_runs
     if a.baseline:
         meta["baseline"] = {"dir": a.baseline, "version": version([base_bin, "--version"])}
     md = report(cfg, variants, wrk, fixed, mem, meta, problems)
@@ -1166,7 +1189,8 @@ def bench(a, cfg, procs):
     else:
         log("docs/performance.md not written (--quick, --only or --no-write-docs)")
     if a.baseline:
-        log("against the baseline: " + baseline_comparison(cfg["rounds"], wrk, fixed)["verdict"])
+        log("against the baseline: " + baseline_comparison(cfg["rounds"], wrk, fixed)["verdict"]
+            + "".join(f"\n  {c}" for c in baseline_caveats(cfg["rounds"], meta)))
     if problems:
         log("\nPROBLEMS (also in the report):\n  " + "\n  ".join(problems))
         return 1
@@ -1260,7 +1284,9 @@ def report(cfg, variants, wrk, fixed, mem, meta, problems):
     L.append("- reproduce (from the repository root, as root: it installs `nginx-light`, "
              "`haproxy`, `wrk`, `nghttp2-client` when missing): `tests/bench/run` "
              "(`ROUNDS=7 tests/bench/run` for more rounds; `tests/bench/run --quick` for a "
-             "1-round trial that does not write this file)")
+             "1-round trial that does not write this file; `tests/bench/run --baseline DIR` "
+             "also runs the 0-step and 5-step gateways from a saved build, `DIR/tollgate` and "
+             "`DIR/plugins/*.wasm`, and compares: `tests/bench/run --help`)")
     L.append(f"- versions: {meta['tollgate']}; {meta['rustc']}; {meta['nginx']}; "
              f"{meta['haproxy']}; {meta['wrk']}; {meta['h2load']}")
     L.append("- processes, all on 127.0.0.1 and started once for the whole run: the upstream "

@@ -209,6 +209,14 @@ class Report(unittest.TestCase):
         self.assertIn("**Verdict: no regression**", md)
         self.assertIn("| 0 steps | 20,000 / 20,000 | 1.00× | 50.0 / 50.0 | 1.00× |", md)
 
+    def test_few_rounds_and_busy_runs_are_flagged(self):
+        md = self.report(True)
+        self.assertIn("Not conclusive: 1 round(s): too few", md)
+        caveats = bench.baseline_caveats(5, {"noisy_runs": {GW0: 2, B5: 1, "nginx": 4}})
+        self.assertEqual(caveats, ["3 of 30 runs of these variants started on a machine "
+                                   "more than 20% busy."])
+        self.assertEqual(bench.baseline_caveats(5, {"noisy_runs": {GW0: 0, B0: 0}}), [])
+
     def test_baseline_variants_leave_the_targets_and_chains_alone(self):
         def targets(md):
             return md[md.index("### Targets"):md.index("###", md.index("### Targets") + 3)]
