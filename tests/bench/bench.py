@@ -24,6 +24,13 @@ the machine is checked to be idle. Results: medians over the rounds with
 min-max, ratios taken within each round. The markdown goes to stdout and,
 in full runs, into docs/performance.md between the bench:peers markers.
 
+With `--baseline DIR` (a saved build: `DIR/tollgate` and `DIR/plugins/*.wasm`)
+the 0-step and 5-step (cache miss) gateways are also started from that build
+("baseline, ..." variants), each measured next to its current-build twin in
+every round, and the report compares the two (current / baseline, per round)
+with a verdict: no regression when the median throughput ratio is >= 0.95
+and the median CPU-per-request ratio <= 1.05.
+
 Python 3 standard library only.
 """
 
@@ -258,6 +265,8 @@ class Variant:
         self.conf = None        # tollgate: the gateway file
         self.dir = None         # tollgate: its folder
         self.steps = 0          # tollgate: steps in its chain (each logs its snapshot)
+        self.binary = TOLLGATE  # tollgate: the binary it runs (the baseline's for baseline variants)
+        self.baseline = False   # tollgate: started from the --baseline build
 
     def pids(self):
         if self.kind == "nginx":
@@ -304,9 +313,82 @@ TOLLGATE_VARIANTS = [
 NO_SNAPSHOTS = "no snapshots"
 GW0 = "tollgate, 0 steps"
 GW5 = "tollgate, 5 steps (cache miss)"
+# With --baseline: the variants also started from the saved build, each with
+# its current-build twin; the comparison takes current / baseline per round.
+BASELINE_OF = {GW0: "baseline, 0 steps", GW5: "baseline, 5 steps (cache miss)"}
+THROUGHPUT_FLOOR = 0.95     # no regression: current / baseline throughput >= this (median)
+CPU_CEILING = 1.05          # and current / baseline CPU per request <= this (median)
+# Every info line of the gateways (tollgate and any tollgate_* crate), so that
+# the "configured snapshot ready" lines are seen wherever the snapshot code
+# lives in the build being measured; plugins' own logs stay at warn. Nothing
+# at info is logged per request.
+GATEWAY_LOG = "warn,tollgate=info,tollgate::plugin=warn"
 
 
-def write_tollgate(dirpath, port, up_port, steps, digest, snapshots=True):
+def short_name(name):
+    """A variant's name without its build prefix ("tollgate, "/"baseline, ")."""
+    for prefix in ("tollgate, ", "baseline, "):
+        if name.startswith(prefix):
+            return name[len(prefix):]
+    return name
+
+
+def select_variants(only, names):
+    """The names `--only` picks from `names` (direct is not among them).
+
+    Each comma-separated entry picks exactly the variant it names when it is
+    a whole name or a name without its "tollgate, "/"baseline, " prefix
+    ("5 steps (cache miss)" is that variant, not also its "no snapshots"
+    sibling; "0 steps" is the current and the baseline 0-step gateway); any
+    other entry picks every name that contains it ("key", "5 steps",
+    "baseline"). Entries are split at commas not followed by a space, as
+    names hold ", " ("tollgate, 0 steps"); an entry with ", " that picks
+    nothing is tried as its ", "-separated parts ("nginx, haproxy"). A
+    baseline variant and its current-build twin are always picked together,
+    so that the comparison has both sides. An entry that picks nothing is an
+    error (a typo would otherwise measure only direct)."""
+    if only is None:
+        return list(names)
+
+    def pick(entry):
+        exact = {n for n in names if entry in (n, short_name(n))}
+        return exact or {n for n in names if entry in n}
+    picked = set()
+    for entry in (e.strip() for e in re.split(r",(?! )", only)):
+        if not entry:
+            continue
+        hits = pick(entry)
+        if not hits and ", " in entry:
+            parts = [p.strip() for p in entry.split(", ") if p.strip()]
+            hits = set().union(*map(pick, parts)) if all(map(pick, parts)) else set()
+        if not hits:
+            raise BenchError(f"--only: {entry!r} matches no variant; the variants: "
+                             + "; ".join(names))
+        picked |= hits
+    for cur, base in BASELINE_OF.items():
+        if cur in names and base in names and (cur in picked or base in picked):
+            picked |= {cur, base}
+    return [n for n in names if n in picked]
+
+
+def gateway_variants(baseline):
+    """(name, steps, x-cache, baseline?) of every gateway, each baseline
+    variant right after its current-build twin."""
+    out = []
+    for name, steps, xcache in TOLLGATE_VARIANTS:
+        out.append((name, steps, xcache, False))
+        if baseline and name in BASELINE_OF:
+            out.append((BASELINE_OF[name], steps, xcache, True))
+    return out
+
+
+def plugin_files(steps):
+    """The .wasm files a chain of STEP names loads."""
+    names = {re.search(r'plugin = "([^"]+)"', STEP[s]).group(1) for s in steps}
+    return sorted(n.replace("-", "_") + ".wasm" for n in names)
+
+
+def write_tollgate(dirpath, port, up_port, steps, digest, snapshots=True, plugins=PLUGINS):
     os.makedirs(dirpath, exist_ok=True)
     chain = "\n".join(STEP[s] for s in steps)
     with open(os.path.join(dirpath, "api.toml"), "w") as f:
@@ -338,7 +420,7 @@ name = "bench"
 address = "127.0.0.1:{port}"
 
 [plugins]
-dirs = ["{PLUGINS}"]
+dirs = ["{plugins}"]
 snapshots = {"true" if snapshots else "false"}
 
 [reload]
@@ -685,6 +767,126 @@ def ratio(s):
     return fmt(s, 2, suffix="×")
 
 
+def per_round(rounds, fn):
+    """fn(r) for every round; None where a figure is missing."""
+    out = []
+    for r in range(rounds):
+        try:
+            out.append(fn(r))
+        except (TypeError, KeyError, ZeroDivisionError):
+            out.append(None)
+    return out
+
+
+def baseline_comparison(rounds, wrk, fixed):
+    """The current build against the --baseline build, per BASELINE_OF pair:
+    throughput (wrk) and gateway CPU per request as current / baseline,
+    taken within each round and summarised; CPU at the lower fixed rate when
+    both sustain it in most rounds, else saturated (wrk). Returns the rows
+    and the verdict line."""
+    rate = RATES[0]
+    rows = []
+    for cur, base in BASELINE_OF.items():
+        row = {"name": short_name(cur), "cur": cur, "base": base, "ok": None, "why": []}
+        rows.append(row)
+        if cur not in wrk or base not in wrk:
+            row["why"].append("not measured")
+            continue
+
+        def sustained(n, r):
+            return fixed[rate][n][r]["sustained"]
+
+        def most(n):
+            return sum(1 for r in range(rounds) if fixed[rate][n][r]
+                       and sustained(n, r)) * 2 > rounds
+        row["rps"] = [summary(per_round(rounds, lambda r, n=n: wrk[n][r]["rps"]))
+                      for n in (cur, base)]
+        row["thr"] = summary(per_round(rounds, lambda r: wrk[cur][r]["rps"]
+                                       / wrk[base][r]["rps"]))
+        if most(cur) and most(base):
+            row["basis"] = f"at {rate:,} req/s"
+            row["cpu_us"] = [summary(per_round(rounds, lambda r, n=n: fixed[rate][n][r]["cpu_us"]
+                                               if sustained(n, r) else None))
+                             for n in (cur, base)]
+            row["cpu"] = summary(per_round(
+                rounds, lambda r: fixed[rate][cur][r]["cpu_us"] / fixed[rate][base][r]["cpu_us"]
+                if sustained(cur, r) and sustained(base, r) else None))
+        else:
+            row["basis"] = f"saturated (wrk): {rate:,} req/s not sustained"
+            row["cpu_us"] = [summary(per_round(rounds, lambda r, n=n: wrk[n][r]["cpu_us"]))
+                             for n in (cur, base)]
+            row["cpu"] = summary(per_round(rounds, lambda r: wrk[cur][r]["cpu_us"]
+                                           / wrk[base][r]["cpu_us"]))
+        if row["thr"] is None or row["cpu"] is None:
+            row["why"].append("no figures")
+            continue
+        if row["thr"][0] < THROUGHPUT_FLOOR:
+            row["why"].append(f"throughput {row['thr'][0]:.2f}× < {THROUGHPUT_FLOOR:.2f}×")
+        if row["cpu"][0] > CPU_CEILING:
+            row["why"].append(f"CPU per request {row['cpu'][0]:.2f}× > {CPU_CEILING:.2f}×")
+        row["ok"] = not row["why"]
+    bad = [r for r in rows if r["ok"] is False]
+    open_ = [r for r in rows if r["ok"] is None]
+    if bad:
+        verdict = "regression: " + "; ".join(f"{r['cur']} ({', '.join(r['why'])})" for r in bad)
+    elif open_:
+        verdict = "not decided: " + "; ".join(f"{r['cur']} ({', '.join(r['why'])})"
+                                              for r in open_)
+    else:
+        verdict = "no regression"
+    return {"rows": rows, "verdict": verdict}
+
+
+def baseline_caveats(rounds, meta):
+    """Why the verdict may be noise: too few rounds, or the pairs' runs
+    started on a busy machine."""
+    out = []
+    if rounds < 5:
+        out.append(f"{rounds} round(s): too few to judge a few percent (the verdict wants "
+                   "a full run, at least 5 rounds).")
+    runs = meta.get("noisy_runs", {})
+    pair = [n for p in BASELINE_OF.items() for n in p if n in runs]
+    busy = sum(runs[n] for n in pair)
+    if busy:
+        out.append(f"{busy} of {rounds * len(pair) * 3} runs of these variants started on a "
+                   f"machine more than {BUSY_LIMIT:.0%} busy.")
+    return out
+
+
+def baseline_section(rounds, wrk, fixed, meta):
+    """The markdown of the comparison with the --baseline build."""
+    cmp = baseline_comparison(rounds, wrk, fixed)
+    b = meta["baseline"]
+    L = [f"### Against the baseline build (`--baseline`)", ""]
+    L.append(f"Baseline: `{b['dir']}/tollgate` ({b['version']}) with the plugins in "
+             f"`{b['dir']}/plugins`, started like the current build's gateway (same "
+             "configuration, own data directory) and measured next to it in every round. "
+             "Ratios are current ÷ baseline, taken within each round; median (min–max). "
+             f"No regression: throughput ratio ≥ {THROUGHPUT_FLOOR:.2f} and CPU ratio ≤ "
+             f"{CPU_CEILING:.2f} (medians), for each chain.")
+    L.append("")
+    L.append("| chain | requests/s, current / baseline | throughput ratio | "
+             "gateway CPU µs/req, current / baseline | CPU ratio | CPU measured | result |")
+    L.append("|---|---|---|---|---|---|---|")
+    for r in cmp["rows"]:
+        if "thr" not in r:
+            L.append(f"| {r['name']} | not measured | — | — | — | — | n/a |")
+            continue
+        res = "n/a" if r["ok"] is None else ("no regression" if r["ok"] else
+                                             "**regression**")
+        L.append(f"| {r['name']} | {fmt(r['rps'][0])} / {fmt(r['rps'][1])} | {ratio(r['thr'])} | "
+                 f"{fmt(r['cpu_us'][0], 1)} / {fmt(r['cpu_us'][1], 1)} | {ratio(r['cpu'])} | "
+                 f"{r['basis']} | {res} |")
+    L.append("")
+    L.append(f"**Verdict: {cmp['verdict']}**")
+    L.append("")
+    caveats = baseline_caveats(rounds, meta)
+    if caveats:
+        L.append("Not conclusive: " + " ".join(caveats))
+        L.append("")
+    return L
+
+
 def version(cmd):
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
@@ -709,8 +911,13 @@ def main():
     ap.add_argument("--write-docs", dest="write", action="store_true", default=None,
                     help="rewrite the section of docs/performance.md (default: unless --quick)")
     ap.add_argument("--no-write-docs", dest="write", action="store_false")
-    ap.add_argument("--only", help="comma-separated substrings: measure only matching variants "
-                                   "(direct always); for trying the script")
+    ap.add_argument("--only", help="comma-separated: measure only these variants (direct "
+                                   "always); a whole name (with or without 'tollgate, ') picks "
+                                   "that variant, anything else every name containing it; "
+                                   "a baseline variant comes with its twin; for trying the script")
+    ap.add_argument("--baseline", metavar="DIR",
+                    help="also run the 0-step and 5-step (cache miss) gateways from a saved "
+                         "build (DIR/tollgate, DIR/plugins/*.wasm) and compare against them")
     a = ap.parse_args()
     if a.quick:
         a.rounds = int(os.environ.get("ROUNDS", "1"))
@@ -744,6 +951,9 @@ def main():
     for f in (TOLLGATE, os.path.join(PLUGINS, "noop.wasm"), os.path.join(PLUGINS, "cache.wasm")):
         if not os.path.exists(f):
             raise BenchError(f"missing {f}: build it (tests/bench/run does, without --no-build)")
+    if a.baseline:
+        a.baseline = os.path.abspath(a.baseline)
+        check_baseline(a.baseline)
 
     # The cleanup trap in `run` sends SIGTERM: stop our processes first.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -754,11 +964,27 @@ def main():
         procs.stop_all()
 
 
+def check_baseline(d):
+    """The saved build --baseline names: its binary and the plugins its
+    variants load."""
+    binary = os.path.join(d, "tollgate")
+    if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
+        raise BenchError(f"--baseline {d}: no executable {binary}")
+    steps = {s for name, steps, _ in TOLLGATE_VARIANTS if name in BASELINE_OF for s in steps}
+    for f in plugin_files(steps):
+        if not os.path.isfile(os.path.join(d, "plugins", f)):
+            raise BenchError(f"--baseline {d}: no {os.path.join(d, 'plugins', f)}")
+
+
 def bench(a, cfg, procs):
     tmp = a.tmp
     # Warnings, and the line each step logs when its configured snapshot is
     # ready (measuring starts only once every step has one).
-    env = {"TOLLGATE_LOG": "warn,tollgate::policy::snapshot=info"}
+    env = {"TOLLGATE_LOG": GATEWAY_LOG}
+    base_bin = os.path.join(a.baseline, "tollgate") if a.baseline else None
+    gateway_specs = gateway_variants(a.baseline)
+    wanted = set(select_variants(a.only, ["nginx", "haproxy"]
+                                 + [name for name, *_ in gateway_specs]))
     digest = subprocess.run([TOLLGATE, "hash-key", KEY], capture_output=True, text=True,
                             check=True).stdout.strip()
 
@@ -770,11 +996,7 @@ def bench(a, cfg, procs):
     direct = Variant("direct", "direct", up_port, up)
     variants = [direct]
 
-    only = [s.strip() for s in a.only.split(",")] if a.only else None
-    def wanted(name):
-        return only is None or any(s in name for s in only)
-
-    if wanted("nginx"):
+    if "nginx" in wanted:
         port = free_port()
         conf = write_nginx(os.path.join(tmp, "nginx"), port, up_port)
         p = procs.spawn("nginx", ["nginx", "-c", conf, "-p", os.path.join(tmp, "nginx"),
@@ -783,7 +1005,7 @@ def bench(a, cfg, procs):
         for c in child_pids(p.pid):
             procs.record(c)
         variants.append(Variant("nginx", "nginx", port, p))
-    if wanted("haproxy"):
+    if "haproxy" in wanted:
         port = free_port()
         conf = write_haproxy(os.path.join(tmp, "haproxy"), port, up_port)
         p = procs.spawn("haproxy", ["haproxy", "-db", "-f", conf], "haproxy")
@@ -791,16 +1013,18 @@ def bench(a, cfg, procs):
         variants.append(Variant("haproxy", "haproxy", port, p))
 
     gateways = []
-    for name, steps, xcache in TOLLGATE_VARIANTS:
-        if not wanted(name):
+    for name, steps, xcache, is_base in gateway_specs:
+        if name not in wanted:
             continue
         port = free_port()
         d = os.path.join(tmp, "gw-" + re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-"))
         snapshots = NO_SNAPSHOTS not in name
-        conf = write_tollgate(d, port, up_port, steps, digest, snapshots)
-        check = subprocess.run([TOLLGATE, "check", conf], capture_output=True, text=True)
+        plugins = os.path.join(a.baseline, "plugins") if is_base else PLUGINS
+        binary = base_bin if is_base else TOLLGATE
+        conf = write_tollgate(d, port, up_port, steps, digest, snapshots, plugins)
+        check = subprocess.run([binary, "check", conf], capture_output=True, text=True)
         if check.returncode != 0:
-            raise BenchError(f"tollgate check {conf} failed:\n{check.stdout}{check.stderr}")
+            raise BenchError(f"{binary} check {conf} failed:\n{check.stdout}{check.stderr}")
         shown = [{"cache-miss": "cache (misses)", "cache-hit": "cache (hits)"}.get(s, s)
                  for s in steps]
         v = Variant(name, "tollgate", port, chain_note=" → ".join(shown) or "no steps")
@@ -809,6 +1033,8 @@ def bench(a, cfg, procs):
         v.dir = d
         v.steps = len(steps) if snapshots else 0
         v.access_log = os.path.join(d, "access.log") if "access-log" in steps else None
+        v.binary = binary
+        v.baseline = is_base
         gateways.append(v)
     # Start every gateway twice: the first start compiles the plugins into its
     # data-dir (plugin-cache), so that the measured process's peak RSS is
@@ -816,7 +1042,7 @@ def bench(a, cfg, procs):
     for phase in ("compile", "serve"):
         for v in gateways:
             slug = os.path.basename(v.dir)
-            v.proc = procs.spawn(f"{slug}-{phase}", [TOLLGATE, "run", "--config", v.conf],
+            v.proc = procs.spawn(f"{slug}-{phase}", [v.binary, "run", "--config", v.conf],
                                  "tollgate", env)
         for v in gateways:
             slug = os.path.basename(v.dir)
@@ -836,9 +1062,10 @@ def bench(a, cfg, procs):
             os.kill(g.proc.pid, signal.SIGCONT if g is v else signal.SIGSTOP)
 
     noisy = []
+    noisy_runs = {n: 0 for n in names}  # per variant: runs started on a busy machine
     budget = [cfg["idle_budget"]]
 
-    def idle_check(label):
+    def idle_check(label, name):
         """Wait (2 s at a time, a few times, within the run's budget) for
         the machine to be idle; record the run as noisy if it is not."""
         busy = 0.0
@@ -852,6 +1079,7 @@ def bench(a, cfg, procs):
             else:
                 break
         noisy.append((label, busy))
+        noisy_runs[name] += 1
         log(f"  noisy: {busy:.0%} of the CPUs busy before {label}")
 
     def reset_logs(v):
@@ -878,6 +1106,14 @@ def bench(a, cfg, procs):
     t_start = time.monotonic()
     for r in range(cfg["rounds"]):
         order = variants[r % len(variants):] + variants[:r % len(variants)]
+        if r % 2:
+            # A baseline variant sits right after its twin in the list: swap
+            # the two in odd rounds, so that neither always runs first.
+            at = {v.name: i for i, v in enumerate(order)}
+            for cur, base in BASELINE_OF.items():
+                if cur in at and base in at:
+                    i, j = at[cur], at[base]
+                    order[i], order[j] = order[j], order[i]
         log(f"round {r + 1}/{cfg['rounds']}: " + ", ".join(v.name for v in order))
         for kind in ["wrk"] + list(RATES):
             for v in order:
@@ -885,7 +1121,7 @@ def bench(a, cfg, procs):
                 check_response(v)
                 reset_logs(v)
                 label = f"{v.name}, {kind if kind == 'wrk' else f'{kind} req/s'}, round {r + 1}"
-                idle_check(label)
+                idle_check(label, v.name)
                 if kind == "wrk":
                     c0, u0 = cpu_seconds(v.pids()), cpu_seconds(direct.pids())
                     res = run_wrk(v, D)
@@ -939,6 +1175,9 @@ def bench(a, cfg, procs):
 
     meta = collect_meta(cfg, elapsed, noisy)
     meta["waited"] = cfg["idle_budget"] - budget[0]
+    meta["noisy_runs"] = noisy_runs
+    if a.baseline:
+        meta["baseline"] = {"dir": a.baseline, "version": version([base_bin, "--version"])}
     md = report(cfg, variants, wrk, fixed, mem, meta, problems)
     print(md)
     out = os.path.join(tmp, "result.md")
@@ -949,6 +1188,9 @@ def bench(a, cfg, procs):
         log(f"wrote {os.path.relpath(DOC, os.getcwd())}")
     else:
         log("docs/performance.md not written (--quick, --only or --no-write-docs)")
+    if a.baseline:
+        log("against the baseline: " + baseline_comparison(cfg["rounds"], wrk, fixed)["verdict"]
+            + "".join(f"\n  {c}" for c in baseline_caveats(cfg["rounds"], meta)))
     if problems:
         log("\nPROBLEMS (also in the report):\n  " + "\n  ".join(problems))
         return 1
@@ -1042,7 +1284,9 @@ def report(cfg, variants, wrk, fixed, mem, meta, problems):
     L.append("- reproduce (from the repository root, as root: it installs `nginx-light`, "
              "`haproxy`, `wrk`, `nghttp2-client` when missing): `tests/bench/run` "
              "(`ROUNDS=7 tests/bench/run` for more rounds; `tests/bench/run --quick` for a "
-             "1-round trial that does not write this file)")
+             "1-round trial that does not write this file; `tests/bench/run --baseline DIR` "
+             "also runs the 0-step and 5-step gateways from a saved build, `DIR/tollgate` and "
+             "`DIR/plugins/*.wasm`, and compares: `tests/bench/run --help`)")
     L.append(f"- versions: {meta['tollgate']}; {meta['rustc']}; {meta['nginx']}; "
              f"{meta['haproxy']}; {meta['wrk']}; {meta['h2load']}")
     L.append("- processes, all on 127.0.0.1 and started once for the whole run: the upstream "
@@ -1058,7 +1302,7 @@ def report(cfg, variants, wrk, fixed, mem, meta, problems):
              + " — the same for every variant; the key is valid for the Tollgate consumer.")
     L.append("- chains: " + "; ".join(
         f"{v.name.replace('tollgate, ', '')}: {v.chain_note}" for v in variants
-        if v.kind == "tollgate" and v.chain_note != "no steps")
+        if v.kind == "tollgate" and not v.baseline and v.chain_note != "no steps")
         + ". rate-limit allows 10,000,000 calls per second per consumer (it counts, never "
         "refuses); cache is keyed by consumer (`cache-authorized = true`). Cache miss: the "
         "step keys and looks up every call and buffers and checks every response, but "
@@ -1146,6 +1390,8 @@ def report(cfg, variants, wrk, fixed, mem, meta, problems):
     if not targets:
         L.append("| (none: the variants they compare were not measured, see `--only`) | — | n/a |")
     L.append("")
+    if "baseline" in meta:
+        L += baseline_section(R, wrk, fixed, meta)
     if problems:
         L.append("**Problems in this run** (the figures they touch are not to be trusted):")
         L.append("")
