@@ -40,7 +40,7 @@ pub fn period_bounds(
     week_starts: Weekday,
 ) -> (i64, i64) {
     bounds(now_ms.clamp(MIN_MS, MAX_MS), offset_ms, period, week_starts)
-        .expect("an offset from parse_offset, an instant of years -9998..=9998 and their periods are inside jiff's range")
+        .expect("parse_offset's offsets and clamped instants stay in jiff's range")
 }
 
 /// [`period_bounds`]; `None` where `jiff` reports a date out of its range
