@@ -1,10 +1,5 @@
 //! CIDR blocks (`10.0.0.0/8`, `2001:db8::/32`, or a plain address), parsed
-//! strictly with `std::net`; masks and containment are `ipnet`'s.
-//!
-//! The text is split and checked here, not by `ipnet`'s `FromStr`: that one
-//! accepts host bits, leading zeros (`10.0.0.0/08`) and answers every
-//! mistake with the same "invalid IP address syntax", where the messages
-//! below say what is wrong.
+//! strictly with `std::net`.
 //!
 //! IPv4-mapped IPv6 is one address written two ways: a rule written as
 //! `::ffff:10.0.0.0/104` (a prefix of at least 96 inside `::ffff:0:0/96`) is
@@ -12,13 +7,10 @@
 //! `::ffff:10.1.2.3` is matched as `10.1.2.3`. Other IPv6 rules (including
 //! `::/0`) match only IPv6 clients.
 
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// One block of addresses. The network has no host bits set. (Kept as
-/// plain numbers, IPv4-mapped rules folded into `V4`; [`Cidr::net`] gives
-/// the `ipnet` form.)
+/// One block of addresses. The network has no host bits set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cidr {
     /// An IPv4 block.
@@ -36,6 +28,26 @@ pub enum Cidr {
         prefix: u8,
     },
 }
+
+fn mask4(prefix: u8) -> u32 {
+    // `u32::MAX << 32` overflows: prefix 0 is its own case.
+    if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix))
+    }
+}
+
+fn mask6(prefix: u8) -> u128 {
+    if prefix == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(prefix))
+    }
+}
+
+/// The top 96 bits of an IPv4-mapped IPv6 address (`::ffff:0:0/96`).
+const MAPPED_PREFIX: u128 = 0xffff_u128 << 32;
 
 impl Cidr {
     /// Parse `addr/prefix` or a plain address (which means `/32` or
@@ -69,26 +81,36 @@ impl Cidr {
                 format!("{text:?} has an invalid prefix length {p:?}: expected 0 to {max}")
             })?,
         };
-        // `prefix` is at most `max`, which `IpNet::new` checks again.
-        let block = IpNet::new_assert(addr, prefix).trunc();
-        if block.addr() != addr {
-            return Err(format!("{text:?} has host bits set: the block is {block}"));
-        }
-        let cidr = match block {
-            IpNet::V4(n) => Cidr::V4 {
-                net: u32::from(n.addr()),
-                prefix,
-            },
-            IpNet::V6(n) => match n.addr().to_ipv4_mapped() {
-                Some(v4) if prefix >= 96 => Cidr::V4 {
-                    net: u32::from(v4),
-                    prefix: prefix - 96,
-                },
-                _ => Cidr::V6 {
-                    net: u128::from(n.addr()),
-                    prefix,
-                },
-            },
+        let cidr = match addr {
+            IpAddr::V4(a) => {
+                let bits = u32::from(a);
+                let net = bits & mask4(prefix);
+                if net != bits {
+                    return Err(format!(
+                        "{text:?} has host bits set: the block is {}/{prefix}",
+                        Ipv4Addr::from(net)
+                    ));
+                }
+                Cidr::V4 { net, prefix }
+            }
+            IpAddr::V6(a) => {
+                let bits = u128::from(a);
+                let net = bits & mask6(prefix);
+                if net != bits {
+                    return Err(format!(
+                        "{text:?} has host bits set: the block is {}/{prefix}",
+                        Ipv6Addr::from(net)
+                    ));
+                }
+                if prefix >= 96 && net & mask6(96) == MAPPED_PREFIX {
+                    Cidr::V4 {
+                        net: net as u32,
+                        prefix: prefix - 96,
+                    }
+                } else {
+                    Cidr::V6 { net, prefix }
+                }
+            }
         };
         Ok(cidr)
     }
@@ -96,19 +118,10 @@ impl Cidr {
     /// Whether `ip` is inside this block. IPv4-mapped IPv6 addresses are
     /// matched as IPv4.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.net(), canonical(ip)) {
-            (IpNet::V4(n), IpAddr::V4(a)) => n.contains(&a),
-            (IpNet::V6(n), IpAddr::V6(a)) => n.contains(&a),
+        match (self, canonical(ip)) {
+            (Cidr::V4 { net, prefix }, IpAddr::V4(a)) => u32::from(a) & mask4(*prefix) == *net,
+            (Cidr::V6 { net, prefix }, IpAddr::V6(a)) => u128::from(a) & mask6(*prefix) == *net,
             _ => false,
-        }
-    }
-
-    /// The block as an `ipnet` network.
-    pub fn net(self) -> IpNet {
-        // `parse` only makes prefixes of at most 32 (V4) or 128 (V6).
-        match self {
-            Cidr::V4 { net, prefix } => Ipv4Net::new_assert(Ipv4Addr::from(net), prefix).into(),
-            Cidr::V6 { net, prefix } => Ipv6Net::new_assert(Ipv6Addr::from(net), prefix).into(),
         }
     }
 }
@@ -140,7 +153,10 @@ fn parse_prefix(text: &str, max: u8) -> Option<u8> {
 
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.net().fmt(f)
+        match self {
+            Cidr::V4 { net, prefix } => write!(f, "{}/{prefix}", Ipv4Addr::from(*net)),
+            Cidr::V6 { net, prefix } => write!(f, "{}/{prefix}", Ipv6Addr::from(*net)),
+        }
     }
 }
 
