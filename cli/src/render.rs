@@ -3,8 +3,11 @@
 //! the API's answer as pretty JSON.
 //!
 //! Everything here is pure: [`render`] turns an answer into an [`Output`]
-//! (text for stdout and stderr, in order) that the caller prints.
+//! (text for stdout and stderr, in order) that the caller prints. The
+//! column layout is `comfy-table`'s (borderless, two spaces apart); what
+//! stays here is which columns each resource has and how values read.
 
+use comfy_table::{presets, Table};
 use serde_json::Value;
 
 /// The admin API's resources.
@@ -379,33 +382,23 @@ fn table(columns: &[Column], items: &[Value]) -> String {
     align(&rows)
 }
 
+/// Rows in columns as wide as their widest cell (in display width), two
+/// spaces apart, no borders, no trailing blanks, one line per row.
 fn align(rows: &[Vec<String>]) -> String {
-    let n = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..n)
-        .map(|i| {
-            rows.iter()
-                .filter_map(|r| r.get(i))
-                .map(|c| c.chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            // One line per row, whatever the value holds.
-            let cell = cell.replace(['\n', '\r', '\t'], " ");
-            line.push_str(&cell);
-            if i + 1 < row.len() {
-                let pad = widths[i] - cell.chars().count() + 2;
-                line.extend(std::iter::repeat_n(' ', pad));
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
+    if rows.is_empty() {
+        return String::new();
     }
-    out
+    let mut table = Table::new();
+    table.load_style(presets::NOTHING);
+    // One line per row, whatever the value holds.
+    table.add_rows(
+        rows.iter()
+            .map(|row| row.iter().map(|cell| cell.replace(['\n', '\r', '\t'], " "))),
+    );
+    for column in table.column_iter_mut() {
+        column.set_padding((0, 2));
+    }
+    table.trim_fmt() + "\n"
 }
 
 /// `FIELD  VALUE` lines: the resource's fields in their documented order,
@@ -812,5 +805,16 @@ mod tests {
         // A cell never spans lines.
         let rows = vec![vec!["a\nb".to_string(), "c".to_string()]];
         assert_eq!(align(&rows), "a b  c\n");
+    }
+
+    #[test]
+    fn cells_keep_their_spaces_and_align_by_display_width() {
+        let rows = vec![
+            vec![" a ".to_string(), String::new(), "x".to_string()],
+            vec!["日本".to_string(), "é".to_string(), "y\tz".to_string()],
+        ];
+        // "日本" is two characters but four columns wide on a terminal.
+        assert_eq!(align(&rows), " a       x\n日本  é  y z\n");
+        assert_eq!(align(&[]), "");
     }
 }

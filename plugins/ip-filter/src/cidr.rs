@@ -6,6 +6,12 @@
 //! stored as the IPv4 rule `10.0.0.0/8`, and a client address
 //! `::ffff:10.1.2.3` is matched as `10.1.2.3`. Other IPv6 rules (including
 //! `::/0`) match only IPv6 clients.
+//!
+//! Hand-written on purpose (issue 14 tried `ipnet` 2): its parser accepts
+//! host bits and leading zeros with one opaque error, so the strict text
+//! checks would stay anyway, and with its masks and `contains` a check
+//! against 10,000 rules took 43 µs instead of 11.5 µs (native release), a
+//! cost paid on every call since the policy reads its rules per call.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

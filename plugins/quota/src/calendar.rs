@@ -1,8 +1,12 @@
 //! Calendar periods (day, week, month) in a fixed UTC offset.
 //!
-//! Dates are proleptic Gregorian; day numbers count days since 1970-01-01.
-//! The conversions are Howard Hinnant's `days_from_civil` and
-//! `civil_from_days`, exact for every date this code can meet.
+//! The calendar arithmetic is `jiff`'s (proleptic Gregorian, years -9999 to
+//! 9999); this module only maps the step's settings onto it. Day numbers
+//! (days since 1970-01-01) remain as helpers for the tests' expectations.
+
+use jiff::civil::{Date, Time};
+use jiff::tz::Offset;
+use jiff::{SignedDuration, Timestamp};
 
 /// Milliseconds in a day.
 pub const DAY_MS: i64 = 86_400_000;
@@ -21,51 +25,11 @@ pub enum Period {
 /// A day of the week, Monday = 0 .. Sunday = 6.
 pub type Weekday = u8;
 
-/// Day number of `y-m-d` (`m` 1..=12, `d` 1..=31).
-pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400; // [0, 399]
-    let m = m as i64;
-    let mp = (m + 9) % 12; // March = 0
-    let doy = (153 * mp + 2) / 5 + d as i64 - 1; // [0, 365]
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy; // [0, 146096]
-    era * 146_097 + doe - 719_468
-}
-
-/// `(year, month, day)` of a day number.
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097; // [0, 146096]
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // [0, 399]
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // [0, 365]
-    let mp = (5 * doy + 2) / 153; // [0, 11]
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
-/// The weekday of a day number (1970-01-01 was a Thursday).
-pub fn weekday(days: i64) -> Weekday {
-    (days + 3).rem_euclid(7) as Weekday
-}
-
-/// Whether `y` is a leap year.
-pub fn is_leap(y: i64) -> bool {
-    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
-}
-
-/// Days in month `m` of year `y`.
-pub fn days_in_month(y: i64, m: u32) -> u32 {
-    match m {
-        2 if is_leap(y) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
+/// The instants `period_bounds` works on are clamped to years -9998 ..=
+/// 9998 (Unix ms of -9998-01-01T00:00Z and 9999-01-01T00:00Z), so that a
+/// period and the next one, at any offset, stay inside `jiff`'s range.
+const MIN_MS: i64 = -377_673_580_800_000;
+const MAX_MS: i64 = 253_370_764_800_000;
 
 /// The period containing the instant `now_ms` (Unix ms), in the fixed
 /// offset `offset_ms` east of UTC, as Unix ms `[start, end)`.
@@ -75,25 +39,48 @@ pub fn period_bounds(
     period: Period,
     week_starts: Weekday,
 ) -> (i64, i64) {
-    let local = now_ms + offset_ms;
-    let today = local.div_euclid(DAY_MS);
+    bounds(now_ms.clamp(MIN_MS, MAX_MS), offset_ms, period, week_starts)
+        .expect("parse_offset's offsets and clamped instants stay in jiff's range")
+}
+
+/// [`period_bounds`]; `None` where `jiff` reports a date out of its range
+/// (its error is dropped unformatted: formatting it would pull `jiff`'s
+/// error printing into the component).
+fn bounds(now_ms: i64, offset_ms: i64, period: Period, week_starts: Weekday) -> Option<(i64, i64)> {
+    let offset = Offset::from_seconds(i32::try_from(offset_ms / 1000).ok()?).ok()?;
+    let today = offset
+        .to_datetime(Timestamp::from_millisecond(now_ms).ok()?)
+        .date();
     let (first, next) = match period {
-        Period::Day => (today, today + 1),
+        Period::Day => (today, today.tomorrow().ok()?),
         Period::Week => {
-            let back = (i64::from(weekday(today)) - i64::from(week_starts)).rem_euclid(7);
-            (today - back, today - back + 7)
+            let weekday = today.weekday().to_monday_zero_offset();
+            let back = (i64::from(weekday) - i64::from(week_starts)).rem_euclid(7);
+            let first = today
+                .checked_sub(SignedDuration::from_hours(24 * back))
+                .ok()?;
+            (
+                first,
+                first.checked_add(SignedDuration::from_hours(24 * 7)).ok()?,
+            )
         }
-        Period::Month => {
-            let (y, m, _) = civil_from_days(today);
-            let (ny, nm) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
-            (days_from_civil(y, m, 1), days_from_civil(ny, nm, 1))
-        }
+        Period::Month => (
+            today.first_of_month(),
+            today.last_of_month().tomorrow().ok()?,
+        ),
     };
-    (first * DAY_MS - offset_ms, next * DAY_MS - offset_ms)
+    let midnight = |d: Date| {
+        let ts = offset.to_timestamp(d.to_datetime(Time::midnight())).ok()?;
+        Some(ts.as_millisecond())
+    };
+    Some((midnight(first)?, midnight(next)?))
 }
 
 /// Parse a fixed offset: `UTC`, `Z`, or `+HH:MM` / `-HH:MM` (at most 14
 /// hours either way). Returns milliseconds east of UTC.
+///
+/// Hand-written: `jiff`'s offset syntax also takes `+02`, `+0200` and
+/// seconds, which this setting has always refused.
 pub fn parse_offset(s: &str) -> Result<i64, String> {
     if s == "UTC" || s == "Z" {
         return Ok(0);
@@ -140,6 +127,53 @@ pub fn parse_weekday(s: &str) -> Option<Weekday> {
         "sunday",
     ];
     NAMES.iter().position(|n| *n == s).map(|i| i as Weekday)
+}
+
+/// Day number of `y-m-d` (`m` 1..=12, `d` 1..=31).
+#[cfg(test)]
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let date = Date::new(y as i16, m as i8, d as i8).expect("a valid date");
+    let midnight = Offset::UTC.to_timestamp(date.to_datetime(Time::midnight()));
+    midnight.expect("in range").as_second().div_euclid(86_400)
+}
+
+/// `(year, month, day)` of a day number.
+#[cfg(test)]
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let date = day(z);
+    (
+        i64::from(date.year()),
+        date.month() as u32,
+        date.day() as u32,
+    )
+}
+
+/// The weekday of a day number.
+#[cfg(test)]
+pub fn weekday(days: i64) -> Weekday {
+    day(days).weekday().to_monday_zero_offset() as Weekday
+}
+
+/// Whether `y` is a leap year.
+#[cfg(test)]
+pub fn is_leap(y: i64) -> bool {
+    Date::new(y as i16, 1, 1)
+        .expect("a valid year")
+        .in_leap_year()
+}
+
+/// Days in month `m` of year `y`.
+#[cfg(test)]
+pub fn days_in_month(y: i64, m: u32) -> u32 {
+    let first = Date::new(y as i16, m as i8, 1).expect("a valid month");
+    first.days_in_month() as u32
+}
+
+/// The date of a day number.
+#[cfg(test)]
+fn day(z: i64) -> Date {
+    let ts = Timestamp::from_second(z * 86_400).expect("in range");
+    Offset::UTC.to_datetime(ts).date()
 }
 
 #[cfg(test)]
@@ -366,6 +400,22 @@ mod tests {
             "+٠٢:00",
         ] {
             assert!(parse_offset(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn clamp_limits_are_the_dates_they_name() {
+        assert_eq!(at(-9998, 1, 1, 0, 0), MIN_MS);
+        assert_eq!(at(9999, 1, 1, 0, 0), MAX_MS);
+        // Instants beyond them still get a period (the nearest one in
+        // range), at the widest offsets, rather than a failure.
+        for off in [-14 * 3_600_000, 0, 14 * 3_600_000] {
+            for period in [Period::Day, Period::Week, Period::Month] {
+                let (s, e) = period_bounds(i64::MAX, off, period, 6);
+                assert!(s < e && e > MAX_MS, "{period:?} at {off}");
+                let (s, e) = period_bounds(i64::MIN, off, period, 6);
+                assert!(s < e && s <= MIN_MS, "{period:?} at {off}");
+            }
         }
     }
 

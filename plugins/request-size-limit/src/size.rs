@@ -1,5 +1,10 @@
 //! Sizes as written in a configuration: an integer number of bytes, or a
 //! string such as `"512KiB"`, `"1.5 MB"` or `"100"`.
+//!
+//! Hand-written: `bytesize` 2's `FromStr` takes fractions through `f64` and
+//! truncates (`"1.5 B"` is 1 byte), saturates instead of refusing, also
+//! accepts `K`, `T`, `P`, `E`, and answers with generic messages; this
+//! parser is exact and says what is wrong.
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
