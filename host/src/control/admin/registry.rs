@@ -10,7 +10,7 @@
 //! never take it: sled reads see every committed batch, so a revocation is
 //! effective on the next request.
 
-use super::error::AdminError;
+use super::error::{truncate, AdminError};
 use super::model::*;
 use crate::policy::host::consumers::ConsumerInfo;
 use crate::store::Store;
