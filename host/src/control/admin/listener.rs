@@ -101,26 +101,37 @@ async fn accept_loop(
             }
             Err(why) => {
                 conns.log.refused();
-                if let Ok(permit) = refusals.clone().try_acquire_owned() {
-                    let tls = tls.clone();
-                    tokio::spawn(async move {
-                        let _permit = permit;
-                        let answer = async move {
-                            match tls {
-                                Some(acc) => {
-                                    if let Ok(s) = acc.accept(stream).await {
-                                        refuse(s, why).await;
-                                    }
-                                }
-                                None => refuse(stream, why).await,
-                            }
-                        };
-                        let _ = tokio::time::timeout(Duration::from_secs(2), answer).await;
-                    });
-                }
+                refuse_soon(stream, tls.clone(), why, &refusals);
             }
         }
     }
+}
+
+/// Answer a refused connection in the background (within 2 s) while one of
+/// `refusals`' permits is free; else close it at once.
+fn refuse_soon(
+    stream: TcpStream,
+    tls: Option<TlsAcceptor>,
+    why: Refusal,
+    refusals: &Arc<Semaphore>,
+) {
+    let Ok(permit) = refusals.clone().try_acquire_owned() else {
+        return;
+    };
+    tokio::spawn(async move {
+        let _permit = permit;
+        let answer = async move {
+            match tls {
+                Some(acc) => {
+                    if let Ok(s) = acc.accept(stream).await {
+                        refuse(s, why).await;
+                    }
+                }
+                None => refuse(stream, why).await,
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), answer).await;
+    });
 }
 
 /// An admitted connection's place in [`Conns`].
