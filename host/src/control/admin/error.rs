@@ -1,6 +1,6 @@
 //! The admin API's one error type, and its JSON form:
 //! `{"error": {"status", "code", "message", "field"?}}`. It imports nothing
-//! of the admin API: the bodies ([`super::model`]), the registry and the
+//! of the admin API: the bodies (`model`), the registry and the
 //! handlers build their errors with it.
 
 use http::StatusCode;

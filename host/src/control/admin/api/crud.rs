@@ -99,7 +99,48 @@ pub fn page_view<T: Serialize>(p: Page<T>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control::admin::model::{Key, Ts, User};
+    use crate::control::admin::api::request::query;
+    use crate::control::admin::model::{Key, SubState, Subscription, Ts, User};
+
+    fn keep<T: Crud>(q: &str) -> Result<Keep<T>, AdminError> {
+        let mut names = PAGING.to_vec();
+        names.extend_from_slice(T::FILTERS);
+        T::keep(&query(Some(q), &names)?)
+    }
+
+    #[test]
+    fn list_filters_keep_what_they_name() {
+        let sub = |app: &str, state| Subscription {
+            id: "sub_0123456789abcdef".into(),
+            app: app.into(),
+            plan: "gold".into(),
+            product: "shop".into(),
+            state,
+            created_at: Ts(0),
+            updated_at: Ts(0),
+        };
+        let k = keep::<Subscription>("app=a&state=active&limit=5").unwrap();
+        assert!(k(&sub("a", SubState::Active)));
+        assert!(!k(&sub("b", SubState::Active)));
+        assert!(!k(&sub("a", SubState::Pending)));
+        assert!(keep::<Subscription>("").unwrap()(&sub(
+            "z",
+            SubState::Rejected
+        )));
+        let e = keep::<Subscription>("state=gone").err().unwrap();
+        assert_eq!(e.field.as_deref(), Some("state"));
+        // A filter a family does not take is refused by name.
+        let e = keep::<Subscription>("consumer=a").err().unwrap();
+        assert!(
+            e.message
+                .contains("this route takes: limit, after, app, plan, state"),
+            "{e}"
+        );
+        // Keys take a subscription by its generated id only.
+        assert!(keep::<Key>("subscription=gold").is_err());
+        assert!(keep::<Key>("subscription=sub_0123456789abcdef").is_ok());
+        assert!(keep::<User>("limit=1").is_ok());
+    }
 
     #[test]
     fn views_leave_out_digests() {
