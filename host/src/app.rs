@@ -141,7 +141,7 @@ pub async fn serve_on(
             .unwrap_or(Path::new("."))
             .to_path_buf();
         let (b, task) =
-            crate::control::admin::http::bind(gateway.control.clone(), admin, &base, shutdown)
+            crate::control::admin::listener::bind(gateway.control.clone(), admin, &base, shutdown)
                 .await?;
         bound.push(b);
         tasks.push(task);

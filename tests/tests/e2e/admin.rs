@@ -612,7 +612,7 @@ async fn the_openapi_document_and_the_live_routes_agree() {
         }
     }
     let served: std::collections::BTreeSet<(String, String)> =
-        tollgate::control::admin::http::ROUTES
+        tollgate::control::admin::api::ROUTES
             .iter()
             .map(|(m, p)| (m.to_string(), p.to_string()))
             .collect();

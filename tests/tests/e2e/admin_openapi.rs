@@ -177,7 +177,7 @@ async fn start() -> (Upstream, TestGateway, tollgate_tests::admin::AdminClient) 
 }
 
 fn doc() -> Value {
-    serde_json::from_str(tollgate::control::admin::http::OPENAPI).unwrap()
+    serde_json::from_str(tollgate::control::admin::api::OPENAPI).unwrap()
 }
 
 #[tokio::test]

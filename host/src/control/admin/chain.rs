@@ -141,7 +141,7 @@ pub fn check_steps(chain: &[StepInput]) -> Result<(), AdminError> {
             if !plain_number_unit(t, 19) {
                 return Err(AdminError::invalid(
                     f("timeout"),
-                    format!("`{}` is not a duration: 1-19 digits and one of us, ms, s, m, h (e.g. `250ms`)", super::model::truncate(t, 40)),
+                    format!("`{}` is not a duration: 1-19 digits and one of us, ms, s, m, h (e.g. `250ms`)", super::error::truncate(t, 40)),
                 ));
             }
             Dur::try_from(t.as_str()).map_err(|e| AdminError::invalid(f("timeout"), e))?;
@@ -153,7 +153,7 @@ pub fn check_steps(chain: &[StepInput]) -> Result<(), AdminError> {
                         f("memory"),
                         format!(
                             "`{}` is not a size: 1-9 digits and an optional unit (e.g. `16MiB`)",
-                            super::model::truncate(t, 40)
+                            super::error::truncate(t, 40)
                         ),
                     ));
                 }

@@ -1,5 +1,7 @@
 //! The admin API's one error type, and its JSON form:
-//! `{"error": {"status", "code", "message", "field"?}}`.
+//! `{"error": {"status", "code", "message", "field"?}}`. It imports nothing
+//! of the admin API: the bodies (`model`), the registry and the
+//! handlers build their errors with it.
 
 use http::StatusCode;
 
@@ -66,7 +68,7 @@ impl AdminError {
         Self::new(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("{what} `{}` does not exist", super::model::truncate(id, 80)),
+            format!("{what} `{}` does not exist", truncate(id, 80)),
         )
     }
 
@@ -133,47 +135,12 @@ impl AdminError {
     }
 }
 
-/// Decode a JSON body that must be there (an empty body is refused).
-pub fn decode_required<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AdminError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(AdminError::bad_request(
-            "this call needs a JSON body (`{}` for none of the optional fields)",
-        ));
-    }
-    decode(body)
-}
-
-/// Decode a JSON body into `T`, naming the field at fault; an empty body
-/// is `{}`.
-pub fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, AdminError> {
-    let body = if body.iter().all(u8::is_ascii_whitespace) {
-        &b"{}"[..]
+/// `s` cut to `n` characters (and `…`), for quoting caller input in a
+/// message.
+pub fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
     } else {
-        body
-    };
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    let result: Result<T, _> = serde_path_to_error::deserialize(&mut *de);
-    match result {
-        Ok(v) => match de.end() {
-            Ok(()) => Ok(v),
-            Err(e) => Err(AdminError::bad_request(format!(
-                "the body is not valid JSON: {e}"
-            ))),
-        },
-        Err(e) => {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            let msg = inner.to_string();
-            // serde_json appends " at line L column C"; keep it, it helps.
-            if inner.is_syntax() || inner.is_eof() {
-                Err(AdminError::bad_request(format!(
-                    "the body is not valid JSON: {msg}"
-                )))
-            } else if path == "." || path.is_empty() {
-                Err(AdminError::bad_request(msg))
-            } else {
-                Err(AdminError::invalid(path, msg))
-            }
-        }
+        format!("{}…", s.chars().take(n).collect::<String>())
     }
 }

@@ -1,12 +1,16 @@
 //! The control plane: admin users and roles, products and plans, consumers,
-//! apps, subscriptions and keys in the embedded store ([`registry`]), the
-//! admin REST API on its own listener ([`http`]), and policy-chain
-//! assignment written back to the manifests ([`chain`]). The reference is
+//! apps, subscriptions and keys in the embedded store ([`registry`], their
+//! types in [`model`]), the admin REST API — its listener ([`listener`]),
+//! one request over HTTP ([`http`]), and its route table and a handler
+//! module per resource family ([`api`]) — and policy-chain assignment
+//! written back to the manifests ([`chain`]). The reference is
 //! `docs/admin-api.md`; the OpenAPI description is `docs/admin-openapi.json`.
 
+pub mod api;
 pub mod chain;
 pub mod error;
 pub mod http;
+pub mod listener;
 pub mod model;
 pub mod registry;
 

@@ -3,9 +3,35 @@
 //! fields). Secrets are never part of a resource: keys and tokens are held
 //! as SHA-256 digests in fields the views leave out.
 
-use super::error::AdminError;
+use super::error::{truncate, AdminError};
 pub use crate::domain::time::{Period, Ts};
 use serde::{Deserialize, Deserializer, Serialize};
+
+/// A resource family the registry stores: its store prefix (`sub` for
+/// `sub/ID`) and its name in messages ("subscription `x` does not exist").
+pub trait Resource: Serialize + serde::de::DeserializeOwned + Send + 'static {
+    const KIND: &'static str;
+    const NAME: &'static str;
+}
+
+macro_rules! resource {
+    ($($t:ty => $kind:literal, $name:literal;)*) => {
+        $(impl Resource for $t {
+            const KIND: &'static str = $kind;
+            const NAME: &'static str = $name;
+        })*
+    };
+}
+
+resource! {
+    User => "user", "user";
+    Product => "product", "product";
+    Plan => "plan", "plan";
+    Consumer => "consumer", "consumer";
+    App => "app", "app";
+    Subscription => "sub", "subscription";
+    Key => "key", "key";
+}
 
 // ---------------------------------------------------------------------------
 // Time
@@ -104,14 +130,6 @@ pub fn check_text(field: &str, s: &str, max: usize) -> Result<(), AdminError> {
         ));
     }
     Ok(())
-}
-
-pub fn truncate(s: &str, n: usize) -> String {
-    if s.chars().count() <= n {
-        s.to_string()
-    } else {
-        format!("{}…", s.chars().take(n).collect::<String>())
-    }
 }
 
 // ---------------------------------------------------------------------------
