@@ -9,6 +9,7 @@ pub mod error;
 pub mod http;
 pub mod model;
 pub mod registry;
+mod source;
 
 pub use error::AdminError;
 pub use registry::Registry;
