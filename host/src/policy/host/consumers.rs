@@ -214,6 +214,22 @@ mod tests {
     }
 
     #[test]
+    fn as_a_consumer_source_the_directory_answers_the_same() {
+        let d = dir();
+        let source: &dyn ConsumerSource = &d;
+        assert_eq!(
+            source.lookup_key("pets", "secret-key-1", Ts(5000)),
+            d.lookup_key("pets", "secret-key-1", 5000)
+        );
+        assert!(source.lookup_key("pets", "expired-key", Ts(5000)).is_none());
+        assert!(source.lookup_key("pets", "expired-key", Ts(999)).is_some());
+        assert_eq!(source.lookup_consumer("pets", "alice").unwrap().id, "alice");
+        assert!(source.lookup_consumer("orders", "alice").is_none());
+        // Manifests declare no plans: plan limits come from elsewhere.
+        assert!(source.plan_limits("gold").is_none());
+    }
+
+    #[test]
     fn duplicates_and_bad_digests() {
         let mut d = dir();
         assert!(d
