@@ -9,7 +9,7 @@ use super::plugin::{
     typed, ConfigureRet, ConfigureSig, Exports, OnRequestRet, OnRequestSig, OnResponseRet,
     OnResponseSig, Plugin, POLICY_IFACE,
 };
-use super::state::{MemLimiter, RequestScope, StepState};
+use super::state::{RequestScope, StepState};
 use super::{
     escape_log, guard, snapshot, BodyAccess, CallContext, EngineLimits, PolicyEngine, PolicyError,
     PolicyInfo, RequestDecision, RequestHead, ResponseDecision, ResponseHead, StepConfigError,
@@ -21,9 +21,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use wasmtime::component::{ComponentExportIndex, Func, Instance, Linker, ResourceTable};
+use wasmtime::component::{ComponentExportIndex, Func, Instance, Linker};
 use wasmtime::{Store, Trap, UpdateDeadline};
-use wasmtime_wasi::WasiCtxBuilder;
 
 /// A configured step of a chain. A clone is the same step: it shares the
 /// snapshot cell.
@@ -295,25 +294,7 @@ impl Runtime {
                 step: step.name.to_string(),
             });
         }
-        let stderr = guard::GuestStderr::default();
-        let state = StepState {
-            wasi: WasiCtxBuilder::new().stderr(stderr.clone()).build(),
-            table: ResourceTable::new(),
-            limiter: MemLimiter {
-                max: step.memory,
-                exceeded: false,
-            },
-            api: step.api.clone(),
-            step: step.name.clone(),
-            request_id: scope.request_id.clone(),
-            deadline: Instant::now() + step.timeout,
-            services: self.services.clone(),
-            grants: step.grants.clone(),
-            plugin: step.plugin.name.as_str().into(),
-            scope: scope.clone(),
-            log: step.log.clone(),
-            stderr,
-        };
+        let state = StepState::new(step, scope, self.services.clone());
         let mut store = Store::new(self.engine.engine(), state);
         store.limiter(|s| &mut s.limiter);
         // At every epoch tick: past the deadline, trap; otherwise yield to

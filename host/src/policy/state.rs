@@ -6,12 +6,13 @@
 use super::bindings::service_types::ServiceError;
 use super::guard;
 use super::host::{CallTiming, Grants, Services};
+use super::Step;
 use crate::domain::consumer::{ConsumerSource, Sources};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use wasmtime::component::ResourceTable;
 use wasmtime::ResourceLimiter;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 /// The per-store state a policy instance sees through its imports.
 pub struct StepState {
@@ -57,6 +58,31 @@ impl Default for RequestScope {
 }
 
 impl StepState {
+    /// The state of a new instance of `step` serving `scope`: no files,
+    /// no environment, standard error kept (bounded), the step's memory
+    /// cap, and a deadline of the step's timeout from now.
+    pub(super) fn new(step: &Step, scope: &RequestScope, services: Arc<Services>) -> StepState {
+        let stderr = guard::GuestStderr::default();
+        StepState {
+            wasi: WasiCtxBuilder::new().stderr(stderr.clone()).build(),
+            table: ResourceTable::new(),
+            limiter: MemLimiter {
+                max: step.memory,
+                exceeded: false,
+            },
+            api: step.api.clone(),
+            step: step.name.clone(),
+            request_id: scope.request_id.clone(),
+            deadline: Instant::now() + step.timeout,
+            services,
+            grants: step.grants.clone(),
+            plugin: step.plugin.name.as_str().into(),
+            scope: scope.clone(),
+            log: step.log.clone(),
+            stderr,
+        }
+    }
+
     /// Ok when the step was granted the service `name`.
     pub(super) fn grant(&self, name: &str) -> Result<(), ServiceError> {
         if self.grants.has_named(name) {
