@@ -16,8 +16,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 /// The per-store state a policy instance sees through its imports.
 pub struct StepState {
-    pub(super) wasi: WasiCtx,
-    pub(super) table: ResourceTable,
+    wasi: WasiCtx,
+    table: ResourceTable,
     pub(super) limiter: MemLimiter,
     pub(super) api: Arc<str>,
     pub(super) step: Arc<str>,
