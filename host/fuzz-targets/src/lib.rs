@@ -1,6 +1,9 @@
 //! Fuzz target bodies, shared by the cargo-fuzz targets in `fuzz/` and by
 //! the corpus replay test (`tests/tests/fuzz_corpus.rs`), so the checked-in
-//! corpora run as ordinary tests on stable. Not a public API.
+//! corpora run as ordinary tests on stable. A crate of its own, outside the
+//! shipped `tollgate` library, which it drives through its public API only
+//! (`gateway::{headers_to_wit, wit_to_headers}` are public, doc-hidden, for
+//! the `headers` and `wit_boundary` bodies).
 //!
 //! Each body takes the fuzzer's bytes, drives the real code (no copies of
 //! it), and panics when a property breaks, not only when the code under
