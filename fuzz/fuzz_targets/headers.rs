@@ -1,5 +1,5 @@
-//! Fuzz target `headers`: the body is `tollgate::fuzzing::headers` (replayed on
+//! Fuzz target `headers`: the body is `tollgate_fuzz_targets::headers` (replayed on
 //! stable by tests/tests/fuzz_corpus.rs). See docs/fuzzing.md.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| tollgate::fuzzing::headers(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tollgate_fuzz_targets::headers(data));

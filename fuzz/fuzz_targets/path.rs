@@ -1,5 +1,5 @@
-//! Fuzz target `path`: the body is `tollgate::fuzzing::path` (replayed on
+//! Fuzz target `path`: the body is `tollgate_fuzz_targets::path` (replayed on
 //! stable by tests/tests/fuzz_corpus.rs). See docs/fuzzing.md.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| tollgate::fuzzing::path(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tollgate_fuzz_targets::path(data));

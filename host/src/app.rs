@@ -37,8 +37,12 @@ impl Gateway {
         let base = gw_path.parent().unwrap_or(Path::new(".")).to_path_buf();
         let data_dir = loader::resolve(&base, &gw.data_dir);
         let store = crate::store::Store::open(&data_dir)?;
-        let services = Arc::new(crate::policy::host::Services::new(
-            crate::policy::host::ServiceSettings {
+        // The control plane's consumers, keys and plans: kept for the
+        // control plane, and injected into the policy services as the
+        // source every generation asks after its own manifests.
+        let registry = Arc::new(crate::control::admin::Registry::new(store.clone()));
+        let services = Arc::new(
+            crate::policy::host::Services::new(crate::policy::host::ServiceSettings {
                 store: Some(store.clone()),
                 cache_bytes: gw.cache.max_bytes.0,
                 sink_path: gw
@@ -51,8 +55,9 @@ impl Gateway {
                     .ca_file
                     .as_ref()
                     .map(|p| loader::resolve(&base, p)),
-            },
-        )?);
+            })?
+            .with_consumers(registry.clone()),
+        );
         let runtime = Arc::new(Runtime::new(
             policy::EngineLimits {
                 max_instances: gw.limits.max_instances,
@@ -66,11 +71,6 @@ impl Gateway {
         let generation =
             loader::build_recording(&gw_path, &gw, &runtime, &Default::default(), &mut inputs)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let registry = runtime
-            .services()
-            .registry
-            .clone()
-            .context("the store holds the control plane")?;
         let data = Arc::new(DataPlane::new(
             runtime.clone(),
             generation,

@@ -19,8 +19,6 @@ pub mod app;
 pub mod control;
 pub mod demo;
 pub mod domain;
-#[doc(hidden)]
-pub mod fuzzing;
 pub mod gateway;
 pub mod loader;
 pub mod manifest;

@@ -1,6 +1,6 @@
 //! Replays the checked-in fuzz corpora (`fuzz/corpus/<target>/`) through
-//! the same target bodies cargo-fuzz runs (`tollgate::fuzzing` and
-//! `fuzz/shared/jwt.rs`), on stable, as ordinary tests: a seed that makes a
+//! the same target bodies cargo-fuzz runs (the `tollgate-fuzz-targets`
+//! crate in host/fuzz-targets, and `fuzz/shared/jwt.rs`), on stable, as ordinary tests: a seed that makes a
 //! body panic or break one of its properties fails here. See
 //! docs/fuzzing.md.
 
@@ -50,22 +50,22 @@ fn replay(target: &str, body: fn(&[u8])) {
 
 #[test]
 fn manifest_corpus() {
-    replay("manifest", tollgate::fuzzing::manifest);
+    replay("manifest", tollgate_fuzz_targets::manifest);
 }
 
 #[test]
 fn path_corpus() {
-    replay("path", tollgate::fuzzing::path);
+    replay("path", tollgate_fuzz_targets::path);
 }
 
 #[test]
 fn headers_corpus() {
-    replay("headers", tollgate::fuzzing::headers);
+    replay("headers", tollgate_fuzz_targets::headers);
 }
 
 #[test]
 fn wit_boundary_corpus() {
-    replay("wit_boundary", tollgate::fuzzing::wit_boundary);
+    replay("wit_boundary", tollgate_fuzz_targets::wit_boundary);
 }
 
 #[test]

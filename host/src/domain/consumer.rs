@@ -2,8 +2,11 @@
 //! and the [`ConsumerSource`] trait the data plane asks. Two sources
 //! implement it: the consumers a generation's manifests declare
 //! (`policy::host::consumers::Directory`) and the control plane's registry
-//! of issued keys (`control::admin::Registry`); the composition root
-//! decides which the policies see, and in what order.
+//! of issued keys and plans (`control::admin::source`). The composition root
+//! (`app`) hands the control plane's source to the policy services; the
+//! loader puts each generation's manifests first and that source second in
+//! one [`Sources`], so a policy asks one source and never knows there are
+//! two.
 
 use crate::domain::time::{Period, Ts};
 use std::sync::Arc;
@@ -36,7 +39,8 @@ pub struct Quota {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanLimits {
     pub plan: String,
-    pub product: Option<String>,
+    /// The product the plan belongs to.
+    pub product: String,
     pub rate_limits: Vec<RateLimit>,
     pub quota: Option<Quota>,
 }

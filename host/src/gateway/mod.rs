@@ -319,7 +319,9 @@ fn new_request_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
-pub(crate) fn headers_to_wit(h: &HeaderMap) -> Vec<Header> {
+/// (Public for the fuzz targets in `host/fuzz-targets`; not API.)
+#[doc(hidden)]
+pub fn headers_to_wit(h: &HeaderMap) -> Vec<Header> {
     h.iter()
         .map(|(n, v)| Header {
             name: n.as_str().to_string(),
@@ -328,7 +330,9 @@ pub(crate) fn headers_to_wit(h: &HeaderMap) -> Vec<Header> {
         .collect()
 }
 
-pub(crate) fn wit_to_headers(hs: &[Header]) -> HeaderMap {
+/// (Public for the fuzz targets in `host/fuzz-targets`; not API.)
+#[doc(hidden)]
+pub fn wit_to_headers(hs: &[Header]) -> HeaderMap {
     let mut map = HeaderMap::with_capacity(hs.len());
     for h in hs {
         // Names and values were checked when a step set them, and the

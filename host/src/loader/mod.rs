@@ -12,6 +12,7 @@ use crate::policy::{engine::MAX_STEP_MEMORY, Runtime, Step, StepConfigError};
 use crate::upstream::Upstream;
 pub mod inputs;
 
+use crate::domain::consumer::{ConsumerSource, Sources};
 pub use crate::domain::time::datetime_ms;
 use crate::policy::host::consumers::{ConsumerInfo, Directory};
 use crate::policy::host::{Capability, Grants};
@@ -47,8 +48,10 @@ pub struct Generation {
     pub apis: Vec<Api>,
     /// Files whose change should trigger a reload.
     pub watched: Vec<PathBuf>,
-    /// Consumers and keys declared in the manifests.
-    pub consumers: Arc<Directory>,
+    /// Where the policies look consumers, keys and plans up: the consumers
+    /// and keys declared in the manifests, then the control plane's source
+    /// the composition root gave the policy services.
+    pub consumers: Arc<dyn ConsumerSource>,
     /// SHA-256 (hex) of each policy manifest's text this generation was
     /// built from: the admin API refuses to rewrite a file that changed
     /// since.
@@ -290,6 +293,14 @@ pub fn build_with(
     overrides: &BTreeMap<PathBuf, String>,
 ) -> Result<Generation, ConfigErrors> {
     build_recording(gw_path, gw, runtime, overrides, &mut Inputs::default())
+}
+
+/// The generation's one consumer source: its manifests' `directory`, then
+/// the control plane's source, if the runtime's services were given one.
+fn consumer_sources(directory: Directory, runtime: &Runtime) -> Arc<dyn ConsumerSource> {
+    let mut sources: Vec<Arc<dyn ConsumerSource>> = vec![Arc::new(directory)];
+    sources.extend(runtime.services().consumers.clone());
+    Arc::new(Sources(sources))
 }
 
 /// [`build_with`], recording in `inputs` every manifest and plugin file it
@@ -626,7 +637,7 @@ pub fn build_recording(
             router: Router::new(routes),
             apis,
             watched,
-            consumers: Arc::new(directory),
+            consumers: consumer_sources(directory, runtime),
             sources,
         })
     } else {

@@ -84,7 +84,7 @@ pub const WARNINGS_PER_SEC: u64 = 10;
 
 fn now_s() -> u64 {
     // Window 0 is "never": the first call always opens a window.
-    super::process_start().elapsed().as_secs() + 1
+    super::host::clock::process_start().elapsed().as_secs() + 1
 }
 
 /// A one-second window shared by many threads: at most `per_sec` admitted

@@ -13,6 +13,7 @@ pub mod http;
 pub mod listener;
 pub mod model;
 pub mod registry;
+mod source;
 
 pub use error::AdminError;
 pub use registry::Registry;

@@ -1,8 +1,19 @@
-//! Consumers and their API keys, as declared in policy manifests. Keys are
-//! held only as SHA-256 digests; a lookup hashes the presented key, so an
-//! unknown key and a wrong key take the same path and look the same.
+//! `tollgate:policy/consumers`: who is calling, by API key or by id. The
+//! step asks its request's one [`ConsumerSource`] (the loader puts the
+//! generation's manifests first, then the control plane's source), for its
+//! own API only.
+//!
+//! [`Directory`] is the manifests' source: consumers and their API keys as
+//! declared in policy manifests. Keys are held only as SHA-256 digests; a
+//! lookup hashes the presented key, so an unknown key and a wrong key take
+//! the same path and look the same.
 
+use super::clock::now_ms;
 pub use crate::domain::consumer::ConsumerInfo;
+use crate::domain::consumer::ConsumerSource;
+use crate::domain::time::Ts;
+use crate::policy::bindings;
+use crate::policy::{Consumer, StepState};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 
@@ -114,6 +125,51 @@ impl Directory {
     }
 }
 
+impl ConsumerSource for Directory {
+    fn lookup_key(&self, api: &str, key: &str, now: Ts) -> Option<ConsumerInfo> {
+        Directory::lookup_key(self, api, key, now.0)
+    }
+
+    fn lookup_consumer(&self, api: &str, id: &str) -> Option<ConsumerInfo> {
+        Directory::lookup_consumer(self, api, id)
+    }
+}
+
+fn to_consumer(c: ConsumerInfo) -> Consumer {
+    Consumer {
+        id: c.id,
+        app: c.app,
+        key_id: c.key_id,
+        plan: c.plan,
+        product: c.product,
+    }
+}
+
+impl bindings::consumers::Host for StepState {
+    fn lookup_key(&mut self, api: String, key: String) -> Option<Consumer> {
+        self.grant("consumers").ok()?;
+        // A step may only ask about its own API.
+        if api != *self.api {
+            return None;
+        }
+        self.scope
+            .consumers
+            .lookup_key(&api, &key, Ts(now_ms()))
+            .map(to_consumer)
+    }
+
+    fn lookup_consumer(&mut self, api: String, id: String) -> Option<Consumer> {
+        self.grant("consumers").ok()?;
+        if api != *self.api {
+            return None;
+        }
+        self.scope
+            .consumers
+            .lookup_consumer(&api, &id)
+            .map(to_consumer)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +211,22 @@ mod tests {
         assert!(d.lookup_key("pets", &"x".repeat(10_000), 0).is_none());
         assert!(d.lookup_consumer("pets", "alice").is_some());
         assert!(d.lookup_consumer("orders", "alice").is_none());
+    }
+
+    #[test]
+    fn as_a_consumer_source_the_directory_answers_the_same() {
+        let d = dir();
+        let source: &dyn ConsumerSource = &d;
+        assert_eq!(
+            source.lookup_key("pets", "secret-key-1", Ts(5000)),
+            d.lookup_key("pets", "secret-key-1", 5000)
+        );
+        assert!(source.lookup_key("pets", "expired-key", Ts(5000)).is_none());
+        assert!(source.lookup_key("pets", "expired-key", Ts(999)).is_some());
+        assert_eq!(source.lookup_consumer("pets", "alice").unwrap().id, "alice");
+        assert!(source.lookup_consumer("orders", "alice").is_none());
+        // Manifests declare no plans: plan limits come from elsewhere.
+        assert!(source.plan_limits("gold").is_none());
     }
 
     #[test]

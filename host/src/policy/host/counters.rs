@@ -1,7 +1,12 @@
-//! Rate counters in memory (sliding window, token bucket) and calendar
-//! quotas persisted in the store. Every check is an atomic check-and-add:
-//! of N callers racing one limit, exactly as many as the limit allows pass.
+//! `tollgate:policy/counters`: rate counters in memory (sliding window,
+//! token bucket) and calendar quotas persisted in the store. Every check is
+//! an atomic check-and-add: of N callers racing one limit, exactly as many
+//! as the limit allows pass. Keys are in the calling API's namespace.
 
+use super::clock::now_ms;
+use crate::policy::bindings;
+use crate::policy::bindings::service_types::ServiceError;
+use crate::policy::StepState;
 use crate::store::Store;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -380,6 +385,84 @@ impl Quotas {
             .quota_set_durable(k.as_bytes(), left, end)
             .map_err(|e| e.to_string())?;
         Ok(left)
+    }
+}
+
+fn to_decision(d: crate::policy::host::counters::Decision) -> bindings::counters::Decision {
+    bindings::counters::Decision {
+        allowed: d.allowed,
+        limit: d.limit,
+        remaining: d.remaining,
+        reset_ms: d.reset_ms,
+        retry_after_ms: d.retry_after_ms,
+    }
+}
+
+impl bindings::counters::Host for StepState {
+    fn check_and_add(
+        &mut self,
+        key: String,
+        limit: u64,
+        window_ms: u64,
+        algorithm: bindings::counters::Algorithm,
+        cost: u64,
+    ) -> Result<bindings::counters::Decision, ServiceError> {
+        self.grant("counters")?;
+        use crate::policy::host::counters::Algorithm as A;
+        let alg = match algorithm {
+            bindings::counters::Algorithm::SlidingWindow => A::SlidingWindow,
+            bindings::counters::Algorithm::TokenBucket => A::TokenBucket,
+        };
+        let key = self.api_key(&key);
+        let now = now_ms();
+        if window_ms == crate::policy::host::counters::MAX_WINDOW_MS {
+            // A day-long window is counted durably (as a fixed, aligned
+            // window), so a restart does not hand out a fresh day.
+            let start = now - now % window_ms;
+            return self
+                .services
+                .quotas
+                .check_and_add(&key, limit, start, start + window_ms, cost, now)
+                .map(to_decision)
+                .map_err(ServiceError::Unavailable);
+        }
+        self.services
+            .counters
+            .check_and_add(&key, limit, window_ms, alg, cost, now)
+            .map(to_decision)
+            .map_err(ServiceError::Invalid)
+    }
+
+    fn quota_check_and_add(
+        &mut self,
+        key: String,
+        limit: u64,
+        period_start_ms: u64,
+        period_end_ms: u64,
+        cost: u64,
+    ) -> Result<bindings::counters::Decision, ServiceError> {
+        self.grant("counters")?;
+        let key = self.api_key(&key);
+        self.services
+            .quotas
+            .check_and_add(&key, limit, period_start_ms, period_end_ms, cost, now_ms())
+            .map(to_decision)
+            .map_err(ServiceError::Unavailable)
+    }
+
+    fn quota_refund(
+        &mut self,
+        key: String,
+        period_start_ms: u64,
+        period_end_ms: u64,
+        cost: u64,
+    ) -> Result<u64, ServiceError> {
+        self.grant("counters")?;
+        let key = self.api_key(&key);
+        self.services
+            .quotas
+            .refund(&key, period_start_ms, period_end_ms, cost)
+            .map_err(ServiceError::Unavailable)
     }
 }
 

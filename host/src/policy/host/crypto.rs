@@ -1,7 +1,11 @@
-//! Native signature checks for JWT policies: keys are parsed once (JWK or
-//! a shared secret) and kept under a handle; `verify` runs in `ring`.
+//! `tollgate:policy/crypto`: native signature checks for JWT policies. Keys
+//! are parsed once (JWK or a shared secret) and kept under a handle;
+//! `verify` runs in `ring`.
 //! An algorithm must match its key's type, so HS/RS confusion is impossible.
 
+use crate::policy::bindings;
+use crate::policy::bindings::service_types::ServiceError;
+use crate::policy::StepState;
 use base64::Engine as _;
 use ring::signature::{self, RsaPublicKeyComponents, UnparsedPublicKey};
 use std::collections::HashMap;
@@ -191,6 +195,38 @@ impl KeyCache {
             ) => return Err(mismatch()),
             _ => return Err(format!("algorithm {alg:?} is not supported")),
         })
+    }
+}
+
+impl bindings::crypto::Host for StepState {
+    fn import_jwk(&mut self, jwk: String) -> Result<u64, ServiceError> {
+        self.grant("crypto")?;
+        self.services
+            .keys
+            .import_jwk(&jwk)
+            .map_err(ServiceError::Invalid)
+    }
+
+    fn import_secret(&mut self, secret: Vec<u8>) -> Result<u64, ServiceError> {
+        self.grant("crypto")?;
+        self.services
+            .keys
+            .import_secret(&secret)
+            .map_err(ServiceError::Invalid)
+    }
+
+    fn verify(
+        &mut self,
+        alg: String,
+        key: u64,
+        message: Vec<u8>,
+        signature: Vec<u8>,
+    ) -> Result<bool, ServiceError> {
+        self.grant("crypto")?;
+        self.services
+            .keys
+            .verify(&alg, key, &message, &signature)
+            .map_err(ServiceError::Invalid)
     }
 }
 

@@ -1,170 +1,55 @@
-//! Host services offered to policies through WIT imports: counters and
-//! quotas, a response cache, a key-value store, consumer lookup, outbound
-//! HTTP, signature checks, call timing and an output sink. Each is granted
-//! per step in the manifest (`grants = [...]`); a step gets only what it was
-//! granted.
+//! The host side of the `tollgate:policy` WIT imports, one file per
+//! interface, each with the `Host` impl for [`StepState`](super::StepState)
+//! and the backend it serves from: [`counters`] (and quotas), [`cache`],
+//! [`kv`], [`consumers`] (with the manifests' [`consumers::Directory`]),
+//! [`plans`], [`crypto`], [`http_client`], [`timing`], [`outcome`],
+//! [`sink`], [`log`], [`clock`] and [`types`]. Each service is granted per
+//! step in the manifest (`grants = [...]`); a step gets only what it was
+//! granted. [`Services`] holds the backends every generation shares.
 
+pub mod cache;
+pub mod clock;
 pub mod consumers;
 pub mod counters;
 pub mod crypto;
+pub mod http_client;
+pub mod kv;
+pub mod log;
+pub mod outcome;
+pub mod plans;
+pub mod sink;
+pub mod timing;
+pub mod types;
 
 pub use crate::domain::grants::{
     Capability, Grants, KvLimits, KV_MAX_BYTES, KV_MAX_KEYS, KV_MAX_VALUE,
 };
+pub use cache::{CachedResponse, MAX_CACHE_TTL};
+pub use sink::Sink;
+pub use timing::{CallTiming, ResponseOrigin};
 
+use crate::domain::consumer::ConsumerSource;
 use crate::store::Store;
-use bytes::Bytes;
-use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-/// One cached response.
-#[derive(Debug, Clone)]
-pub struct CachedResponse {
-    pub status: u16,
-    pub headers: Vec<(String, Vec<u8>)>,
-    pub body: Bytes,
-    pub expires: Instant,
-    pub ttl: Duration,
-}
-
-struct TtlExpiry;
-
-impl moka::Expiry<String, Arc<CachedResponse>> for TtlExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &String,
-        value: &Arc<CachedResponse>,
-        _now: Instant,
-    ) -> Option<Duration> {
-        Some(value.ttl)
-    }
-}
-
-/// Longest time to live of a cache entry.
-pub const MAX_CACHE_TTL: Duration = Duration::from_secs(86_400);
-
-/// The sink for structured lines (access logs): a bounded queue drained
-/// by a writer thread, off the request path. When the queue is full, lines
-/// are dropped and counted rather than slowing requests down.
-pub struct Sink {
-    tx: std::sync::mpsc::SyncSender<String>,
-    pub dropped: AtomicU64,
-}
-
-impl Sink {
-    /// Write to `path`, or to standard output when none.
-    pub fn new(path: Option<PathBuf>) -> anyhow::Result<Sink> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<String>(10_000);
-        let mut out: Box<dyn Write + Send> = match &path {
-            Some(p) => {
-                if let Some(dir) = p.parent() {
-                    std::fs::create_dir_all(dir)?;
-                }
-                Box::new(
-                    std::fs::OpenOptions::new()
-                        .create(true)
-                        .append(true)
-                        .open(p)
-                        .map_err(|e| anyhow::anyhow!("access log {}: {e}", p.display()))?,
-                )
-            }
-            None => Box::new(std::io::stdout()),
-        };
-        std::thread::Builder::new()
-            .name("tollgate-sink".into())
-            .spawn(move || {
-                let mut w = std::io::BufWriter::new(&mut out);
-                while let Ok(line) = rx.recv() {
-                    let _ = w.write_all(line.as_bytes());
-                    let _ = w.write_all(b"\n");
-                    while let Ok(more) = rx.try_recv() {
-                        let _ = w.write_all(more.as_bytes());
-                        let _ = w.write_all(b"\n");
-                    }
-                    let _ = w.flush();
-                }
-            })?;
-        Ok(Sink {
-            tx,
-            dropped: AtomicU64::new(0),
-        })
-    }
-
-    /// Queue one line; newlines and other control characters are escaped.
-    pub fn write_line(&self, line: &str) {
-        let mut clean = String::with_capacity(line.len());
-        for c in line.chars().take(64 << 10) {
-            if c.is_control() {
-                clean.extend(c.escape_default());
-            } else {
-                clean.push(c);
-            }
-        }
-        if self.tx.try_send(clean).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-/// Per-call timing, filled in by the server as the call proceeds.
-#[derive(Debug, Clone)]
-pub struct CallTiming {
-    pub start: Instant,
-    pub upstream_us: u64,
-    pub steps: Vec<(String, u64)>,
-    /// Who made the response as it stands (`None` until there is one), for
-    /// the `outcome` interface.
-    pub origin: Option<ResponseOrigin>,
-}
-
-/// Who made a call's response (WIT `outcome.origin`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ResponseOrigin {
-    /// The upstream, with the status it sent.
-    Upstream(u16),
-    /// A step answered instead (its name).
-    Step(std::sync::Arc<str>),
-    /// The gateway made an error response with this status.
-    Gateway(u16),
-}
-
-impl CallTiming {
-    pub fn new() -> Self {
-        CallTiming {
-            start: Instant::now(),
-            upstream_us: 0,
-            steps: Vec::new(),
-            origin: None,
-        }
-    }
-}
-
-impl Default for CallTiming {
-    fn default() -> Self {
-        Self::new()
-    }
-}
 
 /// Every host service, shared by all configuration generations.
 pub struct Services {
     pub counters: counters::Counters,
     pub quotas: counters::Quotas,
-    pub cache: moka::sync::Cache<String, Arc<CachedResponse>>,
+    pub cache: cache::Cache,
     pub store: Option<Store>,
-    /// The control plane's consumers, keys and plans (with a store).
-    pub registry: Option<Arc<crate::control::admin::Registry>>,
+    /// The control plane's consumers, keys and plans, when the composition
+    /// root injected them ([`Services::with_consumers`]). The loader puts
+    /// them after each generation's own consumers; policies never ask this
+    /// field themselves.
+    pub consumers: Option<Arc<dyn ConsumerSource>>,
     pub keys: crypto::KeyCache,
     pub sink: Sink,
     /// The `http-client` service's client: `http://` and `https://` (ALPN
     /// h2/http1.1, verified against the system's roots and the
     /// `[outbound] ca-file`).
-    pub http: hyper_util::client::legacy::Client<
-        crate::net::tls_client::Connector,
-        http_body_util::Full<Bytes>,
-    >,
+    pub http: http_client::Client,
 }
 
 /// Settings for [`Services::new`].
@@ -178,50 +63,32 @@ pub struct ServiceSettings {
 }
 
 impl Services {
+    /// The services over `s`, with no consumer source of the control plane
+    /// (see [`Services::with_consumers`]).
     pub fn new(s: ServiceSettings) -> anyhow::Result<Services> {
-        let cache = moka::sync::Cache::builder()
-            .max_capacity(s.cache_bytes)
-            .weigher(|k: &String, v: &Arc<CachedResponse>| {
-                let h: usize = v.headers.iter().map(|(n, v)| n.len() + v.len() + 16).sum();
-                (k.len() + h + v.body.len() + 64).min(u32::MAX as usize) as u32
-            })
-            .expire_after(TtlExpiry)
-            .build();
-        let mut conn = hyper_util::client::legacy::connect::HttpConnector::new();
-        conn.set_connect_timeout(Some(Duration::from_secs(5)));
-        let tls = crate::net::tls_client::ClientTls {
-            trust: crate::net::tls_client::Trust::SystemAnd(s.outbound_ca.clone()),
-            identity: None,
-            server_name: None,
-        };
-        let conn = crate::net::tls_client::connector(&tls, conn, false)
-            .map_err(|e| anyhow::anyhow!("outbound: {e}"))?;
-        let http =
-            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(30))
-                .pool_timer(hyper_util::rt::TokioTimer::new())
-                .build(conn);
+        let http = http_client::client(s.outbound_ca.clone())?;
         if let Some(store) = &s.store {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
-            if let Err(e) = store.quota_sweep(now) {
+            if let Err(e) = store.quota_sweep(clock::now_ms()) {
                 tracing::warn!("sweeping old quota periods: {e}");
             }
         }
         Ok(Services {
             counters: counters::Counters::default(),
             quotas: counters::Quotas::new(s.store.clone()),
-            cache,
-            registry: s
-                .store
-                .clone()
-                .map(|st| Arc::new(crate::control::admin::Registry::new(st))),
+            cache: cache::new_cache(s.cache_bytes),
+            consumers: None,
             store: s.store,
             keys: crypto::KeyCache::default(),
             sink: Sink::new(s.sink_path)?,
             http,
         })
+    }
+
+    /// These services with `source` as the control plane's consumers, keys
+    /// and plans (asked after each generation's manifests).
+    pub fn with_consumers(mut self, source: Arc<dyn ConsumerSource>) -> Services {
+        self.consumers = Some(source);
+        self
     }
 
     /// Services for `tollgate check`: no store, output discarded.

@@ -1,17 +1,20 @@
 //! Fuzz target bodies, shared by the cargo-fuzz targets in `fuzz/` and by
 //! the corpus replay test (`tests/tests/fuzz_corpus.rs`), so the checked-in
-//! corpora run as ordinary tests on stable. Not a public API.
+//! corpora run as ordinary tests on stable. A crate of its own, outside the
+//! shipped `tollgate` library, which it drives through its public API only
+//! (`gateway::{headers_to_wit, wit_to_headers}` are public, doc-hidden, for
+//! the `headers` and `wit_boundary` bodies).
 //!
 //! Each body takes the fuzzer's bytes, drives the real code (no copies of
 //! it), and panics when a property breaks, not only when the code under
 //! test panics. See docs/fuzzing.md for the properties and how to run them.
 
-use crate::manifest::{self, GatewayFile, PolicyManifest};
-use crate::policy::{self, Header, HeaderOp, Response};
-use crate::route::{normalize_path, PathPattern, MAX_PATH};
 use arbitrary::{Arbitrary, Unstructured};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use std::path::{Path, PathBuf};
+use tollgate::manifest::{self, GatewayFile, PolicyManifest};
+use tollgate::policy::{self, Header, HeaderOp, Response};
+use tollgate::route::{normalize_path, PathPattern, MAX_PATH};
 
 // ---------------------------------------------------------------------------
 // Paths
@@ -258,7 +261,7 @@ fn policy_manifest(text: &str) {
     for c in &m.consumers {
         at(c.span().start);
         if let Some(exp) = c.get_ref().keys.iter().find_map(|k| k.expires.as_ref()) {
-            let _ = crate::loader::datetime_ms(exp);
+            let _ = tollgate::loader::datetime_ms(exp);
         }
     }
     for api in &m.apis {
@@ -284,7 +287,8 @@ fn policy_manifest(text: &str) {
                 }
             }
             for h in &r.hosts {
-                if let Ok(crate::route::HostPattern::Exact(e)) = crate::route::HostPattern::parse(h)
+                if let Ok(tollgate::route::HostPattern::Exact(e)) =
+                    tollgate::route::HostPattern::parse(h)
                 {
                     assert_eq!(e, e.to_ascii_lowercase());
                 }
@@ -294,7 +298,7 @@ fn policy_manifest(text: &str) {
             at(s.span().start);
             let s = s.get_ref();
             for g in &s.grants {
-                let _ = crate::policy::host::Capability::parse(g);
+                let _ = tollgate::policy::host::Capability::parse(g);
             }
             if let Some(config) = &s.config {
                 let json = manifest::toml_to_json(&toml::Value::Table(config.clone()));
@@ -332,7 +336,7 @@ fn gateway_file(text: &str) {
     }
     GW_FILE.with(|file| {
         std::fs::write(file, text).expect("writing the fuzz input");
-        let result = crate::loader::read_gateway_file(file);
+        let result = tollgate::loader::read_gateway_file(file);
         let _ = std::fs::remove_file(file);
         let name = file.display().to_string();
         match result {
@@ -348,7 +352,7 @@ fn gateway_file(text: &str) {
 }
 
 fn accepted_gateway(gw: &GatewayFile) {
-    use crate::policy::engine::MAX_STEP_MEMORY;
+    use tollgate::policy::engine::MAX_STEP_MEMORY;
     assert_eq!(gw.schema, manifest::SCHEMA);
     assert!(!gw.listeners.is_empty());
     let mut names = std::collections::HashSet::new();
@@ -363,7 +367,7 @@ fn accepted_gateway(gw: &GatewayFile) {
     }
     let l = &gw.limits;
     assert!(((1 << 20)..=MAX_STEP_MEMORY).contains(&l.step_memory.0));
-    assert!(!l.step_timeout.0.is_zero() && l.step_timeout.0 <= crate::loader::MAX_STEP_TIMEOUT);
+    assert!(!l.step_timeout.0.is_zero() && l.step_timeout.0 <= tollgate::loader::MAX_STEP_TIMEOUT);
     assert!((1024..=16 << 20).contains(&l.max_header_bytes.0));
     assert!((256..=64 << 10).contains(&l.max_request_target.0));
     assert!(l.max_headers > 0 && l.max_connections > 0 && l.max_concurrent_streams > 0);
@@ -562,7 +566,7 @@ pub fn headers(data: &[u8]) {
             map.append(n, v);
         }
     }
-    let mut wit = crate::gateway::headers_to_wit(&map);
+    let mut wit = tollgate::gateway::headers_to_wit(&map);
     assert_eq!(wit.len(), map.len());
     let before = pairs(&wit);
     let expected = model_ops(before.clone(), &input.ops);
@@ -587,7 +591,7 @@ pub fn headers(data: &[u8]) {
         "a step changed a framing field"
     );
     let n = wit.len();
-    let mut out = crate::gateway::wit_to_headers(&wit);
+    let mut out = tollgate::gateway::wit_to_headers(&wit);
     assert_eq!(out.len(), n, "a header was dropped converting back");
     // Towards the upstream.
     let named: Vec<String> = out
@@ -598,7 +602,7 @@ pub fn headers(data: &[u8]) {
         .map(|t| t.trim().to_ascii_lowercase())
         .filter(|t| !t.is_empty())
         .collect();
-    crate::upstream::strip_hop_by_hop(&mut out);
+    tollgate::upstream::strip_hop_by_hop(&mut out);
     for h in [
         "connection",
         "keep-alive",
@@ -621,7 +625,7 @@ pub fn headers(data: &[u8]) {
     }
     let ip = input.client_ip.to_string();
     let scheme = if input.https { "https" } else { "http" };
-    crate::upstream::set_forwarded(&mut out, &ip, scheme, input.host.as_deref());
+    tollgate::upstream::set_forwarded(&mut out, &ip, scheme, input.host.as_deref());
     let all = |n: &str| -> Vec<&[u8]> { out.get_all(n).iter().map(|v| v.as_bytes()).collect() };
     assert_eq!(all("x-forwarded-for"), vec![ip.as_bytes()]);
     assert_eq!(all("x-forwarded-proto"), vec![scheme.as_bytes()]);
@@ -707,7 +711,7 @@ pub fn wit_boundary(data: &[u8]) {
                     assert!(valid, "an invalid response was accepted: {resp:?}");
                     let status = http::StatusCode::from_u16(resp.status).expect("status");
                     let n = resp.headers.len();
-                    let map = crate::gateway::wit_to_headers(&resp.headers);
+                    let map = tollgate::gateway::wit_to_headers(&resp.headers);
                     assert_eq!(map.len(), n, "a field was dropped");
                     let built = http::Response::builder().status(status).body(());
                     assert!(built.is_ok());

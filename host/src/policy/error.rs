@@ -1,0 +1,49 @@
+//! How a step can fail: at run time ([`PolicyError`], mapped to a status by
+//! `gateway::error`) and at load ([`StepConfigError`]).
+
+use std::time::Duration;
+
+/// Why a step failed. Each maps to a status in [`crate::gateway::error`].
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PolicyError {
+    #[error("step `{step}` trapped: {detail}")]
+    Trap { step: String, detail: String },
+    #[error("step `{step}` exceeded its deadline of {limit:?}")]
+    Timeout { step: String, limit: Duration },
+    #[error("step `{step}` exceeded its memory cap of {limit} bytes")]
+    Memory { step: String, limit: usize },
+    #[error("step `{step}`: no policy instance free (limit reached)")]
+    Busy { step: String },
+    #[error("step `{step}` returned an invalid result: {detail}")]
+    BadOutput { step: String, detail: String },
+}
+
+impl PolicyError {
+    /// The step that failed.
+    pub fn step(&self) -> &str {
+        match self {
+            PolicyError::Trap { step, .. }
+            | PolicyError::Timeout { step, .. }
+            | PolicyError::Memory { step, .. }
+            | PolicyError::Busy { step }
+            | PolicyError::BadOutput { step, .. } => step,
+        }
+    }
+}
+
+/// A rejected step configuration, before the caller adds file and API.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StepConfigError {
+    /// The plugin's own validation said no.
+    #[error("{}{message}", field.as_ref().map(|f| format!("field `{f}`: ")).unwrap_or_default())]
+    Rejected {
+        field: Option<String>,
+        message: String,
+    },
+    /// The plugin imports host services the step was not granted.
+    #[error("plugin `{plugin}` uses {missing}, which this step was not granted: add them to the step's `grants`")]
+    NotGranted { plugin: String, missing: String },
+    /// The plugin failed while validating.
+    #[error("the plugin failed while checking its configuration: {0}")]
+    Failed(String),
+}

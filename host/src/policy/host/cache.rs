@@ -1,0 +1,113 @@
+//! `tollgate:policy/cache`: a response cache shared by every generation,
+//! bounded in bytes (moka), each entry with its own time to live, keys in
+//! the calling API's namespace.
+
+use crate::policy::bindings;
+use crate::policy::bindings::service_types::ServiceError;
+use crate::policy::{Header, StepState};
+use bytes::Bytes;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One cached response.
+#[derive(Debug, Clone)]
+pub struct CachedResponse {
+    pub status: u16,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Bytes,
+    pub expires: Instant,
+    pub ttl: Duration,
+}
+
+/// The cache: keys in an API's namespace, entries shared.
+pub type Cache = moka::sync::Cache<String, Arc<CachedResponse>>;
+
+struct TtlExpiry;
+
+impl moka::Expiry<String, Arc<CachedResponse>> for TtlExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &Arc<CachedResponse>,
+        _now: Instant,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+/// Longest time to live of a cache entry.
+pub const MAX_CACHE_TTL: Duration = Duration::from_secs(86_400);
+
+/// A cache of at most about `max_bytes` (keys, headers and bodies).
+pub fn new_cache(max_bytes: u64) -> Cache {
+    moka::sync::Cache::builder()
+        .max_capacity(max_bytes)
+        .weigher(|k: &String, v: &Arc<CachedResponse>| {
+            let h: usize = v.headers.iter().map(|(n, v)| n.len() + v.len() + 16).sum();
+            (k.len() + h + v.body.len() + 64).min(u32::MAX as usize) as u32
+        })
+        .expire_after(TtlExpiry)
+        .build()
+}
+
+impl bindings::cache::Host for StepState {
+    fn get(&mut self, key: String) -> Option<(bindings::cache::CachedResponse, u64)> {
+        self.grant("cache").ok()?;
+        let k = self.api_key(&key);
+        let v = self.services.cache.get(&k)?;
+        let left = v.expires.checked_duration_since(Instant::now())?;
+        Some((
+            bindings::cache::CachedResponse {
+                status: v.status,
+                headers: v
+                    .headers
+                    .iter()
+                    .map(|(n, v)| Header {
+                        name: n.clone(),
+                        value: v.clone(),
+                    })
+                    .collect(),
+                body: v.body.to_vec(),
+            },
+            left.as_millis() as u64,
+        ))
+    }
+
+    fn put(
+        &mut self,
+        key: String,
+        value: bindings::cache::CachedResponse,
+        ttl_ms: u64,
+    ) -> Result<(), ServiceError> {
+        self.grant("cache")?;
+        let ttl = Duration::from_millis(ttl_ms);
+        if ttl.is_zero() || ttl > MAX_CACHE_TTL {
+            return Err(ServiceError::Invalid("ttl must be 1 ms to 1 day".into()));
+        }
+        if key.len() > 4096 {
+            return Err(ServiceError::Invalid("key longer than 4096 bytes".into()));
+        }
+        let k = self.api_key(&key);
+        self.services.cache.insert(
+            k,
+            Arc::new(CachedResponse {
+                status: value.status,
+                headers: value
+                    .headers
+                    .into_iter()
+                    .map(|h| (h.name, h.value))
+                    .collect(),
+                body: Bytes::from(value.body),
+                expires: Instant::now() + ttl,
+                ttl,
+            }),
+        );
+        Ok(())
+    }
+
+    fn delete(&mut self, key: String) {
+        if self.grant("cache").is_ok() {
+            self.services.cache.invalidate(&self.api_key(&key));
+        }
+    }
+}

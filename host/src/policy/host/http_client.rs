@@ -1,0 +1,142 @@
+//! `tollgate:policy/http-client`: outbound HTTP(S) calls from a step, only
+//! to the hosts its `http:HOST[:PORT]` grants name, within the step's
+//! deadline (a call the deadline cuts ends the step as a timeout).
+
+use crate::policy::bindings;
+use crate::policy::bindings::service_types::ServiceError;
+use crate::policy::{escape_log, is_framing_header, Header, StepState};
+use bytes::Bytes;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use wasmtime::Trap;
+
+/// The `http-client` service's client.
+pub type Client = hyper_util::client::legacy::Client<
+    crate::net::tls_client::Connector,
+    http_body_util::Full<Bytes>,
+>;
+
+/// A client for `http://` and `https://` (ALPN h2/http1.1), verified
+/// against the system's roots and `outbound_ca` (the `[outbound] ca-file`).
+pub fn client(outbound_ca: Option<PathBuf>) -> anyhow::Result<Client> {
+    let mut conn = hyper_util::client::legacy::connect::HttpConnector::new();
+    conn.set_connect_timeout(Some(Duration::from_secs(5)));
+    let tls = crate::net::tls_client::ClientTls {
+        trust: crate::net::tls_client::Trust::SystemAnd(outbound_ca),
+        identity: None,
+        server_name: None,
+    };
+    let conn = crate::net::tls_client::connector(&tls, conn, false)
+        .map_err(|e| anyhow::anyhow!("outbound: {e}"))?;
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .build(conn),
+    )
+}
+
+/// Largest body an outbound call may return.
+const MAX_OUTBOUND_BODY: usize = 1 << 20;
+
+impl bindings::http_client::Host for StepState {
+    async fn send(
+        &mut self,
+        req: bindings::http_client::OutgoingRequest,
+    ) -> wasmtime::Result<Result<bindings::http_client::IncomingResponse, ServiceError>> {
+        // The call waits at most until the step's deadline. If the deadline
+        // is what stopped it, the step has run out of time: it ends as a
+        // timeout (a trap), never as an error the guest could ignore and
+        // carry on past its deadline with.
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        let cut_by_deadline = u64::from(req.timeout_ms) >= left.as_millis() as u64;
+        let r = self.send_within(req, left).await;
+        if cut_by_deadline && Instant::now() >= self.deadline {
+            if let Err(e) = &r {
+                tracing::debug!(step = %self.step, "outbound call cut by the deadline: {e:?}");
+            }
+            return Err(Trap::Interrupt.into());
+        }
+        Ok(r)
+    }
+}
+
+impl StepState {
+    async fn send_within(
+        &mut self,
+        req: bindings::http_client::OutgoingRequest,
+        left: Duration,
+    ) -> Result<bindings::http_client::IncomingResponse, ServiceError> {
+        use http_body_util::BodyExt;
+        self.grant("http")?;
+        let uri: http::Uri = req.url.parse().map_err(|_| {
+            ServiceError::Invalid(format!("`{}` is not a URL", escape_log(&req.url)))
+        })?;
+        // The port the call goes to, written or implied: a grant
+        // `http:HOST:443` covers `https://HOST/`.
+        let port = match uri.scheme_str() {
+            Some("http") => uri.port_u16().unwrap_or(80),
+            Some("https") => uri.port_u16().unwrap_or(443),
+            _ => {
+                return Err(ServiceError::Invalid(
+                    "only http:// and https:// URLs are supported for outbound calls".into(),
+                ))
+            }
+        };
+        let host = uri.host().unwrap_or_default().to_string();
+        if !self.grants.allows_host(&host, Some(port)) {
+            return Err(ServiceError::NotGranted(format!(
+                "step `{}` was not granted `http:{host}`",
+                self.step
+            )));
+        }
+        let method = http::Method::from_bytes(req.method.as_bytes())
+            .map_err(|_| ServiceError::Invalid("bad method".into()))?;
+        let mut builder = http::Request::builder().method(method).uri(uri);
+        for h in &req.headers {
+            if is_framing_header(&h.name) {
+                continue;
+            }
+            builder = builder.header(h.name.as_str(), h.value.as_slice());
+        }
+        let body = http_body_util::Full::new(Bytes::from(req.body.unwrap_or_default()));
+        let request = builder
+            .body(body)
+            .map_err(|e| ServiceError::Invalid(e.to_string()))?;
+        let timeout = Duration::from_millis(u64::from(req.timeout_ms)).min(left);
+        let fut = async {
+            let resp = self.services.http.request(request).await.map_err(|e| {
+                let why = match crate::net::tls_client::tls_failure(&e) {
+                    Some(tls) => format!("TLS with {host}: {tls}"),
+                    None => crate::net::error_chain(&e),
+                };
+                tracing::debug!(step = %self.step, "outbound call failed: {why}");
+                ServiceError::Unavailable(why)
+            })?;
+            let (parts, body) = resp.into_parts();
+            let body = http_body_util::Limited::new(body, MAX_OUTBOUND_BODY)
+                .collect()
+                .await
+                .map_err(|e| ServiceError::Unavailable(format!("reading the response: {e}")))?
+                .to_bytes();
+            Ok(bindings::http_client::IncomingResponse {
+                status: parts.status.as_u16(),
+                headers: parts
+                    .headers
+                    .iter()
+                    .map(|(n, v)| Header {
+                        name: n.as_str().to_string(),
+                        value: v.as_bytes().to_vec(),
+                    })
+                    .collect(),
+                body: body.to_vec(),
+            })
+        };
+        match tokio::time::timeout(timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(ServiceError::Unavailable(format!(
+                "no answer within {timeout:?}"
+            ))),
+        }
+    }
+}

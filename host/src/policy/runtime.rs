@@ -1,0 +1,496 @@
+//! The runtime ([`Runtime`], one per process): loads plugins, checks step
+//! configurations with the plugin's own `configure` ([`Step`]), and gives
+//! each request a fresh, sandboxed instance of each step ([`StepInstance`])
+//! under the step's deadline and memory cap.
+
+use super::bindings::{PolicyHost, PolicyHostPre};
+use super::host::{Capability, Grants, Services};
+use super::plugin::{
+    typed, ConfigureRet, ConfigureSig, Exports, OnRequestRet, OnRequestSig, OnResponseRet,
+    OnResponseSig, Plugin, POLICY_IFACE,
+};
+use super::state::{RequestScope, StepState};
+use super::{
+    escape_log, guard, snapshot, BodyAccess, CallContext, EngineLimits, PolicyEngine, PolicyError,
+    PolicyInfo, RequestDecision, RequestHead, ResponseDecision, ResponseHead, StepConfigError,
+    WitConfigError,
+};
+use anyhow::{Context as _, Result};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use wasmtime::component::{ComponentExportIndex, Func, Instance, Linker};
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+/// A configured step of a chain. A clone is the same step: it shares the
+/// snapshot cell.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub name: Arc<str>,
+    pub api: Arc<str>,
+    pub plugin: Arc<Plugin>,
+    pub config: String,
+    pub info: PolicyInfo,
+    pub timeout: Duration,
+    pub memory: usize,
+    pub fail_open: bool,
+    pub grants: Arc<Grants>,
+    /// The configured snapshot requests instantiate, once built.
+    pub(super) snapshot: snapshot::SnapshotCell,
+    /// How much the step's plugin may log (shared by the step's clones).
+    pub(super) log: Arc<guard::StepLog>,
+}
+
+impl Step {
+    /// This step with other log limits (the default ones until then).
+    pub fn with_log_limits(mut self, limits: guard::LogLimits) -> Step {
+        self.log = Arc::new(guard::StepLog::new(
+            self.api.clone(),
+            self.name.clone(),
+            limits,
+        ));
+        self
+    }
+
+    /// The step's log limits.
+    pub fn log_limits(&self) -> guard::LogLimits {
+        self.log.limits
+    }
+
+    /// Whether requests skip `configure` (a configured snapshot is ready).
+    pub fn snapshotted(&self) -> bool {
+        self.snapshot.get().is_some()
+    }
+}
+
+/// The runtime: one per process, shared by every configuration generation.
+pub struct Runtime {
+    pub(super) engine: PolicyEngine,
+    pub(super) linker: Linker<StepState>,
+    plugins: Mutex<HashMap<String, Arc<Plugin>>>,
+    live: Arc<AtomicUsize>,
+    max_instances: usize,
+    services: Arc<Services>,
+    pub(super) snapshots: snapshot::Snapshots,
+}
+
+/// Keeps one instance slot taken while alive.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Runtime {
+    pub fn new(
+        limits: EngineLimits,
+        cache_dir: Option<PathBuf>,
+        services: Arc<Services>,
+    ) -> Result<Self> {
+        let max_instances = limits.max_instances as usize;
+        let engine = PolicyEngine::new(&limits, cache_dir)?;
+        let mut linker = Linker::new(engine.engine());
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+        PolicyHost::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
+            .map_err(anyhow::Error::from)?;
+        Ok(Runtime {
+            engine,
+            linker,
+            plugins: Mutex::new(HashMap::new()),
+            live: Arc::new(AtomicUsize::new(0)),
+            max_instances,
+            services,
+            snapshots: Default::default(),
+        })
+    }
+
+    /// Instances alive right now (for tests and metrics).
+    pub fn live_instances(&self) -> usize {
+        self.live.load(Ordering::Acquire)
+    }
+
+    /// The host services every step uses.
+    pub fn services(&self) -> &Arc<Services> {
+        &self.services
+    }
+
+    /// Load a plugin file, reusing an already loaded one with the same
+    /// content. Fails with a clear message if the file is not a policy
+    /// component or imports something the host does not offer.
+    pub fn load_plugin(&self, name: &str, path: &Path) -> Result<Arc<Plugin>> {
+        let wasm = std::fs::read(path)
+            .with_context(|| format!("plugin `{name}`: cannot read {}", path.display()))?;
+        if !wasm.starts_with(b"\0asm") {
+            anyhow::bail!(
+                "plugin `{name}` ({}) is not WebAssembly (the file does not start with `\\0asm`)",
+                path.display()
+            );
+        }
+        if wasm.get(4..8) == Some(&[1, 0, 0, 0]) {
+            anyhow::bail!(
+                "plugin `{name}` ({}) is a core WebAssembly module, not a component: build it for wasm32-wasip2",
+                path.display()
+            );
+        }
+        let (component, hash) = self.engine.load_component(&wasm, path).with_context(|| {
+            format!(
+                "plugin `{name}` ({}) is not a valid component",
+                path.display()
+            )
+        })?;
+        if let Some(p) = self.plugins.lock().unwrap().get(&hash) {
+            if p.name == name {
+                return Ok(p.clone());
+            }
+        }
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(anyhow::Error::from)
+            .with_context(|| {
+                format!(
+                    "plugin `{name}` ({}) needs something this host does not offer",
+                    path.display()
+                )
+            })?;
+        let exports = Exports::find(self.engine.engine(), &component)
+            .with_context(|| format!("plugin `{name}` ({})", path.display()))?;
+        let pre = PolicyHostPre::new(pre)
+            .map_err(anyhow::Error::from)
+            .with_context(|| {
+                format!(
+                    "plugin `{name}` ({}) does not export {POLICY_IFACE}",
+                    path.display()
+                )
+            })?;
+        let mut needs: Vec<&'static str> = component
+            .component_type()
+            .imports(self.engine.engine())
+            .filter_map(|(n, _)| Capability::for_import(n))
+            .collect();
+        needs.sort_unstable();
+        needs.dedup();
+        let plugin = Arc::new(Plugin {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            hash: hash.clone(),
+            needs,
+            pre,
+            exports,
+            wasm: wasm.into(),
+        });
+        self.plugins.lock().unwrap().insert(hash, plugin.clone());
+        Ok(plugin)
+    }
+
+    /// Check a step's configuration with the plugin's own `configure` and
+    /// build the step.
+    #[allow(clippy::too_many_arguments)]
+    pub fn configure_step(
+        &self,
+        api: &str,
+        name: &str,
+        plugin: Arc<Plugin>,
+        config: String,
+        timeout: Duration,
+        memory: usize,
+        fail_open: bool,
+        grants: Grants,
+    ) -> Result<Step, StepConfigError> {
+        let missing: Vec<&str> = plugin
+            .needs
+            .iter()
+            .copied()
+            .filter(|n| !grants.has_named(n))
+            .collect();
+        if !missing.is_empty() {
+            return Err(StepConfigError::NotGranted {
+                plugin: plugin.name.clone(),
+                missing: missing.join(", "),
+            });
+        }
+        let (name, api): (Arc<str>, Arc<str>) = (name.into(), api.into());
+        let log = Arc::new(guard::StepLog::new(
+            api.clone(),
+            name.clone(),
+            guard::LogLimits::default(),
+        ));
+        let mut step = Step {
+            name,
+            api,
+            plugin,
+            config,
+            info: PolicyInfo {
+                body: BodyAccess {
+                    request: None,
+                    response: None,
+                },
+                wants_response: true,
+            },
+            timeout,
+            memory,
+            fail_open,
+            grants: Arc::new(grants),
+            snapshot: Default::default(),
+            log,
+        };
+        let outcome = block_on(async {
+            let mut inst = self
+                .instantiate_unconfigured(&step, &RequestScope::default())
+                .await
+                .map_err(|e| StepConfigError::Failed(e.to_string()))?;
+            Ok::<_, StepConfigError>(inst.configure(&step).await)
+        })?;
+        match outcome {
+            Ok(Ok(info)) => {
+                step.info = info;
+                self.queue_snapshot(&step);
+                Ok(step)
+            }
+            Ok(Err(e)) => Err(StepConfigError::Rejected {
+                field: e.field,
+                message: e.message,
+            }),
+            Err(e) => Err(StepConfigError::Failed(e.to_string())),
+        }
+    }
+
+    async fn instantiate_unconfigured(
+        &self,
+        step: &Step,
+        scope: &RequestScope,
+    ) -> Result<StepInstance, PolicyError> {
+        let plugin = &step.plugin;
+        self.instantiate_from(step, scope, plugin.pre.instance_pre(), plugin.exports, true)
+            .await
+    }
+
+    /// A new instance of `pre` (the plugin, its instrumented form, or a
+    /// configured snapshot) in a store of its own for `step`.
+    pub(super) async fn instantiate_from(
+        &self,
+        step: &Step,
+        scope: &RequestScope,
+        pre: &wasmtime::component::InstancePre<StepState>,
+        exports: Exports,
+        limited: bool,
+    ) -> Result<StepInstance, PolicyError> {
+        // Only the snapshot builder is not `limited` (nor counted as live):
+        // one instance at a time, within the pool's headroom over
+        // `max-instances`.
+        let slot = limited.then(|| {
+            let taken = self.live.fetch_add(1, Ordering::AcqRel);
+            (taken, Slot(self.live.clone()))
+        });
+        if slot
+            .as_ref()
+            .is_some_and(|(taken, _)| *taken >= self.max_instances)
+        {
+            return Err(PolicyError::Busy {
+                step: step.name.to_string(),
+            });
+        }
+        let state = StepState::new(step, scope, self.services.clone());
+        let mut store = Store::new(self.engine.engine(), state);
+        store.limiter(|s| &mut s.limiter);
+        // At every epoch tick: past the deadline, trap; otherwise yield to
+        // the executor so a busy guest never holds a worker thread. The
+        // yield is tokio's own: it lets the worker poll for I/O before the
+        // guest runs again. (wasmtime's plain `Yield` wakes the task at
+        // once, so with busy guests on every worker the network was only
+        // polled every 61 scheduler ticks, i.e. every ~60 ms of guest time,
+        // and other calls' p99 went from ~1 ms to 75-170 ms.)
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().deadline {
+                Ok(UpdateDeadline::Interrupt)
+            } else {
+                Ok(UpdateDeadline::YieldCustom(
+                    1,
+                    Box::pin(tokio::task::yield_now()),
+                ))
+            }
+        });
+        store.set_epoch_deadline(1);
+        let instance = match pre.instantiate_async(&mut store).await {
+            Ok(b) => b,
+            Err(e) => {
+                let mut inst_err = classify(&step.name, step, &store, e);
+                if let PolicyError::Trap { detail, .. } = &mut inst_err {
+                    if detail.contains("pooling") || detail.contains("concurrency limit") {
+                        return Err(PolicyError::Busy {
+                            step: step.name.to_string(),
+                        });
+                    }
+                }
+                return Err(inst_err);
+            }
+        };
+        Ok(StepInstance {
+            store,
+            instance,
+            exports,
+            _slot: slot.map(|(_, s)| s),
+        })
+    }
+
+    /// A fresh instance for one request, configured and ready for its
+    /// phases. The deadline covers `configure` and `on-request`.
+    pub async fn instantiate(
+        &self,
+        step: &Step,
+        scope: &RequestScope,
+    ) -> Result<StepInstance, PolicyError> {
+        if let Some(snap) = step.snapshot.get() {
+            // Configured already: the snapshot is the state `configure`
+            // left, and the deadline covers `on-request` alone.
+            return self
+                .instantiate_from(step, scope, &snap.pre, snap.exports, true)
+                .await;
+        }
+        let mut inst = self.instantiate_unconfigured(step, scope).await?;
+        match inst.configure(step).await {
+            Ok(Ok(_)) => Ok(inst),
+            Ok(Err(e)) => Err(PolicyError::BadOutput {
+                step: step.name.to_string(),
+                detail: format!(
+                    "configure rejected a configuration it accepted at load: {}",
+                    e.message
+                ),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The engine wrapper (for benchmarks).
+    pub fn engine(&self) -> &PolicyEngine {
+        &self.engine
+    }
+}
+
+/// Run a future to completion from synchronous code (loading and checking
+/// configurations), on a thread of its own with a small runtime, so it works
+/// whether or not the caller is inside a tokio runtime.
+fn block_on<F>(f: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime")
+                .block_on(f)
+        })
+        .join()
+        .expect("the configuration check thread panicked")
+    })
+}
+
+fn classify(
+    step_name: &str,
+    step: &Step,
+    store: &Store<StepState>,
+    e: wasmtime::Error,
+) -> PolicyError {
+    let step_s = step_name.to_string();
+    if store.data().limiter.exceeded {
+        return PolicyError::Memory {
+            step: step_s,
+            limit: step.memory,
+        };
+    }
+    if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
+        return PolicyError::Timeout {
+            step: step_s,
+            limit: step.timeout,
+        };
+    }
+    // The trap itself, not wasmtime's backtrace of unnamed frames (which
+    // filled the line and cut the message off); the backtrace at debug.
+    tracing::debug!(api = %step.api, step = step_name, "step failed: {e:?}");
+    let mut detail = match e.downcast_ref::<Trap>() {
+        Some(t) => format!("wasm trap: {t}"),
+        None => format!("{e:#}"),
+    };
+    if detail.len() > 512 {
+        let mut cut = 512;
+        while !detail.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        detail.truncate(cut);
+        detail.push_str("...");
+    }
+    let mut detail = escape_log(&detail);
+    // A Rust guest's panic message is on its standard error.
+    if let Some(text) = store.data().stderr.text() {
+        detail.push_str("; the plugin wrote to stderr: ");
+        detail.push_str(&text);
+    }
+    PolicyError::Trap {
+        step: step_s,
+        detail,
+    }
+}
+
+/// One instance of one step for one request.
+pub struct StepInstance {
+    pub(super) store: Store<StepState>,
+    pub(super) instance: Instance,
+    exports: Exports,
+    _slot: Option<Slot>,
+}
+
+impl StepInstance {
+    fn func(&mut self, index: ComponentExportIndex) -> Func {
+        self.instance
+            .get_func(&mut self.store, index)
+            .expect("found in this component at load")
+    }
+
+    pub(super) async fn configure(
+        &mut self,
+        step: &Step,
+    ) -> Result<Result<PolicyInfo, WitConfigError>, PolicyError> {
+        let f = typed::<ConfigureSig<'_>, ConfigureRet>(self.func(self.exports.configure));
+        let r = f.call_async(&mut self.store, (&step.config,)).await;
+        r.map(|(r,)| r)
+            .map_err(|e| classify(&step.name, step, &self.store, e))
+    }
+
+    /// Run `on-request`. The caller must not call this twice.
+    pub async fn on_request(
+        &mut self,
+        step: &Step,
+        ctx: &CallContext,
+        req: &RequestHead,
+        body: Option<&[u8]>,
+    ) -> Result<RequestDecision, PolicyError> {
+        let f = typed::<OnRequestSig<'_>, OnRequestRet>(self.func(self.exports.on_request));
+        let r = f.call_async(&mut self.store, (ctx, req, body)).await;
+        r.map(|(r,)| r)
+            .map_err(|e| classify(&step.name, step, &self.store, e))
+    }
+
+    /// Run `on-response` with a fresh deadline.
+    pub async fn on_response(
+        &mut self,
+        step: &Step,
+        ctx: &CallContext,
+        req: &RequestHead,
+        resp: &ResponseHead,
+        body: Option<&[u8]>,
+    ) -> Result<ResponseDecision, PolicyError> {
+        self.store.data_mut().deadline = Instant::now() + step.timeout;
+        self.store.set_epoch_deadline(1);
+        let f = typed::<OnResponseSig<'_>, OnResponseRet>(self.func(self.exports.on_response));
+        let r = f.call_async(&mut self.store, (ctx, req, resp, body)).await;
+        r.map(|(r,)| r)
+            .map_err(|e| classify(&step.name, step, &self.store, e))
+    }
+}
