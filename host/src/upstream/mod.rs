@@ -25,13 +25,14 @@
 //! bounded by `response-timeout` (`connect-timeout` covers the TCP connect).
 
 pub mod breaker;
+mod error;
 
-use crate::gateway::error::GatewayError;
 use crate::manifest::UpstreamSpec;
 use crate::net::error_chain;
 use crate::net::tls_client::{self, ClientTls, Connector, Trust};
 use crate::upstream::breaker::{Admit, Breaker, BreakerSettings, Transition};
 use bytes::Bytes;
+pub use error::UpstreamError;
 use http::uri::{PathAndQuery, Scheme};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
@@ -114,16 +115,6 @@ pub enum OutboundBody {
     Stream(Incoming),
     /// Whole in memory (read for a policy step, or empty): replayable.
     Buffered(Bytes),
-}
-
-/// Why one attempt failed, and whether another may be made.
-struct AttemptError {
-    error: GatewayError,
-    /// The connection failed before any response (so the request may not
-    /// have been processed): an idempotent call may go elsewhere.
-    before_response: bool,
-    /// No response head within the response timeout.
-    timed_out: bool,
 }
 
 /// A call's claim on a target: its outcome must be reported to the
@@ -396,11 +387,183 @@ impl Upstream {
     /// Send `out` to a target, retrying an idempotent call with a
     /// replayable body on another target when the connection failed before
     /// any response, and report every attempt to its target's breaker.
-    pub async fn forward(&self, out: Outbound) -> Result<Response<UpstreamBody>, GatewayError> {
+    pub async fn forward(&self, out: Outbound) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let mut call = Call::new(out, self.retries);
+        let mut tried: Vec<usize> = Vec::new();
+        loop {
+            let lease = self.admit(&tried)?;
+            tried.push(lease.index);
+            let req = call.request(self, &self.targets[lease.index])?;
+            match self.send_once(req, lease.index).await {
+                Ok(resp) => return Ok(self.answered(lease, resp)),
+                Err(e) => self.failed(lease, e, &mut call)?,
+            }
+        }
+    }
+
+    /// The target for the next attempt ([`Upstream::pick`]), or the circuit
+    /// open error when every breaker refuses.
+    fn admit(&self, tried: &[usize]) -> Result<Lease<'_>, UpstreamError> {
+        self.pick(tried).map_err(|retry_at| UpstreamError::Open {
+            retry_after: retry_at.saturating_duration_since(Instant::now()),
+        })
+    }
+
+    /// A response head arrived: report the attempt and hand the response
+    /// on, its body bounded by `body-timeout`.
+    fn answered(&self, lease: Lease<'_>, resp: Response<Incoming>) -> Response<UpstreamBody> {
+        let failed = self.count_5xx && resp.status().is_server_error();
+        lease.report(!failed);
+        let idle = self.body_timeout;
+        resp.map(|b| UpstreamBody::new(b, idle))
+    }
+
+    /// An attempt failed: `Ok` to try again, else the call's error. A
+    /// failure the client caused (its body broke off or stalled) is not
+    /// reported to the target's breaker (else a client could take targets
+    /// out of rotation for everyone).
+    fn failed(
+        &self,
+        lease: Lease<'_>,
+        e: UpstreamError,
+        call: &mut Call,
+    ) -> Result<(), UpstreamError> {
+        let timed_out = matches!(e, UpstreamError::ResponseTimeout(_));
+        // Returning before `report` drops the lease, which reports nothing
+        // (a probe is handed to the next call).
+        match call.client_body() {
+            Some(BODY_BROKEN) => return Err(UpstreamError::ClientBodyBroken),
+            // The target waited for the rest of a body the client did not
+            // send: the client's timeout.
+            Some(BODY_WAITING) if timed_out => {
+                return Err(UpstreamError::ClientBodyStalled(self.response_timeout))
+            }
+            Some(BODY_SENDING) if timed_out => return Err(e),
+            _ => {}
+        }
+        let index = lease.index;
+        lease.report(false);
+        if e.retryable() && call.attempt < call.retries {
+            call.attempt += 1;
+            tracing::debug!(
+                api = %self.api,
+                target = self.targets[index].authority.as_str(),
+                attempt = call.attempt,
+                "{e}; retrying"
+            );
+            return Ok(());
+        }
+        Err(e)
+    }
+
+    /// The URI of `pq` on `target` (its base path prepended).
+    fn uri(&self, target: &Target, pq: &PathAndQuery) -> Result<Uri, UpstreamError> {
+        let pq = if target.base_path.is_empty() {
+            pq.clone()
+        } else {
+            let mut joined = String::with_capacity(target.base_path.len() + pq.as_str().len());
+            joined.push_str(&target.base_path);
+            joined.push_str(pq.as_str());
+            PathAndQuery::try_from(joined).map_err(|e| UpstreamError::Uri(e.into()))?
+        };
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(target.authority.clone())
+            .path_and_query(pq)
+            .build()
+            .map_err(UpstreamError::Uri)
+    }
+
+    /// One attempt: wait for the response head within the response timeout.
+    async fn send_once(
+        &self,
+        req: Request<ProxyBody>,
+        index: usize,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        match tokio::time::timeout(self.response_timeout, self.client.get().request(req)).await {
+            Err(_) => Err(UpstreamError::ResponseTimeout(self.response_timeout)),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(self.classify(&e, index)),
+        }
+    }
+
+    fn classify(&self, e: &hyper_util::client::legacy::Error, index: usize) -> UpstreamError {
+        let text = error_chain(e);
+        // A refused handshake, or the target refusing ours (TLS 1.3 reports
+        // a refused client certificate on the first read): named as such,
+        // with the target, since the fix is in certificates, not in the
+        // network. HTTP/2 keeps only the text of an I/O error, hence the
+        // second look.
+        let tls = match tls_client::tls_failure(e) {
+            Some(t) => Some(t.to_string()),
+            None => text
+                .find("received fatal alert")
+                .map(|i| text[i..].to_string()),
+        };
+        if let Some(detail) = tls {
+            return UpstreamError::Tls {
+                target: self.targets[index].authority.clone(),
+                before_request: e.is_connect() || detail.starts_with("received fatal alert"),
+                detail,
+            };
+        }
+        if e.is_connect() {
+            let timed_out = io_kinds(e).any(|k| k == std::io::ErrorKind::TimedOut)
+                || text.contains("timed out")
+                || text.contains("timeout");
+            return if timed_out {
+                UpstreamError::ConnectTimeout(self.connect_timeout)
+            } else {
+                UpstreamError::Connect(text)
+            };
+        }
+        // Anything the upstream sent that does not parse as a response is
+        // a response: it is not retried.
+        let parse = hyper_errors(e).any(|h| h.is_parse() || h.is_parse_status());
+        let closed = !parse
+            && (hyper_errors(e).any(|h| {
+                h.is_incomplete_message() || h.is_canceled() || h.is_body_write_aborted()
+            }) || io_kinds(e).any(|k| {
+                use std::io::ErrorKind as K;
+                matches!(
+                    k,
+                    K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof
+                )
+            }));
+        if closed {
+            UpstreamError::Closed(text)
+        } else {
+            UpstreamError::BadResponse(text)
+        }
+    }
+}
+
+/// One call across its attempts: the request as prepared, the body (or its
+/// replayable copy) and how many attempts are left.
+struct Call {
+    method: Method,
+    path_and_query: PathAndQuery,
+    headers: HeaderMap,
+    original_host: Option<HeaderValue>,
+    /// The body for the first attempt; later ones send `replay`.
+    body: Option<OutboundBody>,
+    replay: Option<Bytes>,
+    /// Retries allowed: none unless the method is idempotent and the body
+    /// replayable.
+    retries: u32,
+    attempt: u32,
+    /// How far a streaming client body got: a body that breaks off, or
+    /// that is still arriving when the response timeout fires, is the
+    /// client's doing, not the target's.
+    client_body: Option<Arc<AtomicU8>>,
+}
+
+impl Call {
+    fn new(out: Outbound, retries: u32) -> Call {
         let Outbound {
             method,
             path_and_query,
-            mut headers,
+            headers,
             original_host,
             body,
         } = out;
@@ -414,192 +577,64 @@ impl Upstream {
             OutboundBody::Stream(_) => None,
         };
         let retries = if idempotent(&method) && replay.is_some() {
-            self.retries
+            retries
         } else {
             0
         };
-        // How far a streaming client body got: a body that breaks off, or
-        // that is still arriving when the response timeout fires, is the
-        // client's doing, not the target's (else a client could take
-        // targets out of rotation for everyone).
-        let mut client_body: Option<Arc<AtomicU8>> = None;
-        let mut body = Some(body);
-        let mut tried: Vec<usize> = Vec::new();
-        let mut attempt = 0;
-        loop {
-            let lease = match self.pick(&tried) {
-                Ok(l) => l,
-                Err(retry_at) => {
-                    return Err(GatewayError::UpstreamOpen {
-                        retry_after: retry_at.saturating_duration_since(Instant::now()),
-                    })
-                }
-            };
-            tried.push(lease.index);
-            let target = &self.targets[lease.index];
-            let pq = if target.base_path.is_empty() {
-                path_and_query.clone()
-            } else {
-                let mut pq =
-                    String::with_capacity(target.base_path.len() + path_and_query.as_str().len());
-                pq.push_str(&target.base_path);
-                pq.push_str(path_and_query.as_str());
-                PathAndQuery::try_from(pq).map_err(|e| {
-                    GatewayError::Internal(format!("building the upstream URI: {e}"))
-                })?
-            };
-            let uri = Uri::builder()
-                .scheme(self.scheme.clone())
-                .authority(target.authority.clone())
-                .path_and_query(pq)
-                .build()
-                .map_err(|e| GatewayError::Internal(format!("building the upstream URI: {e}")))?;
-            let this_body: ProxyBody = match body.take() {
-                Some(OutboundBody::Stream(b)) => {
-                    let state = Arc::new(AtomicU8::new(BODY_SENDING));
-                    client_body = Some(state.clone());
-                    ClientBody { inner: b, state }.boxed()
-                }
-                Some(OutboundBody::Buffered(b)) => full(b),
-                None => full(replay.clone().unwrap_or_default()),
-            };
-            let mut req = Request::new(this_body);
-            *req.method_mut() = method.clone();
-            *req.uri_mut() = uri;
-            // The last attempt takes the headers; earlier ones copy them.
-            *req.headers_mut() = if attempt < retries {
-                headers.clone()
-            } else {
-                std::mem::take(&mut headers)
-            };
-            let host = if self.preserve_host {
-                original_host.clone()
-            } else {
-                target.host.clone()
-            };
-            if let Some(h) = host {
-                req.headers_mut().insert(header::HOST, h);
-            }
-            match self.send_once(req, lease.index).await {
-                Ok(resp) => {
-                    let failed = self.count_5xx && resp.status().is_server_error();
-                    lease.report(!failed);
-                    let idle = self.body_timeout;
-                    return Ok(resp.map(|b| UpstreamBody::new(b, idle)));
-                }
-                Err(e) => {
-                    match client_body.as_ref().map(|s| s.load(Ordering::Acquire)) {
-                        Some(BODY_BROKEN) => {
-                            // Dropping the lease reports nothing (a probe
-                            // is handed to the next call).
-                            drop(lease);
-                            return Err(GatewayError::BadRequest(
-                                "the request body broke off before it was complete".into(),
-                            ));
-                        }
-                        // The target waited for the rest of a body the
-                        // client did not send: the client's timeout.
-                        Some(BODY_WAITING) if e.timed_out => {
-                            drop(lease);
-                            return Err(GatewayError::RequestTimeout(self.response_timeout));
-                        }
-                        Some(BODY_SENDING) if e.timed_out => {
-                            drop(lease);
-                            return Err(e.error);
-                        }
-                        _ => {}
-                    }
-                    let index = lease.index;
-                    lease.report(false);
-                    if e.before_response && attempt < retries {
-                        attempt += 1;
-                        tracing::debug!(
-                            api = %self.api,
-                            target = self.targets[index].authority.as_str(),
-                            attempt,
-                            "{}; retrying",
-                            e.error
-                        );
-                        continue;
-                    }
-                    return Err(e.error);
-                }
-            }
+        Call {
+            method,
+            path_and_query,
+            headers,
+            original_host,
+            body: Some(body),
+            replay,
+            retries,
+            attempt: 0,
+            client_body: None,
         }
     }
 
-    /// One attempt: wait for the response head within the response timeout.
-    async fn send_once(
-        &self,
-        req: Request<ProxyBody>,
-        index: usize,
-    ) -> Result<Response<Incoming>, AttemptError> {
-        match tokio::time::timeout(self.response_timeout, self.client.get().request(req)).await {
-            Err(_) => Err(AttemptError {
-                error: GatewayError::UpstreamTimeout(self.response_timeout),
-                before_response: false,
-                timed_out: true,
-            }),
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(self.classify(&e, index)),
-        }
+    /// The state of the streaming client body, if there is one.
+    fn client_body(&self) -> Option<u8> {
+        self.client_body.as_ref().map(|s| s.load(Ordering::Acquire))
     }
 
-    fn classify(&self, e: &hyper_util::client::legacy::Error, index: usize) -> AttemptError {
-        let text = error_chain(e);
-        // A refused handshake, or the target refusing ours (TLS 1.3 reports
-        // a refused client certificate on the first read): named as such,
-        // with the target, since the fix is in certificates, not in the
-        // network. HTTP/2 keeps only the text of an I/O error, hence the
-        // second look.
-        let tls = match tls_client::tls_failure(e) {
-            Some(t) => Some(t.to_string()),
-            None => text
-                .find("received fatal alert")
-                .map(|i| text[i..].to_string()),
+    /// The request for this attempt to `target`: its URI, the body (the
+    /// replayable copy after the first attempt) and `Host` (the client's
+    /// with `preserve-host`, else the target's).
+    fn request(
+        &mut self,
+        up: &Upstream,
+        target: &Target,
+    ) -> Result<Request<ProxyBody>, UpstreamError> {
+        let uri = up.uri(target, &self.path_and_query)?;
+        let body: ProxyBody = match self.body.take() {
+            Some(OutboundBody::Stream(b)) => {
+                let state = Arc::new(AtomicU8::new(BODY_SENDING));
+                self.client_body = Some(state.clone());
+                ClientBody { inner: b, state }.boxed()
+            }
+            Some(OutboundBody::Buffered(b)) => full(b),
+            None => full(self.replay.clone().unwrap_or_default()),
         };
-        if let Some(tls) = tls {
-            return AttemptError {
-                error: GatewayError::UpstreamConnect(format!(
-                    "TLS with target {} failed: {tls}",
-                    self.targets[index].authority
-                )),
-                before_response: e.is_connect() || tls.starts_with("received fatal alert"),
-                timed_out: false,
-            };
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = uri;
+        // The last attempt takes the headers; earlier ones copy them.
+        *req.headers_mut() = if self.attempt < self.retries {
+            self.headers.clone()
+        } else {
+            std::mem::take(&mut self.headers)
+        };
+        let host = if up.preserve_host {
+            self.original_host.clone()
+        } else {
+            target.host.clone()
+        };
+        if let Some(h) = host {
+            req.headers_mut().insert(header::HOST, h);
         }
-        if e.is_connect() {
-            let timed_out = io_kinds(e).any(|k| k == std::io::ErrorKind::TimedOut)
-                || text.contains("timed out")
-                || text.contains("timeout");
-            return AttemptError {
-                error: if timed_out {
-                    GatewayError::UpstreamTimeout(self.connect_timeout)
-                } else {
-                    GatewayError::UpstreamConnect(text)
-                },
-                before_response: true,
-                timed_out: false,
-            };
-        }
-        // Anything the upstream sent that does not parse as a response is
-        // a response: it is not retried.
-        let parse = hyper_errors(e).any(|h| h.is_parse() || h.is_parse_status());
-        let before_response = !parse
-            && (hyper_errors(e).any(|h| {
-                h.is_incomplete_message() || h.is_canceled() || h.is_body_write_aborted()
-            }) || io_kinds(e).any(|k| {
-                use std::io::ErrorKind as K;
-                matches!(
-                    k,
-                    K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof
-                )
-            }));
-        AttemptError {
-            error: GatewayError::UpstreamProtocol(text),
-            before_response,
-            timed_out: false,
-        }
+        Ok(req)
     }
 }
 
