@@ -1072,6 +1072,127 @@ mod tests {
         });
     }
 
+    /// An upstream of one target at `addr`, with one retry and a breaker
+    /// that opens after `failures` failures.
+    fn one_target(addr: std::net::SocketAddr, failures: u32) -> Upstream {
+        let spec = UpstreamSpec {
+            targets: vec![format!("http://{addr}")],
+            connect_timeout: crate::manifest::Dur(Duration::from_millis(500)),
+            response_timeout: crate::manifest::Dur(Duration::from_millis(300)),
+            body_timeout: crate::manifest::Dur(Duration::from_secs(1)),
+            retries: 1,
+            preserve_host: false,
+            breaker: crate::manifest::BreakerSpec {
+                failures,
+                cool_down: crate::manifest::Dur(Duration::from_secs(30)),
+                count_5xx: false,
+            },
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+            tls_server_name: None,
+            insecure_skip_verify: false,
+        };
+        Upstream::new("t", &spec, Path::new(".")).unwrap()
+    }
+
+    fn get() -> Outbound {
+        Outbound {
+            method: Method::GET,
+            path_and_query: PathAndQuery::from_static("/x"),
+            headers: HeaderMap::new(),
+            original_host: None,
+            body: OutboundBody::Buffered(Bytes::new()),
+        }
+    }
+
+    async fn fails(up: &Upstream) -> UpstreamError {
+        match up.forward(get()).await {
+            Ok(r) => panic!("answered {}", r.status()),
+            Err(e) => e,
+        }
+    }
+
+    /// A loopback "upstream" that does `with` to every connection.
+    async fn peer<F, Fut>(with: F) -> std::net::SocketAddr
+    where
+        F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                tokio::spawn(with(s));
+            }
+        });
+        addr
+    }
+
+    /// Real failures, each classified by what failed and whether it may be
+    /// retried; a target out of rotation answers at once.
+    #[tokio::test]
+    async fn failures_are_classified_by_what_failed() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // Refused: nothing listens on a port just freed.
+        let refused = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let e = fails(&one_target(refused, 0)).await;
+        assert!(matches!(e, UpstreamError::Connect(_)), "{e:?}");
+        assert!(e.retryable() && !e.is_client());
+        // Closed before a response head.
+        let closes = peer(|mut s| async move {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+        })
+        .await;
+        let e = fails(&one_target(closes, 0)).await;
+        assert!(matches!(e, UpstreamError::Closed(_)), "{e:?}");
+        assert!(e.retryable());
+        // Not HTTP.
+        let garbage = peer(|mut s| async move {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let _ = s.write_all(b"SSH-2.0-OpenSSH\r\n\r\n").await;
+        })
+        .await;
+        let e = fails(&one_target(garbage, 0)).await;
+        assert!(matches!(e, UpstreamError::BadResponse(_)), "{e:?}");
+        assert!(!e.retryable());
+        // No response head within `response-timeout`.
+        let silent = peer(|s| async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            drop(s);
+        })
+        .await;
+        let e = fails(&one_target(silent, 0)).await;
+        assert!(
+            matches!(e, UpstreamError::ResponseTimeout(d) if d == Duration::from_millis(300)),
+            "{e:?}"
+        );
+        assert!(!e.retryable());
+        // After one failure the breaker is open: the next call is refused
+        // at once, with the time to the next probe. (A POST is not retried;
+        // a GET's retry would already find the breaker open.)
+        let up = one_target(refused, 1);
+        let post = Outbound {
+            method: Method::POST,
+            ..get()
+        };
+        assert!(matches!(
+            up.forward(post).await,
+            Err(UpstreamError::Connect(_))
+        ));
+        match up.forward(get()).await {
+            Err(UpstreamError::Open { retry_after }) => {
+                assert!(retry_after > Duration::from_secs(25), "{retry_after:?}")
+            }
+            other => panic!("{:?}", other.map(|r| r.status())),
+        }
+    }
+
     #[test]
     fn only_idempotent_methods_are_retried() {
         for m in ["GET", "HEAD", "OPTIONS", "PUT", "DELETE"] {
