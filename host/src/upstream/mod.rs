@@ -4,7 +4,8 @@
 //! well-behaved proxy (hop-by-hop fields removed per RFC 9110 §7.6.1,
 //! `X-Forwarded-*` set by the gateway and never trusted from clients).
 //!
-//! Failures and what they cost:
+//! Failures and what they cost (each a kind of [`UpstreamError`]; the
+//! status is the gateway edge's mapping, `crate::gateway::error`):
 //!
 //! | the upstream ...                         | client gets | breaker  | retried (idempotent, no streamed body) |
 //! |------------------------------------------|-------------|----------|----------------------------------------|
@@ -210,93 +211,113 @@ fn tls_settings(
     }))
 }
 
+/// The targets of `spec`, and the scheme they all share.
+fn parse_targets(spec: &UpstreamSpec) -> Result<(Vec<Target>, Scheme), String> {
+    if spec.targets.is_empty() {
+        return Err("`targets` must name at least one `http://host:port`".into());
+    }
+    let mut targets = Vec::new();
+    let mut scheme: Option<Scheme> = None;
+    for t in &spec.targets {
+        let uri: Uri = t
+            .parse()
+            .map_err(|_| format!("target `{t}` is not a URL like http://host:port"))?;
+        let this = match uri.scheme_str() {
+            Some("http") => Scheme::HTTP,
+            Some("https") => Scheme::HTTPS,
+            _ => return Err(format!("target `{t}` must start with http:// or https://")),
+        };
+        match &scheme {
+            Some(s) if *s != this => {
+                return Err(format!(
+                    "target `{t}` is {this}:// but an earlier one is {s}://: every target of an upstream has the same scheme"
+                ))
+            }
+            _ => scheme = Some(this),
+        }
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| format!("target `{t}` has no host"))?;
+        if uri.query().is_some() {
+            return Err(format!("target `{t}` cannot have a query"));
+        }
+        let base_path = uri.path().trim_end_matches('/').to_string();
+        targets.push(Target {
+            host: HeaderValue::from_str(authority.as_str()).ok(),
+            authority,
+            base_path,
+        });
+    }
+    Ok((targets, scheme.unwrap_or(Scheme::HTTP)))
+}
+
+/// The timeouts, retries and breaker of `spec`, checked.
+fn check_limits(spec: &UpstreamSpec) -> Result<BreakerSettings, String> {
+    for (name, d) in [
+        ("connect-timeout", spec.connect_timeout),
+        ("response-timeout", spec.response_timeout),
+        ("body-timeout", spec.body_timeout),
+    ] {
+        if d.0.is_zero() {
+            return Err(format!("`{name}` must be longer than 0"));
+        }
+    }
+    if spec.retries > MAX_RETRIES {
+        return Err(format!(
+            "`retries = {}` is too many: at most {MAX_RETRIES}",
+            spec.retries
+        ));
+    }
+    if spec.breaker.failures > 0 && spec.breaker.cool_down.0.is_zero() {
+        return Err("`breaker.cool-down` must be longer than 0 (or set `breaker.failures = 0` to turn the breaker off)".into());
+    }
+    Ok(BreakerSettings {
+        failures: spec.breaker.failures,
+        cool_down: spec.breaker.cool_down.0,
+    })
+}
+
+/// The connection pools (one per serving worker) for `spec`'s targets,
+/// over TLS when `tls` is set.
+fn client_pools(
+    api: &str,
+    spec: &UpstreamSpec,
+    tls: Option<&ClientTls>,
+) -> Result<crate::net::workers::PerWorker<Client<Connector, ProxyBody>>, String> {
+    let mut conn = HttpConnector::new();
+    conn.set_connect_timeout(Some(spec.connect_timeout.0));
+    conn.set_nodelay(true);
+    conn.set_keepalive(Some(Duration::from_secs(60)));
+    let conn = match tls {
+        None => tls_client::plain_connector(conn),
+        Some(tls) => {
+            if matches!(tls.trust, Trust::Nobody) {
+                tracing::warn!(
+                    api,
+                    "INSECURE: upstream certificates are not verified (`insecure-skip-verify = true`): anyone on the network path can impersonate the upstream and read its traffic; use `ca-file` instead"
+                );
+            }
+            tls_client::connector(tls, conn, true)?
+        }
+    };
+    Ok(crate::net::workers::PerWorker::new(|| {
+        Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .build(conn.clone())
+    }))
+}
+
 impl Upstream {
     /// Build an API's upstream; file paths in `spec` are relative to `base`
     /// (the manifest's folder).
     pub fn new(api: &str, spec: &UpstreamSpec, base: &Path) -> Result<Self, String> {
-        if spec.targets.is_empty() {
-            return Err("`targets` must name at least one `http://host:port`".into());
-        }
-        let mut targets = Vec::new();
-        let mut scheme: Option<Scheme> = None;
-        for t in &spec.targets {
-            let uri: Uri = t
-                .parse()
-                .map_err(|_| format!("target `{t}` is not a URL like http://host:port"))?;
-            let this = match uri.scheme_str() {
-                Some("http") => Scheme::HTTP,
-                Some("https") => Scheme::HTTPS,
-                _ => return Err(format!("target `{t}` must start with http:// or https://")),
-            };
-            match &scheme {
-                Some(s) if *s != this => {
-                    return Err(format!(
-                        "target `{t}` is {this}:// but an earlier one is {s}://: every target of an upstream has the same scheme"
-                    ))
-                }
-                _ => scheme = Some(this),
-            }
-            let authority = uri
-                .authority()
-                .cloned()
-                .ok_or_else(|| format!("target `{t}` has no host"))?;
-            if uri.query().is_some() {
-                return Err(format!("target `{t}` cannot have a query"));
-            }
-            let base_path = uri.path().trim_end_matches('/').to_string();
-            targets.push(Target {
-                host: HeaderValue::from_str(authority.as_str()).ok(),
-                authority,
-                base_path,
-            });
-        }
-        for (name, d) in [
-            ("connect-timeout", spec.connect_timeout),
-            ("response-timeout", spec.response_timeout),
-            ("body-timeout", spec.body_timeout),
-        ] {
-            if d.0.is_zero() {
-                return Err(format!("`{name}` must be longer than 0"));
-            }
-        }
-        if spec.retries > MAX_RETRIES {
-            return Err(format!(
-                "`retries = {}` is too many: at most {MAX_RETRIES}",
-                spec.retries
-            ));
-        }
-        if spec.breaker.failures > 0 && spec.breaker.cool_down.0.is_zero() {
-            return Err("`breaker.cool-down` must be longer than 0 (or set `breaker.failures = 0` to turn the breaker off)".into());
-        }
-        let settings = BreakerSettings {
-            failures: spec.breaker.failures,
-            cool_down: spec.breaker.cool_down.0,
-        };
-        let scheme = scheme.unwrap_or(Scheme::HTTP);
+        let (targets, scheme) = parse_targets(spec)?;
+        let settings = check_limits(spec)?;
         let tls = tls_settings(spec, base, scheme == Scheme::HTTPS)?;
-        let mut conn = HttpConnector::new();
-        conn.set_connect_timeout(Some(spec.connect_timeout.0));
-        conn.set_nodelay(true);
-        conn.set_keepalive(Some(Duration::from_secs(60)));
-        let conn = match &tls {
-            None => tls_client::plain_connector(conn),
-            Some(tls) => {
-                if matches!(tls.trust, Trust::Nobody) {
-                    tracing::warn!(
-                        api,
-                        "INSECURE: upstream certificates are not verified (`insecure-skip-verify = true`): anyone on the network path can impersonate the upstream and read its traffic; use `ca-file` instead"
-                    );
-                }
-                tls_client::connector(tls, conn, true)?
-            }
-        };
-        let client = crate::net::workers::PerWorker::new(|| {
-            Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(60))
-                .pool_max_idle_per_host(256)
-                .pool_timer(hyper_util::rt::TokioTimer::new())
-                .build(conn.clone())
-        });
+        let client = client_pools(api, spec, tls.as_ref())?;
         Ok(Upstream {
             api: api.to_string(),
             breakers: targets.iter().map(|_| Breaker::new(settings)).collect(),

@@ -7,7 +7,7 @@ use crate::gateway::error::{Failure, GatewayError};
 use crate::policy::host::ResponseOrigin;
 use crate::upstream::{self, Outbound, OutboundBody, UpstreamBody, UpstreamError};
 use bytes::Bytes;
-use http::{header, HeaderValue, Response};
+use http::{header, HeaderMap, HeaderValue, Response};
 
 /// Call the upstream and take its response as the one the response chain
 /// starts from.
@@ -35,9 +35,17 @@ pub(crate) async fn upstream(cx: &mut Ctx<'_>) -> Result<Outgoing, Failure> {
     })
 }
 
-/// Send the request: its fields are the map as they arrived (already
-/// stripped) when no step ran, else `head.headers`.
+/// Send the request as the chain left it through the API's upstream, which
+/// picks the target (round-robin, skipping open breakers), sets `Host`, and
+/// retries what may be retried.
 async fn call_upstream(cx: &mut Ctx<'_>) -> Result<Response<UpstreamBody>, Failure> {
+    let out = outbound(cx)?;
+    Ok(cx.api.upstream.forward(out).await?)
+}
+
+/// The request for the upstream: its fields are the map as they arrived
+/// (already stripped) when no step ran, else `head.headers`.
+fn outbound(cx: &mut Ctx<'_>) -> Result<Outbound, Failure> {
     let head = &cx.head;
     let mut pq = String::with_capacity(head.path.len() + 16);
     pq.push_str(&head.path);
@@ -45,7 +53,7 @@ async fn call_upstream(cx: &mut Ctx<'_>) -> Result<Response<UpstreamBody>, Failu
         pq.push('?');
         pq.push_str(q);
     }
-    let pq = http::uri::PathAndQuery::try_from(pq)
+    let path_and_query = http::uri::PathAndQuery::try_from(pq)
         .map_err(|e| GatewayError::Internal(format!("building the upstream URI: {e}")))?;
     let method = http::Method::from_bytes(head.method.as_bytes())
         .map_err(|_| GatewayError::BadRequest("invalid method".into()))?;
@@ -57,25 +65,46 @@ async fn call_upstream(cx: &mut Ctx<'_>) -> Result<Response<UpstreamBody>, Failu
             h
         }
     };
+    let original_host = forwarding_fields(cx, &mut headers);
+    let body = outbound_body(cx, &mut headers);
+    Ok(Outbound {
+        method,
+        path_and_query,
+        headers,
+        original_host,
+        body,
+    })
+}
+
+/// Set the fields the gateway vouches for: `X-Forwarded-*` from what it
+/// saw, and `x-request-id`; `Host` is removed (the upstream sets it per
+/// target). Returns the client's `Host`, for `preserve-host`.
+fn forwarding_fields(cx: &Ctx<'_>, headers: &mut HeaderMap) -> Option<HeaderValue> {
+    let authority = &cx.head.authority;
     let original_host = headers
         .get(header::HOST)
         .cloned()
-        .or_else(|| HeaderValue::from_str(&head.authority).ok());
+        .or_else(|| HeaderValue::from_str(authority).ok());
     upstream::set_forwarded(
-        &mut headers,
+        headers,
         &cx.peer.ip().to_string(),
         cx.head.scheme.as_str(),
         original_host
             .as_ref()
             .and_then(|h| h.to_str().ok())
-            .or(Some(super::normalise::host_of(&head.authority))),
+            .or(Some(super::normalise::host_of(authority))),
     );
     headers.remove(header::HOST);
     if let Ok(v) = HeaderValue::from_str(cx.request_id()) {
         headers.insert("x-request-id", v);
     }
+    original_host
+}
+
+/// The body for the upstream, and the framing fields that go with it.
+fn outbound_body(cx: &mut Ctx<'_>, headers: &mut HeaderMap) -> OutboundBody {
     let placeholder = OutboundBody::Buffered(Bytes::new());
-    let body = match std::mem::replace(&mut cx.body, placeholder) {
+    match std::mem::replace(&mut cx.body, placeholder) {
         // A streamed body of unknown length (chunked, or HTTP/2 without
         // content-length) goes upstream chunked whatever the method:
         // otherwise hyper sends a GET's or DELETE's body as no body at all.
@@ -94,15 +123,5 @@ async fn call_upstream(cx: &mut Ctx<'_>) -> Result<Response<UpstreamBody>, Failu
             headers.remove(header::CONTENT_LENGTH);
             OutboundBody::Buffered(b)
         }
-    };
-    // The upstream picks the target (round-robin, skipping open breakers),
-    // sets `Host`, and retries what may be retried.
-    let out = Outbound {
-        method,
-        path_and_query: pq,
-        headers,
-        original_host,
-        body,
-    };
-    Ok(cx.api.upstream.forward(out).await?)
+    }
 }
