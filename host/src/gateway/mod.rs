@@ -6,10 +6,15 @@
 //! is kept.
 //!
 //! ```text
-//! accept -> normalise -> route -> request chain -> upstream -> response chain (reverse) -> client
-//!             |            |            |              |              |
-//!             +------------+------------+--------------+--------------+--> fail (status, close?)
+//! accept -> normalise -> route -> request chain -> upstream -> response chain -> finish
+//!               |          |            |              |        (reverse)    ^
+//!               +----------+--> fail ---|--------------|---------------------|--> finish
+//!                                       +--------------+--> fail ------------+
 //! ```
+//!
+//! A failure before routing is answered at once; one in the request chain
+//! or at the upstream becomes the response the response chain runs over
+//! (a failing response step replaces the response in turn).
 //!
 //! The control plane swaps generations in through [`DataPlane::install`];
 //! a request reads the current one once and finishes on it.

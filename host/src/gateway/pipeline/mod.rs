@@ -2,10 +2,10 @@
 //! failure exit.
 //!
 //! ```text
-//! handle:  accept ─ normalise ─ route ─┬─ request chain ─ upstream ─┬─ response chain ─ finish
-//!                      │          │     │        │            │      │    (reverse)
-//!                      └──────────┴─────┼────────┴────────────┘      │
-//!                                 fail ─┴─(error response, close?)───┘
+//! accept -> normalise -> route -> request chain -> upstream -> response chain -> finish
+//!               |          |            |              |        (reverse)    ^
+//!               +----------+--> fail ---|--------------|---------------------|--> finish
+//!                                       +--------------+--> fail ------------+
 //! ```
 //!
 //! - **accept** gives the call its request id and timings ([`Arrival`]);
