@@ -88,8 +88,10 @@ fn exit(failure: Failure) -> (u16, bool, String) {
 
 #[test]
 fn normalise_refuses_what_it_cannot_trust_and_closes() {
-    let mut limits = crate::manifest::Limits::default();
-    limits.max_request_target = crate::manifest::Size(16);
+    let limits = crate::manifest::Limits {
+        max_request_target: crate::manifest::Size(16),
+        ..Default::default()
+    };
     let refused = |p: http::request::Parts| exit(normalise(&p, &limits).unwrap_err());
     let host = ("host", "a.example");
     assert_eq!(
