@@ -8,20 +8,20 @@
 //!                                       +--------------+--> fail ------------+
 //! ```
 //!
-//! - **accept** gives the call its request id and timings ([`Arrival`]);
-//! - **normalise** ([`normalise`]) refuses framing, targets and
+//! - **accept** gives the call its request id and timings (`Arrival`);
+//! - **normalise** (`normalise`) refuses framing, targets and
 //!   authorities it cannot trust and normalises the path;
 //! - **route** finds the API; from here on the call's state is a
-//!   [`Ctx`];
-//! - **request chain** ([`request::request_chain`]) runs the steps in
+//!   `Ctx`;
+//! - **request chain** (`request::request_chain`) runs the steps in
 //!   order until one answers or fails;
-//! - **upstream** ([`forward::upstream`]) sends the request on;
-//! - **response chain** ([`response::response_chain`]) runs the response
+//! - **upstream** (`forward::upstream`) sends the request on;
+//! - **response chain** (`response::response_chain`) runs the response
 //!   phase of the steps that ran, in reverse, over whatever the response is
 //!   by then (the upstream's, a step's, or an error);
 //! - **finish** sets `x-request-id` and hands the response to hyper.
 //!
-//! Every failure, in any phase, leaves through [`fail`]: it is logged,
+//! Every failure, in any phase, leaves through `fail`: it is logged,
 //! mapped to its response ([`GatewayError::to_response`]) and decides
 //! whether the connection is kept ([`Failure::closes_connection`]).
 //! Failures before routing answer at once; later ones still go through
