@@ -1,7 +1,10 @@
-//! Every failure on the data path, classified by its source, and the one
-//! function that turns it into a response.
+//! Every failure on the data path, classified by its source (the client,
+//! the upstream, a policy, the gateway itself), and the one place each
+//! becomes a status, a response and a log line. [`Failure`] is what the
+//! pipeline's phases return; its exit (`pipeline::fail`) uses what is here.
 
 use crate::policy::PolicyError;
+use crate::upstream::UpstreamError;
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
@@ -24,17 +27,10 @@ pub enum GatewayError {
     RequestTimeout(std::time::Duration),
     #[error("not implemented: {0}")]
     NotImplemented(String),
-    // -- the upstream
-    #[error("upstream unavailable: {0}")]
-    UpstreamConnect(String),
-    #[error("upstream did not answer within {0:?}")]
-    UpstreamTimeout(std::time::Duration),
-    #[error("upstream sent an invalid response: {0}")]
-    UpstreamProtocol(String),
-    #[error("upstream response body larger than {limit} bytes")]
-    UpstreamBodyTooLarge { limit: usize },
-    #[error("every upstream target is out of rotation after repeated failures (next probe in {retry_after:?})")]
-    UpstreamOpen { retry_after: std::time::Duration },
+    // -- the upstream (what the client caused while the call was under
+    //    way, and the gateway's own slips, are mapped out by `From`)
+    #[error(transparent)]
+    Upstream(UpstreamError),
     // -- a policy
     #[error(transparent)]
     Policy(#[from] PolicyError),
@@ -54,11 +50,7 @@ impl GatewayError {
             GatewayError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             GatewayError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             GatewayError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
-            GatewayError::UpstreamConnect(_)
-            | GatewayError::UpstreamProtocol(_)
-            | GatewayError::UpstreamBodyTooLarge { .. } => StatusCode::BAD_GATEWAY,
-            GatewayError::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            GatewayError::UpstreamOpen { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::Upstream(u) => upstream_status(u),
             GatewayError::Policy(p) => match p {
                 PolicyError::Trap { .. }
                 | PolicyError::Memory { .. }
@@ -81,11 +73,7 @@ impl GatewayError {
             GatewayError::UriTooLong { .. } => "uri_too_long",
             GatewayError::RequestTimeout(_) => "request_timeout",
             GatewayError::NotImplemented(_) => "not_implemented",
-            GatewayError::UpstreamConnect(_) => "upstream_unavailable",
-            GatewayError::UpstreamTimeout(_) => "upstream_timeout",
-            GatewayError::UpstreamProtocol(_) => "upstream_invalid_response",
-            GatewayError::UpstreamBodyTooLarge { .. } => "upstream_body_too_large",
-            GatewayError::UpstreamOpen { .. } => "upstream_circuit_open",
+            GatewayError::Upstream(u) => upstream_code(u),
             GatewayError::Policy(PolicyError::Trap { .. }) => "policy_failed",
             GatewayError::Policy(PolicyError::Memory { .. }) => "policy_memory_exceeded",
             GatewayError::Policy(PolicyError::BadOutput { .. }) => "policy_invalid_output",
@@ -106,15 +94,8 @@ impl GatewayError {
             | GatewayError::PayloadTooLarge { .. }
             | GatewayError::UriTooLong { .. }
             | GatewayError::RequestTimeout(_)
-            | GatewayError::NotImplemented(_)
-            | GatewayError::UpstreamTimeout(_) => self.to_string(),
-            GatewayError::UpstreamConnect(_) => "upstream unavailable".into(),
-            GatewayError::UpstreamOpen { .. } => {
-                "upstream unavailable: every target failed recently; retry later".into()
-            }
-            GatewayError::UpstreamProtocol(_) | GatewayError::UpstreamBodyTooLarge { .. } => {
-                "upstream sent an invalid response".into()
-            }
+            | GatewayError::NotImplemented(_) => self.to_string(),
+            GatewayError::Upstream(u) => upstream_message(u),
             GatewayError::Policy(PolicyError::Timeout { step, .. }) => {
                 format!("policy step `{step}` timed out")
             }
@@ -133,6 +114,141 @@ impl GatewayError {
             request_id,
             self,
         )
+    }
+}
+
+impl From<UpstreamError> for GatewayError {
+    /// The edge's view of an upstream failure: what the client caused while
+    /// the call was under way is the client's error, a URI the gateway could
+    /// not build is its own, the rest is the upstream's.
+    fn from(e: UpstreamError) -> Self {
+        match e {
+            UpstreamError::ClientBodyBroken => GatewayError::BadRequest(e.to_string()),
+            UpstreamError::ClientBodyStalled(d) => GatewayError::RequestTimeout(d),
+            UpstreamError::Uri(_) => GatewayError::Internal(e.to_string()),
+            e => GatewayError::Upstream(e),
+        }
+    }
+}
+
+fn upstream_status(e: &UpstreamError) -> StatusCode {
+    match e {
+        UpstreamError::Open { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        UpstreamError::ConnectTimeout(_) | UpstreamError::ResponseTimeout(_) => {
+            StatusCode::GATEWAY_TIMEOUT
+        }
+        UpstreamError::Connect(_)
+        | UpstreamError::Tls { .. }
+        | UpstreamError::Closed(_)
+        | UpstreamError::BadResponse(_)
+        | UpstreamError::BodyTooLarge { .. } => StatusCode::BAD_GATEWAY,
+        // As their `From` mapping has them.
+        UpstreamError::Uri(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        UpstreamError::ClientBodyBroken => StatusCode::BAD_REQUEST,
+        UpstreamError::ClientBodyStalled(_) => StatusCode::REQUEST_TIMEOUT,
+    }
+}
+
+fn upstream_code(e: &UpstreamError) -> &'static str {
+    match e {
+        UpstreamError::Open { .. } => "upstream_circuit_open",
+        UpstreamError::Connect(_) | UpstreamError::Tls { .. } => "upstream_unavailable",
+        UpstreamError::ConnectTimeout(_) | UpstreamError::ResponseTimeout(_) => "upstream_timeout",
+        UpstreamError::Closed(_) | UpstreamError::BadResponse(_) => "upstream_invalid_response",
+        UpstreamError::BodyTooLarge { .. } => "upstream_body_too_large",
+        UpstreamError::Uri(_) => "internal_error",
+        UpstreamError::ClientBodyBroken => "bad_request",
+        UpstreamError::ClientBodyStalled(_) => "request_timeout",
+    }
+}
+
+/// What the client reads of an upstream failure: its kind, not the target
+/// or the I/O error behind it.
+fn upstream_message(e: &UpstreamError) -> String {
+    match e {
+        UpstreamError::ConnectTimeout(_)
+        | UpstreamError::ResponseTimeout(_)
+        | UpstreamError::ClientBodyStalled(_) => e.to_string(),
+        UpstreamError::Connect(_) | UpstreamError::Tls { .. } => "upstream unavailable".into(),
+        UpstreamError::Open { .. } => {
+            "upstream unavailable: every target failed recently; retry later".into()
+        }
+        UpstreamError::Closed(_)
+        | UpstreamError::BadResponse(_)
+        | UpstreamError::BodyTooLarge { .. } => "upstream sent an invalid response".into(),
+        UpstreamError::Uri(_) => "internal error".into(),
+        UpstreamError::ClientBodyBroken => format!("bad request: {e}"),
+    }
+}
+
+impl GatewayError {
+    /// Log this failure of a call to `api`: the upstream's at `warn` (an
+    /// open circuit is already logged when it opens), the gateway's own at
+    /// `error`, a policy's rate-limited per API and step (a step failing on
+    /// every call must not flood the log), the client's at `debug`.
+    pub fn log(&self, request_id: &str, api: &str) {
+        match self {
+            GatewayError::Policy(p) => crate::policy::guard::warn_failure(p, request_id, api, ""),
+            GatewayError::Upstream(UpstreamError::Open { .. }) => {
+                tracing::debug!(request_id, api, "{self}")
+            }
+            GatewayError::Upstream(UpstreamError::Uri(_)) | GatewayError::Internal(_) => {
+                tracing::error!(request_id, api, "{self}")
+            }
+            GatewayError::Upstream(u) if !u.is_client() => {
+                tracing::warn!(request_id, api, "{self}")
+            }
+            _ => tracing::debug!(request_id, api, "{self}"),
+        }
+    }
+}
+
+/// A failure on its way to the pipeline's one exit: what went wrong, and
+/// whether the connection may carry another request after the response.
+#[derive(Debug)]
+pub struct Failure {
+    pub error: GatewayError,
+    /// The request was refused for its framing, its head or its declared
+    /// size, and the rest of it is not read: nothing after it on the
+    /// connection can be trusted to start a new request.
+    pub unread: bool,
+}
+
+impl Failure {
+    /// A failure that leaves the rest of the request unread.
+    pub fn unread(error: GatewayError) -> Failure {
+        Failure {
+            error,
+            unread: true,
+        }
+    }
+
+    /// Whether the connection closes after the response: when the request
+    /// was left unread, or its body stopped arriving (waiting longer for
+    /// it would hold the connection for a client that does not send).
+    pub fn closes_connection(&self) -> bool {
+        self.unread || matches!(self.error, GatewayError::RequestTimeout(_))
+    }
+}
+
+impl From<GatewayError> for Failure {
+    fn from(error: GatewayError) -> Self {
+        Failure {
+            error,
+            unread: false,
+        }
+    }
+}
+
+impl From<UpstreamError> for Failure {
+    fn from(e: UpstreamError) -> Self {
+        GatewayError::from(e).into()
+    }
+}
+
+impl From<PolicyError> for Failure {
+    fn from(e: PolicyError) -> Self {
+        GatewayError::Policy(e).into()
     }
 }
 
@@ -175,7 +291,7 @@ fn error_response(
     if matches!(err, GatewayError::Policy(PolicyError::Busy { .. })) {
         h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
-    if let GatewayError::UpstreamOpen { retry_after } = err {
+    if let GatewayError::Upstream(UpstreamError::Open { retry_after }) = err {
         // Whole seconds, rounded up, at least 1.
         let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
         h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
@@ -186,19 +302,16 @@ fn error_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn statuses_by_source() {
         let p = |e: PolicyError| GatewayError::Policy(e).status().as_u16();
         assert_eq!(GatewayError::NoRoute.status().as_u16(), 404);
+        let u = |e: UpstreamError| GatewayError::from(e).status().as_u16();
+        assert_eq!(u(UpstreamError::Connect("x".into())), 502);
         assert_eq!(
-            GatewayError::UpstreamConnect("x".into()).status().as_u16(),
-            502
-        );
-        assert_eq!(
-            GatewayError::UpstreamTimeout(std::time::Duration::from_secs(1))
-                .status()
-                .as_u16(),
+            u(UpstreamError::ResponseTimeout(Duration::from_secs(1))),
             504
         );
         assert_eq!(
@@ -227,9 +340,9 @@ mod tests {
             (1001, "2"),
             (29_500, "30"),
         ] {
-            let e = GatewayError::UpstreamOpen {
-                retry_after: std::time::Duration::from_millis(ms),
-            };
+            let e = GatewayError::from(UpstreamError::Open {
+                retry_after: Duration::from_millis(ms),
+            });
             let r = e.to_response("rid");
             assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
             assert_eq!(r.headers()[header::RETRY_AFTER], secs, "{ms} ms");

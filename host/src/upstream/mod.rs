@@ -4,7 +4,8 @@
 //! well-behaved proxy (hop-by-hop fields removed per RFC 9110 §7.6.1,
 //! `X-Forwarded-*` set by the gateway and never trusted from clients).
 //!
-//! Failures and what they cost:
+//! Failures and what they cost (each a kind of [`UpstreamError`]; the
+//! status is the gateway edge's mapping, `crate::gateway::error`):
 //!
 //! | the upstream ...                         | client gets | breaker  | retried (idempotent, no streamed body) |
 //! |------------------------------------------|-------------|----------|----------------------------------------|
@@ -25,13 +26,14 @@
 //! bounded by `response-timeout` (`connect-timeout` covers the TCP connect).
 
 pub mod breaker;
+mod error;
 
-use crate::gateway::error::GatewayError;
 use crate::manifest::UpstreamSpec;
 use crate::net::error_chain;
 use crate::net::tls_client::{self, ClientTls, Connector, Trust};
 use crate::upstream::breaker::{Admit, Breaker, BreakerSettings, Transition};
 use bytes::Bytes;
+pub use error::UpstreamError;
 use http::uri::{PathAndQuery, Scheme};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
@@ -114,16 +116,6 @@ pub enum OutboundBody {
     Stream(Incoming),
     /// Whole in memory (read for a policy step, or empty): replayable.
     Buffered(Bytes),
-}
-
-/// Why one attempt failed, and whether another may be made.
-struct AttemptError {
-    error: GatewayError,
-    /// The connection failed before any response (so the request may not
-    /// have been processed): an idempotent call may go elsewhere.
-    before_response: bool,
-    /// No response head within the response timeout.
-    timed_out: bool,
 }
 
 /// A call's claim on a target: its outcome must be reported to the
@@ -219,93 +211,113 @@ fn tls_settings(
     }))
 }
 
+/// The targets of `spec`, and the scheme they all share.
+fn parse_targets(spec: &UpstreamSpec) -> Result<(Vec<Target>, Scheme), String> {
+    if spec.targets.is_empty() {
+        return Err("`targets` must name at least one `http://host:port`".into());
+    }
+    let mut targets = Vec::new();
+    let mut scheme: Option<Scheme> = None;
+    for t in &spec.targets {
+        let uri: Uri = t
+            .parse()
+            .map_err(|_| format!("target `{t}` is not a URL like http://host:port"))?;
+        let this = match uri.scheme_str() {
+            Some("http") => Scheme::HTTP,
+            Some("https") => Scheme::HTTPS,
+            _ => return Err(format!("target `{t}` must start with http:// or https://")),
+        };
+        match &scheme {
+            Some(s) if *s != this => {
+                return Err(format!(
+                    "target `{t}` is {this}:// but an earlier one is {s}://: every target of an upstream has the same scheme"
+                ))
+            }
+            _ => scheme = Some(this),
+        }
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| format!("target `{t}` has no host"))?;
+        if uri.query().is_some() {
+            return Err(format!("target `{t}` cannot have a query"));
+        }
+        let base_path = uri.path().trim_end_matches('/').to_string();
+        targets.push(Target {
+            host: HeaderValue::from_str(authority.as_str()).ok(),
+            authority,
+            base_path,
+        });
+    }
+    Ok((targets, scheme.unwrap_or(Scheme::HTTP)))
+}
+
+/// The timeouts, retries and breaker of `spec`, checked.
+fn check_limits(spec: &UpstreamSpec) -> Result<BreakerSettings, String> {
+    for (name, d) in [
+        ("connect-timeout", spec.connect_timeout),
+        ("response-timeout", spec.response_timeout),
+        ("body-timeout", spec.body_timeout),
+    ] {
+        if d.0.is_zero() {
+            return Err(format!("`{name}` must be longer than 0"));
+        }
+    }
+    if spec.retries > MAX_RETRIES {
+        return Err(format!(
+            "`retries = {}` is too many: at most {MAX_RETRIES}",
+            spec.retries
+        ));
+    }
+    if spec.breaker.failures > 0 && spec.breaker.cool_down.0.is_zero() {
+        return Err("`breaker.cool-down` must be longer than 0 (or set `breaker.failures = 0` to turn the breaker off)".into());
+    }
+    Ok(BreakerSettings {
+        failures: spec.breaker.failures,
+        cool_down: spec.breaker.cool_down.0,
+    })
+}
+
+/// The connection pools (one per serving worker) for `spec`'s targets,
+/// over TLS when `tls` is set.
+fn client_pools(
+    api: &str,
+    spec: &UpstreamSpec,
+    tls: Option<&ClientTls>,
+) -> Result<crate::net::workers::PerWorker<Client<Connector, ProxyBody>>, String> {
+    let mut conn = HttpConnector::new();
+    conn.set_connect_timeout(Some(spec.connect_timeout.0));
+    conn.set_nodelay(true);
+    conn.set_keepalive(Some(Duration::from_secs(60)));
+    let conn = match tls {
+        None => tls_client::plain_connector(conn),
+        Some(tls) => {
+            if matches!(tls.trust, Trust::Nobody) {
+                tracing::warn!(
+                    api,
+                    "INSECURE: upstream certificates are not verified (`insecure-skip-verify = true`): anyone on the network path can impersonate the upstream and read its traffic; use `ca-file` instead"
+                );
+            }
+            tls_client::connector(tls, conn, true)?
+        }
+    };
+    Ok(crate::net::workers::PerWorker::new(|| {
+        Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .build(conn.clone())
+    }))
+}
+
 impl Upstream {
     /// Build an API's upstream; file paths in `spec` are relative to `base`
     /// (the manifest's folder).
     pub fn new(api: &str, spec: &UpstreamSpec, base: &Path) -> Result<Self, String> {
-        if spec.targets.is_empty() {
-            return Err("`targets` must name at least one `http://host:port`".into());
-        }
-        let mut targets = Vec::new();
-        let mut scheme: Option<Scheme> = None;
-        for t in &spec.targets {
-            let uri: Uri = t
-                .parse()
-                .map_err(|_| format!("target `{t}` is not a URL like http://host:port"))?;
-            let this = match uri.scheme_str() {
-                Some("http") => Scheme::HTTP,
-                Some("https") => Scheme::HTTPS,
-                _ => return Err(format!("target `{t}` must start with http:// or https://")),
-            };
-            match &scheme {
-                Some(s) if *s != this => {
-                    return Err(format!(
-                        "target `{t}` is {this}:// but an earlier one is {s}://: every target of an upstream has the same scheme"
-                    ))
-                }
-                _ => scheme = Some(this),
-            }
-            let authority = uri
-                .authority()
-                .cloned()
-                .ok_or_else(|| format!("target `{t}` has no host"))?;
-            if uri.query().is_some() {
-                return Err(format!("target `{t}` cannot have a query"));
-            }
-            let base_path = uri.path().trim_end_matches('/').to_string();
-            targets.push(Target {
-                host: HeaderValue::from_str(authority.as_str()).ok(),
-                authority,
-                base_path,
-            });
-        }
-        for (name, d) in [
-            ("connect-timeout", spec.connect_timeout),
-            ("response-timeout", spec.response_timeout),
-            ("body-timeout", spec.body_timeout),
-        ] {
-            if d.0.is_zero() {
-                return Err(format!("`{name}` must be longer than 0"));
-            }
-        }
-        if spec.retries > MAX_RETRIES {
-            return Err(format!(
-                "`retries = {}` is too many: at most {MAX_RETRIES}",
-                spec.retries
-            ));
-        }
-        if spec.breaker.failures > 0 && spec.breaker.cool_down.0.is_zero() {
-            return Err("`breaker.cool-down` must be longer than 0 (or set `breaker.failures = 0` to turn the breaker off)".into());
-        }
-        let settings = BreakerSettings {
-            failures: spec.breaker.failures,
-            cool_down: spec.breaker.cool_down.0,
-        };
-        let scheme = scheme.unwrap_or(Scheme::HTTP);
+        let (targets, scheme) = parse_targets(spec)?;
+        let settings = check_limits(spec)?;
         let tls = tls_settings(spec, base, scheme == Scheme::HTTPS)?;
-        let mut conn = HttpConnector::new();
-        conn.set_connect_timeout(Some(spec.connect_timeout.0));
-        conn.set_nodelay(true);
-        conn.set_keepalive(Some(Duration::from_secs(60)));
-        let conn = match &tls {
-            None => tls_client::plain_connector(conn),
-            Some(tls) => {
-                if matches!(tls.trust, Trust::Nobody) {
-                    tracing::warn!(
-                        api,
-                        "INSECURE: upstream certificates are not verified (`insecure-skip-verify = true`): anyone on the network path can impersonate the upstream and read its traffic; use `ca-file` instead"
-                    );
-                }
-                tls_client::connector(tls, conn, true)?
-            }
-        };
-        let client = crate::net::workers::PerWorker::new(|| {
-            Client::builder(TokioExecutor::new())
-                .pool_idle_timeout(Duration::from_secs(60))
-                .pool_max_idle_per_host(256)
-                .pool_timer(hyper_util::rt::TokioTimer::new())
-                .build(conn.clone())
-        });
+        let client = client_pools(api, spec, tls.as_ref())?;
         Ok(Upstream {
             api: api.to_string(),
             breakers: targets.iter().map(|_| Breaker::new(settings)).collect(),
@@ -396,11 +408,183 @@ impl Upstream {
     /// Send `out` to a target, retrying an idempotent call with a
     /// replayable body on another target when the connection failed before
     /// any response, and report every attempt to its target's breaker.
-    pub async fn forward(&self, out: Outbound) -> Result<Response<UpstreamBody>, GatewayError> {
+    pub async fn forward(&self, out: Outbound) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let mut call = Call::new(out, self.retries);
+        let mut tried: Vec<usize> = Vec::new();
+        loop {
+            let lease = self.admit(&tried)?;
+            tried.push(lease.index);
+            let req = call.request(self, &self.targets[lease.index])?;
+            match self.send_once(req, lease.index).await {
+                Ok(resp) => return Ok(self.answered(lease, resp)),
+                Err(e) => self.failed(lease, e, &mut call)?,
+            }
+        }
+    }
+
+    /// The target for the next attempt ([`Upstream::pick`]), or the circuit
+    /// open error when every breaker refuses.
+    fn admit(&self, tried: &[usize]) -> Result<Lease<'_>, UpstreamError> {
+        self.pick(tried).map_err(|retry_at| UpstreamError::Open {
+            retry_after: retry_at.saturating_duration_since(Instant::now()),
+        })
+    }
+
+    /// A response head arrived: report the attempt and hand the response
+    /// on, its body bounded by `body-timeout`.
+    fn answered(&self, lease: Lease<'_>, resp: Response<Incoming>) -> Response<UpstreamBody> {
+        let failed = self.count_5xx && resp.status().is_server_error();
+        lease.report(!failed);
+        let idle = self.body_timeout;
+        resp.map(|b| UpstreamBody::new(b, idle))
+    }
+
+    /// An attempt failed: `Ok` to try again, else the call's error. A
+    /// failure the client caused (its body broke off or stalled) is not
+    /// reported to the target's breaker (else a client could take targets
+    /// out of rotation for everyone).
+    fn failed(
+        &self,
+        lease: Lease<'_>,
+        e: UpstreamError,
+        call: &mut Call,
+    ) -> Result<(), UpstreamError> {
+        let timed_out = matches!(e, UpstreamError::ResponseTimeout(_));
+        // Returning before `report` drops the lease, which reports nothing
+        // (a probe is handed to the next call).
+        match call.client_body() {
+            Some(BODY_BROKEN) => return Err(UpstreamError::ClientBodyBroken),
+            // The target waited for the rest of a body the client did not
+            // send: the client's timeout.
+            Some(BODY_WAITING) if timed_out => {
+                return Err(UpstreamError::ClientBodyStalled(self.response_timeout))
+            }
+            Some(BODY_SENDING) if timed_out => return Err(e),
+            _ => {}
+        }
+        let index = lease.index;
+        lease.report(false);
+        if e.retryable() && call.attempt < call.retries {
+            call.attempt += 1;
+            tracing::debug!(
+                api = %self.api,
+                target = self.targets[index].authority.as_str(),
+                attempt = call.attempt,
+                "{e}; retrying"
+            );
+            return Ok(());
+        }
+        Err(e)
+    }
+
+    /// The URI of `pq` on `target` (its base path prepended).
+    fn uri(&self, target: &Target, pq: &PathAndQuery) -> Result<Uri, UpstreamError> {
+        let pq = if target.base_path.is_empty() {
+            pq.clone()
+        } else {
+            let mut joined = String::with_capacity(target.base_path.len() + pq.as_str().len());
+            joined.push_str(&target.base_path);
+            joined.push_str(pq.as_str());
+            PathAndQuery::try_from(joined).map_err(|e| UpstreamError::Uri(e.into()))?
+        };
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(target.authority.clone())
+            .path_and_query(pq)
+            .build()
+            .map_err(UpstreamError::Uri)
+    }
+
+    /// One attempt: wait for the response head within the response timeout.
+    async fn send_once(
+        &self,
+        req: Request<ProxyBody>,
+        index: usize,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        match tokio::time::timeout(self.response_timeout, self.client.get().request(req)).await {
+            Err(_) => Err(UpstreamError::ResponseTimeout(self.response_timeout)),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(self.classify(&e, index)),
+        }
+    }
+
+    fn classify(&self, e: &hyper_util::client::legacy::Error, index: usize) -> UpstreamError {
+        let text = error_chain(e);
+        // A refused handshake, or the target refusing ours (TLS 1.3 reports
+        // a refused client certificate on the first read): named as such,
+        // with the target, since the fix is in certificates, not in the
+        // network. HTTP/2 keeps only the text of an I/O error, hence the
+        // second look.
+        let tls = match tls_client::tls_failure(e) {
+            Some(t) => Some(t.to_string()),
+            None => text
+                .find("received fatal alert")
+                .map(|i| text[i..].to_string()),
+        };
+        if let Some(detail) = tls {
+            return UpstreamError::Tls {
+                target: self.targets[index].authority.clone(),
+                before_request: e.is_connect() || detail.starts_with("received fatal alert"),
+                detail,
+            };
+        }
+        if e.is_connect() {
+            let timed_out = io_kinds(e).any(|k| k == std::io::ErrorKind::TimedOut)
+                || text.contains("timed out")
+                || text.contains("timeout");
+            return if timed_out {
+                UpstreamError::ConnectTimeout(self.connect_timeout)
+            } else {
+                UpstreamError::Connect(text)
+            };
+        }
+        // Anything the upstream sent that does not parse as a response is
+        // a response: it is not retried.
+        let parse = hyper_errors(e).any(|h| h.is_parse() || h.is_parse_status());
+        let closed = !parse
+            && (hyper_errors(e).any(|h| {
+                h.is_incomplete_message() || h.is_canceled() || h.is_body_write_aborted()
+            }) || io_kinds(e).any(|k| {
+                use std::io::ErrorKind as K;
+                matches!(
+                    k,
+                    K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof
+                )
+            }));
+        if closed {
+            UpstreamError::Closed(text)
+        } else {
+            UpstreamError::BadResponse(text)
+        }
+    }
+}
+
+/// One call across its attempts: the request as prepared, the body (or its
+/// replayable copy) and how many attempts are left.
+struct Call {
+    method: Method,
+    path_and_query: PathAndQuery,
+    headers: HeaderMap,
+    original_host: Option<HeaderValue>,
+    /// The body for the first attempt; later ones send `replay`.
+    body: Option<OutboundBody>,
+    replay: Option<Bytes>,
+    /// Retries allowed: none unless the method is idempotent and the body
+    /// replayable.
+    retries: u32,
+    attempt: u32,
+    /// How far a streaming client body got: a body that breaks off, or
+    /// that is still arriving when the response timeout fires, is the
+    /// client's doing, not the target's.
+    client_body: Option<Arc<AtomicU8>>,
+}
+
+impl Call {
+    fn new(out: Outbound, retries: u32) -> Call {
         let Outbound {
             method,
             path_and_query,
-            mut headers,
+            headers,
             original_host,
             body,
         } = out;
@@ -414,192 +598,64 @@ impl Upstream {
             OutboundBody::Stream(_) => None,
         };
         let retries = if idempotent(&method) && replay.is_some() {
-            self.retries
+            retries
         } else {
             0
         };
-        // How far a streaming client body got: a body that breaks off, or
-        // that is still arriving when the response timeout fires, is the
-        // client's doing, not the target's (else a client could take
-        // targets out of rotation for everyone).
-        let mut client_body: Option<Arc<AtomicU8>> = None;
-        let mut body = Some(body);
-        let mut tried: Vec<usize> = Vec::new();
-        let mut attempt = 0;
-        loop {
-            let lease = match self.pick(&tried) {
-                Ok(l) => l,
-                Err(retry_at) => {
-                    return Err(GatewayError::UpstreamOpen {
-                        retry_after: retry_at.saturating_duration_since(Instant::now()),
-                    })
-                }
-            };
-            tried.push(lease.index);
-            let target = &self.targets[lease.index];
-            let pq = if target.base_path.is_empty() {
-                path_and_query.clone()
-            } else {
-                let mut pq =
-                    String::with_capacity(target.base_path.len() + path_and_query.as_str().len());
-                pq.push_str(&target.base_path);
-                pq.push_str(path_and_query.as_str());
-                PathAndQuery::try_from(pq).map_err(|e| {
-                    GatewayError::Internal(format!("building the upstream URI: {e}"))
-                })?
-            };
-            let uri = Uri::builder()
-                .scheme(self.scheme.clone())
-                .authority(target.authority.clone())
-                .path_and_query(pq)
-                .build()
-                .map_err(|e| GatewayError::Internal(format!("building the upstream URI: {e}")))?;
-            let this_body: ProxyBody = match body.take() {
-                Some(OutboundBody::Stream(b)) => {
-                    let state = Arc::new(AtomicU8::new(BODY_SENDING));
-                    client_body = Some(state.clone());
-                    ClientBody { inner: b, state }.boxed()
-                }
-                Some(OutboundBody::Buffered(b)) => full(b),
-                None => full(replay.clone().unwrap_or_default()),
-            };
-            let mut req = Request::new(this_body);
-            *req.method_mut() = method.clone();
-            *req.uri_mut() = uri;
-            // The last attempt takes the headers; earlier ones copy them.
-            *req.headers_mut() = if attempt < retries {
-                headers.clone()
-            } else {
-                std::mem::take(&mut headers)
-            };
-            let host = if self.preserve_host {
-                original_host.clone()
-            } else {
-                target.host.clone()
-            };
-            if let Some(h) = host {
-                req.headers_mut().insert(header::HOST, h);
-            }
-            match self.send_once(req, lease.index).await {
-                Ok(resp) => {
-                    let failed = self.count_5xx && resp.status().is_server_error();
-                    lease.report(!failed);
-                    let idle = self.body_timeout;
-                    return Ok(resp.map(|b| UpstreamBody::new(b, idle)));
-                }
-                Err(e) => {
-                    match client_body.as_ref().map(|s| s.load(Ordering::Acquire)) {
-                        Some(BODY_BROKEN) => {
-                            // Dropping the lease reports nothing (a probe
-                            // is handed to the next call).
-                            drop(lease);
-                            return Err(GatewayError::BadRequest(
-                                "the request body broke off before it was complete".into(),
-                            ));
-                        }
-                        // The target waited for the rest of a body the
-                        // client did not send: the client's timeout.
-                        Some(BODY_WAITING) if e.timed_out => {
-                            drop(lease);
-                            return Err(GatewayError::RequestTimeout(self.response_timeout));
-                        }
-                        Some(BODY_SENDING) if e.timed_out => {
-                            drop(lease);
-                            return Err(e.error);
-                        }
-                        _ => {}
-                    }
-                    let index = lease.index;
-                    lease.report(false);
-                    if e.before_response && attempt < retries {
-                        attempt += 1;
-                        tracing::debug!(
-                            api = %self.api,
-                            target = self.targets[index].authority.as_str(),
-                            attempt,
-                            "{}; retrying",
-                            e.error
-                        );
-                        continue;
-                    }
-                    return Err(e.error);
-                }
-            }
+        Call {
+            method,
+            path_and_query,
+            headers,
+            original_host,
+            body: Some(body),
+            replay,
+            retries,
+            attempt: 0,
+            client_body: None,
         }
     }
 
-    /// One attempt: wait for the response head within the response timeout.
-    async fn send_once(
-        &self,
-        req: Request<ProxyBody>,
-        index: usize,
-    ) -> Result<Response<Incoming>, AttemptError> {
-        match tokio::time::timeout(self.response_timeout, self.client.get().request(req)).await {
-            Err(_) => Err(AttemptError {
-                error: GatewayError::UpstreamTimeout(self.response_timeout),
-                before_response: false,
-                timed_out: true,
-            }),
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(self.classify(&e, index)),
-        }
+    /// The state of the streaming client body, if there is one.
+    fn client_body(&self) -> Option<u8> {
+        self.client_body.as_ref().map(|s| s.load(Ordering::Acquire))
     }
 
-    fn classify(&self, e: &hyper_util::client::legacy::Error, index: usize) -> AttemptError {
-        let text = error_chain(e);
-        // A refused handshake, or the target refusing ours (TLS 1.3 reports
-        // a refused client certificate on the first read): named as such,
-        // with the target, since the fix is in certificates, not in the
-        // network. HTTP/2 keeps only the text of an I/O error, hence the
-        // second look.
-        let tls = match tls_client::tls_failure(e) {
-            Some(t) => Some(t.to_string()),
-            None => text
-                .find("received fatal alert")
-                .map(|i| text[i..].to_string()),
+    /// The request for this attempt to `target`: its URI, the body (the
+    /// replayable copy after the first attempt) and `Host` (the client's
+    /// with `preserve-host`, else the target's).
+    fn request(
+        &mut self,
+        up: &Upstream,
+        target: &Target,
+    ) -> Result<Request<ProxyBody>, UpstreamError> {
+        let uri = up.uri(target, &self.path_and_query)?;
+        let body: ProxyBody = match self.body.take() {
+            Some(OutboundBody::Stream(b)) => {
+                let state = Arc::new(AtomicU8::new(BODY_SENDING));
+                self.client_body = Some(state.clone());
+                ClientBody { inner: b, state }.boxed()
+            }
+            Some(OutboundBody::Buffered(b)) => full(b),
+            None => full(self.replay.clone().unwrap_or_default()),
         };
-        if let Some(tls) = tls {
-            return AttemptError {
-                error: GatewayError::UpstreamConnect(format!(
-                    "TLS with target {} failed: {tls}",
-                    self.targets[index].authority
-                )),
-                before_response: e.is_connect() || tls.starts_with("received fatal alert"),
-                timed_out: false,
-            };
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = uri;
+        // The last attempt takes the headers; earlier ones copy them.
+        *req.headers_mut() = if self.attempt < self.retries {
+            self.headers.clone()
+        } else {
+            std::mem::take(&mut self.headers)
+        };
+        let host = if up.preserve_host {
+            self.original_host.clone()
+        } else {
+            target.host.clone()
+        };
+        if let Some(h) = host {
+            req.headers_mut().insert(header::HOST, h);
         }
-        if e.is_connect() {
-            let timed_out = io_kinds(e).any(|k| k == std::io::ErrorKind::TimedOut)
-                || text.contains("timed out")
-                || text.contains("timeout");
-            return AttemptError {
-                error: if timed_out {
-                    GatewayError::UpstreamTimeout(self.connect_timeout)
-                } else {
-                    GatewayError::UpstreamConnect(text)
-                },
-                before_response: true,
-                timed_out: false,
-            };
-        }
-        // Anything the upstream sent that does not parse as a response is
-        // a response: it is not retried.
-        let parse = hyper_errors(e).any(|h| h.is_parse() || h.is_parse_status());
-        let before_response = !parse
-            && (hyper_errors(e).any(|h| {
-                h.is_incomplete_message() || h.is_canceled() || h.is_body_write_aborted()
-            }) || io_kinds(e).any(|k| {
-                use std::io::ErrorKind as K;
-                matches!(
-                    k,
-                    K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof
-                )
-            }));
-        AttemptError {
-            error: GatewayError::UpstreamProtocol(text),
-            before_response,
-            timed_out: false,
-        }
+        Ok(req)
     }
 }
 
@@ -1035,6 +1091,127 @@ mod tests {
                 "{e}"
             );
         });
+    }
+
+    /// An upstream of one target at `addr`, with one retry and a breaker
+    /// that opens after `failures` failures.
+    fn one_target(addr: std::net::SocketAddr, failures: u32) -> Upstream {
+        let spec = UpstreamSpec {
+            targets: vec![format!("http://{addr}")],
+            connect_timeout: crate::manifest::Dur(Duration::from_millis(500)),
+            response_timeout: crate::manifest::Dur(Duration::from_millis(300)),
+            body_timeout: crate::manifest::Dur(Duration::from_secs(1)),
+            retries: 1,
+            preserve_host: false,
+            breaker: crate::manifest::BreakerSpec {
+                failures,
+                cool_down: crate::manifest::Dur(Duration::from_secs(30)),
+                count_5xx: false,
+            },
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+            tls_server_name: None,
+            insecure_skip_verify: false,
+        };
+        Upstream::new("t", &spec, Path::new(".")).unwrap()
+    }
+
+    fn get() -> Outbound {
+        Outbound {
+            method: Method::GET,
+            path_and_query: PathAndQuery::from_static("/x"),
+            headers: HeaderMap::new(),
+            original_host: None,
+            body: OutboundBody::Buffered(Bytes::new()),
+        }
+    }
+
+    async fn fails(up: &Upstream) -> UpstreamError {
+        match up.forward(get()).await {
+            Ok(r) => panic!("answered {}", r.status()),
+            Err(e) => e,
+        }
+    }
+
+    /// A loopback "upstream" that does `with` to every connection.
+    async fn peer<F, Fut>(with: F) -> std::net::SocketAddr
+    where
+        F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                tokio::spawn(with(s));
+            }
+        });
+        addr
+    }
+
+    /// Real failures, each classified by what failed and whether it may be
+    /// retried; a target out of rotation answers at once.
+    #[tokio::test]
+    async fn failures_are_classified_by_what_failed() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // Refused: nothing listens on a port just freed.
+        let refused = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        let e = fails(&one_target(refused, 0)).await;
+        assert!(matches!(e, UpstreamError::Connect(_)), "{e:?}");
+        assert!(e.retryable() && !e.is_client());
+        // Closed before a response head.
+        let closes = peer(|mut s| async move {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+        })
+        .await;
+        let e = fails(&one_target(closes, 0)).await;
+        assert!(matches!(e, UpstreamError::Closed(_)), "{e:?}");
+        assert!(e.retryable());
+        // Not HTTP.
+        let garbage = peer(|mut s| async move {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let _ = s.write_all(b"SSH-2.0-OpenSSH\r\n\r\n").await;
+        })
+        .await;
+        let e = fails(&one_target(garbage, 0)).await;
+        assert!(matches!(e, UpstreamError::BadResponse(_)), "{e:?}");
+        assert!(!e.retryable());
+        // No response head within `response-timeout`.
+        let silent = peer(|s| async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            drop(s);
+        })
+        .await;
+        let e = fails(&one_target(silent, 0)).await;
+        assert!(
+            matches!(e, UpstreamError::ResponseTimeout(d) if d == Duration::from_millis(300)),
+            "{e:?}"
+        );
+        assert!(!e.retryable());
+        // After one failure the breaker is open: the next call is refused
+        // at once, with the time to the next probe. (A POST is not retried;
+        // a GET's retry would already find the breaker open.)
+        let up = one_target(refused, 1);
+        let post = Outbound {
+            method: Method::POST,
+            ..get()
+        };
+        assert!(matches!(
+            up.forward(post).await,
+            Err(UpstreamError::Connect(_))
+        ));
+        match up.forward(get()).await {
+            Err(UpstreamError::Open { retry_after }) => {
+                assert!(retry_after > Duration::from_secs(25), "{retry_after:?}")
+            }
+            other => panic!("{:?}", other.map(|r| r.status())),
+        }
     }
 
     #[test]

@@ -1,0 +1,137 @@
+//! What one request carries through the phases after routing ([`Ctx`]),
+//! and the response on its way back ([`Outgoing`]).
+
+use crate::gateway::DataPlane;
+use crate::loader::Api;
+use crate::policy::host::{CallTiming, ResponseOrigin};
+use crate::policy::{CallContext, Header, RequestHead, RequestScope, StepInstance};
+use crate::upstream::{OutboundBody, UpstreamBody};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+/// One request's state from routing to the response: what the steps see,
+/// the request as it stands, the step instances whose response phase is
+/// still to run, and the timings the `outcome` interface reports.
+pub(crate) struct Ctx<'a> {
+    pub gateway: &'a DataPlane,
+    /// The API the request was routed to (in the generation it started on).
+    pub api: &'a Api,
+    /// What the steps see of the call: request id, client, API, route,
+    /// captures, consumer, the step running.
+    pub call: CallContext,
+    /// The request as the steps see and edit it.
+    pub head: RequestHead,
+    /// The request's fields as they arrived (hop-by-hop and client identity
+    /// removed) until a step runs; from then on `head.headers` holds them.
+    pub headers: Option<HeaderMap>,
+    /// The request body: streaming from the client unless a step asked to
+    /// read it.
+    pub body: OutboundBody,
+    /// `Content-Length` as the client declared it.
+    pub declared_len: Option<u64>,
+    /// The request id, the generation's consumers and the timings, for the
+    /// host services the steps call.
+    pub scope: RequestScope,
+    /// One entry per step run so far: its instance when its response phase
+    /// is still to run.
+    pub instances: Vec<Option<StepInstance>>,
+    pub peer: SocketAddr,
+}
+
+impl Ctx<'_> {
+    pub fn request_id(&self) -> &str {
+        &self.call.request_id
+    }
+
+    /// Record who made the response as it stands, for `outcome`.
+    pub fn set_origin(&self, origin: ResponseOrigin) {
+        self.timing().origin = Some(origin);
+    }
+
+    pub fn timing(&self) -> std::sync::MutexGuard<'_, CallTiming> {
+        lock(&self.scope.timing)
+    }
+}
+
+pub(crate) fn lock(timing: &Mutex<CallTiming>) -> std::sync::MutexGuard<'_, CallTiming> {
+    timing.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A response on its way back through the chain.
+pub(crate) struct Outgoing {
+    pub status: u16,
+    pub headers: Fields,
+    pub body: OutBody,
+}
+
+impl Outgoing {
+    /// A response a step made (or the gateway, from its parts).
+    pub fn buffered(status: u16, headers: Fields, body: Bytes) -> Outgoing {
+        Outgoing {
+            status,
+            headers,
+            body: OutBody::Buffered(body),
+        }
+    }
+}
+
+pub(crate) enum OutBody {
+    Stream(UpstreamBody),
+    Buffered(Bytes),
+}
+
+/// Header fields on their way through the gateway: hyper's map as they
+/// arrived, turned into the WIT list only when a step is called, and into
+/// a map again at the end. With no steps nothing is converted.
+pub(crate) enum Fields {
+    Map(HeaderMap),
+    Wit(Vec<Header>),
+}
+
+impl Fields {
+    /// The fields as a step sees them (converted the first time).
+    pub fn wit(&mut self) -> &mut Vec<Header> {
+        if let Fields::Map(m) = self {
+            *self = Fields::Wit(headers_to_wit(m));
+        }
+        match self {
+            Fields::Wit(v) => v,
+            Fields::Map(_) => unreachable!("converted above"),
+        }
+    }
+
+    pub fn into_map(self) -> HeaderMap {
+        match self {
+            Fields::Map(m) => m,
+            Fields::Wit(v) => wit_to_headers(&v),
+        }
+    }
+}
+
+#[doc(hidden)]
+pub fn headers_to_wit(h: &HeaderMap) -> Vec<Header> {
+    h.iter()
+        .map(|(n, v)| Header {
+            name: n.as_str().to_string(),
+            value: v.as_bytes().to_vec(),
+        })
+        .collect()
+}
+
+#[doc(hidden)]
+pub fn wit_to_headers(hs: &[Header]) -> HeaderMap {
+    let mut map = HeaderMap::with_capacity(hs.len());
+    for h in hs {
+        // Names and values were checked when a step set them, and the
+        // others came from hyper; anything odd is dropped, never forwarded.
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(h.name.as_bytes()),
+            HeaderValue::from_bytes(&h.value),
+        ) {
+            map.append(n, v);
+        }
+    }
+    map
+}

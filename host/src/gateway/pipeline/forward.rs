@@ -1,0 +1,127 @@
+//! The upstream phase: the request as the chain left it, prepared for the
+//! upstream (the gateway's `X-Forwarded-*`, `x-request-id`, framing) and
+//! sent through the API's [`crate::upstream::Upstream`].
+
+use super::context::{wit_to_headers, Ctx, Fields, OutBody, Outgoing};
+use crate::gateway::error::{Failure, GatewayError};
+use crate::policy::host::ResponseOrigin;
+use crate::upstream::{self, Outbound, OutboundBody, UpstreamBody, UpstreamError};
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Response};
+
+/// Call the upstream and take its response as the one the response chain
+/// starts from.
+pub(crate) async fn upstream(cx: &mut Ctx<'_>) -> Result<Outgoing, Failure> {
+    let started = std::time::Instant::now();
+    let result = call_upstream(cx).await;
+    cx.timing().upstream_us = started.elapsed().as_micros() as u64;
+    let resp = result?;
+    // The gateway never asks for a protocol switch (Upgrade is
+    // hop-by-hop), so a 101 (or any 1xx as a final answer) is not a
+    // response it can forward: handing it on would leave the client
+    // believing in a tunnel that does not exist.
+    if resp.status().is_informational() {
+        let detail = format!("unsolicited {} response", resp.status());
+        return Err(UpstreamError::BadResponse(detail).into());
+    }
+    let (parts, body) = resp.into_parts();
+    cx.set_origin(ResponseOrigin::Upstream(parts.status.as_u16()));
+    let mut headers = parts.headers;
+    upstream::strip_hop_by_hop(&mut headers);
+    Ok(Outgoing {
+        status: parts.status.as_u16(),
+        headers: Fields::Map(headers),
+        body: OutBody::Stream(body),
+    })
+}
+
+/// Send the request as the chain left it through the API's upstream, which
+/// picks the target (round-robin, skipping open breakers), sets `Host`, and
+/// retries what may be retried.
+async fn call_upstream(cx: &mut Ctx<'_>) -> Result<Response<UpstreamBody>, Failure> {
+    let out = outbound(cx)?;
+    Ok(cx.api.upstream.forward(out).await?)
+}
+
+/// The request for the upstream: its fields are the map as they arrived
+/// (already stripped) when no step ran, else `head.headers`.
+fn outbound(cx: &mut Ctx<'_>) -> Result<Outbound, Failure> {
+    let head = &cx.head;
+    let mut pq = String::with_capacity(head.path.len() + 16);
+    pq.push_str(&head.path);
+    if let Some(q) = &head.query {
+        pq.push('?');
+        pq.push_str(q);
+    }
+    let path_and_query = http::uri::PathAndQuery::try_from(pq)
+        .map_err(|e| GatewayError::Internal(format!("building the upstream URI: {e}")))?;
+    let method = http::Method::from_bytes(head.method.as_bytes())
+        .map_err(|_| GatewayError::BadRequest("invalid method".into()))?;
+    let mut headers = match cx.headers.take() {
+        Some(m) => m,
+        None => {
+            let mut h = wit_to_headers(&head.headers);
+            upstream::strip_hop_by_hop(&mut h);
+            h
+        }
+    };
+    let original_host = forwarding_fields(cx, &mut headers);
+    let body = outbound_body(cx, &mut headers);
+    Ok(Outbound {
+        method,
+        path_and_query,
+        headers,
+        original_host,
+        body,
+    })
+}
+
+/// Set the fields the gateway vouches for: `X-Forwarded-*` from what it
+/// saw, and `x-request-id`; `Host` is removed (the upstream sets it per
+/// target). Returns the client's `Host`, for `preserve-host`.
+fn forwarding_fields(cx: &Ctx<'_>, headers: &mut HeaderMap) -> Option<HeaderValue> {
+    let authority = &cx.head.authority;
+    let original_host = headers
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| HeaderValue::from_str(authority).ok());
+    upstream::set_forwarded(
+        headers,
+        &cx.peer.ip().to_string(),
+        cx.head.scheme.as_str(),
+        original_host
+            .as_ref()
+            .and_then(|h| h.to_str().ok())
+            .or(Some(super::normalise::host_of(authority))),
+    );
+    headers.remove(header::HOST);
+    if let Ok(v) = HeaderValue::from_str(cx.request_id()) {
+        headers.insert("x-request-id", v);
+    }
+    original_host
+}
+
+/// The body for the upstream, and the framing fields that go with it.
+fn outbound_body(cx: &mut Ctx<'_>, headers: &mut HeaderMap) -> OutboundBody {
+    let placeholder = OutboundBody::Buffered(Bytes::new());
+    match std::mem::replace(&mut cx.body, placeholder) {
+        // A streamed body of unknown length (chunked, or HTTP/2 without
+        // content-length) goes upstream chunked whatever the method:
+        // otherwise hyper sends a GET's or DELETE's body as no body at all.
+        OutboundBody::Stream(incoming) => {
+            if !http_body::Body::is_end_stream(&incoming)
+                && http_body::Body::size_hint(&incoming).exact().is_none()
+            {
+                headers.insert(
+                    header::TRANSFER_ENCODING,
+                    HeaderValue::from_static("chunked"),
+                );
+            }
+            OutboundBody::Stream(incoming)
+        }
+        OutboundBody::Buffered(b) => {
+            headers.remove(header::CONTENT_LENGTH);
+            OutboundBody::Buffered(b)
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! The request pipeline: named phases over a per-request context, and one
+//! failure exit.
+//!
+//! ```text
+//! accept -> normalise -> route -> request chain -> upstream -> response chain -> finish
+//!               |          |            |              |        (reverse)    ^
+//!               +----------+--> fail ---|--------------|---------------------|--> finish
+//!                                       +--------------+--> fail ------------+
+//! ```
+//!
+//! - **accept** gives the call its request id and timings (`Arrival`);
+//! - **normalise** (`normalise`) refuses framing, targets and
+//!   authorities it cannot trust and normalises the path;
+//! - **route** finds the API; from here on the call's state is a
+//!   `Ctx`;
+//! - **request chain** (`request::request_chain`) runs the steps in
+//!   order until one answers or fails;
+//! - **upstream** (`forward::upstream`) sends the request on;
+//! - **response chain** (`response::response_chain`) runs the response
+//!   phase of the steps that ran, in reverse, over whatever the response is
+//!   by then (the upstream's, a step's, or an error);
+//! - **finish** sets `x-request-id` and hands the response to hyper.
+//!
+//! Every failure, in any phase, leaves through `fail`: it is logged,
+//! mapped to its response ([`GatewayError::to_response`]) and decides
+//! whether the connection is kept ([`Failure::closes_connection`]).
+//! Failures before routing answer at once; later ones still go through
+//! the response chain of the steps that ran.
+
+mod context;
+mod forward;
+mod normalise;
+mod request;
+mod response;
+#[cfg(test)]
+mod tests;
+
+#[doc(hidden)]
+pub use context::{headers_to_wit, wit_to_headers};
+
+use crate::gateway::error::{Failure, GatewayError};
+use crate::gateway::DataPlane;
+use crate::loader::{Api, Generation};
+use crate::policy::host::{CallTiming, ResponseOrigin};
+use crate::policy::{CallContext, Header, RequestHead, RequestScope};
+use crate::route::{Route, RouteMatch};
+use crate::upstream::{self, BoxError, OutboundBody, ProxyBody};
+use bytes::Bytes;
+use context::{Ctx, Fields, OutBody, Outgoing};
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use normalise::{normalise, Normalised};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+/// One call, start to end.
+pub async fn handle(
+    gateway: &DataPlane,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    scheme: &'static str,
+) -> Response<ProxyBody> {
+    let arrival = Arrival::new(peer, scheme);
+    let gen = gateway.current();
+    let (parts, body) = req.into_parts();
+    let routed = normalise(&parts, gateway.limits()).and_then(|n| route(&gen, &parts, n));
+    match routed {
+        Err(failure) => {
+            let out = fail(failure, &arrival.request_id, "");
+            finish(out, &arrival.request_id)
+        }
+        Ok(routed) => {
+            let mut cx = enter(gateway, &gen, routed, arrival, parts, body);
+            let out = proxy(&mut cx).await;
+            let out = response::response_chain(&mut cx, out).await;
+            finish(out, cx.request_id())
+        }
+    }
+}
+
+/// The accept phase: what a call has before anything is checked.
+pub(crate) struct Arrival {
+    pub request_id: String,
+    pub timing: Arc<Mutex<CallTiming>>,
+    pub peer: SocketAddr,
+    /// `http` or `https`, as the client reached the listener.
+    pub scheme: &'static str,
+}
+
+impl Arrival {
+    pub fn new(peer: SocketAddr, scheme: &'static str) -> Arrival {
+        Arrival {
+            request_id: uuid::Uuid::new_v4().simple().to_string(),
+            timing: Arc::new(Mutex::new(CallTiming::new())),
+            peer,
+            scheme,
+        }
+    }
+}
+
+/// A request the router matched.
+pub(crate) struct Routed<'g> {
+    pub api: &'g Api,
+    pub route: &'g Route,
+    pub captures: Vec<(String, String)>,
+    pub normalised: Normalised,
+}
+
+/// The route phase: the API for the request's host, path and method; a
+/// 404 or a 405 (with `Allow`) when there is none.
+pub(crate) fn route<'g>(
+    gen: &'g Generation,
+    parts: &http::request::Parts,
+    normalised: Normalised,
+) -> Result<Routed<'g>, Failure> {
+    let host = normalise::host_of(&normalised.authority);
+    match gen
+        .router
+        .route(host, &normalised.path, parts.method.as_str())
+    {
+        RouteMatch::Found { route, captures } => Ok(Routed {
+            api: &gen.apis[route.api],
+            route,
+            captures,
+            normalised,
+        }),
+        RouteMatch::MethodNotAllowed { allow } => {
+            Err(GatewayError::MethodNotAllowed { allow }.into())
+        }
+        RouteMatch::NotFound => Err(GatewayError::NoRoute.into()),
+    }
+}
+
+/// The routed request becomes the call's context: its one authority as
+/// `Host` (for the steps and, with `preserve-host`, the upstream), without
+/// hop-by-hop fields and without what a client may not claim (see
+/// [`upstream::strip_client_identity`]).
+pub(crate) fn enter<'g>(
+    gateway: &'g DataPlane,
+    gen: &Generation,
+    routed: Routed<'g>,
+    arrival: Arrival,
+    parts: http::request::Parts,
+    body: Incoming,
+) -> Ctx<'g> {
+    let Routed {
+        api,
+        route,
+        captures,
+        normalised: Normalised { authority, path },
+    } = routed;
+    let mut headers = parts.headers;
+    // Without an authority in the target, a non-empty `Host` already is it.
+    if parts.uri.authority().is_some() || authority.is_empty() {
+        match HeaderValue::from_str(&authority) {
+            Ok(v) if !authority.is_empty() => {
+                headers.insert(header::HOST, v);
+            }
+            _ => {
+                headers.remove(header::HOST);
+            }
+        }
+    }
+    upstream::strip_hop_by_hop(&mut headers);
+    upstream::strip_client_identity(&mut headers);
+    let declared_len = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let head = RequestHead {
+        method: parts.method.as_str().to_string(),
+        scheme: arrival.scheme.to_string(),
+        authority,
+        path,
+        query: parts.uri.query().map(str::to_string),
+        // Filled from `headers` before the first step (see `Fields`).
+        headers: Vec::new(),
+    };
+    let scope = RequestScope {
+        request_id: arrival.request_id.clone(),
+        consumers: gen.consumers.clone(),
+        timing: arrival.timing,
+    };
+    let call = CallContext {
+        request_id: arrival.request_id,
+        client_addr: arrival.peer.to_string(),
+        api: api.name.to_string(),
+        route: route.name.clone(),
+        captures,
+        consumer: None,
+        step: String::new(),
+    };
+    Ctx {
+        gateway,
+        api,
+        call,
+        head,
+        headers: Some(headers),
+        body: OutboundBody::Stream(body),
+        declared_len,
+        scope,
+        instances: Vec::with_capacity(api.steps.len()),
+        peer: arrival.peer,
+    }
+}
+
+/// The request chain, then the upstream unless a step answered: the
+/// response the response chain starts from.
+async fn proxy(cx: &mut Ctx<'_>) -> Outgoing {
+    let out = match request::request_chain(cx).await {
+        Ok(request::Chain::Through) => forward::upstream(cx).await,
+        Ok(request::Chain::Answered { step, out }) => {
+            cx.set_origin(ResponseOrigin::Step(step));
+            Ok(out)
+        }
+        Err(failure) => Err(failure),
+    };
+    out.unwrap_or_else(|failure| cx.fail(failure))
+}
+
+impl Ctx<'_> {
+    /// [`fail`] for a routed call, which also records that the gateway
+    /// made the response (for `outcome`).
+    pub fn fail(&self, failure: Failure) -> Outgoing {
+        let out = fail(failure, self.request_id(), &self.api.name);
+        self.set_origin(ResponseOrigin::Gateway(out.status));
+        out
+    }
+}
+
+/// The one failure exit: log the failure, turn it into the response the
+/// client gets, and close the connection after it unless the connection
+/// can be trusted to carry another request.
+pub(crate) fn fail(failure: Failure, request_id: &str, api: &str) -> Outgoing {
+    failure.error.log(request_id, api);
+    let (parts, body) = failure.error.to_response(request_id).into_parts();
+    let mut out = Outgoing::buffered(
+        parts.status.as_u16(),
+        Fields::Map(parts.headers),
+        full_bytes(body),
+    );
+    if failure.closes_connection() {
+        match &mut out.headers {
+            Fields::Map(m) => {
+                m.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            Fields::Wit(v) => v.push(Header {
+                name: "connection".into(),
+                value: b"close".to_vec(),
+            }),
+        }
+    }
+    out
+}
+
+/// The bytes of a whole in-memory body.
+fn full_bytes(b: Full<Bytes>) -> Bytes {
+    use http_body::Body;
+    let mut b = b;
+    let waker = futures_util::task::noop_waker();
+    let mut cx = std::task::Context::from_waker(&waker);
+    match std::pin::Pin::new(&mut b).poll_frame(&mut cx) {
+        std::task::Poll::Ready(Some(Ok(f))) => f.into_data().unwrap_or_default(),
+        _ => Bytes::new(),
+    }
+}
+
+/// The response as hyper sends it, with the call's `x-request-id`.
+fn finish(out: Outgoing, request_id: &str) -> Response<ProxyBody> {
+    let mut headers = out.headers.into_map();
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        headers.insert("x-request-id", v);
+    }
+    let body: ProxyBody = match out.body {
+        OutBody::Stream(b) => b.map_err(|e| Box::new(e) as BoxError).boxed(),
+        OutBody::Buffered(b) => {
+            headers.remove(header::CONTENT_LENGTH);
+            Full::new(b).map_err(|e| match e {}).boxed()
+        }
+    };
+    let mut resp = Response::new(body);
+    *resp.status_mut() = StatusCode::from_u16(out.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    *resp.headers_mut() = headers;
+    resp
+}

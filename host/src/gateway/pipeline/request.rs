@@ -1,0 +1,188 @@
+//! The request chain: each step's request phase in order, reading the
+//! request body first for a step that asked for it.
+
+use super::context::{headers_to_wit, lock, Ctx, Fields, Outgoing};
+use crate::gateway::error::{Failure, GatewayError};
+use crate::gateway::DataPlane;
+use crate::policy::{self, CallContext, PolicyError, RequestDecision, RequestHead, StepInstance};
+use crate::upstream::OutboundBody;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use std::sync::Arc;
+
+/// Largest refused request body the gateway still reads (and discards) so
+/// the client can read the 413.
+const DRAIN_MAX: u64 = 1 << 20;
+
+/// How the request chain ended, when no step failed.
+pub(crate) enum Chain {
+    /// Every step let the request through: on to the upstream.
+    Through,
+    /// A step answered instead of the upstream.
+    Answered { step: Arc<str>, out: Outgoing },
+}
+
+/// Run each step's request phase in order, until one answers or fails. A
+/// step that fails open is skipped (with a warning).
+pub(crate) async fn request_chain(cx: &mut Ctx<'_>) -> Result<Chain, Failure> {
+    let api = cx.api;
+    for step in &api.steps {
+        cx.call.step.clear();
+        cx.call.step.push_str(&step.name);
+        if step.info.body.request.is_some() {
+            if let Err(failure) = read_body(cx).await {
+                cx.instances.push(None);
+                return Err(failure);
+            }
+        }
+        // The request's fields stay hyper's map unless a step runs.
+        if let Some(map) = cx.headers.take() {
+            cx.head.headers = headers_to_wit(&map);
+        }
+        let started = std::time::Instant::now();
+        let result = run_request_step(
+            cx.gateway,
+            step,
+            &cx.call,
+            &mut cx.head,
+            &mut cx.body,
+            &cx.scope,
+        )
+        .await;
+        lock(&cx.scope.timing)
+            .steps
+            .push((step.name.to_string(), started.elapsed().as_micros() as u64));
+        match result {
+            Ok((inst, StepResult::Continue(consumer))) => {
+                // A step without a response phase is done: its instance
+                // goes back to the pool now, not after the upstream call
+                // (fewer slots in use at once, and the slot is reused
+                // while its pages are still in cache).
+                cx.instances.push(step.info.wants_response.then_some(inst));
+                if consumer.is_some() {
+                    cx.call.consumer = consumer;
+                }
+            }
+            Ok((_inst, StepResult::Respond(out))) => {
+                // As the contract says: the response chain runs for the
+                // steps before this one, not for the one that answered.
+                cx.instances.push(None);
+                return Ok(Chain::Answered {
+                    step: step.name.clone(),
+                    out,
+                });
+            }
+            Err(e) if step.fail_open && !matches!(e, PolicyError::BadOutput { .. }) => {
+                policy::guard::warn_failure(
+                    &e,
+                    cx.request_id(),
+                    &api.name,
+                    "; skipped (fail-open)",
+                );
+                cx.instances.push(None);
+            }
+            Err(e) => {
+                cx.instances.push(None);
+                return Err(e.into());
+            }
+        }
+    }
+    Ok(Chain::Through)
+}
+
+/// Read the request body (once, before the first step that asks for it),
+/// up to the largest limit any step asked for: steps before it
+/// (authentication, IP filters) can refuse the call without the gateway
+/// reading the body.
+async fn read_body(cx: &mut Ctx<'_>) -> Result<(), Failure> {
+    if let OutboundBody::Buffered(_) = cx.body {
+        return Ok(());
+    }
+    let placeholder = OutboundBody::Buffered(Bytes::new());
+    let OutboundBody::Stream(stream) = std::mem::replace(&mut cx.body, placeholder) else {
+        unreachable!("a buffered body returned above")
+    };
+    let limit = cx.api.request_body_limit.unwrap_or(0);
+    let timeout = cx.gateway.limits().request_body_timeout.0;
+    if let Some(n) = cx.declared_len.filter(|n| *n > limit as u64) {
+        // Refused unread. A small body is drained first, so the client
+        // (still sending) reads the 413 rather than a reset; a large one is
+        // not read at all (it stays with the call until its end).
+        if n <= DRAIN_MAX {
+            let drain = Limited::new(stream, DRAIN_MAX as usize).collect();
+            let _ = tokio::time::timeout(timeout, drain).await;
+        } else {
+            cx.body = OutboundBody::Stream(stream);
+        }
+        return Err(Failure::unread(GatewayError::PayloadTooLarge { limit }));
+    }
+    match tokio::time::timeout(timeout, Limited::new(stream, limit).collect()).await {
+        Ok(Ok(c)) => {
+            cx.body = OutboundBody::Buffered(c.to_bytes());
+            Ok(())
+        }
+        Err(_) => Err(GatewayError::RequestTimeout(timeout).into()),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(GatewayError::PayloadTooLarge { limit }.into())
+        }
+        Ok(Err(e)) => {
+            Err(GatewayError::BadRequest(format!("reading the request body: {e}")).into())
+        }
+    }
+}
+
+/// What a step's request phase decided.
+pub(crate) enum StepResult {
+    /// Go on, as this consumer when the step identified one.
+    Continue(Option<policy::Consumer>),
+    Respond(Outgoing),
+}
+
+/// One step's request phase, its edits applied to `head` and `body`.
+async fn run_request_step(
+    gateway: &DataPlane,
+    step: &policy::Step,
+    ctx: &CallContext,
+    head: &mut RequestHead,
+    body: &mut OutboundBody,
+    scope: &policy::RequestScope,
+) -> Result<(StepInstance, StepResult), PolicyError> {
+    let mut inst = gateway.runtime.instantiate(step, scope).await?;
+    let wants_body = step.info.body.request.is_some();
+    let body_view: Option<&[u8]> = match (&*body, wants_body) {
+        (OutboundBody::Buffered(b), true) => Some(b),
+        _ => None,
+    };
+    let decision = inst.on_request(step, ctx, head, body_view).await?;
+    match decision {
+        RequestDecision::Continue(edits) => {
+            policy::apply_header_ops(&step.name, &mut head.headers, edits.headers)?;
+            if let Some(p) = edits.path {
+                head.path = policy::check_path(&step.name, &p)?;
+            }
+            if let Some(q) = edits.query {
+                policy::check_query(&step.name, &q)?;
+                head.query = if q.is_empty() { None } else { Some(q) };
+            }
+            if let Some(b) = edits.body {
+                if !wants_body {
+                    return Err(PolicyError::BadOutput {
+                        step: step.name.to_string(),
+                        detail: "returned a request body without asking for body access".into(),
+                    });
+                }
+                *body = OutboundBody::Buffered(Bytes::from(b));
+            }
+            Ok((inst, StepResult::Continue(edits.consumer)))
+        }
+        RequestDecision::Respond(resp) => {
+            policy::check_response(&step.name, &resp)?;
+            let out = Outgoing::buffered(
+                resp.status,
+                Fields::Wit(resp.headers),
+                Bytes::from(resp.body),
+            );
+            Ok((inst, StepResult::Respond(out)))
+        }
+    }
+}

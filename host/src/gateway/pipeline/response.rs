@@ -1,0 +1,141 @@
+//! The response chain: the response phase of the steps that ran, in
+//! reverse order, over the response as it stands (the upstream's, a
+//! step's, or an error).
+
+use super::context::{Ctx, Fields, OutBody, Outgoing};
+use crate::gateway::error::Failure;
+use crate::policy::host::ResponseOrigin;
+use crate::policy::{
+    self, PolicyError, ResponseDecision, ResponseEdits, ResponseHead, StepInstance,
+};
+use crate::upstream::UpstreamError;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+
+/// Run the response phase of every step that has one and ran, last first.
+/// A step that fails replaces the response with its error (the steps
+/// before it still see that), unless it fails open.
+pub(crate) async fn response_chain(cx: &mut Ctx<'_>, mut out: Outgoing) -> Outgoing {
+    let mut instances = std::mem::take(&mut cx.instances);
+    if let Some(limit) = body_limit(cx, &instances) {
+        if let Err(failure) = buffer_body(limit, &mut out).await {
+            out = cx.fail(failure);
+        }
+    }
+    let api = cx.api;
+    for (step, inst) in api.steps.iter().zip(instances.iter_mut()).rev() {
+        let Some(inst) = inst.as_mut() else { continue };
+        if !step.info.wants_response {
+            continue;
+        }
+        let Err(e) = run_response_step(cx, step, inst, &mut out).await else {
+            continue;
+        };
+        if step.fail_open && !matches!(e, PolicyError::BadOutput { .. }) {
+            policy::guard::warn_failure(&e, cx.request_id(), &api.name, "; skipped (fail-open)");
+            continue;
+        }
+        out = cx.fail(e.into());
+    }
+    out
+}
+
+/// The largest response body a step that will run asks to read, if any.
+fn body_limit(cx: &Ctx<'_>, instances: &[Option<StepInstance>]) -> Option<usize> {
+    cx.api
+        .steps
+        .iter()
+        .zip(instances.iter())
+        .filter(|(s, i)| i.is_some() && s.info.wants_response)
+        .filter_map(|(s, _)| s.info.body.response.map(|n| n as usize))
+        .max()
+}
+
+/// Read a streaming response body whole, up to `limit` (when a step that
+/// will run asks for it; else it streams).
+async fn buffer_body(limit: usize, out: &mut Outgoing) -> Result<(), Failure> {
+    if let OutBody::Buffered(_) = out.body {
+        return Ok(());
+    }
+    let OutBody::Stream(body) = std::mem::replace(&mut out.body, OutBody::Buffered(Bytes::new()))
+    else {
+        unreachable!("a buffered body returned above")
+    };
+    match Limited::new(body, limit).collect().await {
+        Ok(c) => {
+            out.body = OutBody::Buffered(c.to_bytes());
+            Ok(())
+        }
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(UpstreamError::BodyTooLarge { limit }.into())
+        }
+        Err(e) => Err(UpstreamError::BadResponse(format!("reading the response body: {e}")).into()),
+    }
+}
+
+/// One step's response phase, its edits (or its answer) applied to `out`.
+async fn run_response_step(
+    cx: &mut Ctx<'_>,
+    step: &policy::Step,
+    inst: &mut StepInstance,
+    out: &mut Outgoing,
+) -> Result<(), PolicyError> {
+    cx.call.step.clear();
+    cx.call.step.push_str(&step.name);
+    let wants_body = step.info.body.response.is_some();
+    let resp_head = ResponseHead {
+        status: out.status,
+        headers: std::mem::take(out.headers.wit()),
+    };
+    let body_view: Option<&[u8]> = match (&out.body, wants_body) {
+        (OutBody::Buffered(b), true) => Some(b),
+        _ => None,
+    };
+    let result = inst
+        .on_response(step, &cx.call, &cx.head, &resp_head, body_view)
+        .await;
+    out.headers = Fields::Wit(resp_head.headers);
+    match result? {
+        ResponseDecision::Continue(edits) => apply_edits(step, edits, wants_body, out),
+        ResponseDecision::Respond(resp) => {
+            policy::check_response(&step.name, &resp)?;
+            *out = Outgoing::buffered(
+                resp.status,
+                Fields::Wit(resp.headers),
+                Bytes::from(resp.body),
+            );
+            cx.set_origin(ResponseOrigin::Step(step.name.clone()));
+            Ok(())
+        }
+    }
+}
+
+/// A response step's edits: fields, status (200 to 599), body (only when
+/// the step asked for body access).
+fn apply_edits(
+    step: &policy::Step,
+    edits: ResponseEdits,
+    wants_body: bool,
+    out: &mut Outgoing,
+) -> Result<(), PolicyError> {
+    policy::apply_header_ops(&step.name, out.headers.wit(), edits.headers)?;
+    if let Some(s) = edits.status {
+        if !(200..=599).contains(&s) {
+            return Err(PolicyError::BadOutput {
+                step: step.name.to_string(),
+                detail: format!("status {s} (must be 200 to 599)"),
+            });
+        }
+        out.status = s;
+    }
+    if let Some(b) = edits.body {
+        if !wants_body {
+            return Err(PolicyError::BadOutput {
+                step: step.name.to_string(),
+                detail: "returned a response body without asking for body access".into(),
+            });
+        }
+        out.body = OutBody::Buffered(Bytes::from(b));
+    }
+    Ok(())
+}
