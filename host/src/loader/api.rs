@@ -4,8 +4,8 @@
 
 use super::manifests::Source;
 use super::{datetime_ms, resolve, Api, Build};
+use crate::domain::consumer::ConsumerInfo;
 use crate::manifest::{ApiSpec, ConsumerSpec, RouteSpec};
-use crate::policy::host::consumers::ConsumerInfo;
 use crate::policy::Step;
 use crate::route::{HostPattern, PathPattern, Route};
 use crate::upstream::Upstream;

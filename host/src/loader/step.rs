@@ -4,10 +4,10 @@
 
 use super::manifests::Source;
 use super::{Build, MAX_STEP_TIMEOUT};
+use crate::domain::grants::{Capability, Grants};
 use crate::manifest::{self, ApiSpec, GatewayFile, StepSpec};
 use crate::policy::engine::MAX_STEP_MEMORY;
 use crate::policy::guard::{check_log_limits, LogLimits};
-use crate::policy::host::{Capability, Grants};
 use crate::policy::{Plugin, Step, StepConfigError};
 use std::collections::HashSet;
 use std::sync::Arc;
