@@ -4,15 +4,15 @@
 //! [`Generation`] comes out, or a list of errors a person can act on.
 //!
 //! The build goes level by level (as Spin's `loader/src/local.rs`), each
-//! level in its own module and adding to one [`Build`]:
+//! level in its own module and adding to one `Build`:
 //!
 //! | level | module | what |
 //! |---|---|---|
-//! | gateway file | [`gateway_file`] | read it; listeners, admin, limits, outbound CA |
-//! | manifest files | [`manifests`] | list the policy folders; read and parse each file |
-//! | APIs | [`api`] | consumers and keys; API names, upstream, routes |
-//! | steps | [`step`] | step names, limits, grants, config checked by the plugin |
-//! | plugins | [`plugin`] | find the plugin file, compile it through the runtime |
+//! | gateway file | `gateway_file` | read it; listeners, admin, limits, outbound CA |
+//! | manifest files | `manifests` | list the policy folders; read and parse each file |
+//! | APIs | `api` | consumers and keys; API names, upstream, routes |
+//! | steps | `step` | step names, limits, grants, config checked by the plugin |
+//! | plugins | `plugin` | find the plugin file, compile it through the runtime |
 //!
 //! Every error is reported, in the order of the files, then of what each
 //! declares (consumers, then APIs; in an API: upstream, routes, steps).
