@@ -33,7 +33,10 @@ impl Build<'_> {
         let apis = spec.apis.iter().map(|a| a.to_string()).collect();
         let idx = match self.directory.add_consumer(info, apis) {
             Ok(idx) => idx,
-            Err(e) => return self.errs.push(format!("{at}: {e}")),
+            Err(e) => {
+                self.errs.push(format!("{at}: {e}"));
+                return;
+            }
         };
         for k in &spec.keys {
             let expires = match &k.expires {
