@@ -100,24 +100,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { file } => check(file),
-        Command::HashKey { key } => {
-            let key = match key {
-                Some(k) => k,
-                None => {
-                    let mut line = String::new();
-                    if std::io::stdin().read_line(&mut line).is_err() {
-                        eprintln!("error: cannot read the key from standard input");
-                        return ExitCode::FAILURE;
-                    }
-                    line.trim_end_matches(['\r', '\n']).to_string()
-                }
-            };
-            println!(
-                "{}",
-                tollgate::policy::host::consumers::key_digest_hex(&key)
-            );
-            ExitCode::SUCCESS
-        }
+        Command::HashKey { key } => hash_key(key),
         Command::Run { config } => {
             init_logging();
             match run(config) {
@@ -130,16 +113,7 @@ fn main() -> ExitCode {
         }
         Command::DemoUpstream { listen } => {
             init_logging();
-            let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-            match rt.block_on(tollgate::demo::serve(listen, |a| {
-                tracing::info!("demo upstream listening on http://{a}")
-            })) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e:#}");
-                    ExitCode::FAILURE
-                }
-            }
+            demo_upstream(listen)
         }
         Command::Admin { options, cmd } => match cmd {
             AdminCmd::Init { config, user } => admin_init(&config, &user),
@@ -148,6 +122,41 @@ fn main() -> ExitCode {
                 tollgate_admin_cli::run(tollgate_admin_cli::AdminArgs { options, command })
             }
         },
+    }
+}
+
+/// `tollgate hash-key`: the key's SHA-256, from the argument or one line of
+/// standard input.
+fn hash_key(key: Option<String>) -> ExitCode {
+    let key = match key {
+        Some(k) => k,
+        None => {
+            let mut line = String::new();
+            if std::io::stdin().read_line(&mut line).is_err() {
+                eprintln!("error: cannot read the key from standard input");
+                return ExitCode::FAILURE;
+            }
+            line.trim_end_matches(['\r', '\n']).to_string()
+        }
+    };
+    println!(
+        "{}",
+        tollgate::policy::host::consumers::key_digest_hex(&key)
+    );
+    ExitCode::SUCCESS
+}
+
+/// `tollgate demo-upstream`: serve the JSON echo server until stopped.
+fn demo_upstream(listen: std::net::SocketAddr) -> ExitCode {
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match rt.block_on(tollgate::demo::serve(listen, |a| {
+        tracing::info!("demo upstream listening on http://{a}")
+    })) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

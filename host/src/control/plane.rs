@@ -2,9 +2,10 @@
 //! file watcher, the admin API's manifest edits), each a full build that
 //! is swapped into the data plane only when it succeeds.
 
-use crate::control::admin::Registry;
+use crate::control::admin::{AdminError, Registry};
 use crate::gateway::DataPlane;
-use crate::loader::{self, ConfigErrors};
+use crate::loader::{self, ConfigErrors, Generation};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -18,7 +19,7 @@ pub enum EditError {
     /// Reading or writing the file failed.
     Io(String),
     /// The edit itself refused (e.g. a stale `If-Match`).
-    Refused(crate::control::admin::AdminError),
+    Refused(AdminError),
 }
 
 /// What a reload did.
@@ -105,24 +106,42 @@ impl ControlPlane {
             if skip_unchanged && this.inputs().unchanged() {
                 return None;
             }
-            let mut inputs = loader::Inputs::default();
-            let built =
-                loader::read_gateway_file_recording(&this.gw_path, &mut inputs).and_then(|gw| {
-                    loader::build_recording(
-                        &this.gw_path,
-                        &gw,
-                        &this.data.runtime,
-                        &Default::default(),
-                        &mut inputs,
-                    )
-                });
+            let (built, inputs) = this.build(&BTreeMap::new());
             this.set_inputs(inputs, built.is_ok());
             Some(built)
         })
         .await;
         // `None`: the inputs were unchanged and nothing was built.
         let built = built.transpose()?;
-        Some(match built {
+        Some(self.install_or_keep(built))
+    }
+
+    /// Build the whole configuration from the files, reading the manifests
+    /// of `overrides` from there; and what the build read.
+    fn build(
+        &self,
+        overrides: &BTreeMap<PathBuf, String>,
+    ) -> (Result<Generation, ConfigErrors>, loader::Inputs) {
+        let mut inputs = loader::Inputs::default();
+        let built =
+            loader::read_gateway_file_recording(&self.gw_path, &mut inputs).and_then(|gw| {
+                loader::build_recording(
+                    &self.gw_path,
+                    &gw,
+                    &self.data.runtime,
+                    overrides,
+                    &mut inputs,
+                )
+            });
+        (built, inputs)
+    }
+
+    /// Swap in a reload's generation, or keep the serving one and say why.
+    fn install_or_keep(
+        &self,
+        built: Result<Result<Generation, ConfigErrors>, tokio::task::JoinError>,
+    ) -> ReloadOutcome {
+        match built {
             Ok(Ok(g)) => {
                 let n = self.data.install(g);
                 tracing::info!(generation = n, "configuration reloaded");
@@ -136,7 +155,7 @@ impl ControlPlane {
                 tracing::error!("reload failed: {e}");
                 ReloadOutcome::Rejected(e.to_string())
             }
-        })
+        }
     }
 
     /// The gateway file.
@@ -155,49 +174,44 @@ impl ControlPlane {
     pub async fn apply_manifest_edit(
         self: &Arc<Self>,
         file: PathBuf,
-        edit: impl FnOnce(&str, &str) -> Result<String, crate::control::admin::AdminError>
-            + Send
-            + 'static,
+        edit: impl FnOnce(&str, &str) -> Result<String, AdminError> + Send + 'static,
     ) -> Result<(u64, String), EditError> {
-        use sha2::Digest as _;
         let _g = self.reload_lock.lock().await;
         let this = self.clone();
         let serving = self.data.current();
-        let (g, hash) = tokio::task::spawn_blocking(move || {
-            let expected = serving.sources.get(&file).cloned().unwrap_or_default();
-            let text = std::fs::read_to_string(&file)
-                .map_err(|e| EditError::Io(format!("{}: cannot read: {e}", file.display())))?;
-            let on_disk = hex::encode(sha2::Sha256::digest(text.as_bytes()));
-            if on_disk != expected {
-                return Err(EditError::Diverged(format!(
-                    "{} changed on disk since the serving configuration was loaded (edited and not reloaded, or its reload was rejected): reload it (SIGHUP) or fix it first, then retry",
-                    file.display()
-                )));
-            }
-            let new_text = edit(&text, &on_disk).map_err(EditError::Refused)?;
-            let mut inputs = loader::Inputs::default();
-            let gw = loader::read_gateway_file_recording(&this.gw_path, &mut inputs)
-                .map_err(EditError::Invalid)?;
-            let mut overrides = std::collections::BTreeMap::new();
-            overrides.insert(file.clone(), new_text.clone());
-            let g = loader::build_recording(&this.gw_path, &gw, &this.data.runtime, &overrides, &mut inputs)
-                .map_err(EditError::Invalid)?;
-            write_atomically(&file, new_text.as_bytes())
-                .map_err(|e| EditError::Io(format!("{}: cannot write: {e}", file.display())))?;
-            // The file now holds what this build read: the watcher's event
-            // for the write finds nothing changed.
-            this.set_inputs(inputs, true);
-            let hash = g.sources.get(&file).cloned().unwrap_or_default();
-            Ok((g, hash))
-        })
-        .await
-        .map_err(|e| EditError::Io(format!("the edit failed: {e}")))??;
+        let (g, hash) =
+            tokio::task::spawn_blocking(move || this.build_and_write(&serving, &file, edit))
+                .await
+                .map_err(|e| EditError::Io(format!("the edit failed: {e}")))??;
         let n = self.data.install(g);
         tracing::info!(
             generation = n,
             "configuration changed through the admin API"
         );
         Ok((n, hash))
+    }
+
+    /// An edit's blocking part: check that `file` is what `serving` was
+    /// built from, build with the edited text, and only then write it.
+    /// Returns the new generation and the new text's SHA-256.
+    fn build_and_write(
+        &self,
+        serving: &Generation,
+        file: &Path,
+        edit: impl FnOnce(&str, &str) -> Result<String, AdminError>,
+    ) -> Result<(Generation, String), EditError> {
+        let (text, on_disk) = read_as_served(serving, file)?;
+        let new_text = edit(&text, &on_disk).map_err(EditError::Refused)?;
+        let overrides = BTreeMap::from([(file.to_path_buf(), new_text.clone())]);
+        let (built, inputs) = self.build(&overrides);
+        let g = built.map_err(EditError::Invalid)?;
+        write_atomically(file, new_text.as_bytes())
+            .map_err(|e| EditError::Io(format!("{}: cannot write: {e}", file.display())))?;
+        // The file now holds what this build read: the watcher's event
+        // for the write finds nothing changed.
+        self.set_inputs(inputs, true);
+        let hash = g.sources.get(file).cloned().unwrap_or_default();
+        Ok((g, hash))
     }
 
     /// Watch the configuration files and reload on change, and on SIGHUP.
@@ -225,6 +239,23 @@ impl ControlPlane {
             super::reload::spawn_watcher(self.clone(), debounce);
         }
     }
+}
+
+/// The text of manifest `file` and its SHA-256, if it is the text `serving`
+/// was built from: an edit never overwrites changes that were not loaded.
+fn read_as_served(serving: &Generation, file: &Path) -> Result<(String, String), EditError> {
+    use sha2::Digest as _;
+    let expected = serving.sources.get(file).map_or("", String::as_str);
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| EditError::Io(format!("{}: cannot read: {e}", file.display())))?;
+    let on_disk = hex::encode(sha2::Sha256::digest(text.as_bytes()));
+    if on_disk != expected {
+        return Err(EditError::Diverged(format!(
+            "{} changed on disk since the serving configuration was loaded (edited and not reloaded, or its reload was rejected): reload it (SIGHUP) or fix it first, then retry",
+            file.display()
+        )));
+    }
+    Ok((text, on_disk))
 }
 
 /// Write `bytes` to `path` so that a crash leaves either the old or the new

@@ -8,8 +8,9 @@ use crate::control::ControlPlane as Gateway;
 pub use crate::loader::inputs::Inputs;
 use notify::{RecursiveMode, Watcher};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 /// The inputs of the serving configuration and of the last build (the
 /// same after a build that was applied).
@@ -63,86 +64,99 @@ impl BuildInputs {
 /// second, so files a reload newly names are watched too; it stops when the
 /// gateway is dropped.
 pub fn spawn_watcher(gateway: Arc<Gateway>, debounce: Duration) {
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Vec<PathBuf>>();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Vec<PathBuf>>();
     let weak = Arc::downgrade(&gateway);
     let spawned = std::thread::Builder::new()
         .name("tollgate-watch".into())
-        .spawn(move || {
-            let handler = move |res: notify::Result<notify::Event>| {
-                if let Ok(ev) = res {
-                    if !matches!(ev.kind, notify::EventKind::Access(_)) {
-                        let _ = tx.send(ev.paths);
-                    }
-                }
-            };
-            let mut watcher = match notify::recommended_watcher(handler) {
-                Ok(w) => w,
-                Err(e) => {
-                    tracing::warn!("cannot watch configuration files: {e}");
-                    return;
-                }
-            };
-            let mut watching: Vec<PathBuf> = Vec::new();
-            while let Some(gw) = weak.upgrade() {
-                let want = gw.inputs().watched().folders_to_watch();
-                drop(gw);
-                for p in &want {
-                    if !watching.contains(p) {
-                        if let Err(e) = watcher.watch(p, RecursiveMode::NonRecursive) {
-                            tracing::warn!(path = %p.display(), "cannot watch: {e}");
-                        }
-                    }
-                }
-                for p in &watching {
-                    if !want.contains(p) {
-                        let _ = watcher.unwatch(p);
-                    }
-                }
-                watching = want;
-                std::thread::sleep(Duration::from_secs(1));
-            }
-        });
+        .spawn(move || watch_folders(weak, tx));
     if let Err(e) = spawned {
         tracing::warn!("cannot start the file watcher: {e}");
         return;
     }
     let weak = Arc::downgrade(&gateway);
     drop(gateway);
-    tokio::spawn(async move {
-        // Whether an event is about an input of the last build (an access
-        // log or a store beside the manifest is not).
-        let relevant = |paths: &[PathBuf]| {
-            weak.upgrade().is_some_and(|gw| {
-                let inputs = gw.inputs().watched();
-                paths.iter().any(|p| inputs.relevant(p))
-            })
-        };
-        while let Some(paths) = rx.recv().await {
-            if !relevant(&paths) {
-                continue;
-            }
-            // Debounce: wait until the inputs stop changing for `debounce`.
-            let mut quiet_at = tokio::time::Instant::now() + debounce;
-            loop {
-                match tokio::time::timeout_at(quiet_at, rx.recv()).await {
-                    Ok(Some(paths)) => {
-                        if relevant(&paths) {
-                            quiet_at = tokio::time::Instant::now() + debounce;
-                        }
-                    }
-                    Ok(None) => return,
-                    Err(_) => break,
-                }
-            }
-            let Some(gw) = weak.upgrade() else { return };
-            tracing::info!("configuration files changed: reloading");
-            if gw.reload_if_changed().await.is_none() {
-                tracing::debug!(
-                    "configuration files are byte-identical to the last build's: not reloading"
-                );
+    tokio::spawn(reload_on_events(weak, rx, debounce));
+}
+
+/// The watcher's thread: send the paths of every event (but reads) in the
+/// folders of the last build's inputs, whose list it re-reads every second
+/// until the gateway is dropped.
+fn watch_folders(weak: Weak<Gateway>, tx: UnboundedSender<Vec<PathBuf>>) {
+    let handler = move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res {
+            if !matches!(ev.kind, notify::EventKind::Access(_)) {
+                let _ = tx.send(ev.paths);
             }
         }
-    });
+    };
+    let mut watcher = match notify::recommended_watcher(handler) {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!("cannot watch configuration files: {e}");
+            return;
+        }
+    };
+    let mut watching: Vec<PathBuf> = Vec::new();
+    while let Some(gw) = weak.upgrade() {
+        let want = gw.inputs().watched().folders_to_watch();
+        drop(gw);
+        for p in &want {
+            if !watching.contains(p) {
+                if let Err(e) = watcher.watch(p, RecursiveMode::NonRecursive) {
+                    tracing::warn!(path = %p.display(), "cannot watch: {e}");
+                }
+            }
+        }
+        for p in &watching {
+            if !want.contains(p) {
+                let _ = watcher.unwatch(p);
+            }
+        }
+        watching = want;
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Reload once the events about inputs stop for `debounce`, until the
+/// gateway is dropped.
+async fn reload_on_events(
+    weak: Weak<Gateway>,
+    mut rx: UnboundedReceiver<Vec<PathBuf>>,
+    debounce: Duration,
+) {
+    // Whether an event is about an input of the last build (an access
+    // log or a store beside the manifest is not).
+    let relevant = |paths: &[PathBuf]| {
+        weak.upgrade().is_some_and(|gw| {
+            let inputs = gw.inputs().watched();
+            paths.iter().any(|p| inputs.relevant(p))
+        })
+    };
+    while let Some(paths) = rx.recv().await {
+        if !relevant(&paths) {
+            continue;
+        }
+        // Debounce: wait until the inputs stop changing for `debounce`.
+        let mut quiet_at = tokio::time::Instant::now() + debounce;
+        loop {
+            match tokio::time::timeout_at(quiet_at, rx.recv()).await {
+                Ok(Some(paths)) => {
+                    if relevant(&paths) {
+                        quiet_at = tokio::time::Instant::now() + debounce;
+                    }
+                }
+                Ok(None) => return,
+                Err(_) => break,
+            }
+        }
+        let Some(gw) = weak.upgrade() else { return };
+        tracing::info!("configuration files changed: reloading");
+        if gw.reload_if_changed().await.is_none() {
+            tracing::debug!(
+                "configuration files are byte-identical to the last build's: not reloading"
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -100,3 +100,112 @@ impl<'de> Deserialize<'de> for Size {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dur(s: &str) -> Result<Duration, String> {
+        Dur::try_from(s).map(|d| d.0)
+    }
+
+    fn size(s: &str) -> Result<u64, String> {
+        Size::try_from(s).map(|s| s.0)
+    }
+
+    #[test]
+    fn durations_are_a_whole_number_and_one_unit() {
+        assert_eq!(dur("250us"), Ok(Duration::from_micros(250)));
+        assert_eq!(dur("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(dur(" 10s "), Ok(Duration::from_secs(10)));
+        assert_eq!(dur("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(dur("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(dur("0s"), Ok(Duration::ZERO));
+        // Saturates rather than overflowing.
+        assert_eq!(
+            dur("18446744073709551615h"),
+            Ok(Duration::from_secs(u64::MAX))
+        );
+    }
+
+    #[test]
+    fn durations_refuse_what_humantime_would_take() {
+        assert_eq!(
+            dur("10"),
+            Err("`10` has no unit: expected e.g. `250ms`, `10s`, `2m`, `1h`".into())
+        );
+        assert_eq!(
+            dur("1.5s"),
+            Err("`1.5s` has unknown unit `.5s`: expected one of us, ms, s, m, h".into())
+        );
+        assert_eq!(
+            dur("ms"),
+            Err("`ms` is not a duration: expected e.g. `250ms`, `10s`, `2m`, `1h`".into())
+        );
+        for bad in ["1h 30m", "1 s", "10sec", "1d", "-1s", "10S"] {
+            assert!(dur(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sizes_read_kb_as_1024_bytes() {
+        assert_eq!(size("512"), Ok(512));
+        assert_eq!(size("512B"), Ok(512));
+        assert_eq!(size("64KiB"), Ok(64 << 10));
+        assert_eq!(size("64KB"), Ok(64 << 10));
+        assert_eq!(size("64K"), Ok(64 << 10));
+        assert_eq!(size("16 MiB"), Ok(16 << 20));
+        assert_eq!(size("16M"), Ok(16 << 20));
+        assert_eq!(size("1GB"), Ok(1 << 30));
+    }
+
+    #[test]
+    fn sizes_refuse_unknown_units_and_overflow() {
+        assert_eq!(
+            size("1TiB"),
+            Err("`1TiB` has unknown unit `TiB`: expected one of B, KiB, MiB, GiB".into())
+        );
+        assert_eq!(
+            size("KiB"),
+            Err("`KiB` is not a size: expected e.g. `64KiB`, `16MiB`".into())
+        );
+        assert_eq!(
+            size("18446744073709551615KiB"),
+            Err("`18446744073709551615KiB` is too large".into())
+        );
+        for bad in ["1.5MiB", "-1", "1kb", "1 mib"] {
+            assert!(size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn toml_values_deserialize_with_the_same_rules() {
+        #[derive(Deserialize)]
+        struct T {
+            d: Dur,
+            s: Size,
+        }
+        let t: T = toml::from_str("d = \"50ms\"\ns = 4096").unwrap();
+        assert_eq!((t.d.0, t.s.0), (Duration::from_millis(50), 4096));
+        let t: T = toml::from_str("d = \"1h\"\ns = \"2KiB\"").unwrap();
+        assert_eq!((t.d.0, t.s.0), (Duration::from_secs(3600), 2048));
+        let err = toml::from_str::<T>("d = 50\ns = 1")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("`50` is not a duration: expected a string like \"50ms\""),
+            "{err}"
+        );
+        let err = toml::from_str::<T>("d = \"5x\"\ns = 1")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("`5x` has unknown unit `x`"), "{err}");
+        let err = toml::from_str::<T>("d = \"5s\"\ns = \"5XB\"")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("`5XB` has unknown unit `XB`"), "{err}");
+    }
+}

@@ -84,7 +84,7 @@ impl Inputs {
             && self
                 .folders
                 .iter()
-                .all(|(d, was)| toml_files(d).as_ref() == Some(was))
+                .all(|(d, was)| toml_files(d).ok().as_ref() == Some(was))
     }
 
     /// Whether a change of `path` may change the configuration.
@@ -122,13 +122,13 @@ impl Inputs {
     }
 }
 
-/// The `*.toml` files of a folder, sorted (as the build lists them).
-fn toml_files(dir: &Path) -> Option<Vec<PathBuf>> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
-        .ok()?
+/// The `*.toml` files of a policy folder, sorted: what the build reads
+/// there, and what a reload compares with.
+pub(super) fn toml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|f| f.extension().is_some_and(|x| x == "toml"))
         .collect();
     found.sort();
-    Some(found)
+    Ok(found)
 }

@@ -1,0 +1,186 @@
+//! The third level: what one manifest declares — its consumers (with their
+//! keys), and its APIs (a name not taken yet, the upstream, the routes,
+//! then the chain, which the step level builds).
+
+use super::manifests::Source;
+use super::{datetime_ms, resolve, Api, Build};
+use crate::domain::consumer::ConsumerInfo;
+use crate::manifest::{ApiSpec, ConsumerSpec, RouteSpec};
+use crate::policy::Step;
+use crate::route::{HostPattern, PathPattern, Route};
+use crate::upstream::Upstream;
+use std::path::Path;
+use std::sync::Arc;
+use toml::Spanned;
+
+impl Build<'_> {
+    /// Add the file's consumers and their keys to the directory.
+    pub(super) fn consumers(&mut self, src: &Source, consumers: &[Spanned<ConsumerSpec>]) {
+        for c in consumers {
+            self.consumer(&src.at(c.span().start), c.get_ref());
+        }
+    }
+
+    /// One consumer, declared at `at`.
+    fn consumer(&mut self, at: &str, spec: &ConsumerSpec) {
+        let info = ConsumerInfo {
+            id: spec.id.to_string(),
+            app: spec.app.as_ref().map(|n| n.to_string()),
+            key_id: None,
+            plan: spec.plan.as_ref().map(|n| n.to_string()),
+            product: spec.product.as_ref().map(|n| n.to_string()),
+        };
+        let apis = spec.apis.iter().map(|a| a.to_string()).collect();
+        let idx = match self.directory.add_consumer(info, apis) {
+            Ok(idx) => idx,
+            Err(e) => {
+                self.errs.push(format!("{at}: {e}"));
+                return;
+            }
+        };
+        for k in &spec.keys {
+            let expires = match &k.expires {
+                None => None,
+                Some(d) => match datetime_ms(d) {
+                    Some(ms) => Some(ms),
+                    None => {
+                        self.errs.push(format!(
+                            "{at}: consumer `{}`, key `{}`: expires `{d}` must be a full date-time with offset, e.g. 2027-01-01T00:00:00Z",
+                            spec.id, k.id
+                        ));
+                        continue;
+                    }
+                },
+            };
+            if let Err(e) = self
+                .directory
+                .add_key(idx, k.id.as_str(), &k.sha256, expires)
+            {
+                self.errs.push(format!("{at}: consumer `{}`: {e}", spec.id));
+            }
+        }
+    }
+
+    /// One API, the `index_in_file`-th of the file. An API with any error
+    /// is left out, its routes too; its name stays taken, so a duplicate of
+    /// it is reported as well.
+    pub(super) fn api(&mut self, src: &Source, index_in_file: usize, api: &Spanned<ApiSpec>) {
+        let at = src.at(api.span().start);
+        let spec = api.get_ref();
+        if let Some(prev) = self.api_names.get(spec.name.as_str()) {
+            self.errs.push(format!(
+                "{at}: api `{}` is already defined at {prev}",
+                spec.name,
+            ));
+            return;
+        }
+        self.api_names.insert(spec.name.to_string(), at.clone());
+        let api_index = self.apis.len();
+        let upstream = self.upstream(src.path, &at, spec);
+        let routed = self.routes(src, &at, api_index, spec);
+        let steps = self.chain(src, index_in_file, spec);
+        match (upstream, routed, steps) {
+            (Some(upstream), true, Some(steps)) => {
+                self.apis.push(ready(src.path, spec, upstream, steps));
+            }
+            // Keep indexes of later APIs aligned with their routes.
+            _ => self.routes.retain(|r| r.api != api_index),
+        }
+    }
+
+    /// The API's upstream client; its certificate files are watched (they
+    /// are reread on reload: a change reloads).
+    fn upstream(&mut self, file: &Path, at: &str, spec: &ApiSpec) -> Option<Upstream> {
+        let folder = file.parent().unwrap_or(Path::new("."));
+        let u = &spec.upstream;
+        for p in [&u.ca_file, &u.client_cert, &u.client_key]
+            .into_iter()
+            .flatten()
+        {
+            self.watched.push(resolve(folder, p));
+        }
+        Upstream::new(spec.name.as_str(), &spec.upstream, folder)
+            .map_err(|e| {
+                self.errs
+                    .push(format!("{at}: api `{}`: upstream: {e}", spec.name))
+            })
+            .ok()
+    }
+
+    /// Compile the API's routes (at least one) into the router's list;
+    /// whether all compiled.
+    fn routes(&mut self, src: &Source, at: &str, api_index: usize, spec: &ApiSpec) -> bool {
+        let mut ok = true;
+        if spec.routes.is_empty() {
+            self.errs.push(format!(
+                "{at}: api `{}` has no route: add an [[api.route]] with `path` or `prefix`",
+                spec.name
+            ));
+            ok = false;
+        }
+        for r in &spec.routes {
+            match compile_route(api_index, self.routes.len(), r.get_ref()) {
+                Ok(route) => self.routes.push(route),
+                Err(e) => {
+                    self.errs.push(format!(
+                        "{}: api `{}`: route: {e}",
+                        src.at(r.span().start),
+                        spec.name
+                    ));
+                    ok = false;
+                }
+            }
+        }
+        ok
+    }
+}
+
+/// The API built from `spec` in `file`, ready to serve.
+fn ready(file: &Path, spec: &ApiSpec, upstream: Upstream, steps: Vec<Step>) -> Api {
+    let request_body_limit = steps
+        .iter()
+        .filter_map(|s| s.info.body.request.map(|n| n as usize))
+        .max();
+    Api {
+        name: spec.name.to_string().into(),
+        manifest: file.to_path_buf(),
+        spec: Arc::new(spec.clone()),
+        upstream,
+        steps,
+        request_body_limit,
+    }
+}
+
+/// A route of API `api` (its index among the built APIs), `order`-th in
+/// the manifests.
+pub(super) fn compile_route(api: usize, order: usize, r: &RouteSpec) -> Result<Route, String> {
+    let (path, label) = match (&r.path, &r.prefix) {
+        (Some(p), None) => (PathPattern::template(p)?, p.clone()),
+        (None, Some(p)) => (
+            PathPattern::prefix(p)?,
+            format!("{}/**", p.trim_end_matches('/')),
+        ),
+        (Some(_), Some(_)) => return Err("give either `path` or `prefix`, not both".into()),
+        (None, None) => return Err("give `path` (e.g. \"/pets/{id}\") or `prefix`".into()),
+    };
+    let hosts = r
+        .hosts
+        .iter()
+        .map(|h| HostPattern::parse(h))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut methods = Vec::new();
+    for m in &r.methods {
+        if m.is_empty() || !m.bytes().all(|b| b.is_ascii_alphabetic()) {
+            return Err(format!("method `{m}` is not an HTTP method"));
+        }
+        methods.push(m.to_ascii_uppercase());
+    }
+    Ok(Route {
+        api,
+        name: r.name.as_ref().map_or(label, |n| n.to_string()),
+        hosts,
+        path,
+        methods,
+        order,
+    })
+}

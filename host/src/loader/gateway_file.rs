@@ -1,0 +1,288 @@
+//! The first level: the gateway file on its own — read it, then check what
+//! the types cannot (listener addresses, the admin API's exposure, limits
+//! in range, the outbound CA file).
+
+use super::{ConfigErrors, Inputs, MAX_STEP_TIMEOUT};
+use crate::manifest::{self, resolve, GatewayFile, Limits, SCHEMA};
+use crate::policy::engine::MAX_STEP_MEMORY;
+use crate::policy::guard::{check_log_limits, LogLimits};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// Read and check the gateway file on its own.
+pub fn read_gateway_file(path: &Path) -> Result<GatewayFile, ConfigErrors> {
+    read_gateway_file_recording(path, &mut Inputs::default())
+}
+
+/// [`read_gateway_file`], recording what it read in `inputs`.
+pub fn read_gateway_file_recording(
+    path: &Path,
+    inputs: &mut Inputs,
+) -> Result<GatewayFile, ConfigErrors> {
+    let read = manifest::read_toml::<GatewayFile>(path);
+    match &read {
+        Ok((_, text)) => inputs.record_text(path, text),
+        Err(_) => inputs.record_unread(path),
+    }
+    let (gw, _) = read?;
+    let errs = check(path, &gw);
+    if errs.is_empty() {
+        Ok(gw)
+    } else {
+        Err(ConfigErrors(errs))
+    }
+}
+
+/// Everything wrong with the gateway file `path` that parsing let through,
+/// each error after the file's name.
+fn check(path: &Path, gw: &GatewayFile) -> Vec<String> {
+    let mut errs = Vec::new();
+    if gw.schema != SCHEMA {
+        errs.push(format!(
+            "schema {} is not supported (this build reads schema {SCHEMA})",
+            gw.schema
+        ));
+    }
+    check_listeners(gw, &mut errs);
+    check_admin(gw, &mut errs);
+    check_step_limits(&gw.limits, &mut errs);
+    check_connection_limits(&gw.limits, &mut errs);
+    check_plugin_limits(&gw.limits, &mut errs);
+    if let Some(ca) = &gw.outbound.ca_file {
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut roots = rustls::RootCertStore::empty();
+        if let Err(e) = crate::net::tls_client::ca_roots(&resolve(base, ca), &mut roots) {
+            errs.push(format!("outbound.ca-file: {e}"));
+        }
+    }
+    errs.into_iter()
+        .map(|e| format!("{}: {e}", path.display()))
+        .collect()
+}
+
+/// At least one listener; distinct names; each address IP:port.
+fn check_listeners(gw: &GatewayFile, errs: &mut Vec<String>) {
+    if gw.listeners.is_empty() {
+        errs.push("at least one [[listener]] is required".into());
+    }
+    let mut names = HashSet::new();
+    for l in &gw.listeners {
+        if !names.insert(l.name.as_str()) {
+            errs.push(format!("listener name `{}` is used twice", l.name));
+        }
+        if l.address.parse::<SocketAddr>().is_err() {
+            errs.push(format!(
+                "listener `{}`: address `{}` is not IP:port (e.g. 127.0.0.1:8080)",
+                l.name, l.address
+            ));
+        }
+    }
+}
+
+/// The admin API: IP:port, TLS unless on loopback, a sane body limit.
+fn check_admin(gw: &GatewayFile, errs: &mut Vec<String>) {
+    let Some(admin) = &gw.admin else { return };
+    match admin.address.parse::<SocketAddr>() {
+        Err(_) => errs.push(format!(
+            "admin.address `{}` is not IP:port (e.g. 127.0.0.1:8001)",
+            admin.address
+        )),
+        Ok(a) if !a.ip().is_loopback() && admin.tls.is_none() => errs.push(format!(
+            "admin.address `{}` is not a loopback address: the admin API carries bearer tokens, so it needs `tls` there (or use 127.0.0.1)",
+            admin.address
+        )),
+        Ok(_) => {}
+    }
+    if !(1024..=(64 << 20)).contains(&admin.max_body.0) {
+        errs.push(format!(
+            "admin.max-body = {} bytes must be between 1KiB and 64MiB",
+            admin.max_body.0
+        ));
+    }
+}
+
+/// The defaults of every step: memory and deadline.
+fn check_step_limits(l: &Limits, errs: &mut Vec<String>) {
+    let mem = l.step_memory.0;
+    if !((1 << 20)..=MAX_STEP_MEMORY).contains(&mem) {
+        errs.push(format!(
+            "limits.step-memory = {mem} bytes must be between 1MiB and {}MiB",
+            MAX_STEP_MEMORY >> 20
+        ));
+    }
+    let t = l.step_timeout.0;
+    if t.is_zero() || t > MAX_STEP_TIMEOUT {
+        errs.push(format!(
+            "limits.step-timeout = {t:?} must be between 1ms and 30s"
+        ));
+    }
+}
+
+/// What bounds a client connection: none so small that nothing is served.
+fn check_connection_limits(l: &Limits, errs: &mut Vec<String>) {
+    for (name, zero) in [
+        ("max-headers", l.max_headers == 0),
+        ("max-connections", l.max_connections == 0),
+        // hyper's HTTP/1 read buffer, which bounds the head, is at least
+        // 8KiB: a smaller limit would not be enforced.
+        ("max-header-bytes", l.max_header_bytes.0 < 8192),
+        (
+            "request-header-timeout",
+            l.request_header_timeout.0.is_zero(),
+        ),
+        ("request-body-timeout", l.request_body_timeout.0.is_zero()),
+        ("send-timeout", l.send_timeout.0.is_zero()),
+        ("max-concurrent-streams", l.max_concurrent_streams == 0),
+    ] {
+        if zero {
+            errs.push(format!(
+                "limits.{name} is too small to serve anything (remove it for the default)"
+            ));
+        }
+    }
+    if l.max_header_bytes.0 > (16 << 20) {
+        errs.push("limits.max-header-bytes must be at most 16MiB".into());
+    }
+    // At most hyper's own limit on a request-target (64KiB less 2 bytes,
+    // beyond which it answers 414 itself).
+    if !(256..=(64 << 10)).contains(&l.max_request_target.0) {
+        errs.push(format!(
+            "limits.max-request-target = {} bytes must be between 256 bytes and 64KiB",
+            l.max_request_target.0
+        ));
+    }
+}
+
+/// The plugins' log limits and the engine's instance count.
+fn check_plugin_limits(l: &Limits, errs: &mut Vec<String>) {
+    let log = LogLimits {
+        lines_per_sec: l.plugin_log_rate,
+        line_bytes: l.plugin_log_line.0 as usize,
+    };
+    if let Err(e) = check_log_limits(&log) {
+        errs.push(format!("limits.plugin-{e}"));
+    }
+    if l.max_instances == 0 || l.max_instances > 100_000 {
+        errs.push("limits.max-instances must be between 1 and 100000".into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, text: &str) -> std::path::PathBuf {
+        let path = dir.join("tollgate.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn every_error_of_the_gateway_file_in_order_after_its_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            r#"
+schema = 2
+[[listener]]
+name = "main"
+address = "localhost:8080"
+[[listener]]
+name = "main"
+address = "127.0.0.1:8081"
+[admin]
+address = "0.0.0.0:8001"
+max-body = "512B"
+[limits]
+step-memory = "512KiB"
+step-timeout = "31s"
+max-headers = 0
+max-header-bytes = "4KiB"
+max-request-target = "128B"
+plugin-log-rate = 0
+max-instances = 0
+[outbound]
+ca-file = "missing.pem"
+"#,
+        );
+        let errs = read_gateway_file(&path).unwrap_err().0;
+        let p = path.display();
+        let expected = [
+            "schema 2 is not supported (this build reads schema 1)".to_string(),
+            "listener `main`: address `localhost:8080` is not IP:port (e.g. 127.0.0.1:8080)".into(),
+            "listener name `main` is used twice".into(),
+            "admin.address `0.0.0.0:8001` is not a loopback address: the admin API carries bearer tokens, so it needs `tls` there (or use 127.0.0.1)".into(),
+            "admin.max-body = 512 bytes must be between 1KiB and 64MiB".into(),
+            format!("limits.step-memory = 524288 bytes must be between 1MiB and {}MiB", MAX_STEP_MEMORY >> 20),
+            "limits.step-timeout = 31s must be between 1ms and 30s".into(),
+            "limits.max-headers is too small to serve anything (remove it for the default)".into(),
+            "limits.max-header-bytes is too small to serve anything (remove it for the default)".into(),
+            "limits.max-request-target = 128 bytes must be between 256 bytes and 64KiB".into(),
+        ];
+        for (i, e) in expected.iter().enumerate() {
+            assert_eq!(errs[i], format!("{p}: {e}"), "error {i}");
+        }
+        let rest = &errs[expected.len()..];
+        assert!(
+            rest[0].starts_with(&format!("{p}: limits.plugin-log-rate = 0 ")),
+            "{rest:?}"
+        );
+        assert_eq!(
+            rest[1],
+            format!("{p}: limits.max-instances must be between 1 and 100000")
+        );
+        assert!(
+            rest[2].starts_with(&format!("{p}: outbound.ca-file: ")),
+            "{rest:?}"
+        );
+        assert!(rest[2].contains("missing.pem"), "{rest:?}");
+        assert_eq!(rest.len(), 3, "{rest:?}");
+    }
+
+    #[test]
+    fn a_valid_gateway_file_is_read_and_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "schema = 1\n[[listener]]\nname = \"main\"\naddress = \"127.0.0.1:8080\"\n[admin]\naddress = \"127.0.0.1:8001\"\n",
+        );
+        let mut inputs = Inputs::default();
+        let gw = read_gateway_file_recording(&path, &mut inputs).unwrap();
+        assert_eq!(gw.listeners.len(), 1);
+        assert!(inputs.relevant(&path));
+        assert!(inputs.unchanged());
+        std::fs::write(&path, "schema = 1\n").unwrap();
+        assert!(!inputs.unchanged(), "the bytes the build read are recorded");
+    }
+
+    #[test]
+    fn a_missing_or_broken_gateway_file_is_recorded_as_unread() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("none.toml");
+        let mut inputs = Inputs::default();
+        let errs = read_gateway_file_recording(&missing, &mut inputs)
+            .unwrap_err()
+            .0;
+        assert!(
+            errs[0].starts_with(&format!("{}: cannot read: ", missing.display())),
+            "{errs:?}"
+        );
+        assert!(inputs.relevant(&missing));
+        assert!(
+            !inputs.unchanged(),
+            "a file not read never counts as unchanged"
+        );
+
+        let path = write(dir.path(), "schema = 1\n[[listener]\n");
+        let mut inputs = Inputs::default();
+        let errs = read_gateway_file_recording(&path, &mut inputs)
+            .unwrap_err()
+            .0;
+        assert!(
+            errs[0].starts_with(&format!("{}: TOML parse error", path.display())),
+            "{errs:?}"
+        );
+        assert!(!inputs.unchanged());
+    }
+}

@@ -1,0 +1,218 @@
+//! The fourth level: an API's chain, step by step — a distinct name, the
+//! plugin (the next level), the step's limits, its grants, then its config
+//! checked by the plugin itself. Each error points at the key it is about.
+
+use super::manifests::Source;
+use super::{Build, MAX_STEP_TIMEOUT};
+use crate::domain::grants::{Capability, Grants};
+use crate::manifest::{self, ApiSpec, GatewayFile, StepSpec};
+use crate::policy::engine::MAX_STEP_MEMORY;
+use crate::policy::guard::{check_log_limits, LogLimits};
+use crate::policy::{Plugin, Step, StepConfigError};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+use toml::Spanned;
+
+/// Where a step is written, for its errors.
+pub(super) struct StepSite<'a> {
+    src: &'a Source<'a>,
+    /// The step's table in the file's syntax tree.
+    item: Option<&'a toml_edit::Item>,
+    /// Where the step's table starts.
+    start: usize,
+    api: &'a str,
+    /// The step's `name`, or its plugin's.
+    pub name: String,
+    plugin: &'a str,
+}
+
+impl<'a> StepSite<'a> {
+    fn new(
+        src: &'a Source<'a>,
+        api: &'a ApiSpec,
+        index_in_file: usize,
+        index: usize,
+        step: &'a Spanned<StepSpec>,
+    ) -> StepSite<'a> {
+        let spec = step.get_ref();
+        StepSite {
+            src,
+            item: src.step_item(index_in_file, index),
+            start: step.span().start,
+            api: api.name.as_str(),
+            name: spec
+                .name
+                .as_ref()
+                .map_or_else(|| spec.plugin.clone(), |n| n.to_string()),
+            plugin: &spec.plugin,
+        }
+    }
+
+    /// `file:line:col: api `a`, step `s` (plugin `p`)` at the key `path` of
+    /// the step (e.g. `memory`, `config.request.path`), or at the step's
+    /// header when the file has no such key.
+    pub fn at(&self, path: &str) -> String {
+        let offset = self
+            .item
+            .and_then(|i| manifest::errors::path_span(i, path))
+            .map_or(self.start, |r| r.start);
+        self.context(offset)
+    }
+
+    /// The same, at the step's header.
+    pub fn header(&self) -> String {
+        self.context(self.start)
+    }
+
+    fn context(&self, offset: usize) -> String {
+        format!(
+            "{}: api `{}`, step `{}` (plugin `{}`)",
+            self.src.at(offset),
+            self.api,
+            self.name,
+            self.plugin
+        )
+    }
+}
+
+/// What a step may use, from the step or else the gateway file's defaults.
+struct StepLimits {
+    memory: u64,
+    timeout: Duration,
+    log: LogLimits,
+}
+
+impl Build<'_> {
+    /// The API's steps, if every one of them built.
+    pub(super) fn chain(
+        &mut self,
+        src: &Source,
+        index_in_file: usize,
+        api: &ApiSpec,
+    ) -> Option<Vec<Step>> {
+        let mut steps = Vec::new();
+        let mut names = HashSet::new();
+        let mut ok = true;
+        for (index, s) in api.chain.iter().enumerate() {
+            let site = StepSite::new(src, api, index_in_file, index, s);
+            if !names.insert(site.name.clone()) {
+                self.errs.push(format!(
+                    "{}: api `{}`: step name `{}` is used twice; give each step a distinct `name`",
+                    src.at(s.span().start),
+                    api.name,
+                    site.name
+                ));
+                ok = false;
+                continue;
+            }
+            match self.step(&site, s.get_ref()) {
+                Some(step) => steps.push(step),
+                None => ok = false,
+            }
+        }
+        ok.then_some(steps)
+    }
+
+    /// One step, or `None` when it has an error (then reported).
+    fn step(&mut self, site: &StepSite, spec: &StepSpec) -> Option<Step> {
+        let plugin = self.plugin(site, spec)?;
+        let limits = step_limits(self.gw, site, spec)
+            .map_err(|e| self.errs.push(e))
+            .ok()?;
+        let grants = step_grants(site, spec)
+            .map_err(|errs| self.errs.extend(errs))
+            .ok()?;
+        self.configure(site, spec, plugin, limits, grants)
+    }
+
+    /// Check the step's config through its plugin, and make the step.
+    fn configure(
+        &mut self,
+        site: &StepSite,
+        spec: &StepSpec,
+        plugin: Arc<Plugin>,
+        limits: StepLimits,
+        grants: Grants,
+    ) -> Option<Step> {
+        let config = spec.config.as_ref().map_or_else(
+            || "{}".to_string(),
+            |c| manifest::toml_to_json(&toml::Value::Table(c.clone())).to_string(),
+        );
+        match self.runtime.configure_step(
+            site.api,
+            &site.name,
+            plugin,
+            config,
+            limits.timeout,
+            limits.memory as usize,
+            spec.fail_open,
+            grants,
+        ) {
+            Ok(step) => Some(step.with_log_limits(limits.log)),
+            Err(e) => {
+                let key = config_error_key(&e, spec);
+                self.errs.push(format!("{}: {e}", site.at(&key)));
+                None
+            }
+        }
+    }
+}
+
+/// The step's memory, deadline and log limits, each in range.
+fn step_limits(gw: &GatewayFile, site: &StepSite, spec: &StepSpec) -> Result<StepLimits, String> {
+    let memory = spec.memory.unwrap_or(gw.limits.step_memory).0;
+    if !((1 << 20)..=MAX_STEP_MEMORY).contains(&memory) {
+        return Err(format!(
+            "{}: memory = {memory} bytes must be between 1MiB and {}MiB",
+            site.at("memory"),
+            MAX_STEP_MEMORY >> 20
+        ));
+    }
+    let timeout = spec.timeout.unwrap_or(gw.limits.step_timeout).0;
+    if timeout.is_zero() || timeout > MAX_STEP_TIMEOUT {
+        return Err(format!(
+            "{}: timeout = {timeout:?} must be between 1ms and 30s",
+            site.at("timeout")
+        ));
+    }
+    let log = LogLimits {
+        lines_per_sec: spec.log_rate.unwrap_or(gw.limits.plugin_log_rate),
+        line_bytes: spec.log_line.unwrap_or(gw.limits.plugin_log_line).0 as usize,
+    };
+    check_log_limits(&log).map_err(|e| format!("{}: {e}", site.header()))?;
+    Ok(StepLimits {
+        memory,
+        timeout,
+        log,
+    })
+}
+
+/// The capabilities the step is granted; every one that does not parse.
+fn step_grants(site: &StepSite, spec: &StepSpec) -> Result<Grants, Vec<String>> {
+    let mut grants = Grants::default();
+    let mut errs = Vec::new();
+    for (i, g) in spec.grants.iter().enumerate() {
+        match Capability::parse(g) {
+            Ok(c) => grants.list.push(c),
+            Err(e) => errs.push(format!("{}: {e}", site.at(&format!("grants.{i}")))),
+        }
+    }
+    if errs.is_empty() {
+        Ok(grants)
+    } else {
+        Err(errs)
+    }
+}
+
+/// The key of the step a config error is about: the one the plugin names
+/// inside `config`, or what a missing grant is fixed with.
+fn config_error_key(e: &StepConfigError, spec: &StepSpec) -> String {
+    match e {
+        StepConfigError::Rejected { field: Some(f), .. } => format!("config.{f}"),
+        StepConfigError::Rejected { field: None, .. } => "config".into(),
+        StepConfigError::NotGranted { .. } if spec.grants.is_empty() => "plugin".into(),
+        StepConfigError::NotGranted { .. } => "grants".into(),
+        StepConfigError::Failed(_) => String::new(),
+    }
+}
