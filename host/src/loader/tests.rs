@@ -145,16 +145,26 @@ fn builds_a_generation_from_a_manifest_without_steps() {
     );
     assert_eq!(route(&g, "other.example", "/stores", "GET"), None);
 
-    let key = g.consumers.lookup_key("pets", "s3cret", 0).unwrap();
+    let key = g
+        .consumers
+        .lookup_key("pets", "s3cret", crate::domain::time::Ts(0))
+        .unwrap();
     assert_eq!(
         (key.id.as_str(), key.key_id.as_deref()),
         ("acme", Some("k1"))
     );
     assert_eq!(key.plan.as_deref(), Some("gold"));
-    assert!(g.consumers.lookup_key("stores", "s3cret", 0).is_none());
+    assert!(g
+        .consumers
+        .lookup_key("stores", "s3cret", crate::domain::time::Ts(0))
+        .is_none());
     assert!(
         g.consumers
-            .lookup_key("pets", "s3cret", 32_503_680_000_000)
+            .lookup_key(
+                "pets",
+                "s3cret",
+                crate::domain::time::Ts(32_503_680_000_000)
+            )
             .is_none(),
         "expired in 2999"
     );
