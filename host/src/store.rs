@@ -10,7 +10,7 @@ use std::sync::{Arc, Condvar, Mutex};
 
 /// The gateway's own durable state. Every write that returns from a
 /// `*_durable` method is on disk and survives a power loss: sled's flush,
-/// then an `fsync` shared with concurrent writers ([`Syncer`]).
+/// then an `fsync` shared with concurrent writers (`Syncer`).
 #[derive(Clone)]
 pub struct Store {
     db: sled::Db,

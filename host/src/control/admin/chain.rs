@@ -2,7 +2,7 @@
 //! of truth: an assignment rewrites the API's `[[api.chain]]` tables in its
 //! file (keeping the rest of the file, comments included) and goes live
 //! through the same build-check-swap as a hot reload (see
-//! [`crate::gateway::Gateway::apply_manifest_edit`]).
+//! [`crate::control::ControlPlane::apply_manifest_edit`]).
 
 use super::error::AdminError;
 use crate::manifest::{toml_to_json, ApiSpec, Dur, Size, StepSpec};
