@@ -42,8 +42,8 @@ fn main() {
     let status = cmd.status().expect("running cargo for the plugins");
     if !status.success() {
         panic!(
-            "building the plugins failed; is the wasm32-wasip2 target installed? \
-             (rustup target add wasm32-wasip2)"
+            "building the plugins failed; is the pinned toolchain's wasm32-wasip2 target \
+             installed? (bash scripts/setup installs it)"
         );
     }
     let out = target_dir.join("wasm32-wasip2").join("release");

@@ -55,7 +55,10 @@ impl PolicyEngine {
             // Reset a used slot by rewriting only the pages the instance
             // dirtied (PAGEMAP_SCAN, Linux 6.7+; a plain memset of the low
             // `keep_resident` bytes elsewhere), keeping them resident: no
-            // madvise, no page faults for the next instance.
+            // madvise, no page faults for the next instance. Sound from
+            // wasmtime 50 on: 48 and 49 left dirty pages the kernel had
+            // swapped out unreset, so the next instance in the slot could
+            // read them (wasmtime PR 14357; docs/security.md).
             .pagemap_scan(wasmtime::Enabled::Auto)
             .linear_memory_keep_resident(1 << 20)
             .table_keep_resident(64 << 10)
