@@ -197,7 +197,9 @@ class Report(unittest.TestCase):
                 "tollgate": "t", "rustc": "r", "nginx": "n", "haproxy": "h", "wrk": "w",
                 "h2load": "h2", "noisy": [], "waited": 0}
         if with_baseline:
-            meta["baseline"] = {"dir": "/work/baseline", "version": "tollgate 0.1.0"}
+            baseline_dir = tempfile.mkdtemp(prefix="tollgate-baseline-")
+            self.addCleanup(os.rmdir, baseline_dir)
+            meta["baseline"] = {"dir": baseline_dir, "version": "tollgate 0.1.0"}
         cfg = {"rounds": 1, "duration": 2, "warmup": 0.5, "idle_seconds": 0.5,
                "idle_tries": 2, "idle_budget": 10}
         return bench.report(cfg, variants, wrk, fixed, mem, meta, [])

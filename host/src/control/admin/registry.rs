@@ -179,6 +179,33 @@ impl Registry {
         )))
     }
 
+    /// Store an update of `after` (read as `before`) and audit it, unless
+    /// nothing changed: then nothing is written. `touch` stamps the change
+    /// (e.g. `updated_at`) only when there is one.
+    fn save_update<T: crate::control::admin::model::Resource>(
+        &self,
+        actor: Actor,
+        id: &str,
+        before: &T,
+        mut after: T,
+        touch: impl FnOnce(&mut T),
+    ) -> Result<T, AdminError> {
+        if unchanged(before, &after) {
+            return Ok(after);
+        }
+        touch(&mut after);
+        self.save(
+            actor,
+            "update",
+            T::KIND,
+            T::NAME,
+            id,
+            &after,
+            detail_of(&after),
+        )?;
+        Ok(after)
+    }
+
     /// Write one resource (its indexes unchanged) with its audit entry.
     #[allow(clippy::too_many_arguments)]
     fn save<T: Serialize>(

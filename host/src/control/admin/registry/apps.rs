@@ -1,7 +1,7 @@
 //! Apps in the registry, indexed under their consumer
 //! (`idx/app-of-consumer`).
 
-use super::{detail_of, idx, key, unchanged, Actor, Registry, Tx};
+use super::{detail_of, idx, key, Actor, Registry, Tx};
 use crate::control::admin::error::AdminError;
 use crate::control::admin::model::{check_id, check_text, App, AppCreate, AppUpdate, Consumer, Ts};
 
@@ -47,12 +47,7 @@ impl Registry {
             check_text("description", &d, 4000)?;
             a.description = d;
         }
-        if unchanged(&before, &a) {
-            return Ok(a);
-        }
-        a.updated_at = Ts::now();
-        self.save(actor, "update", "app", "app", id, &a, detail_of(&a))?;
-        Ok(a)
+        self.save_update(actor, id, &before, a, |a| a.updated_at = Ts::now())
     }
 
     pub fn delete_app(&self, actor: Actor, id: &str) -> Result<(), AdminError> {

@@ -1,6 +1,6 @@
 //! Consumers in the registry.
 
-use super::{detail_of, key, unchanged, Actor, Registry, Tx};
+use super::{detail_of, key, Actor, Registry, Tx};
 use crate::control::admin::error::AdminError;
 use crate::control::admin::model::{
     check_email, check_id, check_text, Consumer, ConsumerCreate, ConsumerUpdate, Ts,
@@ -66,20 +66,7 @@ impl Registry {
             Some(None) => c.email.clear(),
             None => {}
         }
-        if unchanged(&before, &c) {
-            return Ok(c);
-        }
-        c.updated_at = Ts::now();
-        self.save(
-            actor,
-            "update",
-            "consumer",
-            "consumer",
-            id,
-            &c,
-            detail_of(&c),
-        )?;
-        Ok(c)
+        self.save_update(actor, id, &before, c, |c| c.updated_at = Ts::now())
     }
 
     pub fn delete_consumer(&self, actor: Actor, id: &str) -> Result<(), AdminError> {

@@ -2,7 +2,7 @@
 //! key cap, found by the SHA-256 of their secret (`keyhash/DIGEST`),
 //! rotated once with an overlap, revoked; a dead key stays dead.
 
-use super::{detail_of, idx, key, new_id, new_secret, sha256_hex, unchanged, Actor, Registry, Tx};
+use super::{detail_of, idx, key, new_id, new_secret, sha256_hex, Actor, Registry, Tx};
 use crate::control::admin::error::AdminError;
 use crate::control::admin::model::{
     check_text, App, Key, KeyCreate, KeyRotate, KeyUpdate, Plan, SubState, Subscription, Ts,
@@ -122,11 +122,7 @@ impl Registry {
             }
             k.expires_at = e;
         }
-        if unchanged(&before, &k) {
-            return Ok(k);
-        }
-        self.save(actor, "update", "key", "key", id, &k, detail_of(&k))?;
-        Ok(k)
+        self.save_update(actor, id, &before, k, |_| {})
     }
 
     pub fn rotate_key(

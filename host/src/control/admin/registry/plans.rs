@@ -1,7 +1,7 @@
 //! Plans in the registry: a product's limits and approval, indexed under
 //! their product (`idx/plan-of-product`).
 
-use super::{detail_of, idx, key, unchanged, Actor, Registry, Tx};
+use super::{detail_of, idx, key, Actor, Registry, Tx};
 use crate::control::admin::error::AdminError;
 use crate::control::admin::model::{
     check_id, check_plan_limits, check_text, Plan, PlanCreate, PlanUpdate, Product, Ts,
@@ -67,12 +67,7 @@ impl Registry {
             p.max_keys_per_app = m;
         }
         check_plan_limits(&p.rate_limits, p.quota.as_ref(), p.max_keys_per_app)?;
-        if unchanged(&before, &p) {
-            return Ok(p);
-        }
-        p.updated_at = Ts::now();
-        self.save(actor, "update", "plan", "plan", id, &p, detail_of(&p))?;
-        Ok(p)
+        self.save_update(actor, id, &before, p, |p| p.updated_at = Ts::now())
     }
 
     pub fn delete_plan(&self, actor: Actor, id: &str) -> Result<(), AdminError> {

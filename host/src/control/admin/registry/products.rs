@@ -1,7 +1,7 @@
 //! Products in the registry: the APIs they cover, checked against the
 //! serving configuration.
 
-use super::{detail_of, key, unchanged, Actor, Registry, Tx};
+use super::{detail_of, key, Actor, Registry, Tx};
 use crate::control::admin::error::{truncate, AdminError};
 use crate::control::admin::model::{
     check_id, check_text, Product, ProductCreate, ProductUpdate, Ts,
@@ -73,12 +73,7 @@ impl Registry {
         if let Some(b) = req.published {
             p.published = b;
         }
-        if unchanged(&before, &p) {
-            return Ok(p);
-        }
-        p.updated_at = Ts::now();
-        self.save(actor, "update", "product", "product", id, &p, detail_of(&p))?;
-        Ok(p)
+        self.save_update(actor, id, &before, p, |p| p.updated_at = Ts::now())
     }
 
     pub fn delete_product(&self, actor: Actor, id: &str) -> Result<(), AdminError> {
