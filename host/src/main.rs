@@ -224,12 +224,19 @@ fn check(file: PathBuf) -> ExitCode {
         .map_err(|e| format!("error: {e:#}"))?;
         let g = tollgate::loader::build(&path, &gw, &runtime).map_err(|e| e.to_string())?;
         let steps: usize = g.apis.iter().map(|a| a.steps.len()).sum();
-        Ok(format!(
+        let mut out = format!(
             "ok: {} api(s), {} step(s), {} listener(s)",
             g.apis.len(),
             steps,
             gw.listeners.len()
-        ))
+        );
+        for a in &g.apis {
+            for s in &a.steps {
+                let iso = s.isolation().as_str();
+                out.push_str(&format!("\n  api `{}`, step `{}`: {iso} isolation", a.name, s.name));
+            }
+        }
+        Ok(out)
     })();
     match result {
         Ok(msg) => {

@@ -6,6 +6,7 @@ use super::{ConfigErrors, Inputs, MAX_STEP_TIMEOUT};
 use crate::manifest::{self, resolve, GatewayFile, Limits, SCHEMA};
 use crate::policy::engine::MAX_STEP_MEMORY;
 use crate::policy::guard::{check_log_limits, LogLimits};
+use crate::policy::reuse::check_reuse_limits;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -116,6 +117,9 @@ fn check_step_limits(l: &Limits, errs: &mut Vec<String>) {
         errs.push(format!(
             "limits.step-timeout = {t:?} must be between 1ms and 30s"
         ));
+    }
+    if let Err((_, e)) = check_reuse_limits(l.step_max_uses, l.step_idle.0) {
+        errs.push(format!("limits.step-{e}"));
     }
 }
 

@@ -8,6 +8,7 @@ use crate::domain::grants::{Capability, Grants};
 use crate::manifest::{self, ApiSpec, GatewayFile, StepSpec};
 use crate::policy::engine::MAX_STEP_MEMORY;
 use crate::policy::guard::{check_log_limits, LogLimits};
+use crate::policy::reuse::{check_reuse_limits, Isolation};
 use crate::policy::{Plugin, Step, StepConfigError};
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -81,6 +82,8 @@ struct StepLimits {
     memory: u64,
     timeout: Duration,
     log: LogLimits,
+    /// Isolation level, and under `worker` the uses and idle time.
+    isolation: (Isolation, u64, Duration),
 }
 
 impl Build<'_> {
@@ -149,7 +152,13 @@ impl Build<'_> {
             spec.fail_open,
             grants,
         ) {
-            Ok(step) => Some(step.with_log_limits(limits.log)),
+            Ok(step) => {
+                let (isolation, max_uses, idle) = limits.isolation;
+                Some(
+                    step.with_log_limits(limits.log)
+                        .with_isolation(isolation, max_uses, idle),
+                )
+            }
             Err(e) => {
                 let key = config_error_key(&e, spec);
                 self.errs.push(format!("{}: {e}", site.at(&key)));
@@ -185,7 +194,22 @@ fn step_limits(gw: &GatewayFile, site: &StepSite, spec: &StepSpec) -> Result<Ste
         memory,
         timeout,
         log,
+        isolation: step_isolation(gw, site, spec)?,
     })
+}
+
+/// The step's isolation level, uses and idle time (see
+/// [`crate::policy::reuse`]).
+fn step_isolation(
+    gw: &GatewayFile,
+    site: &StepSite,
+    spec: &StepSpec,
+) -> Result<(Isolation, u64, Duration), String> {
+    let isolation = spec.isolation.unwrap_or(gw.limits.step_isolation);
+    let max_uses = spec.max_uses.unwrap_or(gw.limits.step_max_uses);
+    let idle = spec.idle.unwrap_or(gw.limits.step_idle).0;
+    check_reuse_limits(max_uses, idle).map_err(|(key, e)| format!("{}: {e}", site.at(key)))?;
+    Ok((isolation, max_uses, idle))
 }
 
 /// The capabilities the step is granted; every one that does not parse.

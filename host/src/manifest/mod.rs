@@ -320,6 +320,9 @@ pub struct TlsSpec {
 /// send-timeout = "30s"
 /// step-timeout = "50ms"
 /// step-memory = "16MiB"
+/// step-isolation = "request"   # or "worker" (docs/configuration.md)
+/// step-max-uses = 10000        # worker isolation: uses of one instance
+/// step-idle = "60s"            # worker isolation: idle time before discard
 /// ```
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
@@ -356,6 +359,15 @@ pub struct Limits {
     pub plugin_log_rate: u32,
     /// Default for each step: longest plugin log line; longer ones are cut.
     pub plugin_log_line: Size,
+    /// Default for each step: whether a request gets a fresh instance
+    /// (`request`) or a warm one kept by its worker thread (`worker`).
+    pub step_isolation: Isolation,
+    /// Default for each step under `worker` isolation: how many requests
+    /// one instance serves before it is discarded.
+    pub step_max_uses: u64,
+    /// Default for each step under `worker` isolation: how long an unused
+    /// instance is kept.
+    pub step_idle: Dur,
 }
 
 impl Default for Limits {
@@ -374,6 +386,32 @@ impl Default for Limits {
             max_instances: 1000,
             plugin_log_rate: DEFAULT_LOG_RATE,
             plugin_log_line: Size(DEFAULT_LOG_LINE as u64),
+            step_isolation: Isolation::Request,
+            step_max_uses: 10_000,
+            step_idle: Dur(Duration::from_secs(60)),
+        }
+    }
+}
+
+/// What a step's guest state may outlive (`isolation = "request"` or
+/// `"worker"`): see the "Isolation levels" section of
+/// docs/configuration.md.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Isolation {
+    /// A fresh instance per request: nothing survives the request.
+    #[default]
+    Request,
+    /// A warm instance per worker thread, reused across requests.
+    Worker,
+}
+
+impl Isolation {
+    /// The manifest's word for it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Isolation::Request => "request",
+            Isolation::Worker => "worker",
         }
     }
 }
@@ -658,6 +696,9 @@ pub struct RouteSpec {
 /// memory = "8MiB"           # default: limits.step-memory
 /// log-rate = 100            # default: limits.plugin-log-rate
 /// log-line = "4KiB"         # default: limits.plugin-log-line
+/// isolation = "worker"      # default: limits.step-isolation ("request")
+/// max-uses = 10000          # worker: default limits.step-max-uses
+/// idle = "60s"              # worker: default limits.step-idle
 /// [api.chain.config]        # the plugin's own typed configuration
 /// ```
 #[derive(Debug, Deserialize, Clone)]
@@ -679,6 +720,13 @@ pub struct StepSpec {
     pub grants: Vec<String>,
     #[serde(default)]
     pub config: Option<toml::Table>,
+    /// `request` (a fresh instance per request) or `worker` (a warm
+    /// instance per worker thread, reused).
+    pub isolation: Option<Isolation>,
+    /// Under `worker`: requests one instance serves before it is discarded.
+    pub max_uses: Option<u64>,
+    /// Under `worker`: how long an unused instance is kept.
+    pub idle: Option<Dur>,
 }
 
 /// Convert a TOML table to JSON for a plugin's `configure`.

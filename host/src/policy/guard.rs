@@ -260,6 +260,13 @@ impl GuestStderr {
         c.dropped += (bytes.len() - take) as u64;
     }
 
+    /// Forget what was captured (an instance reused for another request).
+    pub(super) fn clear(&self) {
+        let mut c = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        c.kept.clear();
+        c.dropped = 0;
+    }
+
     /// What the guest wrote, as one escaped line of at most about 1 KiB,
     /// or `None` if it wrote nothing.
     pub fn text(&self) -> Option<String> {

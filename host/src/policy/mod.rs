@@ -1,7 +1,9 @@
 //! The policy runtime: loads plugins, checks step configurations, and runs
 //! one step of a chain on a fresh, sandboxed instance.
 //!
-//! Isolation model: every request gets a fresh instance per step (from a
+//! Isolation model (the default, `request` isolation; a step may choose
+//! `worker` isolation instead, see [`reuse`]): every request gets a fresh
+//! instance per step (from a
 //! pre-linked `InstancePre` and the pooling allocator), used for that
 //! request's `on-request` and `on-response` and then dropped. The instance
 //! comes from the step's configured snapshot once that is built (the plugin
@@ -22,7 +24,8 @@
 //! * [`host`] — the host side of the WIT imports, one file per interface,
 //!   each with its backend;
 //! * `checks` — checks on what a step returns;
-//! * [`guard`] — log and stderr budgets; [`snapshot`] — configured snapshots.
+//! * [`guard`] — log and stderr budgets; [`snapshot`] — configured snapshots;
+//! * [`reuse`] — worker isolation: warm instances kept per worker thread.
 
 mod bindings;
 mod checks;
@@ -31,6 +34,7 @@ mod error;
 pub mod guard;
 pub mod host;
 mod plugin;
+pub mod reuse;
 mod runtime;
 pub mod snapshot;
 mod state;
@@ -48,6 +52,7 @@ pub use engine::{EngineLimits, PolicyEngine};
 pub use error::{PolicyError, StepConfigError};
 pub use host::log::{escape_log, escape_log_within};
 pub use plugin::Plugin;
+pub use reuse::{Isolation, ReuseCounts};
 pub use runtime::{Runtime, Step, StepInstance};
 pub use state::{RequestScope, StepState};
 

@@ -9,6 +9,7 @@ use super::plugin::{
     typed, ConfigureRet, ConfigureSig, Exports, OnRequestRet, OnRequestSig, OnResponseRet,
     OnResponseSig, Plugin, POLICY_IFACE,
 };
+use super::reuse::{self, Isolation};
 use super::state::{RequestScope, StepState};
 use super::{
     escape_log, guard, snapshot, BodyAccess, CallContext, EngineLimits, PolicyEngine, PolicyError,
@@ -41,6 +42,8 @@ pub struct Step {
     pub(super) snapshot: snapshot::SnapshotCell,
     /// How much the step's plugin may log (shared by the step's clones).
     pub(super) log: Arc<guard::StepLog>,
+    /// Whether and how long its instances are reused (see [`reuse`]).
+    pub(super) reuse: Arc<reuse::StepReuse>,
 }
 
 impl Step {
@@ -52,6 +55,19 @@ impl Step {
             limits,
         ));
         self
+    }
+
+    /// This step with another isolation level (`request` until then), and
+    /// under `worker` the uses and idle time after which an instance is
+    /// discarded.
+    pub fn with_isolation(mut self, isolation: Isolation, max_uses: u64, idle: Duration) -> Step {
+        self.reuse = reuse::StepReuse::new(isolation, max_uses, idle);
+        self
+    }
+
+    /// The step's isolation level.
+    pub fn isolation(&self) -> Isolation {
+        self.reuse.isolation
     }
 
     /// The step's log limits.
@@ -74,6 +90,7 @@ pub struct Runtime {
     max_instances: usize,
     services: Arc<Services>,
     pub(super) snapshots: snapshot::Snapshots,
+    reuse: reuse::Reuse,
 }
 
 /// Keeps one instance slot taken while alive.
@@ -105,12 +122,33 @@ impl Runtime {
             max_instances,
             services,
             snapshots: Default::default(),
+            reuse: Default::default(),
         })
     }
 
     /// Instances alive right now (for tests and metrics).
     pub fn live_instances(&self) -> usize {
         self.live.load(Ordering::Acquire)
+    }
+
+    /// How many requests fresh and warm instances served, and how many
+    /// warm ones were discarded (for tests and metrics).
+    pub fn reuse_counts(&self) -> reuse::ReuseCounts {
+        self.reuse.counts()
+    }
+
+    /// Instances kept warm for worker steps right now (part of
+    /// [`Runtime::live_instances`]).
+    pub fn idle_instances(&self) -> usize {
+        self.reuse.idle()
+    }
+
+    /// Give back the instance of `step` once the request is done with it,
+    /// after its last phase returned normally: a worker step's instance may
+    /// serve another request; any other is dropped. Dropping an instance
+    /// instead (every failure) discards it.
+    pub fn release(&self, step: &Step, inst: StepInstance) {
+        self.reuse.release(step, inst);
     }
 
     /// The host services every step uses.
@@ -237,6 +275,7 @@ impl Runtime {
             grants: Arc::new(grants),
             snapshot: Default::default(),
             log,
+            reuse: Default::default(),
         };
         let outcome = block_on(async {
             let mut inst = self
@@ -286,9 +325,11 @@ impl Runtime {
             let taken = self.live.fetch_add(1, Ordering::AcqRel);
             (taken, Slot(self.live.clone()))
         });
+        // Idle warm instances hold slots too: one goes before a 503.
         if slot
             .as_ref()
             .is_some_and(|(taken, _)| *taken >= self.max_instances)
+            && !self.reuse.evict_one()
         {
             return Err(PolicyError::Busy {
                 step: step.name.to_string(),
@@ -334,16 +375,22 @@ impl Runtime {
             instance,
             exports,
             _slot: slot.map(|(_, s)| s),
+            uses: Default::default(),
         })
     }
 
-    /// A fresh instance for one request, configured and ready for its
-    /// phases. The deadline covers `configure` and `on-request`.
+    /// An instance for one request, configured and ready for its phases:
+    /// a warm one for a worker step when its worker keeps one, else a
+    /// fresh one. The deadline covers `configure` and `on-request`.
     pub async fn instantiate(
         &self,
         step: &Step,
         scope: &RequestScope,
     ) -> Result<StepInstance, PolicyError> {
+        if let Some(warm) = self.reuse.take(step, scope) {
+            return Ok(warm);
+        }
+        self.reuse.served_fresh(step, scope);
         if let Some(snap) = step.snapshot.get() {
             // Configured already: the snapshot is the state `configure`
             // left, and the deadline covers `on-request` alone.
@@ -444,6 +491,8 @@ pub struct StepInstance {
     pub(super) instance: Instance,
     exports: Exports,
     _slot: Option<Slot>,
+    /// Requests served, for worker isolation.
+    pub(super) uses: reuse::Uses,
 }
 
 impl StepInstance {

@@ -69,6 +69,7 @@ impl StepState {
             limiter: MemLimiter {
                 max: step.memory,
                 exceeded: false,
+                grown: 0,
             },
             api: step.api.clone(),
             step: step.name.clone(),
@@ -81,6 +82,18 @@ impl StepState {
             log: step.log.clone(),
             stderr,
         }
+    }
+
+    /// The same state, made ready for another request of `step` (worker
+    /// isolation, see [`super::reuse`]): its request id and scope, a fresh
+    /// deadline, an empty standard-error capture, the step's log budget.
+    /// What the guest keeps in its own memory stays: that is the level.
+    pub(super) fn reuse_for(&mut self, step: &Step, scope: &RequestScope) {
+        self.request_id.clone_from(&scope.request_id);
+        self.scope = scope.clone();
+        self.deadline = Instant::now() + step.timeout;
+        self.stderr.clear();
+        self.log = step.log.clone();
     }
 
     /// Ok when the step was granted the service `name`.
@@ -115,12 +128,15 @@ impl WasiView for StepState {
 pub(super) struct MemLimiter {
     pub(super) max: usize,
     pub(super) exceeded: bool,
+    /// Bytes of linear memory allocated so far, over all the instance's
+    /// memories (what it was created with, then every growth).
+    pub(super) grown: usize,
 }
 
 impl ResourceLimiter for MemLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -128,6 +144,7 @@ impl ResourceLimiter for MemLimiter {
             self.exceeded = true;
             return Ok(false);
         }
+        self.grown += desired.saturating_sub(current);
         Ok(true)
     }
 

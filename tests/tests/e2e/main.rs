@@ -13,6 +13,7 @@ mod hostile_http1;
 mod hostile_paths;
 mod hostile_slow;
 mod identity;
+mod isolation;
 mod jwt;
 mod plugin_guards;
 mod policies_cache_log;

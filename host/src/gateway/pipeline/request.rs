@@ -58,14 +58,20 @@ pub(crate) async fn request_chain(cx: &mut Ctx<'_>) -> Result<Chain, Failure> {
                 // goes back to the pool now, not after the upstream call
                 // (fewer slots in use at once, and the slot is reused
                 // while its pages are still in cache).
-                cx.instances.push(step.info.wants_response.then_some(inst));
+                if step.info.wants_response {
+                    cx.instances.push(Some(inst));
+                } else {
+                    cx.gateway.runtime.release(step, inst);
+                    cx.instances.push(None);
+                }
                 if consumer.is_some() {
                     cx.call.consumer = consumer;
                 }
             }
-            Ok((_inst, StepResult::Respond(out))) => {
+            Ok((inst, StepResult::Respond(out))) => {
                 // As the contract says: the response chain runs for the
                 // steps before this one, not for the one that answered.
+                cx.gateway.runtime.release(step, inst);
                 cx.instances.push(None);
                 return Ok(Chain::Answered {
                     step: step.name.clone(),

@@ -24,11 +24,14 @@ pub(crate) async fn response_chain(cx: &mut Ctx<'_>, mut out: Outgoing) -> Outgo
     }
     let api = cx.api;
     for (step, inst) in api.steps.iter().zip(instances.iter_mut()).rev() {
-        let Some(inst) = inst.as_mut() else { continue };
+        let Some(mut inst) = inst.take() else { continue };
         if !step.info.wants_response {
             continue;
         }
-        let Err(e) = run_response_step(cx, step, inst, &mut out).await else {
+        // Done with the instance: back to its worker's pool (worker
+        // isolation) unless the phase failed, which discards it.
+        let Err(e) = run_response_step(cx, step, &mut inst, &mut out).await else {
+            cx.gateway.runtime.release(step, inst);
             continue;
         };
         if step.fail_open && !matches!(e, PolicyError::BadOutput { .. }) {
