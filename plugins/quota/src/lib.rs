@@ -339,6 +339,10 @@ impl Policy for Quota {
         _req: &RequestHead,
         _body: Option<&[u8]>,
     ) -> RequestDecision {
+        // Nothing of an earlier call on this instance (the gateway's
+        // `worker` isolation reuses it) may reach this call's response.
+        self.passed = None;
+        self.taken = None;
         let (allowance, plan) = match self.allowance(ctx) {
             Applied::Quota(allowance, plan) => (allowance, plan),
             Applied::Unlimited(plan) => {

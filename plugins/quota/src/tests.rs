@@ -709,3 +709,39 @@ fn calls_that_do_not_count_never_free_more_than_they_took() {
     call_ending(cfg, &alice(), Some(ResponseOrigin::Upstream(201)));
     assert_eq!(call(cfg, &alice()).unwrap_err().status, 403);
 }
+
+/// Both phases of one call on `p`, a policy value that serves call after
+/// call (as an instance does under the gateway's `worker` isolation).
+fn call_on(p: &mut Quota, c: &CallContext) -> Result<Vec<HeaderOp>, Response> {
+    let req = RequestHead::default();
+    match p.on_request(c, &req, None) {
+        RequestDecision::Respond(r) => Err(r),
+        RequestDecision::Continue(_) => match p.on_response(c, &req, &ResponseHead::default(), None)
+        {
+            ResponseDecision::Continue(e) => Ok(e.headers),
+            other => panic!("{other:?}"),
+        },
+    }
+}
+
+#[test]
+fn a_reused_policy_value_reports_and_refunds_only_its_own_call() {
+    harness::reset();
+    harness::set_now_ms(at(2024, 5, 5, 5, 5));
+    set_plan("gold", Some((3, plans::Period::Day)));
+    set_plan("enterprise", None);
+    let mut p = policy(r#"{"limits":"plan"}"#);
+    let counted = call_on(&mut p, &alice_on("gold")).unwrap();
+    assert!(!counted.is_empty());
+    // An unlimited call after it: no quota headers, and (ending with a
+    // gateway error, which does not count) no refund of the call before.
+    harness::set_origin(Some(ResponseOrigin::Gateway(503)));
+    let bob = ctx("bob", Some("shop"), Some("enterprise"));
+    assert_eq!(call_on(&mut p, &bob), Ok(vec![]));
+    harness::set_origin(None);
+    let again = call_on(&mut p, &alice_on("gold")).unwrap();
+    assert!(
+        again.contains(&HeaderOp::set("x-quota-remaining", "1")),
+        "{again:?}"
+    );
+}

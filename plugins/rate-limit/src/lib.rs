@@ -341,6 +341,9 @@ impl Policy for RateLimit {
         req: &RequestHead,
         _body: Option<&[u8]>,
     ) -> RequestDecision {
+        // Nothing of an earlier call on this instance (the gateway's
+        // `worker` isolation reuses it) may reach this call's response.
+        self.passed = None;
         let (limits, keys, origin) = match self.limits_for(ctx, req) {
             Applied::Limits {
                 limits,

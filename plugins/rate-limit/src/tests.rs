@@ -812,3 +812,25 @@ fn a_plan_limit_the_counters_cannot_keep_is_a_service_error() {
         Ok(vec![])
     );
 }
+
+#[test]
+fn a_reused_policy_value_reports_only_its_own_call() {
+    // One value serving call after call, as an instance does under the
+    // gateway's `worker` isolation.
+    start();
+    set_plan("gold", &[(5, 60_000)]);
+    set_plan("enterprise", &[]);
+    let mut p = policy(r#"{"limits":"plan"}"#);
+    let req = head(&[]);
+    let mut both = |c: &CallContext| match p.on_request(c, &req, None) {
+        RequestDecision::Respond(r) => panic!("{r:?}"),
+        RequestDecision::Continue(_) => match p.on_response(c, &req, &ResponseHead::default(), None)
+        {
+            ResponseDecision::Continue(e) => e.headers,
+            other => panic!("{other:?}"),
+        },
+    };
+    assert!(!both(&on_plan("alice", None, Some("gold"))).is_empty());
+    // An unlimited call next: no headers (not those of the call before).
+    assert_eq!(both(&on_plan("bob", None, Some("enterprise"))), vec![]);
+}
