@@ -233,7 +233,10 @@ fn check(file: PathBuf) -> ExitCode {
         for a in &g.apis {
             for s in &a.steps {
                 let iso = s.isolation().as_str();
-                out.push_str(&format!("\n  api `{}`, step `{}`: {iso} isolation", a.name, s.name));
+                out.push_str(&format!(
+                    "\n  api `{}`, step `{}`: {iso} isolation",
+                    a.name, s.name
+                ));
             }
         }
         Ok(out)

@@ -555,7 +555,10 @@ mod tests {
         assert!(pools.sweep_due(t0 + Duration::from_millis(500)).is_empty());
         assert_eq!(pools.sweep_due(t0 + SWEEP_EVERY), vec![1]);
         pools.put(1, &a, 2, t0).unwrap();
-        assert!(pools.sweep_due(t0 + SWEEP_EVERY).is_empty(), "not due again yet");
+        assert!(
+            pools.sweep_due(t0 + SWEEP_EVERY).is_empty(),
+            "not due again yet"
+        );
         assert_eq!(pools.sweep_due(t0 + 2 * SWEEP_EVERY), vec![2]);
     }
 
@@ -565,7 +568,9 @@ mod tests {
         let (a, b) = (worker(60_000), worker(60_000));
         let t0 = Instant::now();
         assert_eq!(pools.evict_one(), None);
-        pools.put(1, &a, "new", t0 + Duration::from_millis(5)).unwrap();
+        pools
+            .put(1, &a, "new", t0 + Duration::from_millis(5))
+            .unwrap();
         pools.put(7, &b, "old", t0).unwrap();
         assert_eq!(pools.evict_one(), Some("old"));
         assert_eq!(pools.evict_one(), Some("new"));

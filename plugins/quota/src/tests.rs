@@ -716,11 +716,12 @@ fn call_on(p: &mut Quota, c: &CallContext) -> Result<Vec<HeaderOp>, Response> {
     let req = RequestHead::default();
     match p.on_request(c, &req, None) {
         RequestDecision::Respond(r) => Err(r),
-        RequestDecision::Continue(_) => match p.on_response(c, &req, &ResponseHead::default(), None)
-        {
-            ResponseDecision::Continue(e) => Ok(e.headers),
-            other => panic!("{other:?}"),
-        },
+        RequestDecision::Continue(_) => {
+            match p.on_response(c, &req, &ResponseHead::default(), None) {
+                ResponseDecision::Continue(e) => Ok(e.headers),
+                other => panic!("{other:?}"),
+            }
+        }
     }
 }
 

@@ -824,11 +824,12 @@ fn a_reused_policy_value_reports_only_its_own_call() {
     let req = head(&[]);
     let mut both = |c: &CallContext| match p.on_request(c, &req, None) {
         RequestDecision::Respond(r) => panic!("{r:?}"),
-        RequestDecision::Continue(_) => match p.on_response(c, &req, &ResponseHead::default(), None)
-        {
-            ResponseDecision::Continue(e) => e.headers,
-            other => panic!("{other:?}"),
-        },
+        RequestDecision::Continue(_) => {
+            match p.on_response(c, &req, &ResponseHead::default(), None) {
+                ResponseDecision::Continue(e) => e.headers,
+                other => panic!("{other:?}"),
+            }
+        }
     };
     assert!(!both(&on_plan("alice", None, Some("gold"))).is_empty());
     // An unlimited call next: no headers (not those of the call before).

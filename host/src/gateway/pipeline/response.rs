@@ -24,7 +24,9 @@ pub(crate) async fn response_chain(cx: &mut Ctx<'_>, mut out: Outgoing) -> Outgo
     }
     let api = cx.api;
     for (step, inst) in api.steps.iter().zip(instances.iter_mut()).rev() {
-        let Some(mut inst) = inst.take() else { continue };
+        let Some(mut inst) = inst.take() else {
+            continue;
+        };
         if !step.info.wants_response {
             continue;
         }
