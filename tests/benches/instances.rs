@@ -5,6 +5,8 @@
 //! - fresh: `instantiate` (which runs `configure`) + `on_request`, then drop
 //!   the instance: what the gateway does for every step of every request;
 //! - reused: `on_request` on one instance kept across calls;
+//! - warm: the gateway's `worker` isolation: `instantiate` (which takes the
+//!   warm instance the worker's pool keeps) + `on_request` + `release`;
 //! - instantiate: `instantiate` (with `configure`) and drop, no phase.
 //!
 //! Every case runs in each of several rounds, in an order that rotates from
@@ -22,9 +24,10 @@ use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tollgate::policy::host::{Grants, Services};
+use tollgate::policy::reuse::MAX_MAX_USES;
 use tollgate::policy::{
-    CallContext, EngineLimits, Header, HeaderOp, RequestDecision, RequestHead, RequestScope,
-    Runtime, Step, StepInstance,
+    CallContext, EngineLimits, Header, HeaderOp, Isolation, RequestDecision, RequestHead,
+    RequestScope, Runtime, Step, StepInstance,
 };
 
 /// Rounds over all cases (odd, so the median is one of them).
@@ -47,14 +50,17 @@ enum Mode {
     /// when that many requests are in flight: the pool's slots rotate.
     FreshInFlight,
     Reused,
+    /// A `worker`-isolation step: taken from and given back to the pool.
+    Warm,
     Instantiate,
 }
 
 impl Mode {
-    const ALL: [Mode; 4] = [
+    const ALL: [Mode; 5] = [
         Mode::Fresh,
         Mode::FreshInFlight,
         Mode::Reused,
+        Mode::Warm,
         Mode::Instantiate,
     ];
 }
@@ -113,6 +119,8 @@ fn request() -> (CallContext, RequestHead) {
 struct Plugin {
     name: &'static str,
     step: Step,
+    /// The same step under `worker` isolation (the `warm` case).
+    worker: Step,
     /// The instance the `reused` case calls again and again.
     reused: StepInstance,
 }
@@ -174,6 +182,17 @@ async fn run_batch(
                 black_box(d);
             }
         }
+        Mode::Warm => {
+            for _ in 0..calls {
+                let mut inst = rt.instantiate(&p.worker, scope).await.expect("instantiate");
+                let d = inst
+                    .on_request(&p.worker, ctx, req, None)
+                    .await
+                    .expect("on_request");
+                black_box(d);
+                rt.release(&p.worker, inst);
+            }
+        }
         Mode::Instantiate => {
             for _ in 0..calls {
                 let inst = rt.instantiate(&p.step, scope).await.expect("instantiate");
@@ -211,7 +230,15 @@ fn load(
     let reused = ex
         .block_on(rt.instantiate(&step, scope))
         .unwrap_or_else(|e| panic!("instantiating {name}: {e}"));
-    Plugin { name, step, reused }
+    let worker =
+        step.clone()
+            .with_isolation(Isolation::Worker, MAX_MAX_USES, Duration::from_secs(3600));
+    Plugin {
+        name,
+        step,
+        worker,
+        reused,
+    }
 }
 
 fn main() {
@@ -304,8 +331,12 @@ fn main() {
         " {ROUNDS} rounds in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    // Only the reused instances are still alive: fresh ones were dropped.
-    assert_eq!(rt.live_instances(), plugins.len());
+    // Only the reused instances and the warm ones (one per worker step, on
+    // this one thread) are still alive: fresh ones were dropped.
+    assert_eq!(rt.idle_instances(), plugins.len());
+    assert_eq!(rt.live_instances(), 2 * plugins.len());
+    let counts = rt.reuse_counts();
+    assert_eq!(counts.discarded, 0, "{counts:?}");
 
     let find = |pi: usize, mode: Mode| {
         cases
@@ -318,8 +349,9 @@ fn main() {
         "| plugin | fresh: instantiate + configure + on-request, µs/call | \
          fresh, {IN_FLIGHT} alive at once, µs/call | reused: on-request, µs/call | \
          fresh ÷ reused | fresh ({IN_FLIGHT} alive) ÷ reused | \
-         instantiate + configure alone, µs | fresh − instantiate, µs |\n\
-         |---|---|---|---|---|---|---|---|\n"
+         instantiate + configure alone, µs | fresh − instantiate, µs | \
+         warm (worker isolation): take + on-request + release, µs/call | fresh ÷ warm |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n"
     ));
     for (pi, p) in plugins.iter().enumerate() {
         let fresh = find(pi, Mode::Fresh);
@@ -331,8 +363,10 @@ fn main() {
             .map(|r| in_flight.us[r] / reused.us[r])
             .collect();
         let rest: Vec<f64> = (0..ROUNDS).map(|r| fresh.us[r] - inst.us[r]).collect();
+        let warm = find(pi, Mode::Warm);
+        let ratio_warm: Vec<f64> = (0..ROUNDS).map(|r| fresh.us[r] / warm.us[r]).collect();
         table.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             p.name,
             Summary::of(&fresh.us).fmt(1),
             Summary::of(&in_flight.us).fmt(1),
@@ -341,6 +375,8 @@ fn main() {
             Summary::of(&ratio_in_flight).fmt_ratio(),
             Summary::of(&inst.us).fmt(1),
             Summary::of(&rest).fmt(1),
+            Summary::of(&warm.us).fmt(2),
+            Summary::of(&ratio_warm).fmt_ratio(),
         ));
     }
     let calls: Vec<String> = cases
