@@ -18,6 +18,7 @@ GW0, GW5 = bench.GW0, bench.GW5
 B0, B5 = bench.BASELINE_OF[GW0], bench.BASELINE_OF[GW5]
 NOSNAP = "tollgate, 5 steps (cache miss), no snapshots"
 HIT = "tollgate, 5 steps (cache hit)"
+WORKER = bench.GW5W
 
 
 def read(path):
@@ -56,7 +57,7 @@ class SelectVariants(unittest.TestCase):
 
     def test_other_entries_are_substrings(self):
         got = bench.select_variants("5 steps", names(True))
-        self.assertEqual(got, [GW5, B5, HIT, NOSNAP])
+        self.assertEqual(got, [GW5, B5, HIT, NOSNAP, WORKER])
         got = bench.select_variants("key", names(None))
         self.assertEqual(got, ["tollgate, key-auth", "tollgate, key-auth + rate-limit"])
 
@@ -90,6 +91,18 @@ class BaselineVariants(unittest.TestCase):
         self.assertEqual(bench.plugin_files(steps),
                          ["access_log.wasm", "cache.wasm", "key_auth.wasm",
                           "rate_limit.wasm", "transform.wasm"])
+
+    def test_worker_variant_runs_the_five_step_chain_with_worker_isolation(self):
+        specs = {n: steps for n, steps, *_ in bench.gateway_variants(None)}
+        self.assertEqual(specs[WORKER], specs[GW5])
+        self.assertEqual(bench.select_variants("worker", names(True)), [WORKER])
+        with tempfile.TemporaryDirectory() as d:
+            path = bench.write_tollgate(d, 1, 2, specs[GW5], "0" * 64, isolation="worker")
+            self.assertIn('[limits]\nstep-timeout = "200ms"\nstep-isolation = "worker"\n',
+                          read(path))
+            # The default is not written: a baseline build may not know the key.
+            path = bench.write_tollgate(d, 1, 2, specs[GW5], "0" * 64)
+            self.assertNotIn("step-isolation", read(path))
 
     def test_gateway_file_loads_the_given_plugin_folder(self):
         with tempfile.TemporaryDirectory() as d:
