@@ -122,6 +122,14 @@ pub struct ReuseCounts {
 /// The runtime's pools of warm instances and their counts.
 pub(super) struct Reuse {
     pools: Pools<StepInstance>,
+    /// By thread shard, so that workers counting every step of every
+    /// request do not share a cache line.
+    counts: Box<[Counters]>,
+}
+
+#[derive(Default)]
+#[repr(align(128))]
+struct Counters {
     fresh: AtomicU64,
     warm: AtomicU64,
     discarded: AtomicU64,
@@ -131,9 +139,7 @@ impl Default for Reuse {
     fn default() -> Self {
         Reuse {
             pools: Pools::new(PER_WORKER, MAX_IDLE),
-            fresh: AtomicU64::new(0),
-            warm: AtomicU64::new(0),
-            discarded: AtomicU64::new(0),
+            counts: (0..SHARDS).map(|_| Counters::default()).collect(),
         }
     }
 }
@@ -152,14 +158,14 @@ impl Reuse {
         let mut inst = inst?;
         inst.store.data_mut().reuse_for(step, scope);
         inst.store.set_epoch_deadline(1);
-        self.warm.fetch_add(1, Ordering::Relaxed);
+        self.here().warm.fetch_add(1, Ordering::Relaxed);
         tracing::trace!(api = %step.api, step = %step.name, request_id = %scope.request_id, path = "warm", "step instance");
         Some(inst)
     }
 
     /// Count a fresh instance served for `step`.
     pub(super) fn served_fresh(&self, step: &Step, scope: &RequestScope) {
-        self.fresh.fetch_add(1, Ordering::Relaxed);
+        self.here().fresh.fetch_add(1, Ordering::Relaxed);
         tracing::trace!(api = %step.api, step = %step.name, request_id = %scope.request_id, path = "fresh", "step instance");
     }
 
@@ -187,7 +193,7 @@ impl Reuse {
     pub(super) fn evict_one(&self) -> bool {
         match self.pools.evict_one() {
             Some(inst) => {
-                self.discarded.fetch_add(1, Ordering::Relaxed);
+                self.here().discarded.fetch_add(1, Ordering::Relaxed);
                 drop(inst);
                 true
             }
@@ -196,11 +202,22 @@ impl Reuse {
     }
 
     pub(super) fn counts(&self) -> ReuseCounts {
+        let sum = |f: fn(&Counters) -> &AtomicU64| {
+            self.counts
+                .iter()
+                .map(|c| f(c).load(Ordering::Relaxed))
+                .sum()
+        };
         ReuseCounts {
-            fresh: self.fresh.load(Ordering::Relaxed),
-            warm: self.warm.load(Ordering::Relaxed),
-            discarded: self.discarded.load(Ordering::Relaxed),
+            fresh: sum(|c| &c.fresh),
+            warm: sum(|c| &c.warm),
+            discarded: sum(|c| &c.discarded),
         }
+    }
+
+    /// The current thread's counters.
+    fn here(&self) -> &Counters {
+        &self.counts[thread_key() as usize % SHARDS]
     }
 
     /// Idle instances in the pools now.
@@ -213,7 +230,8 @@ impl Reuse {
     fn sweep(&self, now: Instant) {
         let stale = self.pools.sweep_due(now);
         if !stale.is_empty() {
-            self.discarded
+            self.here()
+                .discarded
                 .fetch_add(stale.len() as u64, Ordering::Relaxed);
         }
     }
@@ -222,7 +240,8 @@ impl Reuse {
         if insts.is_empty() {
             return;
         }
-        self.discarded
+        self.here()
+            .discarded
             .fetch_add(insts.len() as u64, Ordering::Relaxed);
         tracing::trace!(api = %step.api, step = %step.name, why, "step instance discarded");
     }
