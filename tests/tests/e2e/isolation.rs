@@ -93,7 +93,7 @@ async fn the_gateway_default_applies_to_steps_without_their_own() {
     let up = Upstream::start().await;
     let chain = "[[api.chain]]\nplugin = \"fixture-state\"\n";
     let gw = TestGateway::builder(&simple_manifest(&up.url(), chain))
-        .limits("step-isolation = \"worker\"\nstep-max-uses = 2")
+        .limits("step-isolation = \"worker\"\nstep-max-uses = 2\nstep-timeout = \"5s\"")
         .start()
         .await;
     gw.until_snapshotted().await;
@@ -199,7 +199,7 @@ config = {{ name = "other" }}
         u = up.url()
     );
     let gw = TestGateway::builder(&manifest)
-        .limits("max-instances = 1")
+        .limits("max-instances = 1\nstep-timeout = \"5s\"")
         .start()
         .await;
     gw.until_snapshotted().await;
