@@ -163,9 +163,9 @@ async fn max_uses_discards_the_instance() {
 #[tokio::test]
 async fn idle_time_discards_the_instance() {
     let up = Upstream::start().await;
-    let gw = state_gateway(&up, "isolation = \"worker\"\nidle = \"200ms\"").await;
+    let gw = state_gateway(&up, "isolation = \"worker\"\nidle = \"1s\"").await;
     assert_eq!(counts_of(&gw, &up, 2).await, vec![1, 2]);
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
     assert_eq!(counts_of(&gw, &up, 2).await, vec![1, 2]);
     assert_eq!(counts(&gw).discarded, 1);
 }
