@@ -1,7 +1,8 @@
 //! The runtime ([`Runtime`], one per process): loads plugins, checks step
 //! configurations with the plugin's own `configure` ([`Step`]), and gives
-//! each request a fresh, sandboxed instance of each step ([`StepInstance`])
-//! under the step's deadline and memory cap.
+//! each request a sandboxed instance of each step ([`StepInstance`]) under
+//! the step's deadline and memory cap: a fresh one, or under `worker`
+//! isolation a warm one its worker kept ([`super::reuse`]).
 
 use super::bindings::{PolicyHost, PolicyHostPre};
 use super::host::{Capability, Grants, Services};
