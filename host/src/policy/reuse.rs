@@ -4,19 +4,21 @@
 //!
 //! Each worker thread has a small pool per step: at most [`PER_WORKER`]
 //! idle instances, and [`MAX_IDLE`] across the runtime. An instance goes
-//! back to its pool ([`Reuse::release`]) only after the last phase it ran
-//! for a request returned normally and its output passed the gateway's
-//! checks; a caller that drops an instance instead discards it, which is
-//! what every failure path does (a trap, a deadline, a memory-cap hit, a
-//! host error, an invalid output). On release an instance is discarded
-//! too when it hit its memory cap, when its memory grew past the size it
-//! had after its first request, or after `max-uses` requests; a pooled
-//! instance unused for `idle` is discarded instead of served.
+//! back to its pool ([`Runtime::release`](super::Runtime::release)) only
+//! after the last phase it ran for a request returned normally and its
+//! output passed the gateway's checks; a caller that drops an instance
+//! instead discards it, which is what every failure path does (a trap, a
+//! deadline, a memory-cap hit, a host error, an invalid output). On release
+//! an instance is discarded too when it hit its memory cap, when its memory
+//! grew past the size it had after its first request, or after `max-uses`
+//! requests; a pooled instance unused for `idle` is discarded instead of
+//! served.
 //!
 //! Pooled instances count toward `max-instances` (each keeps its slot); a
 //! request that would be refused as busy first evicts an idle one
-//! ([`Reuse::evict_one`]). [`Reuse::counts`] says how many requests each
-//! path served, and each call logs its path at `trace`.
+//! (`Reuse::evict_one`). [`Runtime::reuse_counts`](super::Runtime::reuse_counts)
+//! says how many calls each path served, and each call logs its path at
+//! `trace`.
 
 use super::runtime::StepInstance;
 use super::{RequestScope, Step};
