@@ -6,6 +6,7 @@ use super::manifests::Source;
 use super::{Build, MAX_STEP_TIMEOUT};
 use crate::domain::grants::{Capability, Grants};
 use crate::manifest::{self, ApiSpec, GatewayFile, StepSpec};
+use crate::policy::deadline;
 use crate::policy::engine::MAX_STEP_MEMORY;
 use crate::policy::guard::{check_log_limits, LogLimits};
 use crate::policy::{Plugin, Step, StepConfigError};
@@ -80,6 +81,8 @@ impl<'a> StepSite<'a> {
 struct StepLimits {
     memory: u64,
     timeout: Duration,
+    /// The wall-clock bound, host calls included.
+    wall: Duration,
     log: LogLimits,
 }
 
@@ -149,7 +152,10 @@ impl Build<'_> {
             spec.fail_open,
             grants,
         ) {
-            Ok(step) => Some(step.with_log_limits(limits.log)),
+            Ok(step) => Some(
+                step.with_log_limits(limits.log)
+                    .with_wall_timeout(limits.wall),
+            ),
             Err(e) => {
                 let key = config_error_key(&e, spec);
                 self.errs.push(format!("{}: {e}", site.at(&key)));
@@ -176,6 +182,7 @@ fn step_limits(gw: &GatewayFile, site: &StepSite, spec: &StepSpec) -> Result<Ste
             site.at("timeout")
         ));
     }
+    let wall = step_wall_timeout(gw, site, spec, timeout)?;
     let log = LogLimits {
         lines_per_sec: spec.log_rate.unwrap_or(gw.limits.plugin_log_rate),
         line_bytes: spec.log_line.unwrap_or(gw.limits.plugin_log_line).0 as usize,
@@ -184,8 +191,42 @@ fn step_limits(gw: &GatewayFile, site: &StepSite, spec: &StepSpec) -> Result<Ste
     Ok(StepLimits {
         memory,
         timeout,
+        wall,
         log,
     })
+}
+
+/// The step's wall-clock bound: its own `wall-timeout`, else the gateway
+/// file's `step-wall-timeout`, else the larger of 5s and its timeout; in
+/// range and at least its timeout.
+fn step_wall_timeout(
+    gw: &GatewayFile,
+    site: &StepSite,
+    spec: &StepSpec,
+    timeout: Duration,
+) -> Result<Duration, String> {
+    let wall = spec
+        .wall_timeout
+        .or(gw.limits.step_wall_timeout)
+        .map_or_else(|| deadline::default_wall_timeout(timeout), |d| d.0);
+    let key = if spec.wall_timeout.is_some() {
+        "wall-timeout"
+    } else {
+        "timeout"
+    };
+    if wall.is_zero() || wall > deadline::MAX_WALL_TIMEOUT {
+        return Err(format!(
+            "{}: wall-timeout = {wall:?} must be between 1ms and 300s",
+            site.at(key)
+        ));
+    }
+    if wall < timeout {
+        return Err(format!(
+            "{}: wall-timeout = {wall:?} must be at least the step's timeout = {timeout:?}",
+            site.at(key)
+        ));
+    }
+    Ok(wall)
 }
 
 /// The capabilities the step is granted; every one that does not parse.

@@ -320,6 +320,7 @@ pub struct TlsSpec {
 /// send-timeout = "30s"
 /// step-timeout = "50ms"
 /// step-memory = "16MiB"
+/// step-wall-timeout = "5s"     # default: the larger of 5s and step-timeout
 /// ```
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
@@ -344,7 +345,9 @@ pub struct Limits {
     pub max_connections: usize,
     /// Most concurrent HTTP/2 streams per connection.
     pub max_concurrent_streams: u32,
-    /// Default wall-clock deadline for one policy phase (configure + phase).
+    /// Default running-time deadline for one policy phase (configure +
+    /// phase): time the guest itself runs, not time spent waiting for a
+    /// core or in host calls.
     pub step_timeout: Dur,
     /// Default memory cap for one policy instance.
     pub step_memory: Size,
@@ -356,6 +359,10 @@ pub struct Limits {
     pub plugin_log_rate: u32,
     /// Default for each step: longest plugin log line; longer ones are cut.
     pub plugin_log_line: Size,
+    /// Default for each step: wall-clock bound of one policy phase, host
+    /// calls included (1ms-300s, at least `step-timeout`). Unset: the
+    /// larger of 5s and the step's `timeout`.
+    pub step_wall_timeout: Option<Dur>,
 }
 
 impl Default for Limits {
@@ -374,6 +381,7 @@ impl Default for Limits {
             max_instances: 1000,
             plugin_log_rate: DEFAULT_LOG_RATE,
             plugin_log_line: Size(DEFAULT_LOG_LINE as u64),
+            step_wall_timeout: None,
         }
     }
 }
@@ -654,10 +662,12 @@ pub struct RouteSpec {
 /// name = "versioning"       # default: the plugin name
 /// plugin = "transform"
 /// fail-open = false         # on trap/timeout: skip the step instead of failing the call
-/// timeout = "20ms"          # default: limits.step-timeout
+/// timeout = "20ms"          # running time; default: limits.step-timeout
 /// memory = "8MiB"           # default: limits.step-memory
 /// log-rate = 100            # default: limits.plugin-log-rate
 /// log-line = "4KiB"         # default: limits.plugin-log-line
+/// wall-timeout = "2s"       # wall-clock bound, host calls included;
+///                           # default: limits.step-wall-timeout
 /// [api.chain.config]        # the plugin's own typed configuration
 /// ```
 #[derive(Debug, Deserialize, Clone)]
@@ -679,6 +689,8 @@ pub struct StepSpec {
     pub grants: Vec<String>,
     #[serde(default)]
     pub config: Option<toml::Table>,
+    /// Wall-clock bound of one phase, host calls included.
+    pub wall_timeout: Option<Dur>,
 }
 
 /// Convert a TOML table to JSON for a plugin's `configure`.
