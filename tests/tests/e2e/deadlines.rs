@@ -244,8 +244,8 @@ const CALLS_EACH: usize = 400;
 /// With two CPU burners per core (the machine oversubscribed twice), the
 /// standard chain at its default 50 ms deadline answers every one of a few
 /// thousand calls (no "policy step timed out"), while a looping step, at
-/// the same deadline, still ends at it (well before its 5 s wall-clock
-/// bound). Before steps counted their running time, the time a cheap step
+/// the same deadline, still ends at it (before its 5 s wall-clock bound;
+/// measured 0.4-1.1 s with the machine this busy). Before steps counted their running time, the time a cheap step
 /// spent waiting for a core counted against its deadline.
 ///
 /// Load on a shared machine: `scripts/test` runs it on its own after the
@@ -329,7 +329,7 @@ fn oversubscribed_twice_the_standard_chain_never_times_out() {
             "the looping step"
         );
         assert!(
-            *took < Duration::from_millis(2500),
+            *took < Duration::from_secs(4),
             "the looping step ended after {took:?}, not at its 50 ms of running"
         );
     }
