@@ -368,24 +368,37 @@ mod tests {
         Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
     }
 
+    /// What the guest's `pause` does.
+    #[derive(Clone, Copy)]
+    enum Pause {
+        /// Sleeps the thread that long (time off the guest, as when the
+        /// thread is descheduled).
+        Sleep(Duration),
+        /// Waits forever (a host call that never answers).
+        Hang,
+    }
+
     /// Call `name(args)` in a fresh instance under `timeout` / `wall`, on a
-    /// current-thread runtime (so the guest runs on this thread); with
-    /// `pause` sleeping the thread that long at each call (time off the
-    /// guest, as when the thread is descheduled). The result, the wall
-    /// time, this thread's CPU time, and the deadline afterwards.
+    /// current-thread runtime (so the guest runs on this thread). The
+    /// result, the wall time, this thread's CPU time, and the deadline
+    /// afterwards.
     fn run(
         name: &str,
         arg: Option<i32>,
-        pause: Duration,
+        pause: Pause,
         timeout: Duration,
         wall: Duration,
     ) -> (wasmtime::Result<()>, Duration, Duration, Deadline) {
         let engine = PolicyEngine::new(&EngineLimits { max_instances: 4 }, None).unwrap();
         let module = WasmModule::new(engine.engine(), guest()).unwrap();
         let mut linker = Linker::<Deadline>::new(engine.engine());
-        linker
-            .func_wrap("host", "pause", move || std::thread::sleep(pause))
-            .unwrap();
+        match pause {
+            Pause::Sleep(d) => linker.func_wrap("host", "pause", move || std::thread::sleep(d)),
+            Pause::Hang => linker.func_wrap_async("host", "pause", |_, (): ()| {
+                Box::new(std::future::pending::<()>())
+            }),
+        }
+        .unwrap();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -415,7 +428,7 @@ mod tests {
 
     #[test]
     fn a_spinning_guest_ends_after_about_its_timeout_of_running() {
-        let (r, took, cpu, d) = run("spin", None, MS, 50 * MS, 5000 * MS);
+        let (r, took, cpu, d) = run("spin", None, Pause::Sleep(MS), 50 * MS, 5000 * MS);
         assert!(interrupted(&r), "{r:?}");
         assert_eq!(d.kind(Instant::now()), TimeoutKind::Running);
         assert!(
@@ -429,7 +442,7 @@ mod tests {
         // 40 pauses of 5 ms: 200 ms of wall time, four times the 50 ms
         // timeout, but the guest itself ran for next to nothing. The old
         // wall-clock deadline ended it at 50 ms.
-        let (r, took, _, d) = run("pauses", Some(40), 5 * MS, 50 * MS, 5000 * MS);
+        let (r, took, _, d) = run("pauses", Some(40), Pause::Sleep(5 * MS), 50 * MS, 5000 * MS);
         assert!(r.is_ok(), "{r:?} after {took:?}, {} ticks", d.ticks_run());
         assert!(took >= 200 * MS, "{took:?}");
         assert!(d.ticks_run() <= 41, "{} ticks", d.ticks_run());
@@ -439,12 +452,30 @@ mod tests {
     fn the_wall_bound_ends_a_guest_that_keeps_pausing() {
         // Each pause costs one tick at most, 20 ms of wall time: 1000 of
         // them stay within a 2 s running budget but not a 300 ms wall.
-        let (r, took, _, d) = run("pauses", Some(1000), 20 * MS, 2000 * MS, 300 * MS);
+        let (r, took, _, d) = run(
+            "pauses",
+            Some(1000),
+            Pause::Sleep(20 * MS),
+            2000 * MS,
+            300 * MS,
+        );
         assert!(interrupted(&r), "{r:?}");
         assert_eq!(d.kind(Instant::now()), TimeoutKind::Wall);
         assert!(
             took >= 300 * MS && took < 1500 * MS,
             "ended after {took:?} for a 300 ms wall bound"
+        );
+    }
+
+    #[test]
+    fn the_wall_bound_ends_a_host_call_that_never_answers() {
+        // No guest code runs, so no callback: `by_wall` ends the call.
+        let (r, took, _, d) = run("pauses", Some(1), Pause::Hang, 50 * MS, 200 * MS);
+        assert!(interrupted(&r), "{r:?}");
+        assert_eq!(d.kind(Instant::now()), TimeoutKind::Wall);
+        assert!(
+            took >= 200 * MS && took < 1500 * MS,
+            "ended after {took:?} for a 200 ms wall bound"
         );
     }
 }
