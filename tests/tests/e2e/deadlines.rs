@@ -73,9 +73,10 @@ fn a_looping_step_ends_after_its_timeout_of_cpu_time() {
         let cpu = threads_cpu("gw-deadline") - cpu;
         assert_eq!((status, code.as_str()), (503, "policy_timeout"), "{path}");
         // It ran about its 200 ms (1 ms ticks, and a tick more for each
-        // time it was descheduled): not cut short, not run for long.
+        // time it was descheduled, so less on a busy machine): not cut
+        // short by something else, not run for long.
         assert!(
-            cpu >= 150 * MS && cpu <= 600 * MS,
+            cpu >= 100 * MS && cpu <= 600 * MS,
             "{path}: the looping step used {cpu:?} of CPU for a 200 ms timeout ({took:?} in all)"
         );
         // Ended by its running time, not by the wall-clock bound (5 s).
