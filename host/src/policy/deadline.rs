@@ -25,6 +25,12 @@
 //!
 //! The response phase starts both afresh ([`Deadline::restart`]).
 //!
+//! What ticks cost in precision: a thread descheduled mid-phase costs the
+//! phase one tick (so it may end with less than `timeout` of CPU on a busy
+//! machine), and ticks further apart than [`TICK`] (the ticker thread
+//! itself starved) let a looping guest run longer than `timeout` before
+//! it is stopped, within `wall-timeout` at worst.
+//!
 //! Rejected ways to measure running time:
 //! - thread CPU time (`clock_gettime(CLOCK_THREAD_CPUTIME_ID)`): measured
 //!   at ~180 ns per call here, a cost at every tick and at every phase
