@@ -324,7 +324,8 @@ mod tests {
         assert_eq!(
             p(PolicyError::Timeout {
                 step: "a".into(),
-                limit: Default::default()
+                limit: Default::default(),
+                kind: crate::policy::TimeoutKind::Running,
             }),
             503
         );

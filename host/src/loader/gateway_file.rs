@@ -103,7 +103,7 @@ fn check_admin(gw: &GatewayFile, errs: &mut Vec<String>) {
     }
 }
 
-/// The defaults of every step: memory and deadline.
+/// The defaults of every step: memory and deadlines.
 fn check_step_limits(l: &Limits, errs: &mut Vec<String>) {
     let mem = l.step_memory.0;
     if !((1 << 20)..=MAX_STEP_MEMORY).contains(&mem) {
@@ -120,6 +120,17 @@ fn check_step_limits(l: &Limits, errs: &mut Vec<String>) {
     }
     if let Err((_, e)) = check_reuse_limits(l.step_max_uses, l.step_idle.0) {
         errs.push(format!("limits.step-{e}"));
+    }
+    if let Some(w) = l.step_wall_timeout.map(|d| d.0) {
+        if w.is_zero() || w > crate::policy::deadline::MAX_WALL_TIMEOUT {
+            errs.push(format!(
+                "limits.step-wall-timeout = {w:?} must be between 1ms and 300s"
+            ));
+        } else if w < t {
+            errs.push(format!(
+                "limits.step-wall-timeout = {w:?} must be at least limits.step-timeout = {t:?}"
+            ));
+        }
     }
 }
 

@@ -6,6 +6,7 @@ use super::manifests::Source;
 use super::{Build, MAX_STEP_TIMEOUT};
 use crate::domain::grants::{Capability, Grants};
 use crate::manifest::{self, ApiSpec, GatewayFile, StepSpec};
+use crate::policy::deadline;
 use crate::policy::engine::MAX_STEP_MEMORY;
 use crate::policy::guard::{check_log_limits, LogLimits};
 use crate::policy::reuse::{check_reuse_limits, Isolation};
@@ -81,6 +82,8 @@ impl<'a> StepSite<'a> {
 struct StepLimits {
     memory: u64,
     timeout: Duration,
+    /// The wall-clock bound, host calls included.
+    wall: Duration,
     log: LogLimits,
     /// Isolation level, and under `worker` the uses and idle time.
     isolation: (Isolation, u64, Duration),
@@ -156,7 +159,8 @@ impl Build<'_> {
                 let (isolation, max_uses, idle) = limits.isolation;
                 Some(
                     step.with_log_limits(limits.log)
-                        .with_isolation(isolation, max_uses, idle),
+                        .with_isolation(isolation, max_uses, idle)
+                        .with_wall_timeout(limits.wall),
                 )
             }
             Err(e) => {
@@ -185,6 +189,7 @@ fn step_limits(gw: &GatewayFile, site: &StepSite, spec: &StepSpec) -> Result<Ste
             site.at("timeout")
         ));
     }
+    let wall = step_wall_timeout(gw, site, spec, timeout)?;
     let log = LogLimits {
         lines_per_sec: spec.log_rate.unwrap_or(gw.limits.plugin_log_rate),
         line_bytes: spec.log_line.unwrap_or(gw.limits.plugin_log_line).0 as usize,
@@ -193,6 +198,7 @@ fn step_limits(gw: &GatewayFile, site: &StepSite, spec: &StepSpec) -> Result<Ste
     Ok(StepLimits {
         memory,
         timeout,
+        wall,
         log,
         isolation: step_isolation(gw, site, spec)?,
     })
@@ -210,6 +216,39 @@ fn step_isolation(
     let idle = spec.idle.unwrap_or(gw.limits.step_idle).0;
     check_reuse_limits(max_uses, idle).map_err(|(key, e)| format!("{}: {e}", site.at(key)))?;
     Ok((isolation, max_uses, idle))
+}
+
+/// The step's wall-clock bound: its own `wall-timeout`, else the gateway
+/// file's `step-wall-timeout`, else the larger of 5s and its timeout; in
+/// range and at least its timeout.
+fn step_wall_timeout(
+    gw: &GatewayFile,
+    site: &StepSite,
+    spec: &StepSpec,
+    timeout: Duration,
+) -> Result<Duration, String> {
+    let wall = spec
+        .wall_timeout
+        .or(gw.limits.step_wall_timeout)
+        .map_or_else(|| deadline::default_wall_timeout(timeout), |d| d.0);
+    let key = if spec.wall_timeout.is_some() {
+        "wall-timeout"
+    } else {
+        "timeout"
+    };
+    if wall.is_zero() || wall > deadline::MAX_WALL_TIMEOUT {
+        return Err(format!(
+            "{}: wall-timeout = {wall:?} must be between 1ms and 300s",
+            site.at(key)
+        ));
+    }
+    if wall < timeout {
+        return Err(format!(
+            "{}: wall-timeout = {wall:?} must be at least the step's timeout = {timeout:?}",
+            site.at(key)
+        ));
+    }
+    Ok(wall)
 }
 
 /// The capabilities the step is granted; every one that does not parse.

@@ -323,6 +323,7 @@ pub struct TlsSpec {
 /// step-isolation = "request"   # or "worker" (docs/configuration.md)
 /// step-max-uses = 10000        # worker isolation: uses of one instance
 /// step-idle = "60s"            # worker isolation: idle time before discard
+/// step-wall-timeout = "5s"     # default: the larger of 5s and step-timeout
 /// ```
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
@@ -347,7 +348,9 @@ pub struct Limits {
     pub max_connections: usize,
     /// Most concurrent HTTP/2 streams per connection.
     pub max_concurrent_streams: u32,
-    /// Default wall-clock deadline for one policy phase (configure + phase).
+    /// Default running-time deadline for one policy phase (configure +
+    /// phase): time the guest itself runs, not time spent waiting for a
+    /// core or in host calls.
     pub step_timeout: Dur,
     /// Default memory cap for one policy instance.
     pub step_memory: Size,
@@ -368,6 +371,10 @@ pub struct Limits {
     /// Default for each step under `worker` isolation: how long an unused
     /// instance is kept.
     pub step_idle: Dur,
+    /// Default for each step: wall-clock bound of one policy phase, host
+    /// calls included (1ms-300s, at least `step-timeout`). Unset: the
+    /// larger of 5s and the step's `timeout`.
+    pub step_wall_timeout: Option<Dur>,
 }
 
 impl Default for Limits {
@@ -386,6 +393,7 @@ impl Default for Limits {
             max_instances: 1000,
             plugin_log_rate: DEFAULT_LOG_RATE,
             plugin_log_line: Size(DEFAULT_LOG_LINE as u64),
+            step_wall_timeout: None,
             step_isolation: Isolation::Request,
             step_max_uses: 10_000,
             step_idle: Dur(Duration::from_secs(60)),
@@ -692,13 +700,15 @@ pub struct RouteSpec {
 /// name = "versioning"       # default: the plugin name
 /// plugin = "transform"
 /// fail-open = false         # on trap/timeout: skip the step instead of failing the call
-/// timeout = "20ms"          # default: limits.step-timeout
+/// timeout = "20ms"          # running time; default: limits.step-timeout
 /// memory = "8MiB"           # default: limits.step-memory
 /// log-rate = 100            # default: limits.plugin-log-rate
 /// log-line = "4KiB"         # default: limits.plugin-log-line
 /// isolation = "worker"      # default: limits.step-isolation ("request")
 /// max-uses = 10000          # worker: default limits.step-max-uses
 /// idle = "60s"              # worker: default limits.step-idle
+/// wall-timeout = "2s"       # wall-clock bound, host calls included;
+///                           # default: limits.step-wall-timeout
 /// [api.chain.config]        # the plugin's own typed configuration
 /// ```
 #[derive(Debug, Deserialize, Clone)]
@@ -727,6 +737,8 @@ pub struct StepSpec {
     pub max_uses: Option<u64>,
     /// Under `worker`: how long an unused instance is kept.
     pub idle: Option<Dur>,
+    /// Wall-clock bound of one phase, host calls included.
+    pub wall_timeout: Option<Dur>,
 }
 
 /// Convert a TOML table to JSON for a plugin's `configure`.

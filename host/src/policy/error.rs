@@ -1,6 +1,7 @@
 //! How a step can fail: at run time ([`PolicyError`], mapped to a status by
 //! `gateway::error`) and at load ([`StepConfigError`]).
 
+use super::deadline::TimeoutKind;
 use std::time::Duration;
 
 /// Why a step failed. Each maps to a status in [`crate::gateway::error`].
@@ -8,8 +9,14 @@ use std::time::Duration;
 pub enum PolicyError {
     #[error("step `{step}` trapped: {detail}")]
     Trap { step: String, detail: String },
-    #[error("step `{step}` exceeded its deadline of {limit:?}")]
-    Timeout { step: String, limit: Duration },
+    /// `kind` says which limit: the step's running time (`timeout`) or
+    /// the wall-clock bound of the whole phase (`wall-timeout`).
+    #[error("step `{step}` exceeded its {kind} deadline of {limit:?}")]
+    Timeout {
+        step: String,
+        limit: Duration,
+        kind: TimeoutKind,
+    },
     #[error("step `{step}` exceeded its memory cap of {limit} bytes")]
     Memory { step: String, limit: usize },
     #[error("step `{step}`: no policy instance free (limit reached)")]

@@ -29,6 +29,7 @@
 
 mod bindings;
 mod checks;
+pub mod deadline;
 pub mod engine;
 mod error;
 pub mod guard;
@@ -48,6 +49,7 @@ pub use bindings::types::{
 pub use checks::{
     apply_header_ops, check_path, check_query, check_response, is_framing_header, MAX_HEADERS_OUT,
 };
+pub use deadline::TimeoutKind;
 pub use engine::{EngineLimits, PolicyEngine};
 pub use error::{PolicyError, StepConfigError};
 pub use host::log::{escape_log, escape_log_within};

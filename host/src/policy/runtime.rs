@@ -5,6 +5,7 @@
 //! isolation a warm one its worker kept ([`super::reuse`]).
 
 use super::bindings::{PolicyHost, PolicyHostPre};
+use super::deadline;
 use super::host::{Capability, Grants, Services};
 use super::plugin::{
     typed, ConfigureRet, ConfigureSig, Exports, OnRequestRet, OnRequestSig, OnResponseRet,
@@ -24,7 +25,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use wasmtime::component::{ComponentExportIndex, Func, Instance, Linker};
-use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime::{Store, Trap};
 
 /// A configured step of a chain. A clone is the same step: it shares the
 /// snapshot cell.
@@ -36,6 +37,9 @@ pub struct Step {
     pub config: String,
     pub info: PolicyInfo,
     pub timeout: Duration,
+    /// The wall-clock bound of a phase, host calls included
+    /// ([`Step::with_wall_timeout`]; see [`super::deadline`]).
+    pub wall_timeout: Duration,
     pub memory: usize,
     pub fail_open: bool,
     pub grants: Arc<Grants>,
@@ -69,6 +73,13 @@ impl Step {
     /// The step's isolation level.
     pub fn isolation(&self) -> Isolation {
         self.reuse.isolation
+    }
+
+    /// This step with another wall-clock bound (the default one,
+    /// [`deadline::default_wall_timeout`], until then).
+    pub fn with_wall_timeout(mut self, wall_timeout: Duration) -> Step {
+        self.wall_timeout = wall_timeout;
+        self
     }
 
     /// The step's log limits.
@@ -271,6 +282,7 @@ impl Runtime {
                 wants_response: true,
             },
             timeout,
+            wall_timeout: deadline::default_wall_timeout(timeout),
             memory,
             fail_open,
             grants: Arc::new(grants),
@@ -339,24 +351,9 @@ impl Runtime {
         let state = StepState::new(step, scope, self.services.clone());
         let mut store = Store::new(self.engine.engine(), state);
         store.limiter(|s| &mut s.limiter);
-        // At every epoch tick: past the deadline, trap; otherwise yield to
-        // the executor so a busy guest never holds a worker thread. The
-        // yield is tokio's own: it lets the worker poll for I/O before the
-        // guest runs again. (wasmtime's plain `Yield` wakes the task at
-        // once, so with busy guests on every worker the network was only
-        // polled every 61 scheduler ticks, i.e. every ~60 ms of guest time,
-        // and other calls' p99 went from ~1 ms to 75-170 ms.)
-        store.epoch_deadline_callback(|ctx| {
-            if Instant::now() >= ctx.data().deadline {
-                Ok(UpdateDeadline::Interrupt)
-            } else {
-                Ok(UpdateDeadline::YieldCustom(
-                    1,
-                    Box::pin(tokio::task::yield_now()),
-                ))
-            }
-        });
-        store.set_epoch_deadline(1);
+        // Running time counted in ticks the guest runs, within a
+        // wall-clock bound; a yield to the executor at every tick.
+        deadline::arm(&mut store, |s| &mut s.deadline);
         let instance = match pre.instantiate_async(&mut store).await {
             Ok(b) => b,
             Err(e) => {
@@ -454,9 +451,11 @@ fn classify(
         };
     }
     if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
+        let kind = store.data().deadline.kind(Instant::now());
         return PolicyError::Timeout {
             step: step_s,
-            limit: step.timeout,
+            limit: store.data().deadline.limit(kind),
+            kind,
         };
     }
     // The trap itself, not wasmtime's backtrace of unnamed frames (which
@@ -508,7 +507,8 @@ impl StepInstance {
         step: &Step,
     ) -> Result<Result<PolicyInfo, WitConfigError>, PolicyError> {
         let f = typed::<ConfigureSig<'_>, ConfigureRet>(self.func(self.exports.configure));
-        let r = f.call_async(&mut self.store, (&step.config,)).await;
+        let wall = self.store.data().deadline.wall();
+        let r = deadline::by_wall(wall, f.call_async(&mut self.store, (&step.config,))).await;
         r.map(|(r,)| r)
             .map_err(|e| classify(&step.name, step, &self.store, e))
     }
@@ -522,7 +522,8 @@ impl StepInstance {
         body: Option<&[u8]>,
     ) -> Result<RequestDecision, PolicyError> {
         let f = typed::<OnRequestSig<'_>, OnRequestRet>(self.func(self.exports.on_request));
-        let r = f.call_async(&mut self.store, (ctx, req, body)).await;
+        let wall = self.store.data().deadline.wall();
+        let r = deadline::by_wall(wall, f.call_async(&mut self.store, (ctx, req, body))).await;
         r.map(|(r,)| r)
             .map_err(|e| classify(&step.name, step, &self.store, e))
     }
@@ -536,10 +537,12 @@ impl StepInstance {
         resp: &ResponseHead,
         body: Option<&[u8]>,
     ) -> Result<ResponseDecision, PolicyError> {
-        self.store.data_mut().deadline = Instant::now() + step.timeout;
+        self.store.data_mut().deadline.restart();
         self.store.set_epoch_deadline(1);
         let f = typed::<OnResponseSig<'_>, OnResponseRet>(self.func(self.exports.on_response));
-        let r = f.call_async(&mut self.store, (ctx, req, resp, body)).await;
+        let wall = self.store.data().deadline.wall();
+        let call = f.call_async(&mut self.store, (ctx, req, resp, body));
+        let r = deadline::by_wall(wall, call).await;
         r.map(|(r,)| r)
             .map_err(|e| classify(&step.name, step, &self.store, e))
     }

@@ -196,7 +196,8 @@ impl Runtime {
         }
         // Reading the state back runs the instrumentation's accessors: give
         // them a deadline of their own.
-        inst.store.data_mut().deadline = Instant::now() + step.timeout.max(SNAPSHOT_READ);
+        let read = step.timeout.max(SNAPSHOT_READ);
+        inst.store.data_mut().deadline = super::deadline::Deadline::new(read, read);
         inst.store.set_epoch_deadline(1);
         let mut access = Access {
             store: &mut inst.store,

@@ -4,12 +4,12 @@
 //! is in [`super::host`], one file per interface.
 
 use super::bindings::service_types::ServiceError;
+use super::deadline::Deadline;
 use super::guard;
 use super::host::{CallTiming, Grants, Services};
 use super::Step;
 use crate::domain::consumer::{ConsumerSource, Sources};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 use wasmtime::component::ResourceTable;
 use wasmtime::ResourceLimiter;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
@@ -22,8 +22,8 @@ pub struct StepState {
     pub(super) api: Arc<str>,
     pub(super) step: Arc<str>,
     pub(super) request_id: String,
-    /// When the phase running now must be done.
-    pub(super) deadline: Instant,
+    /// The limits of the phase running now.
+    pub(super) deadline: Deadline,
     pub(super) services: Arc<Services>,
     pub(super) grants: Arc<Grants>,
     pub(super) plugin: Arc<str>,
@@ -60,7 +60,7 @@ impl Default for RequestScope {
 impl StepState {
     /// The state of a new instance of `step` serving `scope`: no files,
     /// no environment, standard error kept (bounded), the step's memory
-    /// cap, and a deadline of the step's timeout from now.
+    /// cap, and the step's deadlines from now.
     pub(super) fn new(step: &Step, scope: &RequestScope, services: Arc<Services>) -> StepState {
         let stderr = guard::GuestStderr::default();
         StepState {
@@ -74,7 +74,7 @@ impl StepState {
             api: step.api.clone(),
             step: step.name.clone(),
             request_id: scope.request_id.clone(),
-            deadline: Instant::now() + step.timeout,
+            deadline: Deadline::new(step.timeout, step.wall_timeout),
             services,
             grants: step.grants.clone(),
             plugin: step.plugin.name.as_str().into(),
@@ -91,7 +91,7 @@ impl StepState {
     pub(super) fn reuse_for(&mut self, step: &Step, scope: &RequestScope) {
         self.request_id.clone_from(&scope.request_id);
         self.scope = scope.clone();
-        self.deadline = Instant::now() + step.timeout;
+        self.deadline = Deadline::new(step.timeout, step.wall_timeout);
         self.stderr.clear();
         self.log = step.log.clone();
     }

@@ -7,6 +7,7 @@ mod admin_crash;
 mod admin_listener;
 mod admin_openapi;
 mod chain;
+mod deadlines;
 mod hostile_h2;
 mod hostile_head;
 mod hostile_http1;

@@ -287,10 +287,11 @@ async fn a_step_stuck_in_a_slow_host_call_times_out() {
     assert_eq!(r.status(), 200);
     assert_eq!(up.last().header("x-slowcall"), Some("200"));
 
-    // A hanging peer, a call timeout of a minute, a step deadline of 200 ms:
-    // the step ends as a timeout at its deadline. The plugin ignores
+    // A hanging peer, a call timeout of a minute, a wall-clock bound of
+    // 200 ms: the step ends as a timeout at that bound. The plugin ignores
     // errors, so answering it "unavailable" would let the call through.
-    let gw = gateway_with(&up, &slowcall_step(&up, "/hang", 60_000, "200ms")).await;
+    let step = slowcall_step(&up, "/hang", 60_000, "200ms");
+    let gw = gateway_with(&up, &format!("{step}\nwall-timeout = \"200ms\"")).await;
     let started = Instant::now();
     costs_one_request(&gw, &up, "/stuck", 503, "policy_timeout").await;
     let took = started.elapsed();

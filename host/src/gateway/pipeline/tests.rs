@@ -169,6 +169,7 @@ fn the_failure_exit_maps_each_class_to_a_status_and_a_connection() {
             PolicyError::Timeout {
                 step: "auth".into(),
                 limit: Default::default(),
+                kind: crate::policy::TimeoutKind::Wall,
             }
             .into(),
             (503, false, "policy_timeout"),

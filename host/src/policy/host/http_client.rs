@@ -1,6 +1,7 @@
 //! `tollgate:policy/http-client`: outbound HTTP(S) calls from a step, only
 //! to the hosts its `http:HOST[:PORT]` grants name, within the step's
-//! deadline (a call the deadline cuts ends the step as a timeout).
+//! wall-clock bound (a call that bound cuts ends the step as a timeout).
+//! Waiting for the answer is not the step's running time.
 
 use crate::policy::bindings;
 use crate::policy::bindings::service_types::ServiceError;
@@ -44,16 +45,18 @@ impl bindings::http_client::Host for StepState {
         &mut self,
         req: bindings::http_client::OutgoingRequest,
     ) -> wasmtime::Result<Result<bindings::http_client::IncomingResponse, ServiceError>> {
-        // The call waits at most until the step's deadline. If the deadline
-        // is what stopped it, the step has run out of time: it ends as a
-        // timeout (a trap), never as an error the guest could ignore and
-        // carry on past its deadline with.
-        let left = self.deadline.saturating_duration_since(Instant::now());
+        // The call waits at most until the phase's wall-clock bound. If
+        // that is what stopped it, the step has run out of time: it ends
+        // as a timeout (a trap), never as an error the guest could ignore
+        // and carry on past its bound with. The wait is not running time.
+        let wall = self.deadline.wall();
+        let left = self.deadline.wall_left(Instant::now());
         let cut_by_deadline = u64::from(req.timeout_ms) >= left.as_millis() as u64;
         let r = self.send_within(req, left).await;
-        if cut_by_deadline && Instant::now() >= self.deadline {
+        self.deadline.host_waited();
+        if cut_by_deadline && Instant::now() >= wall {
             if let Err(e) = &r {
-                tracing::debug!(step = %self.step, "outbound call cut by the deadline: {e:?}");
+                tracing::debug!(step = %self.step, "outbound call cut by the wall-clock bound: {e:?}");
             }
             return Err(Trap::Interrupt.into());
         }
