@@ -117,6 +117,10 @@ fn check_step_limits(l: &Limits, errs: &mut Vec<String>) {
             "limits.step-timeout = {t:?} must be between 1ms and 30s"
         ));
     }
+    let gate = super::step::gate_limits(l, None, t);
+    if let Err(e) = crate::policy::gate::check_gate_limits(&gate) {
+        errs.push(format!("limits.step-{e}"));
+    }
 }
 
 /// What bounds a client connection: none so small that nothing is served.

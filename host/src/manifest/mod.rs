@@ -320,6 +320,9 @@ pub struct TlsSpec {
 /// send-timeout = "30s"
 /// step-timeout = "50ms"
 /// step-memory = "16MiB"
+/// step-concurrency = 1         # default: serving workers - 1, at least 1
+/// step-queue-timeout = "50ms"  # default: the step's timeout
+/// step-quarantine = { failures = 5, window = "10s", cool-down = "5s", max-cool-down = "1m" }
 /// ```
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
@@ -356,6 +359,33 @@ pub struct Limits {
     pub plugin_log_rate: u32,
     /// Default for each step: longest plugin log line; longer ones are cut.
     pub plugin_log_line: Size,
+    /// Default for each step: calls of it that may run at once (others
+    /// wait); unset: one fewer than the serving workers, at least 1.
+    pub step_concurrency: Option<usize>,
+    /// Default for each step: how long a call waits for one of those
+    /// places before 503 `policy_busy`; unset: the step's timeout.
+    pub step_queue_timeout: Option<Dur>,
+    /// Default for each step: when a failing step is quarantined.
+    pub step_quarantine: QuarantineSpec,
+}
+
+/// When a step that keeps failing is quarantined: `failures` failures
+/// (traps, deadlines, memory, invalid output) within `window`, in at least
+/// half of its calls there; then it is not run for `cool-down` (doubling
+/// per repeated trip up to `max-cool-down`) and a probe call decides.
+///
+/// ```toml
+/// step-quarantine = { failures = 5, window = "10s", cool-down = "5s", max-cool-down = "1m" }
+/// ```
+///
+/// Per step, the keys given override the `[limits]` ones.
+#[derive(Debug, Deserialize, Clone, Copy, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct QuarantineSpec {
+    pub failures: Option<u32>,
+    pub window: Option<Dur>,
+    pub cool_down: Option<Dur>,
+    pub max_cool_down: Option<Dur>,
 }
 
 impl Default for Limits {
@@ -374,6 +404,9 @@ impl Default for Limits {
             max_instances: 1000,
             plugin_log_rate: DEFAULT_LOG_RATE,
             plugin_log_line: Size(DEFAULT_LOG_LINE as u64),
+            step_concurrency: None,
+            step_queue_timeout: None,
+            step_quarantine: QuarantineSpec::default(),
         }
     }
 }
@@ -658,6 +691,9 @@ pub struct RouteSpec {
 /// memory = "8MiB"           # default: limits.step-memory
 /// log-rate = 100            # default: limits.plugin-log-rate
 /// log-line = "4KiB"         # default: limits.plugin-log-line
+/// concurrency = 2           # default: limits.step-concurrency
+/// queue-timeout = "20ms"    # default: limits.step-queue-timeout
+/// quarantine = { failures = 3 }  # over limits.step-quarantine
 /// [api.chain.config]        # the plugin's own typed configuration
 /// ```
 #[derive(Debug, Deserialize, Clone)]
@@ -679,6 +715,12 @@ pub struct StepSpec {
     pub grants: Vec<String>,
     #[serde(default)]
     pub config: Option<toml::Table>,
+    /// Calls of this step that may run at once.
+    pub concurrency: Option<usize>,
+    /// How long a call waits for a place among them.
+    pub queue_timeout: Option<Dur>,
+    /// When this step is quarantined (over `limits.step-quarantine`).
+    pub quarantine: Option<QuarantineSpec>,
 }
 
 /// Convert a TOML table to JSON for a plugin's `configure`.

@@ -21,15 +21,19 @@
 //!   [`RequestScope`];
 //! * [`host`] — the host side of the WIT imports, one file per interface,
 //!   each with its backend;
-//! * `checks` — checks on what a step returns;
-//! * [`guard`] — log and stderr budgets; [`snapshot`] — configured snapshots.
+//! * `checks` — checks on what a step returns; [`output`] — the bounds on
+//!   its headers checked before they are lifted;
+//! * [`guard`] — log and stderr budgets; [`snapshot`] — configured snapshots;
+//! * [`gate`] — each step's quarantine and concurrency bound.
 
 mod bindings;
 mod checks;
 pub mod engine;
 mod error;
+pub mod gate;
 pub mod guard;
 pub mod host;
+pub mod output;
 mod plugin;
 mod runtime;
 pub mod snapshot;

@@ -11,9 +11,9 @@ use super::plugin::{
 };
 use super::state::{RequestScope, StepState};
 use super::{
-    escape_log, guard, snapshot, BodyAccess, CallContext, EngineLimits, PolicyEngine, PolicyError,
-    PolicyInfo, RequestDecision, RequestHead, ResponseDecision, ResponseHead, StepConfigError,
-    WitConfigError,
+    escape_log, gate, guard, snapshot, BodyAccess, CallContext, EngineLimits, PolicyEngine,
+    PolicyError, PolicyInfo, RequestDecision, RequestHead, ResponseDecision, ResponseHead,
+    StepConfigError, WitConfigError,
 };
 use anyhow::{Context as _, Result};
 use std::collections::HashMap;
@@ -41,6 +41,8 @@ pub struct Step {
     pub(super) snapshot: snapshot::SnapshotCell,
     /// How much the step's plugin may log (shared by the step's clones).
     pub(super) log: Arc<guard::StepLog>,
+    /// The step's quarantine and concurrency bound (shared by its clones).
+    pub gate: Arc<gate::StepGate>,
 }
 
 impl Step {
@@ -51,6 +53,13 @@ impl Step {
             self.name.clone(),
             limits,
         ));
+        self
+    }
+
+    /// This step with other gate limits (the defaults for its timeout until
+    /// then).
+    pub fn with_gate_limits(mut self, limits: gate::GateLimits) -> Step {
+        self.gate = Arc::new(gate::StepGate::new(limits));
         self
     }
 
@@ -237,6 +246,7 @@ impl Runtime {
             grants: Arc::new(grants),
             snapshot: Default::default(),
             log,
+            gate: Arc::new(gate::StepGate::new(gate::GateLimits::for_timeout(timeout))),
         };
         let outcome = block_on(async {
             let mut inst = self
@@ -405,6 +415,12 @@ fn classify(
             limit: step.memory,
         };
     }
+    if let Some(big) = e.downcast_ref::<super::output::OutputTooLarge>() {
+        return PolicyError::BadOutput {
+            step: step_s,
+            detail: big.to_string(),
+        };
+    }
     if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
         return PolicyError::Timeout {
             step: step_s,
@@ -473,7 +489,7 @@ impl StepInstance {
     ) -> Result<RequestDecision, PolicyError> {
         let f = typed::<OnRequestSig<'_>, OnRequestRet>(self.func(self.exports.on_request));
         let r = f.call_async(&mut self.store, (ctx, req, body)).await;
-        r.map(|(r,)| r)
+        r.map(|(r,)| r.0)
             .map_err(|e| classify(&step.name, step, &self.store, e))
     }
 
@@ -490,7 +506,7 @@ impl StepInstance {
         self.store.set_epoch_deadline(1);
         let f = typed::<OnResponseSig<'_>, OnResponseRet>(self.func(self.exports.on_response));
         let r = f.call_async(&mut self.store, (ctx, req, resp, body)).await;
-        r.map(|(r,)| r)
+        r.map(|(r,)| r.0)
             .map_err(|e| classify(&step.name, step, &self.store, e))
     }
 }

@@ -28,7 +28,8 @@ pub(crate) async fn response_chain(cx: &mut Ctx<'_>, mut out: Outgoing) -> Outgo
         if !step.info.wants_response {
             continue;
         }
-        let Err(e) = run_response_step(cx, step, inst, &mut out).await else {
+        let run = run_response_step(cx, step, inst, &mut out);
+        let Err(e) = policy::gate::guarded(step, false, run).await else {
             continue;
         };
         if step.fail_open && !matches!(e, PolicyError::BadOutput { .. }) {

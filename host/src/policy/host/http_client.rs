@@ -50,7 +50,9 @@ impl bindings::http_client::Host for StepState {
         // carry on past its deadline with.
         let left = self.deadline.saturating_duration_since(Instant::now());
         let cut_by_deadline = u64::from(req.timeout_ms) >= left.as_millis() as u64;
-        let r = self.send_within(req, left).await;
+        // Other calls of the step may run meanwhile (see `gate`).
+        let (gate, deadline) = (self.gate.clone(), self.deadline);
+        let r = gate.lend(deadline, self.send_within(req, left)).await;
         if cut_by_deadline && Instant::now() >= self.deadline {
             if let Err(e) = &r {
                 tracing::debug!(step = %self.step, "outbound call cut by the deadline: {e:?}");
