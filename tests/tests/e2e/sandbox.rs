@@ -803,6 +803,13 @@ fn abusive_clients_leave_a_normal_route_p99_within_2x() {
         .enable_all()
         .build()
         .unwrap();
+    // The abusive clients on a runtime of their own: a client that floods
+    // must not delay the normal client's own sends and measurements.
+    let abuse_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let up = client_rt.block_on(Upstream::start());
     let api = |name: &str, step: &str| {
         format!(
@@ -845,7 +852,7 @@ fn abusive_clients_leave_a_normal_route_p99_within_2x() {
                         .map(|_| {
                             let (c, u, stop) =
                                 (client(), gw.url(&format!("/{name}/x")), stop.clone());
-                            tokio::spawn(async move {
+                            abuse_rt.spawn(async move {
                                 let mut seen = Vec::new();
                                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                                     let r = c.get(&u).send().await.unwrap();
@@ -900,4 +907,5 @@ fn abusive_clients_leave_a_normal_route_p99_within_2x() {
     gw_rt.shutdown_timeout(Duration::from_secs(5));
     drop(up);
     client_rt.shutdown_timeout(Duration::from_secs(5));
+    abuse_rt.shutdown_timeout(Duration::from_secs(5));
 }
