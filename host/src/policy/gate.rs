@@ -254,6 +254,7 @@ pub async fn guarded<T>(
 }
 
 /// A call's place in the gate; give its outcome with [`Pass::done`].
+#[derive(Debug)]
 pub struct Pass {
     gate: Arc<StepGate>,
     permit: Option<OwnedSemaphorePermit>,
@@ -543,15 +544,15 @@ mod tests {
         trip(&g, Instant::now());
         std::thread::sleep(ms(5));
         rt.block_on(async {
-            let probe = g.enter("s", true).await.ok().expect("the probe runs");
+            let probe = g.enter("s", true).await.expect("the probe runs");
             assert!(matches!(
                 g.enter("s", true).await,
                 Err(PolicyError::Quarantined { .. })
             ));
             drop(probe);
-            let probe = g.enter("s", true).await.ok().expect("another probe");
+            let probe = g.enter("s", true).await.expect("another probe");
             probe.done("a", "s", &Ok::<(), PolicyError>(()));
-            let pass = g.enter("s", true).await.ok().expect("closed");
+            let pass = g.enter("s", true).await.expect("closed");
             drop(pass);
         });
     }
@@ -567,8 +568,8 @@ mod tests {
             ..limits()
         }));
         rt.block_on(async {
-            let a = g.enter("s", true).await.ok().unwrap();
-            let _b = g.enter("s", true).await.ok().unwrap();
+            let a = g.enter("s", true).await.unwrap();
+            let _b = g.enter("s", true).await.unwrap();
             assert_eq!(g.free(), 0);
             // The third waits its queue timeout, then is refused.
             let started = Instant::now();
@@ -595,11 +596,11 @@ mod tests {
             .unwrap();
         let g = Arc::new(StepGate::new(limits()));
         rt.block_on(async {
-            let pass = g.enter("s", true).await.ok().unwrap();
+            let pass = g.enter("s", true).await.unwrap();
             let g2 = g.clone();
             // While the holder waits in its host call, another call runs.
             g.lend(Instant::now() + ms(100), async move {
-                let other = g2.enter("s", true).await.ok().expect("a lent place");
+                let other = g2.enter("s", true).await.expect("a lent place");
                 drop(other);
             })
             .await;
@@ -608,7 +609,7 @@ mod tests {
             // is kept.
             let g3 = g.clone();
             let holder = tokio::spawn(async move {
-                let p = g3.enter("s", true).await.ok().unwrap();
+                let p = g3.enter("s", true).await.unwrap();
                 tokio::time::sleep(ms(50)).await;
                 drop(p);
             });
