@@ -55,9 +55,10 @@ impl GatewayError {
                 PolicyError::Trap { .. }
                 | PolicyError::Memory { .. }
                 | PolicyError::BadOutput { .. } => StatusCode::INTERNAL_SERVER_ERROR,
-                PolicyError::Timeout { .. } | PolicyError::Busy { .. } => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
+                PolicyError::Timeout { .. }
+                | PolicyError::Busy { .. }
+                | PolicyError::Quarantined { .. }
+                | PolicyError::Saturated { .. } => StatusCode::SERVICE_UNAVAILABLE,
             },
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -78,7 +79,9 @@ impl GatewayError {
             GatewayError::Policy(PolicyError::Memory { .. }) => "policy_memory_exceeded",
             GatewayError::Policy(PolicyError::BadOutput { .. }) => "policy_invalid_output",
             GatewayError::Policy(PolicyError::Timeout { .. }) => "policy_timeout",
-            GatewayError::Policy(PolicyError::Busy { .. }) => "policy_busy",
+            GatewayError::Policy(PolicyError::Busy { .. })
+            | GatewayError::Policy(PolicyError::Saturated { .. }) => "policy_busy",
+            GatewayError::Policy(PolicyError::Quarantined { .. }) => "policy_quarantined",
             GatewayError::Internal(_) => "internal_error",
         }
     }
@@ -99,7 +102,12 @@ impl GatewayError {
             GatewayError::Policy(PolicyError::Timeout { step, .. }) => {
                 format!("policy step `{step}` timed out")
             }
-            GatewayError::Policy(PolicyError::Busy { .. }) => "gateway busy, retry later".into(),
+            GatewayError::Policy(PolicyError::Busy { .. } | PolicyError::Saturated { .. }) => {
+                "gateway busy, retry later".into()
+            }
+            GatewayError::Policy(PolicyError::Quarantined { step, .. }) => {
+                format!("policy step `{step}` is failing and paused; retry later")
+            }
             GatewayError::Policy(p) => format!("policy step `{}` failed", policy_step(p)),
             GatewayError::Internal(_) => "internal error".into(),
         }
@@ -253,13 +261,7 @@ impl From<PolicyError> for Failure {
 }
 
 fn policy_step(p: &PolicyError) -> &str {
-    match p {
-        PolicyError::Trap { step, .. }
-        | PolicyError::Timeout { step, .. }
-        | PolicyError::Memory { step, .. }
-        | PolicyError::Busy { step }
-        | PolicyError::BadOutput { step, .. } => step,
-    }
+    p.step()
 }
 
 fn error_response(
@@ -288,15 +290,27 @@ fn error_response(
             h.insert(header::ALLOW, v);
         }
     }
-    if matches!(err, GatewayError::Policy(PolicyError::Busy { .. })) {
+    if matches!(
+        err,
+        GatewayError::Policy(PolicyError::Busy { .. } | PolicyError::Saturated { .. })
+    ) {
         h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
+    if let GatewayError::Policy(PolicyError::Quarantined { left, .. }) = err {
+        h.insert(header::RETRY_AFTER, HeaderValue::from(whole_secs(*left)));
+    }
     if let GatewayError::Upstream(UpstreamError::Open { retry_after }) = err {
-        // Whole seconds, rounded up, at least 1.
-        let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-        h.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        h.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(whole_secs(*retry_after)),
+        );
     }
     resp
+}
+
+/// Whole seconds, rounded up, at least 1 (for `Retry-After`).
+fn whole_secs(d: std::time::Duration) -> u64 {
+    (d.as_secs() + u64::from(d.subsec_nanos() > 0)).max(1)
 }
 
 #[cfg(test)]
@@ -330,6 +344,27 @@ mod tests {
             503
         );
         assert_eq!(p(PolicyError::Busy { step: "a".into() }), 503);
+    }
+
+    #[test]
+    fn a_quarantined_or_saturated_step_is_503_with_its_code_and_retry_after() {
+        let e = GatewayError::Policy(PolicyError::Quarantined {
+            step: "auth".into(),
+            left: Duration::from_millis(4200),
+        });
+        let r = e.to_response("rid");
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.code(), "policy_quarantined");
+        assert_eq!(r.headers()[header::RETRY_AFTER], "5");
+        let e = GatewayError::Policy(PolicyError::Saturated {
+            step: "auth".into(),
+            limit: 1,
+            waited: Duration::from_millis(50),
+        });
+        let r = e.to_response("rid");
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(e.code(), "policy_busy");
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
     }
 
     #[test]

@@ -132,6 +132,10 @@ fn check_step_limits(l: &Limits, errs: &mut Vec<String>) {
             ));
         }
     }
+    let gate = super::step::gate_limits(l, None, t);
+    if let Err(e) = crate::policy::gate::check_gate_limits(&gate) {
+        errs.push(format!("limits.step-{e}"));
+    }
 }
 
 /// What bounds a client connection: none so small that nothing is served.
@@ -186,6 +190,39 @@ fn check_plugin_limits(l: &Limits, errs: &mut Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bad_gate_limits_are_load_errors_naming_the_key() {
+        let parse = |t: &str| -> Limits { toml::from_str(t).unwrap() };
+        for (toml, expected) in [
+            (
+                "step-concurrency = 0",
+                "limits.step-concurrency = 0 must be between 1 and 100000",
+            ),
+            (
+                "step-queue-timeout = \"2h\"",
+                "limits.step-queue-timeout = 7200s must be between 1ms and 1h",
+            ),
+            (
+                "step-quarantine = { failures = 0 }",
+                "limits.step-quarantine.failures = 0 must be between 1 and 100000",
+            ),
+            (
+                "step-quarantine = { cool-down = \"2m\" }",
+                "limits.step-quarantine.max-cool-down = 60s must be at least quarantine.cool-down = 120s",
+            ),
+        ] {
+            let mut errs = Vec::new();
+            check_step_limits(&parse(toml), &mut errs);
+            assert_eq!(errs, vec![expected.to_string()], "{toml}");
+        }
+        let mut errs = Vec::new();
+        check_step_limits(
+            &parse("step-concurrency = 4\nstep-quarantine = { failures = 3, window = \"1m\" }"),
+            &mut errs,
+        );
+        assert!(errs.is_empty(), "{errs:?}");
+    }
 
     fn write(dir: &Path, text: &str) -> std::path::PathBuf {
         let path = dir.join("tollgate.toml");

@@ -8,6 +8,7 @@ use crate::domain::grants::{Capability, Grants};
 use crate::manifest::{self, ApiSpec, GatewayFile, StepSpec};
 use crate::policy::deadline;
 use crate::policy::engine::MAX_STEP_MEMORY;
+use crate::policy::gate::{check_gate_limits, GateLimits, QuarantineLimits};
 use crate::policy::guard::{check_log_limits, LogLimits};
 use crate::policy::reuse::{check_reuse_limits, Isolation};
 use crate::policy::{Plugin, Step, StepConfigError};
@@ -87,6 +88,7 @@ struct StepLimits {
     log: LogLimits,
     /// Isolation level, and under `worker` the uses and idle time.
     isolation: (Isolation, u64, Duration),
+    gate: GateLimits,
 }
 
 impl Build<'_> {
@@ -160,7 +162,8 @@ impl Build<'_> {
                 Some(
                     step.with_log_limits(limits.log)
                         .with_isolation(isolation, max_uses, idle)
-                        .with_wall_timeout(limits.wall),
+                        .with_wall_timeout(limits.wall)
+                        .with_gate_limits(limits.gate),
                 )
             }
             Err(e) => {
@@ -195,13 +198,50 @@ fn step_limits(gw: &GatewayFile, site: &StepSite, spec: &StepSpec) -> Result<Ste
         line_bytes: spec.log_line.unwrap_or(gw.limits.plugin_log_line).0 as usize,
     };
     check_log_limits(&log).map_err(|e| format!("{}: {e}", site.header()))?;
+    let gate = gate_limits(&gw.limits, Some(spec), timeout);
+    check_gate_limits(&gate).map_err(|e| {
+        let key = e.split(" = ").next().unwrap_or_default();
+        format!("{}: {e}", site.at(key))
+    })?;
     Ok(StepLimits {
         memory,
         timeout,
         wall,
         log,
         isolation: step_isolation(gw, site, spec)?,
+        gate,
     })
+}
+
+/// The step's gate: its own keys, else `[limits]`'s, else the defaults
+/// (`[limits]`'s alone without a step).
+pub(super) fn gate_limits(
+    limits: &manifest::Limits,
+    spec: Option<&StepSpec>,
+    timeout: Duration,
+) -> GateLimits {
+    let d = GateLimits::for_timeout(timeout);
+    let (dq, lq) = (QuarantineLimits::default(), &limits.step_quarantine);
+    let sq = spec.and_then(|s| s.quarantine).unwrap_or_default();
+    GateLimits {
+        concurrency: spec
+            .and_then(|s| s.concurrency)
+            .or(limits.step_concurrency)
+            .unwrap_or(d.concurrency),
+        queue_timeout: spec
+            .and_then(|s| s.queue_timeout)
+            .or(limits.step_queue_timeout)
+            .map_or(d.queue_timeout, |t| t.0),
+        quarantine: QuarantineLimits {
+            failures: sq.failures.or(lq.failures).unwrap_or(dq.failures),
+            window: sq.window.or(lq.window).map_or(dq.window, |t| t.0),
+            cool_down: sq.cool_down.or(lq.cool_down).map_or(dq.cool_down, |t| t.0),
+            max_cool_down: sq
+                .max_cool_down
+                .or(lq.max_cool_down)
+                .map_or(dq.max_cool_down, |t| t.0),
+        },
+    }
 }
 
 /// The step's isolation level, uses and idle time (see

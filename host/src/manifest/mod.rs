@@ -324,6 +324,9 @@ pub struct TlsSpec {
 /// step-max-uses = 10000        # worker isolation: uses of one instance
 /// step-idle = "60s"            # worker isolation: idle time before discard
 /// step-wall-timeout = "5s"     # default: the larger of 5s and step-timeout
+/// step-concurrency = 1         # default: serving workers - 1, at least 1
+/// step-queue-timeout = "50ms"  # default: the step's timeout
+/// step-quarantine = { failures = 5, window = "10s", cool-down = "5s", max-cool-down = "1m" }
 /// ```
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
@@ -375,6 +378,33 @@ pub struct Limits {
     /// calls included (1ms-300s, at least `step-timeout`). Unset: the
     /// larger of 5s and the step's `timeout`.
     pub step_wall_timeout: Option<Dur>,
+    /// Default for each step: calls of it that may run at once (others
+    /// wait); unset: one fewer than the serving workers, at least 1.
+    pub step_concurrency: Option<usize>,
+    /// Default for each step: how long a call waits for one of those
+    /// places before 503 `policy_busy`; unset: the step's timeout.
+    pub step_queue_timeout: Option<Dur>,
+    /// Default for each step: when a failing step is quarantined.
+    pub step_quarantine: QuarantineSpec,
+}
+
+/// When a step that keeps failing is quarantined: `failures` failures
+/// (traps, deadlines, memory, invalid output) within `window`, in at least
+/// half of its calls there; then it is not run for `cool-down` (doubling
+/// per repeated trip up to `max-cool-down`) and a probe call decides.
+///
+/// ```toml
+/// step-quarantine = { failures = 5, window = "10s", cool-down = "5s", max-cool-down = "1m" }
+/// ```
+///
+/// Per step, the keys given override the `[limits]` ones.
+#[derive(Debug, Deserialize, Clone, Copy, Default)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct QuarantineSpec {
+    pub failures: Option<u32>,
+    pub window: Option<Dur>,
+    pub cool_down: Option<Dur>,
+    pub max_cool_down: Option<Dur>,
 }
 
 impl Default for Limits {
@@ -397,6 +427,9 @@ impl Default for Limits {
             step_isolation: Isolation::Request,
             step_max_uses: 10_000,
             step_idle: Dur(Duration::from_secs(60)),
+            step_concurrency: None,
+            step_queue_timeout: None,
+            step_quarantine: QuarantineSpec::default(),
         }
     }
 }
@@ -709,6 +742,9 @@ pub struct RouteSpec {
 /// idle = "60s"              # worker: default limits.step-idle
 /// wall-timeout = "2s"       # wall-clock bound, host calls included;
 ///                           # default: limits.step-wall-timeout
+/// concurrency = 2           # default: limits.step-concurrency
+/// queue-timeout = "20ms"    # default: limits.step-queue-timeout
+/// quarantine = { failures = 3 }  # over limits.step-quarantine
 /// [api.chain.config]        # the plugin's own typed configuration
 /// ```
 #[derive(Debug, Deserialize, Clone)]
@@ -739,6 +775,12 @@ pub struct StepSpec {
     pub idle: Option<Dur>,
     /// Wall-clock bound of one phase, host calls included.
     pub wall_timeout: Option<Dur>,
+    /// Calls of this step that may run at once.
+    pub concurrency: Option<usize>,
+    /// How long a call waits for a place among them.
+    pub queue_timeout: Option<Dur>,
+    /// When this step is quarantined (over `limits.step-quarantine`).
+    pub quarantine: Option<QuarantineSpec>,
 }
 
 /// Convert a TOML table to JSON for a plugin's `configure`.

@@ -23,6 +23,18 @@ pub enum PolicyError {
     Busy { step: String },
     #[error("step `{step}` returned an invalid result: {detail}")]
     BadOutput { step: String, detail: String },
+    /// Not run: the step failed repeatedly and is quarantined (see
+    /// [`super::gate`]) for `left` more.
+    #[error("step `{step}` is quarantined after repeated failures ({left:?} left)")]
+    Quarantined { step: String, left: Duration },
+    /// Not run: `limit` calls of the step were running and no place came
+    /// free within `waited`.
+    #[error("step `{step}`: {limit} calls of it already running; none finished within {waited:?}")]
+    Saturated {
+        step: String,
+        limit: usize,
+        waited: Duration,
+    },
 }
 
 impl PolicyError {
@@ -33,7 +45,9 @@ impl PolicyError {
             | PolicyError::Timeout { step, .. }
             | PolicyError::Memory { step, .. }
             | PolicyError::Busy { step }
-            | PolicyError::BadOutput { step, .. } => step,
+            | PolicyError::BadOutput { step, .. }
+            | PolicyError::Quarantined { step, .. }
+            | PolicyError::Saturated { step, .. } => step,
         }
     }
 }

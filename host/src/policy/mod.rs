@@ -23,17 +23,21 @@
 //!   [`RequestScope`];
 //! * [`host`] — the host side of the WIT imports, one file per interface,
 //!   each with its backend;
-//! * `checks` — checks on what a step returns;
+//! * `checks` — checks on what a step returns; [`output`] — the bounds on
+//!   its headers checked before they are lifted;
 //! * [`guard`] — log and stderr budgets; [`snapshot`] — configured snapshots;
-//! * [`reuse`] — worker isolation: warm instances kept per worker thread.
+//! * [`reuse`] — worker isolation: warm instances kept per worker thread;
+//! * [`gate`] — each step's quarantine and concurrency bound.
 
 mod bindings;
 mod checks;
 pub mod deadline;
 pub mod engine;
 mod error;
+pub mod gate;
 pub mod guard;
 pub mod host;
+pub mod output;
 mod plugin;
 pub mod reuse;
 mod runtime;

@@ -4,6 +4,7 @@
 
 use super::bindings::exports::tollgate::policy::policy::Guest as PolicyExports;
 use super::bindings::PolicyHostPre;
+use super::output::Bounded;
 use super::{
     CallContext, PolicyInfo, RequestDecision, RequestHead, ResponseDecision, ResponseHead,
     StepState, WitConfigError,
@@ -110,22 +111,24 @@ impl Exports {
 pub(super) type ConfigureSig<'a> = (&'a str,);
 pub(super) type ConfigureRet = (Result<PolicyInfo, WitConfigError>,);
 pub(super) type OnRequestSig<'a> = (&'a CallContext, &'a RequestHead, Option<&'a [u8]>);
-pub(super) type OnRequestRet = (RequestDecision,);
+/// The decisions come [`Bounded`]: their header lists are checked in the
+/// guest's memory before they are lifted (same ABI as the bare types).
+pub(super) type OnRequestRet = (Bounded<RequestDecision>,);
 pub(super) type OnResponseSig<'a> = (
     &'a CallContext,
     &'a RequestHead,
     &'a ResponseHead,
     Option<&'a [u8]>,
 );
-pub(super) type OnResponseRet = (ResponseDecision,);
+pub(super) type OnResponseRet = (Bounded<ResponseDecision>,);
 
-/// The signatures above are the generated bindings' own: this does not
-/// compile if the WIT and they ever differ.
+/// The signatures above are the generated bindings' own (`Bounded` aside):
+/// this does not compile if the WIT and they ever differ.
 #[allow(dead_code)]
 fn signatures_match(g: &PolicyExports) {
     let _: TypedFunc<ConfigureSig<'_>, ConfigureRet> = g.func_configure();
-    let _: TypedFunc<OnRequestSig<'_>, OnRequestRet> = g.func_on_request();
-    let _: TypedFunc<OnResponseSig<'_>, OnResponseRet> = g.func_on_response();
+    let _: TypedFunc<OnRequestSig<'_>, (RequestDecision,)> = g.func_on_request();
+    let _: TypedFunc<OnResponseSig<'_>, (ResponseDecision,)> = g.func_on_response();
 }
 
 /// A typed handle to an export without checking its type again.

@@ -14,9 +14,9 @@ use super::plugin::{
 use super::reuse::{self, Isolation};
 use super::state::{RequestScope, StepState};
 use super::{
-    escape_log, guard, snapshot, BodyAccess, CallContext, EngineLimits, PolicyEngine, PolicyError,
-    PolicyInfo, RequestDecision, RequestHead, ResponseDecision, ResponseHead, StepConfigError,
-    WitConfigError,
+    escape_log, gate, guard, snapshot, BodyAccess, CallContext, EngineLimits, PolicyEngine,
+    PolicyError, PolicyInfo, RequestDecision, RequestHead, ResponseDecision, ResponseHead,
+    StepConfigError, WitConfigError,
 };
 use anyhow::{Context as _, Result};
 use std::collections::HashMap;
@@ -49,6 +49,8 @@ pub struct Step {
     pub(super) log: Arc<guard::StepLog>,
     /// Whether and how long its instances are reused (see [`reuse`]).
     pub(super) reuse: Arc<reuse::StepReuse>,
+    /// The step's quarantine and concurrency bound (shared by its clones).
+    pub gate: Arc<gate::StepGate>,
 }
 
 impl Step {
@@ -79,6 +81,13 @@ impl Step {
     /// [`deadline::default_wall_timeout`], until then).
     pub fn with_wall_timeout(mut self, wall_timeout: Duration) -> Step {
         self.wall_timeout = wall_timeout;
+        self
+    }
+
+    /// This step with other gate limits (the defaults for its timeout until
+    /// then).
+    pub fn with_gate_limits(mut self, limits: gate::GateLimits) -> Step {
+        self.gate = Arc::new(gate::StepGate::new(limits));
         self
     }
 
@@ -289,6 +298,7 @@ impl Runtime {
             snapshot: Default::default(),
             log,
             reuse: Default::default(),
+            gate: Arc::new(gate::StepGate::new(gate::GateLimits::for_timeout(timeout))),
         };
         let outcome = block_on(async {
             let mut inst = self
@@ -450,6 +460,12 @@ fn classify(
             limit: step.memory,
         };
     }
+    if let Some(big) = e.downcast_ref::<super::output::OutputTooLarge>() {
+        return PolicyError::BadOutput {
+            step: step_s,
+            detail: big.to_string(),
+        };
+    }
     if let Some(Trap::Interrupt) = e.downcast_ref::<Trap>() {
         let kind = store.data().deadline.kind(Instant::now());
         return PolicyError::Timeout {
@@ -524,7 +540,7 @@ impl StepInstance {
         let f = typed::<OnRequestSig<'_>, OnRequestRet>(self.func(self.exports.on_request));
         let wall = self.store.data().deadline.wall();
         let r = deadline::by_wall(wall, f.call_async(&mut self.store, (ctx, req, body))).await;
-        r.map(|(r,)| r)
+        r.map(|(r,)| r.0)
             .map_err(|e| classify(&step.name, step, &self.store, e))
     }
 
@@ -543,7 +559,7 @@ impl StepInstance {
         let wall = self.store.data().deadline.wall();
         let call = f.call_async(&mut self.store, (ctx, req, resp, body));
         let r = deadline::by_wall(wall, call).await;
-        r.map(|(r,)| r)
+        r.map(|(r,)| r.0)
             .map_err(|e| classify(&step.name, step, &self.store, e))
     }
 }

@@ -266,6 +266,169 @@ plugin = "noop"
 }
 
 // ---------------------------------------------------------------------------
+// One bad policy and the others: the quarantine and the concurrency bound.
+
+/// A call's status, error code and `Retry-After`, and how long it took.
+async fn call(c: &reqwest::Client, url: String, healthy: bool) -> (u16, String, String, Duration) {
+    let started = Instant::now();
+    let mut req = c.get(url);
+    if healthy {
+        req = req.header("x-healthy", "1");
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let v: serde_json::Value = r.json().await.unwrap_or_default();
+    let code = v["error"]["code"].as_str().unwrap_or("").to_string();
+    (status, code, retry, started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_that_keeps_failing_is_quarantined_then_probed() {
+    let up = Upstream::start().await;
+    let gw = gateway_with(
+        &up,
+        r#"plugin = "fixture-panic"
+config = { unless-header = "x-healthy" }
+quarantine = { failures = 3, cool-down = "400ms" }"#,
+    )
+    .await;
+    let c = client();
+    let url = || gw.url("/q");
+    // Three traps in a row: each runs and fails.
+    for _ in 0..3 {
+        let (s, code, _, _) = call(&c, url(), false).await;
+        assert_eq!((s, code.as_str()), (500, "policy_failed"));
+    }
+    // Quarantined: answered by its fail-closed rule without running, even
+    // for a call it would have let through.
+    let (s, code, retry, _) = call(&c, url(), true).await;
+    assert_eq!(
+        (s, code.as_str(), retry.as_str()),
+        (503, "policy_quarantined", "1")
+    );
+    assert!(up.requests().is_empty(), "the upstream was called");
+    // After the cool-down one probe runs; it fails, and the next
+    // cool-down is twice as long.
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let (s, code, _, _) = call(&c, url(), false).await;
+    assert_eq!((s, code.as_str()), (500, "policy_failed"), "the probe ran");
+    let (s, code, _, _) = call(&c, url(), true).await;
+    assert_eq!((s, code.as_str()), (503, "policy_quarantined"));
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let (s, code, _, _) = call(&c, url(), true).await;
+    assert_eq!(
+        (s, code.as_str()),
+        (503, "policy_quarantined"),
+        "the second cool-down is 800ms"
+    );
+    // A probe that succeeds closes the quarantine: the step runs again.
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let (s, _, _, _) = call(&c, url(), true).await;
+    assert_eq!(s, 200, "the probe succeeded");
+    assert_eq!(call(&c, url(), true).await.0, 200);
+    assert_eq!(call(&c, url(), false).await.1, "policy_failed");
+    assert_eq!(up.requests().len(), 2);
+
+    // Fail-open: a quarantined step is skipped without running (a loop
+    // that costs each call its deadline costs nothing while quarantined).
+    let gw = gateway_with(
+        &up,
+        r#"plugin = "fixture-loop"
+timeout = "300ms"
+fail-open = true
+config = { phase = "request" }
+quarantine = { failures = 3 }"#,
+    )
+    .await;
+    for _ in 0..3 {
+        let (s, _, _, took) = call(&c, gw.url("/open"), false).await;
+        assert_eq!(s, 200);
+        assert!(took >= Duration::from_millis(300), "{took:?}");
+    }
+    let (s, _, _, took) = call(&c, gw.url("/open"), false).await;
+    assert_eq!(s, 200);
+    assert!(took < Duration::from_millis(150), "it ran: {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_looping_step_cannot_make_a_benign_route_answer_503() {
+    let up = Upstream::start().await;
+    // The loop is never quarantined here: this is the concurrency bound
+    // alone. One call of it runs at a time; the others wait their queue
+    // timeout and get 503 `policy_busy`, without taking the workers.
+    let manifest = format!(
+        r#"schema = 1
+[[api]]
+name = "bad"
+upstream = {{ targets = ["{u}"] }}
+[[api.route]]
+prefix = "/bad"
+[[api.chain]]
+plugin = "fixture-loop"
+timeout = "100ms"
+concurrency = 1
+quarantine = {{ failures = 100000 }}
+config = {{ phase = "request" }}
+
+[[api]]
+name = "good"
+upstream = {{ targets = ["{u}"] }}
+[[api.route]]
+prefix = "/good"
+[[api.chain]]
+plugin = "noop"
+timeout = "10ms"
+"#,
+        u = up.url()
+    );
+    let gw = TestGateway::start(&manifest).await;
+    gw.until_snapshotted().await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hammers: Vec<_> = (0..32)
+        .map(|_| {
+            let (c, u, stop) = (client(), gw.url("/bad"), stop.clone());
+            tokio::spawn(async move {
+                let mut codes = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let r = c.get(&u).send().await.unwrap();
+                    let v: serde_json::Value = r.json().await.unwrap_or_default();
+                    codes.push(v["error"]["code"].as_str().unwrap_or("").to_string());
+                }
+                codes
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let c = client();
+    let (mut statuses, mut most_alive) = (Vec::new(), 0);
+    for _ in 0..100 {
+        let r = c.get(gw.url("/good")).send().await.unwrap();
+        statuses.push(r.status().as_u16());
+        // The loop's instances alive: at most its one place (and the
+        // benign call's own, when sampled mid-call), not one per client.
+        most_alive = most_alive.max(gw.gateway.runtime.live_instances());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut codes = Vec::new();
+    for h in hammers {
+        codes.extend(h.await.unwrap());
+    }
+    assert!(
+        statuses.iter().all(|s| *s == 200),
+        "benign calls: {statuses:?}"
+    );
+    assert!(most_alive <= 2, "{most_alive} instances alive at once");
+    let count = |code: &str| codes.iter().filter(|c| *c == code).count();
+    assert!(count("policy_timeout") > 0, "{codes:?}");
+    assert!(count("policy_busy") > 0, "{codes:?}");
+}
+
+// ---------------------------------------------------------------------------
 // Slow host calls, client disconnects, a full pool.
 
 /// A chain with one `fixture-slowcall` step calling `url` (with a timeout
@@ -500,9 +663,10 @@ fn misbehaving_plugins_leave_other_traffic_p99_within_2x() {
         ),
         ("panic", "plugin = \"fixture-panic\"", 500),
         // Not "huge-headers" (100 000 headers): lifting that list out of
-        // the guest is host work that never yields, and holds a worker for
-        // tens of ms (measured: p99 70-84 ms beside it against 4-10 ms
-        // alone). Known, not fixed yet; see the hardening issue.
+        // the guest was host work that never yields and held a worker for
+        // tens of ms (p99 70-84 ms beside it against 4-10 ms alone). It is
+        // now refused before lifting (`policy::output`), and measured in
+        // `abusive_clients_leave_a_normal_route_p99_within_2x`.
         (
             "huge-body",
             "plugin = \"fixture-huge\"\ntimeout = \"5s\"\nconfig = { what = \"body\" }",
@@ -588,4 +752,161 @@ fn misbehaving_plugins_leave_other_traffic_p99_within_2x() {
     gw_rt.shutdown_timeout(Duration::from_secs(5));
     drop(up);
     client_rt.shutdown_timeout(Duration::from_secs(5));
+}
+
+/// Calls of `url` at `per_sec` a second (each on time, whether or not the
+/// ones before it are done) for `secs` seconds: each latency and status.
+async fn paced(url: &str, per_sec: u32, secs: u32) -> Vec<(Duration, u16)> {
+    let c = client();
+    let mut tick = tokio::time::interval(Duration::from_secs(1) / per_sec);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut calls = Vec::new();
+    for _ in 0..per_sec * secs {
+        tick.tick().await;
+        let (c, u) = (c.clone(), url.to_string());
+        calls.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let r = c.get(&u).send().await.unwrap();
+            let status = r.status().as_u16();
+            r.bytes().await.unwrap();
+            (t.elapsed(), status)
+        }));
+    }
+    let mut out = Vec::with_capacity(calls.len());
+    for c in calls {
+        out.push(c.await.unwrap());
+    }
+    out
+}
+
+/// Section 5 of issue 15, as a hostile plugin's clients would try it: with
+/// about 200 calls a second of normal traffic on a benign route, one and
+/// then eight clients hit a looping, a memory-bombing and a
+/// header-flooding step (100 000 headers) on other routes of the same
+/// gateway, as fast as they are answered. The normal route's p99 stays
+/// within 2x its p99 measured just before (with 2 ms of absolute slack for
+/// sub-millisecond baselines) and it gets no 503. Each case gets up to
+/// three tries with a fresh baseline (a real regression fails all three).
+///
+/// The gateway runs on a runtime of its own (two workers, like the binary
+/// on this machine), the clients and the upstream on another; the steps
+/// have the default gate (quarantine and concurrency bound).
+#[test]
+#[ignore = "latency measurement: scripts/test runs it alone"]
+fn abusive_clients_leave_a_normal_route_p99_within_2x() {
+    let gw_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    // The abusive clients on a runtime of their own: a client that floods
+    // must not delay the normal client's own sends and measurements.
+    let abuse_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let up = client_rt.block_on(Upstream::start());
+    let api = |name: &str, step: &str| {
+        format!(
+            "[[api]]\nname = \"{name}\"\nupstream = {{ targets = [\"{u}\"] }}\n[[api.route]]\nprefix = \"/{name}\"\n[[api.chain]]\n{step}\n\n",
+            u = up.url()
+        )
+    };
+    let cases: [(&str, &str); 3] = [
+        (
+            "loop",
+            "plugin = \"fixture-loop\"\ntimeout = \"50ms\"\nconfig = { phase = \"request\" }",
+        ),
+        ("membomb", "plugin = \"fixture-membomb\"\nmemory = \"8MiB\""),
+        (
+            "headers",
+            "plugin = \"fixture-huge\"\ntimeout = \"5s\"\nconfig = { what = \"headers\" }",
+        ),
+    ];
+    // The normal route's step has the default deadline (50 ms): a 503 by
+    // it is what eight abusive clients used to cause.
+    let mut manifest = format!("schema = 1\n\n{}", api("good", "plugin = \"noop\""));
+    for (name, step) in &cases {
+        manifest.push_str(&api(name, step));
+    }
+    let gw = gw_rt.block_on(TestGateway::start(&manifest));
+    gw_rt.block_on(gw.until_snapshotted());
+    let good = gw.url("/good/x");
+    let (mut report, mut failed) = (Vec::new(), Vec::new());
+    client_rt.block_on(async {
+        paced(&good, 200, 1).await;
+        for (name, _) in &cases {
+            for clients in [1usize, 8] {
+                let mut tries = Vec::new();
+                for _ in 0..3 {
+                    let base = paced(&good, 200, 2).await;
+                    assert!(base.iter().all(|(_, s)| *s == 200), "baseline failed");
+                    let base = p99(base.into_iter().map(|(d, _)| d).collect());
+                    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                    let hammers: Vec<_> = (0..clients)
+                        .map(|_| {
+                            let (c, u, stop) =
+                                (client(), gw.url(&format!("/{name}/x")), stop.clone());
+                            abuse_rt.spawn(async move {
+                                let mut seen = Vec::new();
+                                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                                    let r = c.get(&u).send().await.unwrap();
+                                    seen.push(r.status().as_u16());
+                                    r.bytes().await.unwrap();
+                                }
+                                seen
+                            })
+                        })
+                        .collect();
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let loaded = paced(&good, 200, 2).await;
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    let mut bad_calls = 0;
+                    for h in hammers {
+                        let seen = h.await.unwrap();
+                        assert!(seen.iter().all(|s| *s >= 500), "{name}: {seen:?}");
+                        bad_calls += seen.len();
+                    }
+                    let not_ok: Vec<u16> =
+                        loaded.iter().map(|(_, s)| *s).filter(|s| *s != 200).collect();
+                    let loaded = p99(loaded.into_iter().map(|(d, _)| d).collect());
+                    let bound = (base * 2).max(base + Duration::from_millis(2));
+                    eprintln!(
+                        "{name} x{clients}: normal p99 {loaded:?} beside {bad_calls} abusive calls; alone {base:?}; bound {bound:?}; normal calls failed: {}",
+                        not_ok.len()
+                    );
+                    let ok = loaded <= bound && not_ok.is_empty();
+                    tries.push((base, loaded, not_ok));
+                    if ok {
+                        break;
+                    }
+                }
+                let (base, loaded, not_ok) = tries.last().unwrap();
+                let bound = (*base * 2).max(*base + Duration::from_millis(2));
+                let line = format!(
+                    "{name} x{clients}: normal p99 {loaded:?} beside it, {base:?} alone ({:.1}x), {} normal calls failed; tries: {:?}",
+                    loaded.as_secs_f64() / base.as_secs_f64(),
+                    not_ok.len(),
+                    tries.iter().map(|t| (t.0, t.1, t.2.len())).collect::<Vec<_>>()
+                );
+                if *loaded > bound || !not_ok.is_empty() {
+                    failed.push(line.clone());
+                }
+                report.push(line);
+            }
+        }
+    });
+    eprintln!("{}", report.join("\n"));
+    assert!(failed.is_empty(), "over the bound:\n{}", failed.join("\n"));
+    drop(gw);
+    gw_rt.shutdown_timeout(Duration::from_secs(5));
+    drop(up);
+    client_rt.shutdown_timeout(Duration::from_secs(5));
+    abuse_rt.shutdown_timeout(Duration::from_secs(5));
 }

@@ -40,15 +40,15 @@ pub(crate) async fn request_chain(cx: &mut Ctx<'_>) -> Result<Chain, Failure> {
             cx.head.headers = headers_to_wit(&map);
         }
         let started = std::time::Instant::now();
-        let result = run_request_step(
+        let run = run_request_step(
             cx.gateway,
             step,
             &cx.call,
             &mut cx.head,
             &mut cx.body,
             &cx.scope,
-        )
-        .await;
+        );
+        let result = policy::gate::guarded(step, true, run).await;
         lock(&cx.scope.timing)
             .steps
             .push((step.name.to_string(), started.elapsed().as_micros() as u64));

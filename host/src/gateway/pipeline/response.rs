@@ -32,7 +32,8 @@ pub(crate) async fn response_chain(cx: &mut Ctx<'_>, mut out: Outgoing) -> Outgo
         }
         // Done with the instance: back to its worker's pool (worker
         // isolation) unless the phase failed, which discards it.
-        let Err(e) = run_response_step(cx, step, &mut inst, &mut out).await else {
+        let run = run_response_step(cx, step, &mut inst, &mut out);
+        let Err(e) = policy::gate::guarded(step, false, run).await else {
             cx.gateway.runtime.release(step, inst);
             continue;
         };

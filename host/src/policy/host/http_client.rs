@@ -52,7 +52,9 @@ impl bindings::http_client::Host for StepState {
         let wall = self.deadline.wall();
         let left = self.deadline.wall_left(Instant::now());
         let cut_by_deadline = u64::from(req.timeout_ms) >= left.as_millis() as u64;
-        let r = self.send_within(req, left).await;
+        // Other calls of the step may run meanwhile (see `gate`).
+        let gate = self.gate.clone();
+        let r = gate.lend(wall, self.send_within(req, left)).await;
         self.deadline.host_waited();
         if cut_by_deadline && Instant::now() >= wall {
             if let Err(e) = &r {
