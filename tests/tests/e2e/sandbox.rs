@@ -792,7 +792,7 @@ async fn paced(url: &str, per_sec: u32, secs: u32) -> Vec<(Duration, u16)> {
 /// on this machine), the clients and the upstream on another; the steps
 /// have the default gate (quarantine and concurrency bound).
 #[test]
-#[ignore = "latency measurement: scripts/test runs it alone"]
+#[ignore = "latency measurement, run by hand: its eight-client cases do not pass yet (issue 15)"]
 fn abusive_clients_leave_a_normal_route_p99_within_2x() {
     let gw_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
