@@ -629,19 +629,21 @@ const GOOD_PER_CONN: usize = 200;
 ///
 /// A latency measurement cannot share two cores with the rest of the suite:
 /// `scripts/test` runs it on its own after the others (`--ignored --exact`).
+/// A multi-thread runtime with two workers, like the binary on this
+/// machine (the latency measurements' gateway, clients and abusers).
+fn two_worker_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 #[test]
 #[ignore = "latency measurement: scripts/test runs it alone"]
 fn misbehaving_plugins_leave_other_traffic_p99_within_2x() {
-    let gw_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let client_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let gw_rt = two_worker_runtime();
+    let client_rt = two_worker_runtime();
     let up = client_rt.block_on(Upstream::start());
     let bad = |name: &str, step: &str| {
         format!(
@@ -794,23 +796,11 @@ async fn paced(url: &str, per_sec: u32, secs: u32) -> Vec<(Duration, u16)> {
 #[test]
 #[ignore = "latency measurement, run by hand: its eight-client cases do not pass yet (issue 15)"]
 fn abusive_clients_leave_a_normal_route_p99_within_2x() {
-    let gw_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let client_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let gw_rt = two_worker_runtime();
+    let client_rt = two_worker_runtime();
     // The abusive clients on a runtime of their own: a client that floods
     // must not delay the normal client's own sends and measurements.
-    let abuse_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let abuse_rt = two_worker_runtime();
     let up = client_rt.block_on(Upstream::start());
     let api = |name: &str, step: &str| {
         format!(
