@@ -132,7 +132,10 @@ fn check_step_limits(l: &Limits, errs: &mut Vec<String>) {
             ));
         }
     }
-    let gate = super::step::gate_limits(l, None, t);
+    let wall = l
+        .step_wall_timeout
+        .map_or(crate::policy::deadline::default_wall_timeout(t), |d| d.0);
+    let gate = super::step::gate_limits(l, None, wall);
     if let Err(e) = crate::policy::gate::check_gate_limits(&gate) {
         errs.push(format!("limits.step-{e}"));
     }

@@ -198,7 +198,7 @@ fn step_limits(gw: &GatewayFile, site: &StepSite, spec: &StepSpec) -> Result<Ste
         line_bytes: spec.log_line.unwrap_or(gw.limits.plugin_log_line).0 as usize,
     };
     check_log_limits(&log).map_err(|e| format!("{}: {e}", site.header()))?;
-    let gate = gate_limits(&gw.limits, Some(spec), timeout);
+    let gate = gate_limits(&gw.limits, Some(spec), wall);
     check_gate_limits(&gate).map_err(|e| {
         let key = e.split(" = ").next().unwrap_or_default();
         format!("{}: {e}", site.at(key))
@@ -218,9 +218,9 @@ fn step_limits(gw: &GatewayFile, site: &StepSite, spec: &StepSpec) -> Result<Ste
 pub(super) fn gate_limits(
     limits: &manifest::Limits,
     spec: Option<&StepSpec>,
-    timeout: Duration,
+    wall_timeout: Duration,
 ) -> GateLimits {
-    let d = GateLimits::for_timeout(timeout);
+    let d = GateLimits::for_wall_timeout(wall_timeout);
     let (dq, lq) = (QuarantineLimits::default(), &limits.step_quarantine);
     let sq = spec.and_then(|s| s.quarantine).unwrap_or_default();
     GateLimits {

@@ -44,6 +44,7 @@
 //!   "policy step timed out" (issue 15).
 
 use super::engine::TICK;
+use super::gate::Tick;
 use std::future::Future;
 use std::time::{Duration, Instant};
 use wasmtime::{Store, Trap, UpdateDeadline};
@@ -183,16 +184,28 @@ impl Deadline {
 /// guests on every worker the network was only polled every 61 scheduler
 /// ticks, i.e. every ~60 ms of guest time, and other calls' p99 went from
 /// ~1 ms to 75-170 ms.)
+///
+/// A call that keeps running needs a place in its step's gate
+/// ([`super::gate::on_tick`]): it waits for one before it yields, and ends
+/// when none comes free in time.
 pub fn arm<T: 'static>(store: &mut Store<T>, get: fn(&mut T) -> &mut Deadline) {
-    store.epoch_deadline_callback(
-        move |mut ctx| match get(ctx.data_mut()).tick(Instant::now()) {
-            Ok(()) => Ok(UpdateDeadline::YieldCustom(
+    store.epoch_deadline_callback(move |mut ctx| {
+        let d = get(ctx.data_mut());
+        if d.tick(Instant::now()).is_err() {
+            return Ok(UpdateDeadline::Interrupt);
+        }
+        Ok(match super::gate::on_tick(d.ticks_run()) {
+            Tick::Run => UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())),
+            Tick::Wait(place) => UpdateDeadline::YieldCustom(
                 1,
-                Box::pin(tokio::task::yield_now()),
-            )),
-            Err(_) => Ok(UpdateDeadline::Interrupt),
-        },
-    );
+                Box::pin(async move {
+                    place.await;
+                    tokio::task::yield_now().await
+                }),
+            ),
+            Tick::Refused => UpdateDeadline::Interrupt,
+        })
+    });
     store.set_epoch_deadline(1);
 }
 

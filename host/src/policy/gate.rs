@@ -13,19 +13,46 @@
 //!   if it succeeds the step runs again, if it fails the next cool-down is
 //!   twice as long (up to `max-cool-down`). A step that stays healthy for
 //!   `max-cool-down` after a trip starts again from the first cool-down.
-//! - **Bounded concurrency.** At most `concurrency` calls of the step run
-//!   at once (default: one fewer than the serving workers, at least one),
-//!   so a looping or slow policy can never keep every worker busy; further
-//!   calls wait up to `queue-timeout` (default: the step's timeout), then
-//!   get 503 `policy_busy`. A call waiting in an outbound host call lends
-//!   its place back while it waits ([`StepGate::lend`]).
+//! - **Bounded concurrency, for calls that keep running.** At most
+//!   `concurrency` calls of the step may *keep running* at once (default:
+//!   one fewer than the serving workers, at least one), so a looping or
+//!   slow policy can never keep every worker busy. A call takes one of
+//!   those places only once it has run for [`PLACE_AFTER_TICKS`] epoch
+//!   ticks of its own (a millisecond or two; [`super::deadline`] counts
+//!   them): the cheap calls of a healthy step finish long before and never
+//!   wait for one another, so a step costs no serialisation across workers
+//!   (measured: one place per step on two workers cost 25% of the standard
+//!   chain's throughput). A call that needs a place and finds none waits
+//!   for one up to `queue-timeout` (default: the step's `wall-timeout`:
+//!   waiting is not running), then ends with 503 `policy_busy`. Once a call
+//!   of the step has needed a place, the step is *slow* for [`SLOW_FOR`]:
+//!   its calls take their place before they start (before an instance is
+//!   made), so a looping step holds at most `concurrency` instances, not
+//!   one per waiting client. A call waiting in an outbound host call gives
+//!   its place back while it waits ([`lend`]); it takes one again if it
+//!   keeps running after.
+//!
+//! A call's place lives in its [`Seat`], which the call's future carries
+//! as a task-local: the epoch callback that counts the call's running time
+//! and the host calls it makes find it there.
 
 use super::PolicyError;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// Epoch ticks of its own running after which a call needs a place (the
+/// first tick may be partial, or time the thread was descheduled: two are
+/// at least one whole tick of running).
+pub const PLACE_AFTER_TICKS: u64 = 2;
+
+/// How long a step stays slow (its calls take their place before they
+/// start) after one of its calls last needed a place.
+pub const SLOW_FOR: Duration = Duration::from_secs(10);
 
 /// When a step is quarantined. Defaults: 5 failures within 10 s (and at
 /// least half of the calls there), a first cool-down of 5 s, doubling per
@@ -54,24 +81,24 @@ impl Default for QuarantineLimits {
 pub struct GateLimits {
     /// Calls of the step that may run at once.
     pub concurrency: usize,
-    /// How long a call waits for one of them.
+    /// How long a call that needs a place waits for one.
     pub queue_timeout: Duration,
     pub quarantine: QuarantineLimits,
 }
 
 impl GateLimits {
-    /// The defaults for a step with this timeout.
-    pub fn for_timeout(timeout: Duration) -> GateLimits {
+    /// The defaults for a step with this wall-clock bound.
+    pub fn for_wall_timeout(wall_timeout: Duration) -> GateLimits {
         GateLimits {
             concurrency: default_concurrency(),
-            queue_timeout: timeout,
+            queue_timeout: wall_timeout,
             quarantine: QuarantineLimits::default(),
         }
     }
 }
 
-/// One fewer than the serving workers, at least one: a step can never keep
-/// every worker busy.
+/// One fewer than the serving workers, at least one: a step's long calls
+/// can never keep every worker busy.
 pub fn default_concurrency() -> usize {
     crate::net::workers::count().saturating_sub(1).max(1)
 }
@@ -125,9 +152,10 @@ pub fn check_gate_limits(l: &GateLimits) -> Result<(), String> {
 pub struct StepGate {
     pub limits: GateLimits,
     slots: Arc<Semaphore>,
-    /// Places lent out by calls in a host call that could not take theirs
-    /// back in time: the next places returned are kept instead.
-    owed: AtomicUsize,
+    /// The step is slow until this many milliseconds after `born` (0: it
+    /// has never been).
+    slow_until_ms: AtomicU64,
+    born: Instant,
     breaker: Mutex<Breaker>,
 }
 
@@ -144,9 +172,24 @@ impl StepGate {
         StepGate {
             limits,
             slots: Arc::new(Semaphore::new(limits.concurrency)),
-            owed: AtomicUsize::new(0),
+            slow_until_ms: AtomicU64::new(0),
+            born: Instant::now(),
             breaker: Mutex::new(Breaker::default()),
         }
+    }
+
+    /// A call of the step needed a place at `now`: the step is slow for
+    /// [`SLOW_FOR`] from then.
+    pub fn mark_slow(&self, now: Instant) {
+        let until = now.saturating_duration_since(self.born) + SLOW_FOR;
+        self.slow_until_ms
+            .fetch_max(until.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Whether the step's calls take their place before they start.
+    pub fn is_slow(&self, now: Instant) -> bool {
+        let at = now.saturating_duration_since(self.born).as_millis() as u64;
+        at < self.slow_until_ms.load(Ordering::Relaxed)
     }
 
     /// Places free right now (for tests).
@@ -155,16 +198,17 @@ impl StepGate {
     }
 
     /// Let a call of `step` in: refused while the step is quarantined (but
-    /// for its probe), else once a place is free, waiting up to the queue
-    /// timeout. `check_quarantine` is false for a response phase (its
-    /// request phase was admitted).
+    /// for its probe); while the step is slow, once a place is free,
+    /// waiting up to the queue timeout. `check_quarantine` is false for a
+    /// response phase (its request phase was admitted).
     pub async fn enter(
         self: &Arc<Self>,
         step: &str,
         check_quarantine: bool,
     ) -> Result<Pass, PolicyError> {
+        let now = Instant::now();
         let probe = if check_quarantine {
-            match self.admit(Instant::now()) {
+            match self.admit(now) {
                 Admit::Run { probe } => probe,
                 Admit::Quarantined { left } => {
                     return Err(PolicyError::Quarantined {
@@ -177,46 +221,40 @@ impl StepGate {
             false
         };
         // Made now, so a probe that never gets a place is given back.
-        let mut pass = Pass {
-            gate: self.clone(),
-            permit: None,
+        let pass = Pass {
+            seat: Arc::new(Seat {
+                gate: self.clone(),
+                permit: Mutex::new(None),
+                refused: AtomicBool::new(false),
+            }),
             probe,
         };
-        let permit = match self.slots.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(_) => {
-                let wait = self.limits.queue_timeout;
-                match tokio::time::timeout(wait, self.slots.clone().acquire_owned()).await {
-                    Ok(Ok(p)) => p,
-                    _ => {
-                        return Err(PolicyError::Saturated {
-                            step: step.to_string(),
-                            limit: self.limits.concurrency,
-                            waited: wait,
-                        })
-                    }
-                }
-            }
-        };
-        pass.permit = Some(permit);
+        if self.is_slow(now) {
+            let permit = match self.slots.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => self.wait_for_place().await.ok_or_else(|| self.busy(step))?,
+            };
+            *pass.seat.permit.lock().unwrap() = Some(permit);
+        }
         Ok(pass)
     }
 
-    /// Run `f` (an outbound host call) with the caller's place lent to
-    /// other calls of the step, and take a place back after it, waiting at
-    /// most until `deadline` (the step's). A place not taken back in time
-    /// is owed: the next one returned is kept.
-    pub async fn lend<F: std::future::Future>(&self, deadline: Instant, f: F) -> F::Output {
-        self.slots.add_permits(1);
-        let out = f.await;
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, self.slots.acquire()).await {
-            Ok(Ok(p)) => p.forget(),
-            _ => {
-                self.owed.fetch_add(1, Ordering::AcqRel);
-            }
+    /// A place, waiting up to the queue timeout; `None` if none came free.
+    async fn wait_for_place(&self) -> Option<OwnedSemaphorePermit> {
+        let wait = self.limits.queue_timeout;
+        match tokio::time::timeout(wait, self.slots.clone().acquire_owned()).await {
+            Ok(Ok(p)) => Some(p),
+            _ => None,
         }
-        out
+    }
+
+    /// The error of a call that waited for a place in vain.
+    fn busy(&self, step: &str) -> PolicyError {
+        PolicyError::Saturated {
+            step: step.to_string(),
+            limit: self.limits.concurrency,
+            waited: self.limits.queue_timeout,
+        }
     }
 
     /// The quarantine's answer for a call now.
@@ -239,25 +277,101 @@ impl StepGate {
     }
 }
 
+tokio::task_local! {
+    /// The seat of the step call this task is running.
+    static SEAT: Arc<Seat>;
+}
+
 /// Run one phase of `step` (`fut`) through its gate: refused while the step
-/// is quarantined (for a request phase), or when no place comes free in
-/// time; its outcome counted for the quarantine.
+/// is quarantined (for a request phase), or when it needs a place and none
+/// comes free in time; its outcome counted for the quarantine.
 pub async fn guarded<T>(
     step: &super::Step,
     request_phase: bool,
-    fut: impl std::future::Future<Output = Result<T, PolicyError>>,
+    fut: impl Future<Output = Result<T, PolicyError>>,
 ) -> Result<T, PolicyError> {
     let pass = step.gate.enter(&step.name, request_phase).await?;
-    let result = fut.await;
+    let mut result = SEAT.scope(pass.seat.clone(), fut).await;
+    if pass.seat.refused.load(Ordering::Acquire) {
+        // Interrupted because it waited for a place in vain: busy, not the
+        // step's failure.
+        result = Err(step.gate.busy(&step.name));
+    }
     pass.done(&step.api, &step.name, &result);
     result
 }
 
-/// A call's place in the gate; give its outcome with [`Pass::done`].
+/// What the epoch callback does after a tick of a call's running.
+pub enum Tick {
+    /// Go on.
+    Run,
+    /// Wait for this (a place) first.
+    Wait(Pin<Box<dyn Future<Output = ()> + Send>>),
+    /// End the call: it waited for a place in vain.
+    Refused,
+}
+
+/// The current call has run `ran` ticks: past [`PLACE_AFTER_TICKS`] it
+/// needs a place (and its step is slow). Outside a gated call (a step's
+/// configuration at load) there is nothing to take.
+pub fn on_tick(ran: u64) -> Tick {
+    SEAT.try_with(|seat| seat.on_tick(ran)).unwrap_or(Tick::Run)
+}
+
+/// Run `f` (an outbound host call of the current call) with the call's
+/// place, if it holds one, given back: other calls of the step may run
+/// meanwhile. The call takes a place again if it keeps running after.
+pub async fn lend<F: Future>(f: F) -> F::Output {
+    let _ = SEAT.try_with(|seat| seat.permit.lock().unwrap().take());
+    f.await
+}
+
+/// One call's hold on its step's gate.
+#[derive(Debug)]
+pub struct Seat {
+    gate: Arc<StepGate>,
+    /// Its place, once it has one.
+    permit: Mutex<Option<OwnedSemaphorePermit>>,
+    /// It waited for a place in vain: the next tick ends it.
+    refused: AtomicBool,
+}
+
+impl Seat {
+    fn on_tick(self: &Arc<Self>, ran: u64) -> Tick {
+        if self.refused.load(Ordering::Acquire) {
+            return Tick::Refused;
+        }
+        if ran < PLACE_AFTER_TICKS {
+            return Tick::Run;
+        }
+        self.gate.mark_slow(Instant::now());
+        let mut permit = self.permit.lock().unwrap();
+        if permit.is_some() {
+            return Tick::Run;
+        }
+        if let Ok(p) = self.gate.slots.clone().try_acquire_owned() {
+            *permit = Some(p);
+            return Tick::Run;
+        }
+        let seat = self.clone();
+        Tick::Wait(Box::pin(async move {
+            match seat.gate.wait_for_place().await {
+                Some(p) => *seat.permit.lock().unwrap() = Some(p),
+                None => seat.refused.store(true, Ordering::Release),
+            }
+        }))
+    }
+
+    /// Whether the call holds a place now (for tests).
+    pub fn placed(&self) -> bool {
+        self.permit.lock().unwrap().is_some()
+    }
+}
+
+/// A call's pass through the gate; give its outcome with [`Pass::done`].
 #[derive(Debug)]
 pub struct Pass {
-    gate: Arc<StepGate>,
-    permit: Option<OwnedSemaphorePermit>,
+    seat: Arc<Seat>,
     probe: bool,
 }
 
@@ -274,8 +388,9 @@ impl Pass {
                 | PolicyError::BadOutput { .. })
         );
         let probe = std::mem::take(&mut self.probe);
-        if self.gate.record(Instant::now(), failed, probe) {
-            let b = self.gate.breaker.lock().unwrap();
+        let gate = &self.seat.gate;
+        if gate.record(Instant::now(), failed, probe) {
+            let b = gate.breaker.lock().unwrap();
             tracing::warn!(
                 api,
                 step,
@@ -291,17 +406,11 @@ impl Pass {
 impl Drop for Pass {
     fn drop(&mut self) {
         if self.probe {
-            self.gate.probe_abandoned();
+            self.seat.gate.probe_abandoned();
         }
-        if let Some(p) = self.permit.take() {
-            let owed = &self.gate.owed;
-            if owed
-                .try_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
-                .is_ok()
-            {
-                p.forget();
-            }
-        }
+        // The place goes back now, even while something (a stray clone of
+        // the seat) still holds the seat.
+        self.seat.permit.lock().unwrap().take();
     }
 }
 
@@ -557,65 +666,111 @@ mod tests {
         });
     }
 
-    #[test]
-    fn at_most_concurrency_calls_run_and_the_rest_wait_then_get_busy() {
-        let rt = tokio::runtime::Builder::new_current_thread()
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .unwrap();
-        let g = Arc::new(StepGate::new(GateLimits {
-            concurrency: 2,
-            ..limits()
-        }));
-        rt.block_on(async {
-            let a = g.enter("s", true).await.unwrap();
-            let _b = g.enter("s", true).await.unwrap();
-            assert_eq!(g.free(), 0);
-            // The third waits its queue timeout, then is refused.
-            let started = Instant::now();
-            match g.enter("s", true).await {
-                Err(PolicyError::Saturated { limit: 2, .. }) => {}
-                _ => panic!("a third call ran"),
-            }
-            assert!(started.elapsed() >= ms(50));
-            // A waiting call gets the place the first one frees.
-            let g2 = g.clone();
-            let waiting = tokio::spawn(async move { g2.enter("s", true).await.is_ok() });
-            tokio::time::sleep(ms(10)).await;
-            drop(a);
-            assert!(waiting.await.unwrap(), "the waiting call ran");
-        });
-        assert_eq!(g.free(), 2, "the places come back");
+            .unwrap()
     }
 
     #[test]
-    fn a_call_in_a_host_call_lends_its_place() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
+    fn the_calls_of_a_healthy_step_take_no_place() {
         let g = Arc::new(StepGate::new(limits()));
-        rt.block_on(async {
-            let pass = g.enter("s", true).await.unwrap();
+        rt().block_on(async {
+            let a = g.enter("s", true).await.unwrap();
+            let b = g.enter("s", true).await.expect("no wait for a place");
+            assert_eq!(g.free(), 1);
+            // A tick into its running: still none.
+            let tick = SEAT.scope(a.seat.clone(), async { on_tick(1) }).await;
+            assert!(matches!(tick, Tick::Run));
+            assert!(!a.seat.placed());
+            assert!(!g.is_slow(Instant::now()));
+            drop((a, b));
+        });
+    }
+
+    #[test]
+    fn a_call_that_keeps_running_takes_a_place_and_makes_its_step_slow() {
+        let g = Arc::new(StepGate::new(limits()));
+        rt().block_on(async {
+            let a = g.enter("s", true).await.unwrap();
+            let b = g.enter("s", true).await.unwrap();
+            let tick = SEAT.scope(a.seat.clone(), async { on_tick(PLACE_AFTER_TICKS) });
+            assert!(matches!(tick.await, Tick::Run), "a free place, taken");
+            assert!(a.seat.placed());
+            assert_eq!(g.free(), 0);
+            assert!(g.is_slow(Instant::now()));
+            // The other keeps running too: it waits its queue timeout for
+            // the place, then is refused, and its next tick ends it.
+            let started = Instant::now();
+            let Tick::Wait(wait) = SEAT.scope(b.seat.clone(), async { on_tick(2) }).await else {
+                panic!("no place, yet no wait")
+            };
+            wait.await;
+            assert!(started.elapsed() >= ms(50));
+            assert!(!b.seat.placed());
+            let tick = SEAT.scope(b.seat.clone(), async { on_tick(3) }).await;
+            assert!(matches!(tick, Tick::Refused));
+            // A call that waits gets the place the first one gives back.
+            let c = g.enter("s", true).await;
+            assert!(
+                matches!(c, Err(PolicyError::Saturated { limit: 1, .. })),
+                "while slow, calls take their place before they start"
+            );
             let g2 = g.clone();
-            // While the holder waits in its host call, another call runs.
-            g.lend(Instant::now() + ms(100), async move {
-                let other = g2.enter("s", true).await.expect("a lent place");
-                drop(other);
+            let waiting =
+                tokio::spawn(async move { g2.enter("s", true).await.map(|p| p.seat.placed()) });
+            tokio::time::sleep(ms(10)).await;
+            drop(a);
+            assert_eq!(
+                waiting.await.unwrap().ok(),
+                Some(true),
+                "the waiting call ran"
+            );
+            drop(b);
+        });
+        assert_eq!(g.free(), 1, "the places come back");
+    }
+
+    #[test]
+    fn a_step_is_slow_for_a_while_after_its_last_long_call() {
+        let g = StepGate::new(limits());
+        let t = Instant::now();
+        assert!(!g.is_slow(t));
+        g.mark_slow(t);
+        assert!(g.is_slow(t + SLOW_FOR - ms(10)));
+        assert!(!g.is_slow(t + SLOW_FOR + ms(10)));
+        // A later one extends it; an earlier one does not shorten it.
+        g.mark_slow(t + ms(500));
+        g.mark_slow(t);
+        assert!(g.is_slow(t + SLOW_FOR + ms(10)));
+    }
+
+    #[test]
+    fn a_call_in_a_host_call_gives_its_place_back() {
+        let g = Arc::new(StepGate::new(limits()));
+        g.mark_slow(Instant::now());
+        rt().block_on(async {
+            let pass = g.enter("s", true).await.unwrap();
+            assert!(pass.seat.placed());
+            let g2 = g.clone();
+            // While it waits in its host call, another call runs.
+            SEAT.scope(pass.seat.clone(), async {
+                lend(async move {
+                    let other = g2.enter("s", true).await.expect("the place given back");
+                    drop(other);
+                })
+                .await
             })
             .await;
-            assert_eq!(g.free(), 0, "taken back after the host call");
-            // Not taken back in time: owed, and the next place returned
-            // is kept.
-            let g3 = g.clone();
-            let holder = tokio::spawn(async move {
-                let p = g3.enter("s", true).await.unwrap();
-                tokio::time::sleep(ms(50)).await;
-                drop(p);
-            });
-            g.lend(Instant::now() + ms(10), tokio::time::sleep(ms(5)))
-                .await;
-            holder.await.unwrap();
+            assert!(
+                !pass.seat.placed(),
+                "it takes one again only if it keeps running"
+            );
+            assert_eq!(g.free(), 1);
+            let tick = SEAT.scope(pass.seat.clone(), async { on_tick(5) }).await;
+            assert!(matches!(tick, Tick::Run));
+            assert!(pass.seat.placed());
             drop(pass);
         });
         assert_eq!(g.free(), 1, "no place gained or lost");

@@ -298,7 +298,9 @@ impl Runtime {
             snapshot: Default::default(),
             log,
             reuse: Default::default(),
-            gate: Arc::new(gate::StepGate::new(gate::GateLimits::for_timeout(timeout))),
+            gate: Arc::new(gate::StepGate::new(gate::GateLimits::for_wall_timeout(
+                deadline::default_wall_timeout(timeout),
+            ))),
         };
         let outcome = block_on(async {
             let mut inst = self

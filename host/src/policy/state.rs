@@ -32,8 +32,6 @@ pub struct StepState {
     pub(super) log: Arc<guard::StepLog>,
     /// What the instance wrote to standard error (bounded).
     pub(super) stderr: guard::GuestStderr,
-    /// The step's gate (a host call lends its place while it waits).
-    pub(super) gate: Arc<super::gate::StepGate>,
 }
 
 /// What a step instance knows about the request it serves.
@@ -83,7 +81,6 @@ impl StepState {
             scope: scope.clone(),
             log: step.log.clone(),
             stderr,
-            gate: step.gate.clone(),
         }
     }
 

@@ -359,8 +359,11 @@ quarantine = { failures = 3 }"#,
 async fn a_looping_step_cannot_make_a_benign_route_answer_503() {
     let up = Upstream::start().await;
     // The loop is never quarantined here: this is the concurrency bound
-    // alone. One call of it runs at a time; the others wait their queue
-    // timeout and get 503 `policy_busy`, without taking the workers.
+    // alone. Its first calls take a place once they have run a tick or
+    // two, and from then on the step is slow: its calls take their place
+    // before they start. One call of it runs at a time; the others wait
+    // their queue timeout and get 503 `policy_busy`, without taking the
+    // workers or an instance each.
     let manifest = format!(
         r#"schema = 1
 [[api]]
@@ -372,6 +375,7 @@ prefix = "/bad"
 plugin = "fixture-loop"
 timeout = "100ms"
 concurrency = 1
+queue-timeout = "100ms"
 quarantine = {{ failures = 100000 }}
 config = {{ phase = "request" }}
 
@@ -790,15 +794,23 @@ async fn paced(url: &str, per_sec: u32, secs: u32) -> Vec<(Duration, u16)> {
 /// sub-millisecond baselines) and it gets no 503. Each case gets up to
 /// three tries with a fresh baseline (a real regression fails all three).
 ///
+/// The baseline is the same load made by well-behaved clients: alone for
+/// one abusive client, beside as many clients flooding a benign route for
+/// eight. Eight clients flooding anything, on the same two cores as the
+/// gateway, cost every route some milliseconds of p99 (the operating
+/// system shares the cores among a dozen busy threads: measured ~5 ms,
+/// whatever the flooded route does); what a hostile policy must not do is
+/// cost more than that.
+///
 /// The gateway runs on a runtime of its own (two workers, like the binary
 /// on this machine), the clients and the upstream on another; the steps
 /// have the default gate (quarantine and concurrency bound).
 #[test]
-#[ignore = "latency measurement, run by hand: its eight-client cases do not pass yet (issue 15)"]
+#[ignore = "latency measurement, run by hand: eight quarantined clients still cost the normal route ~2x what eight benign ones do (issue 15)"]
 fn abusive_clients_leave_a_normal_route_p99_within_2x() {
     let gw_rt = two_worker_runtime();
     let client_rt = two_worker_runtime();
-    // The abusive clients on a runtime of their own: a client that floods
+    // The flooding clients on a runtime of their own: a client that floods
     // must not delay the normal client's own sends and measurements.
     let abuse_rt = two_worker_runtime();
     let up = client_rt.block_on(Upstream::start());
@@ -820,14 +832,52 @@ fn abusive_clients_leave_a_normal_route_p99_within_2x() {
         ),
     ];
     // The normal route's step has the default deadline (50 ms): a 503 by
-    // it is what eight abusive clients used to cause.
-    let mut manifest = format!("schema = 1\n\n{}", api("good", "plugin = \"noop\""));
+    // it is what eight abusive clients used to cause. The flooded benign
+    // route has the same step.
+    let mut manifest = format!(
+        "schema = 1\n\n{}{}",
+        api("good", "plugin = \"noop\""),
+        api("flood", "plugin = \"noop\"")
+    );
     for (name, step) in &cases {
         manifest.push_str(&api(name, step));
     }
     let gw = gw_rt.block_on(TestGateway::start(&manifest));
     gw_rt.block_on(gw.until_snapshotted());
     let good = gw.url("/good/x");
+    // The normal route's calls for 2 s, beside `clients` clients calling
+    // `url` as fast as they are answered: its latencies and statuses, and
+    // the flooding clients' statuses.
+    let beside = |url: String, clients: usize| {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let hammers: Vec<_> = (0..clients)
+            .map(|_| {
+                let (c, u, stop) = (client(), url.clone(), stop.clone());
+                abuse_rt.spawn(async move {
+                    let mut seen = Vec::new();
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let r = c.get(&u).send().await.unwrap();
+                        seen.push(r.status().as_u16());
+                        r.bytes().await.unwrap();
+                    }
+                    seen
+                })
+            })
+            .collect();
+        let good = good.clone();
+        async move {
+            if clients > 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let loaded = paced(&good, 200, 2).await;
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            let mut seen = Vec::new();
+            for h in hammers {
+                seen.extend(h.await.unwrap());
+            }
+            (loaded, seen)
+        }
+    };
     let (mut report, mut failed) = (Vec::new(), Vec::new());
     client_rt.block_on(async {
         paced(&good, 200, 1).await;
@@ -835,40 +885,23 @@ fn abusive_clients_leave_a_normal_route_p99_within_2x() {
             for clients in [1usize, 8] {
                 let mut tries = Vec::new();
                 for _ in 0..3 {
-                    let base = paced(&good, 200, 2).await;
+                    // The same load, well-behaved: none for one client
+                    // (one more client costs next to nothing), as many
+                    // clients on the benign route for eight.
+                    let flooders = if clients == 1 { 0 } else { clients };
+                    let (base, seen) = beside(gw.url("/flood/x"), flooders).await;
                     assert!(base.iter().all(|(_, s)| *s == 200), "baseline failed");
+                    assert!(seen.iter().all(|s| *s == 200), "benign flood failed");
                     let base = p99(base.into_iter().map(|(d, _)| d).collect());
-                    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-                    let hammers: Vec<_> = (0..clients)
-                        .map(|_| {
-                            let (c, u, stop) =
-                                (client(), gw.url(&format!("/{name}/x")), stop.clone());
-                            abuse_rt.spawn(async move {
-                                let mut seen = Vec::new();
-                                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                                    let r = c.get(&u).send().await.unwrap();
-                                    seen.push(r.status().as_u16());
-                                    r.bytes().await.unwrap();
-                                }
-                                seen
-                            })
-                        })
-                        .collect();
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    let loaded = paced(&good, 200, 2).await;
-                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-                    let mut bad_calls = 0;
-                    for h in hammers {
-                        let seen = h.await.unwrap();
-                        assert!(seen.iter().all(|s| *s >= 500), "{name}: {seen:?}");
-                        bad_calls += seen.len();
-                    }
+                    let (loaded, seen) = beside(gw.url(&format!("/{name}/x")), clients).await;
+                    assert!(seen.iter().all(|s| *s >= 500), "{name}: {seen:?}");
                     let not_ok: Vec<u16> =
                         loaded.iter().map(|(_, s)| *s).filter(|s| *s != 200).collect();
                     let loaded = p99(loaded.into_iter().map(|(d, _)| d).collect());
                     let bound = (base * 2).max(base + Duration::from_millis(2));
                     eprintln!(
-                        "{name} x{clients}: normal p99 {loaded:?} beside {bad_calls} abusive calls; alone {base:?}; bound {bound:?}; normal calls failed: {}",
+                        "{name} x{clients}: normal p99 {loaded:?} beside {} abusive calls; beside as many benign ones {base:?}; bound {bound:?}; normal calls failed: {}",
+                        seen.len(),
                         not_ok.len()
                     );
                     let ok = loaded <= bound && not_ok.is_empty();
@@ -880,7 +913,7 @@ fn abusive_clients_leave_a_normal_route_p99_within_2x() {
                 let (base, loaded, not_ok) = tries.last().unwrap();
                 let bound = (*base * 2).max(*base + Duration::from_millis(2));
                 let line = format!(
-                    "{name} x{clients}: normal p99 {loaded:?} beside it, {base:?} alone ({:.1}x), {} normal calls failed; tries: {:?}",
+                    "{name} x{clients}: normal p99 {loaded:?} beside it, {base:?} beside the same benign load ({:.1}x), {} normal calls failed; tries: {:?}",
                     loaded.as_secs_f64() / base.as_secs_f64(),
                     not_ok.len(),
                     tries.iter().map(|t| (t.0, t.1, t.2.len())).collect::<Vec<_>>()

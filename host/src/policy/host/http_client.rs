@@ -53,8 +53,7 @@ impl bindings::http_client::Host for StepState {
         let left = self.deadline.wall_left(Instant::now());
         let cut_by_deadline = u64::from(req.timeout_ms) >= left.as_millis() as u64;
         // Other calls of the step may run meanwhile (see `gate`).
-        let gate = self.gate.clone();
-        let r = gate.lend(wall, self.send_within(req, left)).await;
+        let r = crate::policy::gate::lend(self.send_within(req, left)).await;
         self.deadline.host_waited();
         if cut_by_deadline && Instant::now() >= wall {
             if let Err(e) = &r {
