@@ -65,6 +65,32 @@ fn counts(gw: &TestGateway) -> ReuseCounts {
     gw.gateway.runtime.reuse_counts()
 }
 
+/// A step with a response phase holds its instance across the upstream
+/// call, so a worker has as many out as it has requests in flight: its
+/// pool keeps them all for the next wave (with 4 per pool, 12 of these 16
+/// calls got a fresh instance again).
+#[tokio::test]
+async fn a_wave_of_concurrent_calls_finds_the_previous_wave_s_instances() {
+    let up = Upstream::start().await;
+    let gw = state_gateway(&up, "isolation = \"worker\"").await;
+    let wave = || async {
+        let calls: Vec<_> = (0..16)
+            .map(|_| {
+                let (c, u) = (client(), gw.url("/slow/200"));
+                async move { c.get(u).send().await.unwrap().status().as_u16() }
+            })
+            .collect();
+        futures_util::future::join_all(calls).await
+    };
+    assert!(wave().await.iter().all(|s| *s == 200));
+    let c = counts(&gw);
+    assert_eq!((c.fresh, c.warm, c.discarded), (16, 0, 0));
+    assert_eq!(gw.gateway.runtime.idle_instances(), 16);
+    assert!(wave().await.iter().all(|s| *s == 200));
+    let c = counts(&gw);
+    assert_eq!((c.fresh, c.warm, c.discarded), (16, 16, 0));
+}
+
 #[tokio::test]
 async fn worker_isolation_reuses_one_instance() {
     let up = Upstream::start().await;

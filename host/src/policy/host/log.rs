@@ -40,9 +40,26 @@ pub fn escape_log_within(message: &str, max: usize) -> String {
     out
 }
 
+/// Whether the gateway writes plugin lines at `level`.
+fn written(level: LogLevel) -> bool {
+    use tracing::Level;
+    match level {
+        LogLevel::Trace => tracing::enabled!(target: "tollgate::plugin", Level::TRACE),
+        LogLevel::Debug => tracing::enabled!(target: "tollgate::plugin", Level::DEBUG),
+        LogLevel::Info => tracing::enabled!(target: "tollgate::plugin", Level::INFO),
+        LogLevel::Warn => tracing::enabled!(target: "tollgate::plugin", Level::WARN),
+        LogLevel::Error => tracing::enabled!(target: "tollgate::plugin", Level::ERROR),
+    }
+}
+
 impl bindings::log::Host for StepState {
     fn log(&mut self, level: LogLevel, message: String) {
-        if !self.log.admit(&self.request_id) {
+        // A line at a level the gateway does not write costs nothing more
+        // and takes nothing from the step's budget (key-auth writes one at
+        // debug per call; its budget went to lines never written, and the
+        // "suppressed" warnings counted them).
+        let enabled = written(level);
+        if !enabled || !self.log.admit(&self.request_id) {
             return;
         }
         let msg = escape_log_within(&message, self.log.limits.line_bytes);
@@ -70,6 +87,22 @@ impl bindings::log::Host for StepState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_below_the_written_level_are_not_written() {
+        let filter = tracing_subscriber::EnvFilter::new("info,tollgate::plugin=warn");
+        let sub = tracing_subscriber::fmt().with_env_filter(filter).finish();
+        tracing::subscriber::with_default(sub, || {
+            assert!(!written(LogLevel::Debug));
+            assert!(!written(LogLevel::Info));
+            assert!(written(LogLevel::Warn));
+            assert!(written(LogLevel::Error));
+        });
+        let sub = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("trace"))
+            .finish();
+        tracing::subscriber::with_default(sub, || assert!(written(LogLevel::Trace)));
+    }
 
     #[test]
     fn log_escaping() {
