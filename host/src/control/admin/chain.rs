@@ -862,6 +862,35 @@ quarantine = { cool-down = "250ms" }
     }
 
     #[test]
+    fn the_openapi_document_describes_every_step_key() {
+        let doc: Value = serde_json::from_str(super::super::api::OPENAPI).unwrap();
+        let step = &doc["components"]["schemas"]["Step"];
+        let keys = |o: &Value| -> Vec<String> {
+            let mut k: Vec<String> = o.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        let view = step_view(&pets_steps(EVERY_KEY)[0]);
+        assert_eq!(keys(&step["properties"]), keys(&view));
+        assert_eq!(
+            keys(&step["properties"]["quarantine"]["properties"]),
+            keys(&view["quarantine"])
+        );
+        assert_eq!(
+            step["properties"]["quarantine"]["additionalProperties"],
+            false
+        );
+        // What the document allows, the admin API takes.
+        let mut chain = Vec::new();
+        for (k, p) in step["properties"].as_object().unwrap() {
+            if let Some(ex) = p["examples"].get(0) {
+                chain.push(serde_json::json!({"plugin": "x", k: ex}));
+            }
+        }
+        check_steps(&steps(Value::Array(chain))).unwrap();
+    }
+
+    #[test]
     fn a_bad_value_of_each_step_key_is_refused_naming_it() {
         for (step, field) in [
             (serde_json::json!({"isolation": "process"}), "isolation"),
