@@ -398,7 +398,7 @@ pub struct Limits {
 /// ```
 ///
 /// Per step, the keys given override the `[limits]` ones.
-#[derive(Debug, Deserialize, Clone, Copy, Default)]
+#[derive(Debug, Deserialize, Clone, Copy, Default, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct QuarantineSpec {
     pub failures: Option<u32>,
@@ -747,7 +747,7 @@ pub struct RouteSpec {
 /// quarantine = { failures = 3 }  # over limits.step-quarantine
 /// [api.chain.config]        # the plugin's own typed configuration
 /// ```
-#[derive(Debug, Deserialize, Clone)]
+#[derive(Debug, Deserialize, Clone, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct StepSpec {
     pub name: Option<Name>,

@@ -4,8 +4,10 @@
 //! assignment; hostile input.
 
 use serde_json::{json, Value};
+use std::time::Duration;
+use tollgate::manifest::{PolicyManifest, StepSpec};
 use tollgate_tests::admin::AdminClient;
-use tollgate_tests::{client, TestGateway, Upstream};
+use tollgate_tests::{client, simple_manifest, TestGateway, Upstream};
 
 /// An API `pets` (prefix `/pets`) with key-auth and plan-based limits, and
 /// an API `orders` (prefix `/orders`) with key-auth only.
@@ -594,6 +596,186 @@ async fn a_chain_assigned_through_the_api_is_live_and_written_to_the_manifest() 
     assert!(std::fs::read_to_string(gw.path().join("api.toml"))
         .unwrap()
         .ends_with("# hand edit\n"));
+}
+
+/// The steps of the one API of the manifest `text`.
+fn manifest_steps(text: &str) -> Vec<StepSpec> {
+    let m: PolicyManifest =
+        tollgate::manifest::parse_toml(std::path::Path::new("api.toml"), text).unwrap();
+    let api = m.apis[0].get_ref();
+    api.chain.iter().map(|s| s.get_ref().clone()).collect()
+}
+
+/// The state fixture's count on each of `n` calls (see isolation.rs).
+async fn state_counts(gw: &TestGateway, up: &Upstream, n: usize) -> Vec<u64> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        let r = client().get(gw.url("/state")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let count = up.last().header("x-state-count").unwrap().parse().unwrap();
+        out.push(count);
+    }
+    out
+}
+
+/// Every step key of the manifest through the admin API: a PUT writes
+/// them, a GET shows them, the gateway serves with them, an out-of-range
+/// one changes nothing, and a GET-edit-PUT of one step keeps the others'.
+/// On the test's one thread: one worker, so one pool of warm instances.
+#[tokio::test]
+async fn every_step_key_goes_through_the_chain_api() {
+    let up = Upstream::start().await;
+    let chain = r#"[[api.chain]]
+plugin = "fixture-state"
+timeout = "5s"
+
+[[api.chain]]
+name = "tag"
+plugin = "transform"
+isolation = "worker"
+log-rate = 50
+quarantine = { failures = 3 }
+[api.chain.config]
+request = { headers = { set = { "x-tag" = "yes" } } }
+"#;
+    let gw = TestGateway::builder(&simple_manifest(&up.url(), chain))
+        .admin()
+        .start()
+        .await;
+    let admin = gw.admin();
+    let (s, before) = admin.get("/apis/test/chain").await;
+    assert_eq!(s, 200, "{before}");
+    // What the manifest says is shown.
+    assert_eq!(before["chain"][1]["isolation"], "worker", "{before}");
+    assert_eq!(before["chain"][1]["log_rate"], 50, "{before}");
+    assert_eq!(before["chain"][1]["quarantine"], json!({"failures": 3}));
+    let tag = before["chain"][1].clone();
+    let state = json!({
+        "name": "state", "plugin": "fixture-state", "timeout": "5s",
+        "isolation": "worker", "max_uses": 2, "idle": "30s", "wall_timeout": "6s",
+        "concurrency": 3, "queue_timeout": "40ms", "log_rate": 9, "log_line": "2KiB",
+        "quarantine": {"failures": 7, "window": "20s", "cool_down": "2s", "max_cool_down": "30s"}
+    });
+    let (s, v) = admin
+        .put("/apis/test/chain", json!({"chain": [state, tag]}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["chain"], json!([state, tag]), "{v}");
+    let (_, got) = admin.get("/apis/test/chain").await;
+    assert_eq!(got["chain"], json!([state, tag]), "{got}");
+    // The manifest file has them, in its own names.
+    let text = std::fs::read_to_string(gw.path().join("api.toml")).unwrap();
+    for line in [
+        "isolation = \"worker\"",
+        "max-uses = 2",
+        "idle = \"30s\"",
+        "wall-timeout = \"6s\"",
+        "concurrency = 3",
+        "queue-timeout = \"40ms\"",
+        "log-rate = 9",
+        "log-line = \"2KiB\"",
+        "quarantine = { failures = 7, window = \"20s\", cool-down = \"2s\", max-cool-down = \"30s\" }",
+    ] {
+        assert!(text.contains(line), "{line}:\n{text}");
+    }
+    let written = manifest_steps(&text);
+    assert_eq!(written[0].max_uses, Some(2));
+    assert_eq!(written[1].log_rate, Some(50));
+    // The gateway serves with them.
+    let g = gw.gateway.current();
+    let step = &g.apis[0].steps[0];
+    assert_eq!(step.isolation(), tollgate::policy::reuse::Isolation::Worker);
+    assert_eq!(step.wall_timeout, Duration::from_secs(6));
+    let gate = &step.gate.limits;
+    assert_eq!(gate.concurrency, 3);
+    assert_eq!(gate.queue_timeout, Duration::from_millis(40));
+    let q = &gate.quarantine;
+    assert_eq!(q.failures, 7);
+    assert_eq!(
+        (q.window, q.cool_down, q.max_cool_down),
+        (
+            Duration::from_secs(20),
+            Duration::from_secs(2),
+            Duration::from_secs(30)
+        )
+    );
+    let log = step.log_limits();
+    assert_eq!((log.lines_per_sec, log.line_bytes), (9, 2048));
+    let tag_step = &g.apis[0].steps[1];
+    assert_eq!(tag_step.log_limits().lines_per_sec, 50);
+    assert_eq!(tag_step.gate.limits.quarantine.failures, 3);
+    drop(g);
+    // Worker isolation with max_uses = 2: one instance serves two calls.
+    gw.until_snapshotted().await;
+    assert_eq!(state_counts(&gw, &up, 5).await, vec![1, 2, 1, 2, 1]);
+    assert_eq!(up.last().header("x-tag"), Some("yes"));
+
+    // Out of range: refused by the build, nothing written or swapped.
+    for (key, value, says) in [
+        (
+            "concurrency",
+            json!(0),
+            "concurrency = 0 must be between 1 and 100000",
+        ),
+        ("max_uses", json!(0), "max-uses = 0 must be between 1 and"),
+        (
+            "wall_timeout",
+            json!("1s"),
+            "must be at least the step's timeout",
+        ),
+        ("log_rate", json!(0), "log-rate = 0 must be between 1 and"),
+        (
+            "quarantine",
+            json!({"cool_down": "1m", "max_cool_down": "2s"}),
+            "quarantine.max-cool-down",
+        ),
+    ] {
+        let mut bad = state.clone();
+        bad[key] = value;
+        let (s, v) = admin
+            .put("/apis/test/chain", json!({"chain": [bad, tag]}))
+            .await;
+        assert_eq!(s, 422, "{key}: {v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{key}: {message}");
+        assert_eq!(
+            std::fs::read_to_string(gw.path().join("api.toml")).unwrap(),
+            text
+        );
+    }
+    // Malformed: refused naming the field, nothing written.
+    let mut bad = state.clone();
+    bad["isolation"] = "process".into();
+    let (s, v) = admin
+        .put("/apis/test/chain", json!({"chain": [tag, bad]}))
+        .await;
+    assert_eq!(
+        (s, v["error"]["field"].as_str()),
+        (400, Some("chain[1].isolation")),
+        "{v}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(gw.path().join("api.toml")).unwrap(),
+        text
+    );
+    let (_, still) = admin.get("/apis/test/chain").await;
+    assert_eq!(still["chain"], got["chain"]);
+
+    // GET, change one step, PUT: the other step keeps every key.
+    let (_, mut read) = admin.get("/apis/test/chain").await;
+    read["chain"][1]["timeout"] = "30ms".into();
+    let (s, v) = admin
+        .put("/apis/test/chain", json!({"chain": read["chain"]}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let after = manifest_steps(&std::fs::read_to_string(gw.path().join("api.toml")).unwrap());
+    assert_eq!(after[0], written[0]);
+    let mut want = written[1].clone();
+    want.timeout = Some(tollgate::manifest::Dur(Duration::from_millis(30)));
+    assert_eq!(after[1], want);
+    let step = &gw.gateway.current().apis[0].steps[0];
+    assert_eq!(step.isolation(), tollgate::policy::reuse::Isolation::Worker);
+    assert_eq!(step.gate.limits.concurrency, 3);
 }
 
 #[tokio::test]

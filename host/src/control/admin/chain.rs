@@ -5,12 +5,14 @@
 //! [`crate::control::ControlPlane::apply_manifest_edit`]).
 
 use super::error::AdminError;
-use crate::manifest::{toml_to_json, ApiSpec, Dur, Size, StepSpec};
+use crate::manifest::{toml_to_json, ApiSpec, Dur, Isolation, QuarantineSpec, Size, StepSpec};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table};
 
-/// One step as the admin API takes it.
+/// One step as the admin API takes it: every key of a manifest's step
+/// ([`StepSpec`]), in snake_case (`fail_open`, `max_uses`, ...) where the
+/// manifest writes kebab-case.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StepInput {
@@ -23,11 +25,63 @@ pub struct StepInput {
     pub timeout: Option<String>,
     #[serde(default, deserialize_with = "super::model::present")]
     pub memory: Option<SizeInput>,
+    #[serde(default, deserialize_with = "super::model::some_whole")]
+    pub log_rate: Option<u32>,
+    #[serde(default, deserialize_with = "super::model::present")]
+    pub log_line: Option<SizeInput>,
     #[serde(default)]
     pub grants: Vec<String>,
     #[serde(default, deserialize_with = "super::model::present")]
     pub config: Option<Map<String, Value>>,
+    /// `request` or `worker`.
+    #[serde(default, deserialize_with = "super::model::present")]
+    pub isolation: Option<String>,
+    #[serde(default, deserialize_with = "super::model::some_whole")]
+    pub max_uses: Option<u64>,
+    #[serde(default, deserialize_with = "super::model::present")]
+    pub idle: Option<String>,
+    #[serde(default, deserialize_with = "super::model::present")]
+    pub wall_timeout: Option<String>,
+    #[serde(default, deserialize_with = "super::model::some_whole")]
+    pub concurrency: Option<u64>,
+    #[serde(default, deserialize_with = "super::model::present")]
+    pub queue_timeout: Option<String>,
+    #[serde(default, deserialize_with = "super::model::present")]
+    pub quarantine: Option<QuarantineInput>,
 }
+
+/// A step's `quarantine` as the admin API takes it (the manifest's
+/// [`QuarantineSpec`]: `cool_down` for `cool-down`, ...).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuarantineInput {
+    #[serde(default, deserialize_with = "super::model::some_whole")]
+    pub failures: Option<u32>,
+    #[serde(default, deserialize_with = "super::model::present")]
+    pub window: Option<String>,
+    #[serde(default, deserialize_with = "super::model::present")]
+    pub cool_down: Option<String>,
+    #[serde(default, deserialize_with = "super::model::present")]
+    pub max_cool_down: Option<String>,
+}
+
+impl QuarantineInput {
+    /// The durations by their JSON and their manifest names.
+    fn durations(&self) -> [(&'static str, &'static str, Option<&String>); 3] {
+        [
+            ("window", "window", self.window.as_ref()),
+            ("cool_down", "cool-down", self.cool_down.as_ref()),
+            (
+                "max_cool_down",
+                "max-cool-down",
+                self.max_cool_down.as_ref(),
+            ),
+        ]
+    }
+}
+
+/// The largest integer TOML can write.
+const TOML_MAX_INT: u64 = i64::MAX as u64;
 
 /// A size as bytes (`16777216`) or with a unit (`"16MiB"`).
 #[derive(Debug, Deserialize)]
@@ -79,30 +133,99 @@ pub fn size_str(n: u64) -> String {
     format!("{n}B")
 }
 
-/// A step of a manifest as JSON (what `GET .../chain` shows).
+/// A step of a manifest as JSON (what `GET .../chain` shows): every key
+/// the step sets, so that a `PUT` of what was read loses nothing.
 pub fn step_view(s: &StepSpec) -> Value {
+    // Every field by name: a key added to the manifest's step does not
+    // compile here until the admin API shows it.
+    let StepSpec {
+        name,
+        plugin,
+        fail_open,
+        timeout,
+        memory,
+        log_rate,
+        log_line,
+        grants,
+        config,
+        isolation,
+        max_uses,
+        idle,
+        wall_timeout,
+        concurrency,
+        queue_timeout,
+        quarantine,
+    } = s;
     let mut o = Map::new();
-    if let Some(n) = &s.name {
+    if let Some(n) = name {
         o.insert("name".into(), n.as_str().into());
     }
-    o.insert("plugin".into(), s.plugin.clone().into());
-    if s.fail_open {
+    o.insert("plugin".into(), plugin.clone().into());
+    if *fail_open {
         o.insert("fail_open".into(), true.into());
     }
-    if let Some(t) = s.timeout {
-        o.insert("timeout".into(), dur_str(t.0).into());
+    let durations = [
+        ("timeout", timeout),
+        ("idle", idle),
+        ("wall_timeout", wall_timeout),
+        ("queue_timeout", queue_timeout),
+    ];
+    for (k, d) in durations {
+        if let Some(d) = d {
+            o.insert(k.into(), dur_str(d.0).into());
+        }
     }
-    if let Some(m) = s.memory {
-        o.insert("memory".into(), size_str(m.0).into());
+    for (k, m) in [("memory", memory), ("log_line", log_line)] {
+        if let Some(m) = m {
+            o.insert(k.into(), size_str(m.0).into());
+        }
     }
-    if !s.grants.is_empty() {
-        o.insert("grants".into(), s.grants.clone().into());
+    if let Some(n) = log_rate {
+        o.insert("log_rate".into(), (*n).into());
     }
-    if let Some(c) = &s.config {
+    if !grants.is_empty() {
+        o.insert("grants".into(), grants.clone().into());
+    }
+    if let Some(c) = config {
         o.insert(
             "config".into(),
             toml_to_json(&toml::Value::Table(c.clone())),
         );
+    }
+    if let Some(i) = isolation {
+        o.insert("isolation".into(), i.as_str().into());
+    }
+    if let Some(n) = max_uses {
+        o.insert("max_uses".into(), (*n).into());
+    }
+    if let Some(n) = concurrency {
+        o.insert("concurrency".into(), (*n as u64).into());
+    }
+    if let Some(q) = quarantine {
+        o.insert("quarantine".into(), quarantine_view(q));
+    }
+    Value::Object(o)
+}
+
+fn quarantine_view(q: &QuarantineSpec) -> Value {
+    let QuarantineSpec {
+        failures,
+        window,
+        cool_down,
+        max_cool_down,
+    } = q;
+    let mut o = Map::new();
+    if let Some(n) = failures {
+        o.insert("failures".into(), (*n).into());
+    }
+    for (k, d) in [
+        ("window", window),
+        ("cool_down", cool_down),
+        ("max_cool_down", max_cool_down),
+    ] {
+        if let Some(d) = d {
+            o.insert(k.into(), dur_str(d.0).into());
+        }
     }
     Value::Object(o)
 }
@@ -136,29 +259,47 @@ pub fn check_steps(chain: &[StepInput]) -> Result<(), AdminError> {
                 "must be a plugin name (1-200 characters)",
             ));
         }
-        if let Some(t) = &s.timeout {
-            // As the OpenAPI document says: 1-19 digits and a unit.
-            if !plain_number_unit(t, 19) {
+        let durations = [
+            ("timeout", &s.timeout),
+            ("idle", &s.idle),
+            ("wall_timeout", &s.wall_timeout),
+            ("queue_timeout", &s.queue_timeout),
+        ];
+        for (k, t) in durations {
+            if let Some(t) = t {
+                check_dur(t, &f(k))?;
+            }
+        }
+        for (k, m) in [("memory", &s.memory), ("log_line", &s.log_line)] {
+            if let Some(m) = m {
+                check_size(m, &f(k))?;
+            }
+        }
+        if let Some(x) = &s.isolation {
+            isolation(x).ok_or_else(|| {
+                AdminError::invalid(
+                    f("isolation"),
+                    format!(
+                        "`{}` is not an isolation level: `request` or `worker`",
+                        super::error::truncate(x, 40)
+                    ),
+                )
+            })?;
+        }
+        for (k, n) in [("max_uses", s.max_uses), ("concurrency", s.concurrency)] {
+            if n.is_some_and(|n| n > TOML_MAX_INT) {
                 return Err(AdminError::invalid(
-                    f("timeout"),
-                    format!("`{}` is not a duration: 1-19 digits and one of us, ms, s, m, h (e.g. `250ms`)", super::error::truncate(t, 40)),
+                    f(k),
+                    format!("at most {TOML_MAX_INT} (TOML's largest integer)"),
                 ));
             }
-            Dur::try_from(t.as_str()).map_err(|e| AdminError::invalid(f("timeout"), e))?;
         }
-        if let Some(m) = &s.memory {
-            if let SizeInput::Text(t) = m {
-                if !plain_number_unit(t, 9) {
-                    return Err(AdminError::invalid(
-                        f("memory"),
-                        format!(
-                            "`{}` is not a size: 1-9 digits and an optional unit (e.g. `16MiB`)",
-                            super::error::truncate(t, 40)
-                        ),
-                    ));
+        if let Some(q) = &s.quarantine {
+            for (k, _, t) in q.durations() {
+                if let Some(t) = t {
+                    check_dur(t, &f(&format!("quarantine.{k}")))?;
                 }
             }
-            m.parse().map_err(|e| AdminError::invalid(f("memory"), e))?;
         }
         for (j, g) in s.grants.iter().enumerate() {
             crate::policy::host::Capability::parse(g)
@@ -169,6 +310,43 @@ pub fn check_steps(chain: &[StepInput]) -> Result<(), AdminError> {
         }
     }
     Ok(())
+}
+
+/// The isolation level `s` names.
+fn isolation(s: &str) -> Option<Isolation> {
+    [Isolation::Request, Isolation::Worker]
+        .into_iter()
+        .find(|i| i.as_str() == s)
+}
+
+/// A duration as the OpenAPI document says: 1-19 digits and a unit.
+fn check_dur(t: &str, field: &str) -> Result<Dur, AdminError> {
+    if !plain_number_unit(t, 19) {
+        return Err(AdminError::invalid(
+            field,
+            format!(
+                "`{}` is not a duration: 1-19 digits and one of us, ms, s, m, h (e.g. `250ms`)",
+                super::error::truncate(t, 40)
+            ),
+        ));
+    }
+    Dur::try_from(t).map_err(|e| AdminError::invalid(field, e))
+}
+
+/// A size as the OpenAPI document says: bytes, or 1-9 digits and a unit.
+fn check_size(m: &SizeInput, field: &str) -> Result<Size, AdminError> {
+    if let SizeInput::Text(t) = m {
+        if !plain_number_unit(t, 9) {
+            return Err(AdminError::invalid(
+                field,
+                format!(
+                    "`{}` is not a size: 1-9 digits and an optional unit (e.g. `16MiB`)",
+                    super::error::truncate(t, 40)
+                ),
+            ));
+        }
+    }
+    m.parse().map_err(|e| AdminError::invalid(field, e))
 }
 
 /// 1 to `digits` ASCII digits then ASCII letters (the unit, checked by the
@@ -271,8 +449,13 @@ fn step_table(s: &StepInput) -> Result<Table, AdminError> {
         t.insert("timeout", toml_edit::value(x.as_str()));
     }
     if let Some(x) = &s.memory {
-        let size = x.parse().map_err(|e| AdminError::invalid("memory", e))?;
-        t.insert("memory", toml_edit::value(size_str(size.0)));
+        t.insert("memory", size_item("memory", x)?);
+    }
+    if let Some(n) = s.log_rate {
+        t.insert("log-rate", toml_edit::value(i64::from(n)));
+    }
+    if let Some(x) = &s.log_line {
+        t.insert("log-line", size_item("log-line", x)?);
     }
     if !s.grants.is_empty() {
         let mut a = Array::new();
@@ -281,10 +464,50 @@ fn step_table(s: &StepInput) -> Result<Table, AdminError> {
         }
         t.insert("grants", toml_edit::value(a));
     }
+    if let Some(x) = &s.isolation {
+        t.insert("isolation", toml_edit::value(x.as_str()));
+    }
+    if let Some(n) = s.max_uses {
+        t.insert("max-uses", int_item("max-uses", n)?);
+    }
+    if let Some(x) = &s.idle {
+        t.insert("idle", toml_edit::value(x.as_str()));
+    }
+    if let Some(x) = &s.wall_timeout {
+        t.insert("wall-timeout", toml_edit::value(x.as_str()));
+    }
+    if let Some(n) = s.concurrency {
+        t.insert("concurrency", int_item("concurrency", n)?);
+    }
+    if let Some(x) = &s.queue_timeout {
+        t.insert("queue-timeout", toml_edit::value(x.as_str()));
+    }
+    if let Some(q) = &s.quarantine {
+        let mut it = InlineTable::new();
+        if let Some(n) = q.failures {
+            it.insert("failures", i64::from(n).into());
+        }
+        for (_, k, x) in q.durations() {
+            if let Some(x) = x {
+                it.insert(k, x.as_str().into());
+            }
+        }
+        t.insert("quarantine", toml_edit::value(it));
+    }
     if let Some(c) = &s.config {
         t.insert("config", Item::Table(json_table(c, "config", 0)?));
     }
     Ok(t)
+}
+
+fn size_item(key: &str, x: &SizeInput) -> Result<Item, AdminError> {
+    let size = x.parse().map_err(|e| AdminError::invalid(key, e))?;
+    Ok(toml_edit::value(size_str(size.0)))
+}
+
+fn int_item(key: &str, n: u64) -> Result<Item, AdminError> {
+    let n = i64::try_from(n).map_err(|_| AdminError::invalid(key, "too large for TOML"))?;
+    Ok(toml_edit::value(n))
 }
 
 /// `text` (a policy manifest) with the chain of API `api` replaced by
@@ -341,21 +564,51 @@ pub fn input_view(s: &StepInput) -> Value {
     if s.fail_open {
         o.insert("fail_open".into(), true.into());
     }
-    if let Some(t) = &s.timeout {
-        if let Ok(d) = Dur::try_from(t.as_str()) {
-            o.insert("timeout".into(), dur_str(d.0).into());
+    let durations = [
+        ("timeout", &s.timeout),
+        ("idle", &s.idle),
+        ("wall_timeout", &s.wall_timeout),
+        ("queue_timeout", &s.queue_timeout),
+    ];
+    for (k, t) in durations {
+        if let Some(d) = t.as_ref().and_then(|t| Dur::try_from(t.as_str()).ok()) {
+            o.insert(k.into(), dur_str(d.0).into());
         }
     }
-    if let Some(m) = &s.memory {
-        if let Ok(n) = m.parse() {
-            o.insert("memory".into(), size_str(n.0).into());
+    for (k, m) in [("memory", &s.memory), ("log_line", &s.log_line)] {
+        if let Some(n) = m.as_ref().and_then(|m| m.parse().ok()) {
+            o.insert(k.into(), size_str(n.0).into());
         }
+    }
+    if let Some(n) = s.log_rate {
+        o.insert("log_rate".into(), n.into());
     }
     if !s.grants.is_empty() {
         o.insert("grants".into(), s.grants.clone().into());
     }
     if let Some(c) = &s.config {
         o.insert("config".into(), Value::Object(c.clone()));
+    }
+    if let Some(i) = s.isolation.as_deref().and_then(isolation) {
+        o.insert("isolation".into(), i.as_str().into());
+    }
+    if let Some(n) = s.max_uses {
+        o.insert("max_uses".into(), n.into());
+    }
+    if let Some(n) = s.concurrency {
+        o.insert("concurrency".into(), n.into());
+    }
+    if let Some(q) = &s.quarantine {
+        let mut qo = Map::new();
+        if let Some(n) = q.failures {
+            qo.insert("failures".into(), n.into());
+        }
+        for (k, _, t) in q.durations() {
+            if let Some(d) = t.and_then(|t| Dur::try_from(t.as_str()).ok()) {
+                qo.insert(k.into(), dur_str(d.0).into());
+            }
+        }
+        o.insert("quarantine".into(), Value::Object(qo));
     }
     Value::Object(o)
 }
@@ -473,6 +726,243 @@ value = "orders"
                 .status,
             409
         );
+    }
+
+    /// A step with every key a manifest's step has, and a plain one.
+    const EVERY_KEY: &str = r#"schema = 1
+
+[[api]]
+name = "pets"
+upstream = { targets = ["http://127.0.0.1:9"] }
+
+[[api.route]]
+prefix = "/pets"
+
+[[api.chain]]
+name = "tag"
+plugin = "fixture-tag"
+fail-open = true
+timeout = "20ms"
+memory = "8MiB"
+log-rate = 7
+log-line = "1KiB"
+grants = ["counters", "http:idp.example.com"]
+isolation = "worker"
+max-uses = 3
+idle = "90s"
+wall-timeout = "2s"
+concurrency = 4
+queue-timeout = "15ms"
+quarantine = { failures = 2, window = "20s", cool-down = "3s", max-cool-down = "1m" }
+[api.chain.config]
+value = "pets"
+list = [1, 2]
+
+[[api.chain]]
+plugin = "noop"
+isolation = "request"
+quarantine = { cool-down = "250ms" }
+"#;
+
+    fn pets_steps(text: &str) -> Vec<StepSpec> {
+        let m: PolicyManifest = toml::from_str(text).unwrap();
+        let pets = m.apis[0].get_ref();
+        pets.chain.iter().map(|s| s.get_ref().clone()).collect()
+    }
+
+    /// GET, then PUT what was read (changed by `edit`): the new manifest.
+    fn get_put(text: &str, edit: impl FnOnce(&mut Vec<Value>)) -> String {
+        let m: PolicyManifest = toml::from_str(text).unwrap();
+        let mut view = chain_view(m.apis[0].get_ref());
+        edit(&mut view);
+        let chain = steps(Value::Array(view));
+        check_steps(&chain).unwrap();
+        let out = rewrite_chain(text, "pets", &chain).unwrap();
+        // What the handler checks before writing: the file says what was asked.
+        let written: PolicyManifest = toml::from_str(&out).unwrap();
+        let asked: Vec<Value> = chain.iter().map(input_view).collect();
+        assert_eq!(chain_view(written.apis[0].get_ref()), asked, "{out}");
+        out
+    }
+
+    #[test]
+    fn every_step_key_survives_a_get_put_round_trip() {
+        let before = pets_steps(EVERY_KEY);
+        // The test's step sets every key (a new key fails to compile here).
+        let StepSpec {
+            name,
+            plugin: _,
+            fail_open,
+            timeout,
+            memory,
+            log_rate,
+            log_line,
+            grants,
+            config,
+            isolation,
+            max_uses,
+            idle,
+            wall_timeout,
+            concurrency,
+            queue_timeout,
+            quarantine,
+        } = &before[0];
+        assert!(name.is_some() && *fail_open && !grants.is_empty() && config.is_some());
+        assert!(timeout.is_some() && memory.is_some() && log_rate.is_some());
+        assert!(log_line.is_some() && isolation.is_some() && max_uses.is_some());
+        assert!(idle.is_some() && wall_timeout.is_some() && concurrency.is_some());
+        assert!(queue_timeout.is_some());
+        let q = quarantine.unwrap();
+        assert!(q.failures.is_some() && q.window.is_some());
+        assert!(q.cool_down.is_some() && q.max_cool_down.is_some());
+        // GET shows each in the admin API's names.
+        let view = step_view(&before[0]);
+        for (k, v) in [
+            ("isolation", serde_json::json!("worker")),
+            ("max_uses", serde_json::json!(3)),
+            ("idle", serde_json::json!("90s")),
+            ("wall_timeout", serde_json::json!("2s")),
+            ("concurrency", serde_json::json!(4)),
+            ("queue_timeout", serde_json::json!("15ms")),
+            ("log_rate", serde_json::json!(7)),
+            ("log_line", serde_json::json!("1KiB")),
+            (
+                "quarantine",
+                serde_json::json!({"failures": 2, "window": "20s", "cool_down": "3s", "max_cool_down": "60s"}),
+            ),
+        ] {
+            assert_eq!(view[k], v, "{k}: {view}");
+        }
+        // PUT what was read: the manifest's steps are what they were.
+        let out = get_put(EVERY_KEY, |_| {});
+        assert_eq!(pets_steps(&out), before, "{out}");
+        assert!(
+            out.contains("quarantine = { failures = 2, window = \"20s\", cool-down = \"3s\", max-cool-down = \"60s\" }"),
+            "{out}"
+        );
+        // Changing one step keeps every key of the others.
+        let out = get_put(EVERY_KEY, |v| {
+            v[1]["timeout"] = "30ms".into();
+        });
+        let after = pets_steps(&out);
+        assert_eq!(after[0], before[0], "{out}");
+        assert_eq!(after[1].timeout, Some(Dur::try_from("30ms").unwrap()));
+        assert_eq!(after[1].isolation, before[1].isolation);
+        assert_eq!(after[1].quarantine, before[1].quarantine);
+        // And one key of the rich step, the rest of it kept.
+        let out = get_put(EVERY_KEY, |v| {
+            v[0]["isolation"] = "request".into();
+        });
+        let after = pets_steps(&out);
+        assert_eq!(after[0].isolation, Some(Isolation::Request));
+        let mut want = before[0].clone();
+        want.isolation = Some(Isolation::Request);
+        assert_eq!(after[0], want, "{out}");
+        assert_eq!(after[1], before[1], "{out}");
+    }
+
+    #[test]
+    fn the_openapi_document_describes_every_step_key() {
+        let doc: Value = serde_json::from_str(super::super::api::OPENAPI).unwrap();
+        let step = &doc["components"]["schemas"]["Step"];
+        let keys = |o: &Value| -> Vec<String> {
+            let mut k: Vec<String> = o.as_object().unwrap().keys().cloned().collect();
+            k.sort();
+            k
+        };
+        let view = step_view(&pets_steps(EVERY_KEY)[0]);
+        assert_eq!(keys(&step["properties"]), keys(&view));
+        assert_eq!(
+            keys(&step["properties"]["quarantine"]["properties"]),
+            keys(&view["quarantine"])
+        );
+        assert_eq!(
+            step["properties"]["quarantine"]["additionalProperties"],
+            false
+        );
+        // What the document allows, the admin API takes.
+        let mut chain = Vec::new();
+        for (k, p) in step["properties"].as_object().unwrap() {
+            if let Some(ex) = p["examples"].get(0) {
+                chain.push(serde_json::json!({"plugin": "x", k: ex}));
+            }
+        }
+        check_steps(&steps(Value::Array(chain))).unwrap();
+    }
+
+    #[test]
+    fn a_bad_value_of_each_step_key_is_refused_naming_it() {
+        for (step, field) in [
+            (serde_json::json!({"isolation": "process"}), "isolation"),
+            (serde_json::json!({"isolation": "Worker"}), "isolation"),
+            (serde_json::json!({"idle": "soon"}), "idle"),
+            (serde_json::json!({"idle": "10d"}), "idle"),
+            (serde_json::json!({"wall_timeout": "5 s"}), "wall_timeout"),
+            (serde_json::json!({"queue_timeout": "ms"}), "queue_timeout"),
+            (serde_json::json!({"log_line": "lots"}), "log_line"),
+            (serde_json::json!({"log_line": "1TiB"}), "log_line"),
+            (serde_json::json!({"max_uses": u64::MAX}), "max_uses"),
+            (
+                serde_json::json!({"concurrency": 1u64 << 63}),
+                "concurrency",
+            ),
+            (
+                serde_json::json!({"quarantine": {"window": "10"}}),
+                "quarantine.window",
+            ),
+            (
+                serde_json::json!({"quarantine": {"cool_down": "1y"}}),
+                "quarantine.cool_down",
+            ),
+            (
+                serde_json::json!({"quarantine": {"max_cool_down": ""}}),
+                "quarantine.max_cool_down",
+            ),
+        ] {
+            let mut s = step.clone();
+            s["plugin"] = "x".into();
+            let e = check_steps(&steps(serde_json::json!([{"plugin": "y"}, s]))).unwrap_err();
+            assert_eq!(
+                e.field.as_deref(),
+                Some(format!("chain[1].{field}").as_str()),
+                "{step}: {e}"
+            );
+            assert_eq!(e.status, 400, "{step}: {e}");
+        }
+        // What the types refuse, as the handler decodes a body.
+        for (step, field) in [
+            (serde_json::json!({"log_rate": -1}), "chain[0].log_rate"),
+            (
+                serde_json::json!({"log_rate": 1u64 << 32}),
+                "chain[0].log_rate",
+            ),
+            (serde_json::json!({"max_uses": 1.5}), "chain[0].max_uses"),
+            (
+                serde_json::json!({"concurrency": "2"}),
+                "chain[0].concurrency",
+            ),
+            (serde_json::json!({"isolation": null}), "chain[0].isolation"),
+            (
+                serde_json::json!({"quarantine": null}),
+                "chain[0].quarantine",
+            ),
+            (
+                serde_json::json!({"quarantine": {"failures": -2}}),
+                "chain[0].quarantine.failures",
+            ),
+            (
+                serde_json::json!({"quarantine": {"cool-down": "1s"}}),
+                "chain[0].quarantine.cool-down",
+            ),
+            (serde_json::json!({"max-uses": 1}), "chain[0].max-uses"),
+        ] {
+            let mut s = step.clone();
+            s["plugin"] = "x".into();
+            let body = serde_json::json!({ "chain": [s] }).to_string();
+            let e = super::super::api::request::decode::<ChainAssign>(body.as_bytes()).unwrap_err();
+            assert_eq!(e.field.as_deref(), Some(field), "{step}: {e}");
+            assert_eq!(e.status, 400, "{step}: {e}");
+        }
     }
 
     #[test]
