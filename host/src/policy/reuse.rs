@@ -18,7 +18,8 @@
 //! an instance is discarded too when it hit its memory cap, when its memory
 //! grew past the size it had after its first request, or after `max-uses`
 //! requests; a pooled instance unused for `idle` is discarded instead of
-//! served.
+//! served, and a sweeper thread drops it within a second or so even when
+//! no request comes.
 //!
 //! Pooled instances count toward `max-instances` (each keeps its slot); a
 //! request that would be refused as busy first evicts an idle one
@@ -130,10 +131,12 @@ pub struct ReuseCounts {
 
 /// The runtime's pools of warm instances and their counts.
 pub(super) struct Reuse {
-    pools: Pools<StepInstance>,
+    pools: Arc<Pools<StepInstance>>,
     /// By thread shard, so that workers counting every step of every
     /// request do not share a cache line.
-    counts: Box<[Counters]>,
+    counts: Arc<[Counters]>,
+    /// The sweeper thread, started with the first pooled instance.
+    sweeper: std::sync::Once,
 }
 
 #[derive(Default)]
@@ -147,8 +150,9 @@ struct Counters {
 impl Default for Reuse {
     fn default() -> Self {
         Reuse {
-            pools: Pools::new(PER_WORKER, MAX_IDLE),
+            pools: Arc::new(Pools::new(PER_WORKER, MAX_IDLE)),
             counts: (0..SHARDS).map(|_| Counters::default()).collect(),
+            sweeper: std::sync::Once::new(),
         }
     }
 }
@@ -194,6 +198,34 @@ impl Reuse {
         }
         if let Err(inst) = self.pools.put(thread_key(), &step.reuse, inst, now) {
             self.discard(vec![inst], step, "the pool is full");
+        }
+        self.sweeper.call_once(|| self.start_sweeper());
+    }
+
+    /// A thread that drops instances idle for too long every
+    /// [`SWEEP_EVERY`], so that their memory and slots are released when
+    /// traffic stops, not at the next request. It ends with the runtime.
+    fn start_sweeper(&self) {
+        let pools = Arc::downgrade(&self.pools);
+        let counts = Arc::downgrade(&self.counts);
+        let spawned = std::thread::Builder::new()
+            .name("tollgate-reuse-sweep".into())
+            .spawn(move || loop {
+                std::thread::sleep(SWEEP_EVERY);
+                let (Some(pools), Some(counts)) = (pools.upgrade(), counts.upgrade()) else {
+                    return;
+                };
+                let stale = pools.sweep_due(Instant::now());
+                if !stale.is_empty() {
+                    counts[0]
+                        .discarded
+                        .fetch_add(stale.len() as u64, Ordering::Relaxed);
+                    tracing::trace!(instances = stale.len(), "idle step instances discarded");
+                }
+            });
+        if let Err(e) = spawned {
+            // Requests still sweep as they pass.
+            tracing::warn!("no thread to sweep idle step instances: {e}");
         }
     }
 

@@ -196,6 +196,26 @@ async fn idle_time_discards_the_instance() {
     assert_eq!(counts(&gw).discarded, 1);
 }
 
+/// An idle instance is dropped when its idle time is up, also when no
+/// request comes to sweep it: its slot and memory go back.
+#[tokio::test]
+async fn idle_instances_are_released_without_traffic() {
+    let up = Upstream::start().await;
+    let gw = state_gateway(&up, "isolation = \"worker\"\nidle = \"200ms\"").await;
+    assert_eq!(counts_of(&gw, &up, 2).await, vec![1, 2]);
+    assert_eq!(gw.gateway.runtime.idle_instances(), 1);
+    let released = async {
+        while gw.gateway.runtime.live_instances() > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(5), released)
+        .await
+        .expect("the idle instance was not released within 5 s");
+    assert_eq!(gw.gateway.runtime.idle_instances(), 0);
+    assert_eq!(counts(&gw).discarded, 1);
+}
+
 #[tokio::test]
 async fn idle_instances_give_way_before_busy() {
     // One slot: the warm instance of `/warm`'s step holds it between calls,
