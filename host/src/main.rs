@@ -347,6 +347,8 @@ fn run(config: PathBuf) -> Result<()> {
         }
         // Give connections a moment to drain.
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        // Access-log lines wait up to 50 ms to be written in a batch.
+        gateway.runtime.flush_logs();
         Ok(())
     });
     workers.stop();

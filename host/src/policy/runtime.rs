@@ -152,6 +152,11 @@ impl Runtime {
         self.live.load(Ordering::Acquire)
     }
 
+    /// Write every access-log line queued so far (at shutdown).
+    pub fn flush_logs(&self) {
+        self.services.sink.flush();
+    }
+
     /// How many requests fresh and warm instances served, and how many
     /// warm ones were discarded (for tests and metrics).
     pub fn reuse_counts(&self) -> reuse::ReuseCounts {
