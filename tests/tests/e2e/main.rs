@@ -8,6 +8,7 @@ mod admin_listener;
 mod admin_openapi;
 mod chain;
 mod deadlines;
+mod fairness;
 mod hostile_h2;
 mod hostile_head;
 mod hostile_http1;
