@@ -194,17 +194,20 @@ pub fn arm<T: 'static>(store: &mut Store<T>, get: fn(&mut T) -> &mut Deadline) {
         if d.tick(Instant::now()).is_err() {
             return Ok(UpdateDeadline::Interrupt);
         }
-        Ok(match super::gate::on_tick(d.ticks_run()) {
-            Tick::Run => UpdateDeadline::YieldCustom(1, Box::pin(tokio::task::yield_now())),
-            Tick::Wait(place) => UpdateDeadline::YieldCustom(
-                1,
-                Box::pin(async move {
+        let place = match super::gate::on_tick(d.ticks_run()) {
+            Tick::Run => None,
+            Tick::Wait(place) => Some(place),
+            Tick::Refused => return Ok(UpdateDeadline::Interrupt),
+        };
+        Ok(UpdateDeadline::YieldCustom(
+            1,
+            Box::pin(async move {
+                if let Some(place) = place {
                     place.await;
-                    tokio::task::yield_now().await
-                }),
-            ),
-            Tick::Refused => UpdateDeadline::Interrupt,
-        })
+                }
+                tokio::task::yield_now().await
+            }),
+        ))
     });
     store.set_epoch_deadline(1);
 }
