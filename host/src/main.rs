@@ -233,9 +233,17 @@ fn check(file: PathBuf) -> ExitCode {
         for a in &g.apis {
             for s in &a.steps {
                 let iso = s.isolation().as_str();
+                let phases = match (s.has_request(), s.has_response()) {
+                    (true, true) => "request and response phases",
+                    (true, false) => "request phase",
+                    (false, true) => "response phase",
+                    (false, false) => "no phase",
+                };
                 out.push_str(&format!(
-                    "\n  api `{}`, step `{}`: {iso} isolation",
-                    a.name, s.name
+                    "\n  api `{}`, step `{}`: {iso} isolation, {phases}, tollgate:policy@{}",
+                    a.name,
+                    s.name,
+                    s.plugin.abi()
                 ));
             }
         }

@@ -137,14 +137,20 @@ fn request(api: &str) -> (CallContext, RequestHead) {
 /// One request through an API's chain, as `server::handle` runs it.
 async fn run_chain(rt: &Runtime, g: &Generation, api: usize, scope: &RequestScope) {
     let a = &g.apis[api];
-    let (mut ctx, req) = request(&a.name);
+    let (mut ctx, mut req) = request(&a.name);
     let mut instances = Vec::with_capacity(a.steps.len());
     for step in &a.steps {
         ctx.step.clear();
         ctx.step.push_str(&step.name);
+        if !step.has_request() {
+            // As the gateway does: a response-only step is instantiated
+            // for its response phase.
+            instances.push((step, None));
+            continue;
+        }
         let mut inst = rt.instantiate(step, scope).await.expect("instantiate");
         match inst
-            .on_request(step, &ctx, &req, None)
+            .on_request(step, &mut ctx, &mut req, None)
             .await
             .expect("on_request")
         {
@@ -156,11 +162,11 @@ async fn run_chain(rt: &Runtime, g: &Generation, api: usize, scope: &RequestScop
             RequestDecision::Respond(r) => panic!("step {} answered {}", step.name, r.status),
         }
         // As the gateway does: a step without a response phase is done.
-        if step.info.wants_response {
-            instances.push((step, inst));
+        if step.has_response() {
+            instances.push((step, Some(inst)));
         }
     }
-    let resp = ResponseHead {
+    let mut resp = ResponseHead {
         status: 200,
         headers: vec![Header {
             name: "content-type".into(),
@@ -168,8 +174,12 @@ async fn run_chain(rt: &Runtime, g: &Generation, api: usize, scope: &RequestScop
         }],
     };
     for (step, inst) in instances.iter_mut().rev() {
+        let inst = match inst {
+            Some(inst) => inst,
+            None => inst.insert(rt.instantiate(step, scope).await.expect("instantiate")),
+        };
         black_box(
-            inst.on_response(step, &ctx, &req, &resp, None)
+            inst.on_response(step, &mut ctx, &mut req, &mut resp, None)
                 .await
                 .expect("on_response"),
         );

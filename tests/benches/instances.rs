@@ -140,8 +140,8 @@ async fn run_batch(
     mode: Mode,
     calls: usize,
     scope: &RequestScope,
-    ctx: &CallContext,
-    req: &RequestHead,
+    ctx: &mut CallContext,
+    req: &mut RequestHead,
 ) -> Duration {
     let start = Instant::now();
     match mode {
@@ -149,7 +149,7 @@ async fn run_batch(
             for _ in 0..calls {
                 let mut inst = rt.instantiate(&p.step, scope).await.expect("instantiate");
                 let d = inst
-                    .on_request(&p.step, ctx, req, None)
+                    .on_request(&p.step, &mut *ctx, &mut *req, None)
                     .await
                     .expect("on_request");
                 black_box(d);
@@ -161,7 +161,7 @@ async fn run_batch(
             for _ in 0..calls {
                 let mut inst = rt.instantiate(&p.step, scope).await.expect("instantiate");
                 let d = inst
-                    .on_request(&p.step, ctx, req, None)
+                    .on_request(&p.step, &mut *ctx, &mut *req, None)
                     .await
                     .expect("on_request");
                 black_box(d);
@@ -176,7 +176,7 @@ async fn run_batch(
             for _ in 0..calls {
                 let d = p
                     .reused
-                    .on_request(&p.step, ctx, req, None)
+                    .on_request(&p.step, &mut *ctx, &mut *req, None)
                     .await
                     .expect("on_request");
                 black_box(d);
@@ -186,7 +186,7 @@ async fn run_batch(
             for _ in 0..calls {
                 let mut inst = rt.instantiate(&p.worker, scope).await.expect("instantiate");
                 let d = inst
-                    .on_request(&p.worker, ctx, req, None)
+                    .on_request(&p.worker, &mut *ctx, &mut *req, None)
                     .await
                     .expect("on_request");
                 black_box(d);
@@ -256,7 +256,7 @@ fn main() {
     // The policy API is async (wasmtime's async support): every batch runs
     // as one future on a single-threaded tokio runtime. `configure_step`
     // runs outside it (it blocks on its own).
-    let (ctx, req) = request();
+    let (mut ctx, mut req) = request();
     let scope = RequestScope {
         request_id: ctx.request_id.clone(),
         ..RequestScope::default()
@@ -273,7 +273,7 @@ fn main() {
     // Check that the steps do what the bench says they do.
     for p in &mut plugins {
         let d = ex
-            .block_on(p.reused.on_request(&p.step, &ctx, &req, None))
+            .block_on(p.reused.on_request(&p.step, &mut ctx, &mut req, None))
             .expect("on_request");
         let RequestDecision::Continue(edits) = d else {
             panic!("{} did not continue", p.name);
@@ -292,9 +292,9 @@ fn main() {
     let mut cases = Vec::new();
     for (pi, plugin) in plugins.iter_mut().enumerate() {
         for mode in Mode::ALL {
-            ex.block_on(run_batch(&rt, plugin, mode, 200, &scope, &ctx, &req));
+            ex.block_on(run_batch(&rt, plugin, mode, 200, &scope, &mut ctx, &mut req));
             let probe = 500;
-            let t = ex.block_on(run_batch(&rt, plugin, mode, probe, &scope, &ctx, &req));
+            let t = ex.block_on(run_batch(&rt, plugin, mode, probe, &scope, &mut ctx, &mut req));
             let per_call = t.as_secs_f64() / probe as f64;
             let calls = ((BATCH.as_secs_f64() / per_call) as usize).clamp(200, 2_000_000);
             cases.push(Case {
@@ -319,8 +319,8 @@ fn main() {
                 c.mode,
                 c.calls,
                 &scope,
-                &ctx,
-                &req,
+                &mut ctx,
+                &mut req,
             ));
             let us = t.as_secs_f64() * 1e6 / c.calls as f64;
             cases[i].us.push(us);

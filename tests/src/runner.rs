@@ -110,8 +110,8 @@ impl PolicyRunner {
     /// Run `on-request` on a fresh instance.
     pub async fn on_request(&self, req: &RequestHead) -> Result<RequestDecision, PolicyError> {
         let mut inst = self.runtime.instantiate(&self.step, &self.scope).await?;
-        inst.on_request(&self.step, &self.context(), req, None)
-            .await
+        let (mut ctx, mut req) = (self.context(), req.clone());
+        inst.on_request(&self.step, &mut ctx, &mut req, None).await
     }
 
     /// Run `on-request` then `on-response` on one fresh instance.
@@ -121,9 +121,11 @@ impl PolicyRunner {
         resp: &ResponseHead,
     ) -> Result<(RequestDecision, ResponseDecision), PolicyError> {
         let mut inst = self.runtime.instantiate(&self.step, &self.scope).await?;
-        let ctx = self.context();
-        let d1 = inst.on_request(&self.step, &ctx, req, None).await?;
-        let d2 = inst.on_response(&self.step, &ctx, req, resp, None).await?;
+        let (mut ctx, mut req, mut resp) = (self.context(), req.clone(), resp.clone());
+        let d1 = inst.on_request(&self.step, &mut ctx, &mut req, None).await?;
+        let d2 = inst
+            .on_response(&self.step, &mut ctx, &mut req, &mut resp, None)
+            .await?;
         Ok((d1, d2))
     }
 }

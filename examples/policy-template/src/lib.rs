@@ -10,8 +10,7 @@
 
 use tollgate_policy_sdk::services::{counters, Algorithm};
 use tollgate_policy_sdk::{
-    export_policy, header_str, CallContext, ConfigError, Policy, PolicyInfo, RequestDecision,
-    RequestEdits, RequestHead, Response,
+    export_policy, Call, ConfigError, Policy, PolicyInfo, RequestDecision, RequestEdits, Response,
 };
 
 /// The step's `config` table.
@@ -52,26 +51,21 @@ impl Policy for Template {
     }
 
     fn info(&self) -> PolicyInfo {
-        PolicyInfo {
-            wants_response: false,
-            ..PolicyInfo::default()
-        }
+        // No response phase: the gateway never calls one, and releases
+        // the instance before the upstream call.
+        PolicyInfo::request_only()
     }
 
-    fn on_request(
-        &mut self,
-        _ctx: &CallContext,
-        req: &RequestHead,
-        _body: Option<&[u8]>,
-    ) -> RequestDecision {
-        let Some(user) = header_str(&req.headers, &self.header) else {
+    fn on_request(&mut self, call: &Call<'_>, _body: Option<&[u8]>) -> RequestDecision {
+        // One value asked of the gateway: only it is copied in.
+        let Some(user) = call.header_str(&self.header) else {
             return RequestDecision::Respond(Response::json_error(
                 400,
                 "missing_user",
                 "say who you are",
             ));
         };
-        match counters::check_and_add(user, self.per_minute, 60_000, Algorithm::SlidingWindow, 1) {
+        match counters::check_and_add(&user, self.per_minute, 60_000, Algorithm::SlidingWindow, 1) {
             Ok(d) if d.allowed => RequestDecision::Continue(
                 RequestEdits::default().set_header("x-greeting", format!("hello {user}")),
             ),
@@ -93,6 +87,7 @@ export_policy!(Template);
 mod tests {
     use super::*;
     use tollgate_policy_sdk::services::harness;
+    use tollgate_policy_sdk::{CallContext, RequestHead};
 
     fn request(user: Option<&str>) -> RequestHead {
         let mut r = RequestHead::default();
@@ -112,16 +107,16 @@ mod tests {
         let ctx = CallContext::default();
         for _ in 0..2 {
             assert!(matches!(
-                p.on_request(&ctx, &request(Some("ann")), None),
+                p.on_request(&Call::native(&ctx, &request(Some("ann"))), None),
                 RequestDecision::Continue(_)
             ));
         }
         assert!(matches!(
-            p.on_request(&ctx, &request(Some("ann")), None),
+            p.on_request(&Call::native(&ctx, &request(Some("ann"))), None),
             RequestDecision::Respond(r) if r.status == 429
         ));
         assert!(matches!(
-            p.on_request(&ctx, &request(None), None),
+            p.on_request(&Call::native(&ctx, &request(None)), None),
             RequestDecision::Respond(r) if r.status == 400
         ));
     }

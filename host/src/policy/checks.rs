@@ -46,12 +46,9 @@ fn check_header(step: &str, name: &str, value: &[u8]) -> Result<(), PolicyError>
     Ok(())
 }
 
-/// Apply header operations in order.
-pub fn apply_header_ops(
-    step: &str,
-    headers: &mut Vec<Header>,
-    ops: Vec<HeaderOp>,
-) -> Result<(), PolicyError> {
+/// Check header operations without applying them (the response headers
+/// a request phase attaches, checked when it returns).
+pub fn check_header_ops(step: &str, ops: &[HeaderOp]) -> Result<(), PolicyError> {
     if ops.len() > MAX_HEADERS_OUT {
         return Err(PolicyError::BadOutput {
             step: step.to_string(),
@@ -63,15 +60,7 @@ pub fn apply_header_ops(
     }
     for op in ops {
         match op {
-            HeaderOp::Set(h) => {
-                check_header(step, &h.name, &h.value)?;
-                headers.retain(|x| x.name != h.name);
-                headers.push(h);
-            }
-            HeaderOp::Append(h) => {
-                check_header(step, &h.name, &h.value)?;
-                headers.push(h);
-            }
+            HeaderOp::Set(h) | HeaderOp::Append(h) => check_header(step, &h.name, &h.value)?,
             HeaderOp::Remove(name) => {
                 let lower = name.to_ascii_lowercase();
                 if is_framing_header(&lower) {
@@ -83,6 +72,28 @@ pub fn apply_header_ops(
                         ),
                     });
                 }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Check and apply header operations in order.
+pub fn apply_header_ops(
+    step: &str,
+    headers: &mut Vec<Header>,
+    ops: Vec<HeaderOp>,
+) -> Result<(), PolicyError> {
+    check_header_ops(step, &ops)?;
+    for op in ops {
+        match op {
+            HeaderOp::Set(h) => {
+                headers.retain(|x| x.name != h.name);
+                headers.push(h);
+            }
+            HeaderOp::Append(h) => headers.push(h),
+            HeaderOp::Remove(name) => {
+                let lower = name.to_ascii_lowercase();
                 headers.retain(|x| x.name != lower);
             }
         }

@@ -15,7 +15,8 @@
 //!
 //! Where each part is:
 //!
-//! * `bindings` — the one `bindgen!` of the `tollgate:policy` WIT package;
+//! * `bindings` — the `bindgen!`s of the `tollgate:policy` WIT package,
+//!   0.1.0 and 0.2.0;
 //! * [`engine`] — the wasmtime engine, its limits and epoch ticks;
 //! * `plugin` — a loaded plugin ([`Plugin`]) and its type-checked exports;
 //! * `runtime` — [`Runtime`], [`Step`] and [`StepInstance`];
@@ -46,12 +47,15 @@ mod state;
 
 pub use bindings::log::Level as LogLevel;
 pub use bindings::types::{
-    BodyAccess, CallContext, ConfigError as WitConfigError, Consumer, Header, HeaderOp, PolicyInfo,
-    RequestDecision, RequestEdits, RequestHead, Response, ResponseDecision, ResponseEdits,
-    ResponseHead,
+    BodyAccess, CallContext, ConfigError as WitConfigError, Consumer, Header, HeaderOp,
+    RequestHead, Response, ResponseDecision, ResponseEdits, ResponseHead,
 };
+/// 0.2.0's: request-phase response headers, and `phases` (0.1.0 plugins'
+/// decisions and info are converted to these).
+pub use bindings::types2::{Phases, PolicyInfo, RequestDecision, RequestEdits};
+pub use plugin::Version as PolicyVersion;
 pub use checks::{
-    apply_header_ops, check_path, check_query, check_response, is_framing_header, MAX_HEADERS_OUT,
+    apply_header_ops, check_header_ops, check_path, check_query, check_response, is_framing_header, MAX_HEADERS_OUT,
 };
 pub use deadline::TimeoutKind;
 pub use engine::{EngineLimits, PolicyEngine};
@@ -63,3 +67,7 @@ pub use runtime::{Runtime, Step, StepInstance};
 pub use state::{RequestScope, StepState};
 
 use plugin::Exports;
+
+/// The host side of a `tollgate:policy/calls.call` handle: a phase's call,
+/// whose data the store holds while the phase runs ([`StepState`]).
+pub struct CallRep;

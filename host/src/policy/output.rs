@@ -17,7 +17,8 @@
 //! own sizes); a type whose layout differed would not pass the type check
 //! at load (`plugin::Exports::find`).
 
-use super::bindings::types::{RequestDecision, ResponseDecision};
+use super::bindings::types::{RequestDecision as RequestDecision01, ResponseDecision};
+use super::RequestDecision;
 use super::MAX_HEADERS_OUT;
 use wasmtime::component::__internal::{CanonicalAbiInfo, InstanceType, InterfaceType, LiftContext};
 use wasmtime::component::{ComponentType, Lift};
@@ -33,11 +34,15 @@ pub struct OutputTooLarge(pub String);
 /// A decision whose header list is bounded before it is lifted.
 pub struct Bounded<T>(pub T);
 
-/// Where a decision's header list is, in its return area.
+/// A header list in guest memory: its pointer, its length, and the size
+/// of one element.
+pub type List = (usize, usize, usize);
+
+/// Where a decision's header lists are, in its return area.
 pub trait HeaderList {
-    /// The list's pointer and length, and the size of one element, or
-    /// `None` for a case without headers.
-    fn headers(area: &[u8]) -> Option<(usize, usize, usize)>;
+    /// The lists (up to two: 0.2.0's request edits carry response headers
+    /// too), or none for a case without headers.
+    fn headers(area: &[u8]) -> [Option<List>; 2];
 }
 
 /// A list of `header` or `header-op` elements: (pointer, length) pairs at
@@ -55,25 +60,43 @@ fn case(area: &[u8]) -> Option<u8> {
     area.first().copied()
 }
 
-impl HeaderList for RequestDecision {
-    fn headers(area: &[u8]) -> Option<(usize, usize, usize)> {
-        match case(area)? {
+fn list(area: &[u8], at: usize, size: usize) -> Option<List> {
+    Some((u32_at(area, at)?, u32_at(area, at + 4)?, size))
+}
+
+impl HeaderList for RequestDecision01 {
+    fn headers(area: &[u8]) -> [Option<List>; 2] {
+        match case(area) {
             // request-edits: `headers` first.
-            0 => Some((u32_at(area, 4)?, u32_at(area, 8)?, HEADER_OP_SIZE)),
+            Some(0) => [list(area, 4, HEADER_OP_SIZE), None],
             // response: `status` (u16), then `headers` at 4.
-            1 => Some((u32_at(area, 8)?, u32_at(area, 12)?, HEADER_SIZE)),
-            _ => None,
+            Some(1) => [list(area, 8, HEADER_SIZE), None],
+            _ => [None, None],
+        }
+    }
+}
+
+impl HeaderList for RequestDecision {
+    fn headers(area: &[u8]) -> [Option<List>; 2] {
+        match case(area) {
+            // request-edits: `headers`, then `response-headers`.
+            Some(0) => [
+                list(area, 4, HEADER_OP_SIZE),
+                list(area, 12, HEADER_OP_SIZE),
+            ],
+            Some(1) => [list(area, 8, HEADER_SIZE), None],
+            _ => [None, None],
         }
     }
 }
 
 impl HeaderList for ResponseDecision {
-    fn headers(area: &[u8]) -> Option<(usize, usize, usize)> {
-        match case(area)? {
+    fn headers(area: &[u8]) -> [Option<List>; 2] {
+        match case(area) {
             // response-edits: `status` (option<u16>, 4 bytes), then `headers`.
-            0 => Some((u32_at(area, 8)?, u32_at(area, 12)?, HEADER_OP_SIZE)),
-            1 => Some((u32_at(area, 8)?, u32_at(area, 12)?, HEADER_SIZE)),
-            _ => None,
+            Some(0) => [list(area, 8, HEADER_OP_SIZE), None],
+            Some(1) => [list(area, 8, HEADER_SIZE), None],
+            _ => [None, None],
         }
     }
 }
@@ -82,9 +105,13 @@ impl HeaderList for ResponseDecision {
 /// `memory`). What does not make sense (out of bounds, a bad case) is left
 /// to wasmtime's own lift, which refuses it.
 pub fn check<T: HeaderList>(memory: &[u8], area: &[u8]) -> Result<(), OutputTooLarge> {
-    let Some((ptr, len, size)) = T::headers(area) else {
-        return Ok(());
-    };
+    for (ptr, len, size) in T::headers(area).into_iter().flatten() {
+        check_list(memory, ptr, len, size)?;
+    }
+    Ok(())
+}
+
+fn check_list(memory: &[u8], ptr: usize, len: usize, size: usize) -> Result<(), OutputTooLarge> {
     if len > MAX_HEADERS_OUT {
         return Err(OutputTooLarge(format!(
             "{len} headers (at most {MAX_HEADERS_OUT})"
@@ -164,6 +191,13 @@ mod tests {
         assert_eq!(<HeaderOp as ComponentType>::SIZE32, HEADER_OP_SIZE);
         assert_eq!(<HeaderOp as ComponentVariant>::PAYLOAD_OFFSET32, 4);
         assert_eq!(<RequestDecision as ComponentVariant>::PAYLOAD_OFFSET32, 4);
+        assert_eq!(<RequestDecision01 as ComponentVariant>::PAYLOAD_OFFSET32, 4);
+        // 0.2.0's request edits: two lists first (pointer and length each).
+        assert_eq!(
+            <Vec<HeaderOp> as ComponentType>::SIZE32,
+            8,
+            "a list is a pointer and a length"
+        );
         assert_eq!(<ResponseDecision as ComponentVariant>::PAYLOAD_OFFSET32, 4);
         // `header-op`'s cases, in order: set, append, remove (the one with
         // a name alone).
@@ -209,6 +243,22 @@ mod tests {
     }
 
     #[test]
+    fn response_headers_of_a_request_decision_are_checked_too() {
+        // The first list is small; the second (response headers, 0.2.0) is
+        // not. 0.1.0's decision has no second list.
+        let (mut mem, mut area) = continue_with(1001, 1, 1);
+        area[12..16].copy_from_slice(&64u32.to_le_bytes());
+        area[16..20].copy_from_slice(&1001u32.to_le_bytes());
+        area[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let e = check::<RequestDecision>(&mem, &area).unwrap_err();
+        assert_eq!(e.0, "1001 headers (at most 1000)");
+        assert!(check::<RequestDecision01>(&mem, &area).is_ok());
+        area[16..20].copy_from_slice(&2u32.to_le_bytes());
+        mem[64 + 16..64 + 20].copy_from_slice(&(2u32 << 20).to_le_bytes());
+        assert!(check::<RequestDecision>(&mem, &area).is_err());
+    }
+
+    #[test]
     fn a_respond_decision_is_checked_too() {
         let mut mem = vec![0u8; 64 + 2000 * HEADER_SIZE];
         let mut area = vec![0u8; 32];
@@ -216,6 +266,7 @@ mod tests {
         area[8..12].copy_from_slice(&64u32.to_le_bytes());
         area[12..16].copy_from_slice(&2000u32.to_le_bytes());
         assert!(check::<RequestDecision>(&mem, &area).is_err());
+        assert!(check::<RequestDecision01>(&mem, &area).is_err());
         assert!(check::<ResponseDecision>(&mem, &area).is_err());
         area[12..16].copy_from_slice(&2u32.to_le_bytes());
         mem[64 + 4..64 + 8].copy_from_slice(&(2u32 << 20).to_le_bytes());

@@ -4,19 +4,19 @@
 //! the step's deadline and memory cap: a fresh one, or under `worker`
 //! isolation a warm one its worker kept ([`super::reuse`]).
 
-use super::bindings::{PolicyHost, PolicyHostPre};
+use super::bindings::{types2, v01, v02};
 use super::deadline;
 use super::host::{Capability, Grants, Services};
 use super::plugin::{
-    typed, ConfigureRet, ConfigureSig, Exports, OnRequestRet, OnRequestSig, OnResponseRet,
-    OnResponseSig, Plugin, POLICY_IFACE,
+    typed, ConfigureRet, ConfigureRet01, ConfigureSig, Exports, OnRequestRet, OnRequestRet01,
+    OnRequestSig, OnRequestSig01, OnResponseRet, OnResponseSig, OnResponseSig01, Plugin, Version,
 };
 use super::reuse::{self, Isolation};
 use super::state::{RequestScope, StepState};
 use super::{
     escape_log, gate, guard, snapshot, BodyAccess, CallContext, EngineLimits, PolicyEngine,
-    PolicyError, PolicyInfo, RequestDecision, RequestHead, ResponseDecision, ResponseHead,
-    StepConfigError, WitConfigError,
+    Phases, PolicyError, PolicyInfo, RequestDecision, RequestEdits, RequestHead, ResponseDecision,
+    ResponseHead, StepConfigError, WitConfigError,
 };
 use anyhow::{Context as _, Result};
 use std::collections::HashMap;
@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use wasmtime::component::{ComponentExportIndex, Func, Instance, Linker};
+use wasmtime::component::{ComponentExportIndex, Func, HasSelf, Instance, Linker, Resource};
 use wasmtime::{Store, Trap};
 
 /// A configured step of a chain. A clone is the same step: it shares the
@@ -70,6 +70,16 @@ impl Step {
     pub fn with_isolation(mut self, isolation: Isolation, max_uses: u64, idle: Duration) -> Step {
         self.reuse = reuse::StepReuse::new(isolation, max_uses, idle);
         self
+    }
+
+    /// Whether the gateway calls the step's request phase.
+    pub fn has_request(&self) -> bool {
+        self.info.phases.contains(Phases::REQUEST)
+    }
+
+    /// Whether the gateway calls the step's response phase.
+    pub fn has_response(&self) -> bool {
+        self.info.phases.contains(Phases::RESPONSE)
     }
 
     /// The step's isolation level.
@@ -133,8 +143,13 @@ impl Runtime {
         let engine = PolicyEngine::new(&limits, cache_dir)?;
         let mut linker = Linker::new(engine.engine());
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
-        PolicyHost::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
+        // 0.1.0's world: every host service. 0.2.0 imports those same
+        // services, and adds its call resource and its types.
+        v01::PolicyHost::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(anyhow::Error::from)?;
+        v02::tollgate::policy0_2_0::calls::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(anyhow::Error::from)?;
+        types2::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(anyhow::Error::from)?;
         Ok(Runtime {
             engine,
             linker,
@@ -223,14 +238,6 @@ impl Runtime {
             })?;
         let exports = Exports::find(self.engine.engine(), &component)
             .with_context(|| format!("plugin `{name}` ({})", path.display()))?;
-        let pre = PolicyHostPre::new(pre)
-            .map_err(anyhow::Error::from)
-            .with_context(|| {
-                format!(
-                    "plugin `{name}` ({}) does not export {POLICY_IFACE}",
-                    path.display()
-                )
-            })?;
         let mut needs: Vec<&'static str> = component
             .component_type()
             .imports(self.engine.engine())
@@ -293,7 +300,7 @@ impl Runtime {
                     request: None,
                     response: None,
                 },
-                wants_response: true,
+                phases: Phases::REQUEST | Phases::RESPONSE,
             },
             timeout,
             wall_timeout: deadline::default_wall_timeout(timeout),
@@ -334,7 +341,7 @@ impl Runtime {
         scope: &RequestScope,
     ) -> Result<StepInstance, PolicyError> {
         let plugin = &step.plugin;
-        self.instantiate_from(step, scope, plugin.pre.instance_pre(), plugin.exports, true)
+        self.instantiate_from(step, scope, &plugin.pre, plugin.exports, true)
             .await
     }
 
@@ -529,44 +536,157 @@ impl StepInstance {
         &mut self,
         step: &Step,
     ) -> Result<Result<PolicyInfo, WitConfigError>, PolicyError> {
-        let f = typed::<ConfigureSig<'_>, ConfigureRet>(self.func(self.exports.configure));
         let wall = self.store.data().deadline.wall();
-        let r = deadline::by_wall(wall, f.call_async(&mut self.store, (&step.config,))).await;
-        r.map(|(r,)| r)
-            .map_err(|e| classify(&step.name, step, &self.store, e))
+        let r = match self.exports.version {
+            Version::V02 => {
+                let f = typed::<ConfigureSig<'_>, ConfigureRet>(self.func(self.exports.configure));
+                deadline::by_wall(wall, f.call_async(&mut self.store, (&step.config,)))
+                    .await
+                    .map(|(r,)| r)
+            }
+            Version::V01 => {
+                let f =
+                    typed::<ConfigureSig<'_>, ConfigureRet01>(self.func(self.exports.configure));
+                deadline::by_wall(wall, f.call_async(&mut self.store, (&step.config,)))
+                    .await
+                    .map(|(r,)| r.map(info_from_01))
+            }
+        };
+        r.map_err(|e| classify(&step.name, step, &self.store, e))
     }
 
-    /// Run `on-request`. The caller must not call this twice.
+    /// Run `on-request`. The caller must not call this twice. `ctx` and
+    /// `req` are lent to a 0.2.0 plugin's call handle meanwhile (moved
+    /// into the store and back, unchanged).
     pub async fn on_request(
         &mut self,
         step: &Step,
-        ctx: &CallContext,
-        req: &RequestHead,
+        ctx: &mut CallContext,
+        req: &mut RequestHead,
         body: Option<&[u8]>,
     ) -> Result<RequestDecision, PolicyError> {
-        let f = typed::<OnRequestSig<'_>, OnRequestRet>(self.func(self.exports.on_request));
         let wall = self.store.data().deadline.wall();
-        let r = deadline::by_wall(wall, f.call_async(&mut self.store, (ctx, req, body))).await;
-        r.map(|(r,)| r.0)
-            .map_err(|e| classify(&step.name, step, &self.store, e))
+        let r = match self.exports.version {
+            Version::V02 => {
+                let f = typed::<OnRequestSig<'_>, OnRequestRet>(self.func(self.exports.on_request));
+                self.lend(ctx, req, None);
+                let call = f.call_async(&mut self.store, (Resource::new_borrow(0), body));
+                let r = deadline::by_wall(wall, call).await;
+                self.take_back(ctx, req, None);
+                r.map(|(r,)| r.0)
+            }
+            Version::V01 => {
+                let f = typed::<OnRequestSig01<'_>, OnRequestRet01>(
+                    self.func(self.exports.on_request),
+                );
+                let call = f.call_async(&mut self.store, (&*ctx, &*req, body));
+                deadline::by_wall(wall, call)
+                    .await
+                    .map(|(r,)| decision_from_01(r.0))
+            }
+        };
+        r.map_err(|e| classify(&step.name, step, &self.store, e))
     }
 
-    /// Run `on-response` with a fresh deadline.
+    /// Run `on-response` with a fresh deadline (`ctx`, `req` and `resp`
+    /// lent as in [`StepInstance::on_request`]).
     pub async fn on_response(
         &mut self,
         step: &Step,
-        ctx: &CallContext,
-        req: &RequestHead,
-        resp: &ResponseHead,
+        ctx: &mut CallContext,
+        req: &mut RequestHead,
+        resp: &mut ResponseHead,
         body: Option<&[u8]>,
     ) -> Result<ResponseDecision, PolicyError> {
         self.store.data_mut().deadline.restart();
         self.store.set_epoch_deadline(1);
-        let f = typed::<OnResponseSig<'_>, OnResponseRet>(self.func(self.exports.on_response));
         let wall = self.store.data().deadline.wall();
-        let call = f.call_async(&mut self.store, (ctx, req, resp, body));
-        let r = deadline::by_wall(wall, call).await;
-        r.map(|(r,)| r.0)
-            .map_err(|e| classify(&step.name, step, &self.store, e))
+        let r = match self.exports.version {
+            Version::V02 => {
+                let f =
+                    typed::<OnResponseSig<'_>, OnResponseRet>(self.func(self.exports.on_response));
+                self.lend(ctx, req, Some(resp));
+                let call = f.call_async(&mut self.store, (Resource::new_borrow(0), body));
+                let r = deadline::by_wall(wall, call).await;
+                self.take_back(ctx, req, Some(resp));
+                r.map(|(r,)| r.0)
+            }
+            Version::V01 => {
+                let f = typed::<OnResponseSig01<'_>, OnResponseRet>(
+                    self.func(self.exports.on_response),
+                );
+                let call = f.call_async(&mut self.store, (&*ctx, &*req, &*resp, body));
+                deadline::by_wall(wall, call).await.map(|(r,)| r.0)
+            }
+        };
+        r.map_err(|e| classify(&step.name, step, &self.store, e))
+    }
+
+    /// Move the call's data into the store, for the call handle.
+    fn lend(
+        &mut self,
+        ctx: &mut CallContext,
+        req: &mut RequestHead,
+        resp: Option<&mut ResponseHead>,
+    ) {
+        let call = &mut self.store.data_mut().call;
+        std::mem::swap(&mut call.ctx, ctx);
+        std::mem::swap(&mut call.head, req);
+        if let Some(resp) = resp {
+            call.resp = Some(ResponseHead {
+                status: resp.status,
+                headers: std::mem::take(&mut resp.headers),
+            });
+        }
+    }
+
+    /// Move the call's data back out of the store.
+    fn take_back(
+        &mut self,
+        ctx: &mut CallContext,
+        req: &mut RequestHead,
+        resp: Option<&mut ResponseHead>,
+    ) {
+        let call = &mut self.store.data_mut().call;
+        std::mem::swap(&mut call.ctx, ctx);
+        std::mem::swap(&mut call.head, req);
+        if let (Some(resp), Some(lent)) = (resp, call.resp.take()) {
+            resp.headers = lent.headers;
+        }
+    }
+
+    /// The `tollgate:policy` version of the instance's plugin.
+    pub fn version(&self) -> Version {
+        self.exports.version
+    }
+}
+
+/// A 0.1.0 plugin's policy info in 0.2.0's terms: it always has a request
+/// phase.
+fn info_from_01(i: v01::tollgate::policy::types::PolicyInfo) -> PolicyInfo {
+    let mut phases = Phases::REQUEST;
+    if i.wants_response {
+        phases |= Phases::RESPONSE;
+    }
+    PolicyInfo {
+        body: i.body,
+        phases,
+    }
+}
+
+/// A 0.1.0 plugin's request decision in 0.2.0's terms: no response
+/// headers.
+fn decision_from_01(d: v01::tollgate::policy::types::RequestDecision) -> RequestDecision {
+    use v01::tollgate::policy::types::RequestDecision as D01;
+    match d {
+        D01::Continue(e) => RequestDecision::Continue(RequestEdits {
+            headers: e.headers,
+            response_headers: Vec::new(),
+            path: e.path,
+            query: e.query,
+            body: e.body,
+            consumer: e.consumer,
+        }),
+        D01::Respond(r) => RequestDecision::Respond(r),
     }
 }

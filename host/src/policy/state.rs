@@ -32,6 +32,8 @@ pub struct StepState {
     pub(super) log: Arc<guard::StepLog>,
     /// What the instance wrote to standard error (bounded).
     pub(super) stderr: guard::GuestStderr,
+    /// The call a 0.2.0 phase handles, while it runs.
+    pub(super) call: super::host::calls::CallData,
 }
 
 /// What a step instance knows about the request it serves.
@@ -81,6 +83,7 @@ impl StepState {
             scope: scope.clone(),
             log: step.log.clone(),
             stderr,
+            call: Default::default(),
         }
     }
 

@@ -23,8 +23,8 @@
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use tollgate_policy_sdk::{
-    clock, header_values, query, services, valid_header_name, CallContext, ConfigError, Header,
-    Policy, PolicyInfo, RequestDecision, RequestHead, ResponseDecision, ResponseHead,
+    clock, header_values, query, services, valid_header_name, Call, ConfigError, Policy,
+    PolicyInfo, ResponseDecision,
 };
 
 /// What replaces a redacted value.
@@ -184,52 +184,58 @@ impl Policy for AccessLog {
     }
 
     fn info(&self) -> PolicyInfo {
-        // No body access; the response phase is the point.
-        PolicyInfo::default()
+        // No body access, and nothing to do before the response is known:
+        // the response phase reads the request as it went upstream.
+        PolicyInfo::response_only()
     }
 
-    fn on_request(
-        &mut self,
-        _ctx: &CallContext,
-        _req: &RequestHead,
-        _body: Option<&[u8]>,
-    ) -> RequestDecision {
-        RequestDecision::default()
-    }
-
-    fn on_response(
-        &mut self,
-        ctx: &CallContext,
-        req: &RequestHead,
-        resp: &ResponseHead,
-        _body: Option<&[u8]>,
-    ) -> ResponseDecision {
-        services::sink_line(&self.line(ctx, req, resp));
+    fn on_response(&mut self, call: &Call<'_>, _body: Option<&[u8]>) -> ResponseDecision {
+        services::sink_line(&self.line(call));
         ResponseDecision::default()
     }
 }
 
 impl AccessLog {
-    /// The JSON line for this call.
-    pub fn line(&self, ctx: &CallContext, req: &RequestHead, resp: &ResponseHead) -> String {
+    /// The JSON line for this call (in the response phase: the request as
+    /// it went upstream, the response as it stands). Reads only what the
+    /// line needs: the query only with `include-query`, and only the
+    /// configured headers.
+    pub fn line(&self, call: &Call<'_>) -> String {
         let timing = services::timing();
-        let consumer = ctx.consumer.as_ref();
+        let request_id = call.request_id();
+        let (api, route, method, client) =
+            (call.api(), call.route(), call.method(), call.client_addr());
+        let consumer = call.consumer();
+        let consumer = consumer.as_ref();
+        let query = if self.include_query {
+            call.query().map(|q| cut(&self.redact_query(&q)))
+        } else {
+            None
+        };
+        let request_headers = self.pick(&self.headers, |n| call.header_values(n));
+        let response_headers = if self.response_headers.is_empty() {
+            BTreeMap::new()
+        } else {
+            // One copy of the response's fields: a repeated field's values
+            // are all logged, and the call has no per-name list for them.
+            let fields = call.response_headers();
+            self.pick(&self.response_headers, |n| {
+                header_values(&fields, n).map(<[u8]>::to_vec).collect()
+            })
+        };
         let line = Line {
             time: rfc3339_ms(clock::now_ms()),
-            request_id: &ctx.request_id,
-            api: &ctx.api,
-            route: &ctx.route,
-            method: &req.method,
-            path: cut(&req.path),
-            query: match (&req.query, self.include_query) {
-                (Some(q), true) => Some(cut(&self.redact_query(q))),
-                _ => None,
-            },
-            client: &ctx.client_addr,
+            request_id: &request_id,
+            api: &api,
+            route: &route,
+            method: &method,
+            path: cut(&call.path()),
+            query,
+            client: &client,
             consumer: consumer.map(|c| c.id.as_str()),
             app: consumer.and_then(|c| c.app.as_deref()),
             plan: consumer.and_then(|c| c.plan.as_deref()),
-            status: resp.status,
+            status: call.status().unwrap_or_default(),
             total_us: timing.total_us,
             upstream_us: timing.upstream_us,
             steps: timing
@@ -237,11 +243,11 @@ impl AccessLog {
                 .into_iter()
                 .map(|(step, us)| StepTime { step, us })
                 .collect(),
-            request_headers: self.pick(&self.headers, &req.headers),
-            response_headers: self.pick(&self.response_headers, &resp.headers),
+            request_headers,
+            response_headers,
         };
         serde_json::to_string(&line).unwrap_or_else(|e| {
-            serde_json::json!({ "request_id": ctx.request_id, "error": e.to_string() }).to_string()
+            serde_json::json!({ "request_id": request_id, "error": e.to_string() }).to_string()
         })
     }
 
@@ -263,11 +269,15 @@ impl AccessLog {
 
     /// The configured headers that are present: values of a repeated field
     /// joined by `, `, redacted where they must be.
-    fn pick(&self, names: &[String], headers: &[Header]) -> BTreeMap<String, String> {
+    fn pick(
+        &self,
+        names: &[String],
+        values_of: impl Fn(&str) -> Vec<Vec<u8>>,
+    ) -> BTreeMap<String, String> {
         names
             .iter()
             .filter_map(|n| {
-                let values: Vec<&[u8]> = header_values(headers, n).collect();
+                let values = values_of(n);
                 if values.is_empty() {
                     return None;
                 }

@@ -1,7 +1,9 @@
 use super::*;
 use serde_json::{json, Value};
 use tollgate_policy_sdk::services::{harness, CallTiming};
-use tollgate_policy_sdk::{parse_config, Consumer};
+use tollgate_policy_sdk::{
+    parse_config, CallContext, Consumer, Header, Phases, RequestHead, ResponseHead,
+};
 
 const T0: u64 = 1_700_000_000_123;
 
@@ -56,11 +58,10 @@ fn run(json: &str, c: &CallContext, r: &RequestHead, resp: &ResponseHead) -> Val
     });
     let mut p = policy(json);
     assert_eq!(p.info().body, Default::default());
-    assert!(p.info().wants_response);
-    assert_eq!(p.on_request(c, r, None), RequestDecision::default());
+    assert_eq!(p.info().phases, Phases::RESPONSE);
     assert!(harness::sink_lines().is_empty());
     assert_eq!(
-        p.on_response(c, r, resp, Some(b"ignored")),
+        p.on_response(&Call::native_response(c, r, resp), Some(b"ignored")),
         ResponseDecision::default()
     );
     let lines = harness::sink_lines();
@@ -291,7 +292,8 @@ fn without_the_timing_grant_steps_are_empty() {
     // has the field.
     harness::reset();
     let mut p = policy("{}");
-    p.on_response(&ctx(false), &req(None, &[]), &resp(502, &[]), None);
+    let (c, r, s) = (ctx(false), req(None, &[]), resp(502, &[]));
+    p.on_response(&Call::native_response(&c, &r, &s), None);
     let line: Value = serde_json::from_str(&harness::sink_lines()[0]).unwrap();
     assert_eq!(line["steps"], json!([]));
     assert_eq!(line["status"], 502);
@@ -304,4 +306,25 @@ fn rfc3339() {
     assert_eq!(rfc3339_ms(1_709_251_199_999), "2024-02-29T23:59:59.999Z");
     assert_eq!(rfc3339_ms(4_102_444_800_000), "2100-01-01T00:00:00.000Z");
     assert_eq!(rfc3339_ms(253_402_300_799_000), "9999-12-31T23:59:59.000Z");
+}
+
+#[test]
+fn response_phase_only_for_every_configuration() {
+    for cfg in [
+        "{}",
+        r#"{"include-query":true,"headers":["user-agent"],"response-headers":["content-type"]}"#,
+    ] {
+        assert_eq!(policy(cfg).info(), PolicyInfo::response_only(), "{cfg}");
+    }
+}
+
+#[test]
+fn repeated_response_fields_are_joined() {
+    let line = run(
+        r#"{"response-headers":["vary","x-missing"]}"#,
+        &ctx(false),
+        &req(None, &[]),
+        &resp(200, &[("vary", b"accept"), ("Vary", b"origin")]),
+    );
+    assert_eq!(line["response_headers"], json!({"vary": "accept, origin"}));
 }

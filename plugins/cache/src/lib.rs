@@ -25,9 +25,9 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tollgate_policy_sdk::services::{cache, CachedResponse, ServiceError};
 use tollgate_policy_sdk::{
-    clock, header_values, log, query, valid_header_name, BodyAccess, CallContext, ConfigError,
-    Header, Policy, PolicyInfo, RequestDecision, RequestEdits, RequestHead, Response,
-    ResponseDecision, ResponseEdits, ResponseHead,
+    clock, header_values, log, query, valid_header_name, BodyAccess, Call, ConfigError, Header,
+    Phases, Policy, PolicyInfo, RequestDecision, RequestEdits, Response, ResponseDecision,
+    ResponseEdits,
 };
 
 /// Longest time to live the gateway's cache keeps (one day), in seconds.
@@ -133,6 +133,9 @@ enum State {
     /// Answered from the cache.
     Hit,
     /// Went upstream; store the response under this key material.
+    /// `req_headers` are the request's fields as this step saw them (not
+    /// as they went upstream: later steps may change them), for the
+    /// response's own `Vary` names, which only the response tells.
     Miss {
         material: Vec<u8>,
         req_headers: Vec<Header>,
@@ -238,27 +241,28 @@ impl Policy for Cache {
                 request: None,
                 response: Some(self.max_bytes),
             },
-            wants_response: true,
+            // Lookup in the request phase, `x-cache` and storing in the
+            // response phase.
+            phases: Phases::REQUEST | Phases::RESPONSE,
         }
     }
 
-    fn on_request(
-        &mut self,
-        ctx: &CallContext,
-        req: &RequestHead,
-        _body: Option<&[u8]>,
-    ) -> RequestDecision {
+    fn on_request(&mut self, call: &Call<'_>, _body: Option<&[u8]>) -> RequestDecision {
+        // Nothing from an earlier request (worker isolation).
+        self.state = State::Idle;
         // Never let a client (or anything it sends) claim a cache status.
         let edits = RequestEdits::default().remove_header(X_CACHE);
-        if req.method != "GET" && req.method != "HEAD" {
+        let method = call.method();
+        if method != "GET" && method != "HEAD" {
             self.state = State::Bypass;
             return RequestDecision::Continue(edits);
         }
-        let authorised = ctx.consumer.is_some()
+        let consumer = call.consumer();
+        let authorised = consumer.is_some()
             || ["authorization", "proxy-authorization", "cookie"]
                 .iter()
-                .any(|h| header_values(&req.headers, h).next().is_some());
-        let consumer = match (&ctx.consumer, authorised) {
+                .any(|h| call.header(h).is_some());
+        let consumer = match (&consumer, authorised) {
             (_, false) => None,
             (Some(c), true) if self.cache_authorized => Some(c.id.as_str()),
             // Authorised but not cacheable, or credentials that no step
@@ -268,28 +272,26 @@ impl Policy for Cache {
                 return RequestDecision::Continue(edits);
             }
         };
-        let material = self.material(ctx, req, consumer);
-        let skip_lookup = self.honour_client_no_cache && client_no_cache(&req.headers);
+        let material = self.material(call, &method, consumer);
+        let skip_lookup = self.honour_client_no_cache && client_no_cache(call);
         if !skip_lookup {
-            if let Some(resp) = self.lookup(&material, &req.headers) {
+            if let Some(resp) = self.lookup(&material, call) {
                 self.state = State::Hit;
                 return RequestDecision::Respond(resp);
             }
         }
+        // Which fields a `Vary` of the response will name is unknown until
+        // then, and the response phase reads the request as it went
+        // upstream (after later steps' edits), not as the key saw it: keep
+        // this step's view of the fields, on a miss only.
         self.state = State::Miss {
             material,
-            req_headers: req.headers.clone(),
+            req_headers: call.headers(),
         };
         RequestDecision::Continue(edits)
     }
 
-    fn on_response(
-        &mut self,
-        _ctx: &CallContext,
-        _req: &RequestHead,
-        resp: &ResponseHead,
-        body: Option<&[u8]>,
-    ) -> ResponseDecision {
+    fn on_response(&mut self, call: &Call<'_>, body: Option<&[u8]>) -> ResponseDecision {
         match std::mem::take(&mut self.state) {
             State::Idle | State::Hit => ResponseDecision::default(),
             State::Bypass => {
@@ -299,7 +301,9 @@ impl Policy for Cache {
                 material,
                 req_headers,
             } => {
-                if let Err(why) = self.store(&material, &req_headers, resp, body) {
+                // The response is read (status, then every field, once)
+                // only when it may be stored.
+                if let Err(why) = self.store(&material, &req_headers, call, body) {
                     log::debug(&format!("cache: not stored: {why}"));
                 }
                 ResponseDecision::Continue(ResponseEdits::default().set_header(X_CACHE, "MISS"))
@@ -311,18 +315,18 @@ impl Policy for Cache {
 impl Cache {
     /// The key material: every part length-prefixed, so no value can make
     /// two different requests produce the same material.
-    fn material(&self, ctx: &CallContext, req: &RequestHead, consumer: Option<&str>) -> Vec<u8> {
+    fn material(&self, call: &Call<'_>, method: &str, consumer: Option<&str>) -> Vec<u8> {
         let mut m = Vec::with_capacity(256);
         part(&mut m, "v", b"1");
-        part(&mut m, "step", ctx.step.as_bytes());
-        part(&mut m, "method", req.method.as_bytes());
+        part(&mut m, "step", call.step().as_bytes());
+        part(&mut m, "method", method.as_bytes());
         part(
             &mut m,
             "host",
-            req.authority.to_ascii_lowercase().as_bytes(),
+            call.authority().to_ascii_lowercase().as_bytes(),
         );
-        part(&mut m, "path", req.path.as_bytes());
-        let mut pairs = query::parse(req.query.as_deref().unwrap_or(""));
+        part(&mut m, "path", call.path().as_bytes());
+        let mut pairs = query::parse(call.query().as_deref().unwrap_or(""));
         if let KeyQuery::Only(names) = &self.key_query {
             pairs.retain(|(k, _)| names.binary_search(k).is_ok());
         }
@@ -334,7 +338,7 @@ impl Cache {
             part(&mut m, "qk", k.as_bytes());
             part(&mut m, "qv", v.as_bytes());
         }
-        headers_part(&mut m, &self.vary_headers, &req.headers);
+        headers_part(&mut m, &self.vary_headers, |n| call.header_values(n));
         match consumer {
             Some(id) => part(&mut m, "consumer", id.as_bytes()),
             None => part(&mut m, "anonymous", b""),
@@ -343,11 +347,11 @@ impl Cache {
     }
 
     /// A fresh, complete response from the cache, if any.
-    fn lookup(&self, material: &[u8], req_headers: &[Header]) -> Option<Response> {
+    fn lookup(&self, material: &[u8], call: &Call<'_>) -> Option<Response> {
         let (mut entry, _) = cache::get(&key(material))?;
         if entry.status == MARKER_STATUS {
             let names = marker_names(&entry)?;
-            let secondary = secondary_material(material, &names, req_headers);
+            let secondary = secondary_material(material, &names, |n| call.header_values(n));
             entry = cache::get(&key(&secondary))?.0;
             if entry.status == MARKER_STATUS {
                 return None;
@@ -388,24 +392,27 @@ impl Cache {
         &self,
         material: &[u8],
         req_headers: &[Header],
-        resp: &ResponseHead,
+        call: &Call<'_>,
         body: Option<&[u8]>,
     ) -> Result<(), String> {
-        if !self.statuses.contains(&resp.status) {
-            return Err(format!("status {} is not cacheable", resp.status));
+        let status = call.status().unwrap_or_default();
+        if !self.statuses.contains(&status) {
+            return Err(format!("status {status} is not cacheable"));
         }
         let body = body.ok_or("no response body was given")?;
         if body.len() > self.max_bytes as usize {
             return Err("the body is larger than max-bytes".into());
         }
-        if header_values(&resp.headers, "set-cookie").next().is_some() {
+        // Stored whole (less the fields never stored), so read whole.
+        let resp_headers = call.response_headers();
+        if header_values(&resp_headers, "set-cookie").next().is_some() {
             return Err("the response sets a cookie".into());
         }
-        let cc = CacheControl::parse(&resp.headers);
+        let cc = CacheControl::parse(header_values(&resp_headers, "cache-control"));
         if cc.no_store || cc.private || cc.no_cache {
             return Err("Cache-Control forbids a shared cache to store it".into());
         }
-        let vary = vary_names(&resp.headers).ok_or("the response has Vary: *")?;
+        let vary = vary_names(&resp_headers).ok_or("the response has Vary: *")?;
         let extra: Vec<String> = vary
             .into_iter()
             .filter(|n| self.vary_headers.binary_search(n).is_err())
@@ -413,7 +420,7 @@ impl Cache {
         if extra.len() > MAX_NAMES {
             return Err("the response varies by too many headers".into());
         }
-        let age0 = header_values(&resp.headers, "age")
+        let age0 = header_values(&resp_headers, "age")
             .next()
             .and_then(|v| std::str::from_utf8(v).ok())
             .and_then(|v| v.trim().parse::<u64>().ok())
@@ -425,18 +432,16 @@ impl Cache {
         if ttl_ms == 0 {
             return Err("already stale (max-age reached)".into());
         }
-        let mut headers: Vec<Header> = resp
-            .headers
-            .iter()
+        let mut headers: Vec<Header> = resp_headers
+            .into_iter()
             .filter(|h| storable_header(&h.name))
-            .cloned()
             .collect();
         headers.push(Header::new(
             META,
             format!("{};{age0}", clock::now_ms()).into_bytes(),
         ));
         let entry = CachedResponse {
-            status: resp.status,
+            status,
             headers,
             body: body.to_vec(),
         };
@@ -455,7 +460,10 @@ impl Cache {
                 body: Vec::new(),
             };
             put(material, &marker)?;
-            put(&secondary_material(material, &extra, req_headers), &entry)
+            let secondary = secondary_material(material, &extra, |n| {
+                header_values(req_headers, n).map(<[u8]>::to_vec).collect()
+            });
+            put(&secondary, &entry)
         }
     }
 }
@@ -468,24 +476,28 @@ fn part(m: &mut Vec<u8>, tag: &str, value: &[u8]) {
     m.extend_from_slice(value);
 }
 
-/// The values of `names` (sorted, lower-case) in `headers`; an absent
-/// header and an empty one differ.
-fn headers_part(m: &mut Vec<u8>, names: &[String], headers: &[Header]) {
+/// The values of `names` (sorted, lower-case) in the request, as
+/// `values_of` reads them; an absent header and an empty one differ.
+fn headers_part(m: &mut Vec<u8>, names: &[String], values_of: impl Fn(&str) -> Vec<Vec<u8>>) {
     part(m, "headers", names.len().to_string().as_bytes());
     for n in names {
         part(m, "h", n.as_bytes());
-        let values: Vec<&[u8]> = header_values(headers, n).collect();
+        let values = values_of(n);
         part(m, "hn", values.len().to_string().as_bytes());
-        for v in values {
+        for v in &values {
             part(m, "hv", v);
         }
     }
 }
 
-fn secondary_material(material: &[u8], names: &[String], headers: &[Header]) -> Vec<u8> {
+fn secondary_material(
+    material: &[u8],
+    names: &[String],
+    values_of: impl Fn(&str) -> Vec<Vec<u8>>,
+) -> Vec<u8> {
     let mut m = material.to_vec();
     part(&mut m, "vary", b"");
-    headers_part(&mut m, names, headers);
+    headers_part(&mut m, names, values_of);
     m
 }
 
@@ -557,11 +569,12 @@ fn storable_header(name: &str) -> bool {
 
 /// Whether the client asked for a fresh response (`Cache-Control: no-cache`,
 /// or `Pragma: no-cache` without `Cache-Control`).
-fn client_no_cache(headers: &[Header]) -> bool {
-    if header_values(headers, "cache-control").next().is_some() {
-        return CacheControl::parse(headers).no_cache;
+fn client_no_cache(call: &Call<'_>) -> bool {
+    let cache_control = call.header_values("cache-control");
+    if !cache_control.is_empty() {
+        return CacheControl::parse(cache_control.iter().map(Vec::as_slice)).no_cache;
     }
-    header_values(headers, "pragma").any(|v| {
+    call.header_values("pragma").iter().any(|v| {
         std::str::from_utf8(v).is_ok_and(|s| {
             s.split(',')
                 .any(|d| d.trim().eq_ignore_ascii_case("no-cache"))
@@ -580,9 +593,10 @@ struct CacheControl {
 }
 
 impl CacheControl {
-    fn parse(headers: &[Header]) -> CacheControl {
+    /// The directives of these `Cache-Control` field values.
+    fn parse<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> CacheControl {
         let mut cc = CacheControl::default();
-        for v in header_values(headers, "cache-control") {
+        for v in values {
             let Ok(v) = std::str::from_utf8(v) else {
                 // Unreadable: assume the worst.
                 cc.no_store = true;

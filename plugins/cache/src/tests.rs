@@ -1,6 +1,8 @@
 use super::*;
 use tollgate_policy_sdk::services::harness;
-use tollgate_policy_sdk::{header_str, parse_config, Consumer, HeaderOp};
+use tollgate_policy_sdk::{
+    header_str, parse_config, CallContext, Consumer, HeaderOp, RequestHead, ResponseHead,
+};
 
 const T0: u64 = 1_700_000_000_000;
 
@@ -116,7 +118,7 @@ impl Out {
 /// One call through a fresh instance, as in the gateway.
 fn call(json: &str, c: &CallContext, req: &RequestHead, upstream: &Up) -> Out {
     let mut p = policy(json);
-    match p.on_request(c, req, None) {
+    match p.on_request(&Call::native(c, req), None) {
         RequestDecision::Respond(r) => {
             // The gateway runs the responding step's response phase too.
             let head = ResponseHead {
@@ -124,7 +126,7 @@ fn call(json: &str, c: &CallContext, req: &RequestHead, upstream: &Up) -> Out {
                 headers: r.headers.clone(),
             };
             assert_eq!(
-                p.on_response(c, req, &head, Some(&r.body)),
+                p.on_response(&Call::native_response(c, req, &head), Some(&r.body)),
                 ResponseDecision::default()
             );
             Out::Hit(r)
@@ -142,7 +144,10 @@ fn call(json: &str, c: &CallContext, req: &RequestHead, upstream: &Up) -> Out {
                     .map(|(n, v)| Header::new(*n, *v))
                     .collect(),
             };
-            match p.on_response(c, req, &head, Some(upstream.body.as_bytes())) {
+            match p.on_response(
+                &Call::native_response(c, req, &head),
+                Some(upstream.body.as_bytes()),
+            ) {
                 ResponseDecision::Continue(e) => Out::Upstream(edits, e),
                 other => panic!("{other:?}"),
             }
@@ -166,7 +171,7 @@ fn config_defaults_and_errors() {
                 request: None,
                 response: Some(1 << 20)
             },
-            wants_response: true
+            phases: Phases::REQUEST | Phases::RESPONSE
         }
     );
     let p = policy(
@@ -369,12 +374,12 @@ fn responses_that_must_not_be_stored() {
     start();
     let mut p = policy(DEFAULT);
     let req = get("/a", &[]);
-    p.on_request(&ctx(None), &req, None);
+    p.on_request(&Call::native(&ctx(None), &req), None);
     let head = ResponseHead {
         status: 200,
         headers: vec![Header::new("cache-control", vec![0xff, b'x'])],
     };
-    p.on_response(&ctx(None), &req, &head, Some(b"x"));
+    p.on_response(&Call::native_response(&ctx(None), &req, &head), Some(b"x"));
     assert_eq!(call(DEFAULT, &ctx(None), &req, &ok("b")).x_cache(), "MISS");
 }
 
@@ -564,10 +569,10 @@ fn hostile_keys_do_not_collide_and_stay_short() {
         headers: vec![Header::new("x-a", long.clone())],
         ..get("/", &[])
     };
-    let m = p.material(&ctx(None), &req, None);
+    let m = p.material(&Call::native(&ctx(None), &req), &req.method, None);
     assert_eq!(key(&m).len(), 72);
     assert!(matches!(
-        p.on_request(&ctx(None), &req, None),
+        p.on_request(&Call::native(&ctx(None), &req), None),
         RequestDecision::Continue(_)
     ));
 }
@@ -584,7 +589,7 @@ fn client_x_cache_is_removed_and_never_trusted() {
     let mut post = get("/x", &[("x-cache", "HIT")]);
     post.method = "POST".into();
     let mut p = policy(DEFAULT);
-    match p.on_request(&ctx(None), &post, None) {
+    match p.on_request(&Call::native(&ctx(None), &post), None) {
         RequestDecision::Continue(e) => assert_eq!(e.headers, vec![HeaderOp::remove("x-cache")]),
         other => panic!("{other:?}"),
     }
@@ -786,11 +791,17 @@ fn missing_or_oversized_bodies_are_not_stored() {
     let cfg = r#"{"max-bytes":4}"#;
     let req = get("/b", &[]);
     let mut p = policy(cfg);
-    p.on_request(&ctx(None), &req, None);
-    p.on_response(&ctx(None), &req, &ResponseHead::default(), None);
+    p.on_request(&Call::native(&ctx(None), &req), None);
+    p.on_response(
+        &Call::native_response(&ctx(None), &req, &ResponseHead::default()),
+        None,
+    );
     let mut p = policy(cfg);
-    p.on_request(&ctx(None), &req, None);
-    p.on_response(&ctx(None), &req, &ResponseHead::default(), Some(b"12345"));
+    p.on_request(&Call::native(&ctx(None), &req), None);
+    p.on_response(
+        &Call::native_response(&ctx(None), &req, &ResponseHead::default()),
+        Some(b"12345"),
+    );
     assert_eq!(call(cfg, &ctx(None), &req, &ok("1234")).x_cache(), "MISS");
     assert_eq!(call(cfg, &ctx(None), &req, &ok("x")).hit().body, b"1234");
 }
@@ -801,9 +812,7 @@ fn response_phase_without_request_phase_does_nothing() {
     let mut p = policy(DEFAULT);
     assert_eq!(
         p.on_response(
-            &ctx(None),
-            &get("/", &[]),
-            &ResponseHead::default(),
+            &Call::native_response(&ctx(None), &get("/", &[]), &ResponseHead::default()),
             Some(b"x")
         ),
         ResponseDecision::default()
@@ -812,10 +821,7 @@ fn response_phase_without_request_phase_does_nothing() {
 
 #[test]
 fn cache_control_parsing() {
-    let cc = |v: &[&str]| {
-        let h: Vec<Header> = v.iter().map(|v| Header::new("cache-control", *v)).collect();
-        CacheControl::parse(&h)
-    };
+    let cc = |v: &[&str]| CacheControl::parse(v.iter().map(|v| v.as_bytes()));
     assert_eq!(
         cc(&["public, max-age=60", "s-maxage=30"]),
         CacheControl {
@@ -829,4 +835,59 @@ fn cache_control_parsing() {
     assert!(cc(&["Private"]).private);
     assert!(cc(&["no-cache=\"set-cookie\""]).no_cache);
     assert_eq!(cc(&["max-age=99999999999999999999999"]).max_age, Some(0));
+}
+
+#[test]
+fn both_phases_for_every_configuration() {
+    for cfg in [DEFAULT, r#"{"max-bytes":10,"cache-authorized":true}"#] {
+        let p = policy(cfg);
+        assert_eq!(p.info().phases, Phases::REQUEST | Phases::RESPONSE, "{cfg}");
+        assert_eq!(p.info().body.request, None, "{cfg}");
+    }
+}
+
+#[test]
+fn upstream_vary_keys_by_the_request_as_this_step_saw_it() {
+    // A later step changed the header the response varies by: the entry is
+    // stored under the client's value, the one a lookup reads.
+    start();
+    let c = ctx(None);
+    let client = get("/v", &[("accept-language", "fr")]);
+    let upstream = get("/v", &[("accept-language", "en")]);
+    let mut p = policy(DEFAULT);
+    assert!(matches!(
+        p.on_request(&Call::native(&c, &client), None),
+        RequestDecision::Continue(_)
+    ));
+    let head = ResponseHead {
+        status: 200,
+        headers: vec![Header::new("vary", "accept-language")],
+    };
+    p.on_response(&Call::native_response(&c, &upstream, &head), Some(b"fr"));
+    assert_eq!(call(DEFAULT, &c, &client, &ok("x")).hit().body, b"fr");
+    assert_eq!(call(DEFAULT, &c, &upstream, &ok("x")).x_cache(), "MISS");
+}
+
+#[test]
+fn nothing_carries_over_to_the_next_request() {
+    // Worker isolation: one instance, a miss whose response phase never
+    // ran, then a POST: no state of the first reaches the second.
+    start();
+    let c = ctx(None);
+    let mut p = policy(DEFAULT);
+    p.on_request(&Call::native(&c, &get("/n", &[])), None);
+    let mut post = get("/n", &[]);
+    post.method = "POST".into();
+    p.on_request(&Call::native(&c, &post), None);
+    let head = ResponseHead::default();
+    match p.on_response(&Call::native_response(&c, &post, &head), Some(b"x")) {
+        ResponseDecision::Continue(e) => {
+            assert_eq!(e.headers, vec![HeaderOp::set(X_CACHE, "BYPASS")])
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        call(DEFAULT, &c, &get("/n", &[]), &ok("y")).x_cache(),
+        "MISS"
+    );
 }

@@ -14,6 +14,12 @@
 //! are answered here, `204` or `403`, and never reach the upstream. Other
 //! requests go on; their responses get the CORS headers if the origin is
 //! allowed, and none if it is not. See `README.md`.
+//!
+//! Phases: the request phase answers preflights and attaches the CORS
+//! response headers of other requests (`RequestEdits::response_headers`:
+//! they depend only on the request). The response phase is declared only
+//! when origins are listed (not `["*"]`): it adds `Vary: Origin` unless the
+//! response's `Vary` already covers it, which only the response can tell.
 
 #![forbid(unsafe_code)]
 
@@ -22,9 +28,8 @@ pub mod origin;
 use origin::OriginRule;
 use serde::Deserialize;
 use tollgate_policy_sdk::{
-    export_policy, header_values, json_error, log, valid_header_name, CallContext, ConfigError,
-    Header, HeaderOp, Policy, PolicyInfo, RequestDecision, RequestEdits, RequestHead, Response,
-    ResponseDecision, ResponseEdits, ResponseHead,
+    export_policy, json_error, log, valid_header_name, Call, ConfigError, Header, HeaderOp, Policy,
+    PolicyInfo, RequestDecision, RequestEdits, Response, ResponseDecision, ResponseEdits,
 };
 
 /// The step configuration.
@@ -78,15 +83,15 @@ const PREFLIGHT_VARY: &str =
     "Origin, Access-Control-Request-Method, Access-Control-Request-Headers";
 
 /// What the request phase decided, for the response phase.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// The request phase has not run.
     Fresh,
     /// This step answered a preflight: its response is complete.
     Answered,
-    /// An ordinary request: the `Access-Control-Allow-Origin` value to send,
-    /// or `None` if the origin is missing or not allowed.
-    Actual(Option<String>),
+    /// An ordinary request: the request phase attached the CORS response
+    /// headers; the response phase only sees to `Vary`.
+    Actual,
 }
 
 /// The `cors` policy.
@@ -148,14 +153,13 @@ fn normalise_method(m: &str) -> String {
     }
 }
 
-/// The value of a header that must appear exactly once, as UTF-8.
-fn single_header<'a>(headers: &'a [Header], name: &'a str) -> Option<&'a str> {
-    let mut values = header_values(headers, name);
-    let first = values.next()?;
-    if values.next().is_some() {
-        return None;
+/// The value of a header that must appear exactly once (given its
+/// values), as UTF-8.
+fn single_header(values: &[Vec<u8>]) -> Option<&str> {
+    match values {
+        [only] => std::str::from_utf8(only).ok(),
+        _ => None,
     }
-    std::str::from_utf8(first).ok()
 }
 
 /// A value for a message: quoted, and cut after 100 bytes.
@@ -203,15 +207,16 @@ impl Cors {
         json_error(403, "cors_forbidden", &message).header("vary", PREFLIGHT_VARY)
     }
 
-    /// Answer a preflight.
-    fn preflight(&self, req: &RequestHead) -> Response {
-        let Some(origin) = single_header(&req.headers, "origin") else {
+    /// Answer a preflight, given the values of its `Origin` and
+    /// `Access-Control-Request-Method` fields.
+    fn preflight(&self, call: &Call<'_>, origins: &[Vec<u8>], methods: &[Vec<u8>]) -> Response {
+        let Some(origin) = single_header(origins) else {
             return Self::forbidden("the request must have exactly one Origin header".into());
         };
         let Some(allow_origin) = self.allow_origin(origin) else {
             return Self::forbidden(format!("the origin {} is not allowed", shown(origin)));
         };
-        let method = match single_header(&req.headers, "access-control-request-method") {
+        let method = match single_header(methods) {
             Some(m) if valid_header_name(m) => m,
             _ => {
                 return Self::forbidden(
@@ -223,8 +228,8 @@ impl Cors {
             return Self::forbidden(format!("the method {} is not allowed", shown(method)));
         }
         let mut requested: Vec<String> = Vec::new();
-        for value in header_values(&req.headers, "access-control-request-headers") {
-            let Ok(value) = std::str::from_utf8(value) else {
+        for value in call.header_values("access-control-request-headers") {
+            let Ok(value) = std::str::from_utf8(&value) else {
                 return Self::forbidden("Access-Control-Request-Headers is not valid".into());
             };
             for name in value.split(',').map(|n| n.trim_matches([' ', '\t'])) {
@@ -278,25 +283,54 @@ impl Cors {
     fn varies_by_origin(&self) -> bool {
         !matches!(self.origins, List::Any)
     }
+
+    /// The CORS headers of an ordinary request's response, given the
+    /// `Access-Control-Allow-Origin` value (`None`: the origin is missing
+    /// or not allowed). This step owns CORS: whatever the upstream (or a
+    /// later step) said goes, so every CORS header this step does not set
+    /// is removed.
+    fn actual_headers(&self, allow: Option<String>) -> Vec<HeaderOp> {
+        let mut set: Vec<HeaderOp> = Vec::new();
+        if let Some(origin) = allow {
+            set.push(HeaderOp::set("access-control-allow-origin", origin));
+            if self.credentials {
+                set.push(HeaderOp::set("access-control-allow-credentials", "true"));
+            }
+            match &self.expose {
+                List::Any => set.push(HeaderOp::set("access-control-expose-headers", "*")),
+                List::Only(list) if !list.is_empty() => set.push(HeaderOp::set(
+                    "access-control-expose-headers",
+                    list.join(", "),
+                )),
+                List::Only(_) => {}
+            }
+        }
+        // `set` replaces every field of its name; removing a field that is
+        // not there changes nothing.
+        let mut ops: Vec<HeaderOp> = CORS_RESPONSE_HEADERS
+            .iter()
+            .filter(|name| {
+                !set.iter()
+                    .any(|op| matches!(op, HeaderOp::Set(h) if h.name == **name))
+            })
+            .map(|name| HeaderOp::remove(*name))
+            .collect();
+        ops.extend(set);
+        ops
+    }
 }
 
-/// Whether a response's `Vary` already covers `Origin`.
+/// Whether a response's `Vary` fields already cover `Origin`.
 fn vary_covers_origin(headers: &[Header]) -> bool {
-    header_values(headers, "vary").any(|v| {
-        v.split(|&b| b == b',').any(|item| {
-            let item = item.trim_ascii();
-            item == b"*" || item.eq_ignore_ascii_case(b"origin")
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("vary"))
+        .any(|h| {
+            h.value.split(|&b| b == b',').any(|item| {
+                let item = item.trim_ascii();
+                item == b"*" || item.eq_ignore_ascii_case(b"origin")
+            })
         })
-    })
-}
-
-/// Whether a request is a CORS preflight.
-pub fn is_preflight(req: &RequestHead) -> bool {
-    req.method == "OPTIONS"
-        && header_values(&req.headers, "origin").next().is_some()
-        && header_values(&req.headers, "access-control-request-method")
-            .next()
-            .is_some()
 }
 
 impl Policy for Cors {
@@ -382,67 +416,48 @@ impl Policy for Cors {
         })
     }
 
+    /// The request phase always; the response phase only when origins are
+    /// listed, for `Vary: Origin`. No body.
     fn info(&self) -> PolicyInfo {
-        PolicyInfo {
-            wants_response: true,
-            ..PolicyInfo::default()
+        if self.varies_by_origin() {
+            PolicyInfo::default()
+        } else {
+            PolicyInfo::request_only()
         }
     }
 
-    fn on_request(
-        &mut self,
-        _ctx: &CallContext,
-        req: &RequestHead,
-        _body: Option<&[u8]>,
-    ) -> RequestDecision {
-        if is_preflight(req) {
-            self.state = State::Answered;
-            return RequestDecision::Respond(self.preflight(req));
+    fn on_request(&mut self, call: &Call<'_>, _body: Option<&[u8]>) -> RequestDecision {
+        // A preflight: `OPTIONS` with `Origin` and
+        // `Access-Control-Request-Method`.
+        let origins = call.header_values("origin");
+        if !origins.is_empty() && call.method() == "OPTIONS" {
+            let methods = call.header_values("access-control-request-method");
+            if !methods.is_empty() {
+                self.state = State::Answered;
+                return RequestDecision::Respond(self.preflight(call, &origins, &methods));
+            }
         }
-        let allow = single_header(&req.headers, "origin").and_then(|o| self.allow_origin(o));
-        self.state = State::Actual(allow);
-        RequestDecision::Continue(RequestEdits::default())
+        let allow = single_header(&origins).and_then(|o| self.allow_origin(o));
+        self.state = State::Actual;
+        RequestDecision::Continue(RequestEdits {
+            response_headers: self.actual_headers(allow),
+            ..RequestEdits::default()
+        })
     }
 
-    fn on_response(
-        &mut self,
-        _ctx: &CallContext,
-        _req: &RequestHead,
-        resp: &ResponseHead,
-        _body: Option<&[u8]>,
-    ) -> ResponseDecision {
-        let allow = match &self.state {
+    fn on_response(&mut self, call: &Call<'_>, _body: Option<&[u8]>) -> ResponseDecision {
+        let mut edits = match self.state {
             State::Answered => return ResponseDecision::default(),
-            State::Fresh => None,
-            State::Actual(allow) => allow.clone(),
+            // Not reached (the request phase runs first); own CORS anyway.
+            State::Fresh => ResponseEdits {
+                headers: self.actual_headers(None),
+                ..ResponseEdits::default()
+            },
+            State::Actual => ResponseEdits::default(),
         };
-        let mut edits = ResponseEdits::default();
-        // This step owns CORS: whatever the upstream said goes.
-        for name in CORS_RESPONSE_HEADERS {
-            if resp
-                .headers
-                .iter()
-                .any(|h| h.name.eq_ignore_ascii_case(name))
-            {
-                edits.headers.push(HeaderOp::remove(name));
-            }
-        }
-        if let Some(origin) = allow {
-            edits = edits.set_header("access-control-allow-origin", origin);
-            if self.credentials {
-                edits = edits.set_header("access-control-allow-credentials", "true");
-            }
-            match &self.expose {
-                List::Any => edits = edits.set_header("access-control-expose-headers", "*"),
-                List::Only(list) if !list.is_empty() => {
-                    edits = edits.set_header("access-control-expose-headers", list.join(", "))
-                }
-                List::Only(_) => {}
-            }
-        }
         // The answer depends on the origin (allowed or not), so caches must
         // key on it, even for requests that sent none.
-        if self.varies_by_origin() && !vary_covers_origin(&resp.headers) {
+        if self.varies_by_origin() && !vary_covers_origin(&call.response_headers()) {
             edits = edits.append_header("vary", "Origin");
         }
         ResponseDecision::Continue(edits)

@@ -1,5 +1,7 @@
 use super::*;
-use tollgate_policy_sdk::{header_str, parse_config};
+use tollgate_policy_sdk::{
+    header_str, parse_config, CallContext, Phases, RequestHead, ResponseHead,
+};
 
 fn policy(json: &str) -> Cors {
     parse_config::<Cors>(json).unwrap_or_else(|e| panic!("{json}: {e:?}"))
@@ -34,23 +36,27 @@ fn preflight(origin: &str, method: &str, headers: Option<&str>) -> RequestHead {
     head("OPTIONS", &h)
 }
 
+/// Whether the step declares a response phase.
+fn has_response_phase(p: &Cors) -> bool {
+    p.info().phases & Phases::RESPONSE == Phases::RESPONSE
+}
+
 /// The preflight response (panics if the request went on).
 fn answer(p: &mut Cors, req: &RequestHead) -> Response {
-    let r = match p.on_request(&CallContext::default(), req, None) {
+    let ctx = CallContext::default();
+    let r = match p.on_request(&Call::native(&ctx, req), None) {
         RequestDecision::Respond(r) => r,
         RequestDecision::Continue(e) => panic!("the preflight went on: {e:?}"),
     };
-    // The response phase leaves a preflight answer alone.
-    let after = p.on_response(
-        &CallContext::default(),
-        req,
-        &ResponseHead {
+    // The response phase, if any, leaves a preflight answer alone.
+    if has_response_phase(p) {
+        let resp = ResponseHead {
             status: r.status,
             headers: r.headers.clone(),
-        },
-        None,
-    );
-    assert_eq!(after, ResponseDecision::default());
+        };
+        let after = p.on_response(&Call::native_response(&ctx, req, &resp), None);
+        assert_eq!(after, ResponseDecision::default());
+    }
     r
 }
 
@@ -62,28 +68,9 @@ fn body(r: &Response) -> String {
     String::from_utf8(r.body.clone()).unwrap()
 }
 
-/// Run an ordinary request and return the response headers after the
-/// response phase, starting from `upstream` headers.
-fn actual(p: &mut Cors, req: &RequestHead, upstream: &[(&str, &str)]) -> Vec<(String, String)> {
-    match p.on_request(&CallContext::default(), req, None) {
-        RequestDecision::Continue(e) => assert_eq!(e, RequestEdits::default()),
-        RequestDecision::Respond(r) => panic!("answered an actual request: {r:?}"),
-    }
-    let resp = ResponseHead {
-        status: 200,
-        headers: upstream.iter().map(|(n, v)| Header::new(*n, *v)).collect(),
-    };
-    let edits = match p.on_response(&CallContext::default(), req, &resp, None) {
-        ResponseDecision::Continue(e) => e,
-        ResponseDecision::Respond(r) => panic!("replaced the response: {r:?}"),
-    };
-    assert_eq!(edits.status, None);
-    assert_eq!(edits.body, None);
-    let mut headers: Vec<(String, String)> = upstream
-        .iter()
-        .map(|(n, v)| (n.to_string(), v.to_string()))
-        .collect();
-    for op in edits.headers {
+/// Apply header operations the way the gateway does.
+fn apply(headers: &mut Vec<(String, String)>, ops: Vec<HeaderOp>) {
+    for op in ops {
         match op {
             HeaderOp::Set(h) => {
                 headers.retain(|(n, _)| *n != h.name);
@@ -92,6 +79,55 @@ fn actual(p: &mut Cors, req: &RequestHead, upstream: &[(&str, &str)]) -> Vec<(St
             HeaderOp::Append(h) => headers.push((h.name, String::from_utf8(h.value).unwrap())),
             HeaderOp::Remove(n) => headers.retain(|(m, _)| *m != n),
         }
+    }
+}
+
+/// The response headers an ordinary request attaches in the request phase
+/// (panics if it answered, or edited the request).
+fn request_phase(p: &mut Cors, req: &RequestHead) -> Vec<HeaderOp> {
+    match p.on_request(&Call::native(&CallContext::default(), req), None) {
+        RequestDecision::Continue(e) => {
+            let response_headers = e.response_headers.clone();
+            assert_eq!(
+                e,
+                RequestEdits {
+                    response_headers: e.response_headers.clone(),
+                    ..RequestEdits::default()
+                },
+                "the request was edited"
+            );
+            response_headers
+        }
+        RequestDecision::Respond(r) => panic!("answered an actual request: {r:?}"),
+    }
+}
+
+/// Run an ordinary request and return the response headers the client
+/// gets, starting from `upstream` headers: the request phase's response
+/// headers, then the response phase's edits if the step declares one.
+fn actual(p: &mut Cors, req: &RequestHead, upstream: &[(&str, &str)]) -> Vec<(String, String)> {
+    let response_headers = request_phase(p, req);
+    let mut headers: Vec<(String, String)> = upstream
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+    apply(&mut headers, response_headers);
+    if has_response_phase(p) {
+        let resp = ResponseHead {
+            status: 200,
+            headers: headers
+                .iter()
+                .map(|(n, v)| Header::new(n, v.as_str()))
+                .collect(),
+        };
+        let ctx = CallContext::default();
+        let edits = match p.on_response(&Call::native_response(&ctx, req, &resp), None) {
+            ResponseDecision::Continue(e) => e,
+            ResponseDecision::Respond(r) => panic!("replaced the response: {r:?}"),
+        };
+        assert_eq!(edits.status, None);
+        assert_eq!(edits.body, None);
+        apply(&mut headers, edits.headers);
     }
     headers
 }
@@ -374,9 +410,14 @@ fn config_errors_name_the_field() {
 }
 
 #[test]
-fn info_wants_the_response_but_no_body() {
+fn phases_per_configuration_and_no_body() {
+    // Listed origins: the response phase adds `Vary: Origin`.
     let p = policy(APP);
-    assert!(p.info().wants_response);
+    assert_eq!(p.info().phases, Phases::REQUEST | Phases::RESPONSE);
+    assert_eq!(p.info().body, Default::default());
+    // Any origin: nothing varies, the request phase does it all.
+    let p = policy(r#"{"allow-origins":["*"]}"#);
+    assert_eq!(p.info().phases, Phases::REQUEST);
     assert_eq!(p.info().body, Default::default());
 }
 
@@ -768,4 +809,102 @@ fn no_expose_headers_when_none_configured() {
         &preflight("https://app.example.com", "POST", Some("content-type")),
     );
     assert_eq!(r.status, 403);
+}
+
+// --- phases ------------------------------------------------------------------------
+
+#[test]
+fn the_request_phase_attaches_the_cors_response_headers() {
+    let mut p = policy(APP);
+    let ops = request_phase(
+        &mut p,
+        &head("GET", &[("origin", "https://app.example.com")]),
+    );
+    assert_eq!(
+        ops,
+        vec![
+            HeaderOp::remove("access-control-allow-methods"),
+            HeaderOp::remove("access-control-allow-headers"),
+            HeaderOp::remove("access-control-max-age"),
+            HeaderOp::set("access-control-allow-origin", "https://app.example.com"),
+            HeaderOp::set("access-control-allow-credentials", "true"),
+            HeaderOp::set("access-control-expose-headers", "x-request-id, etag"),
+        ]
+    );
+    // A disallowed origin: only removals.
+    let ops = request_phase(&mut p, &head("GET", &[("origin", "https://evil.com")]));
+    assert_eq!(
+        ops,
+        CORS_RESPONSE_HEADERS
+            .iter()
+            .map(|n| HeaderOp::remove(*n))
+            .collect::<Vec<_>>()
+    );
+    // The response phase only sees to `Vary`, whatever the response holds.
+    let ctx = CallContext::default();
+    let req = head("GET", &[("origin", "https://app.example.com")]);
+    request_phase(&mut p, &req);
+    let resp = ResponseHead {
+        status: 401,
+        headers: vec![
+            Header::new("access-control-allow-origin", "*"),
+            Header::new("vary", "accept-encoding"),
+            Header::new("vary", "origin"),
+        ],
+    };
+    assert_eq!(
+        p.on_response(&Call::native_response(&ctx, &req, &resp), None),
+        ResponseDecision::default(),
+        "a later Vary field covering Origin counts"
+    );
+    let resp = ResponseHead::default();
+    assert_eq!(
+        p.on_response(&Call::native_response(&ctx, &req, &resp), None),
+        ResponseDecision::Continue(ResponseEdits::default().append_header("vary", "Origin"))
+    );
+}
+
+#[test]
+fn any_origin_needs_no_response_phase() {
+    let mut p = policy(r#"{"allow-origins":["*"],"expose-headers":["etag"]}"#);
+    assert!(!has_response_phase(&p));
+    let h = actual(
+        &mut p,
+        &head("GET", &[("origin", "https://x.example")]),
+        &[
+            ("access-control-allow-origin", "https://upstream.example"),
+            ("access-control-allow-credentials", "true"),
+            ("access-control-max-age", "5"),
+            ("vary", "Accept-Encoding"),
+        ],
+    );
+    assert_eq!(
+        h,
+        vec![
+            ("vary".to_string(), "Accept-Encoding".to_string()),
+            ("access-control-allow-origin".to_string(), "*".to_string()),
+            (
+                "access-control-expose-headers".to_string(),
+                "etag".to_string()
+            ),
+        ]
+    );
+    // Without an origin: the upstream's CORS headers still go, nothing is
+    // added.
+    let h = actual(
+        &mut p,
+        &head("GET", &[]),
+        &[("access-control-allow-origin", "*"), ("x-upstream", "yes")],
+    );
+    assert_eq!(h, vec![("x-upstream".to_string(), "yes".to_string())]);
+}
+
+#[test]
+fn a_reused_instance_keeps_nothing_from_a_preflight() {
+    // Under worker isolation one instance serves request after request.
+    let mut p = policy(APP);
+    let r = answer(&mut p, &preflight("https://app.example.com", "PUT", None));
+    assert_eq!(r.status, 204);
+    let h = actual(&mut p, &head("GET", &[]), &[]);
+    assert_eq!(h, vec![("vary".to_string(), "Origin".to_string())]);
 }

@@ -18,8 +18,8 @@ use cidr::{client_ip, Cidr};
 use serde::Deserialize;
 use std::net::IpAddr;
 use tollgate_policy_sdk::{
-    export_policy, json_error, log, CallContext, ConfigError, Policy, PolicyInfo, RequestDecision,
-    RequestEdits, RequestHead,
+    export_policy, json_error, log, Call, ConfigError, Policy, PolicyInfo, RequestDecision,
+    RequestEdits,
 };
 
 /// The step configuration.
@@ -102,19 +102,14 @@ impl Policy for IpFilter {
     }
 
     fn info(&self) -> PolicyInfo {
-        PolicyInfo {
-            wants_response: false,
-            ..PolicyInfo::default()
-        }
+        // No body and no response phase, whatever the configuration.
+        PolicyInfo::request_only()
     }
 
-    fn on_request(
-        &mut self,
-        ctx: &CallContext,
-        _req: &RequestHead,
-        _body: Option<&[u8]>,
-    ) -> RequestDecision {
-        match client_ip(&ctx.client_addr) {
+    fn on_request(&mut self, call: &Call<'_>, _body: Option<&[u8]>) -> RequestDecision {
+        // The only thing this step reads.
+        let client_addr = call.client_addr();
+        match client_ip(&client_addr) {
             Some(ip) if self.permits(ip) => RequestDecision::Continue(RequestEdits::default()),
             Some(ip) => {
                 log::debug(&format!("ip-filter: refused {ip}"));
@@ -124,7 +119,7 @@ impl Policy for IpFilter {
                 // Fail closed: an address we cannot read is not on any list.
                 log::warn(&format!(
                     "ip-filter: unreadable client address {:?}; refused",
-                    ctx.client_addr
+                    client_addr
                 ));
                 self.refuse()
             }

@@ -1,6 +1,6 @@
 use super::*;
 use std::net::{Ipv4Addr, Ipv6Addr};
-use tollgate_policy_sdk::{header_str, parse_config, Response};
+use tollgate_policy_sdk::{header_str, parse_config, CallContext, Phases, RequestHead, Response};
 
 fn policy(json: &str) -> IpFilter {
     parse_config::<IpFilter>(json).unwrap_or_else(|e| panic!("{json}: {e:?}"))
@@ -26,7 +26,7 @@ fn decide(p: &mut IpFilter, client_addr: &str) -> Option<Response> {
         client_addr: client_addr.into(),
         ..CallContext::default()
     };
-    match p.on_request(&ctx, &RequestHead::default(), None) {
+    match p.on_request(&Call::native(&ctx, &RequestHead::default()), None) {
         RequestDecision::Continue(edits) => {
             assert_eq!(edits, RequestEdits::default());
             None
@@ -342,7 +342,19 @@ fn config_errors_name_the_entry() {
 fn info_declares_no_body_and_no_response_phase() {
     let p = policy(r#"{"deny":["10.0.0.0/8"]}"#);
     assert_eq!(p.info().body, Default::default());
-    assert!(!p.info().wants_response);
+    assert_eq!(p.info().phases, Phases::REQUEST);
+    assert_eq!(p.info(), PolicyInfo::request_only());
+}
+
+#[test]
+fn every_configuration_declares_only_the_request_phase() {
+    for json in [
+        r#"{"deny":["10.0.0.0/8"]}"#,
+        r#"{"allow":["10.0.0.0/8"]}"#,
+        r#"{"allow":["10.0.0.0/8"],"deny":["10.66.0.0/16"],"status":404}"#,
+    ] {
+        assert_eq!(policy(json).info(), PolicyInfo::request_only(), "{json}");
+    }
 }
 
 // --- decisions ---------------------------------------------------------------
@@ -405,7 +417,7 @@ fn forwarded_headers_are_never_trusted() {
         ..CallContext::default()
     };
     assert!(matches!(
-        p.on_request(&ctx, &req, None),
+        p.on_request(&Call::native(&ctx, &req), None),
         RequestDecision::Respond(r) if r.status == 403
     ));
 }

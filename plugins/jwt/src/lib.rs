@@ -12,12 +12,13 @@ mod token;
 use keys::{parse_jwk, Jwk, Jwks, JwksSource};
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use std::cell::OnceCell;
 use std::collections::BTreeMap;
 use token::{Alg, Family, Reject, Token};
 use tollgate_policy_sdk::services::{consumers, crypto};
 use tollgate_policy_sdk::{
-    clock, header_values, log, query, valid_header_name, CallContext, ConfigError, HeaderOp,
-    Policy, PolicyInfo, RequestDecision, RequestEdits, RequestHead, Response,
+    clock, log, query, valid_header_name, Call, ConfigError, HeaderOp, Policy, PolicyInfo,
+    RequestDecision, RequestEdits, Response,
 };
 
 /// Most keys tried for one token (when it has no `kid`, or several keys
@@ -352,26 +353,20 @@ impl Policy for Jwt {
         })
     }
 
+    /// The request phase only (nothing to do on the way back), no body.
     fn info(&self) -> PolicyInfo {
-        PolicyInfo {
-            wants_response: false,
-            ..PolicyInfo::default()
-        }
+        PolicyInfo::request_only()
     }
 
-    fn on_request(
-        &mut self,
-        ctx: &CallContext,
-        req: &RequestHead,
-        _body: Option<&[u8]>,
-    ) -> RequestDecision {
-        let token = match self.find_token(req) {
+    fn on_request(&mut self, call: &Call<'_>, _body: Option<&[u8]>) -> RequestDecision {
+        let req = Seen::new(call, &self.header);
+        let token = match self.find_token(&req) {
             Ok(Some(t)) => t,
             Ok(None) => return deny("invalid_request", "a bearer token is required"),
             Err(why) => return deny("invalid_request", why),
         };
-        match self.authenticate(ctx, &token) {
-            Ok(edits) => RequestDecision::Continue(self.strip_token(req, edits)),
+        match self.authenticate(call, &token) {
+            Ok(edits) => RequestDecision::Continue(self.strip_token(&req, edits)),
             Err(Failure::Token(reason)) => deny("invalid_token", reason.description()),
             Err(Failure::KeysUnavailable) => {
                 log::warn("jwt: no JWKS available to check a token");
@@ -382,6 +377,45 @@ impl Policy for Jwt {
                 ))
             }
         }
+    }
+}
+
+/// The parts of the request the policy reads, each copied from the gateway
+/// once, and only if a step of the policy needs it.
+struct Seen<'r, 'c> {
+    call: &'r Call<'c>,
+    /// The name of the token header.
+    header: &'r str,
+    /// The values of the token header.
+    token_header: OnceCell<Vec<Vec<u8>>>,
+    query: OnceCell<Option<String>>,
+    /// The values of `cookie`.
+    cookies: OnceCell<Vec<Vec<u8>>>,
+}
+
+impl<'r, 'c> Seen<'r, 'c> {
+    fn new(call: &'r Call<'c>, header: &'r str) -> Self {
+        Seen {
+            call,
+            header,
+            token_header: OnceCell::new(),
+            query: OnceCell::new(),
+            cookies: OnceCell::new(),
+        }
+    }
+
+    fn token_header(&self) -> &[Vec<u8>] {
+        self.token_header
+            .get_or_init(|| self.call.header_values(self.header))
+    }
+
+    fn query(&self) -> Option<&str> {
+        self.query.get_or_init(|| self.call.query()).as_deref()
+    }
+
+    fn cookies(&self) -> &[Vec<u8>] {
+        self.cookies
+            .get_or_init(|| self.call.header_values("cookie"))
     }
 }
 
@@ -450,8 +484,8 @@ impl Jwt {
 
     /// The token, from the header, then the query, then the cookie.
     /// `Err`: the request is ambiguous or malformed.
-    fn find_token(&self, req: &RequestHead) -> Result<Option<String>, &'static str> {
-        let mut values = header_values(&req.headers, &self.header);
+    fn find_token(&self, req: &Seen<'_, '_>) -> Result<Option<String>, &'static str> {
+        let mut values = req.token_header().iter();
         if let Some(value) = values.next() {
             if values.next().is_some() {
                 return Err("the token header appears more than once");
@@ -464,7 +498,7 @@ impl Jwt {
                 return Ok(Some(t.to_string()));
             }
         }
-        if let (Some(name), Some(q)) = (&self.query, &req.query) {
+        if let Some((name, q)) = self.query.as_ref().and_then(|n| Some((n, req.query()?))) {
             let mut found = query::parse(q).into_iter().filter(|(k, _)| k == name);
             if let Some((_, v)) = found.next() {
                 if found.next().is_some() {
@@ -477,7 +511,7 @@ impl Jwt {
             }
         }
         if let Some(name) = &self.cookie {
-            for v in header_values(&req.headers, "cookie") {
+            for v in req.cookies() {
                 let Ok(v) = std::str::from_utf8(v) else {
                     continue;
                 };
@@ -497,7 +531,7 @@ impl Jwt {
         Ok(None)
     }
 
-    fn authenticate(&self, ctx: &CallContext, raw: &str) -> Result<RequestEdits, Failure> {
+    fn authenticate(&self, call: &Call<'_>, raw: &str) -> Result<RequestEdits, Failure> {
         let token = token::parse(raw, &self.algorithms)?;
         self.verify(&token)?;
         token::check_claims(
@@ -517,7 +551,7 @@ impl Jwt {
                 _ => return Err(Reject::UnknownConsumer.into()),
             };
             let consumer =
-                consumers::lookup_consumer(&ctx.api, id).ok_or(Reject::UnknownConsumer)?;
+                consumers::lookup_consumer(&call.api(), id).ok_or(Reject::UnknownConsumer)?;
             edits.consumer = Some(consumer);
         }
         // `set` replaces every field of that name and `remove` drops them:
@@ -612,16 +646,16 @@ impl Jwt {
     }
 
     /// With `strip`, remove the token from every place it may travel in.
-    fn strip_token(&self, req: &RequestHead, mut edits: RequestEdits) -> RequestEdits {
+    fn strip_token(&self, req: &Seen<'_, '_>, mut edits: RequestEdits) -> RequestEdits {
         if !self.strip {
             return edits;
         }
         // The header goes if it carries a token (an `Authorization: Basic`
         // header is someone else's business).
-        if header_values(&req.headers, &self.header).any(|v| self.bearer(v).is_some()) {
+        if req.token_header().iter().any(|v| self.bearer(v).is_some()) {
             edits.headers.push(HeaderOp::remove(self.header.as_str()));
         }
-        if let (Some(name), Some(q)) = (&self.query, &req.query) {
+        if let Some((name, q)) = self.query.as_ref().and_then(|n| Some((n, req.query()?))) {
             let kept: Vec<String> = query::raw_pairs(q)
                 .filter(|(k, _)| query::decode_component(k) != *name)
                 .map(|(k, v)| match v {
@@ -636,7 +670,7 @@ impl Jwt {
         if let Some(name) = &self.cookie {
             let mut changed = false;
             let mut kept: Vec<&[u8]> = Vec::new();
-            for v in header_values(&req.headers, "cookie") {
+            for v in req.cookies() {
                 for pair in v.split(|b| *b == b';').map(<[u8]>::trim_ascii) {
                     let key = pair.split(|b| *b == b'=').next().unwrap_or_default();
                     if pair.contains(&b'=') && key == name.as_bytes() {

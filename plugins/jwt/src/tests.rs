@@ -10,7 +10,9 @@ use ring::signature::{self as sig, KeyPair as _};
 use serde_json::json;
 use std::cell::RefCell;
 use tollgate_policy_sdk::services::{harness, IncomingResponse};
-use tollgate_policy_sdk::{header_str, parse_config, Consumer, Header, RequestEdits};
+use tollgate_policy_sdk::{
+    header_str, parse_config, CallContext, Consumer, Header, RequestEdits, RequestHead,
+};
 
 const NOW: u64 = 1_700_000_000;
 const SECRET: &str = "an HS256 test secret of 32 bytes+";
@@ -210,7 +212,7 @@ fn bearer(token: &str) -> RequestHead {
 }
 
 fn run(p: &mut Jwt, req: &RequestHead) -> RequestDecision {
-    p.on_request(&ctx(), req, None)
+    p.on_request(&Call::native(&ctx(), req), None)
 }
 
 #[track_caller]
@@ -387,7 +389,7 @@ fn configuration_is_checked_at_load() {
         "issuer": ["a", "b"],
         "audience": "pets",
     }));
-    assert!(!p.info().wants_response);
+    assert_eq!(p.info(), PolicyInfo::request_only());
     // The host's outbound client speaks TLS: https:// JWKS URLs are fine.
     policy(json!({ "algorithms": ["ES256"], "jwks-url": "https://idp.test/jwks.json" }));
     let e = config_error(json!({ "algorithms": ["ES256"], "jwks-url": "https://" }));

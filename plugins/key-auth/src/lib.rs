@@ -22,8 +22,8 @@ use serde::Deserialize;
 use tollgate_policy_sdk::query::{decode_component, raw_pairs};
 use tollgate_policy_sdk::services::consumers;
 use tollgate_policy_sdk::{
-    export_policy, header_values, log, valid_header_name, CallContext, ConfigError, Policy,
-    PolicyInfo, RequestDecision, RequestEdits, RequestHead, Response,
+    export_policy, log, valid_header_name, Call, ConfigError, Policy, PolicyInfo, RequestDecision,
+    RequestEdits, Response,
 };
 
 /// The header that carries the consumer id upstream.
@@ -145,26 +145,25 @@ impl Policy for KeyAuth {
     }
 
     fn info(&self) -> PolicyInfo {
-        PolicyInfo {
-            wants_response: false,
-            ..PolicyInfo::default()
-        }
+        // No body, and nothing to do on the response: every configuration
+        // is request-only.
+        PolicyInfo::request_only()
     }
 
-    fn on_request(
-        &mut self,
-        ctx: &CallContext,
-        req: &RequestHead,
-        _body: Option<&[u8]>,
-    ) -> RequestDecision {
-        let key = match self.credential(req) {
+    fn on_request(&mut self, call: &Call<'_>, _body: Option<&[u8]>) -> RequestDecision {
+        // The query is read only if a parameter may carry the key, and once.
+        let query = match &self.query {
+            Some(_) => call.query(),
+            None => None,
+        };
+        let key = match self.credential(call, query.as_deref()) {
             Ok(key) => key,
             Err(why) => {
                 log::info(&format!("key-auth: refused: {why}"));
                 return RequestDecision::Respond(self.unauthorized());
             }
         };
-        let Some(consumer) = consumers::lookup_key(&ctx.api, &key) else {
+        let Some(consumer) = consumers::lookup_key(&call.api(), &key) else {
             // Never log the key, not even a prefix of it.
             log::info("key-auth: refused: unknown, revoked or expired key");
             return RequestDecision::Respond(self.unauthorized());
@@ -175,9 +174,11 @@ impl Policy for KeyAuth {
             consumer.key_id.as_deref().unwrap_or("-")
         ));
         let mut edits = RequestEdits::default();
-        // Nobody but the gateway says who the consumer is.
+        // Nobody but the gateway says who the consumer is. The names to
+        // remove are known only by prefix, so this (accepted calls only)
+        // reads every request field.
         let mut forged: Vec<String> = vec![CONSUMER_HEADER.to_string()];
-        for h in &req.headers {
+        for h in &call.headers() {
             let name = h.name.to_ascii_lowercase();
             if name.starts_with(CONSUMER_PREFIX) && !forged.contains(&name) {
                 forged.push(name);
@@ -188,7 +189,7 @@ impl Policy for KeyAuth {
         }
         if self.strip {
             edits = edits.remove_header(&self.header);
-            if let (Some(param), Some(query)) = (&self.query, &req.query) {
+            if let (Some(param), Some(query)) = (&self.query, &query) {
                 if let Some(rest) = without_param(query, param) {
                     edits.query = Some(rest);
                 }
@@ -211,11 +212,9 @@ impl KeyAuth {
     /// credential is accepted: a header field given twice, a parameter given
     /// twice, or both a header and a parameter are refused, so that no later
     /// reader can pick a different one than the one checked here.
-    fn credential(&self, req: &RequestHead) -> Result<String, &'static str> {
-        let mut found: Vec<Vec<u8>> = header_values(&req.headers, &self.header)
-            .map(<[u8]>::to_vec)
-            .collect();
-        if let (Some(param), Some(query)) = (&self.query, &req.query) {
+    fn credential(&self, call: &Call<'_>, query: Option<&str>) -> Result<String, &'static str> {
+        let mut found: Vec<Vec<u8>> = call.header_values(&self.header);
+        if let (Some(param), Some(query)) = (&self.query, query) {
             for (k, v) in raw_pairs(query) {
                 if decode_component(k) == *param {
                     found.push(decode_component(v.unwrap_or("")).into_bytes());

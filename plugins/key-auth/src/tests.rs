@@ -1,6 +1,8 @@
 use super::*;
 use tollgate_policy_sdk::services::harness;
-use tollgate_policy_sdk::{header_str, parse_config, Consumer, Header, HeaderOp};
+use tollgate_policy_sdk::{
+    header_str, parse_config, CallContext, Consumer, Header, HeaderOp, Phases, RequestHead,
+};
 
 const KEY: &str = "s3cr3t-key-0001";
 
@@ -38,6 +40,9 @@ fn ctx() -> CallContext {
     }
 }
 
+/// Request fields as a test writes them.
+type Headers<'a> = Vec<(&'a str, &'a [u8])>;
+
 fn head(headers: &[(&str, &[u8])], query: Option<&str>) -> RequestHead {
     RequestHead {
         method: "GET".into(),
@@ -50,7 +55,7 @@ fn head(headers: &[(&str, &[u8])], query: Option<&str>) -> RequestHead {
 }
 
 fn run(p: &mut KeyAuth, req: &RequestHead) -> RequestDecision {
-    p.on_request(&ctx(), req, None)
+    p.on_request(&Call::native(&ctx(), req), None)
 }
 
 fn accepted(d: RequestDecision) -> RequestEdits {
@@ -75,7 +80,7 @@ fn defaults() {
     assert!(p.strip);
     assert!(p.forward);
     assert_eq!(p.challenge, "ApiKey realm=\"tollgate\"");
-    assert!(!p.info().wants_response);
+    assert_eq!(p.info(), PolicyInfo::request_only());
 }
 
 #[test]
@@ -186,7 +191,10 @@ fn a_key_for_another_api_is_refused() {
         api: "orders".into(),
         ..ctx()
     };
-    assert_eq!(refused(p.on_request(&other, &req, None)).status, 401);
+    assert_eq!(
+        refused(p.on_request(&Call::native(&other, &req), None)).status,
+        401
+    );
 }
 
 #[test]
@@ -195,7 +203,7 @@ fn hostile_credentials_are_refused() {
     let mut p = policy(r#"{"query":"api_key"}"#);
     let huge = "k".repeat(MAX_KEY_BYTES + 1);
     harness::add_key("pets", &huge, Consumer::default());
-    let cases: Vec<(Vec<(&str, &[u8])>, Option<&str>)> = vec![
+    let cases: Vec<(Headers, Option<&str>)> = vec![
         // The same valid key twice, or twice in different places: ambiguous.
         (
             vec![("x-api-key", KEY.as_bytes()), ("x-api-key", KEY.as_bytes())],
@@ -299,4 +307,28 @@ fn without_param_keeps_other_pieces() {
         without_param("my+key=1&x=2", "my key").as_deref(),
         Some("x=2")
     );
+}
+
+#[test]
+fn every_configuration_is_request_only() {
+    for json in [
+        "{}",
+        r#"{"query":"api_key"}"#,
+        r#"{"strip":false,"forward-consumer-header":false}"#,
+        r#"{"header":"x-key","query":"k","realm":"r"}"#,
+    ] {
+        let info = policy(json).info();
+        assert_eq!(info.phases, Phases::REQUEST, "{json}");
+        assert_eq!(info, PolicyInfo::request_only(), "{json}");
+    }
+}
+
+#[test]
+fn no_response_headers_are_attached() {
+    setup();
+    let mut p = policy(r#"{"query":"api_key"}"#);
+    let e = accepted(run(&mut p, &head(&[("x-api-key", KEY.as_bytes())], None)));
+    assert!(e.response_headers.is_empty());
+    let e = accepted(run(&mut p, &head(&[], Some("api_key=s3cr3t-key-0001"))));
+    assert!(e.response_headers.is_empty());
 }

@@ -23,6 +23,13 @@
 //! deadline or failure, an unreachable upstream) and the upstream's own
 //! failures cost the consumer nothing.
 //!
+//! The step declares its response phase only when it may give units back
+//! (any `count` but `all`); there the response gets the `x-quota-*` headers,
+//! with what is left after a refund. With `count = "all"` the step is
+//! request-only: the request phase attaches the same headers as
+//! `response_headers`, which the gateway sets where the response phase
+//! would have run.
+//!
 //! Or take the quota from the caller's plan (defined through the admin API,
 //! read with `plans::limits(consumer.plan)` on every call):
 //!
@@ -51,8 +58,8 @@ use sha2::{Digest, Sha256};
 use tollgate_policy_sdk::services::outcome::{self, ResponseOrigin};
 use tollgate_policy_sdk::services::{counters, plans, Decision, ServiceError};
 use tollgate_policy_sdk::{
-    clock, log, CallContext, ConfigError, Policy, PolicyInfo, RequestDecision, RequestEdits,
-    RequestHead, Response, ResponseDecision, ResponseEdits, ResponseHead,
+    clock, log, Call, ConfigError, Consumer, Policy, PolicyInfo, RequestDecision, RequestEdits,
+    Response, ResponseDecision, ResponseEdits,
 };
 
 /// The step configuration as written.
@@ -221,7 +228,8 @@ pub enum Source {
     },
 }
 
-/// The configured policy and what the request phase decided.
+/// The configured policy and what the request phase decided (for the
+/// response phase, which only a refunding `count` has).
 #[derive(Debug)]
 pub struct Quota {
     source: Source,
@@ -330,20 +338,25 @@ impl Policy for Quota {
     }
 
     fn info(&self) -> PolicyInfo {
-        PolicyInfo::default()
+        if self.refunds() {
+            // The response phase gives back the unit of a call that does
+            // not count, and reports what is left after that.
+            PolicyInfo::default()
+        } else {
+            // Nothing depends on the outcome: the request phase attaches
+            // the headers (`response_headers`).
+            PolicyInfo::request_only()
+        }
     }
 
-    fn on_request(
-        &mut self,
-        ctx: &CallContext,
-        _req: &RequestHead,
-        _body: Option<&[u8]>,
-    ) -> RequestDecision {
+    fn on_request(&mut self, call: &Call<'_>, _body: Option<&[u8]>) -> RequestDecision {
         // Nothing of an earlier call on this instance (the gateway's
         // `worker` isolation reuses it) may reach this call's response.
         self.passed = None;
         self.taken = None;
-        let (allowance, plan) = match self.allowance(ctx) {
+        // Both the plan and the subject come from the consumer: read once.
+        let consumer = call.consumer();
+        let (allowance, plan) = match self.allowance(consumer.as_ref()) {
             Applied::Quota(allowance, plan) => (allowance, plan),
             Applied::Unlimited(plan) => {
                 log::debug(&format!(
@@ -360,7 +373,7 @@ impl Policy for Quota {
                 ))
             }
         };
-        let Some(subject) = self.subject(ctx) else {
+        let Some(subject) = self.subject(consumer.as_ref()) else {
             log::warn(&format!(
                 "quota: no {} to count against: put an authentication step before this one",
                 self.by_name()
@@ -383,21 +396,28 @@ impl Policy for Quota {
         // keeps the count (README: "Counter keys of plan quotas"). The
         // `plan` segment is never a period name, so plan counts never meet
         // configured ones.
+        let step = call.step();
         let key = match &plan {
-            None => format!("quota/{}/{period}/{}/{subject}", ctx.step, self.by_name()),
+            None => format!("quota/{step}/{period}/{}/{subject}", self.by_name()),
             Some(plan) => format!(
-                "quota/{}/plan/{}/{period}/{}/{subject}",
-                ctx.step,
+                "quota/{step}/plan/{}/{period}/{}/{subject}",
                 plan_segment(plan),
                 self.by_name()
             ),
         };
         match (self.counter)(&key, allowance.calls, start, end, 1) {
             Ok(d) if d.allowed => {
-                self.passed = Some(d);
-                if self.count != Count::All {
-                    self.taken = Some((key, start, end));
+                if !self.refunds() {
+                    // No response phase: the headers go with the request
+                    // phase's edits, to be set where it would have run.
+                    let mut edits = RequestEdits::default();
+                    for (name, value) in headers(&d) {
+                        edits = edits.set_response_header(name, value);
+                    }
+                    return RequestDecision::Continue(edits);
                 }
+                self.passed = Some(d);
+                self.taken = Some((key, start, end));
                 RequestDecision::Continue(RequestEdits::default())
             }
             Ok(d) => {
@@ -452,13 +472,9 @@ impl Policy for Quota {
         }
     }
 
-    fn on_response(
-        &mut self,
-        _ctx: &CallContext,
-        _req: &RequestHead,
-        _resp: &ResponseHead,
-        _body: Option<&[u8]>,
-    ) -> ResponseDecision {
+    /// Only declared when [`Quota::refunds`]: reads nothing of the call but
+    /// its outcome (`outcome::origin`).
+    fn on_response(&mut self, _call: &Call<'_>, _body: Option<&[u8]>) -> ResponseDecision {
         let mut edits = ResponseEdits::default();
         let Some(mut d) = self.passed else {
             return ResponseDecision::Continue(edits);
@@ -494,13 +510,19 @@ enum Applied {
 }
 
 impl Quota {
-    /// The quota of this call.
-    fn allowance(&self, ctx: &CallContext) -> Applied {
+    /// Whether a call's unit may be given back (every `count` but `all`),
+    /// which takes the response phase.
+    pub fn refunds(&self) -> bool {
+        self.count != Count::All
+    }
+
+    /// The quota of a call by `consumer`.
+    fn allowance(&self, consumer: Option<&Consumer>) -> Applied {
         let fallback = match self.source {
             Source::Fixed(allowance) => return Applied::Quota(allowance, None),
             Source::Plan { fallback } => fallback,
         };
-        match plans::of_caller(ctx) {
+        match plans::of_caller(consumer) {
             Ok(plans::PlanLimits {
                 plan,
                 quota: Some(q),
@@ -544,9 +566,10 @@ impl Quota {
         (s.max(0) as u64, e.max(1) as u64)
     }
 
-    /// Whose quota this call uses: `None` if the call has no such subject.
-    fn subject(&self, ctx: &CallContext) -> Option<String> {
-        let c = ctx.consumer.as_ref()?;
+    /// Whose quota a call by `consumer` uses: `None` if the call has no
+    /// such subject.
+    fn subject(&self, consumer: Option<&Consumer>) -> Option<String> {
+        let c = consumer?;
         Some(match self.by {
             By::Consumer => plain_or_hash("c", &c.id),
             By::App => match &c.app {

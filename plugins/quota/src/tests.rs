@@ -2,7 +2,10 @@ use super::calendar::{days_from_civil, DAY_MS};
 use super::*;
 use tollgate_policy_sdk::services::outcome::ResponseOrigin;
 use tollgate_policy_sdk::services::{harness, plans};
-use tollgate_policy_sdk::{header_str, parse_config, Consumer, HeaderOp};
+use tollgate_policy_sdk::CallContext;
+use tollgate_policy_sdk::{
+    header_str, parse_config, Consumer, HeaderOp, Phases, RequestHead, ResponseHead,
+};
 
 fn at(y: i64, mo: u32, d: u32, h: i64, mi: i64) -> u64 {
     (days_from_civil(y, mo, d) * DAY_MS + (h * 60 + mi) * 60_000) as u64
@@ -38,20 +41,60 @@ fn alice() -> CallContext {
     ctx("alice", Some("shop"), Some("gold"))
 }
 
-/// A fresh instance per call: `Ok(response headers)` or `Err(refusal)`.
-fn call(json: &str, c: &CallContext) -> Result<Vec<HeaderOp>, Response> {
-    let mut p = policy(json);
-    let req = RequestHead::default();
-    match p.on_request(c, &req, None) {
-        RequestDecision::Respond(r) => Err(r),
+/// The request phase of `p` over this call.
+fn request(p: &mut Quota, c: &CallContext) -> RequestDecision {
+    p.on_request(&Call::native(c, &RequestHead::default()), None)
+}
+
+/// The response phase of `p` over this call (a `200` as it stands).
+fn response(p: &mut Quota, c: &CallContext) -> ResponseDecision {
+    let (req, resp) = (RequestHead::default(), ResponseHead::default());
+    p.on_response(&Call::native_response(c, &req, &resp), None)
+}
+
+/// The phases of one call on `p`, as the gateway runs them: the request
+/// phase, then the response headers it attached, then the response phase
+/// if `p` declares one. `Ok(the response header operations, in the order
+/// the gateway applies them)` or `Err(refusal)`.
+fn call_on(p: &mut Quota, c: &CallContext) -> Result<Vec<HeaderOp>, Response> {
+    let phases = p.info().phases;
+    assert_eq!(phases & Phases::REQUEST, Phases::REQUEST);
+    let mut ops = match request(p, c) {
+        RequestDecision::Respond(r) => return Err(r),
         RequestDecision::Continue(e) => {
-            assert_eq!(e, RequestEdits::default());
-            match p.on_response(c, &req, &ResponseHead::default(), None) {
-                ResponseDecision::Continue(e) => Ok(e.headers),
-                other => panic!("{other:?}"),
+            let ops = e.response_headers.clone();
+            // Nothing else is edited.
+            assert_eq!(
+                RequestEdits {
+                    response_headers: Vec::new(),
+                    ..e
+                },
+                RequestEdits::default()
+            );
+            ops
+        }
+    };
+    if phases & Phases::RESPONSE == Phases::RESPONSE {
+        match response(p, c) {
+            ResponseDecision::Continue(e) => {
+                assert_eq!(
+                    ResponseEdits {
+                        headers: Vec::new(),
+                        ..e.clone()
+                    },
+                    ResponseEdits::default()
+                );
+                ops.extend(e.headers);
             }
+            other => panic!("{other:?}"),
         }
     }
+    Ok(ops)
+}
+
+/// A fresh instance per call: `Ok(response headers)` or `Err(refusal)`.
+fn call(json: &str, c: &CallContext) -> Result<Vec<HeaderOp>, Response> {
+    call_on(&mut policy(json), c)
 }
 
 #[test]
@@ -251,10 +294,11 @@ fn hostile_ids_make_bounded_distinct_keys() {
     assert!(call(cfg, &ctx("a b", None, None)).is_ok());
     assert!(call(cfg, &ctx("a\u{0}b", None, None)).is_ok());
     let p = policy(cfg);
-    assert!(p.subject(&ctx(&long, None, None)).unwrap().len() < 80);
+    let subject = |c: CallContext| p.subject(c.consumer.as_ref());
+    assert!(subject(ctx(&long, None, None)).unwrap().len() < 80);
     assert_ne!(
-        p.subject(&ctx("a b", None, None)),
-        p.subject(&ctx("a+b", None, None))
+        subject(ctx("a b", None, None)),
+        subject(ctx("a+b", None, None))
     );
 }
 
@@ -267,24 +311,26 @@ fn service_errors_fail_closed_by_default_or_open() {
     harness::reset();
     let mut closed = policy(r#"{"calls":1,"period":"day"}"#);
     closed.counter = unavailable;
-    match closed.on_request(&alice(), &RequestHead::default(), None) {
+    match request(&mut closed, &alice()) {
         RequestDecision::Respond(r) => assert_eq!(r.status, 503),
         other => panic!("{other:?}"),
     }
     let mut open = policy(r#"{"calls":1,"period":"day","fail-open":true}"#);
     open.counter = unavailable;
     assert_eq!(
-        open.on_request(&alice(), &RequestHead::default(), None),
+        request(&mut open, &alice()),
         RequestDecision::Continue(RequestEdits::default())
     );
     assert_eq!(
-        open.on_response(
-            &alice(),
-            &RequestHead::default(),
-            &ResponseHead::default(),
-            None
-        ),
+        response(&mut open, &alice()),
         ResponseDecision::Continue(ResponseEdits::default())
+    );
+    // The same with count = "all" (no response phase): no response headers.
+    let mut open = policy(r#"{"calls":1,"period":"day","fail-open":true,"count":"all"}"#);
+    open.counter = unavailable;
+    assert_eq!(
+        request(&mut open, &alice()),
+        RequestDecision::Continue(RequestEdits::default())
     );
 }
 
@@ -514,7 +560,7 @@ fn key_of(json: &str, c: &CallContext) -> String {
     let mut p = policy(json);
     p.counter = recording;
     KEYS.with(|k| k.borrow_mut().clear());
-    p.on_request(c, &RequestHead::default(), None);
+    request(&mut p, c);
     let keys = KEYS.with(|k| k.borrow().clone());
     assert_eq!(keys.len(), 1, "{keys:?}");
     keys[0].clone()
@@ -710,21 +756,6 @@ fn calls_that_do_not_count_never_free_more_than_they_took() {
     assert_eq!(call(cfg, &alice()).unwrap_err().status, 403);
 }
 
-/// Both phases of one call on `p`, a policy value that serves call after
-/// call (as an instance does under the gateway's `worker` isolation).
-fn call_on(p: &mut Quota, c: &CallContext) -> Result<Vec<HeaderOp>, Response> {
-    let req = RequestHead::default();
-    match p.on_request(c, &req, None) {
-        RequestDecision::Respond(r) => Err(r),
-        RequestDecision::Continue(_) => {
-            match p.on_response(c, &req, &ResponseHead::default(), None) {
-                ResponseDecision::Continue(e) => Ok(e.headers),
-                other => panic!("{other:?}"),
-            }
-        }
-    }
-}
-
 #[test]
 fn a_reused_policy_value_reports_and_refunds_only_its_own_call() {
     harness::reset();
@@ -745,4 +776,83 @@ fn a_reused_policy_value_reports_and_refunds_only_its_own_call() {
         again.contains(&HeaderOp::set("x-quota-remaining", "1")),
         "{again:?}"
     );
+}
+
+#[test]
+fn the_response_phase_is_declared_only_when_units_may_be_given_back() {
+    for (extra, response) in [
+        ("", true),
+        (r#","count":"upstream""#, true),
+        (r#","count":"upstream-below-500""#, true),
+        (r#","count":"upstream-below-400""#, true),
+        (r#","count":"all""#, false),
+    ] {
+        for base in [
+            r#""calls":5,"period":"day""#,
+            r#""limits":"plan""#,
+            r#""limits":"plan","fallback":{"calls":1,"period":"week"}"#,
+        ] {
+            let json = format!("{{{base}{extra}}}");
+            let info = policy(&json).info();
+            let want = if response {
+                Phases::REQUEST | Phases::RESPONSE
+            } else {
+                Phases::REQUEST
+            };
+            assert_eq!(info.phases, want, "{json}");
+            assert_eq!(info.body, Default::default(), "{json}");
+        }
+    }
+}
+
+#[test]
+fn with_count_all_the_request_phase_attaches_the_headers() {
+    harness::reset();
+    harness::set_now_ms(at(2024, 5, 10, 12, 0));
+    let mut all = policy(r#"{"calls":3,"period":"day","count":"all"}"#);
+    let mut refunding = policy(r#"{"calls":3,"period":"day","count":"upstream"}"#);
+    match request(&mut all, &alice()) {
+        RequestDecision::Continue(e) => {
+            assert!(e.headers.is_empty());
+            assert_eq!(
+                e.response_headers,
+                vec![
+                    HeaderOp::set("x-quota-limit", "3"),
+                    HeaderOp::set("x-quota-remaining", "2"),
+                    HeaderOp::set("x-quota-reset", "43200"),
+                ]
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // A refunding count attaches nothing in the request phase: all three
+    // headers come from the response phase, after the refund, in the same
+    // order as before.
+    harness::set_origin(Some(ResponseOrigin::Gateway(503)));
+    assert_eq!(
+        request(&mut refunding, &alice()),
+        RequestDecision::Continue(RequestEdits::default())
+    );
+    match response(&mut refunding, &alice()) {
+        ResponseDecision::Continue(e) => assert_eq!(
+            e.headers,
+            vec![
+                HeaderOp::set("x-quota-limit", "3"),
+                HeaderOp::set("x-quota-remaining", "2"),
+                HeaderOp::set("x-quota-reset", "43200"),
+            ]
+        ),
+        other => panic!("{other:?}"),
+    }
+    harness::set_origin(None);
+    // The same headers, whichever phase carries them, for either count (a
+    // call that counts, each on a fresh count).
+    let mut seen = Vec::new();
+    for p in [&mut all, &mut refunding] {
+        harness::reset();
+        harness::set_now_ms(at(2024, 5, 10, 12, 0));
+        seen.push(call_on(p, &alice()).unwrap());
+    }
+    assert_eq!(seen[0], seen[1]);
+    assert_eq!(seen[0][1], HeaderOp::set("x-quota-remaining", "2"));
 }

@@ -34,11 +34,18 @@
 //!
 //! Counting uses the gateway's atomic `counters::check_and_add`, so of N
 //! concurrent calls racing one limit exactly as many as it allows pass.
+//!
+//! The step has only a request phase, whatever its configuration: the
+//! `RateLimit-*` headers of a call that passes go out as the request
+//! phase's `response_headers`, which the gateway sets on the response where
+//! this step's response phase would run.
+//!
 //! See `README.md` for the reference, including how several limits are
 //! combined and how plan limits are keyed.
 
 #![forbid(unsafe_code)]
 
+use std::cell::{OnceCell, RefCell};
 use std::fmt;
 
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
@@ -46,8 +53,8 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tollgate_policy_sdk::services::{counters, plans, Algorithm, Decision, ServiceError};
 use tollgate_policy_sdk::{
-    header_values, log, valid_header_name, CallContext, ConfigError, Policy, RequestDecision,
-    RequestEdits, RequestHead, Response, ResponseDecision, ResponseEdits, ResponseHead,
+    log, valid_header_name, Call, ConfigError, Consumer, Policy, PolicyInfo, RequestDecision,
+    RequestEdits, Response,
 };
 
 /// Most limits one step may declare.
@@ -268,16 +275,14 @@ pub enum Source {
     },
 }
 
-/// The configured policy, and (for the response phase) the decision the
-/// request phase made.
+/// The configured policy. It keeps nothing from one call to the next: the
+/// request phase decides and attaches the response headers at once.
 #[derive(Debug)]
 pub struct RateLimit {
     source: Source,
     algorithm: Algorithm,
     status: u16,
     fail_open: bool,
-    /// Set by a request phase that let the call through.
-    passed: Option<Decision>,
     /// The counters service (replaced in unit tests to simulate failures).
     counter: CounterFn,
 }
@@ -330,21 +335,22 @@ impl Policy for RateLimit {
             },
             status: config.status,
             fail_open: config.fail_open,
-            passed: None,
             counter: counters::check_and_add,
         })
     }
 
-    fn on_request(
-        &mut self,
-        ctx: &CallContext,
-        req: &RequestHead,
-        _body: Option<&[u8]>,
-    ) -> RequestDecision {
-        // Nothing of an earlier call on this instance (the gateway's
-        // `worker` isolation reuses it) may reach this call's response.
-        self.passed = None;
-        let (limits, keys, origin) = match self.limits_for(ctx, req) {
+    fn info(&self) -> PolicyInfo {
+        // No body, and no response phase in any configuration: the headers
+        // of a call that passes are the request phase's `response_headers`.
+        PolicyInfo::request_only()
+    }
+
+    fn on_request(&mut self, call: &Call<'_>, _body: Option<&[u8]>) -> RequestDecision {
+        // The instance keeps no per-call state (the gateway's `worker`
+        // isolation reuses it): everything of this call lives in `facts`
+        // and in the decision returned.
+        let facts = Facts::new(call);
+        let (limits, keys, origin) = match self.limits_for(&facts) {
             Applied::Limits {
                 limits,
                 keys,
@@ -367,8 +373,13 @@ impl Policy for RateLimit {
         };
         match self.check(&limits, &keys) {
             Ok(Outcome::Pass(d)) => {
-                self.passed = Some(d);
-                RequestDecision::Continue(RequestEdits::default())
+                // Set on the response, whoever makes it, where this step's
+                // response phase would run.
+                let mut edits = RequestEdits::default();
+                for (name, value) in headers(&d) {
+                    edits = edits.set_response_header(name, value);
+                }
+                RequestDecision::Continue(edits)
             }
             Ok(Outcome::Refuse(i, d)) => {
                 let limit = &limits[i];
@@ -421,21 +432,54 @@ impl Policy for RateLimit {
             }
         }
     }
+}
 
-    fn on_response(
-        &mut self,
-        _ctx: &CallContext,
-        _req: &RequestHead,
-        _resp: &ResponseHead,
-        _body: Option<&[u8]>,
-    ) -> ResponseDecision {
-        let mut edits = ResponseEdits::default();
-        if let Some(d) = &self.passed {
-            for (name, value) in headers(d) {
-                edits = edits.set_header(name, value);
-            }
+/// What the request phase reads of the call, each value asked of the
+/// gateway at most once, and only when a limit needs it.
+struct Facts<'a, 'c> {
+    call: &'a Call<'c>,
+    step: OnceCell<String>,
+    client_addr: OnceCell<String>,
+    consumer: OnceCell<Option<Consumer>>,
+    /// The values of the request headers read so far, by (lower-case) name.
+    headers: RefCell<Vec<(String, Vec<Vec<u8>>)>>,
+}
+
+impl<'a, 'c> Facts<'a, 'c> {
+    fn new(call: &'a Call<'c>) -> Self {
+        Facts {
+            call,
+            step: OnceCell::new(),
+            client_addr: OnceCell::new(),
+            consumer: OnceCell::new(),
+            headers: RefCell::new(Vec::new()),
         }
-        ResponseDecision::Continue(edits)
+    }
+
+    fn step(&self) -> &str {
+        self.step.get_or_init(|| self.call.step())
+    }
+
+    fn client_addr(&self) -> &str {
+        self.client_addr.get_or_init(|| self.call.client_addr())
+    }
+
+    fn consumer(&self) -> Option<&Consumer> {
+        self.consumer.get_or_init(|| self.call.consumer()).as_ref()
+    }
+
+    /// The values of every request field `name` (lower-case), joined with
+    /// `,`; `None` if there is none.
+    fn header_list(&self, name: &str) -> Option<Vec<u8>> {
+        let mut seen = self.headers.borrow_mut();
+        let values = match seen.iter().position(|(n, _)| n == name) {
+            Some(i) => &seen[i].1,
+            None => {
+                seen.push((name.to_string(), self.call.header_values(name)));
+                &seen[seen.len() - 1].1
+            }
+        };
+        (!values.is_empty()).then(|| values.join(&b","[..]))
     }
 }
 
@@ -476,11 +520,11 @@ impl RateLimit {
     }
 
     /// The limits of this call and their counter keys.
-    fn limits_for(&self, ctx: &CallContext, req: &RequestHead) -> Applied {
+    fn limits_for(&self, facts: &Facts<'_, '_>) -> Applied {
         let configured = |origin: &str| Applied::Limits {
             limits: self.configured().to_vec(),
             keys: (0..self.configured().len())
-                .map(|i| self.key(i, ctx, req))
+                .map(|i| self.key(i, facts))
                 .collect(),
             origin: origin.into(),
         };
@@ -488,7 +532,7 @@ impl RateLimit {
             Source::Fixed(_) => return configured("configured"),
             Source::Plan { by, fallback } => (by, fallback.is_some()),
         };
-        let plan = match plans::of_caller(ctx) {
+        let plan = match plans::of_caller(facts.consumer()) {
             Ok(plan) => plan,
             Err((level, why)) => {
                 log::log(
@@ -526,7 +570,7 @@ impl RateLimit {
         }
         let keys = limits
             .iter()
-            .map(|l| plan_key(&ctx.step, &plan.plan, l, ctx, req))
+            .map(|l| plan_key(&plan.plan, l, facts))
             .collect();
         Applied::Limits {
             limits,
@@ -539,14 +583,14 @@ impl RateLimit {
     /// `fallback`) for this call. The step name keeps two rate-limit steps
     /// of one API apart (the host adds the API); the value comes last, so no
     /// value can make two keys equal.
-    fn key(&self, i: usize, ctx: &CallContext, req: &RequestHead) -> String {
+    fn key(&self, i: usize, facts: &Facts<'_, '_>) -> String {
         let limit = &self.configured()[i];
         format!(
             "rl/{}/{i}/{}/{}/{}",
-            ctx.step,
+            facts.step(),
             limit.window_ms,
             limit.by.tag(),
-            subject(&limit.by, ctx, req)
+            subject(&limit.by, facts)
         )
     }
 
@@ -683,7 +727,7 @@ fn limit_list(field: &str, list: &[LimitConfig]) -> Result<Vec<Limit>, ConfigErr
 /// `by` tag have none either, and the subject comes last: no two limits,
 /// plans or subjects share a key. The `plan` segment never looks like the
 /// index of a configured limit (`rl/{step}/{i}/...`).
-fn plan_key(step: &str, plan: &str, limit: &Limit, ctx: &CallContext, req: &RequestHead) -> String {
+fn plan_key(plan: &str, limit: &Limit, facts: &Facts<'_, '_>) -> String {
     let plan = if plan.len() <= MAX_PLAIN_VALUE
         && plan.bytes().all(|b| (0x21..0x7f).contains(&b) && b != b'/')
     {
@@ -692,11 +736,12 @@ fn plan_key(step: &str, plan: &str, limit: &Limit, ctx: &CallContext, req: &Requ
         format!("p#{}", sha256_hex(plan.as_bytes()))
     };
     format!(
-        "rl/{step}/plan/{plan}/{}/{}/{}/{}",
+        "rl/{}/plan/{plan}/{}/{}/{}/{}",
+        facts.step(),
         limit.window_ms,
         limit.requests,
         limit.by.tag(),
-        subject(&limit.by, ctx, req)
+        subject(&limit.by, facts)
     )
 }
 
@@ -714,31 +759,27 @@ pub fn window_name(ms: u64) -> String {
 }
 
 /// What `by` counts this call as: the last segment of its counter keys.
-fn subject(by: &By, ctx: &CallContext, req: &RequestHead) -> String {
-    let ip = || format!("ip={}", client_ip(&ctx.client_addr));
+fn subject(by: &By, facts: &Facts<'_, '_>) -> String {
+    let ip = || format!("ip={}", client_ip(facts.client_addr()));
     match by {
         By::Api => String::new(),
         By::Ip => ip(),
-        By::Consumer => match &ctx.consumer {
+        By::Consumer => match facts.consumer() {
             Some(c) => plain_or_hash("c", c.id.as_bytes()),
             None => ip(),
         },
-        By::App => match &ctx.consumer {
+        By::App => match facts.consumer() {
             Some(c) => match &c.app {
                 Some(app) => plain_or_hash("a", app.as_bytes()),
                 None => plain_or_hash("c", c.id.as_bytes()),
             },
             None => ip(),
         },
-        By::Header(name) => {
-            let values: Vec<&[u8]> = header_values(&req.headers, name).collect();
-            if values.is_empty() {
-                ip()
-            } else {
-                // Several fields count as their comma-joined list.
-                plain_or_hash("h", &values.join(&b","[..]))
-            }
-        }
+        // Several fields count as their comma-joined list.
+        By::Header(name) => match facts.header_list(name) {
+            Some(list) => plain_or_hash("h", &list),
+            None => ip(),
+        },
     }
 }
 

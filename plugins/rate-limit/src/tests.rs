@@ -1,6 +1,9 @@
 use super::*;
 use tollgate_policy_sdk::services::{harness, plans};
-use tollgate_policy_sdk::{header_str, parse_config, Consumer, Header, HeaderOp};
+use tollgate_policy_sdk::CallContext;
+use tollgate_policy_sdk::{
+    header_str, parse_config, Consumer, Header, HeaderOp, Phases, RequestHead,
+};
 
 const T0: u64 = 1_700_000_000_000;
 
@@ -42,20 +45,40 @@ fn head(headers: &[(&str, &[u8])]) -> RequestHead {
     }
 }
 
+/// The request phase of `p` over this call.
+fn request(p: &mut RateLimit, c: &CallContext, req: &RequestHead) -> RequestDecision {
+    p.on_request(&Call::native(c, req), None)
+}
+
+/// The response headers a call that passed attaches (its request phase's
+/// `response_headers`); every other edit must be empty.
+fn response_headers(e: RequestEdits) -> Vec<HeaderOp> {
+    let headers = e.response_headers.clone();
+    assert_eq!(
+        RequestEdits {
+            response_headers: Vec::new(),
+            ..e
+        },
+        RequestEdits::default()
+    );
+    headers
+}
+
 /// A fresh instance per call, as in the gateway; `Ok(response headers)` or
-/// `Err(refusal)`.
+/// `Err(refusal)`. The step has no response phase: the headers come from
+/// the request phase.
 fn call(json: &str, c: &CallContext, req: &RequestHead) -> Result<Vec<HeaderOp>, Response> {
     let mut p = policy(json);
-    match p.on_request(c, req, None) {
+    assert_eq!(p.info().phases, Phases::REQUEST);
+    match request(&mut p, c, req) {
         RequestDecision::Respond(r) => Err(r),
-        RequestDecision::Continue(e) => {
-            assert_eq!(e, RequestEdits::default());
-            match p.on_response(c, req, &ResponseHead::default(), None) {
-                ResponseDecision::Continue(e) => Ok(e.headers),
-                other => panic!("{other:?}"),
-            }
-        }
+        RequestDecision::Continue(e) => Ok(response_headers(e)),
     }
+}
+
+/// The counter key of configured limit `i` for this call.
+fn key_of(p: &RateLimit, i: usize, c: &CallContext, req: &RequestHead) -> String {
+    p.key(i, &Facts::new(&Call::native(c, req)))
 }
 
 fn start() {
@@ -264,16 +287,17 @@ fn hostile_header_values_make_bounded_distinct_keys() {
     start();
     let p = policy(r#"{"limits":[{"per":"minute","requests":1,"by":"header:x-tenant"}]}"#);
     let huge = vec![b'a'; 60_000];
-    let key = |v: &[u8]| p.key(0, &alice(), &head(&[("x-tenant", v)]));
+    let key = |v: &[u8]| key_of(&p, 0, &alice(), &head(&[("x-tenant", v)]));
     let k = key(&huge);
     assert!(k.len() < 200, "{}", k.len());
     assert_ne!(key(b"a b"), key(b"a%20b"));
     assert_ne!(key(b"\xff"), key(b"\xfe"));
-    assert_ne!(key(b"ip=192.0.2.1"), p.key(0, &alice(), &head(&[])));
+    assert_ne!(key(b"ip=192.0.2.1"), key_of(&p, 0, &alice(), &head(&[])));
     // Values with the key's separators cannot reach another dimension's key.
     assert!(key(b"x/0/60000/ip/ip=1").ends_with("/header:x-tenant/h=x/0/60000/ip/ip=1"));
     // Several fields: counted as one list, in order.
-    let two = p.key(
+    let two = key_of(
+        &p,
         0,
         &alice(),
         &head(&[("x-tenant", b"a"), ("x-tenant", b"b")]),
@@ -291,7 +315,9 @@ fn a_refused_call_spends_nothing_of_the_other_limits() {
     // Long limit first, short one second.
     let cfg = r#"{"limits":[{"per":"minute","requests":5},{"per":"second","requests":2}]}"#;
     let p = policy(cfg);
-    let keys: Vec<String> = (0..2).map(|i| p.key(i, &alice(), &head(&[]))).collect();
+    let keys: Vec<String> = (0..2)
+        .map(|i| key_of(&p, i, &alice(), &head(&[])))
+        .collect();
     let left = |i: usize| {
         counters::check_and_add(
             &keys[i],
@@ -331,7 +357,7 @@ fn the_first_limit_refusing_spends_nothing_either() {
     start();
     let cfg = r#"{"limits":[{"per":"second","requests":1},{"per":"hour","requests":100}]}"#;
     let p = policy(cfg);
-    let hour = p.key(1, &alice(), &head(&[]));
+    let hour = key_of(&p, 1, &alice(), &head(&[]));
     assert!(call(cfg, &alice(), &head(&[])).is_ok());
     for _ in 0..10 {
         assert!(call(cfg, &alice(), &head(&[])).is_err());
@@ -364,7 +390,7 @@ fn service_errors_fail_closed_by_default_or_open() {
     start();
     let mut closed = policy(r#"{"limits":[{"per":"second","requests":1}]}"#);
     closed.counter = unavailable;
-    match closed.on_request(&alice(), &head(&[]), None) {
+    match request(&mut closed, &alice(), &head(&[])) {
         RequestDecision::Respond(r) => {
             assert_eq!(r.status, 503);
             assert_eq!(header_str(&r.headers, "retry-after"), Some("1"));
@@ -373,14 +399,10 @@ fn service_errors_fail_closed_by_default_or_open() {
     }
     let mut open = policy(r#"{"limits":[{"per":"second","requests":1}],"fail-open":true}"#);
     open.counter = unavailable;
+    // No decision, so no headers on the response (no `response_headers`).
     assert_eq!(
-        open.on_request(&alice(), &head(&[]), None),
+        request(&mut open, &alice(), &head(&[])),
         RequestDecision::Continue(RequestEdits::default())
-    );
-    // No decision, so no headers on the response.
-    assert_eq!(
-        open.on_response(&alice(), &head(&[]), &ResponseHead::default(), None),
-        ResponseDecision::Continue(ResponseEdits::default())
     );
 }
 
@@ -672,9 +694,12 @@ fn plans_never_share_counters() {
 fn plan_keys_name_the_plan_window_and_limit() {
     start();
     let p = policy(r#"{"limits":"plan"}"#);
-    let keys = |plan: &str| match p.limits_for(&on_plan("alice", None, Some(plan)), &head(&[])) {
-        Applied::Limits { keys, .. } => keys,
-        _ => panic!("no limits for {plan}"),
+    let keys = |plan: &str| {
+        let (c, req) = (on_plan("alice", None, Some(plan)), head(&[]));
+        match p.limits_for(&Facts::new(&Call::native(&c, &req))) {
+            Applied::Limits { keys, .. } => keys,
+            _ => panic!("no limits for {plan}"),
+        }
     };
     set_plan("gold", &[(3, 60_000), (10, 1_000)]);
     assert_eq!(
@@ -822,16 +847,62 @@ fn a_reused_policy_value_reports_only_its_own_call() {
     set_plan("enterprise", &[]);
     let mut p = policy(r#"{"limits":"plan"}"#);
     let req = head(&[]);
-    let mut both = |c: &CallContext| match p.on_request(c, &req, None) {
+    let mut both = |c: &CallContext| match request(&mut p, c, &req) {
         RequestDecision::Respond(r) => panic!("{r:?}"),
-        RequestDecision::Continue(_) => {
-            match p.on_response(c, &req, &ResponseHead::default(), None) {
-                ResponseDecision::Continue(e) => e.headers,
-                other => panic!("{other:?}"),
-            }
-        }
+        RequestDecision::Continue(e) => response_headers(e),
     };
     assert!(!both(&on_plan("alice", None, Some("gold"))).is_empty());
     // An unlimited call next: no headers (not those of the call before).
     assert_eq!(both(&on_plan("bob", None, Some("enterprise"))), vec![]);
+}
+
+#[test]
+fn every_configuration_declares_only_the_request_phase() {
+    for json in [
+        r#"{"limits":[{"per":"minute","requests":3}]}"#,
+        r#"{"limits":[{"per":"second","requests":1}],"fail-open":true,"status":503}"#,
+        r#"{"limits":[{"per":"hour","requests":9,"by":"header:x-t"}],"algorithm":"token-bucket"}"#,
+        r#"{"limits":"plan"}"#,
+        r#"{"limits":"plan","by":"app","fallback":[{"per":"minute","requests":10,"by":"ip"}]}"#,
+    ] {
+        assert_eq!(policy(json).info(), PolicyInfo::request_only(), "{json}");
+    }
+}
+
+#[test]
+fn the_headers_of_a_passed_call_are_response_headers_of_the_request_phase() {
+    start();
+    let mut p = policy(r#"{"limits":[{"per":"second","requests":2}]}"#);
+    match request(&mut p, &alice(), &head(&[])) {
+        RequestDecision::Continue(e) => {
+            // Nothing changes the request; the headers are for the response.
+            assert!(e.headers.is_empty());
+            assert_eq!(
+                e.response_headers,
+                vec![
+                    HeaderOp::set("ratelimit-limit", "2"),
+                    HeaderOp::set("ratelimit-remaining", "1"),
+                    HeaderOp::set("ratelimit-reset", "1"),
+                ]
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    // The same value again: its own call's numbers only.
+    let second = match request(&mut p, &alice(), &head(&[])) {
+        RequestDecision::Continue(e) => response_headers(e),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(second[1], HeaderOp::set("ratelimit-remaining", "0"));
+    // A refusal carries its headers itself (the step's own answer gets no
+    // response headers from it).
+    match request(&mut p, &alice(), &head(&[])) {
+        RequestDecision::Respond(r) => {
+            assert_eq!(r.status, 429);
+            assert_eq!(header_str(&r.headers, "ratelimit-limit"), Some("2"));
+            assert_eq!(header_str(&r.headers, "ratelimit-remaining"), Some("0"));
+            assert_eq!(header_str(&r.headers, "retry-after"), Some("1"));
+        }
+        other => panic!("{other:?}"),
+    }
 }

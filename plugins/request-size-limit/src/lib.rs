@@ -18,8 +18,8 @@ pub mod size;
 
 use serde::Deserialize;
 use tollgate_policy_sdk::{
-    export_policy, header_values, json_error, BodyAccess, CallContext, ConfigError, Policy,
-    PolicyInfo, RequestDecision, RequestEdits, RequestHead,
+    export_policy, json_error, BodyAccess, Call, ConfigError, Phases, Policy, PolicyInfo,
+    RequestDecision, RequestEdits,
 };
 
 /// The step configuration.
@@ -48,12 +48,14 @@ pub enum DeclaredLength {
     Invalid(String),
 }
 
-/// Read every `Content-Length` field. RFC 9110 §8.6: the value is
+/// Read the values of every `Content-Length` field of a request, in order
+/// (`Call::header_values("content-length")`). RFC 9110 §8.6: the value is
 /// `1*DIGIT`; a recipient may accept a list of identical values
 /// (`5, 5`, or the field repeated), anything else is an error.
-pub fn declared_length(req: &RequestHead) -> DeclaredLength {
+pub fn declared_length(values: &[Vec<u8>]) -> DeclaredLength {
     let mut seen: Option<String> = None;
-    for value in header_values(&req.headers, "content-length") {
+    for value in values {
+        let value = value.as_slice();
         for item in value.split(|&b| b == b',') {
             let item = trim_ows(item);
             if item.is_empty() || !item.iter().all(u8::is_ascii_digit) {
@@ -157,17 +159,14 @@ impl Policy for RequestSizeLimit {
                 request: Some(self.max),
                 response: None,
             },
-            wants_response: false,
+            // Nothing to do on the response, whatever the configuration.
+            phases: Phases::REQUEST,
         }
     }
 
-    fn on_request(
-        &mut self,
-        _ctx: &CallContext,
-        req: &RequestHead,
-        body: Option<&[u8]>,
-    ) -> RequestDecision {
-        match declared_length(req) {
+    fn on_request(&mut self, call: &Call<'_>, body: Option<&[u8]>) -> RequestDecision {
+        // The only request field this step reads.
+        match declared_length(&call.header_values("content-length")) {
             DeclaredLength::Invalid(message) => {
                 return RequestDecision::Respond(json_error(
                     400,

@@ -1,6 +1,6 @@
 use super::size::parse_size;
 use super::*;
-use tollgate_policy_sdk::{header_str, parse_config, Header, Response};
+use tollgate_policy_sdk::{header_str, parse_config, CallContext, Header, RequestHead, Response};
 
 fn policy(json: &str) -> RequestSizeLimit {
     parse_config::<RequestSizeLimit>(json).unwrap_or_else(|e| panic!("{json}: {e:?}"))
@@ -26,7 +26,7 @@ fn head(content_lengths: &[&[u8]]) -> RequestHead {
 }
 
 fn decide(p: &mut RequestSizeLimit, req: &RequestHead, body: Option<&[u8]>) -> Option<Response> {
-    match p.on_request(&CallContext::default(), req, body) {
+    match p.on_request(&Call::native(&CallContext::default(), req), body) {
         RequestDecision::Continue(edits) => {
             assert_eq!(edits, RequestEdits::default());
             None
@@ -195,9 +195,26 @@ fn info_asks_for_the_request_body_up_to_the_limit() {
                 request: Some(512 * 1024),
                 response: None
             },
-            wants_response: false,
+            phases: Phases::REQUEST,
         }
     );
+}
+
+#[test]
+fn every_configuration_declares_only_the_request_phase() {
+    for json in [
+        r#"{"max-bytes":0}"#,
+        r#"{"max-bytes":"1MiB"}"#,
+        r#"{"max-bytes":4294967295}"#,
+    ] {
+        assert_eq!(policy(json).info().phases, Phases::REQUEST, "{json}");
+    }
+}
+
+/// `declared_length` over the `Content-Length` values of `req`, read the way
+/// the request phase reads them.
+fn declared(req: &RequestHead) -> DeclaredLength {
+    declared_length(&Call::native(&CallContext::default(), req).header_values("content-length"))
 }
 
 // --- Content-Length ------------------------------------------------------------
@@ -241,16 +258,16 @@ fn zero_limit_allows_only_empty_bodies() {
 fn repeated_identical_lengths_are_one_length() {
     let mut p = policy(r#"{"max-bytes":100}"#);
     assert_eq!(
-        declared_length(&head(&[b"5, 5"])),
+        declared(&head(&[b"5, 5"])),
         DeclaredLength::Length("5".into())
     );
     assert_eq!(
-        declared_length(&head(&[b"5", b"05", b" 5\t"])),
+        declared(&head(&[b"5", b"05", b" 5\t"])),
         DeclaredLength::Length("5".into())
     );
     assert_eq!(status(&mut p, &head(&[b"50,50"]), None), 200);
     assert_eq!(status(&mut p, &head(&[b"500", b"500"]), None), 413);
-    assert_eq!(declared_length(&head(&[])), DeclaredLength::Absent);
+    assert_eq!(declared(&head(&[])), DeclaredLength::Absent);
 }
 
 #[test]

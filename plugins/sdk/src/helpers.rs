@@ -143,6 +143,34 @@ impl RequestEdits {
         self.headers.push(HeaderOp::remove(name));
         self
     }
+
+    /// Add a [`HeaderOp::Set`] for the response: the gateway applies it
+    /// where this step's response phase would run, so a step that only
+    /// adds response headers needs no response phase.
+    pub fn set_response_header(
+        mut self,
+        name: impl Into<String>,
+        value: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.response_headers.push(HeaderOp::set(name, value));
+        self
+    }
+
+    /// Add a [`HeaderOp::Append`] for the response.
+    pub fn append_response_header(
+        mut self,
+        name: impl Into<String>,
+        value: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.response_headers.push(HeaderOp::append(name, value));
+        self
+    }
+
+    /// Add a [`HeaderOp::Remove`] for the response.
+    pub fn remove_response_header(mut self, name: impl Into<String>) -> Self {
+        self.response_headers.push(HeaderOp::remove(name));
+        self
+    }
 }
 
 impl ResponseEdits {

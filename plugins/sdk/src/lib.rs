@@ -2,15 +2,18 @@
 //!
 //! A Tollgate policy is a WebAssembly component (`wasm32-wasip2`) that exports
 //! the `tollgate:policy/policy` interface of the WIT package
-//! `tollgate:policy@0.1.0`. This crate hides the bindings: implement
+//! `tollgate:policy@0.2.0` (the gateway still loads policies built against
+//! 0.1.0, the version of earlier SDKs). This crate hides the bindings: implement
 //! [`Policy`] for a type, name that type in [`export_policy!`], and build the
 //! crate as a `cdylib` for `wasm32-wasip2`.
 //!
-//! For every request and step the gateway makes a fresh instance, calls
-//! `configure` with the step's configuration (the manifest's TOML table,
-//! converted to JSON), then [`Policy::on_request`] and, if
-//! [`PolicyInfo::wants_response`] says so, [`Policy::on_response`], on the same
-//! value. The configuration is deserialised into [`Policy::Config`] with serde;
+//! The gateway calls `configure` with the step's configuration (the
+//! manifest's TOML table, converted to JSON) once at load and starts every
+//! request's instance from the state it left; then [`Policy::on_request`]
+//! and [`Policy::on_response`], on the same value, for the phases
+//! [`PolicyInfo::phases`] names. A phase reads the call through [`Call`]:
+//! each of its methods copies one value from the gateway, so a policy pays
+//! only for what it reads. The configuration is deserialised into [`Policy::Config`] with serde;
 //! a serde error becomes a [`ConfigError`] naming the dotted field path (for
 //! example `request.headers.set.x-foo`), which the gateway reports with the
 //! manifest file, API and step.
@@ -22,7 +25,7 @@
 //!
 //! ```
 //! use tollgate_policy_sdk::{
-//!     export_policy, header, log, CallContext, ConfigError, Policy, PolicyInfo,
+//!     export_policy, log, Call, CallContext, ConfigError, Policy, PolicyInfo,
 //!     RequestDecision, RequestEdits, RequestHead, Response,
 //! };
 //!
@@ -48,17 +51,12 @@
 //!
 //!     fn info(&self) -> PolicyInfo {
 //!         // No body access, and no response phase.
-//!         PolicyInfo { wants_response: false, ..PolicyInfo::default() }
+//!         PolicyInfo::request_only()
 //!     }
 //!
-//!     fn on_request(
-//!         &mut self,
-//!         ctx: &CallContext,
-//!         req: &RequestHead,
-//!         _body: Option<&[u8]>,
-//!     ) -> RequestDecision {
-//!         if header(&req.headers, &self.header).is_none() {
-//!             log::info(&format!("{}: no {} header", ctx.request_id, self.header));
+//!     fn on_request(&mut self, call: &Call<'_>, _body: Option<&[u8]>) -> RequestDecision {
+//!         if call.header(&self.header).is_none() {
+//!             log::info(&format!("{}: no {} header", call.request_id(), self.header));
 //!             return RequestDecision::Respond(Response::json_error(
 //!                 401,
 //!                 "missing_key",
@@ -72,10 +70,12 @@
 //! export_policy!(RequireKey);
 //!
 //! # fn main() {
-//! // Phases are plain methods, so policies unit-test natively:
+//! // Phases are plain methods, so policies unit-test natively, over a call
+//! // the test makes:
 //! let mut policy: RequireKey =
 //!     tollgate_policy_sdk::parse_config(r#"{"header":"X-Api-Key"}"#).unwrap();
-//! let decision = policy.on_request(&CallContext::default(), &RequestHead::default(), None);
+//! let (ctx, req) = (CallContext::default(), RequestHead::default());
+//! let decision = policy.on_request(&Call::native(&ctx, &req), None);
 //! assert!(matches!(decision, RequestDecision::Respond(r) if r.status == 401));
 //! # }
 //! ```
@@ -113,7 +113,9 @@ use std::cell::RefCell;
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../../wit",
-        world: "policy-host",
+        world: "tollgate:policy/policy-host@0.2.0",
+        // The services are 0.1.0's, a package of their own to wit-bindgen.
+        generate_all,
         pub_export_macro: true,
         export_macro_name: "__export_policy_host",
         default_bindings_module: "::tollgate_policy_sdk::bindings",
@@ -123,7 +125,7 @@ pub mod bindings {
             "tollgate:policy/types@0.1.0/request-head": [#[derive(Default)]],
             "tollgate:policy/types@0.1.0/consumer": [#[derive(Default)]],
             "tollgate:policy/types@0.1.0/call-context": [#[derive(Default)]],
-            "tollgate:policy/types@0.1.0/request-edits": [#[derive(Default)]],
+            "tollgate:policy/types@0.2.0/request-edits": [#[derive(Default)]],
             "tollgate:policy/types@0.1.0/response-edits": [#[derive(Default)]],
             "tollgate:policy/types@0.1.0/body-access": [#[derive(Default)]],
             "tollgate:policy/timing@0.1.0/call-timing": [#[derive(Default)]],
@@ -132,14 +134,19 @@ pub mod bindings {
     });
 }
 
+mod call;
 mod helpers;
 pub mod query;
 pub mod services;
 
-pub use bindings::tollgate::policy::types::{
-    BodyAccess, CallContext, ConfigError, Consumer, Header, HeaderOp, PolicyInfo, RequestDecision,
-    RequestEdits, RequestHead, Response, ResponseDecision, ResponseEdits, ResponseHead,
+pub use bindings::tollgate::policy0_1_0::types::{
+    BodyAccess, CallContext, ConfigError, Consumer, Header, HeaderOp, RequestHead, Response,
+    ResponseDecision, ResponseEdits, ResponseHead,
 };
+pub use bindings::tollgate::policy0_2_0::types::{
+    Phases, PolicyInfo, RequestDecision, RequestEdits,
+};
+pub use call::Call;
 pub use helpers::{
     header, header_str, header_values, json_error, valid_header_name, valid_header_value,
 };
@@ -162,33 +169,27 @@ pub trait Policy: Sized + 'static {
     fn new(config: Self::Config) -> Result<Self, ConfigError>;
 
     /// What the policy needs from the gateway. The default: no body access,
-    /// and the response phase runs.
+    /// and both phases run. Leave out a phase the policy does not use
+    /// (`phases: Phases::REQUEST`): the gateway then never calls it, and
+    /// releases the step's instance before the upstream call.
     fn info(&self) -> PolicyInfo {
         PolicyInfo::default()
     }
 
-    /// The request phase. `body` is `Some` only if [`PolicyInfo::body`] asked
-    /// for the request body. The default continues without edits.
-    fn on_request(
-        &mut self,
-        ctx: &CallContext,
-        req: &RequestHead,
-        body: Option<&[u8]>,
-    ) -> RequestDecision {
-        let _ = (ctx, req, body);
+    /// The request phase. Query `call` for what the policy reads (each
+    /// method copies one value from the gateway). `body` is `Some` only if
+    /// [`PolicyInfo::body`] asked for the request body. The default
+    /// continues without edits.
+    fn on_request(&mut self, call: &Call<'_>, body: Option<&[u8]>) -> RequestDecision {
+        let _ = (call, body);
         RequestDecision::Continue(RequestEdits::default())
     }
 
-    /// The response phase (reverse chain order). `req` is the request as it
-    /// went upstream. The default continues without edits.
-    fn on_response(
-        &mut self,
-        ctx: &CallContext,
-        req: &RequestHead,
-        resp: &ResponseHead,
-        body: Option<&[u8]>,
-    ) -> ResponseDecision {
-        let _ = (ctx, req, resp, body);
+    /// The response phase (reverse chain order). `call` reads the request
+    /// as it went upstream and the response as it stands. The default
+    /// continues without edits.
+    fn on_response(&mut self, call: &Call<'_>, body: Option<&[u8]>) -> ResponseDecision {
+        let _ = (call, body);
         ResponseDecision::Continue(ResponseEdits::default())
     }
 }
@@ -261,11 +262,29 @@ impl ConfigError {
 }
 
 impl Default for PolicyInfo {
-    /// No body access; the response phase runs.
+    /// No body access; both phases run.
     fn default() -> Self {
         PolicyInfo {
             body: BodyAccess::default(),
-            wants_response: true,
+            phases: Phases::REQUEST | Phases::RESPONSE,
+        }
+    }
+}
+
+impl PolicyInfo {
+    /// No body access, the request phase only.
+    pub fn request_only() -> Self {
+        PolicyInfo {
+            body: BodyAccess::default(),
+            phases: Phases::REQUEST,
+        }
+    }
+
+    /// No body access, the response phase only.
+    pub fn response_only() -> Self {
+        PolicyInfo {
+            body: BodyAccess::default(),
+            phases: Phases::RESPONSE,
         }
     }
 }
@@ -300,10 +319,10 @@ impl Default for ResponseDecision {
 /// log `log-rate` lines per second (100 by default), the rest are dropped.
 pub mod log {
     #[cfg(target_arch = "wasm32")]
-    use crate::bindings::tollgate::policy::log as host;
+    use crate::bindings::tollgate::policy0_1_0::log as host;
 
     /// A log level.
-    pub use crate::bindings::tollgate::policy::log::Level;
+    pub use crate::bindings::tollgate::policy0_1_0::log::Level;
 
     /// Write one log line at `level`.
     pub fn log(level: Level, message: &str) {
@@ -341,7 +360,7 @@ pub mod clock {
     pub fn now_ms() -> u64 {
         #[cfg(target_arch = "wasm32")]
         {
-            crate::bindings::tollgate::policy::clock::now_ms()
+            crate::bindings::tollgate::policy0_1_0::clock::now_ms()
         }
         #[cfg(not(target_arch = "wasm32"))]
         {
@@ -357,7 +376,7 @@ pub mod clock {
     pub fn monotonic_ns() -> u64 {
         #[cfg(target_arch = "wasm32")]
         {
-            crate::bindings::tollgate::policy::clock::monotonic_ns()
+            crate::bindings::tollgate::policy0_1_0::clock::monotonic_ns()
         }
         #[cfg(not(target_arch = "wasm32"))]
         {
@@ -405,20 +424,17 @@ macro_rules! export_policy {
                 }
 
                 fn on_request(
-                    ctx: $crate::CallContext,
-                    req: $crate::RequestHead,
+                    call: $crate::__private::CallArg<'_>,
                     body: ::core::option::Option<::std::vec::Vec<u8>>,
                 ) -> $crate::RequestDecision {
-                    $crate::__private::on_request::<$policy>(ctx, req, body)
+                    $crate::__private::on_request::<$policy>(call, body)
                 }
 
                 fn on_response(
-                    ctx: $crate::CallContext,
-                    req: $crate::RequestHead,
-                    resp: $crate::ResponseHead,
+                    call: $crate::__private::CallArg<'_>,
                     body: ::core::option::Option<::std::vec::Vec<u8>>,
                 ) -> $crate::ResponseDecision {
-                    $crate::__private::on_response::<$policy>(ctx, req, resp, body)
+                    $crate::__private::on_response::<$policy>(call, body)
                 }
             }
 
@@ -437,7 +453,10 @@ macro_rules! export_policy {
 pub mod __private {
     use super::*;
 
-    pub use crate::bindings::exports::tollgate::policy::policy::Guest;
+    pub use crate::bindings::exports::tollgate::policy0_2_0::policy::Guest;
+
+    /// How the bindings pass the call handle to an export.
+    pub type CallArg<'a> = &'a crate::bindings::tollgate::policy0_2_0::calls::Call;
 
     thread_local! {
         // The configured policy of this instance. Wasm components are
@@ -450,6 +469,16 @@ pub mod __private {
         let info = policy.info();
         INSTANCE.with(|cell| *cell.borrow_mut() = Some(Box::new(policy)));
         Ok(info)
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    fn wrap<'a>(call: &CallArg<'a>) -> Call<'a> {
+        Call::host(call)
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    fn wrap<'a>(_: &CallArg<'a>) -> Call<'a> {
+        unreachable!("the gateway's call handle exists only in wasm32 builds")
     }
 
     fn with_instance<P: Policy, R>(phase: &str, f: impl FnOnce(&mut P) -> R) -> R {
@@ -465,23 +494,22 @@ pub mod __private {
         })
     }
 
-    pub fn on_request<P: Policy>(
-        ctx: CallContext,
-        req: RequestHead,
-        body: Option<Vec<u8>>,
-    ) -> RequestDecision {
-        with_instance::<P, _>("on-request", |p| p.on_request(&ctx, &req, body.as_deref()))
+    pub fn on_request<P: Policy>(call: CallArg<'_>, body: Option<Vec<u8>>) -> RequestDecision {
+        run_request::<P>(&wrap(&call), body.as_deref())
     }
 
-    pub fn on_response<P: Policy>(
-        ctx: CallContext,
-        req: RequestHead,
-        resp: ResponseHead,
-        body: Option<Vec<u8>>,
-    ) -> ResponseDecision {
-        with_instance::<P, _>("on-response", |p| {
-            p.on_response(&ctx, &req, &resp, body.as_deref())
-        })
+    pub fn on_response<P: Policy>(call: CallArg<'_>, body: Option<Vec<u8>>) -> ResponseDecision {
+        run_response::<P>(&wrap(&call), body.as_deref())
+    }
+
+    /// The request phase of the configured instance.
+    pub fn run_request<P: Policy>(call: &Call<'_>, body: Option<&[u8]>) -> RequestDecision {
+        with_instance::<P, _>("on-request", |p| p.on_request(call, body))
+    }
+
+    /// The response phase of the configured instance.
+    pub fn run_response<P: Policy>(call: &Call<'_>, body: Option<&[u8]>) -> ResponseDecision {
+        with_instance::<P, _>("on-response", |p| p.on_response(call, body))
     }
 }
 
@@ -519,12 +547,7 @@ mod tests {
             }
         }
 
-        fn on_request(
-            &mut self,
-            _: &CallContext,
-            _: &RequestHead,
-            _: Option<&[u8]>,
-        ) -> RequestDecision {
+        fn on_request(&mut self, _: &Call<'_>, _: Option<&[u8]>) -> RequestDecision {
             self.requests += 1;
             RequestDecision::Continue(
                 RequestEdits::default()
@@ -571,11 +594,15 @@ mod tests {
 
     #[test]
     fn dispatch_uses_the_configured_instance() {
+        let (ctx, req, resp) = (
+            CallContext::default(),
+            RequestHead::default(),
+            ResponseHead::default(),
+        );
         let info = __private::configure::<Echo>(r#"{"items":[{"name":"a"}]}"#).unwrap();
         assert_eq!(info, PolicyInfo::default());
         for n in 1..=2 {
-            let decision =
-                __private::on_request::<Echo>(CallContext::default(), RequestHead::default(), None);
+            let decision = __private::run_request::<Echo>(&Call::native(&ctx, &req), None);
             assert_eq!(
                 decision,
                 RequestDecision::Continue(RequestEdits {
@@ -589,17 +616,11 @@ mod tests {
         }
         // A new configure replaces the instance.
         __private::configure::<Echo>(r#"{"items":[{"name":"b"}]}"#).unwrap();
-        let decision =
-            __private::on_request::<Echo>(CallContext::default(), RequestHead::default(), None);
+        let decision = __private::run_request::<Echo>(&Call::native(&ctx, &req), None);
         assert!(matches!(decision, RequestDecision::Continue(e)
             if e.headers == vec![HeaderOp::set("x-first", "b"), HeaderOp::set("x-requests", "1")]));
         assert_eq!(
-            __private::on_response::<Echo>(
-                CallContext::default(),
-                RequestHead::default(),
-                ResponseHead::default(),
-                None
-            ),
+            __private::run_response::<Echo>(&Call::native_response(&ctx, &req, &resp), None),
             ResponseDecision::default()
         );
     }
@@ -607,7 +628,8 @@ mod tests {
     #[test]
     #[should_panic(expected = "`on-request` was called before a successful `configure`")]
     fn phases_before_configure_panic() {
-        __private::on_request::<Echo>(CallContext::default(), RequestHead::default(), None);
+        let (ctx, req) = (CallContext::default(), RequestHead::default());
+        __private::run_request::<Echo>(&Call::native(&ctx, &req), None);
     }
 
     #[test]

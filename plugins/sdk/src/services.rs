@@ -12,15 +12,15 @@
 //! with the same semantics, and [`harness`] lets a test set the clock,
 //! declare consumers and plans, and answer outbound calls.
 
-pub use crate::bindings::tollgate::policy::cache::CachedResponse;
-pub use crate::bindings::tollgate::policy::counters::{Algorithm, Decision};
-pub use crate::bindings::tollgate::policy::http_client::{IncomingResponse, OutgoingRequest};
-pub use crate::bindings::tollgate::policy::service_types::ServiceError;
-pub use crate::bindings::tollgate::policy::timing::CallTiming;
+pub use crate::bindings::tollgate::policy0_1_0::cache::CachedResponse;
+pub use crate::bindings::tollgate::policy0_1_0::counters::{Algorithm, Decision};
+pub use crate::bindings::tollgate::policy0_1_0::http_client::{IncomingResponse, OutgoingRequest};
+pub use crate::bindings::tollgate::policy0_1_0::service_types::ServiceError;
+pub use crate::bindings::tollgate::policy0_1_0::timing::CallTiming;
 use crate::Consumer;
 
 #[cfg(target_arch = "wasm32")]
-use crate::bindings::tollgate::policy as host;
+use crate::bindings::tollgate::policy0_1_0 as host;
 
 /// Rate counters (in memory on the gateway) and calendar quotas (durable).
 pub mod counters {
@@ -86,7 +86,7 @@ pub mod counters {
 
 /// Who made the response, for the response phase (no grant needed).
 pub mod outcome {
-    pub use crate::bindings::tollgate::policy::outcome::ResponseOrigin;
+    pub use crate::bindings::tollgate::policy0_1_0::outcome::ResponseOrigin;
 
     /// Who made the response as it stands when this step's response phase
     /// runs; `None` in the request phase.
@@ -242,7 +242,7 @@ pub mod consumers {
 /// # }
 /// ```
 pub mod plans {
-    pub use crate::bindings::tollgate::policy::plans::{Period, PlanLimits, Quota, RateLimit};
+    pub use crate::bindings::tollgate::policy0_1_0::plans::{Period, PlanLimits, Quota, RateLimit};
 
     /// The limits of plan `plan` (for example the caller's
     /// `consumer.plan`), if the plan exists. A change made through the admin
@@ -258,13 +258,15 @@ pub mod plans {
         }
     }
 
-    /// The limits of the caller's plan (`ctx.consumer.plan`, set by an
-    /// authentication step), or why there are none and how loud that is
+    /// The limits of the caller's plan (`consumer.plan`, the consumer an
+    /// authentication step set: `call.consumer()`), or why there are none and how loud that is
     /// worth logging: no consumer or no plan is `Info`; a plan the gateway
     /// does not know (any more) is `Warn`, worth the operator's attention.
-    pub fn of_caller(ctx: &crate::CallContext) -> Result<PlanLimits, (crate::log::Level, String)> {
+    pub fn of_caller(
+        consumer: Option<&crate::Consumer>,
+    ) -> Result<PlanLimits, (crate::log::Level, String)> {
         use crate::log::Level;
-        let Some(consumer) = &ctx.consumer else {
+        let Some(consumer) = consumer else {
             return Err((
                 Level::Info,
                 "no consumer (no authentication step set one)".into(),

@@ -34,6 +34,15 @@
 //! are simultaneous: each reads the headers as they arrived, so
 //! `{ a = "b", b = "a" }` swaps two headers. Bodies are read only in a phase
 //! with a body section; see [`body`] and `README.md`.
+//!
+//! Phases: the request phase runs only if the configuration edits the
+//! request, or has response header operations that need nothing from the
+//! response (`set`, `append`, `remove` without `rename` or a response body
+//! section): those the request phase hands to the gateway
+//! (`RequestEdits::response_headers`), which applies them where the
+//! response phase would have run. The response phase runs only for a
+//! response `rename` or body section, and then does all the response
+//! header operations itself, in the order above.
 
 #![forbid(unsafe_code)]
 
@@ -47,9 +56,9 @@ use serde::{Deserialize, Deserializer};
 use std::fmt;
 use tollgate_policy_sdk::query::{decode_component, encode_component, encode_path_segment};
 use tollgate_policy_sdk::{
-    export_policy, json_error, log, valid_header_name, valid_header_value, BodyAccess, CallContext,
-    ConfigError, Header, HeaderOp, Policy, PolicyInfo, RequestDecision, RequestEdits, RequestHead,
-    ResponseDecision, ResponseEdits, ResponseHead,
+    export_policy, json_error, log, valid_header_name, valid_header_value, BodyAccess, Call,
+    ConfigError, Header, HeaderOp, Phases, Policy, PolicyInfo, RequestDecision, RequestEdits,
+    ResponseDecision, ResponseEdits,
 };
 
 // ---------------------------------------------------------------------------
@@ -251,20 +260,19 @@ impl HeaderPlan {
     }
 
     /// The operations for a header list, in order: rename, remove, set,
-    /// append.
-    fn ops(&self, headers: &[Header]) -> Vec<HeaderOp> {
+    /// append. `values_of(name)` gives the values of the fields called
+    /// `name` (as they arrived); it is asked only for renamed names, once
+    /// each.
+    fn ops(&self, values_of: impl Fn(&str) -> Vec<Vec<u8>>) -> Vec<HeaderOp> {
         let mut ops = Vec::new();
         if !self.rename.is_empty() {
             let mut moved = Vec::new();
             for (from, to) in &self.rename {
-                let mut present = false;
-                for h in headers.iter().filter(|h| h.name.eq_ignore_ascii_case(from)) {
-                    present = true;
-                    moved.push(HeaderOp::append(to.clone(), h.value.clone()));
-                }
-                if present {
+                let values = values_of(from);
+                if !values.is_empty() {
                     ops.push(HeaderOp::remove(from.clone()));
                 }
+                moved.extend(values.into_iter().map(|v| HeaderOp::append(to.clone(), v)));
             }
             ops.extend(moved);
         }
@@ -423,20 +431,36 @@ fn valid_capture_name(name: &str) -> bool {
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-/// Fill a parsed template from the route's captures; `Err(name)` names a
-/// capture that the route did not provide.
-fn render_path(parts: &[Part], captures: &[(String, String)]) -> Result<String, String> {
+/// Fill a parsed template from the route's captures (`capture(name)`);
+/// `Err(name)` names a capture that the route did not provide.
+fn render_path(parts: &[Part], capture: impl Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut path = String::new();
     for part in parts {
         match part {
             Part::Literal(text) => path.push_str(text),
-            Part::Capture(name) => match captures.iter().find(|(k, _)| k == name) {
-                Some((_, value)) => path.push_str(&encode_path_segment(value)),
+            Part::Capture(name) => match capture(name) {
+                Some(value) => path.push_str(&encode_path_segment(&value)),
                 None => return Err(name.clone()),
             },
         }
     }
     Ok(path)
+}
+
+/// The request fields a body plan reads: the first `content-type` and
+/// every `content-encoding`.
+fn body_headers(call: &Call<'_>) -> Vec<Header> {
+    let mut headers: Vec<Header> = call
+        .header("content-type")
+        .map(|v| Header::new("content-type", v))
+        .into_iter()
+        .collect();
+    headers.extend(
+        call.header_values("content-encoding")
+            .into_iter()
+            .map(|v| Header::new("content-encoding", v)),
+    );
+    headers
 }
 
 impl Policy for Transform {
@@ -467,24 +491,26 @@ impl Policy for Transform {
     }
 
     fn info(&self) -> PolicyInfo {
+        let mut phases = Phases::empty();
+        if self.edits_request() || self.response_headers_in_request() {
+            phases = phases | Phases::REQUEST;
+        }
+        if self.needs_response() {
+            phases = phases | Phases::RESPONSE;
+        }
         PolicyInfo {
             // Bodies stream through unless a phase has a body section.
             body: BodyAccess {
                 request: self.request_body.as_ref().map(|b| b.max_bytes),
                 response: self.response_body.as_ref().map(|b| b.max_bytes),
             },
-            wants_response: !self.response_headers.is_empty() || self.response_body.is_some(),
+            phases,
         }
     }
 
-    fn on_request(
-        &mut self,
-        ctx: &CallContext,
-        req: &RequestHead,
-        body: Option<&[u8]>,
-    ) -> RequestDecision {
+    fn on_request(&mut self, call: &Call<'_>, body: Option<&[u8]>) -> RequestDecision {
         let path = match &self.path {
-            Some(parts) => match render_path(parts, &ctx.captures) {
+            Some(parts) => match render_path(parts, |name| call.capture(name)) {
                 Ok(path) => Some(path),
                 Err(name) => {
                     return RequestDecision::Respond(json_error(
@@ -499,10 +525,10 @@ impl Policy for Transform {
             },
             None => None,
         };
-        let mut headers = self.request_headers.ops(&req.headers);
+        let mut headers = self.request_headers.ops(|name| call.header_values(name));
         let mut new_body = None;
         if let (Some(plan), Some(body)) = (&self.request_body, body) {
-            match plan.apply(&req.headers, body) {
+            match plan.apply(&body_headers(call), body) {
                 Ok(Some((bytes, content_type))) => {
                     new_body = Some(bytes);
                     if let Some(ct) = content_type {
@@ -520,29 +546,46 @@ impl Policy for Transform {
                 }
             }
         }
+        // Response header operations that need nothing from the response:
+        // the gateway applies them where the response phase would run.
+        let response_headers = if self.response_headers_in_request() {
+            self.response_headers.ops(|_| Vec::new())
+        } else {
+            Vec::new()
+        };
         RequestDecision::Continue(RequestEdits {
             headers,
+            response_headers,
             path,
             query: self
                 .query
                 .as_ref()
-                .and_then(|q| q.apply(req.query.as_deref())),
+                .and_then(|q| q.apply(call.query().as_deref())),
             body: new_body,
             ..RequestEdits::default()
         })
     }
 
-    fn on_response(
-        &mut self,
-        _ctx: &CallContext,
-        _req: &RequestHead,
-        resp: &ResponseHead,
-        body: Option<&[u8]>,
-    ) -> ResponseDecision {
-        let mut headers = self.response_headers.ops(&resp.headers);
+    fn on_response(&mut self, call: &Call<'_>, body: Option<&[u8]>) -> ResponseDecision {
+        if !self.needs_response() {
+            return ResponseDecision::default();
+        }
+        // Renames and the body plan need the response's fields (every value
+        // of a name): one copy, and only for them.
+        let body = self.response_body.as_ref().zip(body);
+        let fields = if self.response_headers.rename.is_empty() && body.is_none() {
+            Vec::new()
+        } else {
+            call.response_headers()
+        };
+        let mut headers = self.response_headers.ops(|name| {
+            tollgate_policy_sdk::header_values(&fields, name)
+                .map(<[u8]>::to_vec)
+                .collect()
+        });
         let mut new_body = None;
-        if let (Some(plan), Some(body)) = (&self.response_body, body) {
-            match plan.apply(&resp.headers, body) {
+        if let Some((plan, body)) = body {
+            match plan.apply(&fields, body) {
                 Ok(Some((bytes, content_type))) => {
                     new_body = Some(bytes);
                     if let Some(ct) = content_type {
@@ -562,6 +605,28 @@ impl Policy for Transform {
             body: new_body,
             ..ResponseEdits::default()
         })
+    }
+}
+
+impl Transform {
+    /// Whether the configuration changes the request.
+    fn edits_request(&self) -> bool {
+        !self.request_headers.is_empty()
+            || self.query.is_some()
+            || self.path.is_some()
+            || self.request_body.is_some()
+    }
+
+    /// Whether the response phase has work that reads the response: a
+    /// response `rename` (it moves values) or a response body section.
+    fn needs_response(&self) -> bool {
+        !self.response_headers.rename.is_empty() || self.response_body.is_some()
+    }
+
+    /// Whether the response header operations go with the request phase's
+    /// edits (there are some, and none needs the response).
+    fn response_headers_in_request(&self) -> bool {
+        !self.response_headers.is_empty() && !self.needs_response()
     }
 }
 

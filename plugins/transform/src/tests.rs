@@ -1,5 +1,5 @@
 use super::*;
-use tollgate_policy_sdk::{parse_config, Response};
+use tollgate_policy_sdk::{parse_config, CallContext, RequestHead, Response, ResponseHead};
 
 fn policy(json: &str) -> Transform {
     parse_config::<Transform>(json).unwrap_or_else(|e| panic!("{json}: {e}"))
@@ -42,7 +42,7 @@ fn ctx(captures: &[(&str, &str)]) -> CallContext {
 }
 
 fn request(p: &mut Transform, ctx: &CallContext, req: &RequestHead) -> RequestEdits {
-    match p.on_request(ctx, req, None) {
+    match p.on_request(&Call::native(ctx, req), None) {
         RequestDecision::Continue(edits) => edits,
         RequestDecision::Respond(r) => panic!("unexpected response {r:?}"),
     }
@@ -62,12 +62,13 @@ fn empty_config_does_nothing() {
         p.info(),
         PolicyInfo {
             body: Default::default(),
-            wants_response: false
+            phases: Phases::empty()
         }
     );
     let edits = request(&mut p, &ctx(&[]), &head(&[("x-a", b"1")], Some("a=1")));
     assert_eq!(edits, RequestEdits::default());
-    let resp = p.on_response(&ctx(&[]), &head(&[], None), &ResponseHead::default(), None);
+    let (c, req, resp) = (ctx(&[]), head(&[], None), ResponseHead::default());
+    let resp = p.on_response(&Call::native_response(&c, &req, &resp), None);
     assert_eq!(resp, ResponseDecision::Continue(ResponseEdits::default()));
 }
 
@@ -76,15 +77,25 @@ fn empty_sections_are_accepted() {
     let p = policy(
         r#"{"request":{"headers":{},"query":{}},"response":{"headers":{"set":{},"remove":[]}}}"#,
     );
-    assert!(!p.info().wants_response);
+    assert_eq!(p.info().phases, Phases::empty());
     assert!(p.query.is_none());
 }
 
 #[test]
-fn response_ops_want_the_response() {
-    let p = policy(r#"{"response":{"headers":{"remove":["server"]}}}"#);
-    assert!(p.info().wants_response);
+fn response_ops_without_rename_go_with_the_request() {
+    // Nothing to read from the response: the request phase hands the
+    // operation to the gateway, and there is no response phase.
+    let mut p = policy(r#"{"response":{"headers":{"remove":["server"]}}}"#);
+    assert_eq!(p.info().phases, Phases::REQUEST);
     assert_eq!(p.info().body, Default::default());
+    let edits = request(&mut p, &ctx(&[]), &head(&[("server", b"x")], None));
+    assert_eq!(
+        edits,
+        RequestEdits {
+            response_headers: vec![HeaderOp::remove("server")],
+            ..RequestEdits::default()
+        }
+    );
 }
 
 #[test]
@@ -317,7 +328,8 @@ fn response_header_ops() {
         status: 201,
         headers: vec![Header::new("x-upstream", "u"), Header::new("server", "s")],
     };
-    let decision = p.on_response(&ctx(&[]), &head(&[], None), &resp, None);
+    let (c, req) = (ctx(&[]), head(&[], None));
+    let decision = p.on_response(&Call::native_response(&c, &req, &resp), None);
     assert_eq!(
         decision,
         ResponseDecision::Continue(ResponseEdits {
@@ -452,7 +464,8 @@ fn huge_query() {
 
 fn path_after(template: &str, captures: &[(&str, &str)]) -> RequestDecision {
     let json = serde_json::json!({ "request": { "path": template } }).to_string();
-    policy(&json).on_request(&ctx(captures), &head(&[], Some("a=1")), None)
+    let (c, req) = (ctx(captures), head(&[], Some("a=1")));
+    policy(&json).on_request(&Call::native(&c, &req), None)
 }
 
 fn rewritten(template: &str, captures: &[(&str, &str)]) -> String {
@@ -511,5 +524,105 @@ fn path_rewrite_with_missing_capture_responds_500() {
             "transform_missing_capture",
             r#"the path rewrite needs the route capture "id", which this route does not provide"#
         )
+    );
+}
+
+// --- phases ----------------------------------------------------------------
+
+#[test]
+fn phases_follow_the_configuration() {
+    let none = Phases::empty();
+    let req = Phases::REQUEST;
+    let resp = Phases::RESPONSE;
+    for (config, phases) in [
+        ("{}", none),
+        (r#"{"response":{"headers":{"set":{}}}}"#, none),
+        (r#"{"request":{"headers":{"set":{"x-a":"1"}}}}"#, req),
+        (r#"{"request":{"query":{"remove":["a"]}}}"#, req),
+        (r#"{"request":{"path":"/x"}}"#, req),
+        (r#"{"request":{"body":{}}}"#, req),
+        (r#"{"response":{"headers":{"set":{"x-a":"1"}}}}"#, req),
+        (r#"{"response":{"headers":{"append":{"x-a":"1"}}}}"#, req),
+        (r#"{"response":{"headers":{"remove":["x-a"]}}}"#, req),
+        (r#"{"response":{"headers":{"rename":{"x-a":"x-b"}}}}"#, resp),
+        (r#"{"response":{"body":{}}}"#, resp),
+        (
+            r#"{"response":{"headers":{"set":{"x-a":"1"}},"body":{}}}"#,
+            resp,
+        ),
+        (
+            r#"{"request":{"path":"/x"},"response":{"headers":{"remove":["x-a"]}}}"#,
+            req,
+        ),
+        (
+            r#"{"request":{"path":"/x"},"response":{"headers":{"rename":{"x-a":"x-b"}}}}"#,
+            req | resp,
+        ),
+    ] {
+        assert_eq!(policy(config).info().phases, phases, "{config}");
+    }
+}
+
+#[test]
+fn fixed_response_header_ops_come_from_the_request_phase_in_order() {
+    // The same operations, values and names (lower-cased) as the response
+    // phase made before, in the same order: remove, set, append.
+    let mut p = policy(
+        r#"{"request":{"headers":{"set":{"x-r":"1"}}},
+            "response":{"headers":{"append":{"X-A":"1","x-b":"2"},"set":{"Cache-Control":"no-store"},
+            "remove":["Server","x-powered-by"]}}}"#,
+    );
+    let edits = request(&mut p, &ctx(&[]), &head(&[("server", b"x")], None));
+    assert_eq!(edits.headers, vec![HeaderOp::set("x-r", "1")]);
+    assert_eq!(
+        edits.response_headers,
+        vec![
+            HeaderOp::remove("server"),
+            HeaderOp::remove("x-powered-by"),
+            HeaderOp::set("cache-control", "no-store"),
+            HeaderOp::append("x-a", "1"),
+            HeaderOp::append("x-b", "2"),
+        ]
+    );
+    // Every request gets them again (worker isolation: nothing is kept).
+    assert_eq!(request(&mut p, &ctx(&[]), &head(&[], None)), edits);
+}
+
+#[test]
+fn an_answering_request_phase_attaches_no_response_headers() {
+    // As before, when the step answers its own response phase did not run.
+    let json = r#"{"request":{"path":"/v2/{id}"},"response":{"headers":{"set":{"x-a":"1"}}}}"#;
+    let (c, req) = (ctx(&[]), head(&[], None));
+    let decision = policy(json).on_request(&Call::native(&c, &req), None);
+    assert!(matches!(decision, RequestDecision::Respond(r) if r.status == 500));
+}
+
+#[test]
+fn with_a_response_phase_every_response_op_stays_there() {
+    let mut p = policy(r#"{"response":{"headers":{"set":{"x-a":"1"},"rename":{"x-u":"x-v"}}}}"#);
+    assert_eq!(
+        request(&mut p, &ctx(&[]), &head(&[], None)),
+        RequestEdits::default()
+    );
+    let (c, req) = (ctx(&[]), head(&[], None));
+    let resp = ResponseHead {
+        status: 200,
+        headers: vec![
+            Header::new("x-u", "1"),
+            Header::new("x-other", "o"),
+            Header::new("X-U", "2"),
+        ],
+    };
+    assert_eq!(
+        p.on_response(&Call::native_response(&c, &req, &resp), None),
+        ResponseDecision::Continue(ResponseEdits {
+            headers: vec![
+                HeaderOp::remove("x-u"),
+                HeaderOp::append("x-v", "1"),
+                HeaderOp::append("x-v", "2"),
+                HeaderOp::set("x-a", "1"),
+            ],
+            ..ResponseEdits::default()
+        })
     );
 }

@@ -4,7 +4,7 @@ use super::*;
 use crate::json::parse_pointer;
 use crate::xml::{element_name, MAX_DEPTH, MAX_NODES};
 use serde_json::{json, Value};
-use tollgate_policy_sdk::{parse_config, Response};
+use tollgate_policy_sdk::{parse_config, CallContext, RequestHead, Response, ResponseHead};
 
 const JSON: &str = "application/json";
 const XML: &str = "application/xml";
@@ -44,7 +44,8 @@ fn head(content_type: Option<&str>) -> RequestHead {
 
 fn on_request(body_config: &str, content_type: Option<&str>, body: &[u8]) -> RequestDecision {
     let mut p = policy(&req_config(body_config));
-    p.on_request(&CallContext::default(), &head(content_type), Some(body))
+    let (ctx, req) = (CallContext::default(), head(content_type));
+    p.on_request(&Call::native(&ctx, &req), Some(body))
 }
 
 fn edits(body_config: &str, content_type: Option<&str>, body: &[u8]) -> RequestEdits {
@@ -95,7 +96,8 @@ fn response(
             .map(|ct| vec![Header::new("content-type", ct)])
             .unwrap_or_default(),
     };
-    match p.on_response(&CallContext::default(), &head(None), &resp, Some(body)) {
+    let (ctx, req) = (CallContext::default(), head(None));
+    match p.on_response(&Call::native_response(&ctx, &req, &resp), Some(body)) {
         ResponseDecision::Continue(e) => {
             assert_eq!(e.status, None);
             (e.headers, e.body)
@@ -152,7 +154,7 @@ fn body_access_only_in_phases_with_a_body_section() {
                 request: Some(1 << 20),
                 response: None
             },
-            wants_response: false,
+            phases: Phases::REQUEST,
         }
     );
 
@@ -164,7 +166,7 @@ fn body_access_only_in_phases_with_a_body_section() {
                 request: None,
                 response: Some(64 << 10)
             },
-            wants_response: true,
+            phases: Phases::RESPONSE,
         }
     );
 }
@@ -391,7 +393,8 @@ fn existing_sections_still_work_next_to_body() {
         r#"{"request":{"headers":{"set":{"x-a":"1"}},"query":{"set":{"v":"2"}},
             "body":{"json":{"set":{"/v":2}}}}}"#,
     );
-    let edits = match p.on_request(&CallContext::default(), &head(Some(JSON)), Some(b"{}")) {
+    let (ctx, req) = (CallContext::default(), head(Some(JSON)));
+    let edits = match p.on_request(&Call::native(&ctx, &req), Some(b"{}")) {
         RequestDecision::Continue(e) => e,
         other => panic!("{other:?}"),
     };
@@ -628,17 +631,14 @@ fn empty_and_encoded_bodies_are_left_alone() {
     let mut req = head(Some(JSON));
     req.headers.push(Header::new("content-encoding", "gzip"));
     let mut p = policy(&req_config(config));
-    let decision = p.on_request(
-        &CallContext::default(),
-        &req,
-        Some(b"\x1f\x8b\x08\x00garbage"),
-    );
+    let ctx = CallContext::default();
+    let decision = p.on_request(&Call::native(&ctx, &req), Some(b"\x1f\x8b\x08\x00garbage"));
     assert_eq!(decision, RequestDecision::Continue(RequestEdits::default()));
     // `identity` is no encoding.
     let mut req = head(Some(JSON));
     req.headers
         .push(Header::new("content-encoding", "identity"));
-    let decision = p.on_request(&CallContext::default(), &req, Some(b"{}"));
+    let decision = p.on_request(&Call::native(&ctx, &req), Some(b"{}"));
     assert!(matches!(decision, RequestDecision::Continue(e) if e.body.is_some()));
 }
 
@@ -683,7 +683,8 @@ fn invalid_json_response_is_passed_on_with_header_edits() {
         status: 502,
         headers: vec![Header::new("content-type", JSON)],
     };
-    let decision = p.on_response(&CallContext::default(), &head(None), &resp, Some(b"<html>"));
+    let (ctx, req) = (CallContext::default(), head(None));
+    let decision = p.on_response(&Call::native_response(&ctx, &req, &resp), Some(b"<html>"));
     assert_eq!(
         decision,
         ResponseDecision::Continue(ResponseEdits {

@@ -190,3 +190,134 @@ plugin = "noop"
     let r = client().get(gw.url("/big/5000000")).send().await.unwrap();
     assert_eq!(r.bytes().await.unwrap().len(), 5_000_000);
 }
+
+fn response_tags(r: &reqwest::Response) -> Vec<String> {
+    r.headers()
+        .get_all("x-chain-response")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect()
+}
+
+/// `tollgate:policy@0.2.0`: response headers a request phase attaches are
+/// applied where the step's response phase would run — after later steps'
+/// response phases, before earlier ones' — on whatever made the response.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_phase_response_headers_apply_where_the_response_phase_would() {
+    let up = Upstream::start().await;
+    let chain = r#"
+[[api.chain]]
+name = "tag-a"
+plugin = "fixture-tag"
+config = { name = "a" }
+
+[[api.chain]]
+name = "early-b"
+plugin = "fixture-early"
+config = { name = "b" }
+
+[[api.chain]]
+name = "tag-c"
+plugin = "fixture-tag"
+config = { name = "c" }
+
+[[api.chain]]
+plugin = "fixture-auth"
+config = { header = "x-user" }
+"#;
+    let gw = TestGateway::start(&simple_manifest(&up.url(), chain)).await;
+    let c = client();
+    let r = c
+        .get(gw.url("/x"))
+        .header("x-user", "alice")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(up.last().header_all("x-chain"), vec!["a", "b", "c"]);
+    assert_eq!(response_tags(&r), vec!["upstream", "c", "b", "a"]);
+    // A later step answers: the early step's header is still applied.
+    let r = c.get(gw.url("/x")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(response_tags(&r), vec!["c", "b", "a"]);
+    // The upstream is down: applied on the gateway's error too.
+    let down = TestGateway::start(&simple_manifest("http://127.0.0.1:9", chain)).await;
+    let r = c
+        .get(down.url("/x"))
+        .header("x-user", "alice")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(response_tags(&r), vec!["c", "b", "a"]);
+}
+
+/// Response headers from a request phase obey the same rules as any
+/// header operation: a framing header fails the step, in its request
+/// phase, and the upstream is not called.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_framing_response_header_from_a_request_phase_fails_the_step() {
+    let up = Upstream::start().await;
+    let chain = r#"
+[[api.chain]]
+plugin = "fixture-early"
+config = { name = "b", bad = true }
+"#;
+    let gw = TestGateway::start(&simple_manifest(&up.url(), chain)).await;
+    let r = client().get(gw.url("/x")).send().await.unwrap();
+    assert_eq!(r.status(), 500);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["code"], "policy_invalid_output", "{v}");
+    assert!(up.requests().is_empty());
+}
+
+/// A plugin built against `tollgate:policy@0.1.0` (before the call became
+/// a resource) still loads, beside 0.2.0 plugins, and sees the call as
+/// 0.1.0 plugins always did: the whole request head and context.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_0_1_0_plugin_runs_beside_0_2_0_plugins() {
+    let up = Upstream::start().await;
+    let chain = r#"
+[[api.chain]]
+plugin = "fixture-auth"
+config = { header = "x-user" }
+
+[[api.chain]]
+name = "tag-a"
+plugin = "fixture-tag"
+config = { name = "a" }
+
+[[api.chain]]
+plugin = "fixture-v010"
+
+[[api.chain]]
+name = "early-b"
+plugin = "fixture-early"
+config = { name = "b" }
+"#;
+    for isolation in ["request", "worker"] {
+        let chain = chain.replace(
+            "plugin = \"fixture-v010\"",
+            &format!("plugin = \"fixture-v010\"\nisolation = \"{isolation}\""),
+        );
+        let gw = TestGateway::start(&simple_manifest(&up.url(), &chain)).await;
+        for _ in 0..3 {
+            let r = client()
+                .get(gw.url("/pets/1"))
+                .header("x-user", "alice")
+                .header("x-one", "1")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.headers()["x-v010-status"], "200");
+            assert_eq!(response_tags(&r), vec!["upstream", "b", "a"]);
+            let seen = up.last();
+            assert_eq!(seen.header("x-v010-seen"), Some("GET /pets/1 alice"));
+            // It saw every request field, the earlier step's among them.
+            let n: usize = seen.header("x-v010-headers").unwrap().parse().unwrap();
+            assert!(n >= 3, "{n}");
+            assert_eq!(seen.header_all("x-chain"), vec!["a", "b"]);
+        }
+    }
+}

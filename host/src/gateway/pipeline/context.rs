@@ -4,7 +4,7 @@
 use crate::gateway::DataPlane;
 use crate::loader::Api;
 use crate::policy::host::{CallTiming, ResponseOrigin};
-use crate::policy::{CallContext, Header, RequestHead, RequestScope, StepInstance};
+use crate::policy::{CallContext, Header, HeaderOp, RequestHead, RequestScope, StepInstance};
 use crate::upstream::{OutboundBody, UpstreamBody};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -34,9 +34,8 @@ pub(crate) struct Ctx<'a> {
     /// The request id, the generation's consumers and the timings, for the
     /// host services the steps call.
     pub scope: RequestScope,
-    /// One entry per step run so far: its instance when its response phase
-    /// is still to run.
-    pub instances: Vec<Option<StepInstance>>,
+    /// One entry per step reached so far: what the response chain owes it.
+    pub instances: Vec<Pending>,
     pub peer: SocketAddr,
 }
 
@@ -57,6 +56,32 @@ impl Ctx<'_> {
 
 pub(crate) fn lock(timing: &Mutex<CallTiming>) -> std::sync::MutexGuard<'_, CallTiming> {
     timing.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What the response chain owes a step the request chain reached.
+#[derive(Default)]
+pub(crate) struct Pending {
+    /// The instance its request phase ran on, when its response phase is
+    /// still to run on it.
+    pub inst: Option<StepInstance>,
+    /// Its response phase is to run on an instance taken then (a step
+    /// without a request phase).
+    pub later: bool,
+    /// Header operations its request phase attached to the response
+    /// (checked), applied before its response phase would run.
+    pub headers: Vec<HeaderOp>,
+}
+
+impl Pending {
+    /// Nothing to do (the step failed, answered, or has nothing more).
+    pub fn nothing() -> Pending {
+        Pending::default()
+    }
+
+    /// Whether its response phase runs.
+    pub fn runs(&self) -> bool {
+        self.inst.is_some() || self.later
+    }
 }
 
 /// A response on its way back through the chain.

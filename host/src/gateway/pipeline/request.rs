@@ -1,7 +1,7 @@
 //! The request chain: each step's request phase in order, reading the
 //! request body first for a step that asked for it.
 
-use super::context::{headers_to_wit, lock, Ctx, Fields, Outgoing};
+use super::context::{headers_to_wit, lock, Ctx, Fields, Outgoing, Pending};
 use crate::gateway::error::{Failure, GatewayError};
 use crate::gateway::DataPlane;
 use crate::policy::{self, CallContext, PolicyError, RequestDecision, RequestHead, StepInstance};
@@ -23,27 +23,36 @@ pub(crate) enum Chain {
 }
 
 /// Run each step's request phase in order, until one answers or fails. A
-/// step that fails open is skipped (with a warning).
+/// step that fails open is skipped (with a warning). A step without a
+/// request phase is only noted for the response chain.
 pub(crate) async fn request_chain(cx: &mut Ctx<'_>) -> Result<Chain, Failure> {
     let api = cx.api;
     for step in &api.steps {
+        // The request's fields stay hyper's map unless a step is reached
+        // (a response phase reads them too).
+        if let Some(map) = cx.headers.take() {
+            cx.head.headers = headers_to_wit(&map);
+        }
+        if !step.has_request() {
+            cx.instances.push(Pending {
+                later: step.has_response(),
+                ..Pending::nothing()
+            });
+            continue;
+        }
         cx.call.step.clear();
         cx.call.step.push_str(&step.name);
         if step.info.body.request.is_some() {
             if let Err(failure) = read_body(cx).await {
-                cx.instances.push(None);
+                cx.instances.push(Pending::nothing());
                 return Err(failure);
             }
-        }
-        // The request's fields stay hyper's map unless a step runs.
-        if let Some(map) = cx.headers.take() {
-            cx.head.headers = headers_to_wit(&map);
         }
         let started = std::time::Instant::now();
         let run = run_request_step(
             cx.gateway,
             step,
-            &cx.call,
+            &mut cx.call,
             &mut cx.head,
             &mut cx.body,
             &cx.scope,
@@ -53,17 +62,22 @@ pub(crate) async fn request_chain(cx: &mut Ctx<'_>) -> Result<Chain, Failure> {
             .steps
             .push((step.name.to_string(), started.elapsed().as_micros() as u64));
         match result {
-            Ok((inst, StepResult::Continue(consumer))) => {
+            Ok((inst, StepResult::Continue { consumer, headers })) => {
                 // A step without a response phase is done: its instance
                 // goes back to the pool now, not after the upstream call
                 // (fewer slots in use at once, and the slot is reused
                 // while its pages are still in cache).
-                if step.info.wants_response {
-                    cx.instances.push(Some(inst));
+                let inst = if step.has_response() {
+                    Some(inst)
                 } else {
                     cx.gateway.runtime.release(step, inst);
-                    cx.instances.push(None);
-                }
+                    None
+                };
+                cx.instances.push(Pending {
+                    inst,
+                    later: false,
+                    headers,
+                });
                 if consumer.is_some() {
                     cx.call.consumer = consumer;
                 }
@@ -72,7 +86,7 @@ pub(crate) async fn request_chain(cx: &mut Ctx<'_>) -> Result<Chain, Failure> {
                 // As the contract says: the response chain runs for the
                 // steps before this one, not for the one that answered.
                 cx.gateway.runtime.release(step, inst);
-                cx.instances.push(None);
+                cx.instances.push(Pending::nothing());
                 return Ok(Chain::Answered {
                     step: step.name.clone(),
                     out,
@@ -85,10 +99,10 @@ pub(crate) async fn request_chain(cx: &mut Ctx<'_>) -> Result<Chain, Failure> {
                     &api.name,
                     "; skipped (fail-open)",
                 );
-                cx.instances.push(None);
+                cx.instances.push(Pending::nothing());
             }
             Err(e) => {
-                cx.instances.push(None);
+                cx.instances.push(Pending::nothing());
                 return Err(e.into());
             }
         }
@@ -139,8 +153,12 @@ async fn read_body(cx: &mut Ctx<'_>) -> Result<(), Failure> {
 
 /// What a step's request phase decided.
 pub(crate) enum StepResult {
-    /// Go on, as this consumer when the step identified one.
-    Continue(Option<policy::Consumer>),
+    /// Go on, as this consumer when the step identified one, with these
+    /// (checked) operations for the response.
+    Continue {
+        consumer: Option<policy::Consumer>,
+        headers: Vec<policy::HeaderOp>,
+    },
     Respond(Outgoing),
 }
 
@@ -148,7 +166,7 @@ pub(crate) enum StepResult {
 async fn run_request_step(
     gateway: &DataPlane,
     step: &policy::Step,
-    ctx: &CallContext,
+    ctx: &mut CallContext,
     head: &mut RequestHead,
     body: &mut OutboundBody,
     scope: &policy::RequestScope,
@@ -163,6 +181,7 @@ async fn run_request_step(
     match decision {
         RequestDecision::Continue(edits) => {
             policy::apply_header_ops(&step.name, &mut head.headers, edits.headers)?;
+            policy::check_header_ops(&step.name, &edits.response_headers)?;
             if let Some(p) = edits.path {
                 head.path = policy::check_path(&step.name, &p)?;
             }
@@ -179,7 +198,13 @@ async fn run_request_step(
                 }
                 *body = OutboundBody::Buffered(Bytes::from(b));
             }
-            Ok((inst, StepResult::Continue(edits.consumer)))
+            Ok((
+                inst,
+                StepResult::Continue {
+                    consumer: edits.consumer,
+                    headers: edits.response_headers,
+                },
+            ))
         }
         RequestDecision::Respond(resp) => {
             policy::check_response(&step.name, &resp)?;

@@ -2,40 +2,55 @@
 //! reverse order, over the response as it stands (the upstream's, a
 //! step's, or an error).
 
-use super::context::{Ctx, Fields, OutBody, Outgoing};
+use super::context::{Ctx, Fields, OutBody, Outgoing, Pending};
 use crate::gateway::error::Failure;
 use crate::policy::host::ResponseOrigin;
-use crate::policy::{
-    self, PolicyError, ResponseDecision, ResponseEdits, ResponseHead, StepInstance,
-};
+use crate::policy::{self, PolicyError, ResponseDecision, ResponseEdits, ResponseHead, StepInstance};
 use crate::upstream::UpstreamError;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 
-/// Run the response phase of every step that has one and ran, last first.
-/// A step that fails replaces the response with its error (the steps
-/// before it still see that), unless it fails open.
+/// Run the response phase of every step that has one and was reached,
+/// last first, after the response headers its request phase attached. A
+/// step that fails replaces the response with its error (the steps before
+/// it still see that), unless it fails open.
 pub(crate) async fn response_chain(cx: &mut Ctx<'_>, mut out: Outgoing) -> Outgoing {
-    let mut instances = std::mem::take(&mut cx.instances);
-    if let Some(limit) = body_limit(cx, &instances) {
+    let mut pending = std::mem::take(&mut cx.instances);
+    if let Some(limit) = body_limit(cx, &pending) {
         if let Err(failure) = buffer_body(limit, &mut out).await {
             out = cx.fail(failure);
         }
     }
     let api = cx.api;
-    for (step, inst) in api.steps.iter().zip(instances.iter_mut()).rev() {
-        let Some(mut inst) = inst.take() else {
-            continue;
-        };
-        if !step.info.wants_response {
+    for (step, owed) in api.steps.iter().zip(pending.iter_mut()).rev() {
+        let mut owed = std::mem::take(owed);
+        let headers = std::mem::take(&mut owed.headers);
+        if !headers.is_empty() {
+            // Checked when the request phase returned.
+            if let Err(e) = policy::apply_header_ops(&step.name, out.headers.wit(), headers) {
+                out = cx.fail(e.into());
+            }
+        }
+        if !owed.runs() {
             continue;
         }
         // Done with the instance: back to its worker's pool (worker
         // isolation) unless the phase failed, which discards it.
-        let run = run_response_step(cx, step, &mut inst, &mut out);
-        let Err(e) = policy::gate::guarded(step, false, run).await else {
-            cx.gateway.runtime.release(step, inst);
-            continue;
+        let run = async {
+            let mut inst = match owed.inst {
+                Some(inst) => inst,
+                None => cx.gateway.runtime.instantiate(step, &cx.scope).await?,
+            };
+            run_response_step(cx, step, &mut inst, &mut out)
+                .await
+                .map(|()| inst)
+        };
+        let e = match policy::gate::guarded(step, false, run).await {
+            Ok(inst) => {
+                cx.gateway.runtime.release(step, inst);
+                continue;
+            }
+            Err(e) => e,
         };
         if step.fail_open && !matches!(e, PolicyError::BadOutput { .. }) {
             policy::guard::warn_failure(&e, cx.request_id(), &api.name, "; skipped (fail-open)");
@@ -47,12 +62,12 @@ pub(crate) async fn response_chain(cx: &mut Ctx<'_>, mut out: Outgoing) -> Outgo
 }
 
 /// The largest response body a step that will run asks to read, if any.
-fn body_limit(cx: &Ctx<'_>, instances: &[Option<StepInstance>]) -> Option<usize> {
+fn body_limit(cx: &Ctx<'_>, pending: &[Pending]) -> Option<usize> {
     cx.api
         .steps
         .iter()
-        .zip(instances.iter())
-        .filter(|(s, i)| i.is_some() && s.info.wants_response)
+        .zip(pending.iter())
+        .filter(|(_, p)| p.runs())
         .filter_map(|(s, _)| s.info.body.response.map(|n| n as usize))
         .max()
 }
@@ -89,7 +104,7 @@ async fn run_response_step(
     cx.call.step.clear();
     cx.call.step.push_str(&step.name);
     let wants_body = step.info.body.response.is_some();
-    let resp_head = ResponseHead {
+    let mut resp_head = ResponseHead {
         status: out.status,
         headers: std::mem::take(out.headers.wit()),
     };
@@ -98,7 +113,7 @@ async fn run_response_step(
         _ => None,
     };
     let result = inst
-        .on_response(step, &cx.call, &cx.head, &resp_head, body_view)
+        .on_response(step, &mut cx.call, &mut cx.head, &mut resp_head, body_view)
         .await;
     out.headers = Fields::Wit(resp_head.headers);
     match result? {

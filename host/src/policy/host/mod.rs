@@ -3,11 +3,13 @@
 //! and the backend it serves from: [`counters`] (and quotas), [`cache`],
 //! [`kv`], [`consumers`] (with the manifests' [`consumers::Directory`]),
 //! [`plans`], [`crypto`], [`http_client`], [`timing`], [`outcome`],
-//! [`sink`], [`log`], [`clock`] and [`types`]. Each service is granted per
+//! [`sink`], [`log`], [`clock`] and [`types`]; [`calls`] is the call a
+//! 0.2.0 phase handles. Each service is granted per
 //! step in the manifest (`grants = [...]`); a step gets only what it was
 //! granted. [`Services`] holds the backends every generation shares.
 
 pub mod cache;
+pub mod calls;
 pub mod clock;
 pub mod consumers;
 pub mod counters;

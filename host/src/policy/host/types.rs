@@ -7,3 +7,5 @@ use crate::policy::StepState;
 impl bindings::types::Host for StepState {}
 
 impl bindings::service_types::Host for StepState {}
+
+impl bindings::types2::Host for StepState {}
