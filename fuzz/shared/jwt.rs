@@ -30,7 +30,7 @@ use std::cell::RefCell;
 use tollgate::policy::host::crypto::KeyCache;
 use tollgate_policy_sdk::services::harness;
 use tollgate_policy_sdk::{
-    parse_config, CallContext, Header, HeaderOp, Policy, RequestDecision, RequestHead,
+    parse_config, Call, CallContext, Header, HeaderOp, Policy, RequestDecision, RequestHead,
 };
 
 /// The clock the plugin sees, in seconds.
@@ -411,7 +411,7 @@ fn check_token(token: &str, place: Place) {
         request_id: "fuzz".into(),
         ..CallContext::default()
     };
-    let decision = with_policy(|p| p.on_request(&ctx, &req, None));
+    let decision = with_policy(|p| p.on_request(&Call::native(&ctx, &req), None));
     match decision {
         RequestDecision::Continue(edits) => {
             assert!(

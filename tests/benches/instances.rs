@@ -292,9 +292,13 @@ fn main() {
     let mut cases = Vec::new();
     for (pi, plugin) in plugins.iter_mut().enumerate() {
         for mode in Mode::ALL {
-            ex.block_on(run_batch(&rt, plugin, mode, 200, &scope, &mut ctx, &mut req));
+            ex.block_on(run_batch(
+                &rt, plugin, mode, 200, &scope, &mut ctx, &mut req,
+            ));
             let probe = 500;
-            let t = ex.block_on(run_batch(&rt, plugin, mode, probe, &scope, &mut ctx, &mut req));
+            let t = ex.block_on(run_batch(
+                &rt, plugin, mode, probe, &scope, &mut ctx, &mut req,
+            ));
             let per_call = t.as_secs_f64() / probe as f64;
             let calls = ((BATCH.as_secs_f64() / per_call) as usize).clamp(200, 2_000_000);
             cases.push(Case {

@@ -122,7 +122,9 @@ impl PolicyRunner {
     ) -> Result<(RequestDecision, ResponseDecision), PolicyError> {
         let mut inst = self.runtime.instantiate(&self.step, &self.scope).await?;
         let (mut ctx, mut req, mut resp) = (self.context(), req.clone(), resp.clone());
-        let d1 = inst.on_request(&self.step, &mut ctx, &mut req, None).await?;
+        let d1 = inst
+            .on_request(&self.step, &mut ctx, &mut req, None)
+            .await?;
         let d2 = inst
             .on_response(&self.step, &mut ctx, &mut req, &mut resp, None)
             .await?;

@@ -53,15 +53,16 @@ pub use bindings::types::{
 /// 0.2.0's: request-phase response headers, and `phases` (0.1.0 plugins'
 /// decisions and info are converted to these).
 pub use bindings::types2::{Phases, PolicyInfo, RequestDecision, RequestEdits};
-pub use plugin::Version as PolicyVersion;
 pub use checks::{
-    apply_header_ops, check_header_ops, check_path, check_query, check_response, is_framing_header, MAX_HEADERS_OUT,
+    apply_header_ops, check_header_ops, check_path, check_query, check_response, is_framing_header,
+    MAX_HEADERS_OUT,
 };
 pub use deadline::TimeoutKind;
 pub use engine::{EngineLimits, PolicyEngine};
 pub use error::{PolicyError, StepConfigError};
 pub use host::log::{escape_log, escape_log_within};
 pub use plugin::Plugin;
+pub use plugin::Version as PolicyVersion;
 pub use reuse::{Isolation, ReuseCounts};
 pub use runtime::{Runtime, Step, StepInstance};
 pub use state::{RequestScope, StepState};

@@ -4,14 +4,12 @@
 
 use super::bindings::{v01, v02};
 use super::output::Bounded;
-use super::{
-    CallContext, CallRep, ResponseDecision, ResponseHead, StepState, WitConfigError,
-};
+use super::{CallContext, CallRep, ResponseDecision, ResponseHead, StepState, WitConfigError};
 use anyhow::{Context as _, Result};
 use std::path::PathBuf;
 use std::sync::Arc;
 use wasmtime::component::{
-    Component, ComponentExportIndex, Func, InstancePre, Resource, TypedFunc,
+    Component, ComponentExportIndex, Func, InstancePre, Linker, Resource, TypedFunc,
 };
 
 /// A loaded plugin: compiled, linked, ready to instantiate.
@@ -93,9 +91,17 @@ impl Exports {
     /// WIT with the same version string (a field removed from
     /// `call-context`) used to load and then panic inside the host on
     /// every request.
-    pub(super) fn find(engine: &wasmtime::Engine, component: &Component) -> Result<Exports> {
+    pub(super) fn find(
+        engine: &wasmtime::Engine,
+        linker: &Linker<StepState>,
+        component: &Component,
+    ) -> Result<Exports> {
         use wasmtime::component::types::ComponentItem;
-        let ty = component.component_type();
+        // With the linker's resources substituted: 0.2.0's `call` is a
+        // host resource, known only once linked.
+        let ty = linker
+            .substituted_component_type(component)
+            .map_err(anyhow::Error::from)?;
         let (version, iface) = match (
             ty.get_export(engine, POLICY_IFACE).map(|e| e.ty),
             ty.get_export(engine, POLICY_IFACE_01).map(|e| e.ty),
@@ -114,16 +120,26 @@ impl Exports {
         let cx = ty.instance_type();
         let checks: [(&str, Check); 3] = match version {
             Version::V01 => [
-                ("configure", |f, cx| f.typecheck::<ConfigureSig<'_>, ConfigureRet01>(cx)),
-                ("on-request", |f, cx| f.typecheck::<OnRequestSig01<'_>, OnRequestRet01>(cx)),
+                ("configure", |f, cx| {
+                    f.typecheck::<ConfigureSig<'_>, ConfigureRet01>(cx)
+                }),
+                ("on-request", |f, cx| {
+                    f.typecheck::<OnRequestSig01<'_>, OnRequestRet01>(cx)
+                }),
                 ("on-response", |f, cx| {
                     f.typecheck::<OnResponseSig01<'_>, OnResponseRet>(cx)
                 }),
             ],
             Version::V02 => [
-                ("configure", |f, cx| f.typecheck::<ConfigureSig<'_>, ConfigureRet>(cx)),
-                ("on-request", |f, cx| f.typecheck::<OnRequestSig<'_>, OnRequestRet>(cx)),
-                ("on-response", |f, cx| f.typecheck::<OnResponseSig<'_>, OnResponseRet>(cx)),
+                ("configure", |f, cx| {
+                    f.typecheck::<ConfigureSig<'_>, ConfigureRet>(cx)
+                }),
+                ("on-request", |f, cx| {
+                    f.typecheck::<OnRequestSig<'_>, OnRequestRet>(cx)
+                }),
+                ("on-response", |f, cx| {
+                    f.typecheck::<OnResponseSig<'_>, OnResponseRet>(cx)
+                }),
             ],
         };
         let drifted = || {
@@ -165,7 +181,8 @@ impl Exports {
 
 pub(super) type ConfigureSig<'a> = (&'a str,);
 pub(super) type ConfigureRet = (Result<super::PolicyInfo, WitConfigError>,);
-pub(super) type ConfigureRet01 = (Result<v01::tollgate::policy::types::PolicyInfo, WitConfigError>,);
+pub(super) type ConfigureRet01 =
+    (Result<v01::tollgate::policy::types::PolicyInfo, WitConfigError>,);
 /// The call is a borrowed handle; its data is in the store meanwhile.
 pub(super) type OnRequestSig<'a> = (Resource<CallRep>, Option<&'a [u8]>);
 /// The decisions come [`Bounded`]: their header lists are checked in the
@@ -174,11 +191,7 @@ pub(super) type OnRequestRet = (Bounded<super::RequestDecision>,);
 pub(super) type OnResponseSig<'a> = (Resource<CallRep>, Option<&'a [u8]>);
 pub(super) type OnResponseRet = (Bounded<ResponseDecision>,);
 
-pub(super) type OnRequestSig01<'a> = (
-    &'a CallContext,
-    &'a super::RequestHead,
-    Option<&'a [u8]>,
-);
+pub(super) type OnRequestSig01<'a> = (&'a CallContext, &'a super::RequestHead, Option<&'a [u8]>);
 pub(super) type OnRequestRet01 = (Bounded<v01::tollgate::policy::types::RequestDecision>,);
 pub(super) type OnResponseSig01<'a> = (
     &'a CallContext,

@@ -14,8 +14,8 @@ use super::plugin::{
 use super::reuse::{self, Isolation};
 use super::state::{RequestScope, StepState};
 use super::{
-    escape_log, gate, guard, snapshot, BodyAccess, CallContext, EngineLimits, PolicyEngine,
-    Phases, PolicyError, PolicyInfo, RequestDecision, RequestEdits, RequestHead, ResponseDecision,
+    escape_log, gate, guard, snapshot, BodyAccess, CallContext, EngineLimits, Phases, PolicyEngine,
+    PolicyError, PolicyInfo, RequestDecision, RequestEdits, RequestHead, ResponseDecision,
     ResponseHead, StepConfigError, WitConfigError,
 };
 use anyhow::{Context as _, Result};
@@ -236,7 +236,7 @@ impl Runtime {
                     path.display()
                 )
             })?;
-        let exports = Exports::find(self.engine.engine(), &component)
+        let exports = Exports::find(self.engine.engine(), &self.linker, &component)
             .with_context(|| format!("plugin `{name}` ({})", path.display()))?;
         let mut needs: Vec<&'static str> = component
             .component_type()
@@ -576,9 +576,8 @@ impl StepInstance {
                 r.map(|(r,)| r.0)
             }
             Version::V01 => {
-                let f = typed::<OnRequestSig01<'_>, OnRequestRet01>(
-                    self.func(self.exports.on_request),
-                );
+                let f =
+                    typed::<OnRequestSig01<'_>, OnRequestRet01>(self.func(self.exports.on_request));
                 let call = f.call_async(&mut self.store, (&*ctx, &*req, body));
                 deadline::by_wall(wall, call)
                     .await

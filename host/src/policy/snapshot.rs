@@ -170,7 +170,7 @@ impl Runtime {
             .with_context(|| format!("linking the {what}"))?;
         // The same type check of the policy exports as at load, so that the
         // unchecked typed handles stay sound for this form of the plugin too.
-        let exports = Exports::find(self.engine.engine(), &component)
+        let exports = Exports::find(self.engine.engine(), &self.linker, &component)
             .with_context(|| format!("the {what}'s policy exports"))?;
         Ok((pre, exports))
     }

@@ -633,6 +633,89 @@ mod tests {
     }
 
     #[test]
+    fn a_native_call_answers_from_what_the_test_made() {
+        let ctx = CallContext {
+            request_id: "r1".into(),
+            api: "pets".into(),
+            captures: vec![("id".into(), "7".into())],
+            consumer: Some(Consumer {
+                id: "alice".into(),
+                ..Consumer::default()
+            }),
+            ..CallContext::default()
+        };
+        let req = RequestHead {
+            method: "GET".into(),
+            path: "/pets/7".into(),
+            query: Some("a=1".into()),
+            headers: vec![
+                Header::new("x-a", "1"),
+                Header::new("x-b", "2"),
+                Header::new("x-a", "3"),
+            ],
+            ..RequestHead::default()
+        };
+        let resp = ResponseHead {
+            status: 201,
+            headers: vec![Header::new("vary", "a"), Header::new("vary", "b")],
+        };
+        let call = Call::native(&ctx, &req);
+        assert_eq!(call.request_id(), "r1");
+        assert_eq!(call.api(), "pets");
+        assert_eq!(call.capture("id").as_deref(), Some("7"));
+        assert_eq!(call.capture("nope"), None);
+        assert_eq!(call.consumer().unwrap().id, "alice");
+        assert_eq!(
+            (call.method(), call.path()),
+            ("GET".into(), "/pets/7".into())
+        );
+        assert_eq!(call.query().as_deref(), Some("a=1"));
+        assert_eq!(call.header("X-A"), Some(b"1".to_vec()));
+        assert_eq!(call.header_str("x-b").as_deref(), Some("2"));
+        assert_eq!(
+            call.header_values("x-a"),
+            vec![b"1".to_vec(), b"3".to_vec()]
+        );
+        assert_eq!(call.head(), req);
+        // No response in the request phase.
+        assert_eq!(call.status(), None);
+        assert_eq!(call.response_header("vary"), None);
+        assert!(call.response_headers().is_empty());
+        let call = Call::native_response(&ctx, &req, &resp);
+        assert_eq!(call.status(), Some(201));
+        assert_eq!(call.response_header("Vary"), Some(b"a".to_vec()));
+        assert_eq!(
+            call.response_header_values("vary"),
+            vec![b"a".to_vec(), b"b".to_vec()]
+        );
+        assert_eq!(call.response_headers().len(), 2);
+    }
+
+    #[test]
+    fn response_headers_from_the_request_phase_are_kept_apart() {
+        let e = RequestEdits::default()
+            .set_header("x-up", "1")
+            .set_response_header("x-down", "2")
+            .append_response_header("x-down", "3")
+            .remove_response_header("server");
+        assert_eq!(e.headers, vec![HeaderOp::set("x-up", "1")]);
+        assert_eq!(
+            e.response_headers,
+            vec![
+                HeaderOp::set("x-down", "2"),
+                HeaderOp::append("x-down", "3"),
+                HeaderOp::remove("server"),
+            ]
+        );
+        assert_eq!(PolicyInfo::request_only().phases, Phases::REQUEST);
+        assert_eq!(PolicyInfo::response_only().phases, Phases::RESPONSE);
+        assert_eq!(
+            PolicyInfo::default().phases,
+            Phases::REQUEST | Phases::RESPONSE
+        );
+    }
+
+    #[test]
     fn host_service_fallbacks() {
         log::info("native fallback: line1\nline2\x1b[31m");
         assert!(clock::now_ms() > 1_600_000_000_000);

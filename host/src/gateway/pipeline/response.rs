@@ -5,7 +5,9 @@
 use super::context::{Ctx, Fields, OutBody, Outgoing, Pending};
 use crate::gateway::error::Failure;
 use crate::policy::host::ResponseOrigin;
-use crate::policy::{self, PolicyError, ResponseDecision, ResponseEdits, ResponseHead, StepInstance};
+use crate::policy::{
+    self, PolicyError, ResponseDecision, ResponseEdits, ResponseHead, StepInstance,
+};
 use crate::upstream::UpstreamError;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
