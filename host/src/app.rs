@@ -148,3 +148,35 @@ pub async fn serve_on(
     }
     Ok((bound, tasks))
 }
+
+/// mimalloc's `purge_delay` option: its index in `mi_option_t` (the same
+/// in mimalloc 2 and 3) and the default mimalloc 3 gives it.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+const MI_PURGE_DELAY_DEFAULT_MS: std::os::raw::c_long = 1000;
+
+/// How long mimalloc keeps memory that was freed before returning it to the
+/// OS, in milliseconds, unless `MIMALLOC_PURGE_DELAY` says otherwise:
+/// mimalloc 2's default. Measured with `tests/bench/steps --isolation
+/// request` (2 runs each): no CPU difference beyond the runs' noise against
+/// 1 s, 0.1–0.2 page faults per request more; 0 ms cost the 0-step path
+/// ~20% more CPU (0.7 faults per request).
+pub const PURGE_DELAY_MS: std::os::raw::c_long = 10;
+
+/// Have mimalloc (the `tollgate` binary's allocator) return freed memory to
+/// the OS sooner. mimalloc 3 waits 1 s, and purges only when the process
+/// allocates or frees again, so what a burst of requests freed (or the
+/// start: compiling plugins, building snapshots) stayed resident while the
+/// gateway idled: with the 5-step chain, 115 MB after a load test against
+/// the figure in `docs/performance.md` ("Memory"). Left alone when the
+/// operator set `MIMALLOC_PURGE_DELAY`, or when the option is not where
+/// mimalloc 3 keeps it (its value is not mimalloc 3's default).
+pub fn tune_allocator() {
+    // SAFETY: plain option reads and writes of the linked mimalloc, which
+    // may be called at any time from any thread.
+    #[allow(unsafe_code)]
+    unsafe {
+        if libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) == MI_PURGE_DELAY_DEFAULT_MS {
+            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS);
+        }
+    }
+}

@@ -326,6 +326,7 @@ impl Workers {
 }
 
 fn run(config: PathBuf) -> Result<()> {
+    app::tune_allocator();
     let n = worker_count()?;
     tollgate::net::workers::set_count(n);
     let workers = Workers::start(n)?;
