@@ -262,7 +262,13 @@ async fn serve_connection(
             // throughput cost (tests/bench/run --baseline, 3 rounds: 1.07x
             // for 0 steps, 1.06x for 5 steps); see tests/e2e/fairness.rs.
             tokio::task::yield_now().await;
-            Ok::<_, std::convert::Infallible>(super::handle(&gateway, req, peer, scheme).await)
+            // Boxed: hyper keeps a box the size of this future for every
+            // connection, in flight or idle (its dispatcher's `in_flight`),
+            // and the whole pipeline's future (policy calls, upstream) is
+            // several KiB; boxed, an idle keep-alive connection holds a
+            // pointer, and a request allocates the pipeline once.
+            let call = Box::pin(super::handle(&gateway, req, peer, scheme));
+            Ok::<_, std::convert::Infallible>(call.await)
         }
     });
     // Plain or TLS, the connection is then served the same way.
