@@ -569,10 +569,10 @@ impl StepInstance {
         let r = match self.exports.version {
             Version::V02 => {
                 let f = typed::<OnRequestSig<'_>, OnRequestRet>(self.func(self.exports.on_request));
-                self.lend(ctx, req, None);
+                self.swap_call(ctx, req, None);
                 let call = f.call_async(&mut self.store, (Resource::new_borrow(0), body));
                 let r = deadline::by_wall(wall, call).await;
-                self.take_back(ctx, req, None);
+                self.swap_call(ctx, req, None);
                 r.map(|(r,)| r.0)
             }
             Version::V01 => {
@@ -604,10 +604,10 @@ impl StepInstance {
             Version::V02 => {
                 let f =
                     typed::<OnResponseSig<'_>, OnResponseRet>(self.func(self.exports.on_response));
-                self.lend(ctx, req, Some(resp));
+                self.swap_call(ctx, req, Some(&mut *resp));
                 let call = f.call_async(&mut self.store, (Resource::new_borrow(0), body));
                 let r = deadline::by_wall(wall, call).await;
-                self.take_back(ctx, req, Some(resp));
+                self.swap_call(ctx, req, Some(resp));
                 r.map(|(r,)| r.0)
             }
             Version::V01 => {
@@ -621,8 +621,10 @@ impl StepInstance {
         r.map_err(|e| classify(&step.name, step, &self.store, e))
     }
 
-    /// Move the call's data into the store, for the call handle.
-    fn lend(
+    /// Swap the call's data with the store's, for the call handle: once
+    /// before the call (lends it), once after (takes it back). The
+    /// response's headers are moved, its status copied.
+    fn swap_call(
         &mut self,
         ctx: &mut CallContext,
         req: &mut RequestHead,
@@ -632,25 +634,15 @@ impl StepInstance {
         std::mem::swap(&mut call.ctx, ctx);
         std::mem::swap(&mut call.head, req);
         if let Some(resp) = resp {
-            call.resp = Some(ResponseHead {
-                status: resp.status,
-                headers: std::mem::take(&mut resp.headers),
-            });
-        }
-    }
-
-    /// Move the call's data back out of the store.
-    fn take_back(
-        &mut self,
-        ctx: &mut CallContext,
-        req: &mut RequestHead,
-        resp: Option<&mut ResponseHead>,
-    ) {
-        let call = &mut self.store.data_mut().call;
-        std::mem::swap(&mut call.ctx, ctx);
-        std::mem::swap(&mut call.head, req);
-        if let (Some(resp), Some(lent)) = (resp, call.resp.take()) {
-            resp.headers = lent.headers;
+            match call.resp.take() {
+                Some(lent) => resp.headers = lent.headers,
+                None => {
+                    call.resp = Some(ResponseHead {
+                        status: resp.status,
+                        headers: std::mem::take(&mut resp.headers),
+                    })
+                }
+            }
         }
     }
 

@@ -4,7 +4,7 @@
 use crate::gateway::DataPlane;
 use crate::loader::Api;
 use crate::policy::host::{CallTiming, ResponseOrigin};
-use crate::policy::{CallContext, Header, HeaderOp, RequestHead, RequestScope, StepInstance};
+use crate::policy::{CallContext, Header, HeaderOp, RequestHead, RequestScope, Step, StepInstance};
 use crate::upstream::{OutboundBody, UpstreamBody};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -64,23 +64,23 @@ pub(crate) struct Pending {
     /// The instance its request phase ran on, when its response phase is
     /// still to run on it.
     pub inst: Option<StepInstance>,
-    /// Its response phase is to run on an instance taken then (a step
-    /// without a request phase).
-    pub later: bool,
     /// Header operations its request phase attached to the response
     /// (checked), applied before its response phase would run.
     pub headers: Vec<HeaderOp>,
 }
 
 impl Pending {
-    /// Nothing to do (the step failed, answered, or has nothing more).
+    /// No instance and no headers: the step failed or answered, or has no
+    /// request phase.
     pub fn nothing() -> Pending {
         Pending::default()
     }
 
-    /// Whether its response phase runs.
-    pub fn runs(&self) -> bool {
-        self.inst.is_some() || self.later
+    /// Whether `step`'s response phase runs: on the instance its request
+    /// phase ran on, or, for a step without a request phase (reached, so
+    /// owed its response phase), on one taken then.
+    pub fn runs(&self, step: &Step) -> bool {
+        self.inst.is_some() || (!step.has_request() && step.has_response())
     }
 }
 

@@ -28,16 +28,18 @@ pub(crate) enum Chain {
 pub(crate) async fn request_chain(cx: &mut Ctx<'_>) -> Result<Chain, Failure> {
     let api = cx.api;
     for step in &api.steps {
-        // The request's fields stay hyper's map unless a step is reached
-        // (a response phase reads them too).
+        if !step.has_request() && !step.has_response() {
+            cx.instances.push(Pending::nothing());
+            continue;
+        }
+        // The request's fields stay hyper's map unless a step with a phase
+        // is reached (a response phase reads them too).
         if let Some(map) = cx.headers.take() {
             cx.head.headers = headers_to_wit(&map);
         }
         if !step.has_request() {
-            cx.instances.push(Pending {
-                later: step.has_response(),
-                ..Pending::nothing()
-            });
+            // Its response phase is owed: `Pending::runs`.
+            cx.instances.push(Pending::nothing());
             continue;
         }
         cx.call.step.clear();
@@ -73,11 +75,7 @@ pub(crate) async fn request_chain(cx: &mut Ctx<'_>) -> Result<Chain, Failure> {
                     cx.gateway.runtime.release(step, inst);
                     None
                 };
-                cx.instances.push(Pending {
-                    inst,
-                    later: false,
-                    headers,
-                });
+                cx.instances.push(Pending { inst, headers });
                 if consumer.is_some() {
                     cx.call.consumer = consumer;
                 }

@@ -33,7 +33,7 @@ pub(crate) async fn response_chain(cx: &mut Ctx<'_>, mut out: Outgoing) -> Outgo
                 out = cx.fail(e.into());
             }
         }
-        if !owed.runs() {
+        if !owed.runs(step) {
             continue;
         }
         // Done with the instance: back to its worker's pool (worker
@@ -69,7 +69,7 @@ fn body_limit(cx: &Ctx<'_>, pending: &[Pending]) -> Option<usize> {
         .steps
         .iter()
         .zip(pending.iter())
-        .filter(|(_, p)| p.runs())
+        .filter(|(s, p)| p.runs(s))
         .filter_map(|(s, _)| s.info.body.response.map(|n| n as usize))
         .max()
 }
