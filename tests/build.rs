@@ -11,6 +11,11 @@ fn main() {
     let plugins = root.join("plugins");
     let target_dir = plugins.join("target");
     println!("cargo:rerun-if-changed={}", root.join("wit").display());
+    // The guests' link flags (their stack size).
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join(".cargo").join("config.toml").display()
+    );
     for sub in ["Cargo.toml", "Cargo.lock", "sdk", "transform", "fixtures"] {
         println!("cargo:rerun-if-changed={}", plugins.join(sub).display());
     }

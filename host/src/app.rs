@@ -66,6 +66,7 @@ impl Gateway {
             services,
         )?);
         if gw.plugins.snapshots {
+            runtime.set_resets(gw.plugins.reset);
             runtime.enable_snapshots()?;
         }
         let generation =

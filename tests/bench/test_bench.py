@@ -19,6 +19,7 @@ B0, B5 = bench.BASELINE_OF[GW0], bench.BASELINE_OF[GW5]
 NOSNAP = "tollgate, 5 steps (cache miss), no snapshots"
 HIT = "tollgate, 5 steps (cache hit)"
 WORKER = bench.GW5W
+FRESH = bench.GW5F
 
 
 def read(path):
@@ -57,7 +58,7 @@ class SelectVariants(unittest.TestCase):
 
     def test_other_entries_are_substrings(self):
         got = bench.select_variants("5 steps", names(True))
-        self.assertEqual(got, [GW5, B5, HIT, NOSNAP, WORKER])
+        self.assertEqual(got, [GW5, B5, HIT, NOSNAP, WORKER, FRESH])
         got = bench.select_variants("key", names(None))
         self.assertEqual(got, ["tollgate, key-auth", "tollgate, key-auth + rate-limit"])
 
@@ -103,6 +104,18 @@ class BaselineVariants(unittest.TestCase):
             # The default is not written: a baseline build may not know the key.
             path = bench.write_tollgate(d, 1, 2, specs[GW5], "0" * 64)
             self.assertNotIn("step-isolation", read(path))
+
+    def test_fresh_variant_turns_the_reset_off(self):
+        specs = {n: steps for n, steps, *_ in bench.gateway_variants(None)}
+        self.assertEqual(specs[FRESH], specs[GW5])
+        self.assertEqual(bench.select_variants("fresh", names(True)), [FRESH])
+        with tempfile.TemporaryDirectory() as d:
+            path = bench.write_tollgate(d, 1, 2, specs[GW5], "0" * 64, isolation="fresh")
+            self.assertIn("snapshots = true\nreset = false\n", read(path))
+            self.assertNotIn("step-isolation", read(path))
+            # The default is not written: a baseline build may not know the key.
+            path = bench.write_tollgate(d, 1, 2, specs[GW5], "0" * 64)
+            self.assertNotIn("reset", read(path))
 
     def test_gateway_file_loads_the_given_plugin_folder(self):
         with tempfile.TemporaryDirectory() as d:

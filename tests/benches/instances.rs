@@ -190,7 +190,7 @@ async fn run_batch(
                     .await
                     .expect("on_request");
                 black_box(d);
-                rt.release(&p.worker, inst);
+                rt.release(&p.worker, inst).await;
             }
         }
         Mode::Instantiate => {

@@ -261,6 +261,7 @@ pub struct GatewayBuilder {
     access_log: Option<PathBuf>,
     admin: bool,
     snapshots: bool,
+    reset: bool,
     extra: String,
 }
 
@@ -269,6 +270,12 @@ impl GatewayBuilder {
     /// gateway itself).
     pub fn snapshots(mut self, on: bool) -> Self {
         self.snapshots = on;
+        self
+    }
+    /// `[plugins] reset`: the in-guest reset for `request` isolation (on
+    /// unless this says otherwise, as in the gateway itself).
+    pub fn reset(mut self, on: bool) -> Self {
+        self.reset = on;
         self
     }
     /// Serve the admin API on a loopback port of its own.
@@ -339,6 +346,7 @@ impl TestGateway {
             access_log: None,
             admin: false,
             snapshots: true,
+            reset: true,
             extra: String::new(),
         }
     }
@@ -371,6 +379,7 @@ address = "127.0.0.1:0"
 [plugins]
 dirs = [{plugins:?}]
 snapshots = {snapshots}
+reset = {reset}
 
 [limits]
 {limits}
@@ -383,6 +392,7 @@ debounce = "50ms"
             limits = b.limits,
             watch = b.watch,
             snapshots = b.snapshots,
+            reset = b.reset,
             data_dir = b
                 .data_dir
                 .as_ref()

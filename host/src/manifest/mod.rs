@@ -466,6 +466,7 @@ impl Isolation {
 /// dirs = ["plugins"]
 /// paths = { my-auth = "/opt/policies/my_auth.wasm" }
 /// snapshots = true        # the default
+/// reset = true            # the default
 /// ```
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -480,6 +481,12 @@ pub struct PluginSources {
     /// docs/performance.md). `false`: every request configures its own.
     #[serde(default = "yes")]
     pub snapshots: bool,
+    /// Give each step's snapshot an in-guest reset, so that `request`
+    /// isolation reuses an instance after putting it back into the
+    /// snapshot's state instead of instantiating a fresh one per request
+    /// (docs/performance.md). `false`: a fresh instance per request.
+    #[serde(default = "yes")]
+    pub reset: bool,
 }
 
 fn yes() -> bool {
@@ -492,6 +499,7 @@ impl Default for PluginSources {
             dirs: Vec::new(),
             paths: Default::default(),
             snapshots: true,
+            reset: true,
         }
     }
 }

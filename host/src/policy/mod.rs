@@ -8,10 +8,12 @@
 //! request's `on-request` and `on-response` and then dropped. The instance
 //! comes from the step's configured snapshot once that is built (the plugin
 //! with `configure` already run for the step's configuration, see
-//! [`snapshot`]); until then it is configured first. Nothing a plugin keeps
-//! in memory can reach another request, and a trapped instance is never
-//! called again (see `benches/instances.rs` for the cost compared with
-//! reusing instances).
+//! [`snapshot`]); until then it is configured first. Once the snapshot has
+//! its in-guest reset (`reset`), an instance whose request went well is put
+//! back into the snapshot's exact state and serves the next request instead
+//! of being dropped. Nothing a plugin keeps in memory can reach another
+//! request, and a trapped instance is never called again (see
+//! `benches/instances.rs` for the cost compared with reusing instances).
 //!
 //! Where each part is:
 //!
@@ -27,7 +29,10 @@
 //! * `checks` — checks on what a step returns; [`output`] — the bounds on
 //!   its headers checked before they are lifted;
 //! * [`guard`] — log and stderr budgets; [`snapshot`] — configured snapshots;
-//! * [`reuse`] — worker isolation: warm instances kept per worker thread;
+//! * `reset` — the in-guest reset added to snapshots, with which `request`
+//!   isolation reuses instances;
+//! * [`reuse`] — the pools of instances kept per worker thread (warm ones
+//!   under `worker` isolation, reset ones under `request`);
 //! * [`gate`] — each step's quarantine and concurrency bound.
 
 mod bindings;
@@ -40,6 +45,7 @@ pub mod guard;
 pub mod host;
 pub mod output;
 mod plugin;
+mod reset;
 pub mod reuse;
 mod runtime;
 pub mod snapshot;

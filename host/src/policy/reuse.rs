@@ -1,6 +1,8 @@
-//! Worker isolation: warm instances of a step kept by each worker thread
-//! and reused by its next requests, instead of a fresh instance from the
-//! step's snapshot for every request (request isolation, the default).
+//! Instances of a step kept by each worker thread and reused by its next
+//! requests: warm ones under worker isolation, and, under request isolation
+//! (the default), ones reset to the step's snapshot after each request
+//! ([`super::reset`]), instead of a fresh instance from the snapshot for
+//! every request.
 //!
 //! Each worker thread has a pool per step: at most [`PER_WORKER`] idle
 //! instances, and [`MAX_IDLE`] across the runtime. The pools are sized for
@@ -122,10 +124,12 @@ pub(super) struct Uses {
 pub struct ReuseCounts {
     /// A fresh instance (from the snapshot, or configured for the request).
     pub fresh: u64,
-    /// A warm instance from the worker's pool.
+    /// An instance from the worker's pool: kept warm (`worker`
+    /// isolation) or reset to its snapshot (`request`).
     pub warm: u64,
-    /// Instances of worker steps discarded after a request returned them:
-    /// memory cap or growth, `max-uses`, `idle`, or no room in the pool.
+    /// Instances discarded after a request returned them: memory cap or
+    /// growth, `max-uses`, `idle`, no room in the pool, or (`request`) no
+    /// reset.
     pub discarded: u64,
 }
 
@@ -162,7 +166,7 @@ impl Reuse {
     /// request `scope` (fresh deadline), if the step is a worker step and
     /// the pool has one.
     pub(super) fn take(&self, step: &Step, scope: &RequestScope) -> Option<StepInstance> {
-        if !step.reuse.worker() {
+        if !step.reuse.worker() && !step.snapshot.get().is_some_and(|s| s.reset.is_some()) {
             return None;
         }
         let now = Instant::now();
@@ -172,7 +176,8 @@ impl Reuse {
         inst.store.data_mut().reuse_for(step, scope);
         inst.store.set_epoch_deadline(1);
         self.here().warm.fetch_add(1, Ordering::Relaxed);
-        tracing::trace!(api = %step.api, step = %step.name, request_id = %scope.request_id, path = "warm", "step instance");
+        let path = if step.reuse.worker() { "warm" } else { "reset" };
+        tracing::trace!(api = %step.api, step = %step.name, request_id = %scope.request_id, path, "step instance");
         Some(inst)
     }
 
@@ -187,7 +192,7 @@ impl Reuse {
     /// step is a worker step and the instance may serve again; else it is
     /// dropped.
     pub(super) fn release(&self, step: &Step, mut inst: StepInstance) {
-        if !step.reuse.worker() {
+        if !step.reuse.worker() && inst.reset.is_none() {
             return;
         }
         let now = Instant::now();
@@ -277,7 +282,7 @@ impl Reuse {
         }
     }
 
-    fn discard(&self, insts: Vec<StepInstance>, step: &Step, why: &str) {
+    pub(super) fn discard(&self, insts: Vec<StepInstance>, step: &Step, why: &str) {
         if insts.is_empty() {
             return;
         }

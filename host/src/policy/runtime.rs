@@ -162,9 +162,17 @@ impl Runtime {
         })
     }
 
-    /// Instances alive right now (for tests and metrics).
+    /// Instances alive right now (for tests and metrics), idle ones in
+    /// the pools included.
     pub fn live_instances(&self) -> usize {
         self.live.load(Ordering::Acquire)
+    }
+
+    /// Instances serving a request right now: alive and not idle in a pool
+    /// (for tests and metrics; the two counts are read one after the
+    /// other).
+    pub fn instances_in_use(&self) -> usize {
+        self.live_instances().saturating_sub(self.idle_instances())
     }
 
     /// Write every access-log line queued so far (at shutdown).
@@ -188,7 +196,16 @@ impl Runtime {
     /// after its last phase returned normally: a worker step's instance may
     /// serve another request; any other is dropped. Dropping an instance
     /// instead (every failure) discards it.
-    pub fn release(&self, step: &Step, inst: StepInstance) {
+    pub async fn release(&self, step: &Step, mut inst: StepInstance) {
+        if step.reuse.isolation == Isolation::Request {
+            if inst.reset.is_none() {
+                return;
+            }
+            if !inst.reset(step).await {
+                self.reuse.discard(vec![inst], step, "no reset");
+                return;
+            }
+        }
         self.reuse.release(step, inst);
     }
 
@@ -398,6 +415,7 @@ impl Runtime {
             exports,
             _slot: slot.map(|(_, s)| s),
             uses: Default::default(),
+            reset: None,
         })
     }
 
@@ -416,9 +434,11 @@ impl Runtime {
         if let Some(snap) = step.snapshot.get() {
             // Configured already: the snapshot is the state `configure`
             // left, and the deadline covers `on-request` alone.
-            return self
+            let mut inst = self
                 .instantiate_from(step, scope, &snap.pre, snap.exports, true)
-                .await;
+                .await?;
+            inst.reset = snap.reset;
+            return Ok(inst);
         }
         let mut inst = self.instantiate_unconfigured(step, scope).await?;
         match inst.configure(step).await {
@@ -523,6 +543,9 @@ pub struct StepInstance {
     _slot: Option<Slot>,
     /// Requests served, for worker isolation.
     pub(super) uses: reuse::Uses,
+    /// The snapshot's reset export, for request isolation (see
+    /// [`super::reset`]).
+    pub(super) reset: Option<ComponentExportIndex>,
 }
 
 impl StepInstance {
@@ -644,6 +667,29 @@ impl StepInstance {
                 }
             }
         }
+    }
+
+    /// Put the instance back into its snapshot's state, for the next
+    /// request of its step (request isolation): true when that worked and
+    /// it may serve again. Never after a memory-cap hit, nor while the
+    /// host holds resources of the guest's (a handle the reset would
+    /// forget); under its own deadline.
+    pub(super) async fn reset(&mut self, step: &Step) -> bool {
+        let Some(index) = self.reset else {
+            return false;
+        };
+        let state = self.store.data_mut();
+        if state.limiter.exceeded || state.holds_resources() {
+            return false;
+        }
+        state.deadline = deadline::Deadline::new(step.timeout, step.wall_timeout);
+        let wall = state.deadline.wall();
+        self.store.set_epoch_deadline(1);
+        let f = typed::<(), (bool,)>(self.func(index));
+        matches!(
+            deadline::by_wall(wall, f.call_async(&mut self.store, ())).await,
+            Ok((true,))
+        )
     }
 
     /// The `tollgate:policy` version of the instance's plugin.

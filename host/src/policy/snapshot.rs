@@ -33,10 +33,11 @@
 use super::{Exports, Plugin, Runtime, Step, StepState};
 use anyhow::{Context as _, Result};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Instant;
-use wasmtime::component::{InstancePre, WasmList};
+use wasmtime::component::{ComponentExportIndex, InstancePre, WasmList};
 use wasmtime_wizer::{ComponentInstanceState, Wizer};
 
 /// A step's configured snapshot, linked and ready to instantiate.
@@ -44,6 +45,9 @@ use wasmtime_wizer::{ComponentInstanceState, Wizer};
 pub(super) struct Snapshot {
     pub(super) pre: InstancePre<StepState>,
     pub(super) exports: Exports,
+    /// Its `tollgate-reset` export, when the snapshot could have one and
+    /// resets are on (see [`super::reset`]).
+    pub(super) reset: Option<ComponentExportIndex>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -68,6 +72,8 @@ pub(super) struct Snapshots {
     queue: Mutex<Option<mpsc::Sender<Job>>>,
     /// (plugin hash, configuration) -> snapshot.
     built: Mutex<HashMap<(String, String), Snapshot>>,
+    /// `[plugins] reset = false`: snapshots get no in-guest reset.
+    no_reset: AtomicBool,
 }
 
 /// A step to snapshot: a clone, whose snapshot cell is the serving step's.
@@ -105,6 +111,13 @@ impl Runtime {
             .context("starting the snapshot builder")?;
         *queue = Some(tx);
         Ok(())
+    }
+
+    /// Whether snapshots built from now on get an in-guest reset, so that
+    /// `request` isolation reuses instances (see [`super::reset`]); on by
+    /// default (`[plugins] reset`).
+    pub fn set_resets(&self, on: bool) {
+        self.snapshots.no_reset.store(!on, Ordering::Relaxed);
     }
 
     /// Queue a snapshot of `step`, if snapshots are on.
@@ -213,9 +226,52 @@ impl Runtime {
             anyhow::bail!("reading the configured state: {e}");
         }
         drop(inst);
+        if !self.snapshots.no_reset.load(Ordering::Relaxed) {
+            match super::reset::add_reset(&bytes) {
+                Ok(with_reset) => {
+                    let (pre, exports) = self.link(&with_reset, plugin, "snapshot")?;
+                    let reset = reset_export(self.engine.engine(), pre.component())
+                        .context("the snapshot's reset export")?;
+                    return Ok(Snapshot {
+                        pre,
+                        exports,
+                        reset: Some(reset),
+                    });
+                }
+                Err(why) => tracing::info!(
+                    api = %step.api,
+                    step = %step.name,
+                    "no in-guest reset ({why}): under request isolation every request gets a fresh instance"
+                ),
+            }
+        }
         let (pre, exports) = self.link(&bytes, plugin, "snapshot")?;
-        Ok(Snapshot { pre, exports })
+        Ok(Snapshot {
+            pre,
+            exports,
+            reset: None,
+        })
     }
+}
+
+/// The index of the reset export that [`super::reset::add_reset`] added to
+/// `component`, type-checked (which makes calling it through
+/// [`super::plugin::typed`] sound).
+fn reset_export(
+    engine: &wasmtime::Engine,
+    component: &wasmtime::component::Component,
+) -> Result<ComponentExportIndex> {
+    use wasmtime::component::types::ComponentItem;
+    let ty = component.component_type();
+    match ty.get_export(engine, super::reset::EXPORT).map(|e| e.ty) {
+        Some(ComponentItem::ComponentFunc(f)) => f
+            .typecheck::<(), (bool,)>(&ty.instance_type())
+            .map_err(anyhow::Error::from)?,
+        _ => anyhow::bail!("no function `{}`", super::reset::EXPORT),
+    }
+    component
+        .get_export_index(None, super::reset::EXPORT)
+        .context("its export index")
 }
 
 /// Deadline for reading an instance's state back (a few calls that copy

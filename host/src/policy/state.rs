@@ -99,6 +99,11 @@ impl StepState {
         self.log = step.log.clone();
     }
 
+    /// Whether the host's resource table holds anything of the guest's.
+    pub(super) fn holds_resources(&self) -> bool {
+        !self.table.is_empty()
+    }
+
     /// Ok when the step was granted the service `name`.
     pub(super) fn grant(&self, name: &str) -> Result<(), ServiceError> {
         if self.grants.has_named(name) {

@@ -132,7 +132,7 @@ async fn a_step_stuck_in_a_slow_host_call_ends_at_its_wall_timeout() {
     assert!(up.requests().iter().all(|r| r.path_and_query != "/stuck"));
     assert!(
         eventually(Duration::from_secs(2), || async {
-            gw.gateway.runtime.live_instances() == 0
+            gw.gateway.runtime.instances_in_use() == 0
         })
         .await
     );

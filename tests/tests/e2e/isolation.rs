@@ -1,5 +1,6 @@
 //! Isolation levels: `worker` reuses a warm instance per worker thread and
-//! step, `request` never lets guest state reach another request; a worker
+//! step, `request` never lets guest state reach another request (it resets
+//! an instance to its snapshot before reusing it); a worker
 //! instance is discarded after a trap, a deadline, a memory-cap hit, memory
 //! growth, `max-uses` uses and `idle` time; and the standard policies
 //! answer exactly alike under both levels (the differential test).
@@ -104,14 +105,77 @@ async fn worker_isolation_reuses_one_instance() {
     assert_eq!(gw.gateway.runtime.live_instances(), 1);
 }
 
+/// Under `request`, the instance is put back into its snapshot's state
+/// after each request (the in-guest reset) and serves the next: neither
+/// the guest's counter nor its copy of the previous request's `x-secret`
+/// survives.
 #[tokio::test]
 async fn request_isolation_never_leaks_state() {
     let up = Upstream::start().await;
     let gw = state_gateway(&up, "isolation = \"request\"").await;
-    assert_eq!(counts_of(&gw, &up, 10).await, vec![1; 10]);
+    for i in 0..10 {
+        let secret = format!("secret-{i}");
+        let (status, count) = call(&gw, &up, &[("x-secret", &secret)]).await;
+        assert_eq!((status, count), (200, Some(1)), "call {i}");
+        assert_eq!(up.last().header("x-state-previous"), Some("none"));
+    }
+    let c = counts(&gw);
+    assert_eq!(
+        (c.fresh, c.warm, c.discarded),
+        (1, 9, 0),
+        "one instance, reset after each request"
+    );
+    assert_eq!(gw.gateway.runtime.idle_instances(), 1);
+}
+
+/// `[plugins] reset = false`: a fresh instance for every request.
+#[tokio::test]
+async fn without_the_reset_every_request_gets_a_fresh_instance() {
+    let up = Upstream::start().await;
+    let chain = "[[api.chain]]\nplugin = \"fixture-state\"\ntimeout = \"5s\"\n";
+    let gw = TestGateway::builder(&simple_manifest(&up.url(), chain))
+        .reset(false)
+        .start()
+        .await;
+    gw.until_snapshotted().await;
+    for i in 0..10 {
+        let secret = format!("secret-{i}");
+        assert_eq!(
+            call(&gw, &up, &[("x-secret", &secret)]).await,
+            (200, Some(1))
+        );
+        assert_eq!(up.last().header("x-state-previous"), Some("none"));
+    }
     let c = counts(&gw);
     assert_eq!((c.fresh, c.warm), (10, 0));
     assert_eq!(gw.gateway.runtime.live_instances(), 0);
+}
+
+/// Under `request`, an instance whose request ended in a trap, a deadline
+/// or a memory-cap hit is never reset: it is discarded, and the next
+/// request gets a fresh one. One whose memory grew is served, then cannot
+/// be reset (memory does not shrink) and is discarded too.
+#[tokio::test]
+async fn under_request_isolation_only_a_clean_instance_is_reset() {
+    for (keys, misbehave, status) in [
+        ("", "panic", 500),
+        ("timeout = \"100ms\"", "loop", 503),
+        ("memory = \"2MiB\"", "grow", 500),
+        ("", "grow", 200),
+    ] {
+        let up = Upstream::start().await;
+        let gw = state_gateway(&up, &format!("isolation = \"request\"\n{keys}")).await;
+        assert_eq!(counts_of(&gw, &up, 2).await, vec![1, 1]);
+        let (got, _) = call(&gw, &up, &[("x-state-do", misbehave)]).await;
+        assert_eq!(got, status, "{misbehave}");
+        assert_eq!(counts_of(&gw, &up, 2).await, vec![1, 1], "{misbehave}");
+        let c = counts(&gw);
+        assert_eq!(
+            (c.fresh, c.warm, c.discarded),
+            (2, 3, u64::from(status == 200)),
+            "after {misbehave} {keys}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -256,8 +320,10 @@ config = {{ name = "other" }}
             assert_eq!(r.status(), 200, "{path}");
         }
     }
-    assert_eq!(counts(&gw).warm, 0, "each warm instance was evicted");
-    assert_eq!(counts(&gw).discarded, 3);
+    // Both steps park an instance after each call (`worker` warm, `request`
+    // reset), and each call but the first evicts the other step's.
+    assert_eq!(counts(&gw).warm, 0, "each idle instance was evicted");
+    assert_eq!(counts(&gw).discarded, 5);
 }
 
 // ---------------------------------------------------------------------------
@@ -606,13 +672,21 @@ fn access_log_view(path: &std::path::Path) -> Vec<serde_json::Value> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standard_policies_answer_alike_under_both_levels() {
+    // Three ways to serve a step: a fresh instance per request, an
+    // instance reset to its snapshot after each request (both `request`),
+    // and a warm instance kept by the worker.
     const PER_POLICY: usize = 200;
     let dir = tempfile::tempdir().unwrap();
     let mut gateways = Vec::new();
-    for level in ["request", "worker"] {
+    for (name, level, reset) in [
+        ("fresh", "request", false),
+        ("reset", "request", true),
+        ("worker", "worker", true),
+    ] {
         let up = Upstream::start().await;
-        let log = dir.path().join(format!("{level}.log"));
+        let log = dir.path().join(format!("{name}.log"));
         let gw = TestGateway::builder(&differential_manifest(&up.url()))
+            .reset(reset)
             // A deadline no busy test machine reaches: the outputs are
             // compared, not the timing.
             .limits(&format!(
@@ -637,41 +711,44 @@ async fn standard_policies_answer_alike_under_both_levels() {
             // The same request to each gateway in turn: the time-based
             // counters see the same windows.
             let a = send(&c, &gateways[0].1, &req).await;
-            let b = send(&c, &gateways[1].1, &req).await;
-            assert_eq!(a, b, "{policy}, request {i}: {req:?}");
+            for (n, (_, gw, _)) in gateways.iter().enumerate().skip(1) {
+                let b = send(&c, gw, &req).await;
+                assert_eq!(a, b, "{policy}, request {i}, gateway {n}: {req:?}");
+            }
             statuses.insert(a.status);
         }
     }
-    let (up_r, gw_r, log_r) = &gateways[0];
-    let (up_w, gw_w, log_w) = &gateways[1];
-    let (seen_r, seen_w) = (upstream_view(up_r, gw_r), upstream_view(up_w, gw_w));
-    assert_eq!(seen_r.len(), seen_w.len(), "calls the upstream saw");
-    for (i, (r, w)) in seen_r.iter().zip(&seen_w).enumerate() {
-        assert_eq!(r, w, "upstream call {i}");
+    let (up_f, gw_f, log_f) = &gateways[0];
+    let seen_f = upstream_view(up_f, gw_f);
+    for (n, (up, gw, log)) in gateways.iter().enumerate().skip(1) {
+        let seen = upstream_view(up, gw);
+        assert_eq!(seen_f.len(), seen.len(), "calls the upstream saw");
+        for (i, (f, o)) in seen_f.iter().zip(&seen).enumerate() {
+            assert_eq!(f, o, "upstream call {i}, gateway {n}");
+        }
+        assert!(
+            eventually(Duration::from_secs(5), || async {
+                access_log_view(log_f).len() == PER_POLICY
+                    && access_log_view(log).len() == PER_POLICY
+            })
+            .await,
+            "access log lines: {} and {}",
+            access_log_view(log_f).len(),
+            access_log_view(log).len()
+        );
+        for (i, (f, o)) in access_log_view(log_f)
+            .iter()
+            .zip(&access_log_view(log))
+            .enumerate()
+        {
+            assert_eq!(f, o, "access log line {i}, gateway {n}");
+        }
     }
-    assert!(
-        eventually(Duration::from_secs(5), || async {
-            access_log_view(log_r).len() == PER_POLICY && access_log_view(log_w).len() == PER_POLICY
-        })
-        .await,
-        "access log lines: {} and {}",
-        access_log_view(log_r).len(),
-        access_log_view(log_w).len()
-    );
-    for (i, (r, w)) in access_log_view(log_r)
-        .iter()
-        .zip(&access_log_view(log_w))
-        .enumerate()
-    {
-        assert_eq!(r, w, "access log line {i}");
-    }
-    // Both paths were taken: every call fresh under `request`, nearly every
-    // one warm under `worker`.
-    let (r, w) = (
-        gw_r.gateway.runtime.reuse_counts(),
-        gw_w.gateway.runtime.reuse_counts(),
-    );
-    assert_eq!(r.warm, 0, "{r:?}");
+    // Every path was taken: every call fresh without the reset, nearly
+    // every one on a reset or warm instance with it.
+    let [f, r, w] = [0, 1, 2].map(|n| gateways[n].1.gateway.runtime.reuse_counts());
+    assert_eq!(f.warm, 0, "{f:?}");
+    assert!(r.warm > 10 * r.fresh, "{r:?}");
     assert!(w.warm > 10 * w.fresh, "{w:?}");
     // The sequence exercised refusals as well as passes.
     for status in [200, 204, 401, 413, 429, 451] {

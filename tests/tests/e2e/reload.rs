@@ -424,6 +424,6 @@ config = {config}
         old_config_serves(&gw, &up, "old", 1).await;
         assert_eq!(tag_of(&gw, &up, "/c/1").await, Err(404), "{plugin}");
         assert_eq!(tag_of(&gw, &up, "/broken/1").await, Err(404), "{plugin}");
-        assert_eq!(gw.gateway.runtime.live_instances(), 0);
+        assert_eq!(gw.gateway.runtime.instances_in_use(), 0);
     }
 }

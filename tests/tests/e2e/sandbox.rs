@@ -25,11 +25,11 @@ async fn costs_one_request(gw: &TestGateway, up: &Upstream, path: &str, status: 
     // No slot leaked.
     assert!(
         eventually(Duration::from_secs(2), || async {
-            gw.gateway.runtime.live_instances() == 0
+            gw.gateway.runtime.instances_in_use() == 0
         })
         .await,
         "instances still alive: {}",
-        gw.gateway.runtime.live_instances()
+        gw.gateway.runtime.instances_in_use()
     );
 }
 
@@ -566,18 +566,18 @@ async fn a_burst_past_the_pool_gets_503_and_leaks_no_slot() {
     assert!(ok >= 4 && busy >= 1, "{results:?}");
     assert!(
         eventually(Duration::from_secs(2), || async {
-            gw.gateway.runtime.live_instances() == 0
+            gw.gateway.runtime.instances_in_use() == 0
         })
         .await,
         "slots leaked: {}",
-        gw.gateway.runtime.live_instances()
+        gw.gateway.runtime.instances_in_use()
     );
     // The whole pool is usable again, twice over.
     for _ in 0..2 {
         let results = burst(4).await;
         assert!(results.iter().all(|(s, _)| *s == 200), "{results:?}");
     }
-    assert_eq!(gw.gateway.runtime.live_instances(), 0);
+    assert_eq!(gw.gateway.runtime.instances_in_use(), 0);
 }
 
 // ---------------------------------------------------------------------------
@@ -747,11 +747,11 @@ fn misbehaving_plugins_leave_other_traffic_p99_within_2x() {
         }
         assert!(
             eventually(Duration::from_secs(5), || async {
-                gw.gateway.runtime.live_instances() == 0
+                gw.gateway.runtime.instances_in_use() == 0
             })
             .await,
             "instances still alive: {}",
-            gw.gateway.runtime.live_instances()
+            gw.gateway.runtime.instances_in_use()
         );
     });
     drop(gw);

@@ -36,7 +36,8 @@ async fn requests_skip_configure_once_the_snapshot_is_ready() {
     for i in 0..20 {
         let (count, previous, configured) =
             state_of_one_call(&gw, &up, &format!("secret-of-consumer-{i}")).await;
-        // Still a fresh instance per request: nothing one request left in
+        // Still an instance in the snapshot's state per request (fresh or
+        // reset): nothing one request left in
         // the plugin's statics reaches the next.
         assert_eq!(count, "1", "request {i}");
         assert_eq!(previous, "none", "request {i}");
@@ -49,7 +50,7 @@ async fn requests_skip_configure_once_the_snapshot_is_ready() {
         configured_at.iter().all(|c| *c == configured_at[0]),
         "{configured_at:?}"
     );
-    assert_eq!(gw.gateway.runtime.live_instances(), 0);
+    assert_eq!(gw.gateway.runtime.instances_in_use(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -72,7 +72,7 @@ pub(crate) async fn request_chain(cx: &mut Ctx<'_>) -> Result<Chain, Failure> {
                 let inst = if step.has_response() {
                     Some(inst)
                 } else {
-                    cx.gateway.runtime.release(step, inst);
+                    cx.gateway.runtime.release(step, inst).await;
                     None
                 };
                 cx.instances.push(Pending { inst, headers });
@@ -83,7 +83,7 @@ pub(crate) async fn request_chain(cx: &mut Ctx<'_>) -> Result<Chain, Failure> {
             Ok((inst, StepResult::Respond(out))) => {
                 // As the contract says: the response chain runs for the
                 // steps before this one, not for the one that answered.
-                cx.gateway.runtime.release(step, inst);
+                cx.gateway.runtime.release(step, inst).await;
                 cx.instances.push(Pending::nothing());
                 return Ok(Chain::Answered {
                     step: step.name.clone(),

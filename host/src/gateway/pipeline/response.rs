@@ -49,7 +49,7 @@ pub(crate) async fn response_chain(cx: &mut Ctx<'_>, mut out: Outgoing) -> Outgo
         };
         let e = match policy::gate::guarded(step, false, run).await {
             Ok(inst) => {
-                cx.gateway.runtime.release(step, inst);
+                cx.gateway.runtime.release(step, inst).await;
                 continue;
             }
             Err(e) => e,
