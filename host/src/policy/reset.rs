@@ -12,8 +12,9 @@
 //! - a new core module imports them and holds a copy of each data segment
 //!   as a passive segment. Its one function checks that no memory grew past
 //!   its snapshot size (it answers `false` if one did: a memory cannot
-//!   shrink), zeroes what the snapshot leaves zero, copies the segments back
-//!   with `memory.init`, and stores each mutable global's snapshot value;
+//!   shrink), zeroes what the snapshot leaves zero (a page only when it is
+//!   not zero already, see [`zero`]), copies the segments back with
+//!   `memory.init`, and stores each mutable global's snapshot value;
 //! - that function is lifted and exported by the component.
 //!
 //! After a request whose phases all returned normally, the runtime calls the
@@ -507,6 +508,88 @@ fn unresettable(op: &Operator<'_>) -> Option<&'static str> {
 // ---------------------------------------------------------------------------
 // The resetter module.
 
+/// Bytes checked, and zeroed when not all zero, at a time.
+const CHUNK: u64 = 4096;
+
+/// Instructions that zero `[from, to)` of memory `mem`. Whole pages are
+/// read first and written only when not already zero: most of a guest's
+/// stack and heap is never touched by a request, and writing it would make
+/// every page of every reset instance resident (measured: 29 MB more RSS
+/// for the 5-step chain after load than with fresh instances, whose
+/// untouched pages stay unmapped). Reading an untouched page costs no
+/// memory. The ragged ends are zeroed outright.
+fn zero(body: &mut Vec<enc::Instruction<'static>>, mem: u32, from: u64, to: u64) {
+    use enc::Instruction as I;
+    let fill = |body: &mut Vec<I<'static>>, from: u64, to: u64| {
+        if to > from {
+            body.extend([
+                I::I32Const(from as u32 as i32),
+                I::I32Const(0),
+                I::I32Const((to - from) as u32 as i32),
+                I::MemoryFill(mem),
+            ]);
+        }
+    };
+    let (first, last) = (from.div_ceil(CHUNK) * CHUNK, to / CHUNK * CHUNK);
+    if first >= last {
+        fill(body, from, to);
+        return;
+    }
+    fill(body, from, first);
+    fill(body, last, to);
+    let (page, at, seen) = (0, 1, 2);
+    let load = |offset: u64| {
+        I::V128Load(enc::MemArg {
+            offset,
+            align: 4,
+            memory_index: mem,
+        })
+    };
+    body.extend([I::I32Const(first as u32 as i32), I::LocalSet(page)]);
+    body.extend([I::Loop(enc::BlockType::Empty)]);
+    body.extend([
+        I::V128Const(0),
+        I::LocalSet(seen),
+        I::LocalGet(page),
+        I::LocalSet(at),
+        I::Loop(enc::BlockType::Empty),
+        I::LocalGet(seen),
+    ]);
+    // 128 bytes per turn of the inner loop.
+    for k in 0..8 {
+        body.extend([I::LocalGet(at), load(k * 16), I::V128Or]);
+    }
+    body.extend([
+        I::LocalSet(seen),
+        I::LocalGet(at),
+        I::I32Const(128),
+        I::I32Add,
+        I::LocalTee(at),
+        I::LocalGet(page),
+        I::I32Const(CHUNK as i32),
+        I::I32Add,
+        I::I32LtU,
+        I::BrIf(0),
+        I::End,
+        I::LocalGet(seen),
+        I::V128AnyTrue,
+        I::If(enc::BlockType::Empty),
+        I::LocalGet(page),
+        I::I32Const(0),
+        I::I32Const(CHUNK as i32),
+        I::MemoryFill(mem),
+        I::End,
+        I::LocalGet(page),
+        I::I32Const(CHUNK as i32),
+        I::I32Add,
+        I::LocalTee(page),
+        I::I32Const(last as u32 as i32),
+        I::I32LtU,
+        I::BrIf(0),
+        I::End,
+    ]);
+}
+
 #[derive(Default)]
 struct Resetter {
     imports: enc::ImportSection,
@@ -547,16 +630,7 @@ impl Resetter {
             let disjoint = sorted
                 .windows(2)
                 .all(|w| u64::from(w[0].0) + u64::from(w[0].1) <= u64::from(w[1].0));
-            let fill = |body: &mut Vec<I<'static>>, from: u64, to: u64| {
-                if to > from {
-                    body.extend([
-                        I::I32Const(from as u32 as i32),
-                        I::I32Const(0),
-                        I::I32Const((to - from) as u32 as i32),
-                        I::MemoryFill(mem),
-                    ]);
-                }
-            };
+            let fill = |body: &mut Vec<I<'static>>, from: u64, to: u64| zero(body, mem, from, to);
             let base = self.segments;
             for (_, bytes) in &m.segments {
                 self.data.passive(bytes.iter().copied());
@@ -614,7 +688,9 @@ impl Resetter {
         funcs.function(0);
         let mut exports = enc::ExportSection::new();
         exports.export("reset", enc::ExportKind::Func, 0);
-        let mut f = enc::Function::new([]);
+        // Locals: 0 and 1 the page and the position in it, 2 the OR of
+        // what was read (see `zero`).
+        let mut f = enc::Function::new([(2, enc::ValType::I32), (1, enc::ValType::V128)]);
         for i in self.checks.iter().chain(self.body.iter()) {
             f.instruction(i);
         }
@@ -644,7 +720,8 @@ mod tests {
 
     /// A core module with one memory of `pages` pages and these data
     /// segments, a mutable global (7), and functions `dirty` (writes at 16
-    /// and 1000, sets the global to 99), `peek(addr) -> u8`, `global`,
+    /// and 1000, 9000 and 12287, sets the global to 99), `peek(addr) -> u8`,
+    /// `global`,
     /// `grow` and, with `table_set`, `poke-table` (a `table.set`).
     fn module(pages: u64, segments: &[(u32, &[u8])], table_set: bool) -> Vec<u8> {
         let mut types = enc::TypeSection::new();
@@ -681,6 +758,12 @@ mod tests {
                 I::I32Store8(store8),
                 I::I32Const(1000),
                 I::I32Const(0x41),
+                I::I32Store8(store8),
+                I::I32Const(9000),
+                I::I32Const(0x42),
+                I::I32Store8(store8),
+                I::I32Const(12287),
+                I::I32Const(0x43),
                 I::I32Store8(store8),
                 I::I32Const(99),
                 I::GlobalSet(0),
@@ -799,6 +882,12 @@ mod tests {
         };
         assert_eq!(read(&mut store, 16, 8), b"snapshot");
         assert_eq!(peek(&mut store, guest, 1000), 0, "a gap is zero again");
+        assert_eq!(
+            peek(&mut store, guest, 9000),
+            0,
+            "a whole page of a gap too"
+        );
+        assert_eq!(peek(&mut store, guest, 12287), 0, "to its last byte");
         assert_eq!(read(&mut store, 70000, 8), b"page two");
         assert_eq!(call(&mut store, guest, "global"), 7);
         // And again: a reset instance resets like a fresh one.

@@ -201,6 +201,10 @@ impl Runtime {
             if inst.reset.is_none() {
                 return;
             }
+            if !self.reuse.has_room(step) {
+                self.reuse.discard(vec![inst], step, "the pool is full");
+                return;
+            }
             if !inst.reset(step).await {
                 self.reuse.discard(vec![inst], step, "no reset");
                 return;
