@@ -262,6 +262,7 @@ pub struct GatewayBuilder {
     admin: bool,
     snapshots: bool,
     reset: bool,
+    plugin_paths: Vec<(String, PathBuf)>,
     extra: String,
 }
 
@@ -276,6 +277,12 @@ impl GatewayBuilder {
     /// unless this says otherwise, as in the gateway itself).
     pub fn reset(mut self, on: bool) -> Self {
         self.reset = on;
+        self
+    }
+    /// `[plugins] paths`: load the plugin `name` from this file (besides
+    /// the plugins built from this tree).
+    pub fn plugin_path(mut self, name: &str, path: impl Into<PathBuf>) -> Self {
+        self.plugin_paths.push((name.to_string(), path.into()));
         self
     }
     /// Serve the admin API on a loopback port of its own.
@@ -347,6 +354,7 @@ impl TestGateway {
             admin: false,
             snapshots: true,
             reset: true,
+            plugin_paths: Vec::new(),
             extra: String::new(),
         }
     }
@@ -380,6 +388,7 @@ address = "127.0.0.1:0"
 dirs = [{plugins:?}]
 snapshots = {snapshots}
 reset = {reset}
+paths = {{ {paths} }}
 
 [limits]
 {limits}
@@ -393,6 +402,12 @@ debounce = "50ms"
             watch = b.watch,
             snapshots = b.snapshots,
             reset = b.reset,
+            paths = b
+                .plugin_paths
+                .iter()
+                .map(|(n, p)| format!("{n:?} = {:?}", p.display().to_string()))
+                .collect::<Vec<_>>()
+                .join(", "),
             data_dir = b
                 .data_dir
                 .as_ref()

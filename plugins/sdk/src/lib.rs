@@ -105,14 +105,15 @@
 use std::any::Any;
 use std::cell::RefCell;
 
-/// The bindings generated from `wit/policy.wit`. Policy authors should not
+/// The bindings generated from `wit/policy.wit` (this crate's copy of the
+/// gateway's `wit/`, checked equal by the gateway's tests). Policy authors should not
 /// need these: the types are re-exported at the crate root under their
 /// friendly names, and [`export_policy!`] does the exporting.
 #[doc(hidden)]
 #[allow(missing_docs)]
 pub mod bindings {
     wit_bindgen::generate!({
-        path: "../../wit",
+        path: "wit",
         world: "tollgate:policy/policy-host@0.2.0",
         // The services are 0.1.0's, a package of their own to wit-bindgen.
         generate_all,

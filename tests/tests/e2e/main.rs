@@ -25,6 +25,7 @@ mod proxying;
 mod reload;
 mod routing;
 mod sandbox;
+mod sdk;
 mod services;
 mod snapshots;
 mod storage_crash;
