@@ -630,7 +630,6 @@ impl Resetter {
             let disjoint = sorted
                 .windows(2)
                 .all(|w| u64::from(w[0].0) + u64::from(w[0].1) <= u64::from(w[1].0));
-            let fill = |body: &mut Vec<I<'static>>, from: u64, to: u64| zero(body, mem, from, to);
             let base = self.segments;
             for (_, bytes) in &m.segments {
                 self.data.passive(bytes.iter().copied());
@@ -651,14 +650,14 @@ impl Resetter {
                 // Zero the gaps, copy the segments: each byte written once.
                 let mut cursor = 0u64;
                 for &(at, len, seg) in &sorted {
-                    fill(&mut self.body, cursor, u64::from(at));
+                    zero(&mut self.body, mem, cursor, u64::from(at));
                     init(&mut self.body, at, len, seg);
                     cursor = u64::from(at) + u64::from(len);
                 }
-                fill(&mut self.body, cursor, size);
+                zero(&mut self.body, mem, cursor, size);
             } else {
                 // Overlapping segments apply in order, as at instantiation.
-                fill(&mut self.body, 0, size);
+                zero(&mut self.body, mem, 0, size);
                 for (seg, (at, bytes)) in m.segments.iter().enumerate() {
                     init(&mut self.body, *at, bytes.len() as u32, seg);
                 }
