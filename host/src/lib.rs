@@ -8,14 +8,15 @@
 //! |---|---|---|
 //! | 0 | [`domain`] | types both planes share: time, periods, consumers, grants |
 //! | 1 | [`store`], [`manifest`], [`net`], [`route`] | the sled store, the TOML files, TLS and sockets, routing |
-//! | 2 | [`upstream`], [`policy`] | the upstream client; the Wasm policy runtime and the host side of its WIT imports |
-//! | 3 | [`loader`] | builds a configuration generation from the files, level by level |
+//! | 2 | [`upstream`], [`policy`], [`record`] | the upstream client; the Wasm policy runtime and the host side of its WIT imports; recording calls to trace files |
+//! | 3 | [`loader`], [`author`], [`replay`] | builds a configuration generation from the files, level by level; tools for policy authors; replaying recorded calls against two versions of a policy |
 //! | 4 | [`gateway`] | the data plane: listeners and the request pipeline |
 //! | 5 | [`control`] | the control plane: admin API, reloads, manifest edits |
 //! | 6 | [`app`], [`demo`] | the composition root; the demo upstream |
 #![deny(unsafe_code)]
 
 pub mod app;
+pub mod author;
 pub mod control;
 pub mod demo;
 pub mod domain;
@@ -24,6 +25,8 @@ pub mod loader;
 pub mod manifest;
 pub mod net;
 pub mod policy;
+pub mod record;
+pub mod replay;
 pub mod route;
 pub mod store;
 pub mod upstream;

@@ -47,6 +47,12 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9090")]
         listen: std::net::SocketAddr,
     },
+    /// For policy authors: create a policy crate, build it, rebuild it on
+    /// every change (docs/writing-a-policy.md).
+    Policy {
+        #[command(subcommand)]
+        cmd: PolicyCmd,
+    },
     /// The admin API: create the first administrator (`init`), or manage
     /// users, products, plans, consumers, apps, subscriptions and keys of a
     /// running gateway (docs/admin-api.md).
@@ -56,6 +62,57 @@ enum Command {
         #[command(subcommand)]
         cmd: AdminCmd,
     },
+}
+
+#[derive(Subcommand)]
+enum PolicyCmd {
+    /// Create a policy crate: typed config, native and .wasm tests, a README,
+    /// and a gateway file that serves it.
+    New {
+        /// The policy's name (lower case, digits, `-`).
+        name: String,
+        /// Where to create it (default: ./NAME). Must be new or empty.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// The gateway checkout's `plugins/` folder, holding the SDK and the
+        /// test runner (default: the checkout this binary was built from).
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Build the crate's release .wasm for wasm32-wasip2 (adding the target
+    /// with rustup when missing); prints the .wasm's path.
+    Build {
+        /// The crate's folder.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Keep function names, so a trap's log line names guest functions.
+        #[arg(long)]
+        names: bool,
+    },
+    /// Build, then rebuild on every change to the crate's sources; a
+    /// gateway serving the .wasm reloads it after each good build.
+    Watch {
+        /// The crate's folder.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Keep function names (as for `build`).
+        #[arg(long)]
+        names: bool,
+    },
+    /// Run a built policy for `tollgate-policy-test` (JSON lines on standard
+    /// input and output). Started by the test runner, not by hand.
+    #[command(hide = true)]
+    TestHost {
+        /// The component.
+        wasm: PathBuf,
+        /// Where compiled code is cached between runs.
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+    },
+    /// Run a new version of a policy and the version it replaces over
+    /// recorded calls (`[api.record]`) and report every call on which they
+    /// decide differently: exit 1 when any does, 2 on a usage error.
+    Replay(tollgate::replay::Args),
 }
 
 #[derive(Subcommand)]
@@ -115,6 +172,7 @@ fn main() -> ExitCode {
             init_logging();
             demo_upstream(listen)
         }
+        Command::Policy { cmd } => policy(cmd),
         Command::Admin { options, cmd } => match cmd {
             AdminCmd::Init { config, user } => admin_init(&config, &user),
             AdminCmd::Recover { config, user } => admin_recover(&config, &user),
@@ -122,6 +180,67 @@ fn main() -> ExitCode {
                 tollgate_admin_cli::run(tollgate_admin_cli::AdminArgs { options, command })
             }
         },
+    }
+}
+
+/// `tollgate policy ...`.
+fn policy(cmd: PolicyCmd) -> ExitCode {
+    use tollgate::author::{build, scaffold, test_host};
+    let r = match cmd {
+        PolicyCmd::New { name, dir, sdk } => (|| {
+            let plugins = match sdk.or_else(scaffold::default_plugins_dir) {
+                Some(p) => p,
+                None => anyhow::bail!(
+                    "where is the SDK? pass --sdk with the gateway checkout's plugins/ folder"
+                ),
+            };
+            let plugins = plugins.canonicalize().unwrap_or(plugins);
+            let dir = dir.unwrap_or_else(|| PathBuf::from(&name));
+            let tollgate = std::env::current_exe().context("this binary's path")?;
+            scaffold::create(&scaffold::NewPolicy {
+                name: name.clone(),
+                dir: dir.clone(),
+                plugins,
+                tollgate,
+            })?;
+            println!("created {}", dir.display());
+            eprintln!(
+                "next:\n  cd {}\n  cargo test              # native and .wasm\n  \
+                 tollgate policy build   # the .wasm\n  \
+                 tollgate run -c gateway.toml",
+                dir.display()
+            );
+            Ok(())
+        })(),
+        PolicyCmd::Build { dir, names } => {
+            build::build(&build::BuildOptions { dir, names }).map(|b| {
+                println!("{}", b.wasm.display());
+                eprintln!("built {} bytes", b.bytes);
+            })
+        }
+        PolicyCmd::Watch { dir, names } => build::watch(
+            &build::BuildOptions { dir, names },
+            std::time::Duration::from_millis(500),
+            || false,
+        ),
+        PolicyCmd::Replay(args) => return tollgate::replay::main(args),
+        PolicyCmd::TestHost { wasm, cache_dir } => {
+            let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .with_ansi(false)
+                .init();
+            test_host::serve(&wasm, cache_dir)
+        }
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }
 

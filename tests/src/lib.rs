@@ -49,6 +49,40 @@ pub fn tollgate_bin() -> PathBuf {
     .clone()
 }
 
+/// `cargo` in `dir` with nothing of the outer build leaking into it (for
+/// building policy crates from a test).
+pub fn guest_cargo(dir: &Path) -> std::process::Command {
+    let mut cmd =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(dir);
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "CARGO_BUILD_TARGET",
+        "CARGO_TARGET_DIR",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CARGO_MAKEFLAGS",
+        "MAKEFLAGS",
+        "MFLAGS",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+/// Run `cmd`, fail the test with its output unless it succeeds; its
+/// standard output and error together.
+pub fn run_ok(mut cmd: std::process::Command, what: &str) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{what} failed:\n{text}");
+    text
+}
+
 /// A port on 127.0.0.1 that was free a moment ago (for gateways started as
 /// separate processes, which must be told their port in advance).
 pub fn free_port() -> u16 {

@@ -7,6 +7,7 @@ use super::{datetime_ms, resolve, Api, Build};
 use crate::domain::consumer::ConsumerInfo;
 use crate::manifest::{ApiSpec, ConsumerSpec, RouteSpec};
 use crate::policy::Step;
+use crate::record::{self, Recorder};
 use crate::route::{HostPattern, PathPattern, Route};
 use crate::upstream::Upstream;
 use std::path::Path;
@@ -79,9 +80,12 @@ impl Build<'_> {
         let upstream = self.upstream(src.path, &at, spec);
         let routed = self.routes(src, &at, api_index, spec);
         let steps = self.chain(src, index_in_file, spec);
-        match (upstream, routed, steps) {
-            (Some(upstream), true, Some(steps)) => {
-                self.apis.push(ready(src.path, spec, upstream, steps));
+        let record = self.recorder(src.path, &at, spec);
+        match (upstream, routed, steps, record) {
+            (Some(upstream), true, Some(steps), Some(record)) => {
+                let mut api = ready(src.path, spec, upstream, steps);
+                api.record = record;
+                self.apis.push(api);
             }
             // Keep indexes of later APIs aligned with their routes.
             _ => self.routes.retain(|r| r.api != api_index),
@@ -105,6 +109,33 @@ impl Build<'_> {
                     .push(format!("{at}: api `{}`: upstream: {e}", spec.name))
             })
             .ok()
+    }
+
+    /// The API's recorder (`[api.record]`): `Some(None)` without one,
+    /// `None` after an error. The header and query parameter its
+    /// `key-auth` steps read the key from are redacted too.
+    fn recorder(&mut self, file: &Path, at: &str, spec: &ApiSpec) -> Option<Option<Arc<Recorder>>> {
+        let Some(rec) = &spec.record else {
+            return Some(None);
+        };
+        let folder = file.parent().unwrap_or(Path::new("."));
+        let names: Vec<(String, Option<String>)> = spec
+            .chain
+            .iter()
+            .map(|s| s.get_ref())
+            .filter(|s| s.plugin == "key-auth")
+            .map(|s| record::key_auth_names(s.config.as_ref()))
+            .collect();
+        let headers = names.iter().map(|(h, _)| h.as_str());
+        let query = names.iter().filter_map(|(_, q)| q.as_deref());
+        match Recorder::new(spec.name.as_str(), rec, folder, headers, query) {
+            Ok(r) => Some(Some(Arc::new(r))),
+            Err(e) => {
+                self.errs
+                    .push(format!("{at}: api `{}`: record: {e}", spec.name));
+                None
+            }
+        }
     }
 
     /// Compile the API's routes (at least one) into the router's list;
@@ -139,6 +170,7 @@ impl Build<'_> {
 fn ready(file: &Path, spec: &ApiSpec, upstream: Upstream, steps: Vec<Step>) -> Api {
     let request_body_limit = steps
         .iter()
+        .flat_map(Step::versions)
         .filter_map(|s| s.info.body.request.map(|n| n as usize))
         .max();
     Api {
@@ -148,6 +180,7 @@ fn ready(file: &Path, spec: &ApiSpec, upstream: Upstream, steps: Vec<Step>) -> A
         upstream,
         steps,
         request_body_limit,
+        record: None,
     }
 }
 

@@ -18,6 +18,7 @@
 //! declares (consumers, then APIs; in an API: upstream, routes, steps).
 
 mod api;
+mod canary;
 mod gateway_file;
 pub mod inputs;
 mod manifests;
@@ -56,6 +57,8 @@ pub struct Api {
     pub steps: Vec<Step>,
     /// The largest request body any step asked for.
     pub request_body_limit: Option<usize>,
+    /// Where its calls are recorded (`[api.record]`), if they are.
+    pub record: Option<Arc<crate::record::Recorder>>,
 }
 
 /// A complete, validated configuration.
@@ -81,6 +84,7 @@ impl Generation {
         self.apis
             .iter()
             .flat_map(|a| &a.steps)
+            .flat_map(|s| s.versions())
             .all(|s| s.snapshotted())
     }
 }

@@ -14,23 +14,34 @@ impl Build<'_> {
     /// The step's plugin, compiled; `None` when it has an error (then
     /// reported).
     pub(super) fn plugin(&mut self, site: &StepSite, spec: &StepSpec) -> Option<Arc<Plugin>> {
+        self.plugin_named(site, &spec.plugin, "plugin")
+    }
+
+    /// The plugin `name`, named at the step's key `key` (`plugin`, or
+    /// `canary.plugin`).
+    pub(super) fn plugin_named(
+        &mut self,
+        site: &StepSite,
+        name: &str,
+        key: &str,
+    ) -> Option<Arc<Plugin>> {
         // The files that would take its place (or supply it, when it is
         // missing) if they appeared.
-        if !self.gw.plugins.paths.contains_key(&spec.plugin) {
-            for p in plugin_candidates(self.base, self.gw, &spec.plugin) {
+        if !self.gw.plugins.paths.contains_key(name) {
+            for p in plugin_candidates(self.base, self.gw, name) {
                 self.inputs.record_file(&p);
             }
         }
-        let path = match find_plugin(self.base, self.gw, &spec.plugin) {
+        let path = match find_plugin(self.base, self.gw, name) {
             Ok(p) => p,
             Err(e) => {
-                self.errs.push(format!("{}: {e}", site.at("plugin")));
+                self.errs.push(format!("{}: {e}", site.at(key)));
                 return None;
             }
         };
         self.inputs.record_file(&path);
         self.watched.push(path.clone());
-        match self.runtime.load_plugin(&spec.plugin, &path) {
+        match self.runtime.load_plugin(name, &path) {
             Ok(p) => Some(p),
             Err(e) => {
                 self.errs.push(format!("{}: {e:#}", site.header()));

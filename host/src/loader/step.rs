@@ -6,6 +6,7 @@ use super::manifests::Source;
 use super::{Build, MAX_STEP_TIMEOUT};
 use crate::domain::grants::{Capability, Grants};
 use crate::manifest::{self, ApiSpec, GatewayFile, StepSpec};
+use crate::policy::canary::Canary;
 use crate::policy::deadline;
 use crate::policy::engine::MAX_STEP_MEMORY;
 use crate::policy::gate::{check_gate_limits, GateLimits, QuarantineLimits};
@@ -80,7 +81,8 @@ impl<'a> StepSite<'a> {
 }
 
 /// What a step may use, from the step or else the gateway file's defaults.
-struct StepLimits {
+#[derive(Clone)]
+pub(super) struct StepLimits {
     memory: u64,
     timeout: Duration,
     /// The wall-clock bound, host calls included.
@@ -131,7 +133,18 @@ impl Build<'_> {
         let grants = step_grants(site, spec)
             .map_err(|errs| self.errs.extend(errs))
             .ok()?;
-        self.configure(site, spec, plugin, limits, grants)
+        let step = self.configure(site, spec, plugin, limits.clone(), grants.clone());
+        match &spec.canary {
+            None => step,
+            Some(c) => {
+                // Its errors are reported whether or not the step built.
+                let canary = self.canary(site, spec, c, limits, grants);
+                let (stable, (version, share, rollback)) = (step?, canary?);
+                let rollbacks = self.runtime.rollbacks().clone();
+                let canary = Canary::new(&stable, version, share, rollback, rollbacks);
+                Some(stable.with_canary(canary))
+            }
+        }
     }
 
     /// Check the step's config through its plugin, and make the step.
@@ -143,13 +156,33 @@ impl Build<'_> {
         limits: StepLimits,
         grants: Grants,
     ) -> Option<Step> {
-        let config = spec.config.as_ref().map_or_else(
+        let config = spec.config.as_ref();
+        self.configure_version(site, spec, (&site.name, "", config), plugin, limits, grants)
+    }
+
+    /// Configure one version of a step: `name`, the prefix of its keys in
+    /// the step's table (`""`, or `canary.` for a canary's), its config.
+    pub(super) fn configure_version(
+        &mut self,
+        site: &StepSite,
+        spec: &StepSpec,
+        (name, keys, config): (&str, &str, Option<&toml::Table>),
+        plugin: Arc<Plugin>,
+        limits: StepLimits,
+        grants: Grants,
+    ) -> Option<Step> {
+        let config = config.map_or_else(
             || "{}".to_string(),
             |c| manifest::toml_to_json(&toml::Value::Table(c.clone())).to_string(),
         );
+        let version = if keys.is_empty() {
+            String::new()
+        } else {
+            format!("canary (plugin `{}`): ", plugin.name)
+        };
         match self.runtime.configure_step(
             site.api,
-            &site.name,
+            name,
             plugin,
             config,
             limits.timeout,
@@ -167,8 +200,8 @@ impl Build<'_> {
                 )
             }
             Err(e) => {
-                let key = config_error_key(&e, spec);
-                self.errs.push(format!("{}: {e}", site.at(&key)));
+                let key = config_error_key(&e, spec, keys);
+                self.errs.push(format!("{}: {version}{e}", site.at(&key)));
                 None
             }
         }
@@ -309,13 +342,22 @@ fn step_grants(site: &StepSite, spec: &StepSpec) -> Result<Grants, Vec<String>> 
 }
 
 /// The key of the step a config error is about: the one the plugin names
-/// inside `config`, or what a missing grant is fixed with.
-fn config_error_key(e: &StepConfigError, spec: &StepSpec) -> String {
+/// inside `config`, or what a missing grant is fixed with. `keys` is the
+/// prefix of the version's own keys (`canary.` for a canary).
+fn config_error_key(e: &StepConfigError, spec: &StepSpec, keys: &str) -> String {
+    // A canary without its own config is configured with the step's.
+    let own_config = keys.is_empty() || spec.canary.as_ref().is_some_and(|c| c.config.is_some());
+    let config = if own_config {
+        format!("{keys}config")
+    } else {
+        "config".to_string()
+    };
     match e {
-        StepConfigError::Rejected { field: Some(f), .. } => format!("config.{f}"),
-        StepConfigError::Rejected { field: None, .. } => "config".into(),
-        StepConfigError::NotGranted { .. } if spec.grants.is_empty() => "plugin".into(),
+        StepConfigError::Rejected { field: Some(f), .. } => format!("{config}.{f}"),
+        StepConfigError::Rejected { field: None, .. } => config,
+        StepConfigError::NotGranted { .. } if spec.grants.is_empty() => format!("{keys}plugin"),
         StepConfigError::NotGranted { .. } => "grants".into(),
-        StepConfigError::Failed(_) => String::new(),
+        StepConfigError::Failed(_) if keys.is_empty() => String::new(),
+        StepConfigError::Failed(_) => format!("{keys}plugin"),
     }
 }

@@ -6,6 +6,7 @@
 //! config) happen in [`crate::loader`], which adds file, API and step to the
 //! message.
 
+mod canary;
 pub mod errors;
 
 use serde::{Deserialize, Deserializer};
@@ -110,6 +111,7 @@ pub fn resolve(base: &Path, p: &Path) -> PathBuf {
 // Newtypes
 
 pub use crate::domain::units::{Dur, Size};
+pub use canary::{CanarySpec, Percent, RollbackSpec};
 
 /// Default `plugin-log-rate`: log lines per second a step may write.
 pub const DEFAULT_LOG_RATE: u32 = 100;
@@ -601,6 +603,50 @@ pub struct ApiSpec {
     /// The request chain, in order; the response chain runs in reverse.
     #[serde(default, rename = "chain")]
     pub chain: Vec<toml::Spanned<StepSpec>>,
+    /// Record the API's calls (request and response, credentials
+    /// redacted) to a file, for `tollgate policy replay`. Off without it.
+    #[serde(default)]
+    pub record: Option<RecordSpec>,
+}
+
+/// `[api.record]`: write the API's calls, sanitised, one JSON object per
+/// line (see docs/configuration.md, "Record and replay").
+///
+/// ```toml
+/// [api.record]
+/// file = "traces/pets.jsonl"      # relative to the manifest; appended to
+/// max-bytes = "16MiB"             # the file's size at which recording stops
+/// max-body = "64KiB"              # longer bodies: length only
+/// sample = 1.0                    # fraction of the calls recorded
+/// redact-headers = ["x-session"]  # besides authorization, cookie, x-api-key, ...
+/// redact-query = ["token"]        # besides api_key, apikey, access_token
+/// ```
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RecordSpec {
+    pub file: PathBuf,
+    #[serde(default = "default_record_max_bytes")]
+    pub max_bytes: Size,
+    #[serde(default = "default_record_max_body")]
+    pub max_body: Size,
+    #[serde(default = "default_record_sample")]
+    pub sample: f64,
+    #[serde(default)]
+    pub redact_headers: Vec<String>,
+    #[serde(default)]
+    pub redact_query: Vec<String>,
+}
+
+fn default_record_max_bytes() -> Size {
+    Size(16 << 20)
+}
+
+fn default_record_max_body() -> Size {
+    Size(64 << 10)
+}
+
+fn default_record_sample() -> f64 {
+    1.0
 }
 
 /// Where an API's calls go, how long to wait for them, when to retry, and
@@ -753,6 +799,7 @@ pub struct RouteSpec {
 /// concurrency = 2           # default: limits.step-concurrency
 /// queue-timeout = "20ms"    # default: limits.step-queue-timeout
 /// quarantine = { failures = 3 }  # over limits.step-quarantine
+/// canary = { plugin = "transform-v2", percent = 10 }  # see CanarySpec
 /// [api.chain.config]        # the plugin's own typed configuration
 /// ```
 #[derive(Debug, Deserialize, Clone, PartialEq)]
@@ -789,6 +836,9 @@ pub struct StepSpec {
     pub queue_timeout: Option<Dur>,
     /// When this step is quarantined (over `limits.step-quarantine`).
     pub quarantine: Option<QuarantineSpec>,
+    /// A second version of the plugin for a share of the calls, rolled
+    /// back on its failures.
+    pub canary: Option<CanarySpec>,
 }
 
 /// Convert a TOML table to JSON for a plugin's `configure`.

@@ -33,9 +33,11 @@
 //!   isolation reuses instances;
 //! * [`reuse`] — the pools of instances kept per worker thread (warm ones
 //!   under `worker` isolation, reset ones under `request`);
-//! * [`gate`] — each step's quarantine and concurrency bound.
+//! * [`gate`] — each step's quarantine and concurrency bound;
+//! * [`canary`] — a step's second version, its share, figures and rollback.
 
 mod bindings;
+pub mod canary;
 mod checks;
 pub mod deadline;
 pub mod engine;

@@ -51,6 +51,8 @@ pub struct Step {
     pub(super) reuse: Arc<reuse::StepReuse>,
     /// The step's quarantine and concurrency bound (shared by its clones).
     pub gate: Arc<gate::StepGate>,
+    /// A second version serving a share of the calls (see [`super::canary`]).
+    pub canary: Option<Arc<super::canary::Canary>>,
 }
 
 impl Step {
@@ -122,6 +124,8 @@ pub struct Runtime {
     services: Arc<Services>,
     pub(super) snapshots: snapshot::Snapshots,
     reuse: reuse::Reuse,
+    /// The canaries rolled back so far (see [`super::canary::Rollbacks`]).
+    rollbacks: Arc<super::canary::Rollbacks>,
 }
 
 /// Keeps one instance slot taken while alive.
@@ -159,6 +163,7 @@ impl Runtime {
             services,
             snapshots: Default::default(),
             reuse: Default::default(),
+            rollbacks: Default::default(),
         })
     }
 
@@ -211,6 +216,11 @@ impl Runtime {
             }
         }
         self.reuse.release(step, inst);
+    }
+
+    /// The canaries this runtime rolled back, remembered across reloads.
+    pub fn rollbacks(&self) -> &Arc<super::canary::Rollbacks> {
+        &self.rollbacks
     }
 
     /// The host services every step uses.
@@ -334,6 +344,7 @@ impl Runtime {
             gate: Arc::new(gate::StepGate::new(gate::GateLimits::for_wall_timeout(
                 deadline::default_wall_timeout(timeout),
             ))),
+            canary: None,
         };
         let outcome = block_on(async {
             let mut inst = self
@@ -516,7 +527,8 @@ fn classify(
     // filled the line and cut the message off); the backtrace at debug.
     tracing::debug!(api = %step.api, step = step_name, "step failed: {e:?}");
     let mut detail = match e.downcast_ref::<Trap>() {
-        Some(t) => format!("wasm trap: {t}"),
+        // Its Display starts with "wasm trap: ".
+        Some(t) => t.to_string(),
         None => format!("{e:#}"),
     };
     if detail.len() > 512 {
@@ -528,6 +540,15 @@ fn classify(
         detail.push_str("...");
     }
     let mut detail = escape_log(&detail);
+    // A plugin built with its names kept (`tollgate policy build --names`):
+    // where it trapped, as the guest's own functions.
+    if let Some(at) = e
+        .downcast_ref::<wasmtime::WasmBacktrace>()
+        .and_then(guest_frames)
+    {
+        detail.push_str(" at ");
+        detail.push_str(&escape_log(&at));
+    }
     // A Rust guest's panic message is on its standard error.
     if let Some(text) = store.data().stderr.text() {
         detail.push_str("; the plugin wrote to stderr: ");
@@ -537,6 +558,51 @@ fn classify(
         step: step_s,
         detail,
     }
+}
+
+/// The innermost named frames of `bt` that are the plugin's own code (not
+/// Rust's standard library, panic machinery or the bindings), innermost
+/// first, at most 4 and 300 bytes; `None` without names.
+fn guest_frames(bt: &wasmtime::WasmBacktrace) -> Option<String> {
+    const RUNTIME: [&str; 9] = [
+        "std::",
+        "core::",
+        "alloc::",
+        "__rust",
+        "rust_panic",
+        "rust_begin_unwind",
+        "wit_bindgen",
+        "abort",
+        "panic_",
+    ];
+    let names: Vec<String> = bt
+        .frames()
+        .iter()
+        .filter_map(|f| f.func_name())
+        .map(|n| format!("{:#}", rustc_demangle::demangle(n)))
+        .filter(|n| {
+            let n = n.trim_start_matches('<');
+            !RUNTIME.iter().any(|r| n.starts_with(r))
+                && !n.starts_with("tollgate_policy_sdk::__private")
+                && !n.starts_with("tollgate_policy_sdk::bindings")
+                && !n.starts_with("tollgate:policy/")
+                && !n.contains("::rt::")
+        })
+        .take(4)
+        .collect();
+    if names.is_empty() {
+        return None;
+    }
+    let mut at = names.join(" < ");
+    if at.len() > 300 {
+        let mut cut = 300;
+        while !at.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        at.truncate(cut);
+        at.push_str("...");
+    }
+    Some(at)
 }
 
 /// One instance of one step for one request.

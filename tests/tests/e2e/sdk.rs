@@ -3,38 +3,7 @@
 //! policy crate outside this tree that depends on it builds, and is served.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use tollgate_tests::*;
-
-/// `cargo` with nothing of the outer build leaking into a guest build.
-fn cargo(dir: &Path) -> Command {
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.current_dir(dir);
-    for var in [
-        "RUSTFLAGS",
-        "CARGO_ENCODED_RUSTFLAGS",
-        "CARGO_BUILD_TARGET",
-        "CARGO_TARGET_DIR",
-        "RUSTC_WORKSPACE_WRAPPER",
-        "CARGO_MAKEFLAGS",
-        "MAKEFLAGS",
-        "MFLAGS",
-    ] {
-        cmd.env_remove(var);
-    }
-    cmd
-}
-
-fn run(mut cmd: Command, what: &str) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{what} failed:\n{text}");
-    text
-}
 
 /// Every file under `dir`, relative to it.
 fn files(dir: &Path) -> Vec<PathBuf> {
@@ -73,14 +42,14 @@ fn the_sdk_s_wit_is_the_gateway_s() {
 #[test]
 fn the_sdk_packages_and_builds_on_its_own() {
     let target = root().join("plugins/target/package");
-    let mut cmd = cargo(&root().join("plugins/sdk"));
+    let mut cmd = guest_cargo(&root().join("plugins/sdk"));
     cmd.args(["package", "--allow-dirty", "--offline", "--target-dir"])
         .arg(&target);
-    run(cmd, "cargo package of the SDK");
+    run_ok(cmd, "cargo package of the SDK");
     let listed = {
-        let mut cmd = cargo(&root().join("plugins/sdk"));
+        let mut cmd = guest_cargo(&root().join("plugins/sdk"));
         cmd.args(["package", "--list", "--allow-dirty", "--offline"]);
-        run(cmd, "cargo package --list")
+        run_ok(cmd, "cargo package --list")
     };
     for f in [
         "wit/policy.wit",
@@ -124,7 +93,7 @@ async fn a_policy_crate_outside_the_tree_builds_and_is_served() {
     std::fs::write(&manifest, text).unwrap();
 
     let target = root().join("plugins/target/outside");
-    let mut cmd = cargo(&crate_dir);
+    let mut cmd = guest_cargo(&crate_dir);
     cmd.args([
         "build",
         "--release",
@@ -134,7 +103,7 @@ async fn a_policy_crate_outside_the_tree_builds_and_is_served() {
         "--target-dir",
     ])
     .arg(&target);
-    run(cmd, "building the policy crate outside the tree");
+    run_ok(cmd, "building the policy crate outside the tree");
     let wasm = target.join("wasm32-wasip2/release/my_policy.wasm");
     assert!(wasm.is_file(), "no {}", wasm.display());
 

@@ -5,7 +5,9 @@
 //! [`crate::control::ControlPlane::apply_manifest_edit`]).
 
 use super::error::AdminError;
-use crate::manifest::{toml_to_json, ApiSpec, Dur, Isolation, QuarantineSpec, Size, StepSpec};
+use crate::manifest::{
+    toml_to_json, ApiSpec, CanarySpec, Dur, Isolation, Percent, QuarantineSpec, Size, StepSpec,
+};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table};
@@ -48,6 +50,34 @@ pub struct StepInput {
     pub queue_timeout: Option<String>,
     #[serde(default, deserialize_with = "super::model::present")]
     pub quarantine: Option<QuarantineInput>,
+    #[serde(default, deserialize_with = "super::model::present")]
+    pub canary: Option<CanaryInput>,
+}
+
+/// A step's `canary` as the admin API takes it (the manifest's
+/// [`CanarySpec`]; `min_calls` for `min-calls`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryInput {
+    pub plugin: String,
+    /// 0 to 100, at most two decimals.
+    pub percent: f64,
+    #[serde(default, deserialize_with = "super::model::present")]
+    pub config: Option<Map<String, Value>>,
+    #[serde(default, deserialize_with = "super::model::present")]
+    pub rollback: Option<RollbackInput>,
+}
+
+/// A canary's `rollback` as the admin API takes it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackInput {
+    #[serde(default, deserialize_with = "super::model::present")]
+    pub failures: Option<f64>,
+    #[serde(default, deserialize_with = "super::model::some_whole")]
+    pub min_calls: Option<u64>,
+    #[serde(default, deserialize_with = "super::model::present")]
+    pub window: Option<String>,
 }
 
 /// A step's `quarantine` as the admin API takes it (the manifest's
@@ -155,6 +185,7 @@ pub fn step_view(s: &StepSpec) -> Value {
         concurrency,
         queue_timeout,
         quarantine,
+        canary,
     } = s;
     let mut o = Map::new();
     if let Some(n) = name {
@@ -204,6 +235,41 @@ pub fn step_view(s: &StepSpec) -> Value {
     if let Some(q) = quarantine {
         o.insert("quarantine".into(), quarantine_view(q));
     }
+    if let Some(c) = canary {
+        o.insert("canary".into(), canary_view(c));
+    }
+    Value::Object(o)
+}
+
+fn canary_view(c: &CanarySpec) -> Value {
+    let CanarySpec {
+        plugin,
+        percent,
+        config,
+        rollback,
+    } = c;
+    let mut o = Map::new();
+    o.insert("plugin".into(), plugin.clone().into());
+    o.insert("percent".into(), percent.to_json());
+    if let Some(c) = config {
+        o.insert(
+            "config".into(),
+            toml_to_json(&toml::Value::Table(c.clone())),
+        );
+    }
+    if let Some(r) = rollback {
+        let mut ro = Map::new();
+        if let Some(f) = r.failures {
+            ro.insert("failures".into(), f.to_json());
+        }
+        if let Some(n) = r.min_calls {
+            ro.insert("min_calls".into(), n.into());
+        }
+        if let Some(w) = r.window {
+            ro.insert("window".into(), dur_str(w.0).into());
+        }
+        o.insert("rollback".into(), Value::Object(ro));
+    }
     Value::Object(o)
 }
 
@@ -250,15 +316,7 @@ pub fn check_steps(chain: &[StepInput]) -> Result<(), AdminError> {
             crate::manifest::Name::try_from(n.clone())
                 .map_err(|e| AdminError::invalid(f("name"), e))?;
         }
-        if s.plugin.is_empty()
-            || s.plugin.chars().count() > 200
-            || s.plugin.chars().any(char::is_control)
-        {
-            return Err(AdminError::invalid(
-                f("plugin"),
-                "must be a plugin name (1-200 characters)",
-            ));
-        }
+        check_plugin(&s.plugin, &f("plugin"))?;
         let durations = [
             ("timeout", &s.timeout),
             ("idle", &s.idle),
@@ -307,6 +365,44 @@ pub fn check_steps(chain: &[StepInput]) -> Result<(), AdminError> {
         }
         if let Some(c) = &s.config {
             json_table(c, &f("config"), 0)?;
+        }
+        if let Some(c) = &s.canary {
+            check_canary(c, &f("canary"))?;
+        }
+    }
+    Ok(())
+}
+
+fn check_plugin(p: &str, field: &str) -> Result<(), AdminError> {
+    if p.is_empty() || p.chars().count() > 200 || p.chars().any(char::is_control) {
+        return Err(AdminError::invalid(
+            field,
+            "must be a plugin name (1-200 characters)",
+        ));
+    }
+    Ok(())
+}
+
+/// A canary's own fields (its config is checked by its plugin later).
+fn check_canary(c: &CanaryInput, field: &str) -> Result<(), AdminError> {
+    let f = |name: &str| format!("{field}.{name}");
+    check_plugin(&c.plugin, &f("plugin"))?;
+    Percent::try_from(c.percent).map_err(|e| AdminError::invalid(f("percent"), e))?;
+    if let Some(cf) = &c.config {
+        json_table(cf, &f("config"), 0)?;
+    }
+    if let Some(r) = &c.rollback {
+        if let Some(p) = r.failures {
+            Percent::try_from(p).map_err(|e| AdminError::invalid(f("rollback.failures"), e))?;
+        }
+        if r.min_calls.is_some_and(|n| n > TOML_MAX_INT) {
+            return Err(AdminError::invalid(
+                f("rollback.min_calls"),
+                format!("at most {TOML_MAX_INT} (TOML's largest integer)"),
+            ));
+        }
+        if let Some(w) = &r.window {
+            check_dur(w, &f("rollback.window"))?;
         }
     }
     Ok(())
@@ -497,6 +593,36 @@ fn step_table(s: &StepInput) -> Result<Table, AdminError> {
     if let Some(c) = &s.config {
         t.insert("config", Item::Table(json_table(c, "config", 0)?));
     }
+    if let Some(c) = &s.canary {
+        t.insert("canary", Item::Table(canary_table(c)?));
+    }
+    Ok(t)
+}
+
+/// A canary as a `[api.chain.canary]` table.
+fn canary_table(c: &CanaryInput) -> Result<Table, AdminError> {
+    let mut t = Table::new();
+    t.insert("plugin", toml_edit::value(c.plugin.as_str()));
+    let percent = Percent::try_from(c.percent).map_err(|e| AdminError::invalid("percent", e))?;
+    t.insert("percent", toml_edit::value(percent.to_toml()));
+    if let Some(r) = &c.rollback {
+        let mut it = InlineTable::new();
+        if let Some(p) = r.failures {
+            let p = Percent::try_from(p).map_err(|e| AdminError::invalid("failures", e))?;
+            it.insert("failures", p.to_toml());
+        }
+        if let Some(n) = r.min_calls {
+            let n = i64::try_from(n).map_err(|_| AdminError::invalid("min-calls", "too large"))?;
+            it.insert("min-calls", n.into());
+        }
+        if let Some(w) = &r.window {
+            it.insert("window", w.as_str().into());
+        }
+        t.insert("rollback", toml_edit::value(it));
+    }
+    if let Some(cf) = &c.config {
+        t.insert("config", Item::Table(json_table(cf, "config", 0)?));
+    }
     Ok(t)
 }
 
@@ -609,6 +735,34 @@ pub fn input_view(s: &StepInput) -> Value {
             }
         }
         o.insert("quarantine".into(), Value::Object(qo));
+    }
+    if let Some(c) = &s.canary {
+        o.insert("canary".into(), canary_input_view(c));
+    }
+    Value::Object(o)
+}
+
+/// A canary as JSON, normalised like [`canary_view`].
+fn canary_input_view(c: &CanaryInput) -> Value {
+    let pct = |p: f64| Percent::try_from(p).map_or_else(|_| p.into(), Percent::to_json);
+    let mut o = Map::new();
+    o.insert("plugin".into(), c.plugin.clone().into());
+    o.insert("percent".into(), pct(c.percent));
+    if let Some(cf) = &c.config {
+        o.insert("config".into(), Value::Object(cf.clone()));
+    }
+    if let Some(r) = &c.rollback {
+        let mut ro = Map::new();
+        if let Some(p) = r.failures {
+            ro.insert("failures".into(), pct(p));
+        }
+        if let Some(n) = r.min_calls {
+            ro.insert("min_calls".into(), n.into());
+        }
+        if let Some(d) = r.window.as_deref().and_then(|w| Dur::try_from(w).ok()) {
+            ro.insert("window".into(), dur_str(d.0).into());
+        }
+        o.insert("rollback".into(), Value::Object(ro));
     }
     Value::Object(o)
 }
@@ -754,6 +908,7 @@ wall-timeout = "2s"
 concurrency = 4
 queue-timeout = "15ms"
 quarantine = { failures = 2, window = "20s", cool-down = "3s", max-cool-down = "1m" }
+canary = { plugin = "tag-v2", percent = 2.5, rollback = { failures = 5, min-calls = 10, window = "30s" }, config = { value = "next" } }
 [api.chain.config]
 value = "pets"
 list = [1, 2]
@@ -806,7 +961,12 @@ quarantine = { cool-down = "250ms" }
             concurrency,
             queue_timeout,
             quarantine,
+            canary,
         } = &before[0];
+        let c = canary.as_ref().unwrap();
+        let r = c.rollback.unwrap();
+        assert!(c.config.is_some() && r.failures.is_some());
+        assert!(r.min_calls.is_some() && r.window.is_some());
         assert!(name.is_some() && *fail_open && !grants.is_empty() && config.is_some());
         assert!(timeout.is_some() && memory.is_some() && log_rate.is_some());
         assert!(log_line.is_some() && isolation.is_some() && max_uses.is_some());
@@ -829,6 +989,11 @@ quarantine = { cool-down = "250ms" }
             (
                 "quarantine",
                 serde_json::json!({"failures": 2, "window": "20s", "cool_down": "3s", "max_cool_down": "60s"}),
+            ),
+            (
+                "canary",
+                serde_json::json!({"plugin": "tag-v2", "percent": 2.5, "config": {"value": "next"},
+                    "rollback": {"failures": 5, "min_calls": 10, "window": "30s"}}),
             ),
         ] {
             assert_eq!(view[k], v, "{k}: {view}");
@@ -902,6 +1067,26 @@ quarantine = { cool-down = "250ms" }
             (serde_json::json!({"log_line": "lots"}), "log_line"),
             (serde_json::json!({"log_line": "1TiB"}), "log_line"),
             (serde_json::json!({"max_uses": u64::MAX}), "max_uses"),
+            (
+                serde_json::json!({"canary": {"plugin": "x", "percent": 101}}),
+                "canary.percent",
+            ),
+            (
+                serde_json::json!({"canary": {"plugin": "x", "percent": 0.125}}),
+                "canary.percent",
+            ),
+            (
+                serde_json::json!({"canary": {"plugin": "", "percent": 1}}),
+                "canary.plugin",
+            ),
+            (
+                serde_json::json!({"canary": {"plugin": "x", "percent": 1, "rollback": {"window": "soon"}}}),
+                "canary.rollback.window",
+            ),
+            (
+                serde_json::json!({"canary": {"plugin": "x", "percent": 1, "rollback": {"failures": -1}}}),
+                "canary.rollback.failures",
+            ),
             (
                 serde_json::json!({"concurrency": 1u64 << 63}),
                 "concurrency",

@@ -37,6 +37,9 @@ pub(crate) struct Ctx<'a> {
     /// One entry per step reached so far: what the response chain owes it.
     pub instances: Vec<Pending>,
     pub peer: SocketAddr,
+    /// The call as recorded so far, when its API records it
+    /// (`[api.record]`) and it is in the sample.
+    pub record: Option<Box<super::recording::Capture>>,
 }
 
 impl Ctx<'_> {
@@ -67,6 +70,9 @@ pub(crate) struct Pending {
     /// Header operations its request phase attached to the response
     /// (checked), applied before its response phase would run.
     pub headers: Vec<HeaderOp>,
+    /// For a step with a canary: the version serving the call, and how it
+    /// failed (see [`crate::policy::canary`]).
+    pub served: Option<crate::policy::canary::Served>,
 }
 
 impl Pending {

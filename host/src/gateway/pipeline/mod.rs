@@ -19,7 +19,9 @@
 //! - **response chain** (`response::response_chain`) runs the response
 //!   phase of the steps that ran, in reverse, over whatever the response is
 //!   by then (the upstream's, a step's, or an error);
-//! - **finish** sets `x-request-id` and hands the response to hyper.
+//! - **finish** sets `x-request-id` and hands the response to hyper;
+//!   for an API with `[api.record]`, `recording` notes the request before
+//!   the request chain and the response as it leaves.
 //!
 //! Every failure, in any phase, leaves through `fail`: it is logged,
 //! mapped to its response ([`GatewayError::to_response`]) and decides
@@ -30,6 +32,7 @@
 mod context;
 mod forward;
 mod normalise;
+mod recording;
 mod request;
 mod response;
 #[cfg(test)]
@@ -72,9 +75,13 @@ pub async fn handle(
         }
         Ok(routed) => {
             let mut cx = enter(gateway, &gen, routed, arrival, parts, body);
-            let out = proxy(&mut cx).await;
+            let out = match recording::begin(&mut cx).await {
+                Ok(()) => proxy(&mut cx).await,
+                Err(failure) => cx.fail(failure),
+            };
             let out = response::response_chain(&mut cx, out).await;
-            finish(out, cx.request_id())
+            let resp = finish(out, cx.request_id());
+            recording::end(&mut cx, resp)
         }
     }
 }
@@ -202,6 +209,7 @@ pub(crate) fn enter<'g>(
         scope,
         instances: Vec::with_capacity(api.steps.len()),
         peer: arrival.peer,
+        record: None,
     }
 }
 

@@ -4,6 +4,7 @@
 use super::context::{headers_to_wit, lock, Ctx, Fields, Outgoing, Pending};
 use crate::gateway::error::{Failure, GatewayError};
 use crate::gateway::DataPlane;
+use crate::policy::canary::{self, Fault, Served, Version};
 use crate::policy::{self, CallContext, PolicyError, RequestDecision, RequestHead, StepInstance};
 use crate::upstream::OutboundBody;
 use bytes::Bytes;
@@ -27,9 +28,23 @@ pub(crate) enum Chain {
 /// request phase is only noted for the response chain.
 pub(crate) async fn request_chain(cx: &mut Ctx<'_>) -> Result<Chain, Failure> {
     let api = cx.api;
-    for step in &api.steps {
+    for base in &api.steps {
+        // A step with a canary: the version serving this call (both its
+        // phases), by the call's sticky key.
+        let served = base.canary.as_ref().map(|c| Served {
+            version: c.choose(&base.name, &sticky_key(cx)),
+            fault: None,
+        });
+        let step = base.version(served.map_or(Version::Stable, |s| s.version));
+        let owed = |p: Pending, e: Option<&PolicyError>| Pending {
+            served: served.map(|s| Served {
+                fault: e.map(Fault::of),
+                ..s
+            }),
+            ..p
+        };
         if !step.has_request() && !step.has_response() {
-            cx.instances.push(Pending::nothing());
+            cx.instances.push(owed(Pending::nothing(), None));
             continue;
         }
         // The request's fields stay hyper's map unless a step with a phase
@@ -39,14 +54,14 @@ pub(crate) async fn request_chain(cx: &mut Ctx<'_>) -> Result<Chain, Failure> {
         }
         if !step.has_request() {
             // Its response phase is owed: `Pending::runs`.
-            cx.instances.push(Pending::nothing());
+            cx.instances.push(owed(Pending::nothing(), None));
             continue;
         }
         cx.call.step.clear();
-        cx.call.step.push_str(&step.name);
+        cx.call.step.push_str(step.chain_name());
         if step.info.body.request.is_some() {
             if let Err(failure) = read_body(cx).await {
-                cx.instances.push(Pending::nothing());
+                cx.instances.push(owed(Pending::nothing(), None));
                 return Err(failure);
             }
         }
@@ -75,7 +90,14 @@ pub(crate) async fn request_chain(cx: &mut Ctx<'_>) -> Result<Chain, Failure> {
                     cx.gateway.runtime.release(step, inst).await;
                     None
                 };
-                cx.instances.push(Pending { inst, headers });
+                cx.instances.push(owed(
+                    Pending {
+                        inst,
+                        headers,
+                        served: None,
+                    },
+                    None,
+                ));
                 if consumer.is_some() {
                     cx.call.consumer = consumer;
                 }
@@ -84,7 +106,7 @@ pub(crate) async fn request_chain(cx: &mut Ctx<'_>) -> Result<Chain, Failure> {
                 // As the contract says: the response chain runs for the
                 // steps before this one, not for the one that answered.
                 cx.gateway.runtime.release(step, inst).await;
-                cx.instances.push(Pending::nothing());
+                cx.instances.push(owed(Pending::nothing(), None));
                 return Ok(Chain::Answered {
                     step: step.name.clone(),
                     out,
@@ -97,15 +119,22 @@ pub(crate) async fn request_chain(cx: &mut Ctx<'_>) -> Result<Chain, Failure> {
                     &api.name,
                     "; skipped (fail-open)",
                 );
-                cx.instances.push(Pending::nothing());
+                cx.instances.push(owed(Pending::nothing(), Some(&e)));
             }
             Err(e) => {
-                cx.instances.push(Pending::nothing());
+                cx.instances.push(owed(Pending::nothing(), Some(&e)));
                 return Err(e.into());
             }
         }
     }
     Ok(Chain::Through)
+}
+
+/// The key a call's canary choice sticks to: its consumer once a step
+/// identified one, else its client's address.
+fn sticky_key(cx: &Ctx<'_>) -> String {
+    let consumer = cx.call.consumer.as_ref().map(|c| c.id.as_str());
+    canary::sticky_key(consumer, cx.peer.ip())
 }
 
 /// Read the request body (once, before the first step that asks for it),

@@ -4,6 +4,7 @@
 
 use super::context::{Ctx, Fields, OutBody, Outgoing, Pending};
 use crate::gateway::error::Failure;
+use crate::policy::canary::{Fault, Served, Version};
 use crate::policy::host::ResponseOrigin;
 use crate::policy::{
     self, PolicyError, ResponseDecision, ResponseEdits, ResponseHead, StepInstance,
@@ -24,8 +25,15 @@ pub(crate) async fn response_chain(cx: &mut Ctx<'_>, mut out: Outgoing) -> Outgo
         }
     }
     let api = cx.api;
-    for (step, owed) in api.steps.iter().zip(pending.iter_mut()).rev() {
+    // The steps with a canary this call reached: counted once it is over.
+    let mut served: Vec<(usize, Served)> = pending
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| p.served.map(|s| (i, s)))
+        .collect();
+    for (i, (base, owed)) in api.steps.iter().zip(pending.iter_mut()).enumerate().rev() {
         let mut owed = std::mem::take(owed);
+        let step = base.version(owed.served.map_or(Version::Stable, |s| s.version));
         let headers = std::mem::take(&mut owed.headers);
         if !headers.is_empty() {
             // Checked when the request phase returned.
@@ -54,11 +62,19 @@ pub(crate) async fn response_chain(cx: &mut Ctx<'_>, mut out: Outgoing) -> Outgo
             }
             Err(e) => e,
         };
+        if let Some((_, s)) = served.iter_mut().find(|(j, _)| *j == i) {
+            s.fault = s.fault.or(Some(Fault::of(&e)));
+        }
         if step.fail_open && !matches!(e, PolicyError::BadOutput { .. }) {
             policy::guard::warn_failure(&e, cx.request_id(), &api.name, "; skipped (fail-open)");
             continue;
         }
         out = cx.fail(e.into());
+    }
+    for (i, s) in served.drain(..) {
+        if let Some(c) = &api.steps[i].canary {
+            c.settle(&api.steps[i], s, out.status);
+        }
     }
     out
 }
@@ -69,6 +85,12 @@ fn body_limit(cx: &Ctx<'_>, pending: &[Pending]) -> Option<usize> {
         .steps
         .iter()
         .zip(pending.iter())
+        .map(|(s, p)| {
+            (
+                s.version(p.served.map_or(Version::Stable, |s| s.version)),
+                p,
+            )
+        })
         .filter(|(s, p)| p.runs(s))
         .filter_map(|(s, _)| s.info.body.response.map(|n| n as usize))
         .max()
@@ -104,7 +126,7 @@ async fn run_response_step(
     out: &mut Outgoing,
 ) -> Result<(), PolicyError> {
     cx.call.step.clear();
-    cx.call.step.push_str(&step.name);
+    cx.call.step.push_str(step.chain_name());
     let wants_body = step.info.body.response.is_some();
     let mut resp_head = ResponseHead {
         status: out.status,

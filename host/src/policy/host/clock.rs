@@ -2,6 +2,7 @@
 
 use crate::policy::bindings;
 use crate::policy::StepState;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 /// When this process first asked (the monotonic clock's zero).
@@ -20,8 +21,24 @@ impl bindings::clock::Host for StepState {
     }
 }
 
+/// A wall clock fixed by [`fix_now_ms`]; 0 is the real clock.
+static FIXED_NOW_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Fix the wall clock that policies and the host services of this process
+/// see at `ms` (Unix milliseconds; 0 goes back to the real clock). Only the
+/// policy test host (`tollgate policy test-host`) calls it, for the test
+/// harness's `set_now_ms`; a serving gateway never does. The monotonic clock
+/// is not affected.
+pub fn fix_now_ms(ms: u64) {
+    FIXED_NOW_MS.store(ms, Ordering::Relaxed);
+}
+
 /// Unix time in milliseconds.
 pub(crate) fn now_ms() -> u64 {
+    let fixed = FIXED_NOW_MS.load(Ordering::Relaxed);
+    if fixed != 0 {
+        return fixed;
+    }
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

@@ -11,11 +11,52 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use wasmtime::Trap;
 
+/// A response to an outbound call, as the guest gets it.
+pub use crate::policy::bindings::http_client::IncomingResponse;
+
 /// The `http-client` service's client.
 pub type Client = hyper_util::client::legacy::Client<
     crate::net::tls_client::Connector,
     http_body_util::Full<Bytes>,
 >;
+
+/// Outbound calls answered from a table instead of the network: the policy
+/// test host's counterpart of the SDK harness's `answer` and `http_calls`.
+/// Grants are checked as for a real call; a URL without an answer fails as
+/// unreachable.
+#[derive(Debug, Default)]
+pub struct Canned {
+    state: std::sync::Mutex<CannedState>,
+}
+
+#[derive(Debug, Default)]
+struct CannedState {
+    answers: std::collections::HashMap<String, bindings::http_client::IncomingResponse>,
+    calls: Vec<String>,
+}
+
+impl Canned {
+    /// Answer calls to `url` with `response` from now on.
+    pub fn set(&self, url: &str, response: bindings::http_client::IncomingResponse) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.answers.insert(url.to_string(), response);
+    }
+
+    /// The URLs called so far, in order.
+    pub fn calls(&self) -> Vec<String> {
+        let s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.calls.clone()
+    }
+
+    fn answer(&self, url: &str) -> Result<bindings::http_client::IncomingResponse, ServiceError> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.calls.push(url.to_string());
+        s.answers
+            .get(url)
+            .cloned()
+            .ok_or_else(|| ServiceError::Unavailable(format!("no answer for {}", escape_log(url))))
+    }
+}
 
 /// A client for `http://` and `https://` (ALPN h2/http1.1), verified
 /// against the system's roots and `outbound_ca` (the `[outbound] ca-file`).
@@ -93,6 +134,9 @@ impl StepState {
                 "step `{}` was not granted `http:{host}`",
                 self.step
             )));
+        }
+        if let Some(canned) = &self.services.canned {
+            return canned.answer(&req.url);
         }
         let method = http::Method::from_bytes(req.method.as_bytes())
             .map_err(|_| ServiceError::Invalid("bad method".into()))?;

@@ -52,6 +52,9 @@ pub struct Services {
     /// h2/http1.1, verified against the system's roots and the
     /// `[outbound] ca-file`).
     pub http: http_client::Client,
+    /// Answers given instead of calling out, for the policy test host
+    /// (`tollgate policy test-host`); `None` in a gateway.
+    pub canned: Option<Arc<http_client::Canned>>,
 }
 
 /// Settings for [`Services::new`].
@@ -83,6 +86,7 @@ impl Services {
             keys: crypto::KeyCache::default(),
             sink: Sink::new(s.sink_path)?,
             http,
+            canned: None,
         })
     }
 

@@ -50,6 +50,21 @@ pub fn chain(c: &Call) -> Reply {
     }))
 }
 
+/// `GET /admin/v1/apis/{name}/canaries`: each step with a canary, its
+/// versions, share, rollback and per-version figures (see
+/// [`crate::policy::canary`]).
+pub fn canaries(c: &Call) -> Reply {
+    c.no_query()?;
+    let g = c.gateway.current();
+    let a = find_api(&g, c.id())?;
+    let canaries: Vec<Value> = a
+        .steps
+        .iter()
+        .filter_map(|s| s.canary.as_ref().map(|c| json!(c.view(s))))
+        .collect();
+    ok(json!({ "canaries": canaries }))
+}
+
 /// `PUT /admin/v1/apis/{name}/chain`.
 pub fn assign_chain(c: Call) -> BoxFuture<'static, Reply> {
     Box::pin(async move {

@@ -150,6 +150,7 @@ pub const TABLE: &[Route] = {
     get("/admin/v1/apis", Apis, apis::list),
     get("/admin/v1/apis/{name}", Apis, apis::get),
     get("/admin/v1/apis/{name}/chain", Apis, apis::chain),
+    get("/admin/v1/apis/{name}/canaries", Apis, apis::canaries),
     route_of("PUT", "/admin/v1/apis/{name}/chain", Apis, Handler::Async(apis::assign_chain)),
     // Products and plans.
     get("/admin/v1/products", Products, list::<Product>),
