@@ -23,7 +23,10 @@ fn same<T: PartialEq + Debug>(what: &str, mut per_side: Vec<(&'static str, T)>) 
     let (wasm_label, wasm) = per_side.pop().unwrap();
     let (native_label, native) = per_side.pop().unwrap();
     assert_eq!((native_label, wasm_label), ("native", "wasm"));
-    assert_eq!(native, wasm, "{what}: native (left) and wasm (right) differ");
+    assert_eq!(
+        native, wasm,
+        "{what}: native (left) and wasm (right) differ"
+    );
     native
 }
 
@@ -53,12 +56,18 @@ fn key_auth_finds_declared_keys() {
             }
             ds.push(p.on_request(&ctx, &req.head(), None));
         }
-        let bad = r.configure(r#"{"header": "content-length"}"#).err().unwrap();
+        let bad = r
+            .configure(r#"{"header": "content-length"}"#)
+            .err()
+            .unwrap();
         out.push((r.label(), (ds, bad)));
     }
     let (ds, bad) = same("key-auth", out);
-    assert!(matches!(&ds[0], tollgate_policy_sdk::RequestDecision::Continue(e)
-        if e.consumer.as_ref().map(|c| c.id.as_str()) == Some("ann")), "{ds:?}");
+    assert!(
+        matches!(&ds[0], tollgate_policy_sdk::RequestDecision::Continue(e)
+        if e.consumer.as_ref().map(|c| c.id.as_str()) == Some("ann")),
+        "{ds:?}"
+    );
     assert!(matches!(&ds[1], tollgate_policy_sdk::RequestDecision::Respond(r) if r.status == 401));
     assert!(matches!(&ds[2], tollgate_policy_sdk::RequestDecision::Respond(r) if r.status == 401));
     assert_eq!(bad.field.as_deref(), Some("header"));
@@ -100,7 +109,10 @@ fn quota_counts_per_day_at_a_fixed_clock() {
         out.push((r.label(), (ds, count, with_plan)));
     }
     let (ds, count, _) = same("quota", out);
-    assert!(matches!(&ds[2], tollgate_policy_sdk::RequestDecision::Respond(r) if r.status == 403), "{ds:?}");
+    assert!(
+        matches!(&ds[2], tollgate_policy_sdk::RequestDecision::Respond(r) if r.status == 403),
+        "{ds:?}"
+    );
     assert_eq!(count, 2);
 }
 
@@ -159,7 +171,9 @@ fn outbound_calls_are_answered_and_recorded() {
             .headers
             .iter()
             .map(|op| match op {
-                tollgate_policy_sdk::HeaderOp::Set(h) => String::from_utf8_lossy(&h.value).into_owned(),
+                tollgate_policy_sdk::HeaderOp::Set(h) => {
+                    String::from_utf8_lossy(&h.value).into_owned()
+                }
                 other => format!("{other:?}"),
             })
             .collect::<Vec<_>>()
