@@ -637,7 +637,35 @@ fn built_wasm(dir: &Path, package: &str) -> Result<PathBuf, String> {
     r
 }
 
+/// Add the wasm32-wasip2 target with rustup when the crate's toolchain
+/// lacks it (as `tollgate policy build` does). Without rustup, cargo's own
+/// error says what is missing.
+fn ensure_target(dir: &Path) -> Result<(), String> {
+    let Ok(out) = Command::new("rustup")
+        .current_dir(dir)
+        .args(["target", "list", "--installed"])
+        .output()
+    else {
+        return Ok(());
+    };
+    let installed = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || installed.lines().any(|l| l == "wasm32-wasip2") {
+        return Ok(());
+    }
+    eprintln!("adding the wasm32-wasip2 target (rustup target add wasm32-wasip2)");
+    let status = Command::new("rustup")
+        .current_dir(dir)
+        .args(["target", "add", "wasm32-wasip2"])
+        .status()
+        .map_err(|e| format!("running rustup: {e}"))?;
+    if !status.success() {
+        return Err(format!("rustup target add wasm32-wasip2 failed ({status})"));
+    }
+    Ok(())
+}
+
 fn cargo_build(dir: &Path, package: &str) -> Result<PathBuf, String> {
+    ensure_target(dir)?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let out = Command::new(cargo)
         .current_dir(dir)
