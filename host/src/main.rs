@@ -364,6 +364,15 @@ fn check(file: PathBuf) -> ExitCode {
                     s.name,
                     s.plugin.abi()
                 ));
+                if let Some(c) = &s.canary {
+                    out.push_str(&format!(
+                        "; canary `{}` for {}.{:02}% of consumers, tollgate:policy@{}",
+                        c.step.plugin.name,
+                        c.share / 100,
+                        c.share % 100,
+                        c.step.plugin.abi()
+                    ));
+                }
             }
         }
         Ok(out)
@@ -477,6 +486,8 @@ fn run(config: PathBuf) -> Result<()> {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         // Access-log lines wait up to 50 ms to be written in a batch.
         gateway.runtime.flush_logs();
+        // And every recorded call ([api.record]) still queued.
+        tollgate::record::flush_all(std::time::Duration::from_secs(2));
         Ok(())
     });
     workers.stop();

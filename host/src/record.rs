@@ -420,13 +420,20 @@ struct Shared {
     max_bytes: AtomicU64,
     /// Lines dropped because the queue was full.
     dropped: AtomicU64,
+    /// Lines queued so far, and lines the writer is done with (written,
+    /// or skipped past `max-bytes`) and flushed: [`flush_all`] waits for
+    /// the second to reach the first.
+    queued: AtomicU64,
+    done: AtomicU64,
 }
 
 impl Writer {
     fn send(&self, msg: Msg) {
         let tx = self.tx.get_or_init(|| spawn(self.shared.clone()));
         match tx.try_send(msg) {
-            Ok(()) => {}
+            Ok(()) => {
+                self.shared.queued.fetch_add(1, Ordering::Release);
+            }
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 let n = self.shared.dropped.fetch_add(1, Ordering::Relaxed) + 1;
                 if n.is_power_of_two() {
@@ -443,8 +450,9 @@ impl Writer {
 
 /// The writers alive, by file: a load finds the writer of a file the
 /// generation before it records to.
+static WRITERS: Mutex<Vec<(PathBuf, Weak<Writer>)>> = Mutex::new(Vec::new());
+
 fn writer_for(path: &Path, max_bytes: u64) -> Arc<Writer> {
-    static WRITERS: Mutex<Vec<(PathBuf, Weak<Writer>)>> = Mutex::new(Vec::new());
     let mut all = WRITERS.lock().unwrap_or_else(|p| p.into_inner());
     all.retain(|(_, w)| w.strong_count() > 0);
     if let Some(w) = all
@@ -460,11 +468,38 @@ fn writer_for(path: &Path, max_bytes: u64) -> Arc<Writer> {
             path: path.to_path_buf(),
             max_bytes: AtomicU64::new(max_bytes),
             dropped: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
+            done: AtomicU64::new(0),
         }),
         tx: OnceLock::new(),
     });
     all.push((path.to_path_buf(), Arc::downgrade(&w)));
     w
+}
+
+/// Wait until every line queued so far is in its trace file (at shutdown),
+/// at most `limit`; whether they all are.
+pub fn flush_all(limit: std::time::Duration) -> bool {
+    let shared: Vec<Arc<Shared>> = {
+        let all = WRITERS.lock().unwrap_or_else(|p| p.into_inner());
+        all.iter()
+            .filter_map(|(_, w)| w.upgrade())
+            .filter(|w| w.tx.get().is_some())
+            .map(|w| w.shared.clone())
+            .collect()
+    };
+    let until = std::time::Instant::now() + limit;
+    shared.iter().all(|s| {
+        let queued = s.queued.load(Ordering::Acquire);
+        while s.done.load(Ordering::Acquire) < queued {
+            if std::time::Instant::now() >= until {
+                tracing::warn!(file = %s.path.display(), "record: lines still queued at shutdown are lost");
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        true
+    })
 }
 
 /// Start the writer thread of `shared.path`; it ends when the last
@@ -504,7 +539,9 @@ fn write_lines(shared: &Shared, rx: Receiver<Msg>) {
     let mut stopped_at: Option<u64> = None;
     while let Ok(first) = rx.recv() {
         let mut next = Some(first);
+        let mut handled = 0;
         while let Some(msg) = next.take() {
+            handled += 1;
             if let Some(f) = out.as_mut() {
                 let max = shared.max_bytes.load(Ordering::Relaxed);
                 if stopped_at != Some(max) {
@@ -532,6 +569,7 @@ fn write_lines(shared: &Shared, rx: Receiver<Msg>) {
                 out = None;
             }
         }
+        shared.done.fetch_add(handled, Ordering::Release);
     }
     if let Some(f) = out.as_mut() {
         let _ = f.flush();
@@ -729,5 +767,26 @@ mod tests {
         assert_eq!(key_auth_names(None), ("x-api-key".into(), None));
         let t: toml::Table = toml::from_str("header = \"x-key\"\nquery = \"k\"").unwrap();
         assert_eq!(key_auth_names(Some(&t)), ("x-key".into(), Some("k".into())));
+    }
+
+    #[test]
+    fn flush_all_waits_for_every_queued_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = RecordSpec {
+            file: "t.jsonl".into(),
+            max_bytes: crate::manifest::Size(64 << 20),
+            max_body: crate::manifest::Size(1024),
+            sample: 1.0,
+            redact_headers: vec![],
+            redact_query: vec![],
+        };
+        let r = Recorder::new("a", &spec, dir.path(), [], []).unwrap();
+        // Fewer than the queue holds, so none is dropped.
+        for _ in 0..500 {
+            r.submit(line());
+        }
+        assert!(flush_all(std::time::Duration::from_secs(10)));
+        let text = std::fs::read_to_string(dir.path().join("t.jsonl")).unwrap();
+        assert_eq!(text.lines().count(), 500);
     }
 }
