@@ -53,6 +53,34 @@ enum Command {
         #[command(subcommand)]
         cmd: PolicyCmd,
     },
+    /// Turn the recording of one API's calls on (or off with --off): edits
+    /// the API's `[api.record]` in its manifest, checked by a full build
+    /// first; a running gateway picks it up. Replay the trace with
+    /// `tollgate policy replay`.
+    Record {
+        /// The gateway file.
+        #[arg(long, short, default_value = "tollgate.toml")]
+        config: PathBuf,
+        /// The API to record.
+        #[arg(long)]
+        api: String,
+        /// Stop recording (remove `[api.record]`).
+        #[arg(long)]
+        off: bool,
+        /// The trace file, relative to the manifest's folder (default: the
+        /// current one, else API.trace.jsonl).
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Size at which recording stops (default 16MiB).
+        #[arg(long)]
+        max_bytes: Option<String>,
+        /// Longest body recorded; longer ones as their length (default 64KiB).
+        #[arg(long)]
+        max_body: Option<String>,
+        /// Fraction of the calls recorded, 0.0 to 1.0 (default 1.0).
+        #[arg(long)]
+        sample: Option<f64>,
+    },
     /// The admin API: create the first administrator (`init`), or manage
     /// users, products, plans, consumers, apps, subscriptions and keys of a
     /// running gateway (docs/admin-api.md).
@@ -173,6 +201,46 @@ fn main() -> ExitCode {
             demo_upstream(listen)
         }
         Command::Policy { cmd } => policy(cmd),
+        Command::Record {
+            config,
+            api,
+            off,
+            file,
+            max_bytes,
+            max_body,
+            sample,
+        } => {
+            let edit = tollgate::control::record_edit::RecordEdit {
+                api,
+                off,
+                file,
+                max_bytes,
+                max_body,
+                sample,
+            };
+            match tollgate::control::record_edit::apply(&config, &edit) {
+                Ok(done) => {
+                    match &done.trace {
+                        Some(t) => println!(
+                            "api `{}` records to {} ({} edited; a running gateway reloads it)",
+                            edit.api,
+                            t.display(),
+                            done.manifest.display()
+                        ),
+                        None => println!(
+                            "api `{}` no longer records ({} edited)",
+                            edit.api,
+                            done.manifest.display()
+                        ),
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Admin { options, cmd } => match cmd {
             AdminCmd::Init { config, user } => admin_init(&config, &user),
             AdminCmd::Recover { config, user } => admin_recover(&config, &user),

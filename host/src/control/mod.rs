@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod plane;
+pub mod record_edit;
 pub mod reload;
 
 pub use plane::{ControlPlane, EditError, ReloadOutcome};

@@ -463,3 +463,83 @@ json.set = {{ "/seen" = true }}
         .unwrap()
         .contains("seen"));
 }
+
+/// `tollgate record` with these arguments against `gw`'s gateway file.
+fn record_cmd(gw: &TestGateway, args: &[&str]) -> Output {
+    std::process::Command::new(tollgate_bin())
+        .arg("record")
+        .arg("--config")
+        .arg(gw.path().join("tollgate.toml"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn lines_in(path: &Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tollgate_record_turns_an_api_s_recording_on_and_off() {
+    let up = Upstream::start().await;
+    let manifest = format!(
+        "# the operator's comment stays\n{}",
+        simple_manifest(&up.url(), "")
+    );
+    let gw = TestGateway::builder(&manifest).watch(true).start().await;
+    let api_toml = gw.path().join("api.toml");
+    let trace = gw.path().join("test.trace.jsonl");
+    let c = client();
+
+    // Bad input: nothing written.
+    let before = std::fs::read_to_string(&api_toml).unwrap();
+    for (args, why) in [
+        (&["--api", "nope"][..], "no api `nope`"),
+        (&["--api", "test", "--sample", "2"][..], "sample"),
+        (
+            &["--api", "test", "--max-bytes", "12 parsecs"][..],
+            "max-bytes",
+        ),
+        (&["--api", "test", "--off"][..], "not recording"),
+    ] {
+        let out = record_cmd(&gw, args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(err.contains(why), "{args:?}: {err}");
+        assert_eq!(std::fs::read_to_string(&api_toml).unwrap(), before);
+    }
+
+    // On: the manifest gains [api.record], keeps its comment, and the
+    // running gateway records after its reload.
+    let out = record_cmd(&gw, &["--api", "test", "--max-bytes", "1MiB"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("test.trace.jsonl"));
+    let text = std::fs::read_to_string(&api_toml).unwrap();
+    assert!(text.starts_with("# the operator's comment stays"), "{text}");
+    assert!(text.contains("max-bytes = \"1MiB\""), "{text}");
+    let started = std::time::Instant::now();
+    while lines_in(&trace) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "nothing recorded"
+        );
+        let r = c.get(gw.url("/a?x=1")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Off: the table goes, and calls after the reload are not recorded.
+    let out = record_cmd(&gw, &["--api", "test", "--off"]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(!std::fs::read_to_string(&api_toml)
+        .unwrap()
+        .contains("[api.record]"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let recorded = lines_in(&trace);
+    for _ in 0..5 {
+        let r = c.get(gw.url("/b")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(lines_in(&trace), recorded);
+}
