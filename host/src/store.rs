@@ -375,6 +375,13 @@ impl Store {
         Ok(t.get(KV_USAGE_KEY)?.map_or((0, 0), |v| kv_usage_decode(&v)))
     }
 
+    /// Whether the store answers: one read of its default tree (for the
+    /// readiness probe).
+    pub fn ping(&self) -> Result<()> {
+        self.db.get(b"")?;
+        Ok(())
+    }
+
     /// A quota counter (0 if absent).
     pub fn quota_get(&self, key: &[u8]) -> Result<u64> {
         let t = self.db.open_tree("quota")?;

@@ -74,6 +74,8 @@ pub(super) struct Snapshots {
     built: Mutex<HashMap<(String, String), Snapshot>>,
     /// `[plugins] reset = false`: snapshots get no in-guest reset.
     no_reset: AtomicBool,
+    /// Snapshots queued and not yet built or given up on (for readiness).
+    pending: std::sync::atomic::AtomicUsize,
 }
 
 /// A step to snapshot: a clone, whose snapshot cell is the serving step's.
@@ -106,6 +108,7 @@ impl Runtime {
                 while let Ok(job) = rx.recv() {
                     let Some(runtime) = weak.upgrade() else { break };
                     rt.block_on(runtime.fill(job));
+                    runtime.snapshots.pending.fetch_sub(1, Ordering::AcqRel);
                 }
             })
             .context("starting the snapshot builder")?;
@@ -128,7 +131,18 @@ impl Runtime {
             let _ = step.snapshot.set(s.clone());
             return;
         }
-        let _ = tx.send(step.clone());
+        // Counted before the builder can see it, so it never counts below 0.
+        self.snapshots.pending.fetch_add(1, Ordering::AcqRel);
+        if tx.send(step.clone()).is_err() {
+            self.snapshots.pending.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Configured snapshots queued and not yet settled (built, or given up
+    /// on: a step whose snapshot fails serves without one). 0 when
+    /// snapshots are off.
+    pub fn snapshots_pending(&self) -> usize {
+        self.snapshots.pending.load(Ordering::Acquire)
     }
 
     async fn fill(&self, step: Job) {

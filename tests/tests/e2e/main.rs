@@ -11,6 +11,7 @@ mod canary;
 mod chain;
 mod deadlines;
 mod fairness;
+mod health;
 mod hostile_h2;
 mod hostile_head;
 mod hostile_http1;

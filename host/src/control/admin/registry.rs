@@ -102,6 +102,13 @@ pub struct Registry {
     write: Mutex<()>,
 }
 
+impl Registry {
+    /// Whether the store under the registry answers (for readiness).
+    pub fn store_ok(&self) -> Result<(), String> {
+        self.store.ping().map_err(|e| format!("{e:#}"))
+    }
+}
+
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registry").finish_non_exhaustive()

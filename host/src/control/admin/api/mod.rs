@@ -17,6 +17,7 @@ mod apis;
 mod apps;
 mod audit;
 mod consumers;
+mod health;
 mod keys;
 mod plans;
 mod products;
@@ -138,6 +139,8 @@ pub const TABLE: &[Route] = {
     use Family::*;
     &[
     get("/admin/v1/openapi.json", Public, openapi::document),
+    get("/healthz", Public, health::healthz),
+    get("/readyz", Public, health::readyz),
     get("/admin/v1/whoami", WhoAmI, users::whoami),
     // Admin users.
     get("/admin/v1/users", Users, list::<User>),
@@ -351,7 +354,8 @@ mod tests {
             let f = *by_segment.entry(seg).or_insert(r.family);
             assert_eq!(f, r.family, "{} {}", r.method, r.path);
         }
-        assert_eq!(by_segment.len(), 11);
+        // 11 collections, and the probes outside `/admin/v1` (both public).
+        assert_eq!(by_segment.len(), 12);
     }
 
     #[test]
