@@ -172,11 +172,18 @@ enum AdminCmd {
 }
 
 fn init_logging() {
+    init_logging_with(true);
+}
+
+/// Logs to standard error at `TOLLGATE_LOG` (default `info`); `ansi`:
+/// colours (not for a log file another program reads).
+fn init_logging_with(ansi: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("TOLLGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .init();
 }
 
@@ -293,13 +300,8 @@ fn policy(cmd: PolicyCmd) -> ExitCode {
         ),
         PolicyCmd::Replay(args) => return tollgate::replay::main(args),
         PolicyCmd::TestHost { wasm, cache_dir } => {
-            let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-            tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_writer(std::io::stderr)
-                .with_ansi(false)
-                .init();
+            // Its log is a file the test runner shows on failure.
+            init_logging_with(false);
             test_host::serve(&wasm, cache_dir)
         }
     };
