@@ -172,19 +172,23 @@ enum AdminCmd {
 }
 
 fn init_logging() {
-    init_logging_with(true);
+    init_logging_with(false);
 }
 
-/// Logs to standard error at `TOLLGATE_LOG` (default `info`); `ansi`:
-/// colours (not for a log file another program reads).
-fn init_logging_with(ansi: bool) {
+/// Logs to standard error at `TOLLGATE_LOG` (default `info`). `plain`: no
+/// colours whatever the terminal (a log file another program reads);
+/// otherwise the subscriber's own choice.
+fn init_logging_with(plain: bool) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_env("TOLLGATE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .init();
+        .with_writer(std::io::stderr);
+    if plain {
+        logs.with_ansi(false).init();
+    } else {
+        logs.init();
+    }
 }
 
 fn main() -> ExitCode {
@@ -301,7 +305,7 @@ fn policy(cmd: PolicyCmd) -> ExitCode {
         PolicyCmd::Replay(args) => return tollgate::replay::main(args),
         PolicyCmd::TestHost { wasm, cache_dir } => {
             // Its log is a file the test runner shows on failure.
-            init_logging_with(false);
+            init_logging_with(true);
             test_host::serve(&wasm, cache_dir)
         }
     };
