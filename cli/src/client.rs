@@ -121,10 +121,14 @@ impl Client {
 
     async fn once(&self, call: &Call, after: Option<&str>) -> Result<Value, Error> {
         let url = self.url(call, after);
-        let mut req = self
-            .http
-            .request(call.method.clone(), url.clone())
-            .header(header::ACCEPT, "application/json");
+        let mut req = self.http.request(call.method.clone(), url.clone()).header(
+            header::ACCEPT,
+            if call.text {
+                "text/csv"
+            } else {
+                "application/json"
+            },
+        );
         if call.auth {
             let token = self.token.as_deref().ok_or(Error::NoToken)?;
             req = req.bearer_auth(token);
@@ -156,6 +160,9 @@ impl Client {
                 status: status.as_u16(),
                 body: String::from_utf8_lossy(&bytes).into_owned(),
             });
+        }
+        if call.text {
+            return Ok(Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         }
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Value::Null);

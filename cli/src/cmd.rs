@@ -44,6 +44,9 @@ pub enum Command {
     Whoami,
     /// Print the admin API's OpenAPI description (JSON; needs no token).
     Openapi,
+    /// Reports of the analytics store: calls, errors, latency, bytes.
+    #[command(subcommand)]
+    Analytics(Box<crate::analytics::AnalyticsVerb>),
 }
 
 /// Paging of a list.
@@ -328,6 +331,8 @@ pub struct Call {
     pub auth: bool,
     /// Follow `next` until the last page.
     pub all: bool,
+    /// The answer is text (CSV), not JSON.
+    pub text: bool,
     pub show: Show,
 }
 
@@ -341,6 +346,7 @@ impl Call {
             if_match: None,
             auth: true,
             all: false,
+            text: false,
             show,
         }
     }
@@ -423,6 +429,7 @@ pub fn plan(command: &Command) -> Result<Call, Error> {
             call.auth = false;
             Ok(call)
         }
+        Command::Analytics(verb) => Ok(crate::analytics::plan(verb)),
     }
 }
 

@@ -19,6 +19,7 @@
 //! which needs the gateway's store) and calls [`run`].
 #![forbid(unsafe_code)]
 
+mod analytics;
 mod body;
 mod chain;
 mod client;
@@ -26,6 +27,7 @@ mod cmd;
 mod error;
 mod render;
 
+pub use analytics::AnalyticsVerb;
 pub use cmd::{
     ApiVerb, AppFilter, AuditVerb, ChainVerb, Command, Crud, Fields, Filter, KeyFilter, KeyVerb,
     NoFilter, Page, PlanFilter, SubscriptionFilter, SubscriptionVerb, UserVerb,

@@ -227,6 +227,10 @@ pub enum Show {
     ChainSet { api: String },
     /// Pretty JSON whatever the flags (the OpenAPI document).
     Raw,
+    /// Text as it came (a CSV report), whatever the flags.
+    Text,
+    /// An analytics report as a table, its range and totals on stderr.
+    Report { consumer: Option<String> },
 }
 
 /// Which stream a part of the output goes to.
@@ -279,6 +283,10 @@ impl Output {
 /// Present `answer` as `show` says; `json` is `--json`.
 pub fn render(show: &Show, answer: &Value, json: bool) -> Output {
     let mut o = Output::default();
+    if *show == Show::Text {
+        o.out(answer.as_str().unwrap_or_default());
+        return o;
+    }
     if json || *show == Show::Raw {
         // A 204 has no body: nothing to print.
         if !answer.is_null() {
@@ -351,7 +359,21 @@ pub fn render(show: &Show, answer: &Value, json: bool) -> Output {
                 field(answer, "etag")
             ));
         }
-        Show::Raw => unreachable!("handled above"),
+        Show::Report { consumer } => {
+            let (rows, notes) = crate::analytics::table(answer);
+            if let Some(c) = consumer {
+                o.err(format!("consumer `{c}`"));
+            }
+            if rows.len() > 1 {
+                o.out(align(&rows));
+            } else {
+                o.err("no calls in this range");
+            }
+            for n in notes {
+                o.err(n);
+            }
+        }
+        Show::Raw | Show::Text => unreachable!("handled above"),
     }
     o
 }

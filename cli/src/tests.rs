@@ -619,3 +619,83 @@ async fn non_json_success_is_an_error() {
     let e = execute(&args_for(&url, &["whoami"])).await.unwrap_err();
     assert!(matches!(e, Error::NotJson { status: 200, .. }), "{e:?}");
 }
+
+#[test]
+fn analytics_commands_plan_their_queries() {
+    let c = planned(&[
+        "analytics",
+        "report",
+        "--from",
+        "-7d",
+        "--by",
+        "api,status",
+        "--status",
+        "5xx",
+        "--limit",
+        "20",
+    ]);
+    assert_eq!(c.path, ["analytics", "report"]);
+    assert_eq!(
+        c.query,
+        [
+            ("from", "-7d".to_string()),
+            ("by", "api,status".to_string()),
+            ("status", "5xx".to_string()),
+            ("limit", "20".to_string()),
+        ]
+    );
+    assert_eq!(c.show, Show::Report { consumer: None });
+    assert!(!c.text);
+    let c = planned(&["analytics", "top", "--from", "-30d", "--csv"]);
+    assert_eq!(c.path, ["analytics", "top-consumers"]);
+    assert!(c.query.contains(&("format", "csv".to_string())));
+    assert!(c.text);
+    assert_eq!(c.show, Show::Text);
+    let c = planned(&["analytics", "consumer", "alice", "--interval", "hour"]);
+    assert_eq!(c.path, ["analytics", "consumers", "alice"]);
+    assert_eq!(c.query, [("interval", "hour".to_string())]);
+    assert!(parse_err(&["analytics", "report", "--interval", "week"]).contains("week"));
+    assert!(parse_err(&["analytics", "top", "--by", "api"]).contains("--by"));
+}
+
+#[test]
+fn analytics_reports_print_as_tables() {
+    let answer = json!({
+        "from": "2027-01-01T00:00:00Z", "to": "2027-01-02T00:00:00Z",
+        "interval": null, "by": ["consumer"], "truncated": 3,
+        "totals": {"calls": 12, "errors": 2, "errors_4xx": 1, "errors_5xx": 1,
+                   "latency_us": {"p50": 1500, "p99": 150_000}},
+        "rows": [
+            {"consumer": "alice", "calls": 10, "errors": 1, "errors_4xx": 0, "errors_5xx": 1,
+             "bytes_in": 0, "bytes_out": 100,
+             "latency_us": {"p50": 1500, "p95": 2000, "p99": 150_000},
+             "upstream_latency_us": null},
+            {"consumer": "", "calls": 2, "errors": 1, "errors_4xx": 1, "errors_5xx": 0,
+             "bytes_in": 0, "bytes_out": 0, "latency_us": {"p50": 300, "p95": 300, "p99": 300},
+             "upstream_latency_us": null},
+        ],
+    });
+    let o = render::render(&Show::Report { consumer: None }, &answer, false);
+    let out = o.stdout();
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].starts_with("CONSUMER  CALLS  ERRORS"), "{out}");
+    assert!(
+        lines[1].starts_with("alice") && lines[1].contains("150.0"),
+        "{out}"
+    );
+    assert!(lines[2].starts_with("-"), "{out}");
+    let err = o.stderr();
+    assert!(
+        err.contains("12 calls, 2 errors (4xx 1, 5xx 1), p50 1.5 ms, p99 150.0 ms"),
+        "{err}"
+    );
+    assert!(err.contains("3 more row(s)"), "{err}");
+    // CSV comes through as it is, with or without --json.
+    let csv = Value::String("consumer,calls\r\nalice,10\r\n".into());
+    for json in [false, true] {
+        assert_eq!(
+            render::render(&Show::Text, &csv, json).stdout(),
+            "consumer,calls\r\nalice,10\r\n"
+        );
+    }
+}

@@ -72,12 +72,29 @@ impl Gateway {
         let generation =
             loader::build_recording(&gw_path, &gw, &runtime, &Default::default(), &mut inputs)
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let data = Arc::new(DataPlane::new(
-            runtime.clone(),
-            generation,
-            gw.limits.clone(),
-            base,
-        ));
+        let observe = Arc::new(crate::observe::Observers {
+            metrics: {
+                let m = crate::observe::metrics::global();
+                m.configure(&gw.metrics);
+                m
+            },
+            metrics_on: gw.metrics.enabled,
+            analytics: match &gw.analytics {
+                Some(spec) => Some(crate::observe::analytics::Analytics::start(
+                    store.clone(),
+                    spec,
+                )?),
+                None => None,
+            },
+            tracer: match &gw.otel {
+                Some(spec) => Some(crate::observe::trace::Tracer::start(spec)?),
+                None => None,
+            },
+        });
+        let data = Arc::new(
+            DataPlane::new(runtime.clone(), generation, gw.limits.clone(), base)
+                .with_observers(observe),
+        );
         let control = Arc::new(ControlPlane::new(
             data.clone(),
             registry.clone(),

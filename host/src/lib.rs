@@ -6,13 +6,14 @@
 //!
 //! | layer | modules | what |
 //! |---|---|---|
-//! | 0 | [`domain`] | types both planes share: time, periods, consumers, grants |
-//! | 1 | [`store`], [`manifest`], [`net`], [`route`] | the sled store, the TOML files, TLS and sockets, routing |
-//! | 2 | [`upstream`], [`policy`], [`record`] | the upstream client; the Wasm policy runtime and the host side of its WIT imports; recording calls to trace files |
-//! | 3 | [`loader`], [`author`], [`replay`] | builds a configuration generation from the files, level by level; tools for policy authors; replaying recorded calls against two versions of a policy |
-//! | 4 | [`gateway`] | the data plane: listeners and the request pipeline |
-//! | 5 | [`control`] | the control plane: admin API, reloads, manifest edits |
-//! | 6 | [`app`], [`demo`] | the composition root; the demo upstream |
+//! | 0 | [`domain`], [`store`] | types both planes share: time, periods, consumers, grants; the sled store |
+//! | 1 | [`observe`] | metrics, traces and the analytics store |
+//! | 2 | [`manifest`], [`net`], [`route`] | the TOML files, TLS and sockets, routing |
+//! | 3 | [`upstream`], [`policy`], [`record`] | the upstream client; the Wasm policy runtime and the host side of its WIT imports; recording calls to trace files |
+//! | 4 | [`loader`], [`author`], [`replay`] | builds a configuration generation from the files, level by level; tools for policy authors; replaying recorded calls against two versions of a policy |
+//! | 5 | [`gateway`] | the data plane: listeners and the request pipeline |
+//! | 6 | [`control`] | the control plane: admin API, reloads, manifest edits |
+//! | 7 | [`app`], [`demo`] | the composition root; the demo upstream |
 #![deny(unsafe_code)]
 
 pub mod app;
@@ -24,6 +25,7 @@ pub mod gateway;
 pub mod loader;
 pub mod manifest;
 pub mod net;
+pub mod observe;
 pub mod policy;
 pub mod record;
 pub mod replay;

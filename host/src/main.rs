@@ -562,6 +562,15 @@ fn run(config: PathBuf) -> Result<()> {
         gateway.runtime.flush_logs();
         // And every recorded call ([api.record]) still queued.
         tollgate::record::flush_all(std::time::Duration::from_secs(2));
+        // And the calls the analytics writer holds (a SIGKILL loses at most
+        // one `[analytics] flush-interval` of them).
+        if let Some(a) = &gateway.data.observe.analytics {
+            if !a.flush(std::time::Duration::from_secs(5)) {
+                tracing::warn!(
+                    "analytics: not flushed at shutdown; up to one flush interval of calls is lost"
+                );
+            }
+        }
         Ok(())
     });
     workers.stop();

@@ -436,6 +436,7 @@ impl Writer {
             }
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 let n = self.shared.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+                crate::observe::metrics::global().dropped("record", 1);
                 if n.is_power_of_two() {
                     tracing::warn!(
                         file = %self.shared.path.display(),

@@ -372,6 +372,8 @@ pub struct Route {
     pub methods: Vec<String>,
     /// Declaration order, to break ties.
     pub order: usize,
+    /// Its metric cells, resolved on its first call.
+    pub cells: std::sync::OnceLock<std::sync::Arc<crate::observe::metrics::RouteCells>>,
 }
 
 /// What routing found.
@@ -527,6 +529,7 @@ mod tests {
             path: pat,
             methods: methods.iter().map(|m| m.to_string()).collect(),
             order,
+            cells: Default::default(),
         }
     }
 

@@ -463,6 +463,54 @@ fn kv_usage_init(t: &sled::Tree) -> Result<()> {
     Ok(())
 }
 
+// ---------------------------------------------------------------------------
+// Ranges (the analytics store, `observe::analytics`: time-ordered keys).
+
+impl Store {
+    /// Visit the entries of `tree` whose keys are in `[from, to)`, in key
+    /// order, until `f` returns false (nothing is copied but the entry at
+    /// hand).
+    pub fn range_each(
+        &self,
+        tree: &str,
+        from: &[u8],
+        to: &[u8],
+        mut f: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<()> {
+        if from >= to {
+            return Ok(());
+        }
+        let t = self.db.open_tree(tree)?;
+        for item in t.range(from..to) {
+            let (k, v) = item?;
+            if !f(&k, &v) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Remove every entry of `tree` whose key is in `[from, to)` in one
+    /// atomic batch, durable when it returns; how many were removed.
+    pub fn remove_range_durable(&self, tree: &str, from: &[u8], to: &[u8]) -> Result<usize> {
+        if from >= to {
+            return Ok(0);
+        }
+        let t = self.db.open_tree(tree)?;
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for k in t.range(from..to).keys() {
+            batch.remove(k?);
+            n += 1;
+        }
+        if n > 0 {
+            t.apply_batch(batch)?;
+            self.durable()?;
+        }
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

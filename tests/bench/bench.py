@@ -317,6 +317,16 @@ TOLLGATE_VARIANTS = [
     # with a fresh instance per request instead of one reset in the guest.
     ("tollgate, 5 steps (cache miss), fresh",
      ["access-log", "key-auth", "rate-limit", "cache-miss", "transform"], "MISS"),
+    # What the gateway shows of itself (issue 17): the default counts every
+    # call for `GET /metrics`; "unobserved" turns that off
+    # (`[metrics] enabled = false`); "analytics" also writes every call to
+    # the analytics store (`[analytics]`).
+    ("tollgate, 0 steps, unobserved", [], None),
+    ("tollgate, 0 steps, analytics", [], None),
+    ("tollgate, 5 steps (cache miss), unobserved",
+     ["access-log", "key-auth", "rate-limit", "cache-miss", "transform"], "MISS"),
+    ("tollgate, 5 steps (cache miss), analytics",
+     ["access-log", "key-auth", "rate-limit", "cache-miss", "transform"], "MISS"),
 ]
 NO_SNAPSHOTS = "no snapshots"
 WORKER = ", worker"
@@ -325,6 +335,11 @@ GW0 = "tollgate, 0 steps"
 GW5 = "tollgate, 5 steps (cache miss)"
 GW5W = GW5 + WORKER
 GW5F = GW5 + FRESH
+UNOBSERVED = ", unobserved"
+ANALYTICS = ", analytics"
+# The most throughput metrics (and metrics with analytics) may cost against
+# the same chain unobserved (median of the rounds' ratios).
+OBSERVE_FLOOR = 0.97
 # With --baseline: the variants also started from the saved build, each with
 # its current-build twin; the comparison takes current / baseline per round.
 BASELINE_OF = {GW0: "baseline, 0 steps", GW5: "baseline, 5 steps (cache miss)"}
@@ -401,16 +416,20 @@ def plugin_files(steps):
 
 
 def write_tollgate(dirpath, port, up_port, steps, digest, snapshots=True, plugins=PLUGINS,
-                   isolation="request"):
+                   isolation="request", observe="default"):
     """The gateway file of a variant (and its manifest). `isolation` other
     than the default is written as `[limits] step-isolation`; the default is
     left out, so that a baseline build older than the key still loads it.
     `isolation="fresh"` is `request` with `[plugins] reset = false` (a fresh
-    instance per request instead of a reset one)."""
+    instance per request instead of a reset one). `observe`: "default" (no
+    section: metrics on, analytics off), "off" (`[metrics] enabled = false`)
+    or "analytics" (`[analytics]` too)."""
     os.makedirs(dirpath, exist_ok=True)
     reset = "reset = false\n" if isolation == "fresh" else ""
     limits = "" if isolation in ("request", "fresh") else f'step-isolation = "{isolation}"\n'
 
+    sections = {"default": "", "off": "\n[metrics]\nenabled = false\n",
+                "analytics": "\n[analytics]\n"}[observe]
     chain = "\n".join(STEP[s] for s in steps)
     with open(os.path.join(dirpath, "api.toml"), "w") as f:
         f.write(f"""schema = 1
@@ -452,7 +471,7 @@ step-timeout = "200ms"
 {limits}
 [access-log]
 path = "access.log"
-""")
+{sections}""")
     return path
 
 
@@ -1044,7 +1063,10 @@ def bench(a, cfg, procs):
         binary = base_bin if is_base else TOLLGATE
         isolation = ("worker" if name.endswith(WORKER)
                      else "fresh" if name.endswith(FRESH) else "request")
-        conf = write_tollgate(d, port, up_port, steps, digest, snapshots, plugins, isolation)
+        observe = ("off" if name.endswith(UNOBSERVED)
+                   else "analytics" if name.endswith(ANALYTICS) else "default")
+        conf = write_tollgate(d, port, up_port, steps, digest, snapshots, plugins, isolation,
+                              observe)
         check = subprocess.run([binary, "check", conf], capture_output=True, text=True)
         if check.returncode != 0:
             raise BenchError(f"{binary} check {conf} failed:\n{check.stdout}{check.stderr}")
@@ -1397,6 +1419,16 @@ def report(cfg, variants, wrk, fixed, mem, meta, problems):
                "per request (`[plugins] reset = false`); which is kept, not a target",
                f"CPU {fmt(s, 1, sign=True, suffix=' µs')} per request, throughput {ratio(t)}",
                None)
+    for chain, gw in (("0 steps", GW0), ("5-step chain", GW5)):
+        off = gw + UNOBSERVED
+        for on, what in ((gw, "metrics on"), (gw + ANALYTICS, "metrics and analytics on")):
+            if {on, off} <= have:
+                t = summary(per_round(lambda r, on=on: w(on, r, "rps") / w(off, r, "rps")))
+                c = summary(per_round(lambda r, on=on: w(on, r, "cpu_us") - w(off, r, "cpu_us")))
+                target(f"{chain}, {what}: throughput ≥ {OBSERVE_FLOOR} × the same chain "
+                       "unobserved (`[metrics] enabled = false`, no `[analytics]`)",
+                       f"{ratio(t)}, CPU {fmt(c, 1, sign=True, suffix=' µs')} per request",
+                       None if t is None else t[0] >= OBSERVE_FLOOR)
     hi_rate = RATES[-1]
     if {GW5, "nginx"} <= have:
         if not sustains(hi_rate, "direct"):

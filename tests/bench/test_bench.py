@@ -58,7 +58,8 @@ class SelectVariants(unittest.TestCase):
 
     def test_other_entries_are_substrings(self):
         got = bench.select_variants("5 steps", names(True))
-        self.assertEqual(got, [GW5, B5, HIT, NOSNAP, WORKER, FRESH])
+        self.assertEqual(got, [GW5, B5, HIT, NOSNAP, WORKER, FRESH,
+                               GW5 + bench.UNOBSERVED, GW5 + bench.ANALYTICS])
         got = bench.select_variants("key", names(None))
         self.assertEqual(got, ["tollgate, key-auth", "tollgate, key-auth + rate-limit"])
 
@@ -116,6 +117,21 @@ class BaselineVariants(unittest.TestCase):
             # The default is not written: a baseline build may not know the key.
             path = bench.write_tollgate(d, 1, 2, specs[GW5], "0" * 64)
             self.assertNotIn("reset", read(path))
+
+    def test_observed_variants_switch_metrics_and_analytics(self):
+        specs = {n: steps for n, steps, *_ in bench.gateway_variants(None)}
+        for gw in (bench.GW0, GW5):
+            self.assertEqual(specs[gw + bench.UNOBSERVED], specs[gw])
+            self.assertEqual(specs[gw + bench.ANALYTICS], specs[gw])
+        with tempfile.TemporaryDirectory() as d:
+            path = bench.write_tollgate(d, 1, 2, [], "0" * 64, observe="off")
+            self.assertIn("\n[metrics]\nenabled = false\n", read(path))
+            path = bench.write_tollgate(d, 1, 2, [], "0" * 64, observe="analytics")
+            self.assertIn("\n[analytics]\n", read(path))
+            # The default writes neither: a baseline build may not know them.
+            path = bench.write_tollgate(d, 1, 2, [], "0" * 64)
+            self.assertNotIn("[metrics]", read(path))
+            self.assertNotIn("[analytics]", read(path))
 
     def test_gateway_file_loads_the_given_plugin_folder(self):
         with tempfile.TemporaryDirectory() as d:

@@ -144,14 +144,17 @@ impl ControlPlane {
         match built {
             Ok(Ok(g)) => {
                 let n = self.data.install(g);
+                crate::observe::metrics::global().reload(true, n);
                 tracing::info!(generation = n, "configuration reloaded");
                 ReloadOutcome::Applied
             }
             Ok(Err(e)) => {
+                crate::observe::metrics::global().reload(false, 0);
                 tracing::error!("reload rejected, the previous configuration keeps serving:\n{e}");
                 ReloadOutcome::Rejected(e.to_string())
             }
             Err(e) => {
+                crate::observe::metrics::global().reload(false, 0);
                 tracing::error!("reload failed: {e}");
                 ReloadOutcome::Rejected(e.to_string())
             }

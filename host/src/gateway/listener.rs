@@ -159,6 +159,8 @@ struct Serving {
     /// `send-timeout`: a client that reads nothing of a response for this
     /// long is dropped.
     send_stall: Duration,
+    /// The listener's metric cells.
+    cells: Arc<crate::observe::metrics::ListenerCells>,
 }
 
 impl Serving {
@@ -178,6 +180,7 @@ impl Serving {
             builder: connection_builder(limits),
             first_request: limits.request_header_timeout.0,
             send_stall: limits.send_timeout.0,
+            cells: crate::observe::metrics::global().listener_cells(l.name.as_str()),
             gateway,
         })
     }
@@ -250,8 +253,10 @@ async fn serve_connection(
         "http"
     };
     let gateway = serving.gateway.clone();
+    let cells = serving.cells.clone();
     let svc = service_fn(move |req| {
         let gateway = gateway.clone();
+        let cells = cells.clone();
         async move {
             // One request per turn: a connection whose requests are
             // answered without any wait (no route, a refused key, a
@@ -267,7 +272,13 @@ async fn serve_connection(
             // and the whole pipeline's future (policy calls, upstream) is
             // several KiB; boxed, an idle keep-alive connection holds a
             // pointer, and a request allocates the pipeline once.
-            let call = Box::pin(super::handle(&gateway, req, peer, scheme));
+            let call = Box::pin(super::pipeline::handle_on(
+                &gateway,
+                req,
+                peer,
+                scheme,
+                Some(cells),
+            ));
             Ok::<_, std::convert::Infallible>(call.await)
         }
     });

@@ -30,6 +30,7 @@ pub use pipeline::{headers_to_wit, wit_to_headers};
 
 use crate::loader::Generation;
 use crate::manifest::Limits;
+use crate::observe::Observers;
 use crate::policy::Runtime;
 use arc_swap::ArcSwap;
 use std::path::PathBuf;
@@ -48,6 +49,8 @@ pub struct DataPlane {
     base: PathBuf,
     /// Bumped on every configuration swap after the first (for tests and logs).
     pub generation: std::sync::atomic::AtomicU64,
+    /// Metrics, analytics and traces: every finished call is handed to them.
+    pub observe: Arc<Observers>,
 }
 
 impl DataPlane {
@@ -58,7 +61,15 @@ impl DataPlane {
             limits,
             base,
             generation: std::sync::atomic::AtomicU64::new(1),
+            observe: Arc::new(Observers::metrics_only()),
         }
+    }
+
+    /// The data plane with these observers instead of metrics alone.
+    pub fn with_observers(mut self, observe: Arc<Observers>) -> Self {
+        observe.metrics.set_generation(1);
+        self.observe = observe;
+        self
     }
 
     /// The configuration serving right now.
@@ -70,9 +81,12 @@ impl DataPlane {
     /// finish on the generation they started with.
     pub fn install(&self, g: Generation) -> u64 {
         self.current.store(Arc::new(g));
-        self.generation
+        let n = self
+            .generation
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-            + 1
+            + 1;
+        self.observe.metrics.set_generation(n);
+        n
     }
 
     /// The listeners' limits (from the gateway file at start).

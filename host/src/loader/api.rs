@@ -215,5 +215,6 @@ pub(super) fn compile_route(api: usize, order: usize, r: &RouteSpec) -> Result<R
         path,
         methods,
         order,
+        cells: Default::default(),
     })
 }

@@ -50,6 +50,11 @@ fn check(path: &Path, gw: &GatewayFile) -> Vec<String> {
     check_step_limits(&gw.limits, &mut errs);
     check_connection_limits(&gw.limits, &mut errs);
     check_plugin_limits(&gw.limits, &mut errs);
+    if let Some(e) = crate::observe::metrics::check_spec(&gw.metrics) {
+        errs.push(e);
+    }
+    check_otel(gw, &mut errs);
+    check_analytics(gw, &mut errs);
     if let Some(ca) = &gw.outbound.ca_file {
         let base = path.parent().unwrap_or(Path::new("."));
         let mut roots = rustls::RootCertStore::empty();
@@ -60,6 +65,15 @@ fn check(path: &Path, gw: &GatewayFile) -> Vec<String> {
     errs.into_iter()
         .map(|e| format!("{}: {e}", path.display()))
         .collect()
+}
+
+/// `[otel]`: an `http://` endpoint, a ratio in 0..=1, valid header
+/// fields, bounded timeouts and queues (see
+/// [`crate::observe::trace::OtelSpec::problems`]).
+fn check_otel(gw: &GatewayFile, errs: &mut Vec<String>) {
+    if let Some(otel) = &gw.otel {
+        errs.extend(otel.problems());
+    }
 }
 
 /// At least one listener; distinct names; each address IP:port.
@@ -173,6 +187,14 @@ fn check_connection_limits(l: &Limits, errs: &mut Vec<String>) {
             "limits.max-request-target = {} bytes must be between 256 bytes and 64KiB",
             l.max_request_target.0
         ));
+    }
+}
+
+/// `[analytics]`: flush interval, queue, series and retentions in range
+/// (see [`crate::observe::analytics::AnalyticsSpec::check`]).
+fn check_analytics(gw: &GatewayFile, errs: &mut Vec<String>) {
+    if let Some(a) = &gw.analytics {
+        errs.extend(a.check());
     }
 }
 

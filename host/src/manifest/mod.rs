@@ -207,6 +207,13 @@ pub struct GatewayFile {
     pub admin: Option<AdminSpec>,
     #[serde(default)]
     pub outbound: OutboundSpec,
+    /// `[metrics]`: what `GET /metrics` shows beyond the defaults.
+    #[serde(default)]
+    pub metrics: crate::observe::metrics::MetricsSpec,
+    /// `[analytics]`: the per-minute analytics store; off without it.
+    pub analytics: Option<crate::observe::analytics::AnalyticsSpec>,
+    /// `[otel]`: OpenTelemetry traces; off without it.
+    pub otel: Option<crate::observe::trace::OtelSpec>,
 }
 
 /// The policies' outbound HTTP client (`http-client`, e.g. the `jwt`

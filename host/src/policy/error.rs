@@ -50,6 +50,23 @@ impl PolicyError {
             | PolicyError::Saturated { step, .. } => step,
         }
     }
+
+    /// What went wrong, as a metric label (`tollgate_step_outcomes_total`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PolicyError::Trap { .. } => "trap",
+            PolicyError::Timeout {
+                kind: TimeoutKind::Wall,
+                ..
+            } => "wall_timeout",
+            PolicyError::Timeout { .. } => "timeout",
+            PolicyError::Memory { .. } => "memory",
+            PolicyError::Busy { .. } => "busy",
+            PolicyError::BadOutput { .. } => "bad_output",
+            PolicyError::Quarantined { .. } => "quarantined",
+            PolicyError::Saturated { .. } => "saturated",
+        }
+    }
 }
 
 /// A rejected step configuration, before the caller adds file and API.

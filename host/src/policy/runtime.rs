@@ -53,9 +53,18 @@ pub struct Step {
     pub gate: Arc<gate::StepGate>,
     /// A second version serving a share of the calls (see [`super::canary`]).
     pub canary: Option<Arc<super::canary::Canary>>,
+    /// Its metric cells, resolved on first use (shared by its clones).
+    cells: Arc<std::sync::OnceLock<Arc<crate::observe::metrics::StepCells>>>,
 }
 
 impl Step {
+    /// The step's metric cells (labelled with its API and its name, so a
+    /// canary version counts apart).
+    pub fn cells(&self) -> &crate::observe::metrics::StepCells {
+        self.cells
+            .get_or_init(|| crate::observe::metrics::global().step_cells(&self.api, &self.name))
+    }
+
     /// This step with other log limits (the default ones until then).
     pub fn with_log_limits(mut self, limits: guard::LogLimits) -> Step {
         self.log = Arc::new(guard::StepLog::new(
@@ -202,6 +211,7 @@ impl Runtime {
     /// serve another request; any other is dropped. Dropping an instance
     /// instead (every failure) discards it.
     pub async fn release(&self, step: &Step, mut inst: StepInstance) {
+        step.cells().memory(inst.store.data().limiter.grown);
         if step.reuse.isolation == Isolation::Request {
             if inst.reset.is_none() {
                 return;
@@ -345,6 +355,7 @@ impl Runtime {
                 deadline::default_wall_timeout(timeout),
             ))),
             canary: None,
+            cells: Default::default(),
         };
         let outcome = block_on(async {
             let mut inst = self
@@ -442,9 +453,17 @@ impl Runtime {
         step: &Step,
         scope: &RequestScope,
     ) -> Result<StepInstance, PolicyError> {
+        use crate::observe::metrics::Source;
         if let Some(warm) = self.reuse.take(step, scope) {
+            step.cells()
+                .instance(if step.reuse.isolation == Isolation::Request {
+                    Source::Reset
+                } else {
+                    Source::Warm
+                });
             return Ok(warm);
         }
+        step.cells().instance(Source::Fresh);
         self.reuse.served_fresh(step, scope);
         if let Some(snap) = step.snapshot.get() {
             // Configured already: the snapshot is the state `configure`

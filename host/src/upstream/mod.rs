@@ -26,6 +26,7 @@
 //! bounded by `response-timeout` (`connect-timeout` covers the TCP connect).
 
 pub mod breaker;
+mod counted;
 mod error;
 
 use crate::manifest::UpstreamSpec;
@@ -33,6 +34,7 @@ use crate::net::error_chain;
 use crate::net::tls_client::{self, ClientTls, Connector, Trust};
 use crate::upstream::breaker::{Admit, Breaker, BreakerSettings, Transition};
 use bytes::Bytes;
+use counted::Counted;
 pub use error::UpstreamError;
 use http::uri::{PathAndQuery, Scheme};
 use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response, Uri};
@@ -85,7 +87,7 @@ pub struct Upstream {
     /// `http` or `https`, the same for every target.
     scheme: Scheme,
     /// One connection pool per serving worker (see [`crate::net::workers`]).
-    client: crate::net::workers::PerWorker<Client<Connector, ProxyBody>>,
+    client: crate::net::workers::PerWorker<Client<Counted<Connector>, ProxyBody>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -284,7 +286,7 @@ fn client_pools(
     api: &str,
     spec: &UpstreamSpec,
     tls: Option<&ClientTls>,
-) -> Result<crate::net::workers::PerWorker<Client<Connector, ProxyBody>>, String> {
+) -> Result<crate::net::workers::PerWorker<Client<Counted<Connector>, ProxyBody>>, String> {
     let mut conn = HttpConnector::new();
     conn.set_connect_timeout(Some(spec.connect_timeout.0));
     conn.set_nodelay(true);
@@ -301,6 +303,7 @@ fn client_pools(
             tls_client::connector(tls, conn, true)?
         }
     };
+    let conn = Counted::new(conn, crate::observe::metrics::global().conn_cells(api));
     Ok(crate::net::workers::PerWorker::new(|| {
         Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
@@ -342,6 +345,12 @@ impl Upstream {
     fn log_transition(&self, i: usize, t: Option<Transition>) {
         let Some(t) = t else { return };
         let target = self.targets[i].authority.as_str();
+        let m = crate::observe::metrics::global();
+        match t {
+            Transition::Opened { .. } | Transition::Reopened => m.breaker(&self.api, target, true),
+            Transition::Closed => m.breaker(&self.api, target, false),
+            Transition::HalfOpened => {}
+        }
         match t {
             Transition::Opened { failures } => tracing::warn!(
                 api = %self.api,
@@ -464,8 +473,11 @@ impl Upstream {
         }
         let index = lease.index;
         lease.report(false);
+        let metrics = crate::observe::metrics::global();
+        metrics.upstream_failure(&self.api, self.targets[index].authority.as_str());
         if e.retryable() && call.attempt < call.retries {
             call.attempt += 1;
+            metrics.upstream_retry(&self.api);
             tracing::debug!(
                 api = %self.api,
                 target = self.targets[index].authority.as_str(),

@@ -813,10 +813,12 @@ async fn the_openapi_document_and_the_live_routes_agree() {
     for (method, path) in &served {
         let concrete = path.replace("{id}", "nope").replace("{name}", "nope");
         let Some(concrete) = concrete.strip_prefix("/admin/v1") else {
-            // The probes (`/healthz`, `/readyz`) sit outside the API's prefix.
+            // The probes (`/healthz`, `/readyz`) and the metrics sit outside
+            // the API's prefix (the metrics with a token).
             let root = admin.base.trim_end_matches("/admin/v1");
             let r = client()
                 .get(format!("{root}{concrete}"))
+                .bearer_auth(&admin.token)
                 .send()
                 .await
                 .unwrap();

@@ -62,8 +62,10 @@ async fn schemathesis_finds_no_disagreement_between_the_document_and_the_server(
         return;
     }
     let up = Upstream::start().await;
+    // With the analytics store, so that its reports answer for real.
     let gw = TestGateway::builder(&manifest(&up.url()))
         .admin()
+        .gateway_toml("[analytics]\nflush-interval = \"200ms\"\n")
         .start()
         .await;
     let _ = std::fs::remove_dir_all(root().join("target/schemathesis"));

@@ -37,7 +37,15 @@ pub async fn handle(
 ) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    match serve(&state, req).await {
+    let served = serve(&state, req).await;
+    crate::observe::metrics::global().admin_call(
+        &method,
+        match &served {
+            Ok((status, _)) => status.as_u16(),
+            Err(e) => e.status.as_u16(),
+        },
+    );
+    match served {
         Ok((status, body)) => {
             tracing::debug!(%peer, %method, %path, status = status.as_u16(), "admin");
             if status == StatusCode::NO_CONTENT {
@@ -72,6 +80,7 @@ async fn serve(state: &Arc<State>, req: Request<Incoming>) -> api::Reply {
     };
     let host = header(header::HOST);
     let if_match = header(header::IF_MATCH).map(|v| v.trim().trim_matches('"').to_string());
+    let accept = header(header::ACCEPT);
     let query = req.uri().query().map(str::to_string);
     let body = read_body(state, req).await?;
     let call = Call {
@@ -83,6 +92,7 @@ async fn serve(state: &Arc<State>, req: Request<Incoming>) -> api::Reply {
         body,
         host,
         if_match,
+        accept,
         local: state.local,
         tls: state.tls,
     };
@@ -96,7 +106,9 @@ async fn authorize(
     route: &Route,
     headers: &HeaderMap,
 ) -> Result<Option<User>, AdminError> {
-    if route.family == api::Family::Public {
+    if route.family == api::Family::Public
+        || (route.family == api::Family::Metrics && crate::observe::metrics::global().public())
+    {
         return Ok(None);
     }
     let token = bearer(headers)?;
@@ -177,14 +189,21 @@ async fn read_body(state: &State, req: Request<Incoming>) -> Result<Bytes, Admin
 }
 
 fn respond(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(
-        serde_json::to_vec(&body).unwrap_or_default(),
-    )));
+    // A text reply ([`api::text`]): its body as is, with its type.
+    let raw = body.get(api::RAW).and_then(|raw| {
+        let ct = HeaderValue::from_str(raw.get("content_type")?.as_str()?).ok()?;
+        Some((ct, raw.get("body")?.as_str()?.to_string()))
+    });
+    let (content_type, bytes) = match raw {
+        Some((ct, text)) => (ct, Bytes::from(text)),
+        None => (
+            HeaderValue::from_static("application/json"),
+            Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+        ),
+    };
+    let mut r = Response::new(Full::new(bytes));
     *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    r.headers_mut().insert(header::CONTENT_TYPE, content_type);
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
@@ -229,6 +248,19 @@ mod tests {
             HeaderValue::from_static("Bearer tga_z"),
         );
         assert_eq!(bearer(&h).unwrap_err().status, 400);
+    }
+
+    #[test]
+    fn text_replies_are_written_as_they_are() {
+        let (status, body) = api::text("text/csv; charset=utf-8", "a,b\r\n".into()).unwrap();
+        let r = respond(status, body);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "text/csv; charset=utf-8");
+        assert_eq!(r.headers()[header::CACHE_CONTROL], "no-store");
+        let body = futures_util::FutureExt::now_or_never(r.into_body().collect())
+            .unwrap()
+            .unwrap()
+            .to_bytes();
+        assert_eq!(&body[..], b"a,b\r\n");
     }
 
     #[test]

@@ -3,11 +3,15 @@
 
 use crate::gateway::DataPlane;
 use crate::loader::Api;
+use crate::observe::trace::CallSpan;
 use crate::policy::host::{CallTiming, ResponseOrigin};
-use crate::policy::{CallContext, Header, HeaderOp, RequestHead, RequestScope, Step, StepInstance};
+use crate::policy::{
+    CallContext, Header, HeaderOp, PolicyError, RequestHead, RequestScope, Step, StepInstance,
+};
 use crate::upstream::{OutboundBody, UpstreamBody};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
+use opentelemetry::KeyValue;
 use std::net::SocketAddr;
 use std::sync::Mutex;
 
@@ -40,6 +44,9 @@ pub(crate) struct Ctx<'a> {
     /// The call as recorded so far, when its API records it
     /// (`[api.record]`) and it is in the sample.
     pub record: Option<Box<super::recording::Capture>>,
+    /// The call's server span, with `[otel]`; it ends when the context is
+    /// dropped.
+    pub trace: Option<CallSpan>,
 }
 
 impl Ctx<'_> {
@@ -54,6 +61,51 @@ impl Ctx<'_> {
 
     pub fn timing(&self) -> std::sync::MutexGuard<'_, CallTiming> {
         lock(&self.scope.timing)
+    }
+}
+
+/// The server span of a routed call, when the gateway traces (`[otel]`):
+/// named `METHOD ROUTE`, child of the request's `traceparent` if valid.
+pub(crate) fn call_span(
+    gateway: &DataPlane,
+    method: &http::Method,
+    headers: &HeaderMap,
+    api: &Api,
+    route: &str,
+    path: &str,
+    request_id: &str,
+) -> Option<CallSpan> {
+    let tracer = gateway.observe.tracer.as_ref()?;
+    let attrs = vec![
+        KeyValue::new("http.request.method", method.as_str().to_string()),
+        KeyValue::new("url.path", path.to_string()),
+        KeyValue::new("http.route", route.to_string()),
+        KeyValue::new("tollgate.api", api.name.to_string()),
+        KeyValue::new("tollgate.request_id", request_id.to_string()),
+    ];
+    Some(tracer.call(headers, format!("{method} {route}"), attrs))
+}
+
+/// How a step phase ended, for its span: `(outcome, error)`.
+pub(crate) fn step_failure(e: &PolicyError) -> (&'static str, Option<String>) {
+    let outcome = match e {
+        PolicyError::Trap { .. } | PolicyError::Memory { .. } => "trap",
+        PolicyError::Timeout { .. } => "deadline",
+        _ => "error",
+    };
+    (outcome, Some(e.to_string()))
+}
+
+impl Ctx<'_> {
+    /// The call is answered: the status the client gets and who called, on
+    /// the server span.
+    pub fn trace_answered(&self, status: u16) {
+        if let Some(t) = &self.trace {
+            t.status(status);
+            if let Some(c) = &self.call.consumer {
+                t.set(KeyValue::new("tollgate.consumer", c.id.clone()));
+            }
+        }
     }
 }
 

@@ -4,10 +4,13 @@
 
 use super::context::{wit_to_headers, Ctx, Fields, OutBody, Outgoing};
 use crate::gateway::error::{Failure, GatewayError};
+use crate::observe::trace::{CallSpan, ChildSpan};
 use crate::policy::host::ResponseOrigin;
 use crate::upstream::{self, Outbound, OutboundBody, UpstreamBody, UpstreamError};
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Response};
+use opentelemetry::trace::SpanKind;
+use opentelemetry::KeyValue;
 
 /// Call the upstream and take its response as the one the response chain
 /// starts from.
@@ -38,9 +41,50 @@ pub(crate) async fn upstream(cx: &mut Ctx<'_>) -> Result<Outgoing, Failure> {
 /// Send the request as the chain left it through the API's upstream, which
 /// picks the target (round-robin, skipping open breakers), sets `Host`, and
 /// retries what may be retried.
+/// With `[otel]`, the call has a client span, whose context goes upstream
+/// as `traceparent` (and `tracestate`).
 async fn call_upstream(cx: &mut Ctx<'_>) -> Result<Response<UpstreamBody>, Failure> {
-    let out = outbound(cx)?;
-    Ok(cx.api.upstream.forward(out).await?)
+    let span = cx.trace.as_ref().map(|t| upstream_span(t, cx));
+    let mut out = outbound(cx)?;
+    if let Some(span) = &span {
+        span.inject(&mut out.headers);
+    }
+    let result = cx.api.upstream.forward(out).await;
+    if let Some(span) = span {
+        match &result {
+            Ok(resp) => span.end("response", Some(resp.status().as_u16()), None),
+            Err(e) => span.end("error", None, Some(e.to_string())),
+        }
+    }
+    Ok(result?)
+}
+
+/// The upstream call's span: its targets (`server.address` and
+/// `server.port` when there is one) and the retries it may make.
+fn upstream_span(trace: &CallSpan, cx: &Ctx<'_>) -> ChildSpan {
+    let up = &cx.api.upstream;
+    let mut attrs = vec![
+        KeyValue::new("http.request.method", cx.head.method.clone()),
+        KeyValue::new(
+            "tollgate.upstream.targets",
+            up.targets
+                .iter()
+                .map(|t| t.authority.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        KeyValue::new("tollgate.upstream.max_retries", i64::from(up.retries)),
+    ];
+    if let [only] = up.targets.as_slice() {
+        attrs.push(KeyValue::new(
+            "server.address",
+            only.authority.host().to_string(),
+        ));
+        if let Some(port) = only.authority.port_u16() {
+            attrs.push(KeyValue::new("server.port", i64::from(port)));
+        }
+    }
+    trace.child(format!("upstream {}", cx.api.name), SpanKind::Client, attrs)
 }
 
 /// The request for the upstream: its fields are the map as they arrived

@@ -32,6 +32,7 @@
 mod context;
 mod forward;
 mod normalise;
+mod observed;
 mod recording;
 mod request;
 mod response;
@@ -44,6 +45,7 @@ pub use context::{headers_to_wit, wit_to_headers};
 use crate::gateway::error::{Failure, GatewayError};
 use crate::gateway::DataPlane;
 use crate::loader::{Api, Generation};
+use crate::observe::metrics::ListenerCells;
 use crate::policy::host::{CallTiming, ResponseOrigin};
 use crate::policy::{CallContext, Header, RequestHead, RequestScope};
 use crate::route::{Route, RouteMatch};
@@ -64,16 +66,38 @@ pub async fn handle(
     peer: SocketAddr,
     scheme: &'static str,
 ) -> Response<ProxyBody> {
+    handle_on(gateway, req, peer, scheme, None).await
+}
+
+/// [`handle`] for a listener, counted in its metric cells.
+pub async fn handle_on(
+    gateway: &DataPlane,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    scheme: &'static str,
+    listener: Option<Arc<ListenerCells>>,
+) -> Response<ProxyBody> {
     let arrival = Arrival::new(peer, scheme);
+    let started = context::lock(&arrival.timing).start;
+    let observed = observed::wanted(gateway).then(|| observed::Start::now(listener));
     let gen = gateway.current();
     let (parts, body) = req.into_parts();
     let routed = normalise(&parts, gateway.limits()).and_then(|n| route(&gen, &parts, n));
     match routed {
         Err(failure) => {
             let out = fail(failure, &arrival.request_id, "");
-            finish(out, &arrival.request_id)
+            let resp = finish(out, &arrival.request_id);
+            match observed {
+                Some(start) => {
+                    let rec = observed::unrouted(parts.method, peer, scheme, start);
+                    observed::watch(&gateway.observe, rec, started, resp)
+                }
+                None => resp,
+            }
         }
         Ok(routed) => {
+            let route = routed.route;
+            let method = parts.method.clone();
             let mut cx = enter(gateway, &gen, routed, arrival, parts, body);
             let out = match recording::begin(&mut cx).await {
                 Ok(()) => proxy(&mut cx).await,
@@ -81,7 +105,14 @@ pub async fn handle(
             };
             let out = response::response_chain(&mut cx, out).await;
             let resp = finish(out, cx.request_id());
-            recording::end(&mut cx, resp)
+            let resp = recording::end(&mut cx, resp);
+            match observed {
+                Some(start) => {
+                    let rec = observed::routed(&mut cx, route, method, start);
+                    observed::watch(&gateway.observe, rec, started, resp)
+                }
+                None => resp,
+            }
         }
     }
 }
@@ -171,6 +202,15 @@ pub(crate) fn enter<'g>(
     }
     upstream::strip_hop_by_hop(&mut headers);
     upstream::strip_client_identity(&mut headers);
+    let trace = context::call_span(
+        gateway,
+        &parts.method,
+        &headers,
+        api,
+        &route.name,
+        &path,
+        &arrival.request_id,
+    );
     let declared_len = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -210,6 +250,7 @@ pub(crate) fn enter<'g>(
         instances: Vec::with_capacity(api.steps.len()),
         peer: arrival.peer,
         record: None,
+        trace,
     }
 }
 

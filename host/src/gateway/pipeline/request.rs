@@ -1,14 +1,17 @@
 //! The request chain: each step's request phase in order, reading the
 //! request body first for a step that asked for it.
 
-use super::context::{headers_to_wit, lock, Ctx, Fields, Outgoing, Pending};
+use super::context::{headers_to_wit, lock, step_failure, Ctx, Fields, Outgoing, Pending};
 use crate::gateway::error::{Failure, GatewayError};
 use crate::gateway::DataPlane;
+use crate::observe::metrics::StepOutcome;
+use crate::observe::trace::ChildSpan;
 use crate::policy::canary::{self, Fault, Served, Version};
 use crate::policy::{self, CallContext, PolicyError, RequestDecision, RequestHead, StepInstance};
 use crate::upstream::OutboundBody;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
+use opentelemetry::KeyValue;
 use std::sync::Arc;
 
 /// Largest refused request body the gateway still reads (and discards) so
@@ -65,6 +68,10 @@ pub(crate) async fn request_chain(cx: &mut Ctx<'_>) -> Result<Chain, Failure> {
                 return Err(failure);
             }
         }
+        let span = cx
+            .trace
+            .as_ref()
+            .map(|t| t.step(step.chain_name(), "request"));
         let started = std::time::Instant::now();
         let run = run_request_step(
             cx.gateway,
@@ -75,9 +82,21 @@ pub(crate) async fn request_chain(cx: &mut Ctx<'_>) -> Result<Chain, Failure> {
             &cx.scope,
         );
         let result = policy::gate::guarded(step, true, run).await;
+        let took_us = started.elapsed().as_micros() as u64;
         lock(&cx.scope.timing)
             .steps
-            .push((step.name.to_string(), started.elapsed().as_micros() as u64));
+            .push((step.name.to_string(), took_us));
+        step.cells().request.ran(
+            took_us,
+            match &result {
+                Ok((_, StepResult::Continue { .. })) => StepOutcome::Continue,
+                Ok((_, StepResult::Respond(out))) => StepOutcome::Respond(out.status),
+                Err(e) => StepOutcome::Failed(e.kind()),
+            },
+        );
+        if let Some(span) = span {
+            end_step_span(span, &result, step.fail_open);
+        }
         match result {
             Ok((inst, StepResult::Continue { consumer, headers })) => {
                 // A step without a response phase is done: its instance
@@ -113,6 +132,7 @@ pub(crate) async fn request_chain(cx: &mut Ctx<'_>) -> Result<Chain, Failure> {
                 });
             }
             Err(e) if step.fail_open && !matches!(e, PolicyError::BadOutput { .. }) => {
+                step.cells().request.skipped();
                 policy::guard::warn_failure(
                     &e,
                     cx.request_id(),
@@ -128,6 +148,25 @@ pub(crate) async fn request_chain(cx: &mut Ctx<'_>) -> Result<Chain, Failure> {
         }
     }
     Ok(Chain::Through)
+}
+
+/// End a request phase's span with what the phase decided.
+fn end_step_span(
+    mut span: ChildSpan,
+    result: &Result<(StepInstance, StepResult), PolicyError>,
+    fail_open: bool,
+) {
+    match result {
+        Ok((_, StepResult::Continue { .. })) => span.end("continue", None, None),
+        Ok((_, StepResult::Respond(out))) => span.end("respond", Some(out.status), None),
+        Err(e) => {
+            if fail_open && !matches!(e, PolicyError::BadOutput { .. }) {
+                span.set(KeyValue::new("tollgate.fail_open", true));
+            }
+            let (outcome, error) = step_failure(e);
+            span.end(outcome, None, error);
+        }
+    }
 }
 
 /// The key a call's canary choice sticks to: its consumer once a step

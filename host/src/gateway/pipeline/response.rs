@@ -2,8 +2,9 @@
 //! reverse order, over the response as it stands (the upstream's, a
 //! step's, or an error).
 
-use super::context::{Ctx, Fields, OutBody, Outgoing, Pending};
+use super::context::{step_failure, Ctx, Fields, OutBody, Outgoing, Pending};
 use crate::gateway::error::Failure;
+use crate::observe::metrics::StepOutcome;
 use crate::policy::canary::{Fault, Served, Version};
 use crate::policy::host::ResponseOrigin;
 use crate::policy::{
@@ -12,6 +13,7 @@ use crate::policy::{
 use crate::upstream::UpstreamError;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
+use opentelemetry::KeyValue;
 
 /// Run the response phase of every step that has one and was reached,
 /// last first, after the response headers its request phase attached. A
@@ -44,6 +46,11 @@ pub(crate) async fn response_chain(cx: &mut Ctx<'_>, mut out: Outgoing) -> Outgo
         if !owed.runs(step) {
             continue;
         }
+        let span = cx
+            .trace
+            .as_ref()
+            .map(|t| t.step(step.chain_name(), "response"));
+        let status_before = out.status;
         // Done with the instance: back to its worker's pool (worker
         // isolation) unless the phase failed, which discards it.
         let run = async {
@@ -55,7 +62,30 @@ pub(crate) async fn response_chain(cx: &mut Ctx<'_>, mut out: Outgoing) -> Outgo
                 .await
                 .map(|()| inst)
         };
-        let e = match policy::gate::guarded(step, false, run).await {
+        let started = std::time::Instant::now();
+        let result = policy::gate::guarded(step, false, run).await;
+        step.cells().response.ran(
+            started.elapsed().as_micros() as u64,
+            match &result {
+                Ok(_) if out.status != status_before => StepOutcome::Respond(out.status),
+                Ok(_) => StepOutcome::Continue,
+                Err(e) => StepOutcome::Failed(e.kind()),
+            },
+        );
+        if let Some(mut span) = span {
+            match &result {
+                Ok(_) if out.status != status_before => span.end("respond", Some(out.status), None),
+                Ok(_) => span.end("continue", None, None),
+                Err(e) => {
+                    if step.fail_open && !matches!(e, PolicyError::BadOutput { .. }) {
+                        span.set(KeyValue::new("tollgate.fail_open", true));
+                    }
+                    let (outcome, error) = step_failure(e);
+                    span.end(outcome, None, error);
+                }
+            }
+        }
+        let e = match result {
             Ok(inst) => {
                 cx.gateway.runtime.release(step, inst).await;
                 continue;
@@ -66,6 +96,7 @@ pub(crate) async fn response_chain(cx: &mut Ctx<'_>, mut out: Outgoing) -> Outgo
             s.fault = s.fault.or(Some(Fault::of(&e)));
         }
         if step.fail_open && !matches!(e, PolicyError::BadOutput { .. }) {
+            step.cells().response.skipped();
             policy::guard::warn_failure(&e, cx.request_id(), &api.name, "; skipped (fail-open)");
             continue;
         }
@@ -76,6 +107,7 @@ pub(crate) async fn response_chain(cx: &mut Ctx<'_>, mut out: Outgoing) -> Outgo
             c.settle(&api.steps[i], s, out.status);
         }
     }
+    cx.trace_answered(out.status);
     out
 }
 

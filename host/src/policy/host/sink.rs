@@ -132,6 +132,7 @@ impl Sink {
         if p.text.len() + line.len() + 1 > MAX_PENDING {
             drop(p);
             self.dropped.fetch_add(1, Ordering::Relaxed);
+            crate::observe::metrics::global().dropped("access_log", 1);
             return;
         }
         let before = p.text.len();

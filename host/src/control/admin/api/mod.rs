@@ -13,12 +13,14 @@ pub mod crud;
 pub mod openapi;
 pub mod request;
 
+mod analytics;
 mod apis;
 mod apps;
 mod audit;
 mod consumers;
 mod health;
 mod keys;
+mod metrics;
 mod plans;
 mod products;
 mod subscriptions;
@@ -50,6 +52,16 @@ pub fn no_content() -> Reply {
     Ok((StatusCode::NO_CONTENT, Value::Null))
 }
 
+/// The key of a reply whose body is text, not JSON ([`text`]); it starts
+/// with a NUL, which no resource's JSON has.
+pub const RAW: &str = "\u{0}raw";
+
+/// A 200 whose body is `body` as is, of `content_type` (CSV reports): the
+/// listener writes it instead of JSON.
+pub fn text(content_type: &str, body: String) -> Reply {
+    ok(serde_json::json!({ RAW: { "content_type": content_type, "body": body } }))
+}
+
 /// How a route is served.
 #[derive(Debug, Clone, Copy)]
 pub enum Handler {
@@ -73,6 +85,10 @@ pub enum Family {
     Apps,
     Subscriptions,
     Keys,
+    /// Reports over the analytics store: every role reads them.
+    Analytics,
+    /// `GET /metrics`: every role, and no token with `[metrics] public`.
+    Metrics,
 }
 
 /// Whether `role` may call a route of `family` (`write`: anything but GET).
@@ -141,6 +157,7 @@ pub const TABLE: &[Route] = {
     get("/admin/v1/openapi.json", Public, openapi::document),
     get("/healthz", Public, health::healthz),
     get("/readyz", Public, health::readyz),
+    get("/metrics", Metrics, metrics::scrape),
     get("/admin/v1/whoami", WhoAmI, users::whoami),
     // Admin users.
     get("/admin/v1/users", Users, list::<User>),
@@ -192,6 +209,10 @@ pub const TABLE: &[Route] = {
     post("/admin/v1/keys/{id}/revoke", Keys, keys::revoke),
     // The audit log.
     get("/admin/v1/audit", Audit, audit::list),
+    // Analytics reports.
+    get("/admin/v1/analytics/report", Analytics, analytics::report),
+    get("/admin/v1/analytics/top-consumers", Analytics, analytics::top_consumers),
+    get("/admin/v1/analytics/consumers/{id}", Analytics, analytics::consumer),
     ]
 };
 
@@ -350,12 +371,20 @@ mod tests {
         // check cannot differ between `/keys` and `/keys/{id}/rotate`).
         let mut by_segment = std::collections::HashMap::new();
         for r in TABLE {
-            let seg = r.path.trim_start_matches("/admin/v1/").split('/').next();
+            // Outside `/admin/v1` (probes, metrics) a path is its own.
+            let seg = match r.path.strip_prefix("/admin/v1/") {
+                Some(rest) => rest.split('/').next().unwrap(),
+                None => r.path,
+            };
             let f = *by_segment.entry(seg).or_insert(r.family);
             assert_eq!(f, r.family, "{} {}", r.method, r.path);
         }
-        // 11 collections, and the probes outside `/admin/v1` (both public).
-        assert_eq!(by_segment.len(), 12);
+        // 12 collections (analytics among them), and outside `/admin/v1`
+        // the two probes and the metrics.
+        assert_eq!(by_segment.len(), 15, "{by_segment:?}");
+        assert_eq!(by_segment["/healthz"], Family::Public);
+        assert_eq!(by_segment["/readyz"], Family::Public);
+        assert_eq!(by_segment["/metrics"], Family::Metrics);
     }
 
     #[test]
@@ -381,5 +410,14 @@ mod tests {
         assert!(!may(Role::ReportsUser, Consumers, true));
         assert!(may(Role::ReportsUser, Consumers, false));
         assert!(!may(Role::ReportsUser, Audit, false));
+        assert!(may(Role::ReportsUser, Analytics, false));
+        for role in [
+            Role::Administrator,
+            Role::ApiManager,
+            Role::CommunityManager,
+            Role::ReportsUser,
+        ] {
+            assert!(may(role, Metrics, false), "{role:?}");
+        }
     }
 }

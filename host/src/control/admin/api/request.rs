@@ -36,6 +36,8 @@ pub struct Call {
     pub host: Option<String>,
     /// The `If-Match` header, quotes removed.
     pub if_match: Option<String>,
+    /// The `Accept` header (reports answer CSV for `text/csv`).
+    pub accept: Option<String>,
     /// The listener's address and whether it is TLS.
     pub local: SocketAddr,
     pub tls: bool,
