@@ -373,7 +373,7 @@ pub struct Route {
     /// Declaration order, to break ties.
     pub order: usize,
     /// Its metric cells, resolved on its first call.
-    pub cells: std::sync::OnceLock<std::sync::Arc<crate::observe::metrics::RouteCells>>,
+    pub cells: std::sync::OnceLock<&'static crate::observe::metrics::RouteCells>,
 }
 
 /// What routing found.

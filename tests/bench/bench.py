@@ -327,6 +327,10 @@ TOLLGATE_VARIANTS = [
      ["access-log", "key-auth", "rate-limit", "cache-miss", "transform"], "MISS"),
     ("tollgate, 5 steps (cache miss), analytics",
      ["access-log", "key-auth", "rate-limit", "cache-miss", "transform"], "MISS"),
+    # Every call traced (`[otel]`, `sample-ratio = 1.0`) to a collector that
+    # is not there: what a dead collector costs the requests.
+    ("tollgate, 5 steps (cache miss), traced to a dead collector",
+     ["access-log", "key-auth", "rate-limit", "cache-miss", "transform"], "MISS"),
 ]
 NO_SNAPSHOTS = "no snapshots"
 WORKER = ", worker"
@@ -337,6 +341,7 @@ GW5W = GW5 + WORKER
 GW5F = GW5 + FRESH
 UNOBSERVED = ", unobserved"
 ANALYTICS = ", analytics"
+DEAD_OTEL = ", traced to a dead collector"
 # The most throughput metrics (and metrics with analytics) may cost against
 # the same chain unobserved (median of the rounds' ratios).
 OBSERVE_FLOOR = 0.97
@@ -423,13 +428,16 @@ def write_tollgate(dirpath, port, up_port, steps, digest, snapshots=True, plugin
     `isolation="fresh"` is `request` with `[plugins] reset = false` (a fresh
     instance per request instead of a reset one). `observe`: "default" (no
     section: metrics on, analytics off), "off" (`[metrics] enabled = false`)
-    or "analytics" (`[analytics]` too)."""
+    or "analytics" (`[analytics]` too) or "dead-otel" (every call traced by
+    `[otel]` to a port nothing listens on)."""
     os.makedirs(dirpath, exist_ok=True)
     reset = "reset = false\n" if isolation == "fresh" else ""
     limits = "" if isolation in ("request", "fresh") else f'step-isolation = "{isolation}"\n'
 
+    dead = f'endpoint = "http://127.0.0.1:{free_port()}/v1/traces"\n'
     sections = {"default": "", "off": "\n[metrics]\nenabled = false\n",
-                "analytics": "\n[analytics]\n"}[observe]
+                "analytics": "\n[analytics]\n",
+                "dead-otel": "\n[otel]\n" + dead + "sample-ratio = 1.0\n"}[observe]
     chain = "\n".join(STEP[s] for s in steps)
     with open(os.path.join(dirpath, "api.toml"), "w") as f:
         f.write(f"""schema = 1
@@ -1064,7 +1072,8 @@ def bench(a, cfg, procs):
         isolation = ("worker" if name.endswith(WORKER)
                      else "fresh" if name.endswith(FRESH) else "request")
         observe = ("off" if name.endswith(UNOBSERVED)
-                   else "analytics" if name.endswith(ANALYTICS) else "default")
+                   else "analytics" if name.endswith(ANALYTICS)
+                   else "dead-otel" if name.endswith(DEAD_OTEL) else "default")
         conf = write_tollgate(d, port, up_port, steps, digest, snapshots, plugins, isolation,
                               observe)
         check = subprocess.run([binary, "check", conf], capture_output=True, text=True)
@@ -1430,6 +1439,21 @@ def report(cfg, variants, wrk, fixed, mem, meta, problems):
                        f"{ratio(t)}, CPU {fmt(c, 1, sign=True, suffix=' µs')} per request",
                        None if t is None else t[0] >= OBSERVE_FLOOR)
     hi_rate = RATES[-1]
+    dead = GW5 + DEAD_OTEL
+    if {GW5, dead} <= have:
+        t = summary(per_round(lambda r: w(dead, r, "rps") / w(GW5, r, "rps")))
+        late = []
+        for rate in RATES:
+            if sustains(rate, dead) and sustains(rate, GW5):
+                d = summary(per_round(lambda r, rate=rate: both(rate, dead, GW5, r, "p99", "-")))
+                late.append(f"{rate // 1000}k req/s {fmt(d, sign=True, suffix=' µs')}")
+            else:
+                late.append(f"{rate // 1000}k req/s not sustained")
+        target("5-step chain, every call traced (`sample-ratio = 1.0`: a span per call, step "
+               "phase and upstream call) to a dead collector, against untraced: what tracing "
+               "every call costs, not a target (that a dead collector fails or delays no "
+               "request is tests/tests/e2e/traces.rs)",
+               f"throughput {ratio(t)}; p99: {', '.join(late)}", None)
     if {GW5, "nginx"} <= have:
         if not sustains(hi_rate, "direct"):
             target(f"5-step chain: added p99 at {hi_rate:,} req/s ≤ nginx's",

@@ -59,7 +59,8 @@ class SelectVariants(unittest.TestCase):
     def test_other_entries_are_substrings(self):
         got = bench.select_variants("5 steps", names(True))
         self.assertEqual(got, [GW5, B5, HIT, NOSNAP, WORKER, FRESH,
-                               GW5 + bench.UNOBSERVED, GW5 + bench.ANALYTICS])
+                               GW5 + bench.UNOBSERVED, GW5 + bench.ANALYTICS,
+                               GW5 + bench.DEAD_OTEL])
         got = bench.select_variants("key", names(None))
         self.assertEqual(got, ["tollgate, key-auth", "tollgate, key-auth + rate-limit"])
 
@@ -132,6 +133,11 @@ class BaselineVariants(unittest.TestCase):
             path = bench.write_tollgate(d, 1, 2, [], "0" * 64)
             self.assertNotIn("[metrics]", read(path))
             self.assertNotIn("[analytics]", read(path))
+            self.assertNotIn("[otel]", read(path))
+            self.assertEqual(specs[GW5 + bench.DEAD_OTEL], specs[GW5])
+            path = bench.write_tollgate(d, 1, 2, [], "0" * 64, observe="dead-otel")
+            self.assertRegex(read(path), r'\n\[otel\]\nendpoint = "http://127\.0\.0\.1:[0-9]+/v1/traces"\n'
+                             r'sample-ratio = 1\.0\n')
 
     def test_gateway_file_loads_the_given_plugin_folder(self):
         with tempfile.TemporaryDirectory() as d:

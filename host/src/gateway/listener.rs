@@ -160,7 +160,7 @@ struct Serving {
     /// long is dropped.
     send_stall: Duration,
     /// The listener's metric cells.
-    cells: Arc<crate::observe::metrics::ListenerCells>,
+    cells: &'static crate::observe::metrics::ListenerCells,
 }
 
 impl Serving {
@@ -253,10 +253,9 @@ async fn serve_connection(
         "http"
     };
     let gateway = serving.gateway.clone();
-    let cells = serving.cells.clone();
+    let cells = serving.cells;
     let svc = service_fn(move |req| {
         let gateway = gateway.clone();
-        let cells = cells.clone();
         async move {
             // One request per turn: a connection whose requests are
             // answered without any wait (no route, a refused key, a

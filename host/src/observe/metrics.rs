@@ -14,7 +14,9 @@
 //!   global recorder to install and no upkeep task.
 //!
 //! Its own histogram takes a mutex per observation, so latencies go into
-//! [`Hist`], fixed buckets of atomic counts.
+//! [`Hist`], fixed buckets of atomic counts; and counters the serving
+//! threads all add to are [`Tally`](super::cells::Tally)s, sharded per CPU
+//! ([`super::cells`]).
 //!
 //! One [`Metrics`] per process ([`global`]): the upstream client, the
 //! policy runtime, the access-log sink and the control plane count into it
@@ -26,16 +28,15 @@
 //! failure kind); consumer labels only with `[metrics] consumer-labels`,
 //! capped by `max-consumers` (the rest count as `_other`).
 
+use super::cells::{Hist, Tally as Counter};
 use super::CallRecord;
-use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 
 /// `[metrics]` in the gateway file.
@@ -106,86 +107,12 @@ const STEP_BUCKETS: &[f64] = &[
     0.1, 0.25, 1.0,
 ];
 
-/// A histogram of fixed buckets, each an atomic count: observing is three
-/// atomic adds (bucket, count, sum) after a scan of at most 15 bounds.
-#[derive(Debug, Clone)]
-pub struct Hist(Arc<HistInner>);
-
-#[derive(Debug)]
-struct HistInner {
-    bounds: &'static [f64],
-    /// Upper bounds in microseconds, for the scan.
-    bounds_us: Box<[u64]>,
-    /// Per bucket (not cumulative); the last is `+Inf`.
-    counts: Box<[AtomicU64]>,
-    count: AtomicU64,
-    sum_us: AtomicU64,
+fn calls_hist() -> Hist {
+    Hist::new(CALL_BUCKETS)
 }
 
-impl Hist {
-    fn new(bounds: &'static [f64]) -> Hist {
-        Hist(Arc::new(HistInner {
-            bounds,
-            bounds_us: bounds.iter().map(|b| (b * 1e6).round() as u64).collect(),
-            counts: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
-            count: AtomicU64::new(0),
-            sum_us: AtomicU64::new(0),
-        }))
-    }
-
-    fn calls() -> Hist {
-        Hist::new(CALL_BUCKETS)
-    }
-
-    fn steps() -> Hist {
-        Hist::new(STEP_BUCKETS)
-    }
-
-    /// Count one observation of `us` microseconds.
-    pub fn observe_us(&self, us: u64) {
-        let h = &self.0;
-        let i = h
-            .bounds_us
-            .iter()
-            .position(|&b| us <= b)
-            .unwrap_or(h.bounds_us.len());
-        h.counts[i].fetch_add(1, Ordering::Relaxed);
-        h.count.fetch_add(1, Ordering::Relaxed);
-        h.sum_us.fetch_add(us, Ordering::Relaxed);
-    }
-
-    /// How many observations so far.
-    pub fn count(&self) -> u64 {
-        self.0.count.load(Ordering::Relaxed)
-    }
-}
-
-impl TypedMetric for Hist {
-    const TYPE: MetricType = MetricType::Histogram;
-}
-
-impl EncodeMetric for Hist {
-    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        let h = &self.0;
-        // Per bucket, not cumulative: the encoder adds them up. The count
-        // is their total (read together), so it equals the `+Inf` bucket
-        // even while calls are counted during the scrape.
-        let mut total = 0;
-        let mut buckets = Vec::with_capacity(h.counts.len());
-        for (i, c) in h.counts.iter().enumerate() {
-            let n = c.load(Ordering::Relaxed);
-            total += n;
-            let bound = h.bounds.get(i).copied().unwrap_or(f64::INFINITY);
-            buckets.push((bound, n));
-        }
-        let sum = h.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
-        encoder
-            .encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum, total, &buckets, None)
-    }
-
-    fn metric_type(&self) -> MetricType {
-        MetricType::Histogram
-    }
+fn steps_hist() -> Hist {
+    Hist::new(STEP_BUCKETS)
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -315,6 +242,10 @@ pub struct Metrics {
     consumer_labels: AtomicBool,
     max_consumers: AtomicUsize,
     consumers_seen: Mutex<HashSet<(String, String)>>,
+    /// The cells handed out, by API and route name.
+    route_cells: Mutex<HashMap<(String, String), &'static RouteCells>>,
+    /// The cells handed out, by listener name.
+    listener_cells: Mutex<HashMap<String, &'static ListenerCells>>,
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     listener_requests: Family<ListenerLabels, Counter>,
@@ -360,14 +291,16 @@ macro_rules! reg {
 
 impl Metrics {
     fn new() -> Metrics {
-        let calls = || Family::new_with_constructor(Hist::calls as fn() -> Hist);
-        let steps = || Family::new_with_constructor(Hist::steps as fn() -> Hist);
+        let calls = || Family::new_with_constructor(calls_hist as fn() -> Hist);
+        let steps = || Family::new_with_constructor(steps_hist as fn() -> Hist);
         let m = Metrics {
             enabled: AtomicBool::new(true),
             public: AtomicBool::new(false),
             consumer_labels: AtomicBool::new(false),
             max_consumers: AtomicUsize::new(default_max_consumers()),
             consumers_seen: Mutex::new(HashSet::new()),
+            route_cells: Mutex::default(),
+            listener_cells: Mutex::default(),
             registry: Registry::default(),
             requests: Family::default(),
             listener_requests: Family::default(),
@@ -562,15 +495,23 @@ impl Metrics {
         self.enabled.load(Ordering::Relaxed)
     }
 
-    /// The cells of one route of one API, for the pipeline to keep.
-    pub fn route_cells(&self, api: &str, route: &str) -> Arc<RouteCells> {
+    /// The cells of one route of one API, for the pipeline to keep: one
+    /// set per name pair for the life of the process (a reload that keeps
+    /// the names gets the same), so calls carry a plain reference and
+    /// touch no reference count.
+    pub fn route_cells(&self, api: &str, route: &str) -> &'static RouteCells {
+        let mut known = self.route_cells.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (api.to_string(), route.to_string());
+        if let Some(c) = known.get(&key) {
+            return c;
+        }
         let labels = RouteLabels {
             api: api.to_string(),
             route: route.to_string(),
         };
-        Arc::new(RouteCells {
-            api: api.to_string(),
-            route: route.to_string(),
+        let cells: &'static RouteCells = Box::leak(Box::new(RouteCells {
+            api: api.into(),
+            route: route.into(),
             requests: Default::default(),
             seconds: hist(&self.request_seconds, &labels),
             upstream: hist(&self.upstream_seconds, &labels),
@@ -578,12 +519,22 @@ impl Metrics {
             bytes_in: self.request_bytes.get_or_create(&labels).clone(),
             bytes_out: self.response_bytes.get_or_create(&labels).clone(),
             aborted: self.aborted.get_or_create(&labels).clone(),
-        })
+        }));
+        known.insert(key, cells);
+        cells
     }
 
-    /// The cells of one listener.
-    pub fn listener_cells(&self, listener: &str) -> Arc<ListenerCells> {
-        Arc::new(ListenerCells {
+    /// The cells of one listener: one set per name for the life of the
+    /// process, as [`Metrics::route_cells`].
+    pub fn listener_cells(&self, listener: &str) -> &'static ListenerCells {
+        let mut known = self
+            .listener_cells
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = known.get(listener) {
+            return c;
+        }
+        let cells: &'static ListenerCells = Box::leak(Box::new(ListenerCells {
             requests: std::array::from_fn(|i| {
                 self.listener_requests
                     .get_or_create(&ListenerLabels {
@@ -592,7 +543,9 @@ impl Metrics {
                     })
                     .clone()
             }),
-        })
+        }));
+        known.insert(listener.to_string(), cells);
+        cells
     }
 
     /// The cells of one step of one API.
@@ -797,8 +750,8 @@ where
 /// API), then only atomic adds.
 #[derive(Debug)]
 pub struct RouteCells {
-    api: String,
-    route: String,
+    api: Box<str>,
+    route: Box<str>,
     /// `tollgate_requests_total` by method class and status class,
     /// resolved on first use.
     requests: [[OnceLock<Counter>; 6]; 8],
@@ -811,14 +764,24 @@ pub struct RouteCells {
 }
 
 impl RouteCells {
+    /// The API's name.
+    pub fn api(&self) -> &str {
+        &self.api
+    }
+
+    /// The route's name.
+    pub fn route(&self) -> &str {
+        &self.route
+    }
+
     fn count(&self, m: &Metrics, rec: &CallRecord) {
         let (mi, si) = (method_class(&rec.method), status_class(rec.status));
         self.requests[mi][si]
             .get_or_init(|| {
                 m.requests
                     .get_or_create(&RequestLabels {
-                        api: self.api.clone(),
-                        route: self.route.clone(),
+                        api: self.api.to_string(),
+                        route: self.route.to_string(),
                         method: METHODS[mi],
                         status: STATUSES[si],
                     })
@@ -1028,7 +991,7 @@ mod tests {
 
     #[test]
     fn a_histogram_counts_each_observation_in_its_bucket_once() {
-        let h = Hist::calls();
+        let h = calls_hist();
         // On a bound, just past it, and past the last bound.
         for us in [500, 501, 1_000, 60_000_000, 0] {
             h.observe_us(us);

@@ -8,6 +8,7 @@
 //! response, and nothing here blocks.
 
 pub mod analytics;
+pub mod cells;
 pub mod metrics;
 pub mod trace;
 
@@ -20,10 +21,11 @@ pub struct CallRecord {
     /// Wall clock at arrival, Unix milliseconds.
     pub at_ms: u64,
     /// The API's manifest name; empty when no API matched (404, 405, or a
-    /// request refused before routing).
-    pub api: Arc<str>,
+    /// request refused before routing). Interned with the route's metric
+    /// cells ([`metrics::Metrics::route_cells`]): a call copies a pointer.
+    pub api: &'static str,
     /// The route's name (its manifest name or pattern); empty when unrouted.
-    pub route: Arc<str>,
+    pub route: &'static str,
     pub method: http::Method,
     /// The status the client got.
     pub status: u16,
@@ -54,9 +56,9 @@ pub struct CallRecord {
     /// Whether the client went away before the body was sent whole.
     pub aborted: bool,
     /// The route's metric cells (none when unrouted).
-    pub cells: Option<Arc<metrics::RouteCells>>,
+    pub cells: Option<&'static metrics::RouteCells>,
     /// The listener's metric cells.
-    pub listener: Option<Arc<metrics::ListenerCells>>,
+    pub listener: Option<&'static metrics::ListenerCells>,
 }
 
 impl CallRecord {

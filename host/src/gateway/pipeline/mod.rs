@@ -75,7 +75,7 @@ pub async fn handle_on(
     req: Request<Incoming>,
     peer: SocketAddr,
     scheme: &'static str,
-    listener: Option<Arc<ListenerCells>>,
+    listener: Option<&'static ListenerCells>,
 ) -> Response<ProxyBody> {
     let arrival = Arrival::new(peer, scheme);
     let started = context::lock(&arrival.timing).start;

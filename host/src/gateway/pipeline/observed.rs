@@ -9,7 +9,7 @@
 
 use super::context::Ctx;
 use crate::gateway::DataPlane;
-use crate::observe::metrics::ListenerCells;
+use crate::observe::metrics::{ListenerCells, Metrics, RouteCells};
 use crate::observe::{CallRecord, Observers};
 use crate::policy::host::ResponseOrigin;
 use crate::route::Route;
@@ -26,11 +26,11 @@ use std::time::Instant;
 /// What the observers need from the start of a call.
 pub(crate) struct Start {
     pub at_ms: u64,
-    pub listener: Option<Arc<ListenerCells>>,
+    pub listener: Option<&'static ListenerCells>,
 }
 
 impl Start {
-    pub fn now(listener: Option<Arc<ListenerCells>>) -> Start {
+    pub fn now(listener: Option<&'static ListenerCells>) -> Start {
         Start {
             at_ms: crate::domain::time::Ts::now().0,
             listener,
@@ -50,10 +50,9 @@ pub(crate) fn routed(
     method: http::Method,
     start: Start,
 ) -> CallRecord {
-    let cells = route
+    let cells: &'static RouteCells = route
         .cells
-        .get_or_init(|| crate::observe::metrics::global().route_cells(&cx.api.name, &route.name))
-        .clone();
+        .get_or_init(|| crate::observe::metrics::global().route_cells(&cx.api.name, &route.name));
     let (upstream_us, answered_by) = {
         let t = cx.timing();
         let answered_by = match &t.origin {
@@ -70,8 +69,8 @@ pub(crate) fn routed(
     };
     CallRecord {
         at_ms: start.at_ms,
-        api: cx.api.name.clone(),
-        route: route_name(route),
+        api: cells.api(),
+        route: cells.route(),
         method,
         status: 0,
         scheme: scheme_of(&cx.head.scheme),
@@ -102,8 +101,8 @@ pub(crate) fn unrouted(
 ) -> CallRecord {
     CallRecord {
         at_ms: start.at_ms,
-        api: Arc::from(""),
-        route: Arc::from(""),
+        api: "",
+        route: "",
         method,
         status: 0,
         scheme,
@@ -132,10 +131,6 @@ fn bytes_in(cx: &Ctx<'_>) -> u64 {
         crate::upstream::OutboundBody::Buffered(b) if !b.is_empty() => b.len() as u64,
         _ => cx.declared_len.unwrap_or(0),
     }
-}
-
-fn route_name(route: &Route) -> Arc<str> {
-    Arc::from(route.name.as_str())
 }
 
 fn scheme_of(s: &str) -> &'static str {
@@ -171,19 +166,44 @@ pub(crate) fn watch(
         inner: body,
         sent: 0,
         expected,
-        pending: Some(Box::new(Pending {
-            observe: observe.clone(),
+        pending: Some(Pending {
+            to: To::of(observe),
             rec,
             started,
-        })),
+        }),
     };
     Response::from_parts(parts, watched.boxed())
 }
 
 struct Pending {
-    observe: Arc<Observers>,
+    to: To,
     rec: CallRecord,
     started: Instant,
+}
+
+/// Who gets the record. Metrics alone need no hold on the gateway's
+/// observers (they are the process's): no reference count touched per
+/// call, which the serving threads would otherwise pass back and forth.
+enum To {
+    Metrics(&'static Metrics),
+    All(Arc<Observers>),
+}
+
+impl To {
+    fn of(observe: &Arc<Observers>) -> To {
+        if observe.metrics_on && observe.analytics.is_none() {
+            To::Metrics(observe.metrics)
+        } else {
+            To::All(observe.clone())
+        }
+    }
+
+    fn call_done(&self, rec: &CallRecord) {
+        match self {
+            To::Metrics(m) => m.call_done(rec),
+            To::All(o) => o.call_done(rec),
+        }
+    }
 }
 
 /// A response body that counts what it sends and reports the call when it
@@ -194,21 +214,22 @@ struct Watched {
     /// Its whole length when known at the start (`Some(0)` for a body
     /// hyper does not send).
     expected: Option<u64>,
-    pending: Option<Box<Pending>>,
+    /// Inline, not boxed: the whole body is boxed once anyway.
+    pending: Option<Pending>,
 }
 
 impl Watched {
     fn report(&mut self, ended: bool) {
         if let Some(p) = self.pending.take() {
             let Pending {
-                observe,
+                to,
                 mut rec,
                 started,
-            } = *p;
+            } = p;
             rec.bytes_out = self.sent;
             rec.total_us = started.elapsed().as_micros() as u64;
             rec.aborted = !ended && self.expected.is_none_or(|n| self.sent < n);
-            observe.call_done(&rec);
+            to.call_done(&rec);
         }
     }
 }

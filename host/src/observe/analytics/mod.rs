@@ -298,8 +298,8 @@ impl Res {
 /// to copy there; turned into [`Dims`] at flush time).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct RecDims {
-    api: Arc<str>,
-    route: Arc<str>,
+    api: &'static str,
+    route: &'static str,
     method: http::Method,
     status: u16,
     consumer: Option<String>,
@@ -326,8 +326,8 @@ impl RecDims {
     fn to_dims(&self) -> Dims {
         let o = |v: &Option<String>| v.as_deref().map(clip).unwrap_or_default();
         Dims {
-            api: clip(&self.api),
-            route: clip(&self.route),
+            api: clip(self.api),
+            route: clip(self.route),
             method: clip(self.method.as_str()),
             status: self.status,
             consumer: o(&self.consumer),
@@ -367,8 +367,8 @@ impl Rec {
         Rec {
             minute_ms: Res::Minute.floor(c.at_ms),
             dims: RecDims {
-                api: c.api.clone(),
-                route: c.route.clone(),
+                api: c.api,
+                route: c.route,
                 method: c.method.clone(),
                 status: c.status,
                 consumer: who(&c.consumer),

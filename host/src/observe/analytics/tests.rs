@@ -8,11 +8,17 @@ const MIN: u64 = 60_000;
 const HOUR: u64 = 3_600_000;
 const DAY_MS: u64 = 86_400_000;
 
-fn call(at_ms: u64, api: &str, consumer: Option<&str>, status: u16, total_us: u64) -> CallRecord {
+fn call(
+    at_ms: u64,
+    api: &'static str,
+    consumer: Option<&str>,
+    status: u16,
+    total_us: u64,
+) -> CallRecord {
     CallRecord {
         at_ms,
-        api: api.into(),
-        route: "r".into(),
+        api,
+        route: "r",
         method: http::Method::GET,
         status,
         scheme: "http",
