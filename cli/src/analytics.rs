@@ -251,11 +251,11 @@ pub fn table(answer: &Value) -> (Vec<Vec<String>>, Vec<String>) {
     }
     let t = &answer["totals"];
     let mut notes = vec![format!(
-        "{} to {}: {} calls, {} errors (4xx {}, 5xx {}), p50 {} ms, p99 {} ms",
+        "{} to {}: {}, {} (4xx {}, 5xx {}), p50 {} ms, p99 {} ms",
         text(&answer["from"]),
         text(&answer["to"]),
-        text(&t["calls"]),
-        text(&t["errors"]),
+        counted(&t["calls"], "call"),
+        counted(&t["errors"], "error"),
         text(&t["errors_4xx"]),
         text(&t["errors_5xx"]),
         ms(&t["latency_us"]["p50"]),
@@ -265,6 +265,16 @@ pub fn table(answer: &Value) -> (Vec<Vec<String>>, Vec<String>) {
         notes.push(format!("{n} more row(s) not shown: --limit for more"));
     }
     (rows, notes)
+}
+
+/// `1 call`, `3 calls`.
+fn counted(n: &Value, what: &str) -> String {
+    let n = text(n);
+    if n == "1" {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
 }
 
 fn figures(r: &Value) -> Vec<String> {

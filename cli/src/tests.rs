@@ -690,6 +690,15 @@ fn analytics_reports_print_as_tables() {
         "{err}"
     );
     assert!(err.contains("3 more row(s)"), "{err}");
+    let mut one = answer.clone();
+    one["totals"]["calls"] = json!(1);
+    one["totals"]["errors"] = json!(1);
+    let o = render::render(&Show::Report { consumer: None }, &one, false);
+    assert!(
+        o.stderr().contains(": 1 call, 1 error (4xx"),
+        "{}",
+        o.stderr()
+    );
     // CSV comes through as it is, with or without --json.
     let csv = Value::String("consumer,calls\r\nalice,10\r\n".into());
     for json in [false, true] {

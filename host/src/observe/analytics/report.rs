@@ -82,6 +82,8 @@ impl Sort {
 pub enum Filter {
     /// The value itself (empty: calls without one, e.g. anonymous).
     Is(String),
+    /// Any value but this one (empty: calls with one).
+    Not(String),
     /// A status class: `4` for `4xx`.
     Class(u16),
 }
@@ -239,6 +241,7 @@ impl Query {
         self.filters.iter().all(|(dim, f)| match f {
             Filter::Class(c) => d.status / 100 == *c,
             Filter::Is(v) => d.get(*dim) == *v,
+            Filter::Not(v) => d.get(*dim) != *v,
         })
     }
 }

@@ -34,7 +34,10 @@ pub fn top_consumers(c: &Call) -> Reply {
         sort: Sort::Calls,
         limit: 10,
     };
-    let q = a.query(&params, &defaults).map_err(invalid)?;
+    let mut q = a.query(&params, &defaults).map_err(invalid)?;
+    // Identified calls only: anonymous calls are no consumer (a report
+    // `by=consumer` shows them with an empty one).
+    q.filters.push((Dim::Consumer, Filter::Not(String::new())));
     answer(a, &q, csv)
 }
 
