@@ -549,21 +549,32 @@ impl Metrics {
     }
 
     /// The cells of one step of one API.
-    pub fn step_cells(&self, api: &str, step: &str) -> Arc<StepCells> {
-        let phase = |p: &'static str| PhaseCells {
-            api: api.to_string(),
-            step: step.to_string(),
-            phase: p,
-            calls: self
-                .step_calls
-                .get_or_create(&phase_labels(api, step, p))
-                .clone(),
-            seconds: hist(&self.step_seconds, &phase_labels(api, step, p)),
-            fail_open: self
-                .step_fail_open
-                .get_or_create(&phase_labels(api, step, p))
-                .clone(),
-            outcomes: Default::default(),
+    pub fn step_cells(&self, api: &str, step: &str, phases: StepPhases) -> Arc<StepCells> {
+        // A phase the step does not have gets cells of its own that no
+        // family shows: its series would only ever read 0.
+        let phase = |p: &'static str, has: bool| {
+            let labels = phase_labels(api, step, p);
+            PhaseCells {
+                api: api.to_string(),
+                step: step.to_string(),
+                phase: p,
+                calls: if has {
+                    self.step_calls.get_or_create(&labels).clone()
+                } else {
+                    Counter::default()
+                },
+                seconds: if has {
+                    hist(&self.step_seconds, &labels)
+                } else {
+                    steps_hist()
+                },
+                fail_open: if has {
+                    self.step_fail_open.get_or_create(&labels).clone()
+                } else {
+                    Counter::default()
+                },
+                outcomes: Default::default(),
+            }
         };
         let source = |s: &'static str| {
             self.step_instances
@@ -575,8 +586,8 @@ impl Metrics {
                 .clone()
         };
         Arc::new(StepCells {
-            request: phase("request"),
-            response: phase("response"),
+            request: phase("request", phases.request),
+            response: phase("response", phases.response),
             fresh: source("fresh"),
             reset: source("reset"),
             warm: source("warm"),
@@ -916,6 +927,13 @@ impl PhaseCells {
     pub fn skipped(&self) {
         self.fail_open.inc();
     }
+}
+
+/// Which phases a step has (only those get series).
+#[derive(Debug, Clone, Copy)]
+pub struct StepPhases {
+    pub request: bool,
+    pub response: bool,
 }
 
 /// The cells of one step (both phases, its instances).

@@ -61,8 +61,13 @@ impl Step {
     /// The step's metric cells (labelled with its API and its name, so a
     /// canary version counts apart).
     pub fn cells(&self) -> &crate::observe::metrics::StepCells {
-        self.cells
-            .get_or_init(|| crate::observe::metrics::global().step_cells(&self.api, &self.name))
+        self.cells.get_or_init(|| {
+            let phases = crate::observe::metrics::StepPhases {
+                request: self.has_request(),
+                response: self.has_response(),
+            };
+            crate::observe::metrics::global().step_cells(&self.api, &self.name, phases)
+        })
     }
 
     /// This step with other log limits (the default ones until then).

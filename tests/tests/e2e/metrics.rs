@@ -244,6 +244,9 @@ async fn prometheus_scrapes_the_exact_counts() {
     ];
     let refs: Vec<(&str, f64)> = expected.iter().map(|(q, v)| (q.as_str(), *v)).collect();
     prom.expect(&c, &refs).await;
+    // A phase a step does not have has no series (key-auth: request only).
+    let none = r#"tollgate_step_calls_total{api="mx-keyed",step="key-auth",phase="response"}"#;
+    assert_eq!(prom.value(&c, none).await, None, "{none}");
     // More calls: the counters follow exactly.
     assert_eq!(send(&c, "GET", &gw.url("/mx/ok/a"), None, 5).await, 200);
     assert_eq!(send(&c, "GET", &gw.url("/mx/keyed/x"), None, 1).await, 401);
