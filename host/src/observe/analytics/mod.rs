@@ -31,7 +31,9 @@ use crate::store::Store;
 use serde::{Deserialize, Deserializer};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::mpsc::{
+    sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError,
+};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -408,6 +410,9 @@ struct Counters {
     folded: AtomicU64,
     flushes: AtomicU64,
     flush_errors: AtomicU64,
+    /// The writer thread's kernel id (Linux; 0 elsewhere), for tests that
+    /// watch how often it wakes.
+    writer_tid: AtomicU64,
 }
 
 /// The running analytics store: the queue's sending end and the writer
@@ -436,7 +441,10 @@ impl Analytics {
         let mut writer = Writer::new(store.clone(), spec.clone(), counters.clone());
         let thread = std::thread::Builder::new()
             .name("tollgate-analytics".into())
-            .spawn(move || writer.run(rx))?;
+            .spawn(move || {
+                writer.counters.writer_tid.store(tid(), Ordering::Relaxed);
+                writer.run(rx)
+            })?;
         Ok(Analytics {
             tx: Some(tx),
             counters,
@@ -562,10 +570,27 @@ struct Writer {
     last_sweep: Option<Instant>,
 }
 
+/// The calling thread's kernel id (0 where there is none to read).
+fn tid() -> u64 {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid takes nothing and only returns the caller's id.
+        #[allow(unsafe_code)]
+        let t = unsafe { libc::gettid() };
+        t.max(0) as u64
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        0
+    }
+}
+
 /// How often the writer drains the queue.
 const TICK: Duration = Duration::from_millis(10);
 /// Most records taken per drain before the flush clock is looked at.
 const DRAIN_MAX: usize = 8192;
+/// Empty drains for this long and the writer blocks on the queue.
+const QUIET: Duration = Duration::from_secs(1);
 
 impl Writer {
     fn new(store: Store, spec: AnalyticsSpec, counters: Arc<Counters>) -> Writer {
@@ -579,21 +604,23 @@ impl Writer {
     }
 
     /// Drain the queue every [`TICK`] (up to [`DRAIN_MAX`] at a time),
-    /// and flush every flush interval. The writer polls rather than
-    /// blocking on the queue: a blocked receiver would have every request
-    /// that queues a record wake it (a futex call on the request path).
+    /// and flush every flush interval. While calls come in, the writer
+    /// polls rather than blocking on the queue: a blocked receiver would
+    /// have every request that queues a record wake it (a futex call on the
+    /// request path). After [`QUIET`] of empty drains it blocks until a
+    /// record or the next flush instead, so an idle gateway's writer does
+    /// not wake 100 times a second; the first record after that wakes it.
     fn run(&mut self, rx: Receiver<Msg>) {
         let every = self.spec.flush_interval.0;
         let mut next = Instant::now() + every;
+        let mut quiet_since = Instant::now();
         loop {
+            let mut took = false;
             for _ in 0..DRAIN_MAX {
                 match rx.try_recv() {
-                    Ok(Msg::Rec(r)) => self.add(*r),
-                    Ok(Msg::Flush(done)) => {
-                        // Everything queued before it is taken: the flush
-                        // covers every record sent before it.
-                        let ok = self.flush_logged();
-                        let _ = done.try_send(ok);
+                    Ok(m) => {
+                        took = true;
+                        self.take(m);
                     }
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => {
@@ -603,12 +630,42 @@ impl Writer {
                 }
             }
             let now = Instant::now();
+            if took {
+                quiet_since = now;
+            }
             if now >= next {
                 self.flush_logged();
                 next = Instant::now() + every;
                 continue;
             }
-            std::thread::sleep(TICK.min(next - now));
+            if now.duration_since(quiet_since) < QUIET {
+                std::thread::sleep(TICK.min(next - now));
+                continue;
+            }
+            match rx.recv_timeout(next - now) {
+                Ok(m) => {
+                    self.take(m);
+                    quiet_since = Instant::now();
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.flush_logged();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One message from the queue.
+    fn take(&mut self, m: Msg) {
+        match m {
+            Msg::Rec(r) => self.add(*r),
+            Msg::Flush(done) => {
+                // Everything queued before it is taken: the flush covers
+                // every record sent before it.
+                let ok = self.flush_logged();
+                let _ = done.try_send(ok);
+            }
         }
     }
 

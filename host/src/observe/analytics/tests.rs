@@ -311,6 +311,51 @@ fn the_writer_thread_flushes_on_request_and_at_drop() {
     assert_eq!(report::run(&store, &q).unwrap().totals.agg.calls, 11);
 }
 
+/// How many times thread `tid` of this process has gone to sleep.
+#[cfg(target_os = "linux")]
+fn sleeps(tid: u64) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/self/task/{tid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn an_idle_writer_sleeps_until_a_record_comes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let spec = AnalyticsSpec {
+        flush_interval: Dur(Duration::from_secs(300)),
+        ..AnalyticsSpec::default()
+    };
+    let a = Analytics::start(store, &spec).unwrap();
+    let started = std::time::Instant::now();
+    let tid = loop {
+        match a.counters.writer_tid.load(Ordering::Relaxed) {
+            0 => assert!(started.elapsed() < Duration::from_secs(10)),
+            t => break t,
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    // Past the quiet second, a polling writer would wake every 10 ms.
+    std::thread::sleep(QUIET + Duration::from_millis(300));
+    let before = sleeps(tid);
+    std::thread::sleep(Duration::from_millis(600));
+    let woke = sleeps(tid) - before;
+    assert!(woke <= 3, "an idle writer woke {woke} times in 600 ms");
+    // A record still arrives (it wakes the writer), and is flushed.
+    let now = crate::domain::time::Ts::now().0;
+    a.record(&call(now, "pets", Some("c"), 200, 10));
+    assert!(a.flush(Duration::from_secs(10)));
+    let q = a.query(&params("from=-1h"), &Defaults::default()).unwrap();
+    assert_eq!(a.report(&q).unwrap().totals.agg.calls, 1);
+}
+
 #[test]
 fn too_many_series_fold_into_other() {
     let dir = tempfile::tempdir().unwrap();
