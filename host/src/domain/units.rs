@@ -41,18 +41,29 @@ impl TryFrom<&str> for Dur {
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            S(String),
-            Other(toml::Value),
-        }
-        match Raw::deserialize(d)? {
-            Raw::S(s) => Dur::try_from(s.as_str()).map_err(serde::de::Error::custom),
-            Raw::Other(v) => Err(serde::de::Error::custom(format!(
-                "`{v}` is not a duration: expected a string like \"50ms\" or \"10s\""
-            ))),
-        }
+        from_text(d, "a duration", "\"50ms\" or \"10s\"")
+    }
+}
+
+/// A value written as a string and read with its `TryFrom<&str>`; any
+/// other TOML value is refused as not being `what` (e.g. "a duration"),
+/// with `example` of what is expected.
+pub fn from_text<'de, D, T>(d: D, what: &str, example: &str) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: for<'a> TryFrom<&'a str, Error = String>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        S(String),
+        Other(toml::Value),
+    }
+    match Raw::deserialize(d)? {
+        Raw::S(s) => T::try_from(s.as_str()).map_err(serde::de::Error::custom),
+        Raw::Other(v) => Err(serde::de::Error::custom(format!(
+            "`{v}` is not {what}: expected a string like {example}"
+        ))),
     }
 }
 

@@ -158,18 +158,7 @@ impl TryFrom<&str> for Age {
 
 impl<'de> Deserialize<'de> for Age {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            S(String),
-            Other(toml::Value),
-        }
-        match Raw::deserialize(d)? {
-            Raw::S(s) => Age::try_from(s.as_str()).map_err(serde::de::Error::custom),
-            Raw::Other(v) => Err(serde::de::Error::custom(format!(
-                "`{v}` is not a retention: expected a string like \"48h\" or \"35d\""
-            ))),
-        }
+        crate::domain::units::from_text(d, "a retention", "\"48h\" or \"35d\"")
     }
 }
 
