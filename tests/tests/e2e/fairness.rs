@@ -9,9 +9,10 @@
 //! section 5, where the abuse measurement shows the effect). This test
 //! guards the part that a test thread can observe without racing the
 //! worker: the other connection is not left until the flood's backlog is
-//! done (measured here: 0–1 of the flood's requests before it in most runs,
-//! 16 without the yield; this thread's own delay in reading adds up to a
-//! hundred or so in some runs).
+//! done (measured here: 2 of the flood's requests before it, steady under
+//! CPU load; the whole backlog of 600 without the yield). The other answer is read on the worker's own
+//! thread, so what the flood got by then is counted before the worker can
+//! serve more of it.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -29,12 +30,14 @@ fn answers(bytes: &[u8]) -> usize {
         .count()
 }
 
-/// One HTTP/1.1 response with a `content-length` body, read from `s`.
-fn read_response(s: &mut TcpStream) -> Vec<u8> {
+/// One HTTP/1.1 response with a `content-length` body, read from `s` on
+/// the runtime.
+async fn read_response_async(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
-        s.read_exact(&mut byte).unwrap();
+        s.read_exact(&mut byte).await.unwrap();
         buf.push(byte[0]);
     }
     let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
@@ -44,7 +47,7 @@ fn read_response(s: &mut TcpStream) -> Vec<u8> {
         .map(|v| v.trim().parse().unwrap())
         .expect("a content-length");
     let mut body = vec![0u8; len];
-    s.read_exact(&mut body).unwrap();
+    s.read_exact(&mut body).await.unwrap();
     buf.extend_from_slice(&body);
     buf
 }
@@ -103,33 +106,43 @@ fn a_pipelining_client_does_not_starve_another_connection() {
         .write_all(b"GET /nowhere HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
         .unwrap();
     std::thread::sleep(Duration::from_millis(50));
-    let halt = drive(&rt);
-    // The other answer, whole (not its connection's end: closing may come
-    // later).
-    let answer = read_response(&mut other);
+    // The reader of the other answer runs on the worker's own thread (this
+    // thread drives the runtime): when its answer is whole, it counts what
+    // the gateway had written to the flood's connection before the worker
+    // can serve another request — no race with the worker.
+    flood.set_nonblocking(true).unwrap();
+    let (answer, before) = rt.block_on(async {
+        let mut other = tokio::net::TcpStream::from_std({
+            other.set_nonblocking(true).unwrap();
+            other
+        })
+        .unwrap();
+        let answer = read_response_async(&mut other).await;
+        let mut got = Vec::new();
+        let mut chunk = vec![0u8; 1 << 20];
+        while let Ok(n @ 1..) = flood.read(&mut chunk) {
+            got.extend_from_slice(&chunk[..n]);
+        }
+        (answer, got)
+    });
     assert!(
         answer.starts_with(b"HTTP/1.1 404"),
         "{}",
         String::from_utf8_lossy(&answer)
     );
-    // What the gateway had written to the flood's connection by then is in
-    // its socket's receive buffer now.
-    flood.set_nonblocking(true).unwrap();
-    let mut got = Vec::new();
-    let mut chunk = vec![0u8; 1 << 20];
-    while let Ok(n @ 1..) = flood.read(&mut chunk) {
-        got.extend_from_slice(&chunk[..n]);
-    }
+    let mut got = before;
     let before = answers(&got);
+    let halt = drive(&rt);
     flood.set_nonblocking(false).unwrap();
     flood.read_to_end(&mut got).unwrap();
     assert_eq!(answers(&got), FLOOD, "every flood request answered");
     eprintln!("the other request was answered after {before} of the flood's {FLOOD}");
-    // Not starved: answered long before the flood's backlog is done (this
-    // thread may take a while to read the flood's connection after the
-    // other answer, and the worker goes on meanwhile, hence the margin).
+    // Not starved: answered long before the flood's backlog is done. The
+    // reader wakes on the worker's next poll of its events, which may come
+    // after a batch of the flood's requests (tokio polls events every 61
+    // tasks at most), hence the margin.
     assert!(
-        before < FLOOD / 2,
+        before < FLOOD / 4,
         "{before} of the flood's {FLOOD} requests were answered before the other connection's one"
     );
 
