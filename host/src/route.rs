@@ -5,6 +5,7 @@
 //! can reach a route by one spelling and bypass it by another.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Why a request path was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -307,6 +308,56 @@ impl PathPattern {
         }
     }
 
+    /// The same pattern under one more leading literal segment (a path
+    /// version's `/v1`).
+    pub fn under(&self, segment: &str) -> PathPattern {
+        match self {
+            PathPattern::Template(segs) => {
+                let mut s = vec![Segment::Literal(segment.to_string())];
+                s.extend(segs.iter().cloned());
+                PathPattern::Template(s)
+            }
+            PathPattern::Prefix(segs) => {
+                let mut s = vec![segment.to_string()];
+                s.extend(segs.iter().cloned());
+                PathPattern::Prefix(s)
+            }
+        }
+    }
+
+    /// The pattern with its captures unnamed (`/pets/{}`): two routes with
+    /// the same shape match the same paths.
+    pub fn shape(&self) -> String {
+        match self {
+            PathPattern::Template(segs) => {
+                let mut out = String::new();
+                for s in segs {
+                    out.push('/');
+                    match s {
+                        Segment::Literal(l) => out.push_str(l),
+                        Segment::Capture(_) => out.push_str("{}"),
+                    }
+                }
+                if out.is_empty() {
+                    out.push('/');
+                }
+                out
+            }
+            PathPattern::Prefix(segs) => format!("/{}/**", segs.join("/")),
+        }
+    }
+
+    /// The first segment when it is a literal.
+    pub fn first_literal(&self) -> Option<&str> {
+        match self {
+            PathPattern::Template(segs) => match segs.first() {
+                Some(Segment::Literal(l)) => Some(l),
+                _ => None,
+            },
+            PathPattern::Prefix(segs) => segs.first().map(String::as_str),
+        }
+    }
+
     /// Higher is more specific: templates beat prefixes, literals beat
     /// captures, longer beats shorter.
     fn specificity(&self) -> (u8, usize, usize) {
@@ -372,8 +423,54 @@ pub struct Route {
     pub methods: Vec<String>,
     /// Declaration order, to break ties.
     pub order: usize,
+    /// The version it serves, for a route of a version of a version set.
+    pub version: Option<RouteVersion>,
     /// Its metric cells, resolved on its first call.
     pub cells: std::sync::OnceLock<&'static crate::observe::metrics::RouteCells>,
+}
+
+/// The version a route serves.
+#[derive(Debug, Clone)]
+pub struct RouteVersion {
+    /// Its version set, an index in the router's sets.
+    pub set: usize,
+    pub version: Arc<str>,
+    /// Reached through its version segment (path scheme): the segment is
+    /// removed from the path the API sees.
+    pub strip: bool,
+}
+
+/// Where a call names the version of a version set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VersionFrom {
+    /// The first path segment.
+    Path,
+    /// A request header (lower-case name).
+    Header(String),
+    /// A query parameter.
+    Query(String),
+}
+
+/// A version set as the router sees it.
+#[derive(Debug, Clone)]
+pub struct VersionSetInfo {
+    pub name: String,
+    pub from: VersionFrom,
+    pub default: Option<Arc<str>>,
+    /// Its versions, sorted.
+    pub versions: Vec<Arc<str>>,
+    /// Path scheme: its versions' patterns without the version segment,
+    /// to tell a call to an unknown version from one to no API.
+    pub shapes: Vec<PathPattern>,
+}
+
+/// The path without its first segment (`/v1/pets` is `/pets`, `/v1` is `/`).
+pub fn strip_first_segment(path: &str) -> &str {
+    let rest = path.strip_prefix('/').unwrap_or(path);
+    match rest.find('/') {
+        Some(i) => &rest[i..],
+        None => "/",
+    }
 }
 
 /// What routing found.
@@ -382,6 +479,13 @@ pub enum RouteMatch<'a> {
     Found {
         route: &'a Route,
         captures: Vec<(String, String)>,
+    },
+    /// The path is a version set's, but the call names none of its
+    /// versions (`given`: what it named, if anything) and the set has no
+    /// default.
+    UnknownVersion {
+        set: &'a VersionSetInfo,
+        given: Option<String>,
     },
     /// A route matched host and path but not the method.
     MethodNotAllowed {
@@ -398,9 +502,24 @@ pub struct Router {
     /// is a capture or that are the root prefix go in `any_first`.
     by_first: HashMap<String, Vec<usize>>,
     any_first: Vec<usize>,
+    /// The version sets the routes' `version`s point into.
+    sets: Vec<VersionSetInfo>,
 }
 
 impl Router {
+    /// A router over `routes` whose versioned routes point into `sets`.
+    pub fn with_versions(routes: Vec<Route>, sets: Vec<VersionSetInfo>) -> Self {
+        Router {
+            sets,
+            ..Router::new(routes)
+        }
+    }
+
+    /// The version sets.
+    pub fn sets(&self) -> &[VersionSetInfo] {
+        &self.sets
+    }
+
     pub fn new(mut routes: Vec<Route>) -> Self {
         routes.sort_by(|a, b| {
             let ah = !a.hosts.is_empty();
@@ -428,11 +547,32 @@ impl Router {
             routes,
             by_first,
             any_first,
+            sets: Vec::new(),
         }
     }
 
-    /// Route a request. `host` is the request's host without port, any case.
+    /// Route a request that names no version by header or query.
     pub fn route(&self, host: &str, path: &str, method: &str) -> RouteMatch<'_> {
+        self.route_versioned(host, path, method, &|_| None)
+    }
+
+    /// Route a request. `host` is the request's host without port, any
+    /// case; `version_of` reads the version a call names in a header or a
+    /// query parameter.
+    ///
+    /// Precedence: the most specific route wins, versioned or not (a path
+    /// version's segment is one more literal). A header or query version
+    /// set's route whose path matches answers for the set: with a version
+    /// the set does not have (and no default), the call is refused as
+    /// [`RouteMatch::UnknownVersion`] rather than tried on less specific
+    /// routes.
+    pub fn route_versioned<'r>(
+        &self,
+        host: &str,
+        path: &str,
+        method: &str,
+        version_of: &dyn Fn(&VersionFrom) -> Option<&'r str>,
+    ) -> RouteMatch<'_> {
         let host = host.to_ascii_lowercase();
         let first = path.split('/').find(|s| !s.is_empty()).unwrap_or("");
         let mut candidates: Vec<usize> = self.by_first.get(first).cloned().unwrap_or_default();
@@ -447,6 +587,25 @@ impl Router {
             let Some(captures) = r.path.matches(path) else {
                 continue;
             };
+            if let Some(v) = &r.version {
+                let set = &self.sets[v.set];
+                if set.from != VersionFrom::Path {
+                    let given = version_of(&set.from).filter(|g| !g.is_empty());
+                    match given.or(set.default.as_deref()) {
+                        Some(w) if set.versions.iter().any(|x| &**x == w) => {
+                            if w != &*v.version {
+                                continue;
+                            }
+                        }
+                        _ => {
+                            return RouteMatch::UnknownVersion {
+                                set,
+                                given: given.map(str::to_string),
+                            }
+                        }
+                    }
+                }
+            }
             if !r.methods.is_empty() && !r.methods.iter().any(|m| m == method) {
                 for m in &r.methods {
                     if !allow.contains(m) {
@@ -458,6 +617,21 @@ impl Router {
             return RouteMatch::Found { route: r, captures };
         }
         if allow.is_empty() {
+            // A path version set's path under a version it does not have,
+            // or without a version (and the set has no default).
+            let rest = strip_first_segment(path);
+            for set in self.sets.iter().filter(|s| s.from == VersionFrom::Path) {
+                if set.shapes.iter().any(|p| p.matches(rest).is_some()) && rest != path {
+                    let first = path.split('/').find(|s| !s.is_empty()).unwrap_or("");
+                    return RouteMatch::UnknownVersion {
+                        set,
+                        given: Some(first.to_string()),
+                    };
+                }
+                if set.default.is_none() && set.shapes.iter().any(|p| p.matches(path).is_some()) {
+                    return RouteMatch::UnknownVersion { set, given: None };
+                }
+            }
             RouteMatch::NotFound
         } else {
             allow.sort();
@@ -529,6 +703,7 @@ mod tests {
             path: pat,
             methods: methods.iter().map(|m| m.to_string()).collect(),
             order,
+            version: None,
             cells: Default::default(),
         }
     }

@@ -27,6 +27,21 @@ pub enum GatewayError {
     RequestTimeout(std::time::Duration),
     #[error("not implemented: {0}")]
     NotImplemented(String),
+    /// A version set's path, but a version the set does not have (or
+    /// none, and the set has no default).
+    #[error("{}", unknown_version_message(.set, .versions, .given.as_deref()))]
+    UnknownVersion {
+        set: String,
+        versions: Vec<String>,
+        given: Option<String>,
+    },
+    /// A retired API: its calls are answered 410, pointing at its successor.
+    #[error("api `{api}` is retired{}", .successor.as_ref().map(|(s, _)| format!(": use `{s}`")).unwrap_or_default())]
+    Retired {
+        api: String,
+        /// The successor's name and the call's URL on it.
+        successor: Option<(String, String)>,
+    },
     // -- the upstream (what the client caused while the call was under
     //    way, and the gateway's own slips, are mapped out by `From`)
     #[error(transparent)]
@@ -50,6 +65,8 @@ impl GatewayError {
             GatewayError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             GatewayError::RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             GatewayError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            GatewayError::UnknownVersion { .. } => StatusCode::NOT_FOUND,
+            GatewayError::Retired { .. } => StatusCode::GONE,
             GatewayError::Upstream(u) => upstream_status(u),
             GatewayError::Policy(p) => match p {
                 PolicyError::Trap { .. }
@@ -74,6 +91,8 @@ impl GatewayError {
             GatewayError::UriTooLong { .. } => "uri_too_long",
             GatewayError::RequestTimeout(_) => "request_timeout",
             GatewayError::NotImplemented(_) => "not_implemented",
+            GatewayError::UnknownVersion { .. } => "unknown_version",
+            GatewayError::Retired { .. } => "api_retired",
             GatewayError::Upstream(u) => upstream_code(u),
             GatewayError::Policy(PolicyError::Trap { .. }) => "policy_failed",
             GatewayError::Policy(PolicyError::Memory { .. }) => "policy_memory_exceeded",
@@ -97,7 +116,9 @@ impl GatewayError {
             | GatewayError::PayloadTooLarge { .. }
             | GatewayError::UriTooLong { .. }
             | GatewayError::RequestTimeout(_)
-            | GatewayError::NotImplemented(_) => self.to_string(),
+            | GatewayError::NotImplemented(_)
+            | GatewayError::UnknownVersion { .. }
+            | GatewayError::Retired { .. } => self.to_string(),
             GatewayError::Upstream(u) => upstream_message(u),
             GatewayError::Policy(PolicyError::Timeout { step, .. }) => {
                 format!("policy step `{step}` timed out")
@@ -115,6 +136,12 @@ impl GatewayError {
 
     /// The one mapping from a failure to what the client gets.
     pub fn to_response(&self, request_id: &str) -> Response<Full<Bytes>> {
+        if matches!(
+            self,
+            GatewayError::UnknownVersion { .. } | GatewayError::Retired { .. }
+        ) {
+            return self.problem(request_id);
+        }
         error_response(
             self.status(),
             self.code(),
@@ -122,6 +149,69 @@ impl GatewayError {
             request_id,
             self,
         )
+    }
+}
+
+/// What a call naming no version, or a version a set does not have, is
+/// told: the versions there are (what it named is shown only when it could
+/// be a version: a 10 KB header is not echoed).
+fn unknown_version_message(set: &str, versions: &[String], given: Option<&str>) -> String {
+    let named = match given {
+        Some(g) if crate::manifest::Version::try_from(g.to_string()).is_ok() => {
+            format!("version `{g}` is not a version of `{set}`")
+        }
+        Some(_) => format!("the version named is not a version of `{set}`"),
+        None => format!("the call names no version of `{set}`"),
+    };
+    format!("{named}; its versions: {}", versions.join(", "))
+}
+
+impl GatewayError {
+    /// An `application/problem+json` answer (RFC 9457) for the version
+    /// errors: `type`, `title`, `status`, `detail`, and the same `code` and
+    /// `request_id` as the gateway's other errors.
+    fn problem(&self, request_id: &str) -> Response<Full<Bytes>> {
+        let status = self.status();
+        let mut body = serde_json::json!({
+            "type": "about:blank",
+            "title": status.canonical_reason().unwrap_or(""),
+            "status": status.as_u16(),
+            "detail": self.public_message(),
+            "code": self.code(),
+            "request_id": request_id,
+        });
+        let mut link = None;
+        match self {
+            GatewayError::UnknownVersion { set, versions, .. } => {
+                body["version_set"] = set.as_str().into();
+                body["versions"] = versions.clone().into();
+            }
+            GatewayError::Retired { api, successor } => {
+                body["api"] = api.as_str().into();
+                if let Some((name, url)) = successor {
+                    body["successor"] = name.as_str().into();
+                    body["successor_url"] = url.as_str().into();
+                    link =
+                        HeaderValue::from_str(&format!("<{url}>; rel=\"successor-version\"")).ok();
+                }
+            }
+            _ => {}
+        }
+        let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            h.insert("x-request-id", v);
+        }
+        if let Some(l) = link {
+            h.insert(header::LINK, l);
+        }
+        resp
     }
 }
 

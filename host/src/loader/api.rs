@@ -79,13 +79,28 @@ impl Build<'_> {
         let api_index = self.apis.len();
         let upstream = self.upstream(src.path, &at, spec);
         let routed = self.routes(src, &at, api_index, spec);
-        let steps = self.chain(src, index_in_file, spec);
+        let steps = self.chain(src, (index_in_file, None), spec);
         let record = self.recorder(src.path, &at, spec);
-        match (upstream, routed, steps, record) {
-            (Some(upstream), true, Some(steps), Some(record)) => {
+        let revisions = self.revisions(src, index_in_file, spec);
+        match (upstream, routed, steps, record, revisions) {
+            (Some(upstream), true, Some(steps), Some(record), Some(revisions)) => {
                 let mut api = ready(src.path, spec, upstream, steps);
                 api.record = record;
+                api.revision = spec.current_revision.unwrap_or(1);
+                if spec.version_set.is_some() || spec.version.is_some() || spec.lifecycle.is_some()
+                {
+                    self.declared.push(super::versions::Declared {
+                        api: api_index,
+                        at: at.clone(),
+                        set: spec.version_set.clone(),
+                        version: spec.version.clone(),
+                        lifecycle: spec.lifecycle.clone(),
+                    });
+                }
                 self.apis.push(api);
+                for r in revisions {
+                    self.revisions.insert((spec.name.to_string(), r.number), r);
+                }
             }
             // Keep indexes of later APIs aligned with their routes.
             _ => self.routes.retain(|r| r.api != api_index),
@@ -94,7 +109,7 @@ impl Build<'_> {
 
     /// The API's upstream client; its certificate files are watched (they
     /// are reread on reload: a change reloads).
-    fn upstream(&mut self, file: &Path, at: &str, spec: &ApiSpec) -> Option<Upstream> {
+    pub(super) fn upstream(&mut self, file: &Path, at: &str, spec: &ApiSpec) -> Option<Upstream> {
         let folder = file.parent().unwrap_or(Path::new("."));
         let u = &spec.upstream;
         for p in [&u.ca_file, &u.client_cert, &u.client_key]
@@ -167,7 +182,7 @@ impl Build<'_> {
 }
 
 /// The API built from `spec` in `file`, ready to serve.
-fn ready(file: &Path, spec: &ApiSpec, upstream: Upstream, steps: Vec<Step>) -> Api {
+pub(super) fn ready(file: &Path, spec: &ApiSpec, upstream: Upstream, steps: Vec<Step>) -> Api {
     let request_body_limit = steps
         .iter()
         .flat_map(Step::versions)
@@ -181,6 +196,9 @@ fn ready(file: &Path, spec: &ApiSpec, upstream: Upstream, steps: Vec<Step>) -> A
         steps,
         request_body_limit,
         record: None,
+        version: None,
+        lifecycle: None,
+        revision: 1,
     }
 }
 
@@ -215,6 +233,7 @@ pub(super) fn compile_route(api: usize, order: usize, r: &RouteSpec) -> Result<R
         path,
         methods,
         order,
+        version: None,
         cells: Default::default(),
     })
 }

@@ -77,9 +77,26 @@ impl<'a> Source<'a> {
     }
 
     /// The table of step `step` of the file's API `api`.
+    #[cfg(test)]
     pub fn step_item(&self, api: usize, step: usize) -> Option<&toml_edit::Item> {
+        self.revision_step_item(api, None, step)
+    }
+
+    /// The table of step `step` of the file's API `api`, or of its
+    /// `revision`-th `[[api.revision]]`.
+    pub fn revision_step_item(
+        &self,
+        api: usize,
+        revision: Option<usize>,
+        step: usize,
+    ) -> Option<&toml_edit::Item> {
         let doc = self.doc.as_ref()?.as_item();
-        doc.get("api")?.get(api)?.get("chain")?.get(step)
+        let api = doc.get("api")?.get(api)?;
+        let owner = match revision {
+            Some(r) => api.get("revision")?.get(r)?,
+            None => api,
+        };
+        owner.get("chain")?.get(step)
     }
 }
 
@@ -108,6 +125,7 @@ impl Build<'_> {
         }
         let src = Source::new(file, &text);
         self.consumers(&src, &m.consumers);
+        self.version_sets(&src, &m.version_sets);
         for (index_in_file, api) in m.apis.iter().enumerate() {
             self.api(&src, index_in_file, api);
         }

@@ -23,7 +23,9 @@ mod gateway_file;
 pub mod inputs;
 mod manifests;
 mod plugin;
+mod revision;
 mod step;
+mod versions;
 
 use crate::manifest::{ApiSpec, GatewayFile, ManifestError};
 use crate::policy::{Runtime, Step};
@@ -37,11 +39,13 @@ pub use gateway_file::{read_gateway_file, read_gateway_file_recording};
 pub use inputs::Inputs;
 pub use manifests::manifest_files;
 pub use plugin::find_plugin;
+pub use revision::{Revision, REVISION_PREFIX};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+pub use versions::{ApiVersion, Lifecycle, Successor};
 
 /// Longest deadline a policy phase may be given.
 pub const MAX_STEP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -59,6 +63,13 @@ pub struct Api {
     pub request_body_limit: Option<usize>,
     /// Where its calls are recorded (`[api.record]`), if they are.
     pub record: Option<Arc<crate::record::Recorder>>,
+    /// Its version set and version, if it is a version.
+    pub version: Option<ApiVersion>,
+    /// Deprecated or retired; `None` when active.
+    pub lifecycle: Option<Arc<Lifecycle>>,
+    /// The number of the revision this is (`current-revision`, or the
+    /// revision's `number` for a staged revision).
+    pub revision: u32,
 }
 
 /// A complete, validated configuration.
@@ -76,6 +87,9 @@ pub struct Generation {
     /// built from: the admin API refuses to rewrite a file that changed
     /// since.
     pub sources: BTreeMap<PathBuf, String>,
+    /// The staged revisions by API name and number, each served at
+    /// `/.rev/{api}/{number}/...`.
+    pub revisions: BTreeMap<(String, u32), Revision>,
 }
 
 impl Generation {
@@ -161,6 +175,7 @@ pub fn build_recording(
     for file in &files {
         build.manifest(file, overrides.get(file));
     }
+    let sets = build.versions();
     let Build {
         errs,
         mut watched,
@@ -168,17 +183,19 @@ pub fn build_recording(
         apis,
         directory,
         sources,
+        revisions,
         ..
     } = build;
     if errs.is_empty() {
         watched.sort();
         watched.dedup();
         Ok(Generation {
-            router: Router::new(routes),
+            router: Router::with_versions(routes, sets),
             apis,
             watched,
             consumers: consumer_sources(directory, runtime),
             sources,
+            revisions,
         })
     } else {
         Err(ConfigErrors(errs))
@@ -208,6 +225,12 @@ struct Build<'a> {
     directory: Directory,
     /// SHA-256 (hex) of each manifest's text.
     sources: BTreeMap<PathBuf, String>,
+    /// The `[[version-set]]`s declared so far.
+    declared_sets: Vec<versions::DeclaredSet>,
+    /// What the built APIs declared about versions and lifecycles.
+    declared: Vec<versions::Declared>,
+    /// The staged revisions built so far.
+    revisions: BTreeMap<(String, u32), Revision>,
 }
 
 impl<'a> Build<'a> {
@@ -232,6 +255,9 @@ impl<'a> Build<'a> {
             api_names: BTreeMap::new(),
             directory: Directory::default(),
             sources: BTreeMap::new(),
+            declared_sets: Vec::new(),
+            declared: Vec::new(),
+            revisions: BTreeMap::new(),
         }
     }
 }

@@ -35,14 +35,14 @@ impl<'a> StepSite<'a> {
     fn new(
         src: &'a Source<'a>,
         api: &'a ApiSpec,
-        index_in_file: usize,
+        (index_in_file, revision): (usize, Option<usize>),
         index: usize,
         step: &'a Spanned<StepSpec>,
     ) -> StepSite<'a> {
         let spec = step.get_ref();
         StepSite {
             src,
-            item: src.step_item(index_in_file, index),
+            item: src.revision_step_item(index_in_file, revision, index),
             start: step.span().start,
             api: api.name.as_str(),
             name: spec
@@ -94,18 +94,20 @@ pub(super) struct StepLimits {
 }
 
 impl Build<'_> {
-    /// The API's steps, if every one of them built.
+    /// The API's steps, if every one of them built; `place`: the API's
+    /// index in the file, and the index of its revision when these are a
+    /// revision's steps.
     pub(super) fn chain(
         &mut self,
         src: &Source,
-        index_in_file: usize,
+        place: (usize, Option<usize>),
         api: &ApiSpec,
     ) -> Option<Vec<Step>> {
         let mut steps = Vec::new();
         let mut names = HashSet::new();
         let mut ok = true;
         for (index, s) in api.chain.iter().enumerate() {
-            let site = StepSite::new(src, api, index_in_file, index, s);
+            let site = StepSite::new(src, api, place, index, s);
             if !names.insert(site.name.clone()) {
                 self.errs.push(format!(
                     "{}: api `{}`: step name `{}` is used twice; give each step a distinct `name`",

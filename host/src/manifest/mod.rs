@@ -558,6 +558,9 @@ pub struct PolicyManifest {
     pub schema: u32,
     #[serde(default, rename = "api")]
     pub apis: Vec<toml::Spanned<ApiSpec>>,
+    /// Version sets: APIs that are versions of one another.
+    #[serde(default, rename = "version-set")]
+    pub version_sets: Vec<toml::Spanned<VersionSetSpec>>,
     /// Consumers and their keys (the admin API adds more at run time).
     #[serde(default, rename = "consumer")]
     pub consumers: Vec<toml::Spanned<ConsumerSpec>>,
@@ -614,6 +617,191 @@ pub struct ApiSpec {
     /// redacted) to a file, for `tollgate policy replay`. Off without it.
     #[serde(default)]
     pub record: Option<RecordSpec>,
+    /// The version set this API is a version of (`[[version-set]]`).
+    pub version_set: Option<Name>,
+    /// Its version in that set.
+    pub version: Option<Version>,
+    /// Deprecated or retired; active without it.
+    pub lifecycle: Option<LifecycleSpec>,
+    /// The number of the revision the API's own keys are (default 1).
+    pub current_revision: Option<u32>,
+    /// What that revision is about.
+    pub current_description: Option<String>,
+    /// The revision that was current before the last promotion: what
+    /// `rollback` makes current again.
+    pub previous_revision: Option<u32>,
+    /// Staged revisions, each served at `/.rev/{api}/{number}/...`.
+    #[serde(default, rename = "revision")]
+    pub revisions: Vec<toml::Spanned<RevisionSpec>>,
+}
+
+/// `[[version-set]]`: APIs that are versions of one another, and how a
+/// call names its version.
+///
+/// ```toml
+/// [[version-set]]
+/// name = "pets"
+/// scheme = "path"          # "path" | "header" | "query"
+/// header = "api-version"   # scheme = "header" (the default name)
+/// query = "api-version"    # scheme = "query" (the default name)
+/// default = "v1"           # calls naming no version; without it: 404
+/// ```
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct VersionSetSpec {
+    pub name: Name,
+    pub scheme: VersionScheme,
+    pub header: Option<String>,
+    pub query: Option<String>,
+    pub default: Option<Version>,
+}
+
+/// Where a call names its version.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum VersionScheme {
+    /// The first path segment: `/v1/pets/1`.
+    Path,
+    /// A request header (`api-version: v1`).
+    Header,
+    /// A query parameter (`?api-version=v1`).
+    Query,
+}
+
+impl VersionScheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VersionScheme::Path => "path",
+            VersionScheme::Header => "header",
+            VersionScheme::Query => "query",
+        }
+    }
+}
+
+/// The default header and query parameter naming a version.
+pub const DEFAULT_VERSION_KEY: &str = "api-version";
+
+/// A version of a version set: 1 to 32 characters of `A-Z a-z 0-9 . _ -`,
+/// not starting with `.` (it can be a path segment).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Version(String);
+
+impl Version {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Version {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for Version {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        if s.is_empty() || s.len() > 32 {
+            return Err(format!(
+                "version `{}` must be 1 to 32 characters long",
+                s.chars().take(40).collect::<String>()
+            ));
+        }
+        if let Some(c) = s
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        {
+            return Err(format!(
+                "version `{s}` contains {c:?}: use only letters, digits, `-`, `_` and `.`"
+            ));
+        }
+        if s.starts_with('.') {
+            return Err(format!("version `{s}` must not start with `.`"));
+        }
+        Ok(Version(s))
+    }
+}
+
+impl<'de> Deserialize<'de> for Version {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Version::try_from(s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// `lifecycle`: an API's place in its life.
+///
+/// ```toml
+/// lifecycle = { state = "deprecated", deprecated-at = 2026-06-01T00:00:00Z, sunset = 2027-01-01T00:00:00Z, successor = "pets-v2" }
+/// ```
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LifecycleSpec {
+    #[serde(default)]
+    pub state: LifecycleState,
+    /// When it was (or will be) deprecated; required when deprecated.
+    pub deprecated_at: Option<toml::value::Datetime>,
+    /// When it stops being served (announced; not enforced).
+    pub sunset: Option<toml::value::Datetime>,
+    /// The API of the same version set that replaces it.
+    pub successor: Option<Name>,
+}
+
+/// `active` (the default), `deprecated` or `retired`.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LifecycleState {
+    #[default]
+    Active,
+    Deprecated,
+    Retired,
+}
+
+impl LifecycleState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LifecycleState::Active => "active",
+            LifecycleState::Deprecated => "deprecated",
+            LifecycleState::Retired => "retired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<LifecycleState> {
+        [
+            LifecycleState::Active,
+            LifecycleState::Deprecated,
+            LifecycleState::Retired,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+    }
+}
+
+/// `[[api.revision]]`: a staged copy of the API's upstream, routes and
+/// chain, served at `/.rev/{api}/{number}/...` until it is made current.
+///
+/// ```toml
+/// [[api.revision]]
+/// number = 2
+/// description = "new auth"
+/// created = 2026-12-01T10:00:00Z
+/// upstream = { targets = ["http://10.0.0.7:8080"] }
+/// [[api.revision.route]]
+/// path = "/pets/{id}"
+/// [[api.revision.chain]]
+/// plugin = "key-auth"
+/// ```
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RevisionSpec {
+    pub number: u32,
+    pub description: Option<String>,
+    pub created: Option<toml::value::Datetime>,
+    pub upstream: UpstreamSpec,
+    #[serde(default, rename = "route")]
+    pub routes: Vec<toml::Spanned<RouteSpec>>,
+    #[serde(default, rename = "chain")]
+    pub chain: Vec<toml::Spanned<StepSpec>>,
 }
 
 /// `[api.record]`: write the API's calls, sanitised, one JSON object per

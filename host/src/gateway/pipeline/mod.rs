@@ -31,6 +31,7 @@
 
 mod context;
 mod forward;
+mod lifecycle;
 mod normalise;
 mod observed;
 mod recording;
@@ -44,11 +45,11 @@ pub use context::{headers_to_wit, wit_to_headers};
 
 use crate::gateway::error::{Failure, GatewayError};
 use crate::gateway::DataPlane;
-use crate::loader::{Api, Generation};
+use crate::loader::{Api, Generation, REVISION_PREFIX};
 use crate::observe::metrics::ListenerCells;
 use crate::policy::host::{CallTiming, ResponseOrigin};
 use crate::policy::{CallContext, Header, RequestHead, RequestScope};
-use crate::route::{Route, RouteMatch};
+use crate::route::{strip_first_segment, Route, RouteMatch, VersionFrom};
 use crate::upstream::{self, BoxError, OutboundBody, ProxyBody};
 use bytes::Bytes;
 use context::{Ctx, Fields, OutBody, Outgoing};
@@ -95,15 +96,23 @@ pub async fn handle_on(
                 None => resp,
             }
         }
-        Ok(routed) => {
+        Ok(mut routed) => {
             let route = routed.route;
             let method = parts.method.clone();
+            let notice = routed.notice.take();
             let mut cx = enter(gateway, &gen, routed, arrival, parts, body);
-            let out = match recording::begin(&mut cx).await {
-                Ok(()) => proxy(&mut cx).await,
-                Err(failure) => cx.fail(failure),
+            let out = match notice.as_ref().and_then(|n| n.gone(&cx.api.name)) {
+                // Retired: no step, no upstream.
+                Some(gone) => cx.fail(gone.into()),
+                None => match recording::begin(&mut cx).await {
+                    Ok(()) => proxy(&mut cx).await,
+                    Err(failure) => cx.fail(failure),
+                },
             };
-            let out = response::response_chain(&mut cx, out).await;
+            let mut out = response::response_chain(&mut cx, out).await;
+            if let Some(n) = &notice {
+                n.apply(&mut out);
+            }
             let resp = finish(out, cx.request_id());
             let resp = recording::end(&mut cx, resp);
             match observed {
@@ -143,31 +152,99 @@ pub(crate) struct Routed<'g> {
     pub route: &'g Route,
     pub captures: Vec<(String, String)>,
     pub normalised: Normalised,
+    /// A deprecated or retired API's notice.
+    pub notice: Option<lifecycle::Notice>,
 }
 
-/// The route phase: the API for the request's host, path and method; a
-/// 404 or a 405 (with `Allow`) when there is none.
+/// The route phase: the API for the request's host, path and method (and
+/// the version it names); a 404 or a 405 (with `Allow`) when there is
+/// none. A path version's segment is removed from the path, and a path
+/// under `/.rev/{api}/{number}` goes to that staged revision.
 pub(crate) fn route<'g>(
     gen: &'g Generation,
     parts: &http::request::Parts,
-    normalised: Normalised,
+    mut normalised: Normalised,
 ) -> Result<Routed<'g>, Failure> {
     let host = normalise::host_of(&normalised.authority);
-    match gen
-        .router
-        .route(host, &normalised.path, parts.method.as_str())
-    {
-        RouteMatch::Found { route, captures } => Ok(Routed {
-            api: &gen.apis[route.api],
+    let method = parts.method.as_str();
+    if let Some(found) = revision(gen, host, &normalised.path, method) {
+        let (api, route, captures, rest) = found?;
+        normalised.path = rest;
+        return Ok(Routed {
+            api,
             route,
             captures,
             normalised,
-        }),
+            notice: None,
+        });
+    }
+    let query = parts.uri.query();
+    let version_of = |from: &VersionFrom| match from {
+        VersionFrom::Header(h) => parts.headers.get(h.as_str()).and_then(|v| v.to_str().ok()),
+        VersionFrom::Query(q) => lifecycle::query_value(query, q),
+        VersionFrom::Path => None,
+    };
+    match gen
+        .router
+        .route_versioned(host, &normalised.path, method, &version_of)
+    {
+        RouteMatch::Found { route, captures } => {
+            let api = &gen.apis[route.api];
+            let notice = lifecycle::notice(api, route, &normalised.path, query);
+            if route.version.as_ref().is_some_and(|v| v.strip) {
+                normalised.path = strip_first_segment(&normalised.path).to_string();
+            }
+            Ok(Routed {
+                api,
+                route,
+                captures,
+                normalised,
+                notice,
+            })
+        }
+        RouteMatch::UnknownVersion { set, given } => Err(GatewayError::UnknownVersion {
+            set: set.name.clone(),
+            versions: set.versions.iter().map(|v| v.to_string()).collect(),
+            given,
+        }
+        .into()),
         RouteMatch::MethodNotAllowed { allow } => {
             Err(GatewayError::MethodNotAllowed { allow }.into())
         }
         RouteMatch::NotFound => Err(GatewayError::NoRoute.into()),
     }
+}
+
+/// A revision's API, route and captures, and the path after its address,
+/// for a path under `/.rev/{api}/{number}`; `None` for any other path.
+#[allow(clippy::type_complexity)]
+fn revision<'g>(
+    gen: &'g Generation,
+    host: &str,
+    path: &str,
+    method: &str,
+) -> Option<Result<(&'g Api, &'g Route, Vec<(String, String)>, String), Failure>> {
+    let rest = path.strip_prefix('/')?.strip_prefix(REVISION_PREFIX)?;
+    if !(rest.is_empty() || rest.starts_with('/')) {
+        return None;
+    }
+    let mut parts = rest.splitn(4, '/').skip(1);
+    let (name, number) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let rest = format!("/{}", parts.next().unwrap_or(""));
+    let Some(rev) = number
+        .parse::<u32>()
+        .ok()
+        .and_then(|n| gen.revisions.get(&(name.to_string(), n)))
+    else {
+        return Some(Err(GatewayError::NoRoute.into()));
+    };
+    Some(match rev.router.route(host, &rest, method) {
+        RouteMatch::Found { route, captures } => Ok((&rev.api, route, captures, rest)),
+        RouteMatch::MethodNotAllowed { allow } => {
+            Err(GatewayError::MethodNotAllowed { allow }.into())
+        }
+        _ => Err(GatewayError::NoRoute.into()),
+    })
 }
 
 /// The routed request becomes the call's context: its one authority as
@@ -187,6 +264,7 @@ pub(crate) fn enter<'g>(
         route,
         captures,
         normalised: Normalised { authority, path },
+        notice: _,
     } = routed;
     let mut headers = parts.headers;
     // Without an authority in the target, a non-empty `Host` already is it.
