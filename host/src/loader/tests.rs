@@ -436,3 +436,187 @@ fn route_errors_say_what_to_write() {
     );
     assert!(!err("path = \"/a\"\nhosts = [\"a b\"]").is_empty());
 }
+
+/// An API `name` with one route `path`, and `extra` keys.
+fn api(name: &str, path: &str, extra: &str) -> String {
+    format!(
+        "\n[[api]]\nname = \"{name}\"\nupstream = {{ targets = [\"http://127.0.0.1:9\"] }}\n{extra}\n[[api.route]]\npath = \"{path}\"\n"
+    )
+}
+
+fn versioned(scheme: &str, default: &str) -> String {
+    let mut t =
+        format!("schema = 1\n[[version-set]]\nname = \"pets\"\nscheme = \"{scheme}\"\n{default}\n");
+    t += &api(
+        "pets-v1",
+        "/pets/{id}",
+        "version-set = \"pets\"\nversion = \"v1\"\nlifecycle = { state = \"deprecated\", deprecated-at = 2026-06-01T00:00:00Z, sunset = 2027-01-01T00:00:00Z, successor = \"pets-v2\" }",
+    );
+    t += &api(
+        "pets-v2",
+        "/pets/{id}",
+        "version-set = \"pets\"\nversion = \"v2\"",
+    );
+    t += &api("other", "/other", "");
+    t
+}
+
+fn versioned_route<'g>(
+    g: &'g Generation,
+    path: &str,
+    named: Option<&'g str>,
+) -> Result<(&'g str, bool), String> {
+    match g.router.route_versioned("h", path, "GET", &|_| named) {
+        RouteMatch::Found { route, .. } => Ok((
+            &g.apis[route.api].name,
+            route.version.as_ref().is_some_and(|v| v.strip),
+        )),
+        RouteMatch::UnknownVersion { set, given } => Err(format!("unknown {} {given:?}", set.name)),
+        other => Err(format!("{other:?}")),
+    }
+}
+
+#[test]
+fn path_versions_route_under_their_segment_and_the_default_also_without() {
+    let case = Case::new("\"apis\"");
+    case.write("apis/pets.toml", &versioned("path", "default = \"v2\""));
+    let g = case.build(&BTreeMap::new()).0.unwrap();
+    assert_eq!(
+        versioned_route(&g, "/v1/pets/1", None),
+        Ok(("pets-v1", true))
+    );
+    assert_eq!(
+        versioned_route(&g, "/v2/pets/1", None),
+        Ok(("pets-v2", true))
+    );
+    assert_eq!(versioned_route(&g, "/pets/1", None), Ok(("pets-v2", false)));
+    assert_eq!(versioned_route(&g, "/other", None), Ok(("other", false)));
+    assert_eq!(
+        versioned_route(&g, "/v9/pets/1", None),
+        Err("unknown pets Some(\"v9\")".into())
+    );
+    let v1 = g.apis.iter().find(|a| &*a.name == "pets-v1").unwrap();
+    let life = v1.lifecycle.as_deref().unwrap();
+    assert_eq!(life.deprecated_at, Some(1_780_272_000));
+    assert_eq!(life.sunset, Some(1_798_761_600));
+    assert_eq!(life.successor.as_ref().unwrap().version.as_ref(), "v2");
+    assert_eq!(v1.version.as_ref().unwrap().set.as_ref(), "pets");
+    // Without a default, no version is an unknown one.
+    case.write("apis/pets.toml", &versioned("path", ""));
+    let g = case.build(&BTreeMap::new()).0.unwrap();
+    assert_eq!(
+        versioned_route(&g, "/pets/1", None),
+        Err("unknown pets None".into())
+    );
+}
+
+#[test]
+fn header_and_query_versions_share_their_paths() {
+    let case = Case::new("\"apis\"");
+    case.write(
+        "apis/pets.toml",
+        &versioned("header", "header = \"x-version\"\ndefault = \"v1\""),
+    );
+    let g = case.build(&BTreeMap::new()).0.unwrap();
+    assert_eq!(
+        g.router.sets()[0].from,
+        crate::route::VersionFrom::Header("x-version".into())
+    );
+    assert_eq!(
+        versioned_route(&g, "/pets/1", Some("v2")),
+        Ok(("pets-v2", false))
+    );
+    assert_eq!(versioned_route(&g, "/pets/1", None), Ok(("pets-v1", false)));
+    assert_eq!(
+        versioned_route(&g, "/pets/1", Some("v3")),
+        Err("unknown pets Some(\"v3\")".into())
+    );
+    case.write("apis/pets.toml", &versioned("query", ""));
+    let g = case.build(&BTreeMap::new()).0.unwrap();
+    assert_eq!(
+        g.router.sets()[0].from,
+        crate::route::VersionFrom::Query("api-version".into())
+    );
+    assert_eq!(
+        versioned_route(&g, "/pets/1", None),
+        Err("unknown pets None".into())
+    );
+}
+
+#[test]
+fn version_errors_name_the_file_line_and_what_is_wrong() {
+    let case = Case::new("\"apis\"");
+    let cases: &[(&str, &str)] = &[
+        (
+            "schema = 1\n[[api]]\nname = \"a\"\nversion-set = \"nope\"\nversion = \"v1\"\nupstream = { targets = [\"http://127.0.0.1:9\"] }\n[[api.route]]\npath = \"/a\"\n",
+            "a.toml:2:1: api `a`: version-set `nope` is not defined (none is defined)",
+        ),
+        (
+            &(versioned("path", "") + &api("dup", "/dup", "version-set = \"pets\"\nversion = \"v1\"")),
+            "api `dup`: version `v1` of version-set `pets` is already api `pets-v1`",
+        ),
+        (
+            &versioned("path", "default = \"v3\""),
+            "version-set `pets`: default `v3` is not one of its versions (defined: v1, v2)",
+        ),
+        (
+            &versioned("path", "").replace("\"deprecated\", deprecated-at = 2026-06-01T00:00:00Z,", "\"deprecated\","),
+            "api `pets-v1`: lifecycle: a deprecated API needs `deprecated-at`",
+        ),
+        (
+            &versioned("path", "").replace("successor = \"pets-v2\"", "successor = \"other\""),
+            "api `pets-v1`: lifecycle: successor `other` is not a version of the same version-set",
+        ),
+        (
+            &(versioned("header", "") + &api("plain", "/pets/{name}", "")),
+            "route `/pets/{}` answers the same calls as api `plain` route `/pets/{}`",
+        ),
+        (
+            &(versioned("path", "") + &api("shadow", "/v1/x", "")),
+            "api `shadow`: route `/v1/x` starts with `/v1`, a version of version-set `pets`",
+        ),
+        (
+            &versioned("header", "query = \"v\""),
+            "version-set `pets`: `query` does not go with scheme = \"header\"",
+        ),
+        (
+            &api("r", "/r", "[[api.revision]]\nnumber = 1\nupstream = { targets = [\"http://127.0.0.1:9\"] }\n[[api.revision.route]]\npath = \"/r\"\n").replace("\n[[api]]", "schema = 1\n[[api]]"),
+            "api `r`: revision 1 is the API's current revision (current-revision)",
+        ),
+    ];
+    for (text, want) in cases {
+        std::fs::remove_dir_all(case.path("apis")).unwrap();
+        std::fs::create_dir(case.path("apis")).unwrap();
+        case.write("apis/a.toml", text);
+        let errs = case.errors();
+        assert!(
+            errs.iter().any(|e| e.contains(want)),
+            "want {want:?} in {errs:#?}\n{text}"
+        );
+    }
+}
+
+#[test]
+fn revisions_build_with_their_own_routes_and_chain() {
+    let case = Case::new("\"apis\"");
+    let text = "schema = 1\n[[api]]\nname = \"r\"\ncurrent-revision = 2\nprevious-revision = 1\nupstream = { targets = [\"http://127.0.0.1:9\"] }\n[[api.route]]\npath = \"/r\"\n[[api.revision]]\nnumber = 1\ndescription = \"first\"\nupstream = { targets = [\"http://127.0.0.1:9/old\"] }\n[[api.revision.route]]\nprefix = \"/old\"\n";
+    case.write("apis/r.toml", text);
+    let g = case.build(&BTreeMap::new()).0.unwrap();
+    assert_eq!(g.apis[0].revision, 2);
+    let rev = &g.revisions[&("r".to_string(), 1)];
+    assert_eq!(rev.description.as_deref(), Some("first"));
+    assert_eq!(rev.api.revision, 1);
+    assert!(matches!(
+        rev.router.route("h", "/old/x", "GET"),
+        RouteMatch::Found { .. }
+    ));
+    case.write(
+        "apis/r.toml",
+        &text.replace("previous-revision = 1", "previous-revision = 7"),
+    );
+    let errs = case.errors();
+    assert!(
+        errs[0].ends_with("api `r`: previous-revision 7 is not one of its revisions"),
+        "{errs:?}"
+    );
+}
