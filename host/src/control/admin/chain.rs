@@ -636,6 +636,18 @@ fn int_item(key: &str, n: u64) -> Result<Item, AdminError> {
     Ok(toml_edit::value(n))
 }
 
+/// `chain` as `[[...chain]]` tables; `None` for no step.
+pub fn chain_item(chain: &[StepInput]) -> Result<Option<Item>, AdminError> {
+    if chain.is_empty() {
+        return Ok(None);
+    }
+    let mut aot = ArrayOfTables::new();
+    for s in chain {
+        aot.push(step_table(s)?);
+    }
+    Ok(Some(Item::ArrayOfTables(aot)))
+}
+
 /// `text` (a policy manifest) with the chain of API `api` replaced by
 /// `chain`. Fails if the file does not define the API as an `[[api]]` table.
 pub fn rewrite_chain(text: &str, api: &str, chain: &[StepInput]) -> Result<String, AdminError> {

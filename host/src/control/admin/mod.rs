@@ -13,6 +13,7 @@ pub mod http;
 pub mod listener;
 pub mod model;
 pub mod registry;
+pub mod revisions;
 mod source;
 
 pub use error::AdminError;

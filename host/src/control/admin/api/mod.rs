@@ -25,6 +25,7 @@ mod plans;
 mod products;
 mod subscriptions;
 mod users;
+mod versions;
 
 pub use openapi::OPENAPI;
 pub use request::Call;
@@ -172,6 +173,17 @@ pub const TABLE: &[Route] = {
     get("/admin/v1/apis/{name}/chain", Apis, apis::chain),
     get("/admin/v1/apis/{name}/canaries", Apis, apis::canaries),
     route_of("PUT", "/admin/v1/apis/{name}/chain", Apis, Handler::Async(apis::assign_chain)),
+    // Version sets, lifecycles and revisions.
+    get("/admin/v1/version-sets", Apis, versions::list_sets),
+    get("/admin/v1/version-sets/{name}", Apis, versions::get_set),
+    route_of("PUT", "/admin/v1/apis/{name}/lifecycle", Apis, Handler::Async(versions::set_lifecycle)),
+    get("/admin/v1/apis/{name}/revisions", Apis, versions::list_revisions),
+    route_of("POST", "/admin/v1/apis/{name}/revisions", Apis, Handler::Async(versions::create_revision)),
+    get("/admin/v1/apis/{name}/revisions/{n}", Apis, versions::get_revision),
+    route_of("DELETE", "/admin/v1/apis/{name}/revisions/{n}", Apis, Handler::Async(versions::delete_revision)),
+    route_of("PUT", "/admin/v1/apis/{name}/revisions/{n}/chain", Apis, Handler::Async(versions::set_revision_chain)),
+    route_of("POST", "/admin/v1/apis/{name}/revisions/{n}/promote", Apis, Handler::Async(versions::promote)),
+    route_of("POST", "/admin/v1/apis/{name}/rollback", Apis, Handler::Async(versions::rollback)),
     // Products and plans.
     get("/admin/v1/products", Products, list::<Product>),
     post("/admin/v1/products", Products, create::<Product>),
