@@ -19,6 +19,9 @@ pub enum Command {
     /// APIs (defined by the policy manifests) and their policy chains.
     #[command(subcommand)]
     Apis(ApiVerb),
+    /// Version sets: APIs that are versions of one another.
+    #[command(subcommand)]
+    VersionSets(VersionSetVerb),
     /// Products: APIs offered together, published to the portal or not.
     #[command(subcommand)]
     Products(Crud<NoFilter>),
@@ -235,6 +238,112 @@ pub enum ApiVerb {
     /// Show or replace an API's policy chain.
     #[command(subcommand)]
     Chain(ChainVerb),
+    /// Set an API's lifecycle: active, deprecated (its calls get
+    /// `Deprecation`, `Sunset` and `Link` headers) or retired (410).
+    Lifecycle {
+        /// The API's name.
+        name: String,
+        /// `active`, `deprecated` or `retired`.
+        #[arg(long)]
+        state: String,
+        /// When it was deprecated (RFC 3339); default for `deprecated`: now.
+        #[arg(long, value_name = "TIME")]
+        deprecated_at: Option<String>,
+        /// When it stops being served (RFC 3339), announced in `Sunset`.
+        #[arg(long, value_name = "TIME")]
+        sunset: Option<String>,
+        /// The API of the same version set that replaces it.
+        #[arg(long, value_name = "API")]
+        successor: Option<String>,
+        /// Refuse (412) unless the manifest still has this etag.
+        #[arg(long, value_name = "ETAG")]
+        if_match: Option<String>,
+    },
+    /// An API's revisions: staged copies served at `/.rev/{api}/{n}/...`.
+    #[command(subcommand)]
+    Revisions(RevisionVerb),
+}
+
+/// `apis revisions ...`
+#[derive(Subcommand, Debug)]
+pub enum RevisionVerb {
+    /// List the current revision and the staged ones.
+    List {
+        /// The API's name.
+        name: String,
+    },
+    /// Show one revision.
+    Get {
+        /// The API's name.
+        name: String,
+        /// The revision's number.
+        number: u32,
+    },
+    /// Stage a new revision: a copy of the current definition.
+    Create {
+        /// The API's name.
+        name: String,
+        #[arg(long)]
+        description: Option<String>,
+        /// Its chain instead of a copy of the current one (as `chain set --file`).
+        #[arg(long, short, value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// Refuse (412) unless the manifest still has this etag.
+        #[arg(long, value_name = "ETAG")]
+        if_match: Option<String>,
+    },
+    /// Replace a staged revision's chain (as `chain set`).
+    Chain {
+        /// The API's name.
+        name: String,
+        /// The revision's number.
+        number: u32,
+        #[arg(long, short)]
+        file: PathBuf,
+        /// Refuse (412) unless the manifest still has this etag.
+        #[arg(long, value_name = "ETAG")]
+        if_match: Option<String>,
+    },
+    /// Make a revision current (the current one becomes a revision).
+    Promote {
+        /// The API's name.
+        name: String,
+        /// The revision's number.
+        number: u32,
+        /// Refuse (412) unless the manifest still has this etag.
+        #[arg(long, value_name = "ETAG")]
+        if_match: Option<String>,
+    },
+    /// Make the revision current before the last promotion current again.
+    Rollback {
+        /// The API's name.
+        name: String,
+        /// Refuse (412) unless the manifest still has this etag.
+        #[arg(long, value_name = "ETAG")]
+        if_match: Option<String>,
+    },
+    /// Delete a staged revision.
+    Delete {
+        /// The API's name.
+        name: String,
+        /// The revision's number.
+        number: u32,
+        /// Refuse (412) unless the manifest still has this etag.
+        #[arg(long, value_name = "ETAG")]
+        if_match: Option<String>,
+    },
+}
+
+/// `version-sets ...`
+#[derive(Subcommand, Debug)]
+pub enum VersionSetVerb {
+    /// List the version sets with their versions.
+    List,
+    /// Show one version set.
+    Get {
+        /// The set's name.
+        name: String,
+    },
 }
 
 /// `apis chain ...`
@@ -357,6 +466,86 @@ impl Call {
     }
 }
 
+/// `call` with `If-Match: etag`, if given.
+fn guarded(mut call: Call, etag: &Option<String>) -> Call {
+    call.if_match = etag.clone();
+    call
+}
+
+/// The call of an `apis revisions` command.
+fn revisions(v: &RevisionVerb) -> Result<Call, Error> {
+    let n = |n: &u32| n.to_string();
+    Ok(match v {
+        RevisionVerb::List { name } => {
+            Call::new(Method::GET, &["apis", name, "revisions"], Show::Raw)
+        }
+        RevisionVerb::Get { name, number } => Call::new(
+            Method::GET,
+            &["apis", name, "revisions", &n(number)],
+            Show::Raw,
+        ),
+        RevisionVerb::Create {
+            name,
+            description,
+            file,
+            if_match,
+        } => {
+            let mut body = json!({});
+            if let Some(d) = description {
+                body["description"] = d.as_str().into();
+            }
+            if let Some(f) = file {
+                body["chain"] = chain::read(f, name)?["chain"].take();
+            }
+            let call = Call::new(Method::POST, &["apis", name, "revisions"], Show::Raw).body(body);
+            guarded(call, if_match)
+        }
+        RevisionVerb::Chain {
+            name,
+            number,
+            file,
+            if_match,
+        } => {
+            let body = chain::read(file, name)?;
+            let call = Call::new(
+                Method::PUT,
+                &["apis", name, "revisions", &n(number), "chain"],
+                Show::ChainSet { api: name.clone() },
+            )
+            .body(body);
+            guarded(call, if_match)
+        }
+        RevisionVerb::Promote {
+            name,
+            number,
+            if_match,
+        } => guarded(
+            Call::new(
+                Method::POST,
+                &["apis", name, "revisions", &n(number), "promote"],
+                Show::Raw,
+            ),
+            if_match,
+        ),
+        RevisionVerb::Rollback { name, if_match } => guarded(
+            Call::new(Method::POST, &["apis", name, "rollback"], Show::Raw),
+            if_match,
+        ),
+        RevisionVerb::Delete {
+            name,
+            number,
+            if_match,
+        } => guarded(
+            Call::new(
+                Method::DELETE,
+                &["apis", name, "revisions", &n(number)],
+                Show::Raw,
+            ),
+            if_match,
+        ),
+    })
+}
+
 /// The call a command makes. Reads `--data @file` and chain files.
 pub fn plan(command: &Command) -> Result<Call, Error> {
     match command {
@@ -391,6 +580,34 @@ pub fn plan(command: &Command) -> Result<Call, Error> {
             .body(body);
             call.if_match = if_match.clone();
             Ok(call)
+        }
+        Command::Apis(ApiVerb::Lifecycle {
+            name,
+            state,
+            deprecated_at,
+            sunset,
+            successor,
+            if_match,
+        }) => {
+            let mut body = json!({ "state": state });
+            for (k, v) in [
+                ("deprecated_at", deprecated_at),
+                ("sunset", sunset),
+                ("successor", successor),
+            ] {
+                if let Some(v) = v {
+                    body[k] = v.as_str().into();
+                }
+            }
+            let call = Call::new(Method::PUT, &["apis", name, "lifecycle"], Show::Raw).body(body);
+            Ok(guarded(call, if_match))
+        }
+        Command::Apis(ApiVerb::Revisions(v)) => revisions(v),
+        Command::VersionSets(VersionSetVerb::List) => {
+            Ok(Call::new(Method::GET, &["version-sets"], Show::Raw))
+        }
+        Command::VersionSets(VersionSetVerb::Get { name }) => {
+            Ok(Call::new(Method::GET, &["version-sets", name], Show::Raw))
         }
         Command::Products(v) => crud(Kind::Products, v),
         Command::Plans(v) => crud(Kind::Plans, v),

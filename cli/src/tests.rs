@@ -708,3 +708,60 @@ fn analytics_reports_print_as_tables() {
         );
     }
 }
+
+#[test]
+fn lifecycle_revisions_and_version_sets_plan_their_calls() {
+    let c = planned(&[
+        "apis",
+        "lifecycle",
+        "pets-v1",
+        "--state",
+        "deprecated",
+        "--sunset",
+        "2027-01-01T00:00:00Z",
+        "--successor",
+        "pets-v2",
+        "--if-match",
+        "abc",
+    ]);
+    assert_eq!(c.method, Method::PUT);
+    assert_eq!(c.path, ["apis", "pets-v1", "lifecycle"]);
+    assert_eq!(
+        c.body,
+        Some(
+            json!({"state": "deprecated", "sunset": "2027-01-01T00:00:00Z", "successor": "pets-v2"})
+        )
+    );
+    assert_eq!(c.if_match.as_deref(), Some("abc"));
+    let c = planned(&[
+        "apis",
+        "revisions",
+        "create",
+        "pets",
+        "--description",
+        "new auth",
+    ]);
+    assert_eq!(
+        (c.method.clone(), c.path.clone()),
+        (
+            Method::POST,
+            vec!["apis".to_string(), "pets".into(), "revisions".into()]
+        )
+    );
+    assert_eq!(c.body, Some(json!({"description": "new auth"})));
+    let c = planned(&["apis", "revisions", "promote", "pets", "2"]);
+    assert_eq!(c.path, ["apis", "pets", "revisions", "2", "promote"]);
+    let c = planned(&["apis", "revisions", "rollback", "pets"]);
+    assert_eq!(
+        (c.method, c.path),
+        (
+            Method::POST,
+            vec!["apis".to_string(), "pets".into(), "rollback".into()]
+        )
+    );
+    let c = planned(&["apis", "revisions", "delete", "pets", "3"]);
+    assert_eq!(c.method, Method::DELETE);
+    let c = planned(&["version-sets", "get", "pets"]);
+    assert_eq!(c.path, ["version-sets", "pets"]);
+    assert!(parse_err(&["apis", "revisions", "promote", "pets", "two"]).contains("invalid value"));
+}
