@@ -41,3 +41,4 @@ mod transform_body;
 mod ui;
 mod upstream_faults;
 mod upstream_tls;
+mod versions;
