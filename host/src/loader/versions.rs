@@ -83,6 +83,7 @@ impl Build<'_> {
     /// of versions versioned, and refuse ambiguous routes; the sets as the
     /// router sees them.
     pub(super) fn versions(&mut self) -> Vec<VersionSetInfo> {
+        let errors_before = self.errs.len();
         let sets = self.check_sets();
         let mut infos: Vec<VersionSetInfo> = sets
             .iter()
@@ -182,7 +183,11 @@ impl Build<'_> {
             });
         }
         self.version_routes(&of_api, &mut infos);
-        self.ambiguous_routes(&infos);
+        // Routes are compared only when every version is what it says (an
+        // API refused as a duplicate version would be reported twice).
+        if self.errs.len() == errors_before {
+            self.ambiguous_routes(&infos);
+        }
         infos
     }
 
