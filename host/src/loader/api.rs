@@ -214,6 +214,12 @@ pub(super) fn compile_route(api: usize, order: usize, r: &RouteSpec) -> Result<R
         (Some(_), Some(_)) => return Err("give either `path` or `prefix`, not both".into()),
         (None, None) => return Err("give `path` (e.g. \"/pets/{id}\") or `prefix`".into()),
     };
+    if path.first_literal() == Some(super::REVISION_PREFIX) {
+        return Err(format!(
+            "paths under `/{}/` are the addresses of revisions: give the route another path",
+            super::REVISION_PREFIX
+        ));
+    }
     let hosts = r
         .hosts
         .iter()

@@ -576,6 +576,10 @@ fn version_errors_name_the_file_line_and_what_is_wrong() {
             "api `shadow`: route `/v1/x` starts with `/v1`, a version of version-set `pets`",
         ),
         (
+            &(String::from("schema = 1\n") + &api("dot", "/.rev/x", "")),
+            "api `dot`: route: paths under `/.rev/` are the addresses of revisions",
+        ),
+        (
             &versioned("header", "query = \"v\""),
             "version-set `pets`: `query` does not go with scheme = \"header\"",
         ),
