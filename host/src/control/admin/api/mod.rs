@@ -391,9 +391,10 @@ mod tests {
             let f = *by_segment.entry(seg).or_insert(r.family);
             assert_eq!(f, r.family, "{} {}", r.method, r.path);
         }
-        // 12 collections (analytics among them), and outside `/admin/v1`
-        // the two probes and the metrics.
-        assert_eq!(by_segment.len(), 15, "{by_segment:?}");
+        // 13 collections (analytics and version-sets among them), and
+        // outside `/admin/v1` the two probes and the metrics.
+        assert_eq!(by_segment.len(), 16, "{by_segment:?}");
+        assert_eq!(by_segment["version-sets"], Family::Apis);
         assert_eq!(by_segment["/healthz"], Family::Public);
         assert_eq!(by_segment["/readyz"], Family::Public);
         assert_eq!(by_segment["/metrics"], Family::Metrics);
