@@ -93,10 +93,12 @@ pub struct Generation {
 }
 
 impl Generation {
-    /// Whether every step of every API serves from its configured snapshot.
+    /// Whether every step of every API (and of every staged revision)
+    /// serves from its configured snapshot.
     pub fn snapshotted(&self) -> bool {
         self.apis
             .iter()
+            .chain(self.revisions.values().map(|r| &r.api))
             .flat_map(|a| &a.steps)
             .flat_map(|s| s.versions())
             .all(|s| s.snapshotted())
