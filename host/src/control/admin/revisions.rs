@@ -42,22 +42,52 @@ pub struct RevisionInput {
     pub chain: Option<Vec<StepInput>>,
 }
 
-/// A date-time as a manifest writes it: RFC 3339 with an offset.
+/// A date-time as a manifest writes it: RFC 3339 with an offset. A value
+/// of the form the OpenAPI document gives that is no date (`2027-13-45`)
+/// is `422`; any other is `400`.
 fn datetime(field: &str, s: &str) -> Result<toml_edit::Datetime, AdminError> {
-    let bad = || {
-        AdminError::invalid(
-            field,
-            format!(
-                "`{}` is not a date-time: RFC 3339 with an offset, e.g. 2027-01-01T00:00:00Z",
-                super::error::truncate(s, 40)
-            ),
-        )
-    };
-    let d: toml_edit::Datetime = s.parse().map_err(|_| bad())?;
-    if d.date.is_none() || d.time.is_none() || d.offset.is_none() || s.len() > 40 {
-        return Err(bad());
+    let message = format!(
+        "`{}` is not a date-time: RFC 3339 with an offset, e.g. 2027-01-01T00:00:00Z",
+        super::error::truncate(s, 40)
+    );
+    if !rfc3339_form(s) {
+        return Err(AdminError::invalid(field, message));
     }
-    Ok(d)
+    s.parse::<toml_edit::Datetime>()
+        .ok()
+        .filter(|d| d.date.is_some() && d.time.is_some() && d.offset.is_some())
+        .ok_or_else(|| AdminError::unprocessable(field, message))
+}
+
+/// Whether `s` has the form of the document's `DateTime` pattern:
+/// `YYYY-MM-DDTHH:MM:SS`, an optional fraction of 1-9 digits, then `Z` or
+/// `+HH:MM` / `-HH:MM`.
+fn rfc3339_form(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    let at = |i: usize, c: u8| b.get(i) == Some(&c);
+    if !(digits(0..4) && at(4, b'-') && digits(5..7) && at(7, b'-') && digits(8..10))
+        || !(at(10, b'T') && digits(11..13) && at(13, b':') && digits(14..16))
+        || !(at(16, b':') && digits(17..19))
+    {
+        return false;
+    }
+    let mut i = 19;
+    if at(i, b'.') {
+        let n = b[i + 1..].iter().take_while(|d| d.is_ascii_digit()).count();
+        if !(1..=9).contains(&n) {
+            return false;
+        }
+        i += 1 + n;
+    }
+    match b.get(i) {
+        Some(b'Z') => i + 1 == b.len(),
+        Some(b'+' | b'-') => {
+            digits(i + 1..i + 3) && at(i + 3, b':') && digits(i + 4..i + 6) && i + 6 == b.len()
+        }
+        _ => false,
+    }
 }
 
 /// Now, as a manifest's date-time.
