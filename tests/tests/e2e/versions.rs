@@ -685,3 +685,147 @@ config = {{ name = "two" }}
     let (s, _) = admin.get("/apis/pets/revisions/0").await;
     assert_eq!(s, 404);
 }
+
+/// `tollgate admin ARGS` against `admin` (the real binary): its stdout, or
+/// a panic with its output.
+async fn cli(admin: &admin::AdminClient, args: &[&str]) -> String {
+    let mut cmd = std::process::Command::new(tollgate_bin());
+    cmd.arg("admin")
+        .args(args)
+        .env("TOLLGATE_ADMIN_URL", &admin.base)
+        .env("TOLLGATE_ADMIN_TOKEN", &admin.token);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    );
+    assert!(out.status.success(), "{args:?}:\n{stdout}\n{stderr}");
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_sets_lifecycles_and_creates_promotes_and_rolls_back_revisions() {
+    let up = Upstream::start().await;
+    let u = up.url();
+    let mut m = String::from("schema = 1\n[[version-set]]\nname = \"pets\"\nscheme = \"path\"\n");
+    m += &api(
+        "pets-v1",
+        &u,
+        "version-set = \"pets\"\nversion = \"v1\"",
+        "prefix = \"/pets\"",
+        &tag("one"),
+    );
+    m += &api(
+        "pets-v2",
+        &u,
+        "version-set = \"pets\"\nversion = \"v2\"",
+        "prefix = \"/pets\"",
+        "",
+    );
+    let gw = TestGateway::builder(&m).admin().start().await;
+    let admin = gw.admin();
+    let c = client();
+
+    let sets: Value = serde_json::from_str(&cli(&admin, &["version-sets", "list"]).await).unwrap();
+    assert_eq!(sets["items"][0]["versions"][1]["api"], "pets-v2");
+    cli(
+        &admin,
+        &[
+            "apis",
+            "lifecycle",
+            "pets-v1",
+            "--state",
+            "deprecated",
+            "--deprecated-at",
+            "2026-06-01T00:00:00Z",
+            "--sunset",
+            "2027-01-01T00:00:00Z",
+            "--successor",
+            "pets-v2",
+        ],
+    )
+    .await;
+    let r = c.get(gw.url("/v1/pets/1")).send().await.unwrap();
+    assert_eq!(r.headers()["deprecation"], "@1780272000");
+    assert_eq!(
+        r.headers()["link"],
+        "</v2/pets/1>; rel=\"successor-version\""
+    );
+
+    // A revision with another chain, from a TOML file.
+    let file = gw.path().join("two.toml");
+    std::fs::write(
+        &file,
+        "[[chain]]\nplugin = \"fixture-tag\"\nconfig = { name = \"two\" }\n",
+    )
+    .unwrap();
+    let made: Value = serde_json::from_str(
+        &cli(
+            &admin,
+            &[
+                "apis",
+                "revisions",
+                "create",
+                "pets-v1",
+                "--description",
+                "two",
+                "--file",
+                file.to_str().unwrap(),
+            ],
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(made["number"], 2);
+    c.get(gw.url("/.rev/pets-v1/2/pets/1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(up.last().header("x-chain"), Some("two"));
+    let list: Value =
+        serde_json::from_str(&cli(&admin, &["apis", "revisions", "list", "pets-v1"]).await)
+            .unwrap();
+    let etag = list["etag"].as_str().unwrap().to_string();
+    cli(
+        &admin,
+        &[
+            "apis",
+            "revisions",
+            "promote",
+            "pets-v1",
+            "2",
+            "--if-match",
+            &etag,
+        ],
+    )
+    .await;
+    c.get(gw.url("/v1/pets/1")).send().await.unwrap();
+    assert_eq!(up.last().header("x-chain"), Some("two"));
+    cli(&admin, &["apis", "revisions", "rollback", "pets-v1"]).await;
+    c.get(gw.url("/v1/pets/1")).send().await.unwrap();
+    assert_eq!(up.last().header("x-chain"), Some("one"));
+    // A stale etag fails the command.
+    let mut cmd = std::process::Command::new(tollgate_bin());
+    cmd.args([
+        "admin",
+        "apis",
+        "revisions",
+        "promote",
+        "pets-v1",
+        "2",
+        "--if-match",
+        &etag,
+    ])
+    .env("TOLLGATE_ADMIN_URL", &admin.base)
+    .env("TOLLGATE_ADMIN_TOKEN", &admin.token);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert_contains(
+        &String::from_utf8_lossy(&out.stderr),
+        "If-Match does not match",
+    );
+}
