@@ -144,34 +144,7 @@ impl Build<'_> {
                 }
             }
         }
-        // Defaults.
-        for (i, (_, set, _)) in sets.iter().enumerate() {
-            let spec = set;
-            let Some(default) = &spec.spec.default else {
-                continue;
-            };
-            match by_version[i].get(default) {
-                None => self.errs.push(format!(
-                    "{}: version-set `{}`: default `{default}` is not one of its versions ({})",
-                    set.at,
-                    spec.spec.name,
-                    defined(by_version[i].keys().map(Version::as_str))
-                )),
-                Some((api, _)) => {
-                    let retired = self.apis[*api]
-                        .lifecycle
-                        .as_ref()
-                        .is_some_and(|l| l.state == LifecycleState::Retired);
-                    if retired {
-                        self.errs.push(format!(
-                            "{}: version-set `{}`: default `{default}` is retired: make another version the default",
-                            set.at, spec.spec.name
-                        ));
-                    }
-                    infos[i].default = Some(default.as_str().into());
-                }
-            }
-        }
+        self.defaults(&sets, &by_version, &mut infos);
         for (i, versions) in by_version.iter().enumerate() {
             infos[i].versions = versions.keys().map(|v| v.as_str().into()).collect();
         }
@@ -189,6 +162,37 @@ impl Build<'_> {
             self.ambiguous_routes(&infos);
         }
         infos
+    }
+
+    /// Each set's default: one of its versions, not a retired one.
+    fn defaults(
+        &mut self,
+        sets: &[(String, DeclaredSet, VersionFrom)],
+        by_version: &[BTreeMap<Version, (usize, String)>],
+        infos: &mut [VersionSetInfo],
+    ) {
+        for (i, (_, set, _)) in sets.iter().enumerate() {
+            let Some(default) = &set.spec.default else {
+                continue;
+            };
+            match by_version[i].get(default) {
+                None => self.errs.push(format!(
+                    "{}: version-set `{}`: default `{default}` is not one of its versions ({})",
+                    set.at,
+                    set.spec.name,
+                    defined(by_version[i].keys().map(Version::as_str))
+                )),
+                Some((api, _)) => {
+                    if self.declared_state(*api) == Some(LifecycleState::Retired) {
+                        self.errs.push(format!(
+                            "{}: version-set `{}`: default `{default}` is retired: make another version the default",
+                            set.at, set.spec.name
+                        ));
+                    }
+                    infos[i].default = Some(default.as_str().into());
+                }
+            }
+        }
     }
 
     /// The declared sets by name (each once), with where they are and
