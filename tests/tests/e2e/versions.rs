@@ -149,8 +149,13 @@ async fn header_and_query_versions_share_paths_and_pick_by_what_the_call_names()
     let gw = TestGateway::start(&m).await;
     let c = client();
 
-    c.get(gw.url("/h/1")).send().await.unwrap();
+    let r = c.get(gw.url("/h/1")).send().await.unwrap();
     assert_eq!(up.last().header("x-chain"), None, "the default, v1");
+    assert_eq!(
+        r.headers()["vary"],
+        "x-api-version",
+        "caches keep versions apart"
+    );
     c.get(gw.url("/h/1"))
         .header("x-api-version", "v2")
         .send()

@@ -33,8 +33,31 @@ pub(crate) struct Notice {
 }
 
 /// The notice for a call of `api` through `route`, at `path` (normalised,
-/// with its version segment) and `query`; `None` for an active API.
+/// with its version segment) and `query`: its lifecycle's headers, and
+/// for a version chosen by a header, `Vary` naming that header (a cache
+/// downstream must not answer one version with another's response).
+/// `None` for an active API that is no header version.
 pub(crate) fn notice(api: &Api, route: &Route, path: &str, query: Option<&str>) -> Option<Notice> {
+    let vary = match api.version.as_ref().map(|v| &v.from) {
+        Some(VersionFrom::Header(h)) => HeaderValue::from_str(h).ok(),
+        _ => None,
+    };
+    let mut notice = lifecycle_notice(api, route, path, query);
+    if let Some(v) = vary {
+        notice
+            .get_or_insert_with(|| Notice {
+                headers: Vec::new(),
+                retired: false,
+                successor: None,
+            })
+            .headers
+            .push((http::header::VARY, v));
+    }
+    notice
+}
+
+/// The lifecycle part of [`notice`].
+fn lifecycle_notice(api: &Api, route: &Route, path: &str, query: Option<&str>) -> Option<Notice> {
     let life: &Lifecycle = api.lifecycle.as_deref()?;
     let successor = life.successor.as_ref().map(|s| {
         let url = successor_url(api, route, path, query, &s.version);
@@ -83,10 +106,11 @@ impl Notice {
     }
 
     /// Add the notice's headers to a response: `Deprecation` and `Sunset`
-    /// replace any the response had, `Link` is added beside its own.
+    /// replace any the response had, `Link` and `Vary` are added beside its
+    /// own.
     pub fn apply(&self, out: &mut Outgoing) {
         for (name, value) in &self.headers {
-            let replace = name != http::header::LINK;
+            let replace = name != http::header::LINK && name != http::header::VARY;
             match &mut out.headers {
                 Fields::Map(m) => {
                     if replace {
