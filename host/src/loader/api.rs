@@ -6,6 +6,7 @@ use super::manifests::Source;
 use super::{datetime_ms, resolve, Api, Build};
 use crate::domain::consumer::ConsumerInfo;
 use crate::manifest::{ApiSpec, ConsumerSpec, RouteSpec};
+use crate::openapi::{OpenApi, Operation};
 use crate::policy::Step;
 use crate::record::{self, Recorder};
 use crate::route::{HostPattern, PathPattern, Route};
@@ -78,13 +79,19 @@ impl Build<'_> {
         self.api_names.insert(spec.name.to_string(), at.clone());
         let api_index = self.apis.len();
         let upstream = self.upstream(src.path, &at, spec);
-        let routed = self.routes(src, &at, api_index, spec);
+        let openapi = self.openapi(src.path, &at, spec);
+        let document = openapi.clone().flatten();
+        let routed = self.routes(src, &at, api_index, spec, document.as_deref());
+        // Steps granted `openapi` get this API's document.
+        self.openapi = document;
         let steps = self.chain(src, index_in_file, spec);
+        self.openapi = None;
         let record = self.recorder(src.path, &at, spec);
-        match (upstream, routed, steps, record) {
-            (Some(upstream), true, Some(steps), Some(record)) => {
+        match (upstream, openapi, routed, steps, record) {
+            (Some(upstream), Some(openapi), true, Some(steps), Some(record)) => {
                 let mut api = ready(src.path, spec, upstream, steps);
                 api.record = record;
+                api.openapi = openapi;
                 self.apis.push(api);
             }
             // Keep indexes of later APIs aligned with their routes.
@@ -109,6 +116,31 @@ impl Build<'_> {
                     .push(format!("{at}: api `{}`: upstream: {e}", spec.name))
             })
             .ok()
+    }
+
+    /// The API's OpenAPI document (`openapi = FILE`): `Some(None)`
+    /// without one, `None` after an error (each of its errors reported
+    /// with the document's file, line and JSON pointer). The file is
+    /// watched: a change reloads.
+    fn openapi(&mut self, file: &Path, at: &str, spec: &ApiSpec) -> Option<Option<Arc<OpenApi>>> {
+        let Some(p) = &spec.openapi else {
+            return Some(None);
+        };
+        let path = resolve(file.parent().unwrap_or(Path::new(".")), p);
+        self.inputs.record_file(&path);
+        self.watched.push(path.clone());
+        match crate::openapi::load(&path) {
+            Ok(doc) => Some(Some(Arc::new(doc))),
+            Err(errs) => {
+                for e in errs {
+                    self.errs.push(format!(
+                        "{e}\n  (the OpenAPI document of api `{}`, {at})",
+                        spec.name
+                    ));
+                }
+                None
+            }
+        }
     }
 
     /// The API's recorder (`[api.record]`): `Some(None)` without one,
@@ -138,16 +170,44 @@ impl Build<'_> {
         }
     }
 
-    /// Compile the API's routes (at least one) into the router's list;
-    /// whether all compiled.
-    fn routes(&mut self, src: &Source, at: &str, api_index: usize, spec: &ApiSpec) -> bool {
+    /// Compile the API's routes (at least one: its document's operations,
+    /// then its `[[api.route]]`s) into the router's list; whether all
+    /// compiled.
+    fn routes(
+        &mut self,
+        src: &Source,
+        at: &str,
+        api_index: usize,
+        spec: &ApiSpec,
+        openapi: Option<&OpenApi>,
+    ) -> bool {
         let mut ok = true;
-        if spec.routes.is_empty() {
-            self.errs.push(format!(
-                "{at}: api `{}` has no route: add an [[api.route]] with `path` or `prefix`",
-                spec.name
-            ));
+        let operations = openapi.map_or(&[][..], |d| &d.operations[..]);
+        if spec.routes.is_empty() && operations.is_empty() {
+            let what = if spec.openapi.is_some() {
+                "its OpenAPI document has no operation and it has no [[api.route]]"
+            } else {
+                "add an [[api.route]] with `path` or `prefix`, or `openapi = FILE`"
+            };
+            if !(spec.openapi.is_some() && openapi.is_none()) {
+                self.errs
+                    .push(format!("{at}: api `{}` has no route: {what}", spec.name));
+            }
             ok = false;
+        }
+        for op in operations {
+            let r = operation_route(op);
+            match compile_route(api_index, self.routes.len(), &r) {
+                Ok(route) => self.routes.push(route),
+                Err(e) => {
+                    let file = openapi.map_or_else(String::new, |d| d.file.display().to_string());
+                    self.errs.push(format!(
+                        "{file}: at {}: {e}\n  (the OpenAPI document of api `{}`, {at})",
+                        op.pointer, spec.name
+                    ));
+                    ok = false;
+                }
+            }
         }
         for r in &spec.routes {
             match compile_route(api_index, self.routes.len(), r.get_ref()) {
@@ -166,6 +226,17 @@ impl Build<'_> {
     }
 }
 
+/// The route an OpenAPI operation is served by.
+pub(super) fn operation_route(op: &Operation) -> RouteSpec {
+    RouteSpec {
+        name: crate::manifest::Name::try_from(op.route.clone()).ok(),
+        hosts: Vec::new(),
+        path: Some(op.path.clone()),
+        prefix: None,
+        methods: vec![op.method.clone()],
+    }
+}
+
 /// The API built from `spec` in `file`, ready to serve.
 fn ready(file: &Path, spec: &ApiSpec, upstream: Upstream, steps: Vec<Step>) -> Api {
     let request_body_limit = steps
@@ -181,6 +252,7 @@ fn ready(file: &Path, spec: &ApiSpec, upstream: Upstream, steps: Vec<Step>) -> A
         steps,
         request_body_limit,
         record: None,
+        openapi: None,
     }
 }
 

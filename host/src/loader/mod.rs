@@ -59,6 +59,8 @@ pub struct Api {
     pub request_body_limit: Option<usize>,
     /// Where its calls are recorded (`[api.record]`), if they are.
     pub record: Option<Arc<crate::record::Recorder>>,
+    /// Its OpenAPI document (`openapi = FILE`), if it has one.
+    pub openapi: Option<Arc<crate::openapi::OpenApi>>,
 }
 
 /// A complete, validated configuration.
@@ -208,6 +210,8 @@ struct Build<'a> {
     directory: Directory,
     /// SHA-256 (hex) of each manifest's text.
     sources: BTreeMap<PathBuf, String>,
+    /// The OpenAPI document of the API whose chain is being built.
+    openapi: Option<Arc<crate::openapi::OpenApi>>,
 }
 
 impl<'a> Build<'a> {
@@ -232,6 +236,7 @@ impl<'a> Build<'a> {
             api_names: BTreeMap::new(),
             directory: Directory::default(),
             sources: BTreeMap::new(),
+            openapi: None,
         }
     }
 }
