@@ -411,6 +411,9 @@ fn import(what: ImportCmd) -> ExitCode {
         validate,
         mock,
     };
+    for n in tollgate::openapi::import::notes(&spec) {
+        eprintln!("note: {n}");
+    }
     let text = match tollgate::openapi::import::manifest(&spec, &opts) {
         Ok(t) => t,
         Err(e) => {

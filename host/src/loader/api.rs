@@ -182,7 +182,19 @@ impl Build<'_> {
         openapi: Option<&OpenApi>,
     ) -> bool {
         let mut ok = true;
-        let operations = openapi.map_or(&[][..], |d| &d.operations[..]);
+        let operations: Vec<&Operation> = openapi.map_or(Vec::new(), |d| d.served().collect());
+        for op in openapi.map_or(&[][..], |d| &d.operations[..]) {
+            if let Some(by) = &op.shadowed_by {
+                tracing::warn!(
+                    api = %spec.name,
+                    "{}: at {}: {} {} is served by route `{by}`: the router cannot tell the two apart",
+                    openapi.map_or_else(String::new, |d| d.file.display().to_string()),
+                    op.pointer,
+                    op.method,
+                    op.path
+                );
+            }
+        }
         if spec.routes.is_empty() && operations.is_empty() {
             let what = if spec.openapi.is_some() {
                 "its OpenAPI document has no operation and it has no [[api.route]]"

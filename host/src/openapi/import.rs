@@ -38,6 +38,21 @@ pub fn first_server(doc: &Value) -> Option<String> {
     Some(url)
 }
 
+/// What the import leaves out: each operation served by another's route
+/// (the router cannot tell them apart), as a line for the operator.
+pub fn notes(spec: &OpenApi) -> Vec<String> {
+    spec.operations
+        .iter()
+        .filter_map(|op| {
+            let by = op.shadowed_by.as_ref()?;
+            Some(format!(
+                "{} {} ({}) is served by route `{by}`: the router cannot tell the two apart",
+                op.method, op.path, op.pointer
+            ))
+        })
+        .collect()
+}
+
 /// The manifest's text.
 pub fn manifest(spec: &OpenApi, o: &ImportOptions) -> Result<String, String> {
     crate::manifest::Name::try_from(o.api.clone()).map_err(|e| format!("--api: {e}"))?;
@@ -85,6 +100,9 @@ pub fn manifest(spec: &OpenApi, o: &ImportOptions) -> Result<String, String> {
     if o.reference.is_none() {
         let mut routes = ArrayOfTables::new();
         for op in &spec.operations {
+            if op.shadowed_by.is_some() {
+                continue;
+            }
             let mut t = Table::new();
             t["name"] = value(op.route.as_str());
             t["path"] = value(op.path.as_str());

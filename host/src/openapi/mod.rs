@@ -34,8 +34,13 @@ pub struct Operation {
     pub route: String,
     /// Upper case: `GET`.
     pub method: String,
-    /// The path template as the document writes it (`/pets/{petId}`).
+    /// The path template the router serves it at: as the document
+    /// writes it (`/pets/{petId}`), without a `#...` or `?...` suffix.
     pub path: String,
+    /// The route of an earlier operation with the same method and path
+    /// (once captures are unnamed), which serves this one's calls too:
+    /// the router cannot tell them apart. No route of its own.
+    pub shadowed_by: Option<String>,
     /// JSON pointer of the operation object (`/paths/~1pets/get`).
     pub pointer: String,
     pub operation_id: Option<String>,
@@ -170,6 +175,7 @@ pub fn check(file: &Path, doc: Value) -> Result<OpenApi, Vec<SpecError>> {
         Some(_) => errs.push(err("/paths", "`paths` must be a mapping".into())),
     }
     name_routes(&mut operations, &mut errs);
+    mark_shadowed(&mut operations);
     if errs.is_empty() {
         Ok(OpenApi {
             file: file.to_path_buf(),
@@ -287,10 +293,13 @@ fn path_item(
         pointer: pointer.to_string(),
         message,
     };
-    if let Err(m) = route_template(path) {
-        errs.push(err(at, m));
-        return;
-    }
+    let routed = match route_template(path) {
+        Ok(p) => p,
+        Err(m) => {
+            errs.push(err(at, m));
+            return;
+        }
+    };
     // A path item may be a `$ref` (3.1: to components.pathItems).
     let (item, at) = match item.get("$ref").and_then(Value::as_str) {
         Some(r) => match resolve_chain(doc, r) {
@@ -334,7 +343,8 @@ fn path_item(
         ops.push(Operation {
             route: String::new(),
             method: m.to_ascii_uppercase(),
-            path: path.to_string(),
+            path: routed.clone(),
+            shadowed_by: None,
             pointer: op_at,
             operation_id,
             tags,
@@ -342,36 +352,14 @@ fn path_item(
     }
 }
 
-/// The router's template for an OpenAPI path template: the same text,
-/// when every `{param}` is a whole segment with a name the router accepts.
+/// The router's template for an OpenAPI path key: the key without a
+/// `#...` or `?...` suffix (some published documents tell operations
+/// apart that way; the router cannot), when the router takes it: one
+/// capture per segment, alone or with literal text around it.
 pub fn route_template(path: &str) -> Result<String, String> {
-    if !path.starts_with('/') {
-        return Err(format!("path `{path}` must start with `/`"));
-    }
-    for seg in path.split('/') {
-        if seg.contains('{') || seg.contains('}') {
-            let name = seg
-                .strip_prefix('{')
-                .and_then(|s| s.strip_suffix('}'))
-                .filter(|n| !n.contains(['{', '}']));
-            match name {
-                Some(n)
-                    if !n.is_empty()
-                        && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') => {}
-                Some(n) => {
-                    return Err(format!(
-                        "path `{path}`: parameter `{{{n}}}`: the gateway captures parameters named with letters, digits, `_` and `-` only"
-                    ))
-                }
-                None => {
-                    return Err(format!(
-                        "path `{path}`: segment `{seg}`: the gateway captures whole segments only (`/{{name}}`), not parts of one"
-                    ))
-                }
-            }
-        }
-    }
-    Ok(path.to_string())
+    let routed = path.split(['#', '?']).next().unwrap_or(path);
+    crate::route::PathPattern::template(routed)?;
+    Ok(routed.to_string())
 }
 
 /// A valid gateway name (1-64 of `A-Z a-z 0-9 - _ .`) from `s`.
@@ -436,15 +424,53 @@ fn name_routes(ops: &mut [Operation], errs: &mut Vec<SpecError>) {
     }
 }
 
+/// Mark each operation whose method and path (captures unnamed) an
+/// earlier one has.
+fn mark_shadowed(ops: &mut [Operation]) {
+    let shape = |p: &str| {
+        let mut out = String::with_capacity(p.len());
+        let mut inside = false;
+        for c in p.chars() {
+            match c {
+                '{' => {
+                    inside = true;
+                    out.push('{');
+                }
+                '}' => {
+                    inside = false;
+                    out.push('}');
+                }
+                _ if inside => {}
+                c => out.push(c),
+            }
+        }
+        out.trim_end_matches('/').to_string()
+    };
+    let mut first: std::collections::HashMap<(String, String), String> = Default::default();
+    for op in ops.iter_mut() {
+        let key = (op.method.clone(), shape(&op.path));
+        match first.get(&key) {
+            Some(route) => op.shadowed_by = Some(route.clone()),
+            None => {
+                first.insert(key, op.route.clone());
+            }
+        }
+    }
+}
+
 impl OpenApi {
+    /// The operations that have a route of their own.
+    pub fn served(&self) -> impl Iterator<Item = &Operation> {
+        self.operations.iter().filter(|o| o.shadowed_by.is_none())
+    }
+
     /// `{"version", "document", "operations"}`: what a step granted
     /// `openapi` finds under its config's `openapi` key.
     pub fn for_step(&self) -> Arc<Value> {
         self.step_value
             .get_or_init(|| {
                 let ops: Vec<Value> = self
-                    .operations
-                    .iter()
+                    .served()
                     .map(|o| {
                         json!({"route": o.route, "method": o.method, "path": o.path, "pointer": o.pointer})
                     })

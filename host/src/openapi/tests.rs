@@ -102,10 +102,16 @@ fn path_templates_must_fit_the_router() {
     let e = errors(&format!(
         "{HEAD}paths:\n  /files/{{name}}.{{ext}}:\n    get: {{}}\n"
     ));
-    assert!(e.contains("whole segments only"), "{e}");
+    assert!(e.contains("one capture"), "{e}");
     assert!(e.starts_with("spec.yaml:4:3:"), "{e}");
     let e = errors(&format!("{HEAD}paths:\n  /a/{{pet.id}}:\n    get: {{}}\n"));
     assert!(e.contains("letters, digits"), "{e}");
+    // One capture with literal text around it is routed.
+    let s = load_text(&format!(
+        "{HEAD}paths:\n  /files/{{id}}/thumbnail.{{extension}}:\n    get: {{}}\n  /Calls/{{Sid}}.json:\n    get: {{}}\n"
+    ))
+    .unwrap();
+    assert_eq!(s.operations[0].path, "/Calls/{Sid}.json");
     let e = errors(&format!("{HEAD}paths:\n  pets:\n    get: {{}}\n"));
     assert!(e.contains("must start with `/`"), "{e}");
 }
@@ -129,4 +135,30 @@ fn route_names_stay_unique_and_valid() {
     .unwrap();
     assert_eq!(s.operations[0].route.len(), 64);
     assert_eq!(s.operations[1].route, format!("{}-2", "x".repeat(62)));
+}
+
+#[test]
+fn operations_the_router_cannot_tell_apart_share_a_route() {
+    let s = load_text(&format!(
+        "{HEAD}paths:\n  /files/{{id}}:\n    get: {{operationId: getFile}}\n  /files/{{id}}#shared:\n    get: {{operationId: getShared}}\n  /files/{{file_id}}?beta=true:\n    get: {{operationId: getBeta}}\n    put: {{operationId: putBeta}}\n"
+    ))
+    .unwrap();
+    let v: Vec<(&str, &str, Option<&str>)> = s
+        .operations
+        .iter()
+        .map(|o| (o.route.as_str(), o.path.as_str(), o.shadowed_by.as_deref()))
+        .collect();
+    // Paths in key order (`serde_json` sorts them).
+    assert_eq!(
+        v,
+        [
+            ("getBeta", "/files/{file_id}", None),
+            ("putBeta", "/files/{file_id}", None),
+            ("getFile", "/files/{id}", Some("getBeta")),
+            ("getShared", "/files/{id}", Some("getBeta")),
+        ]
+    );
+    assert_eq!(s.served().count(), 2);
+    assert_eq!(s.for_step()["operations"].as_array().unwrap().len(), 2);
+    assert_eq!(s.operations[3].pointer, "/paths/~1files~1{id}#shared/get");
 }
