@@ -175,7 +175,11 @@ fn check_params(v: &Validate, op: &Operation, call: &Call<'_>, found: &mut Found
                 Some(&p.name),
                 "",
                 "required",
-                &format!("the {} parameter {:?} is required", p.location.as_str(), p.name),
+                &format!(
+                    "the {} parameter {:?} is required",
+                    p.location.as_str(),
+                    p.name
+                ),
             )),
             Raw::Missing => {}
             Raw::Values(values) => {

@@ -119,7 +119,10 @@ pub struct ByteSize(pub u32);
 impl<'de> Deserialize<'de> for ByteSize {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct V;
-        fn in_range<E: serde::de::Error>(n: u64, written: &dyn fmt::Display) -> Result<ByteSize, E> {
+        fn in_range<E: serde::de::Error>(
+            n: u64,
+            written: &dyn fmt::Display,
+        ) -> Result<ByteSize, E> {
             if (1..=MAX_MAX_BODY).contains(&n) {
                 Ok(ByteSize(n as u32))
             } else {
@@ -339,7 +342,8 @@ fn operation(
             for key in map.keys() {
                 let status = status_key(key)
                     .ok_or_else(|| format!("responses: {key:?} is not a status code"))?;
-                let (pointer, _) = resolve(doc, &format!("{}/responses/{}", op.pointer, escape(key)))?;
+                let (pointer, _) =
+                    resolve(doc, &format!("{}/responses/{}", op.pointer, escape(key)))?;
                 statuses.push((status, content(doc, compiler, &pointer)?));
             }
         }
@@ -411,9 +415,9 @@ fn content(doc: &Value, compiler: &Compiler<'_>, pointer: &str) -> Result<Vec<Me
             .ok_or_else(|| format!("{pointer}/content: {key:?} is not a media type"))?;
         let json_like = media::essence(key).is_some_and(|(t, s)| is_json(&t, &s) || s == "*");
         let schema = match m.get("schema") {
-            Some(_) if json_like => Some(
-                compiler.compile(&format!("{pointer}/content/{}/schema", escape(key)))?,
-            ),
+            Some(_) if json_like => {
+                Some(compiler.compile(&format!("{pointer}/content/{}/schema", escape(key)))?)
+            }
             _ => None,
         };
         media.push(Media { range, schema });

@@ -371,7 +371,9 @@ mod tests {
             json!({"enum": ["a", null], "type": ["string", "null"]})
         );
         assert_eq!(
-            schema30(json!({"minimum": 1, "exclusiveMinimum": true, "maximum": 5, "exclusiveMaximum": false})),
+            schema30(
+                json!({"minimum": 1, "exclusiveMinimum": true, "maximum": 5, "exclusiveMaximum": false})
+            ),
             json!({"exclusiveMinimum": 1, "maximum": 5})
         );
         assert_eq!(
@@ -379,7 +381,9 @@ mod tests {
             json!({"$ref": "#/components/schemas/A"})
         );
         assert_eq!(
-            schema30(json!({"properties": {"a": {"type": "integer", "format": "int32", "minimum": 0}}})),
+            schema30(
+                json!({"properties": {"a": {"type": "integer", "format": "int32", "minimum": 0}}})
+            ),
             json!({"properties": {"a": {"type": "integer", "format": "int32", "minimum": 0, "maximum": 2147483647}}})
         );
     }
@@ -431,11 +435,16 @@ mod tests {
             "a": {"$ref": "#/components/parameters/b"}, "b": {"name": "x"},
             "l": {"$ref": "#/components/parameters/l"}}}});
         let (p, v) = resolve(&doc, "/components/parameters/a").unwrap();
-        assert_eq!((p.as_str(), &v["name"]), ("/components/parameters/b", &json!("x")));
+        assert_eq!(
+            (p.as_str(), &v["name"]),
+            ("/components/parameters/b", &json!("x"))
+        );
         assert!(resolve(&doc, "/components/parameters/l")
             .unwrap_err()
             .contains("loop"));
-        assert!(local_ref("other.yaml#/x").unwrap_err().contains("not local"));
+        assert!(local_ref("other.yaml#/x")
+            .unwrap_err()
+            .contains("not local"));
         assert_eq!(local_ref("#/paths/~1a%7Bb%7D").unwrap(), "/paths/~1a{b}");
     }
 }

@@ -67,7 +67,12 @@ impl Types {
         // An untyped schema: the types of its alternatives, one level down.
         if schema.get("type").is_none() {
             for key in ["allOf", "anyOf", "oneOf"] {
-                for sub in schema.get(key).and_then(Value::as_array).into_iter().flatten() {
+                for sub in schema
+                    .get(key)
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     if let Some(sub) = resolve_schema(doc, sub) {
                         t.add(sub.get("type"));
                     }
@@ -260,7 +265,10 @@ mod tests {
         assert_eq!(p.value(&strings(&["1", "2"])), Some(json!([1, 2])));
         let p = param(In::Query, json!({"schema": int_array, "explode": false}));
         assert_eq!(p.value(&strings(&["1,x"])), Some(json!([1, "x"])));
-        let p = param(In::Query, json!({"schema": int_array, "style": "pipeDelimited"}));
+        let p = param(
+            In::Query,
+            json!({"schema": int_array, "style": "pipeDelimited"}),
+        );
         assert_eq!(p.value(&strings(&["1|2"])), Some(json!([1, 2])));
         let p = param(In::Header, json!({"schema": int_array}));
         assert_eq!(p.value(&strings(&["1, 2", "3"])), Some(json!([1, 2, 3])));
@@ -271,7 +279,10 @@ mod tests {
         assert_eq!(p.value(&strings(&["yes"])), Some(json!("yes")));
         let p = param(In::Query, json!({"schema": {"type": "object"}}));
         assert_eq!(p.value(&strings(&["a"])), None);
-        let p = param(In::Query, json!({"schema": int_array, "style": "deepObject"}));
+        let p = param(
+            In::Query,
+            json!({"schema": int_array, "style": "deepObject"}),
+        );
         assert_eq!(p.shape, Shape::Opaque);
     }
 

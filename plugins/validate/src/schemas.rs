@@ -68,7 +68,19 @@ impl<'a> Compiler<'a> {
                     .dfa_size_limit(PATTERN_SIZE),
             )
             .build(&json!({ "$ref": target }))
-            .map_err(|e| format!("the schema at {pointer} is refused: {}", one_line(&e.to_string())))
+            .map_err(|e| {
+                let mut m = format!(
+                    "the schema at {pointer} is refused: {}",
+                    one_line(&e.to_string())
+                );
+                if m.contains("regex") {
+                    m.push_str(
+                        " (patterns run on a linear-time engine: no look-around or \
+                         backreferences, and at most 1MiB compiled)",
+                    );
+                }
+                m
+            })
     }
 }
 
@@ -149,7 +161,12 @@ mod tests {
         let v = Compiler::new(&doc).unwrap().compile("/s").unwrap();
         assert!(v.is_valid(&json!({"d": "2024-01-02T03:04:05Z",
             "u": "1b4e28ba-2fa1-11d2-883f-0016d3cca427", "e": "a@b.example", "i": "192.0.2.1"})));
-        for bad in [json!({"d": "yesterday"}), json!({"u": "x"}), json!({"e": "no"}), json!({"i": "1.2.3"})] {
+        for bad in [
+            json!({"d": "yesterday"}),
+            json!({"u": "x"}),
+            json!({"e": "no"}),
+            json!({"i": "1.2.3"}),
+        ] {
             let e = violations(&v, &bad, In::Body, None, 10);
             assert_eq!(e.len(), 1, "{bad}");
             assert_eq!(e[0].keyword, "format");
