@@ -199,13 +199,18 @@ impl Policy for MockResponse {
             operations.push(built);
         }
         if let Some(StatusCode(code)) = config.status {
-            let somewhere = operations
-                .iter()
-                .any(|o| o.answers.iter().any(|a| a.key == Key::Code(code)));
+            let somewhere = operations.iter().any(|o| {
+                o.answers
+                    .iter()
+                    .any(|a| a.key == Key::Code(code) || a.key == Key::Range(code / 100))
+            });
             if !operations.is_empty() && !somewhere {
                 return Err(ConfigError::at(
                     "status",
-                    format!("no operation of the API has a {code} response"),
+                    format!(
+                        "no operation of the API has a {code} (or {}XX) response",
+                        code / 100
+                    ),
                 ));
             }
         }
