@@ -35,7 +35,7 @@ use crate::policy::host::consumers::Directory;
 use crate::route::{Route, Router};
 pub use gateway_file::{read_gateway_file, read_gateway_file_recording};
 pub use inputs::Inputs;
-pub use manifests::manifest_files;
+pub use manifests::{in_policy_folder, manifest_files};
 pub use plugin::find_plugin;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -157,7 +157,24 @@ pub fn build_recording(
     inputs: &mut Inputs,
 ) -> Result<Generation, ConfigErrors> {
     let base = gw_path.parent().unwrap_or(Path::new("."));
-    let files = manifest_files(base, gw)?;
+    let mut files = manifest_files(base, gw)?;
+    // A manifest the admin API is creating in a policy folder: built as
+    // if it were there, in its place among the folder's files.
+    for f in overrides.keys() {
+        if !files.contains(f) && manifests::in_policy_folder(base, gw, f) {
+            let at = files
+                .iter()
+                .position(|x| x.parent() == f.parent() && x > f)
+                .or_else(|| {
+                    files
+                        .iter()
+                        .rposition(|x| x.parent() == f.parent())
+                        .map(|i| i + 1)
+                })
+                .unwrap_or(files.len());
+            files.insert(at, f.clone());
+        }
+    }
     manifests::record_folders(base, gw, &files, inputs);
     let mut build = Build::new(gw_path, gw, runtime, inputs);
     for file in &files {

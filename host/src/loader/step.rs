@@ -184,9 +184,8 @@ impl Build<'_> {
                 ));
                 return None;
             };
-            let Some(table) = config.as_object_mut() else {
-                return None;
-            };
+            // A step's config is a TOML table: always an object.
+            let table = config.as_object_mut()?;
             if table.contains_key("openapi") {
                 self.errs.push(format!(
                     "{}: `openapi` is the key the grant `openapi` fills in with the API's document: rename the config's own `openapi`",
