@@ -183,7 +183,8 @@ fn check_params(v: &Validate, op: &Operation, call: &Call<'_>, found: &mut Found
             )),
             Raw::Missing => {}
             Raw::Values(values) => {
-                if let (Some(value), Some(validator)) = (p.value(&values), &p.validator) {
+                let validator = p.validator.as_ref().and_then(|s| s.get());
+                if let (Some(value), Some(validator)) = (p.value(&values), validator) {
                     let room = found.room();
                     found.extend(violations(
                         validator,
@@ -251,7 +252,8 @@ fn check_media(
         ));
         return Err(accepted);
     };
-    let (Some(validator), Some(ct)) = (&m.schema, content_type) else {
+    let (Some(validator), Some(ct)) = (m.schema.as_ref().and_then(|s| s.get()), content_type)
+    else {
         return Ok(());
     };
     if !media::essence(ct).is_some_and(|(t, s)| is_json(&t, &s)) {

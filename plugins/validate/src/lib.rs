@@ -32,12 +32,11 @@ mod params;
 mod problem;
 mod schemas;
 
-use jsonschema::Validator;
 use media::{is_json, MediaRange};
 use openapi::{escape, resolve, Dialect, OpenApi, OperationRef};
 use params::{Param, Shape};
 use problem::In;
-use schemas::Compiler;
+use schemas::{Compiler, Schema};
 use serde::de::Visitor;
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
@@ -190,7 +189,7 @@ struct Body {
 struct Media {
     range: MediaRange,
     /// For JSON (and wildcard) media types with a schema.
-    schema: Option<Validator>,
+    schema: Option<Schema>,
 }
 
 /// A key of a `responses` map.
@@ -287,14 +286,16 @@ fn compile(openapi: OpenApi, responses: bool) -> Result<Vec<Operation>, String> 
     let mut doc = openapi.document;
     openapi::normalize(&mut doc, dialect)?;
     let compiler = Compiler::new(&doc)?;
-    openapi
+    let operations = openapi
         .operations
         .iter()
         .map(|op| {
             operation(&doc, &compiler, op, responses)
                 .map_err(|m| format!("{} {} (route {:?}): {m}", op.method, op.path, op.route))
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    compiler.finish()?;
+    Ok(operations)
 }
 
 fn operation(
@@ -388,7 +389,7 @@ fn parameter(
     let shape = params::shape(doc, location, p);
     let validator = match (&shape, p.get("schema")) {
         (Shape::Opaque, _) | (_, None) => None,
-        (_, Some(_)) => Some(compiler.compile(&format!("{pointer}/schema"))?),
+        (_, Some(_)) => Some(compiler.schema(&format!("{pointer}/schema"))),
     };
     Ok(Some(Param {
         required: location == In::Path
@@ -416,7 +417,7 @@ fn content(doc: &Value, compiler: &Compiler<'_>, pointer: &str) -> Result<Vec<Me
         let json_like = media::essence(key).is_some_and(|(t, s)| is_json(&t, &s) || s == "*");
         let schema = match m.get("schema") {
             Some(_) if json_like => {
-                Some(compiler.compile(&format!("{pointer}/content/{}/schema", escape(key)))?)
+                Some(compiler.schema(&format!("{pointer}/content/{}/schema", escape(key))))
             }
             _ => None,
         };

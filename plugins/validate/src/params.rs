@@ -5,7 +5,7 @@
 
 use crate::openapi::resolve_schema;
 use crate::problem::In;
-use jsonschema::Validator;
+use crate::schemas::Schema;
 use serde_json::Value;
 use tollgate_policy_sdk::query;
 
@@ -20,7 +20,7 @@ pub struct Param {
     /// How its value is read.
     pub shape: Shape,
     /// Its schema (`None`: presence only).
-    pub validator: Option<Validator>,
+    pub validator: Option<Schema>,
 }
 
 /// How a parameter's value is read.

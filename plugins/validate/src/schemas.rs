@@ -7,11 +7,20 @@
 //! ones included: the compiler links a recursive reference instead of
 //! expanding it. Patterns run on the linear-time `regex` engine, so no
 //! pattern backtracks; formats are asserted.
+//!
+//! Locations are gathered first ([`Compiler::schema`]) and compiled
+//! together by [`Compiler::finish`], as the subschemas of one schema
+//! (`{"$defs": {"0": {"$ref": ...}, ...}}`, the crate's `build_map`): the
+//! crate checks a schema against its meta-schema once per build, and on
+//! wasm32 it rebuilds the meta-schema's validator each time, about a
+//! millisecond — once per document instead of once per location.
 
 use crate::problem::{one_line, In, Violation};
-use jsonschema::{Draft, PatternOptions, Registry, Validator};
+use jsonschema::{Draft, PatternCache, PatternOptions, Registry, ValidationOptions, Validator};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
+use std::cell::RefCell;
+use std::sync::{Arc, OnceLock};
 
 /// The document's URI in the registry.
 const DOC: &str = "urn:tollgate:openapi";
@@ -39,9 +48,18 @@ const FRAGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b':')
     .remove(b'@');
 
+/// A schema's validator, set by [`Compiler::finish`] (always set once
+/// `configure` succeeded).
+pub type Schema = Arc<OnceLock<Validator>>;
+
 /// Compiles schema locations of one document.
 pub struct Compiler<'a> {
+    doc: &'a Value,
     registry: Registry<'a>,
+    /// The schemas asked for, by the pointer of the schema compiled:
+    /// locations that are bare `$ref`s to one schema (every body that is a
+    /// `Pet`) share its validator.
+    wanted: RefCell<Vec<(String, Schema)>>,
 }
 
 impl<'a> Compiler<'a> {
@@ -52,36 +70,105 @@ impl<'a> Compiler<'a> {
             .add(DOC, doc)
             .and_then(|b| b.prepare())
             .map_err(|e| format!("the document cannot be used for references: {e}"))?;
-        Ok(Compiler { registry })
+        Ok(Compiler {
+            doc,
+            registry,
+            wanted: RefCell::default(),
+        })
     }
 
-    /// The validator of the schema at `pointer` in the document.
-    pub fn compile(&self, pointer: &str) -> Result<Validator, String> {
-        let target = format!("{DOC}#{}", utf8_percent_encode(pointer, FRAGMENT));
-        jsonschema::options()
-            .with_draft(Draft::Draft202012)
-            .with_registry(&self.registry)
-            .should_validate_formats(true)
-            .with_pattern_options(
-                PatternOptions::regex()
-                    .size_limit(PATTERN_SIZE)
-                    .dfa_size_limit(PATTERN_SIZE),
-            )
-            .build(&json!({ "$ref": target }))
-            .map_err(|e| {
-                let mut m = format!(
-                    "the schema at {pointer} is refused: {}",
-                    one_line(&e.to_string())
-                );
-                if m.contains("regex") {
-                    m.push_str(
-                        " (patterns run on a linear-time engine: no look-around or \
-                         backreferences, and at most 1MiB compiled)",
-                    );
-                }
-                m
-            })
+    /// The validator of the schema at `pointer` in the document, once
+    /// [`Compiler::finish`] has run.
+    pub fn schema(&self, pointer: &str) -> Schema {
+        let target = bare_ref_target(self.doc, pointer);
+        let mut wanted = self.wanted.borrow_mut();
+        if let Some((_, s)) = wanted.iter().find(|(t, _)| *t == target) {
+            return s.clone();
+        }
+        let s = Schema::default();
+        wanted.push((target, s.clone()));
+        s
     }
+
+    /// Compile every schema asked for; the first that is refused, with its
+    /// pointer.
+    pub fn finish(self) -> Result<(), String> {
+        let wanted = self.wanted.into_inner();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let defs: Map<String, Value> = wanted
+            .iter()
+            .enumerate()
+            .map(|(i, (target, _))| (i.to_string(), reference(target)))
+            .collect();
+        let options = options(&self.registry);
+        let map = options
+            .build_map(&json!({ "$defs": defs }))
+            .map_err(|e| format!("the schemas are refused: {}", one_line(&e.to_string())))?;
+        for (i, (target, slot)) in wanted.iter().enumerate() {
+            let validator = match map.get(&format!("#/$defs/{i}")) {
+                Some(v) => v.clone(),
+                // `build_map` leaves out what it cannot compile: compile
+                // it alone for the reason.
+                None => options
+                    .build(&reference(target))
+                    .map_err(|e| refused(target, &e.to_string()))?,
+            };
+            let _ = slot.set(validator);
+        }
+        Ok(())
+    }
+}
+
+fn options<'r>(registry: &'r Registry<'r>) -> ValidationOptions<'r> {
+    jsonschema::options()
+        // One compiled regex per pattern, however many validators use it.
+        .with_pattern_cache(PatternCache::new())
+        .with_draft(Draft::Draft202012)
+        .with_registry(registry)
+        .should_validate_formats(true)
+        .with_pattern_options(
+            PatternOptions::regex()
+                .size_limit(PATTERN_SIZE)
+                .dfa_size_limit(PATTERN_SIZE),
+        )
+}
+
+/// `{"$ref": "urn:tollgate:openapi#<pointer>"}`.
+fn reference(pointer: &str) -> Value {
+    json!({ "$ref": format!("{DOC}#{}", utf8_percent_encode(pointer, FRAGMENT)) })
+}
+
+fn refused(pointer: &str, error: &str) -> String {
+    let mut m = format!("the schema at {pointer} is refused: {}", one_line(error));
+    if m.contains("regex") {
+        m.push_str(
+            " (patterns run on a linear-time engine: no look-around or \
+             backreferences, and at most 1MiB compiled)",
+        );
+    }
+    m
+}
+
+/// The pointer of the schema that the schema at `pointer` is: where its
+/// chain of bare `{"$ref": "#/..."}`s ends (a few hops at most).
+fn bare_ref_target(doc: &Value, pointer: &str) -> String {
+    let mut at = pointer.to_string();
+    for _ in 0..8 {
+        let next = doc
+            .pointer(&at)
+            .and_then(Value::as_object)
+            .filter(|o| o.len() == 1)
+            .and_then(|o| o.get("$ref"))
+            .and_then(Value::as_str)
+            .and_then(|r| crate::openapi::local_ref(r).ok());
+        match next {
+            Some(next) if doc.pointer(&next).is_some() => at = next,
+            _ => break,
+        }
+    }
+    at
 }
 
 /// At most `max` violations of `instance` against `validator`.
@@ -118,14 +205,21 @@ mod tests {
     use super::*;
     use std::time::Instant;
 
+    /// The validator of the schema at `pointer` of `doc`.
+    fn compile(doc: &Value, pointer: &str) -> Result<Validator, String> {
+        let c = Compiler::new(doc).unwrap();
+        let s = c.schema(pointer);
+        c.finish()?;
+        Ok(s.get().unwrap().clone())
+    }
+
     #[test]
     fn recursive_refs_compile_and_validate() {
         let doc = json!({"components": {"schemas": {"Tree": {
             "type": "object", "required": ["value"],
             "properties": {"value": {"type": "integer"},
                 "children": {"type": "array", "items": {"$ref": "#/components/schemas/Tree"}}}}}}});
-        let c = Compiler::new(&doc).unwrap();
-        let v = c.compile("/components/schemas/Tree").unwrap();
+        let v = compile(&doc, "/components/schemas/Tree").unwrap();
         let ok = json!({"value": 1, "children": [{"value": 2, "children": [{"value": 3}]}]});
         assert!(v.is_valid(&ok));
         let bad = json!({"value": 1, "children": [{"value": 2, "children": [{"value": "x"}]}]});
@@ -137,8 +231,7 @@ mod tests {
     #[test]
     fn pointers_with_braces_and_spaces_compile() {
         let doc = json!({"paths": {"/a/{id} x": {"get": {"schema": {"type": "string"}}}}});
-        let c = Compiler::new(&doc).unwrap();
-        let v = c.compile("/paths/~1a~1{id} x/get/schema").unwrap();
+        let v = compile(&doc, "/paths/~1a~1{id} x/get/schema").unwrap();
         assert!(v.is_valid(&json!("s")));
         assert!(!v.is_valid(&json!(1)));
     }
@@ -146,7 +239,7 @@ mod tests {
     #[test]
     fn a_catastrophic_pattern_is_linear() {
         let doc = json!({"s": {"type": "string", "pattern": "^(a+)+$"}});
-        let v = Compiler::new(&doc).unwrap().compile("/s").unwrap();
+        let v = compile(&doc, "/s").unwrap();
         let hostile = format!("{}!", "a".repeat(30));
         let start = Instant::now();
         assert!(!v.is_valid(&json!(hostile)));
@@ -154,11 +247,33 @@ mod tests {
     }
 
     #[test]
+    fn locations_share_their_target_and_refusals_name_theirs() {
+        let doc = json!({"components": {"schemas": {"A": {"type": "string"},
+                "Bad": {"type": "string", "pattern": "(unclosed"}}},
+            "x": {"$ref": "#/components/schemas/A"}, "y": {"$ref": "#/components/schemas/A"}});
+        let c = Compiler::new(&doc).unwrap();
+        let (x, y, a) = (
+            c.schema("/x"),
+            c.schema("/y"),
+            c.schema("/components/schemas/A"),
+        );
+        assert!(Arc::ptr_eq(&x, &y) && Arc::ptr_eq(&x, &a));
+        c.finish().unwrap();
+        assert!(x.get().unwrap().is_valid(&json!("s")));
+        let e = compile(&doc, "/components/schemas/Bad").unwrap_err();
+        assert!(
+            e.starts_with("the schema at /components/schemas/Bad is refused: "),
+            "{e}"
+        );
+        assert!(e.contains("linear-time"), "{e}");
+    }
+
+    #[test]
     fn formats_are_asserted() {
         let doc = json!({"s": {"properties": {
             "d": {"format": "date-time"}, "u": {"format": "uuid"}, "e": {"format": "email"},
             "i": {"format": "ipv4"}}}});
-        let v = Compiler::new(&doc).unwrap().compile("/s").unwrap();
+        let v = compile(&doc, "/s").unwrap();
         assert!(v.is_valid(&json!({"d": "2024-01-02T03:04:05Z",
             "u": "1b4e28ba-2fa1-11d2-883f-0016d3cca427", "e": "a@b.example", "i": "192.0.2.1"})));
         for bad in [

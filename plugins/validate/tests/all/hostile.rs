@@ -144,3 +144,45 @@ fn huge_values_are_not_echoed() {
         assert!(problem["detail"].as_str().unwrap().len() <= 210);
     }
 }
+
+#[test]
+fn a_large_document_configures_within_the_step_s_deadline() {
+    // 300 operations, 1,500 schema locations: compiled in one build (the
+    // crate's meta-schema check once, not per location), within the test
+    // host's 1s deadline on the .wasm side.
+    let mut paths = serde_json::Map::new();
+    let mut schemas = serde_json::Map::new();
+    for i in 0..300 {
+        schemas.insert(
+            format!("S{i}"),
+            json!({"type": "object", "required": ["a"], "properties": {
+            "a": {"type": "string", "format": "email"}, "b": {"type": "integer", "minimum": 0},
+            "c": {"type": "array", "items": {"$ref": "#/components/schemas/Tree"}},
+            "d": {"type": "string", "pattern": "^[a-z]{1,20}$"}}}),
+        );
+        paths.insert(format!("/p{i}/{{id}}"), json!({"post": {"operationId": format!("op{i}"),
+            "parameters": [{"name": "id", "in": "path", "required": true, "schema": {"type": "integer"}},
+                           {"name": "q", "in": "query", "schema": {"type": "string", "enum": ["a", "b"]}},
+                           {"name": "x-h", "in": "header", "schema": {"type": "string"}}],
+            "requestBody": {"content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/S{i}")}}}},
+            "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/S{i}")}}}}}}}));
+    }
+    schemas.insert("Tree".into(), json!({"type": "object", "properties": {"kids": {"type": "array", "items": {"$ref": "#/components/schemas/Tree"}}}}));
+    let spec = json!({"openapi": "3.1.0", "info": {"title": "t", "version": "1"}, "paths": paths, "components": {"schemas": schemas}});
+    for runner in runners() {
+        let mut p = configure(&runner, &spec, json!({"responses": true}));
+        let (req, body) = json_post("/p299/1", &json!({"a": "x@example.com", "d": "A"}));
+        let (_, problem) = problem(
+            &runner,
+            p.on_request(
+                &ctx(&runner, "op299", &[("id", "1")]),
+                &req.head(),
+                Some(&body),
+            ),
+        );
+        assert_eq!(
+            first_error(&problem),
+            ("body".into(), "/d".into(), "pattern".into())
+        );
+    }
+}
