@@ -2,7 +2,6 @@
 //! list them.
 
 use serde::Serialize;
-use serde_json::json;
 use tollgate_policy_sdk::{Header, Response};
 
 /// Messages are cut to this many bytes (values are never echoed whole).
@@ -107,6 +106,19 @@ pub fn one_line(text: &str) -> String {
     out
 }
 
+/// The body of a problem response, members in RFC 9457's order.
+#[derive(Serialize)]
+struct Problem<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    title: &'a str,
+    status: u16,
+    detail: String,
+    errors: &'a [Violation],
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    accepted: &'a [String],
+}
+
 /// A problem response listing `violations`.
 pub fn response(
     status: u16,
@@ -119,16 +131,14 @@ pub fn response(
         .first()
         .map(Violation::log_line)
         .unwrap_or_default();
-    let mut body = json!({
-        "type": kind,
-        "title": title,
-        "status": status,
-        "detail": one_line(&detail),
-        "errors": violations,
-    });
-    if !accepted.is_empty() {
-        body["accepted"] = json!(accepted);
-    }
+    let body = Problem {
+        kind,
+        title,
+        status,
+        detail: one_line(&detail),
+        errors: violations,
+        accepted,
+    };
     Response {
         status,
         headers: vec![Header::new("content-type", "application/problem+json")],
@@ -149,5 +159,13 @@ mod tests {
         assert!(m.ends_with('…'));
         let v = Violation::new(In::Query, Some("limit"), "", "maximum", "10 > 5");
         assert_eq!(v.log_line(), "query limit: 10 > 5 (maximum)");
+        let r = response(400, REQUEST_TYPE, "t", &[v], &[]);
+        assert_eq!(
+            String::from_utf8(r.body).unwrap(),
+            "{\"type\":\"https://tollgate.dev/problems/request-validation\",\"title\":\"t\",\
+             \"status\":400,\"detail\":\"query limit: 10 > 5 (maximum)\",\"errors\":[{\"in\":\
+             \"query\",\"name\":\"limit\",\"pointer\":\"\",\"keyword\":\"maximum\",\
+             \"message\":\"10 > 5\"}]}"
+        );
     }
 }
