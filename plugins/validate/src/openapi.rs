@@ -222,6 +222,8 @@ fn normalize_schema(
             return Ok(());
         }
         convert_30(schema);
+    } else {
+        convert_30_leftovers(schema);
     }
     int_format_bounds(schema);
     check_limits(schema, at)?;
@@ -255,6 +257,24 @@ fn normalize_schema(
         at.truncate(len);
     }
     Ok(())
+}
+
+/// What published 3.1 documents keep of 3.0 (OpenAI's has both): a
+/// boolean `exclusiveMinimum`/`exclusiveMaximum`, which 2020-12 refuses
+/// outright, and `nullable: true`, which 3.1 does not know — read as 3.0
+/// meant them. `example` stays (3.1 allows it).
+fn convert_30_leftovers(schema: &mut Map<String, Value>) {
+    let bool_bound = ["exclusiveMinimum", "exclusiveMaximum"]
+        .iter()
+        .any(|k| schema.get(*k).is_some_and(Value::is_boolean));
+    let nullable = schema.get("nullable").is_some_and(Value::is_boolean);
+    if bool_bound || nullable {
+        let example = schema.remove("example");
+        convert_30(schema);
+        if let Some(e) = example {
+            schema.insert("example".into(), e);
+        }
+    }
 }
 
 /// An OpenAPI 3.0 schema object as JSON Schema 2020-12: `nullable`, the
@@ -358,6 +378,20 @@ mod tests {
     fn schema30(mut v: Value) -> Value {
         normalize_schema(&mut v, Dialect::Oas30, 0, &mut String::new()).unwrap();
         v
+    }
+
+    #[test]
+    fn leftovers_of_3_0_in_a_3_1_document_are_read_as_3_0_meant_them() {
+        let mut v = json!({"type": "integer", "minimum": 1, "exclusiveMinimum": true, "nullable": true, "example": 2});
+        let mut at = String::new();
+        normalize_schema(&mut v, Dialect::Oas31, 0, &mut at).unwrap();
+        assert_eq!(
+            v,
+            json!({"type": ["integer", "null"], "exclusiveMinimum": 1, "example": 2})
+        );
+        let mut plain = json!({"type": "integer", "exclusiveMinimum": 1});
+        normalize_schema(&mut plain, Dialect::Oas31, 0, &mut at).unwrap();
+        assert_eq!(plain, json!({"type": "integer", "exclusiveMinimum": 1}));
     }
 
     #[test]

@@ -42,3 +42,4 @@ mod transform_body;
 mod ui;
 mod upstream_faults;
 mod upstream_tls;
+mod validate;
