@@ -151,6 +151,12 @@ pub async fn serve_on(
 ) -> Result<(Vec<Bound>, Vec<tokio::task::JoinHandle<()>>)> {
     let (mut bound, mut tasks) =
         crate::gateway::serve_on(gateway.data.clone(), gw, shutdown.clone(), workers).await?;
+    gateway.control.set_listeners(
+        bound
+            .iter()
+            .map(|b| (if b.tls { "https" } else { "http" }, b.addr))
+            .collect(),
+    );
     if let Some(admin) = &gw.admin {
         let base = gateway
             .control

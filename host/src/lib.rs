@@ -9,7 +9,7 @@
 //! | 0 | [`domain`], [`store`] | types both planes share: time, periods, consumers, grants; the sled store |
 //! | 1 | [`observe`] | metrics, traces and the analytics store |
 //! | 2 | [`manifest`], [`net`], [`route`] | the TOML files, TLS and sockets, routing |
-//! | 3 | [`upstream`], [`policy`], [`record`] | the upstream client; the Wasm policy runtime and the host side of its WIT imports; recording calls to trace files |
+//! | 3 | [`upstream`], [`policy`], [`record`], [`openapi`] | the upstream client; the Wasm policy runtime and the host side of its WIT imports; recording calls to trace files; OpenAPI documents read, imported and exported |
 //! | 4 | [`loader`], [`author`], [`replay`] | builds a configuration generation from the files, level by level; tools for policy authors; replaying recorded calls against two versions of a policy |
 //! | 5 | [`gateway`] | the data plane: listeners and the request pipeline |
 //! | 6 | [`control`] | the control plane: admin API, reloads, manifest edits |
@@ -26,6 +26,7 @@ pub mod loader;
 pub mod manifest;
 pub mod net;
 pub mod observe;
+pub mod openapi;
 pub mod policy;
 pub mod record;
 pub mod replay;

@@ -81,6 +81,12 @@ enum Command {
         #[arg(long)]
         sample: Option<f64>,
     },
+    /// Write a policy manifest from an API description (docs/configuration.md,
+    /// "OpenAPI").
+    Import {
+        #[command(subcommand)]
+        what: ImportCmd,
+    },
     /// The admin API: create the first administrator (`init`), or manage
     /// users, products, plans, consumers, apps, subscriptions and keys of a
     /// running gateway (docs/admin-api.md).
@@ -191,6 +197,41 @@ fn init_logging_with(plain: bool) {
     }
 }
 
+/// `tollgate import ...`.
+#[derive(Subcommand)]
+enum ImportCmd {
+    /// A manifest from an OpenAPI 3.0 or 3.1 document (YAML or JSON): a
+    /// route per operation, named by its operationId, the upstream from
+    /// --upstream or the document's first server. With --reference the
+    /// manifest names the document instead, and the gateway reads the
+    /// routes from it at every load.
+    Openapi {
+        /// The OpenAPI document.
+        file: PathBuf,
+        /// The API's name.
+        #[arg(long)]
+        api: String,
+        /// The upstream's base URL (default: the document's first server).
+        #[arg(long)]
+        upstream: Option<String>,
+        /// Name the document in the manifest (`openapi = FILE`) instead
+        /// of writing its routes.
+        #[arg(long)]
+        reference: bool,
+        /// Add a `validate` step (with --reference).
+        #[arg(long)]
+        validate: bool,
+        /// Add a `mock-response` step answering from the document's
+        /// examples (with --reference).
+        #[arg(long)]
+        mock: bool,
+        /// Where to write the manifest (default: standard output). An
+        /// existing file is not overwritten.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+}
+
 fn main() -> ExitCode {
     tollgate::net::workers::no_huge_pages();
     let cli = Cli::parse();
@@ -212,6 +253,7 @@ fn main() -> ExitCode {
             demo_upstream(listen)
         }
         Command::Policy { cmd } => policy(cmd),
+        Command::Import { what } => import(what),
         Command::Record {
             config,
             api,
@@ -320,6 +362,95 @@ fn policy(cmd: PolicyCmd) -> ExitCode {
 
 /// `tollgate hash-key`: the key's SHA-256, from the argument or one line of
 /// standard input.
+/// `tollgate import openapi`.
+fn import(what: ImportCmd) -> ExitCode {
+    let ImportCmd::Openapi {
+        file,
+        api,
+        upstream,
+        reference,
+        validate,
+        mock,
+        output,
+    } = what;
+    let spec = match tollgate::openapi::load(&file) {
+        Ok(s) => s,
+        Err(errs) => {
+            for e in errs {
+                eprintln!("error: {e}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    // The document as the manifest names it: relative to the manifest's
+    // folder when it is below it, else absolute.
+    let reference = reference.then(|| {
+        let abs = std::fs::canonicalize(&file).unwrap_or_else(|_| file.clone());
+        let out_dir = output
+            .as_deref()
+            .and_then(|o| o.parent())
+            .map(|d| {
+                if d.as_os_str().is_empty() {
+                    std::path::Path::new(".")
+                } else {
+                    d
+                }
+            })
+            .unwrap_or(std::path::Path::new("."));
+        let out_dir = std::fs::canonicalize(out_dir).unwrap_or_else(|_| out_dir.to_path_buf());
+        abs.strip_prefix(&out_dir)
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or(abs)
+            .display()
+            .to_string()
+    });
+    let opts = tollgate::openapi::import::ImportOptions {
+        api,
+        upstream,
+        reference,
+        validate,
+        mock,
+    };
+    for n in tollgate::openapi::import::notes(&spec) {
+        eprintln!("note: {n}");
+    }
+    let text = match tollgate::openapi::import::manifest(&spec, &opts) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match output {
+        None => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Some(out) => {
+            let written = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&out)
+                .and_then(|mut f| std::io::Write::write_all(&mut f, text.as_bytes()));
+            match written {
+                Ok(()) => {
+                    eprintln!(
+                        "wrote {} ({} operations of {})",
+                        out.display(),
+                        spec.operations.len(),
+                        file.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("error: {}: {e}", out.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
 fn hash_key(key: Option<String>) -> ExitCode {
     let key = match key {
         Some(k) => k,

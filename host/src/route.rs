@@ -200,6 +200,14 @@ pub enum PathPattern {
 pub enum Segment {
     Literal(String),
     Capture(String),
+    /// `thumbnail.{ext}`, `{sid}.json`: a capture with literal text
+    /// before or after it in the segment (at least one character for the
+    /// capture).
+    Affixed {
+        prefix: String,
+        name: String,
+        suffix: String,
+    },
 }
 
 impl PathPattern {
@@ -211,10 +219,11 @@ impl PathPattern {
         let mut segs = Vec::new();
         let mut names = Vec::<String>::new();
         for s in pattern.split('/').filter(|s| !s.is_empty()) {
-            if let Some(inner) = s.strip_prefix('{') {
-                let name = inner.strip_suffix('}').ok_or_else(|| {
-                    format!("path `{pattern}`: segment `{s}` has an unclosed `{{`")
-                })?;
+            if let Some(name) = s
+                .strip_prefix('{')
+                .and_then(|i| i.strip_suffix('}'))
+                .filter(|n| !n.contains(['{', '}']))
+            {
                 if name.is_empty()
                     || !name
                         .chars()
@@ -232,9 +241,52 @@ impl PathPattern {
                 names.push(name.to_string());
                 segs.push(Segment::Capture(name.to_string()));
             } else if s.contains('{') || s.contains('}') {
-                return Err(format!(
-                    "path `{pattern}`: a capture must be a whole segment, like `/{{id}}`"
-                ));
+                let bad = || {
+                    if s.contains('{') && !s.contains('}') {
+                        return format!("path `{pattern}`: segment `{s}` has an unclosed `{{`");
+                    }
+                    format!(
+                        "path `{pattern}`: segment `{s}`: a segment holds one capture, alone (`/{{id}}`) or with literal text around it (`/{{id}}.json`)"
+                    )
+                };
+                let (prefix, rest) = s.split_once('{').ok_or_else(bad)?;
+                let (name, suffix) = rest.split_once('}').ok_or_else(bad)?;
+                if [prefix, name, suffix]
+                    .iter()
+                    .any(|t| t.contains(['{', '}']))
+                {
+                    return Err(bad());
+                }
+                if name.is_empty()
+                    || !name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                {
+                    return Err(format!(
+                        "path `{pattern}`: capture `{{{name}}}` must be a name of letters, digits, `_` or `-`"
+                    ));
+                }
+                if names.iter().any(|n| n == name) {
+                    return Err(format!(
+                        "path `{pattern}`: capture `{{{name}}}` appears twice"
+                    ));
+                }
+                for lit in [prefix, suffix].into_iter().filter(|l| !l.is_empty()) {
+                    let norm = normalize_path(&format!("/{lit}"))
+                        .map_err(|e| format!("path `{pattern}`: {e}"))?;
+                    if norm != format!("/{lit}") {
+                        return Err(format!(
+                            "path `{pattern}`: `{lit}` is not in normal form (write `{}`)",
+                            &norm[1..]
+                        ));
+                    }
+                }
+                names.push(name.to_string());
+                segs.push(Segment::Affixed {
+                    prefix: prefix.to_string(),
+                    name: name.to_string(),
+                    suffix: suffix.to_string(),
+                });
             } else if matches!(s, "." | "..") {
                 return Err(format!(
                     "path `{pattern}`: segment `{s}` is not allowed (`.` and `..` are resolved before routing)"
@@ -290,6 +342,17 @@ impl PathPattern {
                         Segment::Literal(l) if l == part => {}
                         Segment::Literal(_) => return None,
                         Segment::Capture(name) => caps.push((name.clone(), part.to_string())),
+                        Segment::Affixed {
+                            prefix,
+                            name,
+                            suffix,
+                        } => {
+                            let middle = part
+                                .strip_prefix(prefix.as_str())
+                                .and_then(|p| p.strip_suffix(suffix.as_str()))
+                                .filter(|m| !m.is_empty())?;
+                            caps.push((name.clone(), middle.to_string()));
+                        }
                     }
                 }
                 if parts.next().is_some() {
@@ -336,6 +399,11 @@ impl PathPattern {
                     match s {
                         Segment::Literal(l) => out.push_str(l),
                         Segment::Capture(_) => out.push_str("{}"),
+                        Segment::Affixed { prefix, suffix, .. } => {
+                            out.push_str(prefix);
+                            out.push_str("{}");
+                            out.push_str(suffix);
+                        }
                     }
                 }
                 if out.is_empty() {
@@ -359,14 +427,19 @@ impl PathPattern {
     }
 
     /// Higher is more specific: templates beat prefixes, literals beat
-    /// captures, longer beats shorter.
+    /// captures with literal text, which beat captures; longer beats
+    /// shorter.
     fn specificity(&self) -> (u8, usize, usize) {
         match self {
             PathPattern::Template(segs) => {
-                let lits = segs
+                let lits: usize = segs
                     .iter()
-                    .filter(|s| matches!(s, Segment::Literal(_)))
-                    .count();
+                    .map(|s| match s {
+                        Segment::Literal(_) => 2,
+                        Segment::Affixed { .. } => 1,
+                        Segment::Capture(_) => 0,
+                    })
+                    .sum();
                 (1, lits, segs.len())
             }
             PathPattern::Prefix(segs) => (0, segs.len(), segs.len()),
@@ -709,6 +782,56 @@ mod tests {
     }
 
     #[test]
+    fn captures_with_literal_text_around_them() {
+        let p = PathPattern::template("/files/{id}/thumbnail.{ext}").unwrap();
+        assert_eq!(
+            p.matches("/files/7/thumbnail.png"),
+            Some(vec![
+                ("id".into(), "7".into()),
+                ("ext".into(), "png".into())
+            ])
+        );
+        assert_eq!(p.matches("/files/7/thumbnail."), None);
+        assert_eq!(p.matches("/files/7/other.png"), None);
+        let j = PathPattern::template("/Calls/{Sid}.json").unwrap();
+        assert_eq!(
+            j.matches("/Calls/CA1.json"),
+            Some(vec![("Sid".into(), "CA1".into())])
+        );
+        assert_eq!(j.matches("/Calls/.json"), None);
+        assert!(PathPattern::template("/a/{x}.{y}").is_err());
+        assert!(PathPattern::template("/a/{x}}").is_err());
+        assert!(PathPattern::template("/a/b{x}/{x}").is_err());
+        assert!(PathPattern::template("/a/%7e{x}").is_err());
+        // A literal beats text around a capture, which beats a capture.
+        let r = Router::new(vec![
+            route(0, &[], PathPattern::template("/c/{sid}").unwrap(), &[], 0),
+            route(
+                1,
+                &[],
+                PathPattern::template("/c/{sid}.json").unwrap(),
+                &[],
+                1,
+            ),
+            route(
+                2,
+                &[],
+                PathPattern::template("/c/list.json").unwrap(),
+                &[],
+                2,
+            ),
+        ]);
+        let api = |p| match r.route("h", p, "GET") {
+            RouteMatch::Found { route, .. } => route.api,
+            _ => 99,
+        };
+        assert_eq!(
+            (api("/c/list.json"), api("/c/x.json"), api("/c/x")),
+            (2, 1, 0)
+        );
+    }
+
+    #[test]
     fn routing() {
         let r = Router::new(vec![
             route(0, &[], PathPattern::prefix("/pets").unwrap(), &[], 0),
@@ -781,7 +904,8 @@ mod tests {
     fn bad_patterns() {
         assert!(PathPattern::template("pets").is_err());
         assert!(PathPattern::template("/pets/{id").is_err());
-        assert!(PathPattern::template("/pets/x{id}").is_err());
+        assert!(PathPattern::template("/pets/x{id").is_err());
+        assert!(PathPattern::template("/pets/x{}").is_err());
         assert!(PathPattern::template("/{a}/{a}").is_err());
         assert!(PathPattern::template("/a/../b").is_err());
         assert!(PathPattern::prefix("/{x}").is_err());

@@ -298,9 +298,27 @@ pub struct GatewayBuilder {
     reset: bool,
     plugin_paths: Vec<(String, PathBuf)>,
     extra: String,
+    /// Policy folders (created empty, relative to the gateway's folder)
+    /// named after `api.toml`.
+    folders: Vec<String>,
+    /// Files written into the gateway's folder before it starts.
+    files: Vec<(String, Vec<u8>)>,
 }
 
 impl GatewayBuilder {
+    /// Name an (empty) policy folder `name` after `api.toml`.
+    pub fn policy_folder(mut self, name: &str) -> Self {
+        self.folders.push(name.to_string());
+        self
+    }
+
+    /// Write `bytes` to `name` in the gateway's folder before it starts
+    /// (an OpenAPI document the manifest names ...).
+    pub fn file(mut self, name: &str, bytes: impl Into<Vec<u8>>) -> Self {
+        self.files.push((name.to_string(), bytes.into()));
+        self
+    }
+
     /// `[plugins] snapshots` (on unless this says otherwise, as in the
     /// gateway itself).
     pub fn snapshots(mut self, on: bool) -> Self {
@@ -390,6 +408,8 @@ impl TestGateway {
             reset: true,
             plugin_paths: Vec::new(),
             extra: String::new(),
+            folders: Vec::new(),
+            files: Vec::new(),
         }
     }
 
@@ -400,6 +420,19 @@ impl TestGateway {
     async fn start_with(b: GatewayBuilder) -> TestGateway {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("api.toml"), &b.manifest).unwrap();
+        for f in &b.folders {
+            std::fs::create_dir_all(dir.path().join(f)).unwrap();
+        }
+        for (name, bytes) in &b.files {
+            let p = dir.path().join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, bytes).unwrap();
+        }
+        let policies = std::iter::once("api.toml".to_string())
+            .chain(b.folders.iter().cloned())
+            .map(|p| format!("{p:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let tls = match &b.tls {
             Some((cert, key)) => {
                 std::fs::write(dir.path().join("cert.pem"), cert).unwrap();
@@ -411,7 +444,7 @@ impl TestGateway {
         let gw = format!(
             r#"schema = 1
 data-dir = {data_dir:?}
-policies = ["api.toml"]
+policies = [{policies}]
 
 [[listener]]
 name = "test"

@@ -42,6 +42,9 @@ pub struct ControlPlane {
     /// not) read: the file watcher's filter and its skip of reloads whose
     /// inputs did not change.
     inputs: std::sync::Mutex<super::reload::BuildInputs>,
+    /// The public listeners once bound, as `(scheme, address)`: the
+    /// `servers` of an API's exported OpenAPI document.
+    listeners: std::sync::Mutex<Vec<(&'static str, std::net::SocketAddr)>>,
 }
 
 impl ControlPlane {
@@ -59,6 +62,7 @@ impl ControlPlane {
             gw_path,
             reload_lock: tokio::sync::Mutex::new(()),
             inputs: std::sync::Mutex::new(super::reload::BuildInputs::new(inputs)),
+            listeners: Default::default(),
         }
     }
 
@@ -161,6 +165,37 @@ impl ControlPlane {
         }
     }
 
+    /// Remember where the public listeners were bound.
+    pub fn set_listeners(&self, bound: Vec<(&'static str, std::net::SocketAddr)>) {
+        *self.listeners.lock().unwrap_or_else(|e| e.into_inner()) = bound;
+    }
+
+    /// The base URLs of the public listeners; a listener on every
+    /// interface is named by `host` (the admin call's `Host`, its port
+    /// dropped) when given, else by its address.
+    pub fn server_urls(&self, host: Option<&str>) -> Vec<String> {
+        let host = host
+            .map(|h| match h.rsplit_once(':') {
+                Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+                _ => h,
+            })
+            .filter(|h| {
+                !h.is_empty()
+                    && h.len() <= 255
+                    && h.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b))
+            });
+        self.listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(scheme, addr)| match host {
+                Some(h) if addr.ip().is_unspecified() => format!("{scheme}://{h}:{}", addr.port()),
+                _ => format!("{scheme}://{addr}"),
+            })
+            .collect()
+    }
+
     /// The gateway file.
     pub fn gw_path(&self) -> &Path {
         &self.gw_path
@@ -191,6 +226,40 @@ impl ControlPlane {
             generation = n,
             "configuration changed through the admin API"
         );
+        Ok((n, hash))
+    }
+
+    /// Create manifest `file` (a new `*.toml` file in a policy folder)
+    /// with `text`: build the configuration with it first, and only if it
+    /// builds, write it (refused if the file exists by then) and swap the
+    /// configuration in. Returns the new generation number and the text's
+    /// SHA-256.
+    pub async fn apply_manifest_create(
+        self: &Arc<Self>,
+        file: PathBuf,
+        text: String,
+    ) -> Result<(u64, String), EditError> {
+        let _g = self.reload_lock.lock().await;
+        let this = self.clone();
+        let (g, hash) = tokio::task::spawn_blocking(move || {
+            let overrides = BTreeMap::from([(file.clone(), text.clone())]);
+            let (built, inputs) = this.build(&overrides);
+            let g = built.map_err(EditError::Invalid)?;
+            create_atomically(&file, text.as_bytes()).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    EditError::Diverged(format!("{} exists now: retry", file.display()))
+                } else {
+                    EditError::Io(format!("{}: cannot write: {e}", file.display()))
+                }
+            })?;
+            this.set_inputs(inputs, true);
+            let hash = g.sources.get(&file).cloned().unwrap_or_default();
+            Ok::<_, EditError>((g, hash))
+        })
+        .await
+        .map_err(|e| EditError::Io(format!("the edit failed: {e}")))??;
+        let n = self.data.install(g);
+        tracing::info!(generation = n, "manifest created through the admin API");
         Ok((n, hash))
     }
 
@@ -259,6 +328,28 @@ fn read_as_served(serving: &Generation, file: &Path) -> Result<(String, String),
         )));
     }
     Ok((text, on_disk))
+}
+
+/// Create `path` with `bytes`, so that a crash leaves no file or the whole
+/// one: a temporary file beside it, flushed, hard-linked to `path` (which
+/// fails if `path` exists), removed, and the directory flushed.
+pub fn create_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tollgate-new-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::hard_link(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    result
 }
 
 /// Write `bytes` to `path` so that a crash leaves either the old or the new

@@ -17,6 +17,9 @@ pub enum Capability {
     Sink,
     /// Outbound HTTP to one host (and port, if given).
     Http(String),
+    /// The API's OpenAPI document, given to the step's `configure` under
+    /// its config's `openapi` key (no import: the host adds it).
+    OpenApi,
 }
 
 impl Capability {
@@ -30,6 +33,7 @@ impl Capability {
             "crypto" => Capability::Crypto,
             "timing" => Capability::Timing,
             "sink" => Capability::Sink,
+            "openapi" => Capability::OpenApi,
             other if other.starts_with("kv:") => Capability::Kv(KvLimits::parse(&other[3..])?),
             other => match other.strip_prefix("http:") {
                 Some(host)
@@ -42,7 +46,7 @@ impl Capability {
                 }
                 _ => {
                     return Err(format!(
-                        "unknown grant `{other}`: expected one of counters, cache, kv (or kv:max-bytes=SIZE,max-keys=N,max-value=SIZE), consumers, crypto, timing, sink, http:HOST[:PORT]"
+                        "unknown grant `{other}`: expected one of counters, cache, kv (or kv:max-bytes=SIZE,max-keys=N,max-value=SIZE), consumers, crypto, timing, sink, openapi, http:HOST[:PORT]"
                     ))
                 }
             },

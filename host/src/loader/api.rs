@@ -6,6 +6,7 @@ use super::manifests::Source;
 use super::{datetime_ms, resolve, Api, Build};
 use crate::domain::consumer::ConsumerInfo;
 use crate::manifest::{ApiSpec, ConsumerSpec, RouteSpec};
+use crate::openapi::{OpenApi, Operation};
 use crate::policy::Step;
 use crate::record::{self, Recorder};
 use crate::route::{HostPattern, PathPattern, Route};
@@ -78,14 +79,20 @@ impl Build<'_> {
         self.api_names.insert(spec.name.to_string(), at.clone());
         let api_index = self.apis.len();
         let upstream = self.upstream(src.path, &at, spec);
-        let routed = self.routes(src, &at, api_index, spec);
+        let openapi = self.openapi(src.path, &at, spec);
+        let document = openapi.clone().flatten();
+        let routed = self.routes(src, &at, api_index, spec, document.as_deref());
+        // Steps granted `openapi` get this API's document.
+        self.openapi = document;
         let steps = self.chain(src, (index_in_file, None), spec);
+        self.openapi = None;
         let record = self.recorder(src.path, &at, spec);
         let revisions = self.revisions(src, index_in_file, spec);
-        match (upstream, routed, steps, record, revisions) {
-            (Some(upstream), true, Some(steps), Some(record), Some(revisions)) => {
+        match (upstream, openapi, routed, steps, record, revisions) {
+            (Some(upstream), Some(openapi), true, Some(steps), Some(record), Some(revisions)) => {
                 let mut api = ready(src.path, spec, upstream, steps);
                 api.record = record;
+                api.openapi = openapi;
                 api.revision = spec.current_revision.unwrap_or(1);
                 if spec.version_set.is_some() || spec.version.is_some() || spec.lifecycle.is_some()
                 {
@@ -126,6 +133,36 @@ impl Build<'_> {
             .ok()
     }
 
+    /// The API's OpenAPI document (`openapi = FILE`): `Some(None)`
+    /// without one, `None` after an error (each of its errors reported
+    /// with the document's file, line and JSON pointer). The file is
+    /// watched: a change reloads.
+    pub(super) fn openapi(
+        &mut self,
+        file: &Path,
+        at: &str,
+        spec: &ApiSpec,
+    ) -> Option<Option<Arc<OpenApi>>> {
+        let Some(p) = &spec.openapi else {
+            return Some(None);
+        };
+        let path = resolve(file.parent().unwrap_or(Path::new(".")), p);
+        self.inputs.record_file(&path);
+        self.watched.push(path.clone());
+        match crate::openapi::load(&path) {
+            Ok(doc) => Some(Some(Arc::new(doc))),
+            Err(errs) => {
+                for e in errs {
+                    self.errs.push(format!(
+                        "{e}\n  (the OpenAPI document of api `{}`, {at})",
+                        spec.name
+                    ));
+                }
+                None
+            }
+        }
+    }
+
     /// The API's recorder (`[api.record]`): `Some(None)` without one,
     /// `None` after an error. The header and query parameter its
     /// `key-auth` steps read the key from are redacted too.
@@ -153,16 +190,56 @@ impl Build<'_> {
         }
     }
 
-    /// Compile the API's routes (at least one) into the router's list;
-    /// whether all compiled.
-    fn routes(&mut self, src: &Source, at: &str, api_index: usize, spec: &ApiSpec) -> bool {
+    /// Compile the API's routes (at least one: its document's operations,
+    /// then its `[[api.route]]`s) into the router's list; whether all
+    /// compiled.
+    fn routes(
+        &mut self,
+        src: &Source,
+        at: &str,
+        api_index: usize,
+        spec: &ApiSpec,
+        openapi: Option<&OpenApi>,
+    ) -> bool {
         let mut ok = true;
-        if spec.routes.is_empty() {
-            self.errs.push(format!(
-                "{at}: api `{}` has no route: add an [[api.route]] with `path` or `prefix`",
-                spec.name
-            ));
+        let operations: Vec<&Operation> = openapi.map_or(Vec::new(), |d| d.served().collect());
+        for op in openapi.map_or(&[][..], |d| &d.operations[..]) {
+            if let Some(by) = &op.shadowed_by {
+                tracing::warn!(
+                    api = %spec.name,
+                    "{}: at {}: {} {} is served by route `{by}`: the router cannot tell the two apart",
+                    openapi.map_or_else(String::new, |d| d.file.display().to_string()),
+                    op.pointer,
+                    op.method,
+                    op.path
+                );
+            }
+        }
+        if spec.routes.is_empty() && operations.is_empty() {
+            let what = if spec.openapi.is_some() {
+                "its OpenAPI document has no operation and it has no [[api.route]]"
+            } else {
+                "add an [[api.route]] with `path` or `prefix`, or `openapi = FILE`"
+            };
+            if !(spec.openapi.is_some() && openapi.is_none()) {
+                self.errs
+                    .push(format!("{at}: api `{}` has no route: {what}", spec.name));
+            }
             ok = false;
+        }
+        for op in operations {
+            let r = operation_route(op);
+            match compile_route(api_index, self.routes.len(), &r) {
+                Ok(route) => self.routes.push(route),
+                Err(e) => {
+                    let file = openapi.map_or_else(String::new, |d| d.file.display().to_string());
+                    self.errs.push(format!(
+                        "{file}: at {}: {e}\n  (the OpenAPI document of api `{}`, {at})",
+                        op.pointer, spec.name
+                    ));
+                    ok = false;
+                }
+            }
         }
         for r in &spec.routes {
             match compile_route(api_index, self.routes.len(), r.get_ref()) {
@@ -178,6 +255,17 @@ impl Build<'_> {
             }
         }
         ok
+    }
+}
+
+/// The route an OpenAPI operation is served by.
+pub(super) fn operation_route(op: &Operation) -> RouteSpec {
+    RouteSpec {
+        name: crate::manifest::Name::try_from(op.route.clone()).ok(),
+        hosts: Vec::new(),
+        path: Some(op.path.clone()),
+        prefix: None,
+        methods: vec![op.method.clone()],
     }
 }
 
@@ -199,6 +287,7 @@ pub(super) fn ready(file: &Path, spec: &ApiSpec, upstream: Upstream, steps: Vec<
         version: None,
         lifecycle: None,
         revision: 1,
+        openapi: None,
     }
 }
 

@@ -30,6 +30,16 @@ pub fn manifest_files(base: &Path, gw: &GatewayFile) -> Result<Vec<PathBuf>, Con
     }
 }
 
+/// Whether `file` is a `*.toml` file directly in a policy folder the
+/// gateway file names.
+pub fn in_policy_folder(base: &Path, gw: &GatewayFile, file: &Path) -> bool {
+    file.extension().is_some_and(|e| e == "toml")
+        && gw.policies.iter().any(|p| {
+            let p = resolve(base, p);
+            p.is_dir() && file.parent() == Some(p.as_path())
+        })
+}
+
 /// Record in `inputs` the manifests each policy folder held (of `files`,
 /// as [`manifest_files`] listed them): a file added or removed there is a
 /// change.

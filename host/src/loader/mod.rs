@@ -37,7 +37,7 @@ use crate::policy::host::consumers::Directory;
 use crate::route::{Route, Router};
 pub use gateway_file::{read_gateway_file, read_gateway_file_recording};
 pub use inputs::Inputs;
-pub use manifests::manifest_files;
+pub use manifests::{in_policy_folder, manifest_files};
 pub use plugin::find_plugin;
 pub use revision::{Revision, REVISION_PREFIX};
 use std::collections::BTreeMap;
@@ -70,6 +70,8 @@ pub struct Api {
     /// The number of the revision this is (`current-revision`, or the
     /// revision's `number` for a staged revision).
     pub revision: u32,
+    /// Its OpenAPI document (`openapi = FILE`), if it has one.
+    pub openapi: Option<Arc<crate::openapi::OpenApi>>,
 }
 
 /// A complete, validated configuration.
@@ -171,7 +173,24 @@ pub fn build_recording(
     inputs: &mut Inputs,
 ) -> Result<Generation, ConfigErrors> {
     let base = gw_path.parent().unwrap_or(Path::new("."));
-    let files = manifest_files(base, gw)?;
+    let mut files = manifest_files(base, gw)?;
+    // A manifest the admin API is creating in a policy folder: built as
+    // if it were there, in its place among the folder's files.
+    for f in overrides.keys() {
+        if !files.contains(f) && manifests::in_policy_folder(base, gw, f) {
+            let at = files
+                .iter()
+                .position(|x| x.parent() == f.parent() && x > f)
+                .or_else(|| {
+                    files
+                        .iter()
+                        .rposition(|x| x.parent() == f.parent())
+                        .map(|i| i + 1)
+                })
+                .unwrap_or(files.len());
+            files.insert(at, f.clone());
+        }
+    }
     manifests::record_folders(base, gw, &files, inputs);
     let mut build = Build::new(gw_path, gw, runtime, inputs);
     for file in &files {
@@ -233,6 +252,8 @@ struct Build<'a> {
     declared: Vec<versions::Declared>,
     /// The staged revisions built so far.
     revisions: BTreeMap<(String, u32), Revision>,
+    /// The OpenAPI document of the API whose chain is being built.
+    openapi: Option<Arc<crate::openapi::OpenApi>>,
 }
 
 impl<'a> Build<'a> {
@@ -260,6 +281,7 @@ impl<'a> Build<'a> {
             declared_sets: Vec::new(),
             declared: Vec::new(),
             revisions: BTreeMap::new(),
+            openapi: None,
         }
     }
 }

@@ -2,7 +2,7 @@
 //! routes and chain, built like the API itself and served only at its own
 //! address, `/.rev/{api}/{number}` followed by one of its routes' paths.
 
-use super::api::{compile_route, ready};
+use super::api::{compile_route, operation_route, ready};
 use super::manifests::Source;
 use super::{Api, Build};
 use crate::manifest::ApiSpec;
@@ -73,6 +73,7 @@ impl Build<'_> {
                 routes: r.routes.clone(),
                 chain: r.chain.clone(),
                 record: None,
+                openapi: r.openapi.clone(),
                 version_set: None,
                 version: None,
                 lifecycle: None,
@@ -84,15 +85,32 @@ impl Build<'_> {
             };
             let context = format!("{at}: revision {}", r.number);
             let upstream = self.upstream(src.path, &context, &rspec);
+            let openapi = self.openapi(src.path, &context, &rspec);
+            let document = openapi.clone().flatten();
             let mut routes = Vec::new();
-            if rspec.routes.is_empty() {
+            let operations: Vec<_> = document
+                .as_deref()
+                .map(|d| d.served().map(operation_route).collect())
+                .unwrap_or_default();
+            if rspec.routes.is_empty() && operations.is_empty() {
                 self.errs.push(format!(
-                    "{context}: api `{name}` has no route: add an [[api.revision.route]] with `path` or `prefix`"
+                    "{context}: api `{name}` has no route: add an [[api.revision.route]] with `path` or `prefix`, or `openapi = FILE`"
                 ));
                 ok = false;
             }
+            for (order, op) in operations.iter().enumerate() {
+                match compile_route(0, order, op) {
+                    Ok(c) => routes.push(c),
+                    Err(e) => {
+                        self.errs.push(format!(
+                            "{context}: api `{name}`: its OpenAPI document's route: {e}"
+                        ));
+                        ok = false;
+                    }
+                }
+            }
             for (order, route) in rspec.routes.iter().enumerate() {
-                match compile_route(0, order, route.get_ref()) {
+                match compile_route(0, operations.len() + order, route.get_ref()) {
                     Ok(c) => routes.push(c),
                     Err(e) => {
                         self.errs.push(format!(
@@ -104,10 +122,14 @@ impl Build<'_> {
                     }
                 }
             }
+            // Steps granted `openapi` get the revision's document.
+            self.openapi = document;
             let steps = self.chain(src, (index_in_file, Some(j)), &rspec);
-            if let (Some(upstream), Some(steps)) = (upstream, steps) {
+            self.openapi = None;
+            if let (Some(upstream), Some(openapi), Some(steps)) = (upstream, openapi, steps) {
                 let mut api = ready(src.path, &rspec, upstream, steps);
                 api.revision = r.number;
+                api.openapi = openapi;
                 built.push(Revision {
                     number: r.number,
                     description: r.description.clone(),

@@ -173,10 +173,31 @@ impl Build<'_> {
         limits: StepLimits,
         grants: Grants,
     ) -> Option<Step> {
-        let config = config.map_or_else(
-            || "{}".to_string(),
-            |c| manifest::toml_to_json(&toml::Value::Table(c.clone())).to_string(),
+        let mut config = config.map_or_else(
+            || serde_json::Value::Object(Default::default()),
+            |c| manifest::toml_to_json(&toml::Value::Table(c.clone())),
         );
+        if grants.has(&crate::domain::grants::Capability::OpenApi) {
+            let Some(doc) = &self.openapi else {
+                self.errs.push(format!(
+                    "{}: grant `openapi`: api `{}` has no OpenAPI document: add `openapi = \"FILE\"` to the API",
+                    site.at("grants"),
+                    site.api
+                ));
+                return None;
+            };
+            // A step's config is a TOML table: always an object.
+            let table = config.as_object_mut()?;
+            if table.contains_key("openapi") {
+                self.errs.push(format!(
+                    "{}: `openapi` is the key the grant `openapi` fills in with the API's document: rename the config's own `openapi`",
+                    site.at(&format!("{keys}config.openapi"))
+                ));
+                return None;
+            }
+            table.insert("openapi".into(), (*doc.for_step()).clone());
+        }
+        let config = config.to_string();
         let version = if keys.is_empty() {
             String::new()
         } else {

@@ -236,7 +236,7 @@ methods = ["GE T"]
         format!("{pets}: api `pets`: upstream: target `ftp://127.0.0.1:21` must start with http:// or https://"),
         format!("{}: api `pets`: route: give either `path` or `prefix`, not both", line_of(&fa, &a, "[[api.route]]\npath = \"/pets\"\n")),
         format!("{}: api `pets`: route: path `/pets/{{id`: segment `{{id` has an unclosed `{{`", line_of(&fa, &a, "[[api.route]]\npath = \"/pets/{id\"")),
-        format!("{}: api `empty` has no route: add an [[api.route]] with `path` or `prefix`", line_of(&fa, &a, "[[api]]\nname = \"empty\"")),
+        format!("{}: api `empty` has no route: add an [[api.route]] with `path` or `prefix`, or `openapi = FILE`", line_of(&fa, &a, "[[api]]\nname = \"empty\"")),
         format!("{}: api `pets` is already defined at {pets}", line_of(&fb, b, "[[api]]")),
         format!("{}: schema 7 is not supported (this build reads schema 1)", fc.display()),
     ];
@@ -267,7 +267,7 @@ fn an_api_whose_name_is_taken_keeps_the_first_definition_even_when_that_failed()
         case.errors(),
         [
             format!(
-                "{}:2:1: api `pets` has no route: add an [[api.route]] with `path` or `prefix`",
+                "{}:2:1: api `pets` has no route: add an [[api.route]] with `path` or `prefix`, or `openapi = FILE`",
                 fa.display()
             ),
             format!(

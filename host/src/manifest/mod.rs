@@ -607,7 +607,12 @@ pub struct KeySpec {
 pub struct ApiSpec {
     pub name: Name,
     pub upstream: UpstreamSpec,
-    /// At least one route.
+    /// An OpenAPI 3.0 or 3.1 document (YAML or JSON, relative to the
+    /// manifest): the API gets a route per operation from it, and steps
+    /// granted `openapi` get the document.
+    #[serde(default)]
+    pub openapi: Option<PathBuf>,
+    /// At least one route (or a document's operations).
     #[serde(default, rename = "route")]
     pub routes: Vec<toml::Spanned<RouteSpec>>,
     /// The request chain, in order; the response chain runs in reverse.
@@ -798,6 +803,10 @@ pub struct RevisionSpec {
     pub description: Option<String>,
     pub created: Option<toml::value::Datetime>,
     pub upstream: UpstreamSpec,
+    /// An OpenAPI document whose operations are routes of the revision
+    /// (as the API's `openapi`).
+    #[serde(default)]
+    pub openapi: Option<PathBuf>,
     #[serde(default, rename = "route")]
     pub routes: Vec<toml::Spanned<RouteSpec>>,
     #[serde(default, rename = "chain")]

@@ -367,7 +367,7 @@ impl Runtime {
                 .instantiate_unconfigured(&step, &RequestScope::default())
                 .await
                 .map_err(|e| StepConfigError::Failed(e.to_string()))?;
-            Ok::<_, StepConfigError>(inst.configure(&step).await)
+            Ok::<_, StepConfigError>(inst.configure_at_load(&step).await)
         })?;
         match outcome {
             Ok(Ok(info)) => {
@@ -629,6 +629,10 @@ fn guest_frames(bt: &wasmtime::WasmBacktrace) -> Option<String> {
     Some(at)
 }
 
+/// Least running time `configure` gets at load and for a snapshot (a
+/// request that configures its own instance has the step's deadline).
+pub const LOAD_CONFIGURE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// One instance of one step for one request.
 pub struct StepInstance {
     pub(super) store: Store<StepState>,
@@ -653,6 +657,31 @@ impl StepInstance {
         &mut self,
         step: &Step,
     ) -> Result<Result<PolicyInfo, WitConfigError>, PolicyError> {
+        self.configure_within(step, step.timeout, step.wall_timeout)
+            .await
+    }
+
+    /// `configure` at load or for a snapshot, off the request path: with
+    /// at least [`LOAD_CONFIGURE_TIMEOUT`] of running time, so a policy
+    /// that compiles a large document (`validate` over an OpenAPI
+    /// description) is not held to a per-request deadline.
+    pub(super) async fn configure_at_load(
+        &mut self,
+        step: &Step,
+    ) -> Result<Result<PolicyInfo, WitConfigError>, PolicyError> {
+        let t = step.timeout.max(LOAD_CONFIGURE_TIMEOUT);
+        self.configure_within(step, t, step.wall_timeout.max(t))
+            .await
+    }
+
+    async fn configure_within(
+        &mut self,
+        step: &Step,
+        timeout: Duration,
+        wall_timeout: Duration,
+    ) -> Result<Result<PolicyInfo, WitConfigError>, PolicyError> {
+        self.store.data_mut().deadline = deadline::Deadline::new(timeout, wall_timeout);
+        self.store.set_epoch_deadline(1);
         let wall = self.store.data().deadline.wall();
         let r = match self.exports.version {
             Version::V02 => {

@@ -216,7 +216,7 @@ impl Runtime {
             .instantiate_from(step, &scope, &pre, exports, false)
             .await
             .map_err(anyhow::Error::from)?;
-        match inst.configure(step).await {
+        match inst.configure_at_load(step).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => anyhow::bail!("configure refused: {}", e.message),
             Err(e) => return Err(e.into()),

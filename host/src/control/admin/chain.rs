@@ -452,7 +452,11 @@ fn plain_number_unit(s: &str, digits: usize) -> bool {
     (1..=digits).contains(&n) && s.bytes().skip(n).all(|b| b.is_ascii_alphabetic())
 }
 
-fn json_value(v: &Value, path: &str, depth: usize) -> Result<toml_edit::Value, AdminError> {
+pub(super) fn json_value(
+    v: &Value,
+    path: &str,
+    depth: usize,
+) -> Result<toml_edit::Value, AdminError> {
     if depth > MAX_DEPTH {
         return Err(AdminError::invalid(
             path,
@@ -507,7 +511,11 @@ fn json_value(v: &Value, path: &str, depth: usize) -> Result<toml_edit::Value, A
 
 /// A JSON object as a TOML table: nested objects become sub-tables
 /// (`[api.chain.config.request]`), objects inside arrays inline tables.
-fn json_table(o: &Map<String, Value>, path: &str, depth: usize) -> Result<Table, AdminError> {
+pub(super) fn json_table(
+    o: &Map<String, Value>,
+    path: &str,
+    depth: usize,
+) -> Result<Table, AdminError> {
     if depth > MAX_DEPTH {
         return Err(AdminError::invalid(
             path,
@@ -532,7 +540,7 @@ fn json_table(o: &Map<String, Value>, path: &str, depth: usize) -> Result<Table,
     Ok(t)
 }
 
-fn step_table(s: &StepInput) -> Result<Table, AdminError> {
+pub(super) fn step_table(s: &StepInput) -> Result<Table, AdminError> {
     let mut t = Table::new();
     if let Some(n) = &s.name {
         t.insert("name", toml_edit::value(n.as_str()));

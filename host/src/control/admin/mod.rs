@@ -7,6 +7,7 @@
 //! `docs/admin-api.md`; the OpenAPI description is `docs/admin-openapi.json`.
 
 pub mod api;
+pub mod api_def;
 pub mod chain;
 pub mod error;
 pub mod http;

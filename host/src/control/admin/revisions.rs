@@ -15,7 +15,7 @@ use serde::Deserialize;
 use toml_edit::{ArrayOfTables, DocumentMut, InlineTable, Item, Table};
 
 /// The keys a revision copies.
-const DEFINITION: [&str; 3] = ["upstream", "route", "chain"];
+const DEFINITION: [&str; 4] = ["upstream", "openapi", "route", "chain"];
 
 /// The body of `PUT /apis/{name}/lifecycle`.
 #[derive(Debug, Deserialize)]

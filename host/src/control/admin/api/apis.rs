@@ -4,6 +4,7 @@
 
 use super::request::{paging, Call, PAGING};
 use super::{blocking, ok, Reply};
+use crate::control::admin::api_def::{self, ApiInput};
 use crate::control::admin::chain::{self, ChainAssign};
 use crate::control::admin::error::AdminError;
 use crate::control::EditError;
@@ -12,6 +13,7 @@ use crate::manifest::PolicyManifest;
 use futures_util::future::BoxFuture;
 use http::StatusCode;
 use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
 
 /// `GET /admin/v1/apis`: the APIs by name, paged.
 pub fn list(c: &Call) -> Reply {
@@ -65,6 +67,56 @@ pub fn canaries(c: &Call) -> Reply {
     ok(json!({ "canaries": canaries }))
 }
 
+/// `GET /admin/v1/apis/{name}/openapi`: the API as the gateway serves it
+/// (see [`crate::openapi::export`]).
+pub fn openapi(c: &Call) -> Reply {
+    c.no_query()?;
+    let g = c.gateway.current();
+    let a = find_api(&g, c.id())?;
+    ok(served_document(
+        a,
+        &c.gateway.server_urls(c.host.as_deref()),
+    ))
+}
+
+/// The exported document of `a`, reached at `servers`.
+pub fn served_document(a: &Api, servers: &[String]) -> Value {
+    use crate::openapi::export::{document, Credentials, RouteView, Served};
+    let routes: Vec<RouteView> = a
+        .spec
+        .routes
+        .iter()
+        .map(|r| {
+            let r = r.get_ref();
+            RouteView {
+                name: r.name.as_ref().map(|n| n.to_string()),
+                path: r.path.clone(),
+                prefix: r.prefix.clone(),
+                methods: r.methods.iter().map(|m| m.to_ascii_uppercase()).collect(),
+            }
+        })
+        .collect();
+    let mut credentials = Credentials::default();
+    for s in a.spec.chain.iter().map(|s| s.get_ref()) {
+        match s.plugin.as_str() {
+            "key-auth" => {
+                let (header, query) = crate::record::key_auth_names(s.config.as_ref());
+                credentials.api_key_header = Some(header);
+                credentials.api_key_query = query;
+            }
+            "jwt" => credentials.bearer_jwt = true,
+            _ => {}
+        }
+    }
+    document(&Served {
+        api: &a.name,
+        spec: a.openapi.as_deref(),
+        routes: &routes,
+        servers,
+        credentials,
+    })
+}
+
 /// `PUT /admin/v1/apis/{name}/chain`.
 pub fn assign_chain(c: Call) -> BoxFuture<'static, Reply> {
     Box::pin(async move {
@@ -104,8 +156,187 @@ fn api_view(g: &Generation, a: &Api) -> Value {
         "etag": g.sources.get(&a.manifest).cloned().unwrap_or_default(),
         "routes": routes,
         "upstream": {"targets": a.spec.upstream.targets},
+        "openapi": a.spec.openapi.as_ref().map(|p| p.display().to_string()),
         "chain": chain::chain_view(&a.spec),
     })
+}
+
+/// `POST /admin/v1/apis`: write a new API into a manifest (see
+/// [`ApiInput::manifest`]) and reload; 201 with the API.
+pub fn create(c: Call) -> BoxFuture<'static, Reply> {
+    Box::pin(async move {
+        c.no_query()?;
+        let input: ApiInput = c.body()?;
+        input.check()?;
+        let name = input
+            .name
+            .clone()
+            .ok_or_else(|| AdminError::invalid("name", "required"))?;
+        if find_api(&c.gateway.current(), &name).is_ok() {
+            return Err(AdminError::conflict(format!(
+                "API `{name}` exists: replace it with PUT /admin/v1/apis/{name}"
+            )));
+        }
+        let (file, loaded) = manifest_for(&c, input.manifest.as_deref(), &name)?;
+        let result = if loaded {
+            c.gateway
+                .apply_manifest_edit(file.clone(), move |text, _| {
+                    api_def::insert_api(text, &input)
+                })
+                .await
+        } else {
+            let text = api_def::insert_api("", &input)?;
+            c.gateway.apply_manifest_create(file.clone(), text).await
+        };
+        let (generation, etag) = result.map_err(|e| edit_error(e, "api"))?;
+        audit(
+            &c,
+            "create-api",
+            &name,
+            json!({"manifest": file.display().to_string()}),
+        )
+        .await?;
+        let g = c.gateway.current();
+        let mut v = api_view(&g, find_api(&g, &name)?);
+        v["generation"] = json!(generation);
+        v["etag"] = json!(etag);
+        Ok((StatusCode::CREATED, v))
+    })
+}
+
+/// `PUT /admin/v1/apis/{name}`: replace the API's upstream, routes,
+/// document and (if given) chain; guarded by `If-Match`.
+pub fn replace(c: Call) -> BoxFuture<'static, Reply> {
+    Box::pin(async move {
+        c.no_query()?;
+        let input: ApiInput = c.body()?;
+        input.check()?;
+        if input.manifest.is_some() {
+            return Err(AdminError::invalid(
+                "manifest",
+                "an API stays in its manifest: leave `manifest` out",
+            ));
+        }
+        let name = c.id().to_string();
+        let file = find_api(&c.gateway.current(), &name)?.manifest.clone();
+        let (if_match, api) = (c.if_match.clone(), name.clone());
+        let (generation, etag) = c
+            .gateway
+            .apply_manifest_edit(file, move |text, on_disk| {
+                check_if_match(if_match.as_deref(), on_disk)?;
+                api_def::replace_api(text, &api, &input)
+            })
+            .await
+            .map_err(|e| edit_error(e, "api"))?;
+        audit(&c, "replace-api", &name, json!({})).await?;
+        let g = c.gateway.current();
+        let mut v = api_view(&g, find_api(&g, &name)?);
+        v["generation"] = json!(generation);
+        v["etag"] = json!(etag);
+        Ok((StatusCode::OK, v))
+    })
+}
+
+/// `DELETE /admin/v1/apis/{name}`: remove the API from its manifest;
+/// guarded by `If-Match`.
+pub fn delete(c: Call) -> BoxFuture<'static, Reply> {
+    Box::pin(async move {
+        c.no_query()?;
+        let name = c.id().to_string();
+        let file = find_api(&c.gateway.current(), &name)?.manifest.clone();
+        let (if_match, api) = (c.if_match.clone(), name.clone());
+        c.gateway
+            .apply_manifest_edit(file, move |text, on_disk| {
+                check_if_match(if_match.as_deref(), on_disk)?;
+                api_def::remove_api(text, &api)
+            })
+            .await
+            .map_err(|e| edit_error(e, "api"))?;
+        audit(&c, "delete-api", &name, json!({})).await?;
+        super::no_content()
+    })
+}
+
+/// Refuse a stale `If-Match` (the manifest's SHA-256, or `*`).
+fn check_if_match(if_match: Option<&str>, on_disk: &str) -> Result<(), AdminError> {
+    match if_match {
+        Some(tag) if tag != on_disk && tag != "*" => Err(AdminError::precondition_failed(
+            "If-Match does not match: the manifest changed since you read it; GET the API again",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Write an audit entry for a change that was applied.
+async fn audit(c: &Call, action: &'static str, id: &str, detail: Value) -> Result<(), AdminError> {
+    let (reg, actor, id) = (c.registry.clone(), c.actor().to_string(), id.to_string());
+    blocking(move || reg.audit(&actor, action, "api", &id, detail))
+        .await
+        .map_err(|e| {
+            AdminError::unavailable(format!(
+                "the change was applied, but its audit entry could not be written: {e}"
+            ))
+        })
+}
+
+/// The manifest a new API `name` goes into, and whether it is loaded
+/// already (else it is a new file in a policy folder).
+fn manifest_for(c: &Call, asked: Option<&str>, name: &str) -> Result<(PathBuf, bool), AdminError> {
+    let gw_path = c.gateway.gw_path();
+    let base = gw_path.parent().unwrap_or(Path::new("."));
+    let gw = crate::loader::read_gateway_file(gw_path)
+        .map_err(|e| AdminError::unavailable(format!("the gateway file: {e}")))?;
+    let g = c.gateway.current();
+    let folders: Vec<PathBuf> = gw
+        .policies
+        .iter()
+        .map(|p| crate::loader::resolve(base, p))
+        .filter(|p| p.is_dir())
+        .collect();
+    let file =
+        match asked {
+            Some(m) => {
+                let p = Path::new(m);
+                if p.is_absolute()
+                    || p.components()
+                        .any(|c| !matches!(c, std::path::Component::Normal(_)))
+                {
+                    return Err(AdminError::invalid(
+                        "manifest",
+                        "a path relative to the gateway file's folder, without `..`",
+                    ));
+                }
+                base.join(p)
+            }
+            None => match folders.first() {
+                Some(f) => f.join(format!("{name}.toml")),
+                None => match g.sources.keys().next() {
+                    Some(f) => f.clone(),
+                    None => return Err(AdminError::invalid(
+                        "manifest",
+                        "the gateway file names no policy folder or manifest to write the API into",
+                    )),
+                },
+            },
+        };
+    if g.sources.contains_key(&file) {
+        return Ok((file, true));
+    }
+    if crate::loader::in_policy_folder(base, &gw, &file) && !file.exists() {
+        return Ok((file, false));
+    }
+    Err(AdminError::invalid(
+        "manifest",
+        format!(
+            "`{}` is neither a loaded manifest nor a new .toml file in a policy folder ({})",
+            file.display(),
+            folders
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    ))
 }
 
 /// Rewrite the API's manifest with chain `req` and reload; audit it.
@@ -121,7 +352,7 @@ async fn assign(c: &Call, req: ChainAssign) -> Reply {
             rewrite(text, on_disk, if_match.as_deref(), &api_name, &req)
         })
         .await;
-    let (generation, etag) = result.map_err(edit_error)?;
+    let (generation, etag) = result.map_err(|e| edit_error(e, "chain"))?;
     let (reg, actor, id) = (c.registry.clone(), c.actor().to_string(), name.clone());
     blocking(move || reg.audit(&actor, "assign-chain", "api", &id, detail))
         .await
@@ -176,15 +407,16 @@ fn rewrite(
     Ok(new_text)
 }
 
-/// A manifest edit that was not applied, as the admin API answers it.
-fn edit_error(e: EditError) -> AdminError {
+/// A manifest edit that was not applied, as the admin API answers it
+/// (`what` was edited: `chain`, `api`).
+fn edit_error(e: EditError, what: &str) -> AdminError {
     match e {
         EditError::Diverged(m) => AdminError::conflict(m),
         EditError::Io(m) => AdminError::unavailable(m),
         EditError::Refused(e) => e,
         EditError::Invalid(errs) => AdminError::unprocessable(
-            "chain",
-            format!("the configuration with this chain does not check:\n{errs}"),
+            what,
+            format!("the configuration with this {what} does not check:\n{errs}"),
         ),
     }
 }

@@ -169,9 +169,13 @@ pub const TABLE: &[Route] = {
     post("/admin/v1/users/{id}/token", Users, users::new_token),
     // APIs (read from the configuration) and their chains.
     get("/admin/v1/apis", Apis, apis::list),
+    route_of("POST", "/admin/v1/apis", Apis, Handler::Async(apis::create)),
     get("/admin/v1/apis/{name}", Apis, apis::get),
+    route_of("PUT", "/admin/v1/apis/{name}", Apis, Handler::Async(apis::replace)),
+    route_of("DELETE", "/admin/v1/apis/{name}", Apis, Handler::Async(apis::delete)),
     get("/admin/v1/apis/{name}/chain", Apis, apis::chain),
     get("/admin/v1/apis/{name}/canaries", Apis, apis::canaries),
+    get("/admin/v1/apis/{name}/openapi", Apis, apis::openapi),
     route_of("PUT", "/admin/v1/apis/{name}/chain", Apis, Handler::Async(apis::assign_chain)),
     // Version sets, lifecycles and revisions.
     get("/admin/v1/version-sets", Apis, versions::list_sets),

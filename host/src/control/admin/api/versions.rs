@@ -175,7 +175,7 @@ pub fn get_revision(c: &Call) -> Reply {
 
 /// A revision as JSON: the API's current definition for `None`.
 fn revision_view(api: &ApiSpec, r: Option<&crate::manifest::RevisionSpec>) -> Value {
-    let (number, description, created, upstream, routes, steps) = match r {
+    let (number, description, created, upstream, routes, steps, openapi) = match r {
         None => (
             api.current_revision.unwrap_or(1),
             api.current_description.clone(),
@@ -183,6 +183,7 @@ fn revision_view(api: &ApiSpec, r: Option<&crate::manifest::RevisionSpec>) -> Va
             &api.upstream,
             &api.routes,
             &api.chain,
+            &api.openapi,
         ),
         Some(r) => (
             r.number,
@@ -191,6 +192,7 @@ fn revision_view(api: &ApiSpec, r: Option<&crate::manifest::RevisionSpec>) -> Va
             &r.upstream,
             &r.routes,
             &r.chain,
+            &r.openapi,
         ),
     };
     let routes: Vec<Value> = routes
@@ -217,6 +219,7 @@ fn revision_view(api: &ApiSpec, r: Option<&crate::manifest::RevisionSpec>) -> Va
         "created": created,
         "address": r.map(|r| format!("/{REVISION_PREFIX}/{}/{}", api.name, r.number)),
         "upstream": {"targets": upstream.targets},
+        "openapi": openapi.as_ref().map(|p| p.display().to_string()),
         "routes": routes,
         "chain": chain,
     })
