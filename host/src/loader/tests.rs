@@ -624,3 +624,29 @@ fn revisions_build_with_their_own_routes_and_chain() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn a_revision_takes_its_routes_from_its_openapi_document_too() {
+    let case = Case::new("\"apis\"");
+    case.write(
+        "apis/pets.json",
+        r#"{"openapi": "3.1.0", "info": {"title": "pets", "version": "2"},
+            "paths": {"/pets/{id}": {"get": {"operationId": "getPet", "responses": {"200": {"description": "a pet"}}}}}}"#,
+    );
+    let text = "schema = 1\n[[api]]\nname = \"r\"\nupstream = { targets = [\"http://127.0.0.1:9\"] }\n[[api.route]]\npath = \"/r\"\n[[api.revision]]\nnumber = 2\nopenapi = \"pets.json\"\nupstream = { targets = [\"http://127.0.0.1:9\"] }\n";
+    case.write("apis/r.toml", text);
+    let g = case
+        .build(&BTreeMap::new())
+        .0
+        .unwrap_or_else(|e| panic!("{e}"));
+    let rev = &g.revisions[&("r".to_string(), 2)];
+    assert!(rev.api.openapi.is_some());
+    assert!(matches!(
+        rev.router.route("h", "/pets/1", "GET"),
+        RouteMatch::Found { .. }
+    ));
+    assert!(!matches!(
+        rev.router.route("h", "/r", "GET"),
+        RouteMatch::Found { .. }
+    ));
+}
