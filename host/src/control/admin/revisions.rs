@@ -519,6 +519,33 @@ prefix = "/orders"
     }
 
     #[test]
+    fn replacing_an_api_keeps_its_versions_lifecycle_and_revisions() {
+        let when: toml_edit::Datetime = "2026-12-01T10:00:00Z".parse().unwrap();
+        let (text, _) = add_revision(TEXT, "pets", &RevisionInput::default(), when).unwrap();
+        let text = text.replacen(
+            "name = \"pets\"",
+            "name = \"pets\"\nlifecycle = { state = \"retired\" }",
+            1,
+        );
+        let input: super::super::api_def::ApiInput = serde_json::from_value(serde_json::json!({
+            "upstream": {"targets": ["http://127.0.0.1:9/new"]},
+            "routes": [{"prefix": "/pets"}],
+        }))
+        .unwrap();
+        let out = super::super::api_def::replace_api(&text, "pets", &input).unwrap();
+        let m = manifest(&out);
+        let pets = m.apis[0].get_ref();
+        assert_eq!(pets.upstream.targets[0], "http://127.0.0.1:9/new", "{out}");
+        assert!(pets.lifecycle.is_some(), "{out}");
+        let rev = pets.revisions[0].get_ref();
+        assert_eq!(rev.number, 2);
+        assert_eq!(rev.upstream.targets[0], "http://127.0.0.1:9/one", "{out}");
+        assert_eq!(rev.routes.len(), 1, "{out}");
+        assert_eq!(m.apis[1].get_ref().name.as_str(), "orders", "{out}");
+        assert_eq!(m.apis[1].get_ref().routes.len(), 1, "{out}");
+    }
+
+    #[test]
     fn lifecycles() {
         let now: toml_edit::Datetime = "2026-12-01T10:00:00Z".parse().unwrap();
         let life = |v: serde_json::Value| {
