@@ -238,6 +238,33 @@ pub enum ApiVerb {
     /// Show or replace an API's policy chain.
     #[command(subcommand)]
     Chain(ChainVerb),
+    /// Create an API (written into a manifest; fields in docs/admin-api.md):
+    /// `apis create name=orders upstream:='{"targets":["http://10.0.0.5:8080"]}'
+    /// routes:='[{"prefix":"/orders"}]'`, or `--data @api.json`.
+    Create(Fields),
+    /// Replace an API's upstream, routes and document (and chain, if given).
+    Replace {
+        /// The API's name.
+        name: String,
+        #[command(flatten)]
+        fields: Fields,
+        /// Refuse (412) unless the manifest still has this etag.
+        #[arg(long, value_name = "ETAG")]
+        if_match: Option<String>,
+    },
+    /// Delete an API from its manifest.
+    Delete {
+        /// The API's name.
+        name: String,
+        /// Refuse (412) unless the manifest still has this etag.
+        #[arg(long, value_name = "ETAG")]
+        if_match: Option<String>,
+    },
+    /// Print the API's OpenAPI document as the gateway serves it.
+    Openapi {
+        /// The API's name.
+        name: String,
+    },
     /// Set an API's lifecycle: active, deprecated (its calls get
     /// `Deprecation`, `Sunset` and `Link` headers) or retired (410).
     Lifecycle {
@@ -581,6 +608,27 @@ pub fn plan(command: &Command) -> Result<Call, Error> {
             call.if_match = if_match.clone();
             Ok(call)
         }
+        Command::Apis(ApiVerb::Create(fields)) => {
+            Ok(Call::new(Method::POST, &["apis"], Show::Object(Kind::Apis)).body(fields.body()?))
+        }
+        Command::Apis(ApiVerb::Replace {
+            name,
+            fields,
+            if_match,
+        }) => {
+            let call = Call::new(Method::PUT, &["apis", name], Show::Object(Kind::Apis))
+                .body(fields.body()?);
+            Ok(guarded(call, if_match))
+        }
+        Command::Apis(ApiVerb::Delete { name, if_match }) => {
+            let call = Call::new(Method::DELETE, &["apis", name], Show::Raw);
+            Ok(guarded(call, if_match))
+        }
+        Command::Apis(ApiVerb::Openapi { name }) => Ok(Call::new(
+            Method::GET,
+            &["apis", name, "openapi"],
+            Show::Raw,
+        )),
         Command::Apis(ApiVerb::Lifecycle {
             name,
             state,

@@ -227,8 +227,6 @@ fn other_calls() {
     assert_eq!(c.show, Show::Raw);
     let c = planned(&["apis", "chain", "get", "pets"]);
     assert_eq!(c.path, ["apis", "pets", "chain"]);
-    // APIs come from the manifests: no create or delete.
-    assert!(parse_err(&["apis", "create", "name=x"]).contains("unrecognized subcommand"));
     assert!(parse_err(&["audit", "get", "1"]).contains("unrecognized subcommand"));
 }
 
@@ -764,4 +762,37 @@ fn lifecycle_revisions_and_version_sets_plan_their_calls() {
     let c = planned(&["version-sets", "get", "pets"]);
     assert_eq!(c.path, ["version-sets", "pets"]);
     assert!(parse_err(&["apis", "revisions", "promote", "pets", "two"]).contains("invalid value"));
+}
+
+#[test]
+fn apis_are_created_replaced_deleted_and_exported() {
+    let c = planned(&[
+        "apis",
+        "create",
+        "name=orders",
+        r#"upstream:={"targets":["http://10.0.0.5:8080"]}"#,
+        r#"routes:=[{"prefix":"/orders"}]"#,
+    ]);
+    assert_eq!(
+        (c.method.as_str(), c.path.clone()),
+        ("POST", vec!["apis".to_string()])
+    );
+    assert_eq!(c.body.as_ref().unwrap()["routes"][0]["prefix"], "/orders");
+    let c = planned(&[
+        "apis",
+        "replace",
+        "orders",
+        "--if-match",
+        "abc",
+        r#"upstream:={"targets":["http://x"]}"#,
+    ]);
+    assert_eq!(
+        (c.method.as_str(), c.path.clone()),
+        ("PUT", vec!["apis".to_string(), "orders".to_string()])
+    );
+    assert_eq!(c.if_match.as_deref(), Some("abc"));
+    let c = planned(&["apis", "delete", "orders"]);
+    assert_eq!(c.method.as_str(), "DELETE");
+    let c = planned(&["apis", "openapi", "orders"]);
+    assert_eq!(c.path, ["apis", "orders", "openapi"]);
 }

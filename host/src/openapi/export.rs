@@ -27,6 +27,19 @@ pub struct Credentials {
     pub bearer_jwt: bool,
 }
 
+/// Which version of a version set the API is, and how calls name it.
+#[derive(Debug, Clone)]
+pub struct VersionView {
+    pub set: String,
+    pub version: String,
+    /// `path`, `header` or `query`.
+    pub scheme: &'static str,
+    /// The header or query parameter (for `header` and `query`).
+    pub name: Option<String>,
+    /// Whether calls that name no version reach this one.
+    pub default: bool,
+}
+
 /// What the export describes.
 pub struct Served<'a> {
     pub api: &'a str,
@@ -36,6 +49,10 @@ pub struct Served<'a> {
     /// Base URLs the API is reached at (`http://127.0.0.1:8080`).
     pub servers: &'a [String],
     pub credentials: Credentials,
+    pub version: Option<VersionView>,
+    /// Deprecated (or retired): every operation is marked `deprecated`,
+    /// and this goes under `info.x-tollgate-lifecycle`.
+    pub lifecycle: Option<Value>,
 }
 
 /// The document.
@@ -55,9 +72,19 @@ pub fn document(s: &Served<'_>) -> Value {
     let Some(top) = doc.as_object_mut() else {
         return doc;
     };
+    // A path version is the first segment: part of the server's URL.
+    let prefix = match &s.version {
+        Some(v) if v.scheme == "path" => format!("/{}", v.version),
+        _ => String::new(),
+    };
     top.insert(
         "servers".into(),
-        Value::Array(s.servers.iter().map(|u| json!({ "url": u })).collect()),
+        Value::Array(
+            s.servers
+                .iter()
+                .map(|u| json!({ "url": format!("{u}{prefix}") }))
+                .collect(),
+        ),
     );
     top.insert("x-tollgate-api".into(), json!(s.api));
     let paths = top
@@ -70,9 +97,48 @@ pub fn document(s: &Served<'_>) -> Value {
     for r in s.routes {
         add_route(&mut paths, r);
     }
+    if let Some(v) = &s.version {
+        mark_version(&mut paths, v);
+        top.insert(
+            "x-tollgate-version".into(),
+            json!({"set": v.set, "version": v.version, "scheme": v.scheme, "name": v.name, "default": v.default}),
+        );
+    }
+    if let Some(l) = &s.lifecycle {
+        for item in paths.values_mut().filter_map(Value::as_object_mut) {
+            for m in METHODS {
+                if let Some(op) = item.get_mut(m).and_then(Value::as_object_mut) {
+                    op.insert("deprecated".into(), json!(true));
+                }
+            }
+        }
+        if let Some(info) = top.get_mut("info").and_then(Value::as_object_mut) {
+            info.insert("x-tollgate-lifecycle".into(), l.clone());
+        }
+    }
     top.insert("paths".into(), Value::Object(paths));
     add_security(top, &s.credentials);
     doc
+}
+
+/// A header or query version: a parameter of every path item naming it.
+fn mark_version(paths: &mut Map<String, Value>, v: &VersionView) {
+    let (Some(name), "header" | "query") = (&v.name, v.scheme) else {
+        return;
+    };
+    let param = json!({
+        "name": name,
+        "in": v.scheme,
+        "required": !v.default,
+        "description": format!("The version of `{}`: `{}` for this one.", v.set, v.version),
+        "schema": {"type": "string", "enum": [v.version]},
+    });
+    for item in paths.values_mut().filter_map(Value::as_object_mut) {
+        let params = item.entry("parameters").or_insert_with(|| json!([]));
+        if let Some(a) = params.as_array_mut() {
+            a.push(param.clone());
+        }
+    }
 }
 
 /// Add a manifest route that the document does not describe.
@@ -220,6 +286,8 @@ mod tests {
                 api_key_header: Some("x-api-key".into()),
                 ..Default::default()
             },
+            version: None,
+            lifecycle: None,
         });
         assert_eq!(d["openapi"], "3.1.0");
         assert_eq!(d["servers"][0]["url"], "http://127.0.0.1:8080");
@@ -239,5 +307,42 @@ mod tests {
         );
         assert_eq!(d["security"][0]["tollgate-key-header"], json!([]));
         assert_eq!(operations(&d).len(), 2 + 7);
+    }
+
+    #[test]
+    fn versions_and_deprecation_show_in_the_document() {
+        let routes = [RouteView {
+            name: Some("r".into()),
+            path: Some("/pets".into()),
+            prefix: None,
+            methods: vec!["GET".into()],
+        }];
+        let served = |scheme, lifecycle| {
+            document(&Served {
+                api: "pets-v2",
+                spec: None,
+                routes: &routes,
+                servers: &["http://gw:8080".into()],
+                credentials: Credentials::default(),
+                version: Some(VersionView {
+                    set: "pets".into(),
+                    version: "v2".into(),
+                    scheme,
+                    name: (scheme != "path").then(|| "api-version".into()),
+                    default: false,
+                }),
+                lifecycle,
+            })
+        };
+        let d = served("path", None);
+        assert_eq!(d["servers"][0]["url"], "http://gw:8080/v2");
+        assert!(d["paths"]["/pets"].get("parameters").is_none());
+        let d = served("header", Some(json!({"state": "deprecated"})));
+        assert_eq!(d["servers"][0]["url"], "http://gw:8080");
+        assert_eq!(d["paths"]["/pets"]["parameters"][0]["in"], "header");
+        assert_eq!(d["paths"]["/pets"]["parameters"][0]["required"], true);
+        assert_eq!(d["paths"]["/pets"]["get"]["deprecated"], true);
+        assert_eq!(d["info"]["x-tollgate-lifecycle"]["state"], "deprecated");
+        assert_eq!(d["x-tollgate-version"]["version"], "v2");
     }
 }

@@ -210,6 +210,9 @@ pub struct Validate {
     unknown_query: UnknownQuery,
     check_responses: bool,
     operations: Vec<Operation>,
+    /// Each route's operations (their indexes), to find a call's without
+    /// a walk over every operation of a large document.
+    by_route: std::collections::HashMap<String, Vec<usize>>,
 }
 
 const NO_OPENAPI: &str = "the validate policy needs the API's OpenAPI description: add \
@@ -236,7 +239,12 @@ impl Policy for Validate {
         };
         let operations = compile(openapi, config.responses)
             .map_err(|m| ConfigError::new(format!("the OpenAPI description: {m}")))?;
+        let mut by_route: std::collections::HashMap<String, Vec<usize>> = Default::default();
+        for (i, o) in operations.iter().enumerate() {
+            by_route.entry(o.route.clone()).or_default().push(i);
+        }
         Ok(Validate {
+            by_route,
             mode: config.mode,
             max_body: config.max_body.0,
             max_depth: config.max_depth as usize,
@@ -273,9 +281,11 @@ impl Policy for Validate {
 
 impl Validate {
     fn operation(&self, route: &str, method: &str) -> Option<&Operation> {
-        self.operations
+        self.by_route
+            .get(route)?
             .iter()
-            .find(|o| o.route == route && o.method.eq_ignore_ascii_case(method))
+            .map(|&i| &self.operations[i])
+            .find(|o| o.method.eq_ignore_ascii_case(method))
     }
 }
 

@@ -244,7 +244,7 @@ async fn apis_are_created_replaced_and_deleted_through_the_admin_api() {
     let (s, v) = admin
         .post("/apis", json!({"name": "x", "manifest": "../evil.toml", "upstream": {"targets": [up.url()]}, "routes": [{"prefix": "/x"}]}))
         .await;
-    assert_eq!(s, 400, "{v}");
+    assert_eq!(s, 422, "{v}");
     let (s, v) = admin
         .post("/apis", json!({"name": "x", "upstream": {"targets": ["ftp://nope"]}, "routes": [{"prefix": "/x"}]}))
         .await;
@@ -261,7 +261,7 @@ async fn apis_are_created_replaced_and_deleted_through_the_admin_api() {
             json!({"name": "x", "upstream": {"targets": [up.url()]}}),
         )
         .await;
-    assert_eq!(s, 400);
+    assert_eq!(s, 422);
 
     // Replace, guarded by If-Match; the chain kept.
     let (_, first) = admin.get("/apis/first").await;

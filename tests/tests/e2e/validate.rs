@@ -65,6 +65,17 @@ fn first_error(problem: &Value) -> (String, String) {
     )
 }
 
+/// A call and what validate answers: method, path, body, status, the
+/// first error's pointer and keyword.
+type Case = (
+    &'static str,
+    &'static str,
+    Option<Value>,
+    u16,
+    &'static str,
+    &'static str,
+);
+
 #[tokio::test]
 async fn the_petstore_accepts_its_examples_and_refuses_violations_naming_pointer_and_keyword() {
     let up = Upstream::start().await;
@@ -77,7 +88,7 @@ async fn the_petstore_accepts_its_examples_and_refuses_violations_naming_pointer
     assert_eq!(up.last().path_and_query, "/pet");
     let hits = up.requests().len();
 
-    let cases: Vec<(&str, &str, Option<Value>, u16, &str, &str)> = vec![
+    let cases: Vec<Case> = vec![
         // (method, path, body, status, pointer, keyword)
         (
             "POST",
@@ -220,7 +231,7 @@ async fn every_request_example_of_the_documents_passes() {
                 examples.extend(schema.and_then(|s| example_of(&doc.doc, s, 0)));
             }
             for ex in examples {
-                let path = op.path.replace('{', "").replace('}', "");
+                let path = op.path.replace(['{', '}'], "");
                 let (s, _, v) = send(&gw, &op.method, &path, Some(&ex)).await;
                 // Parameters the sample path does not fill well may be
                 // refused; the body must not be.

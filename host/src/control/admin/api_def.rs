@@ -74,7 +74,7 @@ impl ApiInput {
                 .map_err(|e| AdminError::invalid("name", e))?;
         }
         if self.routes.is_empty() && self.openapi.is_none() {
-            return Err(AdminError::invalid(
+            return Err(AdminError::unprocessable(
                 "routes",
                 "an API needs at least one route, or `openapi` naming a document",
             ));
@@ -203,7 +203,7 @@ fn find<'a>(
 /// API's table — `record` ... — kept).
 pub fn replace_api(text: &str, name: &str, input: &ApiInput) -> Result<String, AdminError> {
     if input.name.as_deref().is_some_and(|n| n != name) {
-        return Err(AdminError::invalid(
+        return Err(AdminError::unprocessable(
             "name",
             "an API is not renamed: create the new one and delete this one",
         ));

@@ -74,14 +74,35 @@ pub fn openapi(c: &Call) -> Reply {
     let g = c.gateway.current();
     let a = find_api(&g, c.id())?;
     ok(served_document(
+        &g,
         a,
         &c.gateway.server_urls(c.host.as_deref()),
     ))
 }
 
-/// The exported document of `a`, reached at `servers`.
-pub fn served_document(a: &Api, servers: &[String]) -> Value {
-    use crate::openapi::export::{document, Credentials, RouteView, Served};
+/// The exported document of `a` (of generation `g`), reached at `servers`.
+pub fn served_document(g: &Generation, a: &Api, servers: &[String]) -> Value {
+    use crate::openapi::export::{document, Credentials, RouteView, Served, VersionView};
+    use crate::route::VersionFrom;
+    let version = a.version.as_ref().map(|v| {
+        let set = g.router.sets().iter().find(|s| *s.name == *v.set);
+        let (scheme, name) = match &v.from {
+            VersionFrom::Path => ("path", None),
+            VersionFrom::Header(h) => ("header", Some(h.clone())),
+            VersionFrom::Query(q) => ("query", Some(q.clone())),
+        };
+        VersionView {
+            set: v.set.to_string(),
+            version: v.version.to_string(),
+            scheme,
+            name,
+            default: set.is_some_and(|s| s.default.as_deref() == Some(&*v.version)),
+        }
+    });
+    let lifecycle = a
+        .lifecycle
+        .is_some()
+        .then(|| super::versions::lifecycle_view(a.spec.lifecycle.as_ref()));
     let routes: Vec<RouteView> = a
         .spec
         .routes
@@ -114,6 +135,8 @@ pub fn served_document(a: &Api, servers: &[String]) -> Value {
         routes: &routes,
         servers,
         credentials,
+        version,
+        lifecycle,
     })
 }
 
@@ -301,7 +324,7 @@ fn manifest_for(c: &Call, asked: Option<&str>, name: &str) -> Result<(PathBuf, b
                     || p.components()
                         .any(|c| !matches!(c, std::path::Component::Normal(_)))
                 {
-                    return Err(AdminError::invalid(
+                    return Err(AdminError::unprocessable(
                         "manifest",
                         "a path relative to the gateway file's folder, without `..`",
                     ));
@@ -312,7 +335,7 @@ fn manifest_for(c: &Call, asked: Option<&str>, name: &str) -> Result<(PathBuf, b
                 Some(f) => f.join(format!("{name}.toml")),
                 None => match g.sources.keys().next() {
                     Some(f) => f.clone(),
-                    None => return Err(AdminError::invalid(
+                    None => return Err(AdminError::unprocessable(
                         "manifest",
                         "the gateway file names no policy folder or manifest to write the API into",
                     )),
@@ -325,7 +348,7 @@ fn manifest_for(c: &Call, asked: Option<&str>, name: &str) -> Result<(PathBuf, b
     if crate::loader::in_policy_folder(base, &gw, &file) && !file.exists() {
         return Ok((file, false));
     }
-    Err(AdminError::invalid(
+    Err(AdminError::unprocessable(
         "manifest",
         format!(
             "`{}` is neither a loaded manifest nor a new .toml file in a policy folder ({})",
