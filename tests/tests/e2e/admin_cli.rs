@@ -338,3 +338,44 @@ fn recover_issues_a_new_token_offline() {
         assert_eq!(status, 409, "{e}");
     });
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apis_are_created_exported_and_deleted_from_the_cli() {
+    let up = Upstream::start().await;
+    let gw = TestGateway::builder(&manifest(&up.url()))
+        .admin()
+        .start()
+        .await;
+    let admin = gw.admin();
+    let cli = Cli {
+        url: admin.base.clone(),
+        token: admin.token.clone(),
+    };
+    let upstream = format!(r#"upstream:={{"targets":["{}"]}}"#, up.url());
+    let created = cli
+        .json(&[
+            "apis",
+            "create",
+            "name=orders",
+            &upstream,
+            r#"routes:=[{"name":"one","path":"/orders/{id}","methods":["GET"]}]"#,
+        ])
+        .await;
+    assert_eq!(created["name"], "orders");
+    let r = client().get(gw.url("/orders/1")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let doc = cli.json(&["apis", "openapi", "orders"]).await;
+    assert_eq!(doc["paths"]["/orders/{id}"]["get"]["operationId"], "one");
+    // A stale etag is refused, and nothing changes.
+    let stale = cli
+        .run(&["apis", "delete", "orders", "--if-match", "0000"])
+        .await;
+    assert!(
+        !stale.ok && stale.stderr.contains("If-Match does not match"),
+        "{}",
+        stale.stderr
+    );
+    cli.ok(&["apis", "delete", "orders"]).await;
+    let r = client().get(gw.url("/orders/1")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+}
