@@ -309,17 +309,29 @@ fn plain(s: &str) -> Value {
 /// The 1-based line and column where the value at JSON pointer `pointer`
 /// starts in the document `text`, if the text parses that far.
 pub fn locate(text: &str, pointer: &str) -> Option<(usize, usize)> {
-    let want: Vec<String> = if pointer.is_empty() {
-        Vec::new()
-    } else {
-        pointer
-            .strip_prefix('/')?
+    locate_all(text, &[pointer]).pop().flatten()
+}
+
+/// [`locate`] for several pointers, in one pass over the text.
+pub fn locate_all(text: &str, pointers: &[&str]) -> Vec<Option<(usize, usize)>> {
+    let mut found: Vec<Option<(usize, usize)>> = vec![None; pointers.len()];
+    let mut wanted: std::collections::HashMap<Vec<String>, Vec<usize>> = Default::default();
+    for (i, p) in pointers.iter().enumerate() {
+        if p.is_empty() {
+            found[i] = Some((1, 1));
+            continue;
+        }
+        let Some(rest) = p.strip_prefix('/') else {
+            continue;
+        };
+        let path = rest
             .split('/')
             .map(|t| t.replace("~1", "/").replace("~0", "~"))
-            .collect()
-    };
-    if want.is_empty() {
-        return Some((1, 1));
+            .collect();
+        wanted.entry(path).or_default().push(i);
+    }
+    if wanted.is_empty() {
+        return found;
     }
     // The path to the value being read: for each open container, the key
     // or index of the child being read.
@@ -330,7 +342,6 @@ pub fn locate(text: &str, pointer: &str) -> Option<(usize, usize)> {
     let mut stack: Vec<Open> = Vec::new();
     // Where the last mapping key was read: a member is located at its key.
     let mut key_at = (1, 1);
-    // Whether the path so far matches `want` (one flag per open level).
     let path_of = |stack: &[Open]| -> Vec<String> {
         stack
             .iter()
@@ -340,8 +351,9 @@ pub fn locate(text: &str, pointer: &str) -> Option<(usize, usize)> {
             })
             .collect()
     };
+    let mut left = wanted.len();
     for ev in Parser::new_from_str(text) {
-        let (ev, span) = ev.ok()?;
+        let Ok((ev, span)) = ev else { break };
         let here = (span.start.line(), span.start.col() + 1);
         let is_key = matches!(stack.last(), Some(Open::Map(None)));
         let starts_value = matches!(
@@ -351,11 +363,20 @@ pub fn locate(text: &str, pointer: &str) -> Option<(usize, usize)> {
                 | Event::SequenceStart(..)
                 | Event::MappingStart(..)
         );
-        if starts_value && !is_key && path_of(&stack) == want {
-            return Some(match stack.last() {
-                Some(Open::Map(_)) => key_at,
-                _ => here,
-            });
+        if starts_value && !is_key {
+            if let Some(ids) = wanted.remove(&path_of(&stack)) {
+                let at = match stack.last() {
+                    Some(Open::Map(_)) => key_at,
+                    _ => here,
+                };
+                for i in ids {
+                    found[i] = Some(at);
+                }
+                left -= 1;
+                if left == 0 {
+                    break;
+                }
+            }
         }
         // After a value completes in a container, move to the next child.
         let finish = |stack: &mut Vec<Open>| match stack.last_mut() {
@@ -384,7 +405,7 @@ pub fn locate(text: &str, pointer: &str) -> Option<(usize, usize)> {
             _ => {}
         }
     }
-    None
+    found
 }
 
 #[cfg(test)]
@@ -470,5 +491,12 @@ mod tests {
         let json = "{\n  \"a\": {\n    \"b\": [1,\n 2]\n  }\n}";
         assert_eq!(locate(json, "/a/b/1"), Some((4, 2)));
         assert_eq!(locate(json, "/a/b"), Some((3, 5)));
+        assert_eq!(
+            locate_all(
+                text,
+                &["/paths/~1x", "", "/paths/~1x/0", "/nope", "/paths/~1x"]
+            ),
+            [Some((8, 3)), Some((1, 1)), Some((9, 7)), None, Some((8, 3))]
+        );
     }
 }

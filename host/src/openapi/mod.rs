@@ -104,11 +104,14 @@ pub fn from_text(file: &Path, text: &str) -> Result<OpenApi, Vec<String>> {
             e.message
         )]
     })?;
-    check(file, value).map_err(|errs| {
-        errs.into_iter()
-            .take(MAX_ERRORS)
-            .map(|e| {
-                let (line, col) = doc::locate(text, &e.pointer).unwrap_or((1, 1));
+    check(file, value).map_err(|mut errs| {
+        errs.truncate(MAX_ERRORS);
+        let pointers: Vec<&str> = errs.iter().map(|e| e.pointer.as_str()).collect();
+        let places = doc::locate_all(text, &pointers);
+        errs.iter()
+            .zip(places)
+            .map(|(e, place)| {
+                let (line, col) = place.unwrap_or((1, 1));
                 let at = if e.pointer.is_empty() {
                     String::new()
                 } else {
