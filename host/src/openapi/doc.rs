@@ -128,7 +128,7 @@ fn yaml(text: &str) -> Result<Value, DocError> {
                 };
                 Some((v, anchor, 1))
             }
-            Event::SequenceStart(anchor, _) => {
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
                 if stack.len() >= MAX_DEPTH {
                     return Err(DocError::at(
                         line,
@@ -137,19 +137,10 @@ fn yaml(text: &str) -> Result<Value, DocError> {
                     ));
                 }
                 check_not_key(&stack, line, col)?;
-                stack.push(Frame::Seq(Vec::new(), anchor));
-                None
-            }
-            Event::MappingStart(anchor, _) => {
-                if stack.len() >= MAX_DEPTH {
-                    return Err(DocError::at(
-                        line,
-                        col,
-                        format!("nested deeper than {MAX_DEPTH} levels"),
-                    ));
-                }
-                check_not_key(&stack, line, col)?;
-                stack.push(Frame::Map(Map::new(), None, anchor));
+                stack.push(match ev {
+                    Event::SequenceStart(..) => Frame::Seq(Vec::new(), anchor),
+                    _ => Frame::Map(Map::new(), None, anchor),
+                });
                 None
             }
             Event::SequenceEnd => match stack.pop() {

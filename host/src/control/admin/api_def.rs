@@ -5,7 +5,9 @@
 //! build-check-swap as a reload, so nothing that does not build is
 //! written.
 
-use super::chain::{json_table, json_value, step_table, StepInput};
+use super::chain::{
+    api_index, api_tables, json_table, json_value, parse_manifest as parse, step_table, StepInput,
+};
 use super::error::AdminError;
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -133,14 +135,6 @@ impl ApiInput {
     }
 }
 
-fn parse(text: &str) -> Result<DocumentMut, AdminError> {
-    text.parse().map_err(|e| {
-        AdminError::conflict(format!(
-            "the manifest cannot be edited: it does not parse: {e}"
-        ))
-    })
-}
-
 /// The manifest `text` with API `input` appended (a new file when `text`
 /// is empty).
 pub fn insert_api(text: &str, input: &ApiInput) -> Result<String, AdminError> {
@@ -179,22 +173,8 @@ fn find<'a>(
     doc: &'a mut DocumentMut,
     name: &str,
 ) -> Result<(&'a mut ArrayOfTables, usize), AdminError> {
-    let apis = doc
-        .get_mut("api")
-        .and_then(Item::as_array_of_tables_mut)
-        .ok_or_else(|| {
-            AdminError::conflict(
-                "the manifest does not write its APIs as [[api]] tables: edit it by hand",
-            )
-        })?;
-    let i = apis
-        .iter()
-        .position(|t| t.get("name").and_then(Item::as_str) == Some(name))
-        .ok_or_else(|| {
-            AdminError::conflict(format!(
-                "API `{name}` is not an [[api]] table of its manifest: edit it by hand"
-            ))
-        })?;
+    let apis = api_tables(doc)?;
+    let i = api_index(apis, name)?;
     Ok((apis, i))
 }
 

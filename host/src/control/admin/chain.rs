@@ -656,30 +656,52 @@ pub fn chain_item(chain: &[StepInput]) -> Result<Option<Item>, AdminError> {
     Ok(Some(Item::ArrayOfTables(aot)))
 }
 
-/// `text` (a policy manifest) with the chain of API `api` replaced by
-/// `chain`. Fails if the file does not define the API as an `[[api]]` table.
-pub fn rewrite_chain(text: &str, api: &str, chain: &[StepInput]) -> Result<String, AdminError> {
-    let mut doc: DocumentMut = text.parse().map_err(|e| {
+/// Parse a manifest's `text` for an edit.
+pub(super) fn parse_manifest(text: &str) -> Result<DocumentMut, AdminError> {
+    text.parse().map_err(|e| {
         AdminError::conflict(format!(
             "the manifest cannot be edited: it does not parse: {e}"
         ))
-    })?;
-    let apis = doc
-        .get_mut("api")
+    })
+}
+
+/// The manifest's `[[api]]` tables.
+pub(super) fn api_tables(doc: &mut DocumentMut) -> Result<&mut ArrayOfTables, AdminError> {
+    doc.get_mut("api")
         .and_then(Item::as_array_of_tables_mut)
         .ok_or_else(|| {
             AdminError::conflict(
                 "the manifest does not write its APIs as [[api]] tables: edit it by hand",
             )
-        })?;
-    let table = apis
-        .iter_mut()
-        .find(|t| t.get("name").and_then(Item::as_str) == Some(api))
+        })
+}
+
+/// The index of API `api` among `apis`.
+pub(super) fn api_index(apis: &ArrayOfTables, api: &str) -> Result<usize, AdminError> {
+    apis.iter()
+        .position(|t| t.get("name").and_then(Item::as_str) == Some(api))
         .ok_or_else(|| {
             AdminError::conflict(format!(
                 "API `{api}` is not an [[api]] table of its manifest: edit it by hand"
             ))
-        })?;
+        })
+}
+
+/// The `[[api]]` table of API `api`.
+pub(super) fn api_table<'d>(
+    doc: &'d mut DocumentMut,
+    api: &str,
+) -> Result<&'d mut Table, AdminError> {
+    let apis = api_tables(doc)?;
+    let i = api_index(apis, api)?;
+    Ok(apis.get_mut(i).expect("found by api_index"))
+}
+
+/// `text` (a policy manifest) with the chain of API `api` replaced by
+/// `chain`. Fails if the file does not define the API as an `[[api]]` table.
+pub fn rewrite_chain(text: &str, api: &str, chain: &[StepInput]) -> Result<String, AdminError> {
+    let mut doc = parse_manifest(text)?;
+    let table = api_table(&mut doc, api)?;
     if let Some(existing) = table.get("chain") {
         if !existing.is_array_of_tables() && !existing.is_none() {
             return Err(AdminError::conflict(format!(

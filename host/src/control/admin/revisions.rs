@@ -12,7 +12,7 @@
 use super::chain::{chain_item, StepInput};
 use super::error::AdminError;
 use serde::Deserialize;
-use toml_edit::{ArrayOfTables, DocumentMut, InlineTable, Item, Table};
+use toml_edit::{ArrayOfTables, InlineTable, Item, Table};
 
 /// The keys a revision copies.
 const DEFINITION: [&str; 4] = ["upstream", "openapi", "route", "chain"];
@@ -137,32 +137,7 @@ impl LifecycleInput {
     }
 }
 
-/// Parse `text` for an edit.
-fn parse(text: &str) -> Result<DocumentMut, AdminError> {
-    text.parse().map_err(|e| {
-        AdminError::conflict(format!(
-            "the manifest cannot be edited: it does not parse: {e}"
-        ))
-    })
-}
-
-/// The `[[api]]` table of API `api`.
-fn api_table<'d>(doc: &'d mut DocumentMut, api: &str) -> Result<&'d mut Table, AdminError> {
-    doc.get_mut("api")
-        .and_then(Item::as_array_of_tables_mut)
-        .ok_or_else(|| {
-            AdminError::conflict(
-                "the manifest does not write its APIs as [[api]] tables: edit it by hand",
-            )
-        })?
-        .iter_mut()
-        .find(|t| t.get("name").and_then(Item::as_str) == Some(api))
-        .ok_or_else(|| {
-            AdminError::conflict(format!(
-                "API `{api}` is not an [[api]] table of its manifest: edit it by hand"
-            ))
-        })
-}
+use super::chain::{api_table, parse_manifest as parse};
 
 /// `text` with API `api`'s lifecycle set to `life` (removed for `None`).
 pub fn set_lifecycle(

@@ -9,7 +9,7 @@ use crate::control::admin::chain::{self, ChainAssign};
 use crate::control::admin::error::AdminError;
 use crate::control::EditError;
 use crate::loader::{Api, Generation};
-use crate::manifest::PolicyManifest;
+use crate::manifest::{PolicyManifest, RouteSpec};
 use futures_util::future::BoxFuture;
 use http::StatusCode;
 use serde_json::{json, Value};
@@ -157,21 +157,23 @@ fn find_api<'a>(g: &'a Generation, name: &str) -> Result<&'a Api, AdminError> {
         .ok_or_else(|| AdminError::not_found("API", name))
 }
 
+/// A route as the admin API shows it.
+pub fn route_view(r: &RouteSpec) -> Value {
+    json!({
+        "name": r.name.as_ref().map(|n| n.to_string()),
+        "path": r.path,
+        "prefix": r.prefix,
+        "hosts": r.hosts,
+        "methods": r.methods,
+    })
+}
+
 fn api_view(g: &Generation, a: &Api) -> Value {
     let routes: Vec<Value> = a
         .spec
         .routes
         .iter()
-        .map(|r| {
-            let r = r.get_ref();
-            json!({
-                "name": r.name.as_ref().map(|n| n.to_string()),
-                "path": r.path,
-                "prefix": r.prefix,
-                "hosts": r.hosts,
-                "methods": r.methods,
-            })
-        })
+        .map(|r| route_view(r.get_ref()))
         .collect();
     json!({
         "name": &*a.name,

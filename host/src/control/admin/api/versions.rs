@@ -197,16 +197,7 @@ fn revision_view(api: &ApiSpec, r: Option<&crate::manifest::RevisionSpec>) -> Va
     };
     let routes: Vec<Value> = routes
         .iter()
-        .map(|r| {
-            let r = r.get_ref();
-            json!({
-                "name": r.name.as_ref().map(|n| n.to_string()),
-                "path": r.path,
-                "prefix": r.prefix,
-                "hosts": r.hosts,
-                "methods": r.methods,
-            })
-        })
+        .map(|r| super::apis::route_view(r.get_ref()))
         .collect();
     let chain: Vec<Value> = steps
         .iter()
