@@ -356,8 +356,16 @@ async fn a_changed_document_reloads_and_a_broken_one_keeps_the_old_configuration
         client().get(gw.url("/one")).send().await.unwrap().status(),
         200
     );
+    // Let the watcher arm itself.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     let spec = gw.path().join("spec.yaml");
-    std::fs::write(&spec, format!("{v1}  /two:\n    post: {{}}\n")).unwrap();
+    // Replaced whole (a new file renamed over it), as editors save.
+    let write = |text: String| {
+        let tmp = gw.path().join("spec.yaml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &spec).unwrap();
+    };
+    write(format!("{v1}  /two:\n    post: {{}}\n"));
     assert!(
         eventually(std::time::Duration::from_secs(10), || async {
             client().post(gw.url("/two")).send().await.unwrap().status() == 200
@@ -365,11 +373,9 @@ async fn a_changed_document_reloads_and_a_broken_one_keeps_the_old_configuration
         .await
     );
     // Broken: a remote reference. The old configuration keeps serving.
-    std::fs::write(
-        &spec,
-        format!("{v1}  /three:\n    $ref: 'https://example.com/item.yaml'\n"),
-    )
-    .unwrap();
+    write(format!(
+        "{v1}  /three:\n    $ref: 'https://example.com/item.yaml'\n"
+    ));
     tokio::time::sleep(std::time::Duration::from_millis(800)).await;
     assert_eq!(
         client().post(gw.url("/two")).send().await.unwrap().status(),

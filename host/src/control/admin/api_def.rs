@@ -93,6 +93,27 @@ impl ApiInput {
                 "a list of at least one URL (http://host:port[/base-path])",
             ));
         }
+        // The upstream's and the routes' keys and types, as the manifest
+        // takes them (400 naming the field); what they mean is the build's.
+        #[derive(Deserialize)]
+        struct Upstream {
+            #[allow(dead_code)]
+            u: crate::manifest::UpstreamSpec,
+        }
+        #[derive(Deserialize)]
+        struct Route {
+            #[allow(dead_code)]
+            r: crate::manifest::RouteSpec,
+        }
+        let up = json_value(&Value::Object(kebab(&self.upstream)), "upstream", 0)?;
+        toml::from_str::<Upstream>(&format!("u = {up}"))
+            .map_err(|e| AdminError::invalid("upstream", e.message().to_string()))?;
+        for (i, r) in self.routes.iter().enumerate() {
+            let field = format!("routes[{i}]");
+            let v = json_value(&Value::Object(kebab(r)), &field, 0)?;
+            toml::from_str::<Route>(&format!("r = {v}"))
+                .map_err(|e| AdminError::invalid(field, e.message().to_string()))?;
+        }
         if let Some(chain) = &self.chain {
             super::chain::check_steps(chain)?;
         }
@@ -316,6 +337,15 @@ mod tests {
         .unwrap_err()
         .to_string()
         .contains("not an [[api]] table"));
+        let up = |u: Value| bad(json!({"name": "a", "upstream": u, "routes": [{"prefix": "/"}]}));
+        assert!(up(json!({"targets": ["http://x"], "tls_server_name": 7})).contains("upstream"));
+        assert!(up(json!({"targets": ["http://x"], "retries": "two"})).contains("upstream"));
+        assert!(up(json!({"targets": ["http://x"], "nope": 1})).contains("nope"));
+        assert!(up(json!({"targets": ["http://x"], "connect_timeout": "10"})).contains("upstream"));
+        let route = bad(
+            json!({"name": "a", "upstream": {"targets": ["http://x"]}, "routes": [{"prefix": 7}]}),
+        );
+        assert!(route.contains("routes[0]"), "{route}");
         let deep = (0..40).fold(json!(1), |v, _| json!({ "x": v }));
         assert!(insert_api(FILE, &input(json!({"name": "d", "upstream": {"targets": ["http://x"], "breaker": deep}, "routes": [{"prefix": "/"}]}))).is_err());
     }
