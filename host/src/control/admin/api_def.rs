@@ -19,7 +19,7 @@ use toml_edit::{ArrayOfTables, DocumentMut, Item, Table};
 #[serde(deny_unknown_fields)]
 pub struct ApiInput {
     /// Required on create; on replace, absent or the API's own name.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::model::present")]
     pub name: Option<String>,
     /// Create only: the manifest to write the API into, relative to the
     /// gateway file's folder — a loaded manifest (the API is appended) or
@@ -93,8 +93,9 @@ impl ApiInput {
                 "a list of at least one URL (http://host:port[/base-path])",
             ));
         }
-        // The upstream's and the routes' keys and types, as the manifest
-        // takes them (400 naming the field); what they mean is the build's.
+        // The upstream's and the routes' keys, types and values as the
+        // manifest takes them, before anything else (`If-Match` included):
+        // 422 naming the field, as the build would.
         #[derive(Deserialize)]
         struct Upstream {
             #[allow(dead_code)]
@@ -107,12 +108,12 @@ impl ApiInput {
         }
         let up = json_value(&Value::Object(kebab(&self.upstream)), "upstream", 0)?;
         toml::from_str::<Upstream>(&format!("u = {up}"))
-            .map_err(|e| AdminError::invalid("upstream", e.message().to_string()))?;
+            .map_err(|e| AdminError::unprocessable("upstream", e.message().to_string()))?;
         for (i, r) in self.routes.iter().enumerate() {
             let field = format!("routes[{i}]");
             let v = json_value(&Value::Object(kebab(r)), &field, 0)?;
             toml::from_str::<Route>(&format!("r = {v}"))
-                .map_err(|e| AdminError::invalid(field, e.message().to_string()))?;
+                .map_err(|e| AdminError::unprocessable(field, e.message().to_string()))?;
         }
         if let Some(chain) = &self.chain {
             super::chain::check_steps(chain)?;
