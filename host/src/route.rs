@@ -187,6 +187,26 @@ fn push_escape(out: &mut String, v: u8) {
     out.push(char::from(b"0123456789ABCDEF"[(v & 15) as usize]));
 }
 
+/// Check a capture's `name` in template `pattern`: letters, digits, `_`
+/// and `-`, and not one of the earlier `names`.
+fn capture_name(pattern: &str, name: &str, names: &[String]) -> Result<(), String> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(format!(
+            "path `{pattern}`: capture `{{{name}}}` must be a name of letters, digits, `_` or `-`"
+        ));
+    }
+    if names.iter().any(|n| n == name) {
+        return Err(format!(
+            "path `{pattern}`: capture `{{{name}}}` appears twice"
+        ));
+    }
+    Ok(())
+}
+
 /// A compiled path pattern.
 #[derive(Debug, Clone)]
 pub enum PathPattern {
@@ -224,20 +244,7 @@ impl PathPattern {
                 .and_then(|i| i.strip_suffix('}'))
                 .filter(|n| !n.contains(['{', '}']))
             {
-                if name.is_empty()
-                    || !name
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-                {
-                    return Err(format!(
-                        "path `{pattern}`: capture `{{{name}}}` must be a name of letters, digits, `_` or `-`"
-                    ));
-                }
-                if names.iter().any(|n| n == name) {
-                    return Err(format!(
-                        "path `{pattern}`: capture `{{{name}}}` appears twice"
-                    ));
-                }
+                capture_name(pattern, name, &names)?;
                 names.push(name.to_string());
                 segs.push(Segment::Capture(name.to_string()));
             } else if s.contains('{') || s.contains('}') {
@@ -257,20 +264,7 @@ impl PathPattern {
                 {
                     return Err(bad());
                 }
-                if name.is_empty()
-                    || !name
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-                {
-                    return Err(format!(
-                        "path `{pattern}`: capture `{{{name}}}` must be a name of letters, digits, `_` or `-`"
-                    ));
-                }
-                if names.iter().any(|n| n == name) {
-                    return Err(format!(
-                        "path `{pattern}`: capture `{{{name}}}` appears twice"
-                    ));
-                }
+                capture_name(pattern, name, &names)?;
                 for lit in [prefix, suffix].into_iter().filter(|l| !l.is_empty()) {
                     let norm = normalize_path(&format!("/{lit}"))
                         .map_err(|e| format!("path `{pattern}`: {e}"))?;
