@@ -316,7 +316,13 @@ fn policy_manifest(text: &str) {
 fn route_matches_itself(pattern: &str, tpl: &PathPattern) {
     let filled: String = pattern
         .split('/')
-        .map(|s| if s.starts_with('{') { "v" } else { s })
+        .map(|s| match (s.find('{'), s.rfind('}')) {
+            // `{id}`, `{sid}.json`, `thumbnail.{ext}`: the capture becomes `v`.
+            (Some(open), Some(close)) if open < close => {
+                format!("{}v{}", &s[..open], &s[close + 1..])
+            }
+            _ => s.to_string(),
+        })
         .collect::<Vec<_>>()
         .join("/");
     let Ok(n) = normalize_path(&filled) else {
