@@ -79,6 +79,7 @@ impl Gateway {
                 m
             },
             metrics_on: gw.metrics.enabled,
+            metrics_public: gw.metrics.public,
             analytics: match &gw.analytics {
                 Some(spec) => Some(crate::observe::analytics::Analytics::start(
                     store.clone(),

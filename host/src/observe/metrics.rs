@@ -238,7 +238,6 @@ pub fn status_label(status: u16) -> &'static str {
 /// The process's metrics.
 pub struct Metrics {
     enabled: AtomicBool,
-    public: AtomicBool,
     consumer_labels: AtomicBool,
     max_consumers: AtomicUsize,
     consumers_seen: Mutex<HashSet<(String, String)>>,
@@ -295,7 +294,6 @@ impl Metrics {
         let steps = || Family::new_with_constructor(steps_hist as fn() -> Hist);
         let m = Metrics {
             enabled: AtomicBool::new(true),
-            public: AtomicBool::new(false),
             consumer_labels: AtomicBool::new(false),
             max_consumers: AtomicUsize::new(default_max_consumers()),
             consumers_seen: Mutex::new(HashSet::new()),
@@ -478,16 +476,10 @@ impl Metrics {
     /// Apply `[metrics]` (at start).
     pub fn configure(&self, spec: &MetricsSpec) {
         self.enabled.store(spec.enabled, Ordering::Relaxed);
-        self.public.store(spec.public, Ordering::Relaxed);
         self.consumer_labels
             .store(spec.consumer_labels, Ordering::Relaxed);
         self.max_consumers
             .store(spec.max_consumers, Ordering::Relaxed);
-    }
-
-    /// Whether `GET /metrics` needs no token (`[metrics] public`).
-    pub fn public(&self) -> bool {
-        self.public.load(Ordering::Relaxed)
     }
 
     /// Whether calls are counted (`[metrics] enabled`).

@@ -74,6 +74,10 @@ pub struct Observers {
     pub metrics: &'static metrics::Metrics,
     /// Whether this gateway counts its calls (`[metrics] enabled`).
     pub metrics_on: bool,
+    /// Whether `GET /metrics` needs no token (`[metrics] public`). Kept
+    /// per gateway, not in the process's metrics, so that two gateways in
+    /// one process (the tests) cannot change each other's answer.
+    pub metrics_public: bool,
     pub analytics: Option<analytics::Analytics>,
     pub tracer: Option<trace::Tracer>,
 }
@@ -89,6 +93,7 @@ impl Observers {
         Observers {
             metrics: metrics::global(),
             metrics_on: true,
+            metrics_public: false,
             analytics: None,
             tracer: None,
         }

@@ -364,6 +364,16 @@ async fn public_metrics_need_no_token() {
     let (s, _, text) = scrape(&client(), &base, None).await;
     assert_eq!(s, 200);
     assert!(text.contains("tollgate_config_generation "), "{text}");
+    // `public` belongs to the gateway that says it: another one starting
+    // in the same process without it (as the tests do, concurrently) keeps
+    // its token and does not take this one's away.
+    let private = TestGateway::builder(&simple_manifest(&up.url(), ""))
+        .admin()
+        .start()
+        .await;
+    let other = format!("http://{}", private.admin_addr.unwrap());
+    assert_eq!(scrape(&client(), &other, None).await.0, 401);
+    assert_eq!(scrape(&client(), &base, None).await.0, 200);
 }
 
 /// A `[metrics]` section that asks for nonsense is refused with the reason.
@@ -409,7 +419,8 @@ async fn every_metric_is_documented_and_the_dashboard_uses_real_ones() {
     send(&c, "GET", &gw.url("/mx/keyed/x"), Some(KEY), 2).await;
     send(&c, "GET", &gw.url("/status/502"), None, 1).await;
     let base = format!("http://{}", gw.admin_addr.unwrap());
-    let (_, _, text) = scrape(&c, &base, None).await;
+    let (status, _, text) = scrape(&c, &base, None).await;
+    assert_eq!(status, 200, "{text}");
     let doc = std::fs::read_to_string(root().join("docs/metrics.md")).unwrap();
     let mut shown = Vec::new();
     for l in text.lines() {
