@@ -40,6 +40,12 @@ pub enum Command {
     /// API keys of an app for a plan.
     #[command(subcommand)]
     Keys(KeyVerb),
+    /// OAuth clients of an app for a plan (client credentials; needs `[oauth]`).
+    #[command(subcommand)]
+    OauthClients(OAuthClientVerb),
+    /// The keys that sign the gateway's OAuth access tokens.
+    #[command(subcommand)]
+    OauthKeys(OAuthKeyVerb),
     /// The audit log of every change (administrator only).
     #[command(subcommand)]
     Audit(AuditVerb),
@@ -444,6 +450,36 @@ pub enum KeyVerb {
     },
 }
 
+/// `oauth-clients ...`
+#[derive(Subcommand, Debug)]
+pub enum OAuthClientVerb {
+    #[command(flatten)]
+    Crud(Crud<KeyFilter>),
+    /// A new secret; the old one keeps working for the overlap.
+    Rotate {
+        /// The client's id (its client_id).
+        id: String,
+        /// Seconds the old secret keeps working (0-2592000; default 0).
+        #[arg(long, value_name = "SECONDS", value_parser = clap::value_parser!(u32).range(0..=2_592_000))]
+        overlap: Option<u32>,
+    },
+    /// Stop a client and every token it holds at once.
+    Revoke {
+        /// Its id.
+        id: String,
+    },
+}
+
+/// `oauth-keys ...`
+#[derive(Subcommand, Debug)]
+pub enum OAuthKeyVerb {
+    /// The signing keys, newest first (public parts only).
+    List,
+    /// Sign with a new key from now on (administrator only); the old ones
+    /// stay published until their tokens have expired.
+    Rotate,
+}
+
 /// `audit ...`
 #[derive(Subcommand, Debug)]
 pub enum AuditVerb {
@@ -683,6 +719,38 @@ pub fn plan(command: &Command) -> Result<Call, Error> {
             &["keys", id, "revoke"],
             Show::Object(Kind::Keys),
         )),
+        Command::OauthClients(OAuthClientVerb::Crud(Crud::Create(fields))) => {
+            Ok(
+                Call::new(Method::POST, &["oauth-clients"], secret(Kind::OAuthClients))
+                    .body(fields.body()?),
+            )
+        }
+        Command::OauthClients(OAuthClientVerb::Crud(v)) => crud(Kind::OAuthClients, v),
+        Command::OauthClients(OAuthClientVerb::Rotate { id, overlap }) => {
+            let body = match overlap {
+                Some(s) => json!({ "overlap_seconds": s }),
+                None => json!({}),
+            };
+            Ok(Call::new(
+                Method::POST,
+                &["oauth-clients", id, "rotate"],
+                secret(Kind::OAuthClients),
+            )
+            .body(body))
+        }
+        Command::OauthClients(OAuthClientVerb::Revoke { id }) => Ok(Call::new(
+            Method::POST,
+            &["oauth-clients", id, "revoke"],
+            Show::Object(Kind::OAuthClients),
+        )),
+        Command::OauthKeys(OAuthKeyVerb::List) => {
+            Ok(Call::new(Method::GET, &["oauth-keys"], Show::Raw))
+        }
+        Command::OauthKeys(OAuthKeyVerb::Rotate) => Ok(Call::new(
+            Method::POST,
+            &["oauth-keys", "rotate"],
+            Show::Raw,
+        )),
         Command::Audit(AuditVerb::List { page }) => Ok(list(Kind::Audit, page, Vec::new())),
         Command::Whoami => Ok(Call::new(
             Method::GET,
@@ -704,6 +772,11 @@ fn secret(kind: Kind) -> Show {
             kind,
             object: "user",
             secret: "token",
+        },
+        Kind::OAuthClients => Show::Secret {
+            kind,
+            object: "client",
+            secret: "client_secret",
         },
         _ => Show::Secret {
             kind,

@@ -30,7 +30,8 @@ mod render;
 pub use analytics::AnalyticsVerb;
 pub use cmd::{
     ApiVerb, AppFilter, AuditVerb, ChainVerb, Command, Crud, Fields, Filter, KeyFilter, KeyVerb,
-    NoFilter, Page, PlanFilter, SubscriptionFilter, SubscriptionVerb, UserVerb,
+    NoFilter, OAuthClientVerb, OAuthKeyVerb, Page, PlanFilter, SubscriptionFilter,
+    SubscriptionVerb, UserVerb,
 };
 pub use error::Error;
 

@@ -21,6 +21,7 @@ pub enum Kind {
     Apps,
     Subscriptions,
     Keys,
+    OAuthClients,
     Audit,
     Whoami,
 }
@@ -37,6 +38,7 @@ impl Kind {
             Kind::Apps => "apps",
             Kind::Subscriptions => "subscriptions",
             Kind::Keys => "keys",
+            Kind::OAuthClients => "oauth-clients",
             Kind::Audit => "audit",
             Kind::Whoami => "whoami",
         }
@@ -53,6 +55,7 @@ impl Kind {
             Kind::Apps => "app",
             Kind::Subscriptions => "subscription",
             Kind::Keys => "key",
+            Kind::OAuthClients => "OAuth client",
             Kind::Audit => "audit record",
             Kind::Whoami => "user",
         }
@@ -63,6 +66,7 @@ impl Kind {
         match self {
             Kind::Audit => "audit records",
             Kind::Apis => "APIs",
+            Kind::OAuthClients => "OAuth clients",
             other => other.path(),
         }
     }
@@ -91,6 +95,7 @@ impl Kind {
                 "quota",
                 "approval",
                 "max_keys_per_app",
+                "scopes",
                 "created_at",
                 "updated_at",
             ],
@@ -123,6 +128,17 @@ impl Kind {
                 "expires_at",
                 "revoked_at",
                 "rotated_to",
+            ],
+            Kind::OAuthClients => &[
+                "id",
+                "subscription",
+                "app",
+                "plan",
+                "name",
+                "created_at",
+                "rotated_at",
+                "previous_until",
+                "revoked_at",
             ],
             Kind::Audit => &["seq", "at", "actor", "action", "resource", "id", "detail"],
             Kind::Whoami => &["id", "user", "role"],
@@ -182,6 +198,13 @@ impl Kind {
                 col("PLAN", |v| field(v, "plan")),
                 col("PREFIX", |v| field(v, "prefix")),
                 col("EXPIRES", |v| field(v, "expires_at")),
+                col("REVOKED", |v| field(v, "revoked_at")),
+            ],
+            Kind::OAuthClients => vec![
+                col("CLIENT ID", |v| field(v, "id")),
+                col("APP", |v| field(v, "app")),
+                col("PLAN", |v| field(v, "plan")),
+                col("NAME", |v| field(v, "name")),
                 col("REVOKED", |v| field(v, "revoked_at")),
             ],
             Kind::Audit => vec![

@@ -92,16 +92,25 @@ impl Gateway {
                 None => None,
             },
         });
+        let oauth = match &gw.oauth {
+            Some(spec) => Some(
+                crate::control::oauth::OAuthServer::start(registry.clone(), spec.clone())
+                    .map_err(|e| anyhow::anyhow!("[oauth]: {e}"))?,
+            ),
+            None => None,
+        };
         let data = Arc::new(
             DataPlane::new(runtime.clone(), generation, gw.limits.clone(), base)
-                .with_observers(observe),
+                .with_observers(observe)
+                .with_oauth(
+                    oauth
+                        .clone()
+                        .map(|o| o as Arc<dyn crate::domain::oauth::AuthorizationServer>),
+                ),
         );
-        let control = Arc::new(ControlPlane::new(
-            data.clone(),
-            registry.clone(),
-            gw_path,
-            inputs,
-        ));
+        let control = Arc::new(
+            ControlPlane::new(data.clone(), registry.clone(), gw_path, inputs).with_oauth(oauth),
+        );
         let gateway = Arc::new(Gateway {
             data,
             control,

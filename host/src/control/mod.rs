@@ -3,6 +3,7 @@
 //! ([`crate::gateway`]) never imports anything from here.
 
 pub mod admin;
+pub mod oauth;
 pub mod plane;
 pub mod record_edit;
 pub mod reload;

@@ -45,6 +45,9 @@ pub struct ControlPlane {
     /// The public listeners once bound, as `(scheme, address)`: the
     /// `servers` of an API's exported OpenAPI document.
     listeners: std::sync::Mutex<Vec<(&'static str, std::net::SocketAddr)>>,
+    /// The OAuth authorization server (`[oauth]`), for the admin API's
+    /// clients and signing keys.
+    pub oauth: Option<Arc<super::oauth::OAuthServer>>,
 }
 
 impl ControlPlane {
@@ -63,7 +66,14 @@ impl ControlPlane {
             reload_lock: tokio::sync::Mutex::new(()),
             inputs: std::sync::Mutex::new(super::reload::BuildInputs::new(inputs)),
             listeners: Default::default(),
+            oauth: None,
         }
+    }
+
+    /// The control plane with the OAuth authorization server.
+    pub fn with_oauth(mut self, oauth: Option<Arc<super::oauth::OAuthServer>>) -> ControlPlane {
+        self.oauth = oauth;
+        self
     }
 
     /// The configuration serving right now.

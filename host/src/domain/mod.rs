@@ -4,5 +4,6 @@
 
 pub mod consumer;
 pub mod grants;
+pub mod oauth;
 pub mod time;
 pub mod units;

@@ -51,6 +51,9 @@ pub struct DataPlane {
     pub generation: std::sync::atomic::AtomicU64,
     /// Metrics, analytics and traces: every finished call is handed to them.
     pub observe: Arc<Observers>,
+    /// The OAuth authorization server's endpoints (`[oauth]`), answered
+    /// before routing.
+    pub oauth: Option<Arc<dyn crate::domain::oauth::AuthorizationServer>>,
 }
 
 impl DataPlane {
@@ -62,7 +65,17 @@ impl DataPlane {
             base,
             generation: std::sync::atomic::AtomicU64::new(1),
             observe: Arc::new(Observers::metrics_only()),
+            oauth: None,
         }
+    }
+
+    /// The data plane answering the OAuth endpoints with `server`.
+    pub fn with_oauth(
+        mut self,
+        server: Option<Arc<dyn crate::domain::oauth::AuthorizationServer>>,
+    ) -> Self {
+        self.oauth = server;
+        self
     }
 
     /// The data plane with these observers instead of metrics alone.

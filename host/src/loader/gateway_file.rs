@@ -55,6 +55,9 @@ fn check(path: &Path, gw: &GatewayFile) -> Vec<String> {
     }
     check_otel(gw, &mut errs);
     check_analytics(gw, &mut errs);
+    if let Some(oauth) = &gw.oauth {
+        errs.extend(oauth.problems());
+    }
     if let Some(ca) = &gw.outbound.ca_file {
         let base = path.parent().unwrap_or(Path::new("."));
         let mut roots = rustls::RootCertStore::empty();

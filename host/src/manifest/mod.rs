@@ -214,6 +214,69 @@ pub struct GatewayFile {
     pub analytics: Option<crate::observe::analytics::AnalyticsSpec>,
     /// `[otel]`: OpenTelemetry traces; off without it.
     pub otel: Option<crate::observe::trace::OtelSpec>,
+    /// `[oauth]`: the OAuth 2.0 authorization server (client credentials);
+    /// off without it.
+    pub oauth: Option<OAuthSpec>,
+}
+
+/// `[oauth]`: the gateway issues access tokens to OAuth clients of its
+/// apps (the client credentials grant, RFC 6749 §4.4) at `/oauth2/token`
+/// on every public listener, signed by keys it keeps in its store and
+/// publishes at `/.well-known/jwks.json` (docs/oauth.md).
+///
+/// ```toml
+/// [oauth]
+/// issuer = "https://api.example.com"  # the `iss` of its tokens; default: the scheme and host the client used
+/// token-lifetime = "1h"               # 5s to 24h
+/// audience = "https://api.example.com" # the `aud` of its tokens; none by default
+/// ```
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct OAuthSpec {
+    pub issuer: Option<String>,
+    #[serde(default = "default_token_lifetime")]
+    pub token_lifetime: Dur,
+    pub audience: Option<String>,
+}
+
+fn default_token_lifetime() -> Dur {
+    Dur(std::time::Duration::from_secs(3600))
+}
+
+impl OAuthSpec {
+    /// What is wrong with it, each as one line.
+    pub fn problems(&self) -> Vec<String> {
+        let mut errs = Vec::new();
+        let secs = self.token_lifetime.0.as_secs();
+        if !(5..=86_400).contains(&secs) || self.token_lifetime.0.subsec_nanos() != 0 {
+            errs.push(format!(
+                "oauth.token-lifetime = {:?} must be whole seconds from 5s to 24h",
+                self.token_lifetime.0
+            ));
+        }
+        let url = |field: &str, v: &str, errs: &mut Vec<String>| {
+            let ok = (v.starts_with("https://") || v.starts_with("http://"))
+                && v.len() <= 2048
+                && !v.chars().any(|c| c.is_whitespace() || c.is_control())
+                && !v.contains(['?', '#']);
+            if !ok {
+                errs.push(format!(
+                    "oauth.{field} = {v:?} must be an http:// or https:// URL without query or fragment"
+                ));
+            }
+        };
+        if let Some(i) = &self.issuer {
+            url("issuer", i, &mut errs);
+        }
+        if let Some(a) = &self.audience {
+            if a.is_empty() || a.len() > 2048 || a.chars().any(|c| c.is_control()) {
+                errs.push(
+                    "oauth.audience must be 1 to 2048 characters without control characters".into(),
+                );
+            }
+        }
+        errs
+    }
 }
 
 /// The policies' outbound HTTP client (`http-client`, e.g. the `jwt`

@@ -105,6 +105,11 @@ pub struct Config {
     /// Remove the token before the upstream.
     #[serde(default)]
     pub strip: bool,
+    /// OAuth scopes the token must carry, all of them: from the `scope`
+    /// claim (space-separated, RFC 9068) or `scp` (a list or a string). A
+    /// token without one is refused with 403 `insufficient_scope`.
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }
 
 fn default_header() -> String {
@@ -139,6 +144,7 @@ pub struct Jwt {
     forward: Vec<(String, String)>,
     consumer_claim: Option<String>,
     strip: bool,
+    scopes: Vec<String>,
 }
 
 fn header_name(field: &str, name: &str) -> Result<String, ConfigError> {
@@ -335,6 +341,19 @@ impl Policy for Jwt {
         if c.consumer_claim.as_deref() == Some("") {
             return Err(ConfigError::at("consumer-claim", "must not be empty"));
         }
+        for (i, s) in c.scopes.iter().enumerate() {
+            // RFC 6749 §3.3: printable ASCII but space, `"` and `\`.
+            let token = !s.is_empty()
+                && s.len() <= 64
+                && s.bytes()
+                    .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b));
+            if !token {
+                return Err(ConfigError::at(
+                    format!("scopes.{i}"),
+                    "a scope is 1-64 printable ASCII characters without spaces, `\"` or `\\`",
+                ));
+            }
+        }
         Ok(Jwt {
             algorithms,
             header,
@@ -350,6 +369,7 @@ impl Policy for Jwt {
             forward,
             consumer_claim: c.consumer_claim,
             strip: c.strip,
+            scopes: c.scopes,
         })
     }
 
@@ -368,6 +388,22 @@ impl Policy for Jwt {
         match self.authenticate(call, &token) {
             Ok(edits) => RequestDecision::Continue(self.strip_token(&req, edits)),
             Err(Failure::Token(reason)) => deny("invalid_token", reason.description()),
+            Err(Failure::Scope) => {
+                // The scopes are checked scope tokens: no quotes in them.
+                let wanted = self.scopes.join(" ");
+                log::info("jwt: refused (insufficient_scope)");
+                RequestDecision::Respond(
+                    Response::json_error(
+                        403,
+                        "insufficient_scope",
+                        "the token does not carry the scopes this API needs",
+                    )
+                    .header(
+                        "www-authenticate",
+                        format!("Bearer error=\"insufficient_scope\", scope=\"{wanted}\""),
+                    ),
+                )
+            }
             Err(Failure::KeysUnavailable) => {
                 log::warn("jwt: no JWKS available to check a token");
                 RequestDecision::Respond(Response::json_error(
@@ -422,6 +458,8 @@ impl<'r, 'c> Seen<'r, 'c> {
 enum Failure {
     Token(Reject),
     KeysUnavailable,
+    /// A valid token without a scope the step requires.
+    Scope,
 }
 
 impl From<Reject> for Failure {
@@ -438,6 +476,21 @@ fn deny(error: &str, description: &str) -> RequestDecision {
         "www-authenticate",
         format!("Bearer error=\"{error}\", error_description=\"{description}\""),
     ))
+}
+
+/// The scopes a token carries: `scope` (a space-separated string, RFC
+/// 9068) and `scp` (a list of strings, or one space-separated string).
+fn scopes_of(claims: &Map<String, Value>) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    if let Some(Value::String(s)) = claims.get("scope") {
+        out.extend(s.split(' ').filter(|s| !s.is_empty()));
+    }
+    match claims.get("scp") {
+        Some(Value::String(s)) => out.extend(s.split(' ').filter(|s| !s.is_empty())),
+        Some(Value::Array(items)) => out.extend(items.iter().filter_map(Value::as_str)),
+        _ => {}
+    }
+    out
 }
 
 /// A claim's value as a header value: strings as they are, numbers and
@@ -544,6 +597,12 @@ impl Jwt {
                 audiences: &self.audiences,
             },
         )?;
+        if !self.scopes.is_empty() {
+            let granted = scopes_of(&token.claims);
+            if !self.scopes.iter().all(|s| granted.contains(&s.as_str())) {
+                return Err(Failure::Scope);
+            }
+        }
         let mut edits = RequestEdits::default();
         if let Some(claim) = &self.consumer_claim {
             let id = match token.claims.get(claim) {

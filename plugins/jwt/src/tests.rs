@@ -541,6 +541,60 @@ fn consumer_claim_sets_the_consumer() {
 }
 
 #[test]
+fn required_scopes_come_from_scope_or_scp() {
+    setup();
+    let mut p = policy(json!({
+        "algorithms": ["HS256"], "secret": SECRET, "scopes": ["pets:read", "pets:write"],
+    }));
+    for granted in [
+        json!({"scope": "pets:write other pets:read"}),
+        json!({"scp": ["pets:read", "pets:write"]}),
+        json!({"scp": "pets:read pets:write"}),
+        json!({"scope": "pets:read", "scp": ["pets:write"]}),
+    ] {
+        let mut c = claims();
+        c.as_object_mut()
+            .unwrap()
+            .extend(granted.as_object().unwrap().clone());
+        accepted(&mut p, &bearer(&hs256(c)));
+    }
+    for short in [
+        json!({}),
+        json!({"scope": "pets:read"}),
+        json!({"scope": "pets:readpets:write"}),
+        json!({"scope": ["pets:read", "pets:write"]}),
+        json!({"scp": [["pets:read"], "pets:write"]}),
+        json!({"scope": "PETS:READ PETS:WRITE"}),
+    ] {
+        let mut c = claims();
+        c.as_object_mut()
+            .unwrap()
+            .extend(short.as_object().unwrap().clone());
+        let RequestDecision::Respond(r) = run(&mut p, &bearer(&hs256(c))) else {
+            panic!("{short} was accepted");
+        };
+        assert_eq!(r.status, 403, "{short}");
+        assert_eq!(
+            header_str(&r.headers, "www-authenticate"),
+            Some("Bearer error=\"insufficient_scope\", scope=\"pets:read pets:write\"")
+        );
+        let body: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(body["error"]["code"], "insufficient_scope");
+    }
+    // A bad token is still a 401, not a scope refusal.
+    bad_token(&mut p, "a.b.c", "");
+    for bad in [
+        json!([""]),
+        json!(["a b"]),
+        json!(["q\"x"]),
+        json!(["s".repeat(65)]),
+    ] {
+        let e = config_error(json!({"algorithms": ["HS256"], "secret": SECRET, "scopes": bad}));
+        assert_eq!(e.field.as_deref(), Some("scopes.0"), "{e:?}");
+    }
+}
+
+#[test]
 fn claim_values_as_headers() {
     setup();
     let mut p = policy(json!({

@@ -22,6 +22,7 @@ mod identity;
 mod isolation;
 mod jwt;
 mod metrics;
+mod oauth;
 mod openapi;
 mod plugin_guards;
 mod policies_cache_log;

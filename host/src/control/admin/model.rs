@@ -31,6 +31,7 @@ resource! {
     App => "app", "app";
     Subscription => "sub", "subscription";
     Key => "key", "key";
+    OAuthClient => "oauth-client", "OAuth client";
 }
 
 // ---------------------------------------------------------------------------
@@ -274,6 +275,10 @@ pub struct Plan {
     pub quota: Option<Quota>,
     pub approval: Approval,
     pub max_keys_per_app: u32,
+    /// The OAuth scopes a client under this plan may ask for (and gets
+    /// when it asks for none).
+    #[serde(default)]
+    pub scopes: Vec<String>,
     pub created_at: Ts,
     pub updated_at: Ts,
 }
@@ -299,6 +304,8 @@ pub struct PlanCreate {
     pub approval: Approval,
     #[serde(default = "default_max_keys", deserialize_with = "whole")]
     pub max_keys_per_app: u32,
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -316,6 +323,41 @@ pub struct PlanUpdate {
     pub approval: Option<Approval>,
     #[serde(default, deserialize_with = "some_whole")]
     pub max_keys_per_app: Option<u32>,
+    #[serde(default, deserialize_with = "present")]
+    pub scopes: Option<Vec<String>>,
+}
+
+/// The most scopes a plan has.
+pub const MAX_SCOPES: usize = 32;
+
+/// Check a plan's OAuth scopes: RFC 6749 §3.3 scope tokens (printable
+/// ASCII but space, `"` and `\`), at most 64 characters each, no
+/// duplicates, at most [`MAX_SCOPES`].
+pub fn check_scopes(scopes: &[String]) -> Result<(), AdminError> {
+    if scopes.len() > MAX_SCOPES {
+        return Err(AdminError::invalid(
+            "scopes",
+            format!("at most {MAX_SCOPES} scopes"),
+        ));
+    }
+    for (i, s) in scopes.iter().enumerate() {
+        if !crate::domain::oauth::valid_scope(s) {
+            return Err(AdminError::invalid(
+                "scopes",
+                format!(
+                    "`{}` is not a scope: 1-64 printable ASCII characters without spaces, `\"` or `\\`",
+                    truncate(s, 80)
+                ),
+            ));
+        }
+        if scopes[..i].contains(s) {
+            return Err(AdminError::invalid(
+                "scopes",
+                format!("`{s}` appears twice"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Check a plan's limits.
@@ -541,6 +583,82 @@ pub struct KeyRotate {
 
 /// The longest rotation overlap: 30 days.
 pub const MAX_OVERLAP_SECONDS: u64 = 30 * 86_400;
+
+// ---------------------------------------------------------------------------
+// OAuth clients and the tokens issued to them
+
+/// An OAuth 2.0 client of an app under one of its subscriptions (the
+/// client credentials grant): its id is the `client_id`, its secret is
+/// held as a SHA-256 digest. A rotation keeps the previous secret valid
+/// through an overlap.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OAuthClient {
+    pub id: String,
+    pub subscription: String,
+    pub app: String,
+    pub plan: String,
+    pub name: String,
+    pub created_at: Ts,
+    pub revoked_at: Option<Ts>,
+    /// When the secret was last rotated.
+    pub rotated_at: Option<Ts>,
+    /// Until when the secret before the last rotation is still accepted.
+    pub previous_until: Option<Ts>,
+    /// SHA-256 of the secret, hex. Never shown.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sha256: String,
+    /// SHA-256 of the previous secret, hex. Never shown.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub previous_sha256: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthClientCreate {
+    pub app: String,
+    pub plan: String,
+    #[serde(default)]
+    pub name: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuthClientUpdate {
+    #[serde(default, deserialize_with = "present")]
+    pub name: Option<String>,
+}
+
+/// An access token the gateway issued, by its `jti`: what introspection
+/// and the data path's lookup read, and what revocation marks.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IssuedToken {
+    pub jti: String,
+    pub client: String,
+    pub subscription: String,
+    /// Space-separated, as in the token.
+    pub scope: String,
+    pub issued_at: Ts,
+    pub expires_at: Ts,
+    pub revoked: bool,
+}
+
+/// A key that signs access tokens. The private key never leaves the
+/// registry and the authorization server; views show the public part.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SigningKey {
+    pub kid: String,
+    /// `ES256`.
+    pub alg: String,
+    /// The PKCS#8 document, base64url.
+    pub pkcs8: String,
+    /// The public point's coordinates, base64url (the JWK's `x`, `y`).
+    pub x: String,
+    pub y: String,
+    pub created_at: Ts,
+    /// When a newer key took over signing; the key is still published
+    /// until the tokens it signed have expired.
+    pub retired_at: Option<Ts>,
+}
 
 // ---------------------------------------------------------------------------
 // Audit

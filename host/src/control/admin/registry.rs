@@ -28,10 +28,13 @@ use std::sync::Mutex;
 mod apps;
 mod consumers;
 mod keys;
+mod oauth;
 mod plans;
 mod products;
 mod subscriptions;
 mod users;
+
+pub use oauth::{ClientRefusal, TOKEN_ID_PREFIX};
 
 const TREE: &str = "control";
 
@@ -391,6 +394,11 @@ impl Registry {
         if id.is_empty() || id.len() > 64 {
             return None;
         }
+        // An access token the gateway issued, by its `jti` (random, so it
+        // names no app or consumer; an app may still be called `at_...`).
+        if let Some(t) = self.issued_token(id) {
+            return self.token_caller(api, t);
+        }
         if self.get::<App>("app", id).ok()?.is_some() {
             return self.app_caller(api, id);
         }
@@ -453,6 +461,7 @@ fn detail_of<T: Serialize>(v: &T) -> serde_json::Value {
     let mut j = serde_json::to_value(v).unwrap_or_default();
     if let Some(o) = j.as_object_mut() {
         o.remove("sha256");
+        o.remove("previous_sha256");
         o.remove("token_sha256");
         o.remove("created_at");
         o.remove("updated_at");
@@ -498,6 +507,7 @@ mod tests {
                 quota: None,
                 approval: Approval::SelfService,
                 max_keys_per_app: 2,
+                scopes: vec![],
             },
         )
         .unwrap();
@@ -718,6 +728,7 @@ mod tests {
                 quota: None,
                 approval: None,
                 max_keys_per_app: Some(1),
+                scopes: None,
             },
         )
         .unwrap();
@@ -918,5 +929,90 @@ mod tests {
             (rec[0].id.as_str(), rec[1].id.as_str()),
             ("admin", "rescue")
         );
+    }
+
+    #[test]
+    fn oauth_clients_tokens_and_their_sweep() {
+        let (_d, r) = reg();
+        let (sub, _key, _) = setup(&r);
+        let (c, secret) = r
+            .create_oauth_client(
+                "t",
+                OAuthClientCreate {
+                    app: sub.app.clone(),
+                    plan: sub.plan.clone(),
+                    name: String::new(),
+                },
+            )
+            .unwrap();
+        let now = Ts::now();
+        assert!(r.authenticate_oauth_client(&c.id, &secret, now).is_ok());
+        for (id, s) in [
+            (c.id.as_str(), "tgs_x"),
+            ("oc_none", secret.as_str()),
+            ("", ""),
+        ] {
+            assert_eq!(
+                r.authenticate_oauth_client(id, s, now).unwrap_err(),
+                ClientRefusal::Credentials
+            );
+        }
+        // A rotation with an overlap keeps the old secret for its length.
+        let (_, fresh) = r
+            .rotate_oauth_client(
+                "t",
+                &c.id,
+                KeyRotate {
+                    overlap_seconds: 60,
+                },
+            )
+            .unwrap();
+        assert!(r.authenticate_oauth_client(&c.id, &secret, now).is_ok());
+        assert!(r.authenticate_oauth_client(&c.id, &fresh, now).is_ok());
+        let later = Ts(now.0 + 61_000);
+        assert!(r.authenticate_oauth_client(&c.id, &secret, later).is_err());
+        // Tokens: a live one resolves to the caller; expired ones are swept
+        // by later issues, a few at a time.
+        let token = |jti: &str, exp: Ts| IssuedToken {
+            jti: jti.into(),
+            client: c.id.clone(),
+            subscription: sub.id.clone(),
+            scope: String::new(),
+            issued_at: now,
+            expires_at: exp,
+            revoked: false,
+        };
+        for i in 0..20 {
+            r.record_token(&token(&format!("at_old{i:02}"), Ts(now.0 - 1000)))
+                .unwrap();
+        }
+        r.record_token(&token("at_live", Ts(now.0 + 60_000)))
+            .unwrap();
+        let info = r.lookup_principal("pets", "at_live").unwrap();
+        assert_eq!(info.key_id.as_deref(), Some(c.id.as_str()));
+        assert!(r.lookup_principal("other-api", "at_live").is_none());
+        let left = |r: &Registry| {
+            (0..20)
+                .filter(|i| r.issued_token(&format!("at_old{i:02}")).is_some())
+                .count()
+        };
+        // Each issue swept up to 16 expired records before it.
+        assert!(left(&r) <= 4, "{}", left(&r));
+        r.record_token(&token("at_live2", Ts(now.0 + 60_000)))
+            .unwrap();
+        assert_eq!(left(&r), 0);
+        assert!(r.revoke_token("t", "at_live").unwrap());
+        assert!(r.lookup_principal("pets", "at_live").is_none());
+        assert!(!r.revoke_token("t", "at_nothing").unwrap());
+        // A revoked client's tokens stop.
+        assert!(r.lookup_principal("pets", "at_live2").is_some());
+        r.revoke_oauth_client("t", &c.id).unwrap();
+        assert!(r.lookup_principal("pets", "at_live2").is_none());
+        // Deleting the subscription deletes its clients.
+        r.delete_subscription("t", &sub.id).unwrap();
+        assert!(r
+            .get::<OAuthClient>("oauth-client", &c.id)
+            .unwrap()
+            .is_none());
     }
 }

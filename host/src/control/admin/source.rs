@@ -90,6 +90,7 @@ mod tests {
             }),
             approval: Approval::SelfService,
             max_keys_per_app: 2,
+            scopes: vec![],
         };
         r.create_plan("t", plan).unwrap();
         let consumer = ConsumerCreate {

@@ -33,6 +33,7 @@ mod context;
 mod forward;
 mod lifecycle;
 mod normalise;
+mod oauth;
 mod observed;
 mod recording;
 mod request;
@@ -83,7 +84,23 @@ pub async fn handle_on(
     let observed = observed::wanted(gateway).then(|| observed::Start::now(listener));
     let gen = gateway.current();
     let (parts, body) = req.into_parts();
-    let routed = normalise(&parts, gateway.limits()).and_then(|n| route(&gen, &parts, n));
+    let normalised = normalise(&parts, gateway.limits());
+    if let (Some(server), Ok(n)) = (&gateway.oauth, &normalised) {
+        if crate::domain::oauth::is_endpoint(&n.path) {
+            let answered =
+                oauth::answer(server.clone(), &parts, body, n, scheme, gateway.limits()).await;
+            let out = answered.unwrap_or_else(|f| fail(f, &arrival.request_id, ""));
+            let resp = finish(out, &arrival.request_id);
+            return match observed {
+                Some(start) => {
+                    let rec = observed::unrouted(parts.method, peer, scheme, start);
+                    observed::watch(&gateway.observe, rec, started, resp)
+                }
+                None => resp,
+            };
+        }
+    }
+    let routed = normalised.and_then(|n| route(&gen, &parts, n));
     match routed {
         Err(failure) => {
             let out = fail(failure, &arrival.request_id, "");

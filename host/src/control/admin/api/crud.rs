@@ -86,6 +86,7 @@ pub fn view<T: Serialize>(v: &T) -> Value {
     let mut j = serde_json::to_value(v).unwrap_or_default();
     if let Some(o) = j.as_object_mut() {
         o.remove("sha256");
+        o.remove("previous_sha256");
         o.remove("token_sha256");
     }
     j

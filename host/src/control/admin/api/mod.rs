@@ -21,6 +21,7 @@ mod consumers;
 mod health;
 mod keys;
 mod metrics;
+mod oauth;
 mod plans;
 mod products;
 mod subscriptions;
@@ -31,7 +32,7 @@ pub use openapi::OPENAPI;
 pub use request::Call;
 
 use super::error::{truncate, AdminError};
-use super::model::{App, Consumer, Key, Plan, Product, Role, Subscription, User};
+use super::model::{App, Consumer, Key, OAuthClient, Plan, Product, Role, Subscription, User};
 use crud::{create, delete as remove, get as read, list, update};
 use futures_util::future::BoxFuture;
 use http::{Method, StatusCode};
@@ -86,6 +87,9 @@ pub enum Family {
     Apps,
     Subscriptions,
     Keys,
+    /// The keys that sign OAuth access tokens: every role reads them, only
+    /// administrators rotate them.
+    SigningKeys,
     /// Reports over the analytics store: every role reads them.
     Analytics,
     /// `GET /metrics`: every role, and no token with `[metrics] public`.
@@ -223,6 +227,16 @@ pub const TABLE: &[Route] = {
     delete("/admin/v1/keys/{id}", Keys, remove::<Key>),
     post("/admin/v1/keys/{id}/rotate", Keys, keys::rotate),
     post("/admin/v1/keys/{id}/revoke", Keys, keys::revoke),
+    // OAuth clients (like keys) and the keys that sign access tokens.
+    get("/admin/v1/oauth-clients", Keys, list::<OAuthClient>),
+    post("/admin/v1/oauth-clients", Keys, create::<OAuthClient>),
+    get("/admin/v1/oauth-clients/{id}", Keys, read::<OAuthClient>),
+    patch("/admin/v1/oauth-clients/{id}", Keys, update::<OAuthClient>),
+    delete("/admin/v1/oauth-clients/{id}", Keys, remove::<OAuthClient>),
+    post("/admin/v1/oauth-clients/{id}/rotate", Keys, oauth::rotate),
+    post("/admin/v1/oauth-clients/{id}/revoke", Keys, oauth::revoke),
+    get("/admin/v1/oauth-keys", SigningKeys, oauth::keys),
+    post("/admin/v1/oauth-keys/rotate", SigningKeys, oauth::rotate_key),
     // The audit log.
     get("/admin/v1/audit", Audit, audit::list),
     // Analytics reports.
@@ -395,9 +409,11 @@ mod tests {
             let f = *by_segment.entry(seg).or_insert(r.family);
             assert_eq!(f, r.family, "{} {}", r.method, r.path);
         }
-        // 13 collections (analytics and version-sets among them), and
-        // outside `/admin/v1` the two probes and the metrics.
-        assert_eq!(by_segment.len(), 16, "{by_segment:?}");
+        // 15 collections (analytics, version-sets and the OAuth ones among
+        // them), and outside `/admin/v1` the two probes and the metrics.
+        assert_eq!(by_segment.len(), 18, "{by_segment:?}");
+        assert_eq!(by_segment["oauth-clients"], Family::Keys);
+        assert_eq!(by_segment["oauth-keys"], Family::SigningKeys);
         assert_eq!(by_segment["version-sets"], Family::Apis);
         assert_eq!(by_segment["/healthz"], Family::Public);
         assert_eq!(by_segment["/readyz"], Family::Public);
@@ -428,6 +444,12 @@ mod tests {
         assert!(may(Role::ReportsUser, Consumers, false));
         assert!(!may(Role::ReportsUser, Audit, false));
         assert!(may(Role::ReportsUser, Analytics, false));
+        // Signing keys: every role reads them, only administrators rotate.
+        assert!(may(Role::Administrator, SigningKeys, true));
+        for role in [Role::ApiManager, Role::CommunityManager, Role::ReportsUser] {
+            assert!(may(role, SigningKeys, false), "{role:?}");
+            assert!(!may(role, SigningKeys, true), "{role:?}");
+        }
         for role in [
             Role::Administrator,
             Role::ApiManager,

@@ -4,7 +4,8 @@
 use super::{detail_of, idx, key, Actor, Registry, Tx};
 use crate::control::admin::error::AdminError;
 use crate::control::admin::model::{
-    check_id, check_plan_limits, check_text, Plan, PlanCreate, PlanUpdate, Product, Ts,
+    check_id, check_plan_limits, check_scopes, check_text, Plan, PlanCreate, PlanUpdate, Product,
+    Ts,
 };
 
 impl Registry {
@@ -14,6 +15,7 @@ impl Registry {
         check_text("name", &name, 200)?;
         check_text("description", &req.description, 4000)?;
         check_plan_limits(&req.rate_limits, req.quota.as_ref(), req.max_keys_per_app)?;
+        check_scopes(&req.scopes)?;
         let _w = self.lock();
         let _: Product = self.require("product", &req.product)?;
         if self.get::<Plan>("plan", &req.id)?.is_some() {
@@ -32,6 +34,7 @@ impl Registry {
             quota: req.quota,
             approval: req.approval,
             max_keys_per_app: req.max_keys_per_app,
+            scopes: req.scopes,
             created_at: now,
             updated_at: now,
         };
@@ -65,6 +68,10 @@ impl Registry {
         }
         if let Some(m) = req.max_keys_per_app {
             p.max_keys_per_app = m;
+        }
+        if let Some(s) = req.scopes {
+            check_scopes(&s)?;
+            p.scopes = s;
         }
         check_plan_limits(&p.rate_limits, p.quota.as_ref(), p.max_keys_per_app)?;
         self.save_update(actor, id, &before, p, |p| p.updated_at = Ts::now())

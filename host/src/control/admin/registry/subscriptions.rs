@@ -103,6 +103,7 @@ impl Registry {
             tx.del(key("key", &k));
             tx.del(idx("key-of-sub", id, &k));
         }
+        self.delete_clients_of(&mut tx, id)?;
         tx.del(key("sub", id));
         tx.del(idx("sub-of-app", &s.app, id));
         tx.del(idx("sub-of-plan", &s.plan, id));
