@@ -37,6 +37,9 @@ pub async fn handle(
 ) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    if super::console::is_console(&path) {
+        return super::console::serve(&method, &path);
+    }
     let served = serve(&state, req).await;
     crate::observe::metrics::global().admin_call(
         &method,
@@ -206,6 +209,10 @@ fn respond(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
     r.headers_mut().insert(header::CONTENT_TYPE, content_type);
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r.headers_mut().insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     r
 }
 

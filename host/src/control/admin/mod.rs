@@ -9,6 +9,7 @@
 pub mod api;
 pub mod api_def;
 pub mod chain;
+pub mod console;
 pub mod error;
 pub mod http;
 pub mod listener;
