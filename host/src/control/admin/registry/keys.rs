@@ -5,7 +5,7 @@
 use super::{detail_of, idx, key, new_id, new_secret, sha256_hex, Actor, Registry, Tx};
 use crate::control::admin::error::AdminError;
 use crate::control::admin::model::{
-    check_text, App, Key, KeyCreate, KeyRotate, KeyUpdate, Plan, SubState, Subscription, Ts,
+    check_text, App, Key, KeyCreate, KeyRotate, KeyUpdate, Plan, Subscription, Ts,
     MAX_OVERLAP_SECONDS,
 };
 
@@ -59,16 +59,7 @@ impl Registry {
         let _w = self.lock();
         let _: App = self.require("app", &req.app)?;
         let plan: Plan = self.require("plan", &req.plan)?;
-        let Some(sub) = self
-            .subscriptions_of_app(&req.app)?
-            .into_iter()
-            .find(|s| s.plan == req.plan && s.state != SubState::Rejected)
-        else {
-            return Err(AdminError::conflict(format!(
-                "app `{}` has no subscription to plan `{}`: create one first",
-                req.app, req.plan
-            )));
-        };
+        let sub = self.subscription_for(&req.app, &req.plan)?;
         let live = self.live_keys(&sub.id, now)?;
         if live >= plan.max_keys_per_app as usize {
             return Err(AdminError::conflict(format!(

@@ -19,6 +19,23 @@ impl Registry {
         Ok(out)
     }
 
+    /// The subscription of `app` to `plan` that keys and OAuth clients are
+    /// issued under: one that is not rejected, or 409.
+    pub(super) fn subscription_for(
+        &self,
+        app: &str,
+        plan: &str,
+    ) -> Result<Subscription, AdminError> {
+        self.subscriptions_of_app(app)?
+            .into_iter()
+            .find(|s| s.plan == plan && s.state != SubState::Rejected)
+            .ok_or_else(|| {
+                AdminError::conflict(format!(
+                    "app `{app}` has no subscription to plan `{plan}`: create one first"
+                ))
+            })
+    }
+
     pub fn create_subscription(
         &self,
         actor: Actor,
