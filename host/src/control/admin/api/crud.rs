@@ -87,6 +87,7 @@ pub fn view<T: Serialize>(v: &T) -> Value {
     if let Some(o) = j.as_object_mut() {
         o.remove("sha256");
         o.remove("token_sha256");
+        o.remove("password_hash");
     }
     j
 }
