@@ -21,6 +21,7 @@ pub enum Kind {
     Apps,
     Subscriptions,
     Keys,
+    Accounts,
     Audit,
     Whoami,
 }
@@ -37,6 +38,7 @@ impl Kind {
             Kind::Apps => "apps",
             Kind::Subscriptions => "subscriptions",
             Kind::Keys => "keys",
+            Kind::Accounts => "accounts",
             Kind::Audit => "audit",
             Kind::Whoami => "whoami",
         }
@@ -53,6 +55,7 @@ impl Kind {
             Kind::Apps => "app",
             Kind::Subscriptions => "subscription",
             Kind::Keys => "key",
+            Kind::Accounts => "account",
             Kind::Audit => "audit record",
             Kind::Whoami => "user",
         }
@@ -124,6 +127,15 @@ impl Kind {
                 "revoked_at",
                 "rotated_to",
             ],
+            Kind::Accounts => &[
+                "id",
+                "consumer",
+                "email",
+                "name",
+                "state",
+                "created_at",
+                "updated_at",
+            ],
             Kind::Audit => &["seq", "at", "actor", "action", "resource", "id", "detail"],
             Kind::Whoami => &["id", "user", "role"],
         }
@@ -183,6 +195,12 @@ impl Kind {
                 col("PREFIX", |v| field(v, "prefix")),
                 col("EXPIRES", |v| field(v, "expires_at")),
                 col("REVOKED", |v| field(v, "revoked_at")),
+            ],
+            Kind::Accounts => vec![
+                col("ID", |v| field(v, "id")),
+                col("CONSUMER", |v| field(v, "consumer")),
+                col("EMAIL", |v| field(v, "email")),
+                col("STATE", |v| field(v, "state")),
             ],
             Kind::Audit => vec![
                 col("SEQ", |v| field(v, "seq")),

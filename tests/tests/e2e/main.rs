@@ -27,6 +27,7 @@ mod plugin_guards;
 mod policies_cache_log;
 mod policies_edge;
 mod policies_limits;
+mod portal;
 mod proxying;
 mod reload;
 mod replay;

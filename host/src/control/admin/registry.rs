@@ -28,6 +28,7 @@ use std::sync::Mutex;
 
 pub use accounts::{
     check_password, decoy_hash, hash_password, new_token, verify_password, Session, SignUp,
+    MIN_PASSWORD,
 };
 
 mod accounts;

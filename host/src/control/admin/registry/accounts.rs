@@ -12,7 +12,7 @@
 use super::{detail_of, idx, key, new_id, random_bytes, sha256_hex, Actor, Registry, Tx};
 use crate::control::admin::error::{truncate, AdminError};
 use crate::control::admin::model::{
-    check_email, check_text, Account, AccountState, Consumer, Ts,
+    check_email, check_text, Account, AccountState, App, Consumer, Key, Subscription, Ts,
 };
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -250,6 +250,34 @@ impl Registry {
             }
         }
         Ok(())
+    }
+
+    // -----------------------------------------------------------------------
+    // The portal's reads: a consumer's apps, an app's subscriptions, a
+    // subscription's keys (by the indexes the other families keep).
+
+    pub fn apps_of_consumer(&self, consumer: &str) -> Result<Vec<App>, AdminError> {
+        let mut out = Vec::new();
+        for id in self.children("app-of-consumer", consumer)? {
+            if let Some(a) = self.get::<App>("app", &id)? {
+                out.push(a);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn subscriptions_of(&self, app: &str) -> Result<Vec<Subscription>, AdminError> {
+        self.subscriptions_of_app(app)
+    }
+
+    pub fn keys_of_subscription(&self, sub: &str) -> Result<Vec<Key>, AdminError> {
+        let mut out = Vec::new();
+        for id in self.children("key-of-sub", sub)? {
+            if let Some(k) = self.get::<Key>("key", &id)? {
+                out.push(k);
+            }
+        }
+        Ok(out)
     }
 
     // -----------------------------------------------------------------------
