@@ -183,8 +183,7 @@ pub async fn serve_on(
             .unwrap_or(Path::new("."))
             .to_path_buf();
         let (b, task) =
-            crate::portal::listener::bind(gateway.control.clone(), portal, &base, shutdown)
-                .await?;
+            crate::portal::listener::bind(gateway.control.clone(), portal, &base, shutdown).await?;
         bound.push(b);
         tasks.push(task);
     }

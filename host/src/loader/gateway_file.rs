@@ -139,9 +139,8 @@ fn check_portal(gw: &GatewayFile, errs: &mut Vec<String>) {
     }
     if let Some(u) = &p.public_url {
         let ok = (u.starts_with("http://") || u.starts_with("https://"))
-            && u.split_once("://").is_some_and(|(_, rest)| {
-                !rest.is_empty() && !rest.starts_with('/')
-            })
+            && u.split_once("://")
+                .is_some_and(|(_, rest)| !rest.is_empty() && !rest.starts_with('/'))
             && !u.contains(['?', '#', ' ', '"', '<', '>'])
             && u.len() <= 200;
         if !ok {

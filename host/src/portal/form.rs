@@ -37,7 +37,9 @@ impl Form {
             if v.len() > MAX_VALUE {
                 return Err(format!("field `{k}` is longer than {MAX_VALUE} bytes"));
             }
-            if v.chars().any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t') {
+            if v.chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t')
+            {
                 return Err(format!("field `{k}` holds control characters"));
             }
             if fields.insert(k.clone(), v).is_some() {
@@ -115,6 +117,9 @@ mod tests {
         assert!(Form::parse(many.as_bytes(), &["email"]).is_err());
         let long = format!("email={}", "x".repeat(MAX_VALUE + 1));
         assert!(Form::parse(long.as_bytes(), &["email"]).is_err());
-        assert_eq!(query_param(Some("a=1&next=%2Fapps"), "next").as_deref(), Some("/apps"));
+        assert_eq!(
+            query_param(Some("a=1&next=%2Fapps"), "next").as_deref(),
+            Some("/apps")
+        );
     }
 }

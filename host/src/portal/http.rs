@@ -17,8 +17,8 @@
 use super::form::{query_param, Form};
 use super::Portal;
 use crate::control::admin::model::{
-    Account, AccountState, App, AppCreate, Approval, KeyCreate, KeyRotate, Plan, Product,
-    SubState, SubscriptionCreate, Ts,
+    Account, AccountState, App, AppCreate, Approval, KeyCreate, KeyRotate, Plan, Product, SubState,
+    SubscriptionCreate, Ts,
 };
 use crate::control::admin::registry::{
     check_password, decoy_hash, hash_password, new_token, verify_password, Session, SignUp,
@@ -125,6 +125,7 @@ type Out = Result<Reply, Fail>;
 
 /// Who is asking: a signed-in consumer's session, and the pre-sign-in
 /// CSRF cookie when there is one.
+#[derive(Clone)]
 struct Who {
     session: Option<(String, Session, Account)>,
     anon: Option<String>,
@@ -159,7 +160,9 @@ pub async fn handle(
             match tokio::task::spawn_blocking(move || serve(&p, r)).await {
                 Ok(Ok(reply)) => reply,
                 Ok(Err(f)) => portal.error_page(f),
-                Err(e) => portal.error_page(fail(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}"))),
+                Err(e) => {
+                    portal.error_page(fail(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}")))
+                }
             }
         }
         Err(f) => portal.error_page(f),
@@ -175,7 +178,12 @@ async fn read(portal: &Portal, req: Request<Incoming>, peer: IpAddr) -> Result<R
     let post = match method {
         Method::GET | Method::HEAD => false,
         Method::POST => true,
-        _ => return Err(fail(StatusCode::METHOD_NOT_ALLOWED, "Only GET and POST are served here.")),
+        _ => {
+            return Err(fail(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Only GET and POST are served here.",
+            ))
+        }
     };
     let cookies = cookies(&parts.headers);
     if post {
@@ -185,7 +193,12 @@ async fn read(portal: &Portal, req: Request<Incoming>, peer: IpAddr) -> Result<R
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+        let essence = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
         if essence != "application/x-www-form-urlencoded" {
             return Err(fail(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -261,11 +274,9 @@ fn same_origin(portal: &Portal, h: &HeaderMap) -> Result<(), Fail> {
     };
     let host = get(header::HOST).unwrap_or("");
     let ours = from == portal.public_origin
-        || from
-            .split_once("://")
-            .is_some_and(|(scheme, auth)| {
-                matches!(scheme, "http" | "https") && !host.is_empty() && auth == host
-            });
+        || from.split_once("://").is_some_and(|(scheme, auth)| {
+            matches!(scheme, "http" | "https") && !host.is_empty() && auth == host
+        });
     if ours {
         Ok(())
     } else {
@@ -303,11 +314,16 @@ pub fn safe_next(next: &str) -> String {
 fn same_token(a: &str, b: &str) -> bool {
     !a.is_empty()
         && a.len() == b.len()
-        && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 fn is_token(s: &str) -> bool {
-    s.len() == 43 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    s.len() == 43
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 // ---------------------------------------------------------------------------
@@ -323,7 +339,7 @@ fn serve(p: &Portal, req: Req) -> Out {
             cache: "public, max-age=3600",
             ..Reply::html(StatusCode::OK, super::pages::CSS.to_string())
         }),
-        (true, [""]) => p.home(&req, who),
+        (true, [""]) => p.home(who),
         (true, ["signin"]) => p.signin_page(&req, who, StatusCode::OK, None, ""),
         (false, ["signin"]) => p.signin(&req, who),
         (true, ["signup"]) => p.signup_page(who, StatusCode::OK, None, "", ""),
@@ -383,7 +399,8 @@ impl Portal {
     fn form(&self, req: &Req, who: &Who, fields: &[&str], anonymous: bool) -> Result<Form, Fail> {
         let mut allowed = vec!["csrf"];
         allowed.extend_from_slice(fields);
-        let form = Form::parse(&req.body, &allowed).map_err(|e| fail(StatusCode::BAD_REQUEST, e))?;
+        let form =
+            Form::parse(&req.body, &allowed).map_err(|e| fail(StatusCode::BAD_REQUEST, e))?;
         let sent = form.get("csrf");
         let by_session = who
             .session
@@ -401,7 +418,11 @@ impl Portal {
     }
 
     /// The signed-in account, or a redirect to sign in.
-    fn signed_in<'a>(&self, req: &Req, who: &'a Who) -> Result<&'a (String, Session, Account), Reply> {
+    fn signed_in<'a>(
+        &self,
+        req: &Req,
+        who: &'a Who,
+    ) -> Result<&'a (String, Session, Account), Reply> {
         who.session.as_ref().ok_or_else(|| {
             let next = match &req.query {
                 Some(q) if req.method == Method::GET => format!("{}?{q}", req.path),
@@ -434,7 +455,14 @@ impl Portal {
 
     /// A page with a form before sign-in: sets the pre-sign-in CSRF cookie
     /// when there is none.
-    fn anon_page(&self, name: &str, title: &str, mut who: Who, status: StatusCode, extra: Value) -> Out {
+    fn anon_page(
+        &self,
+        name: &str,
+        title: &str,
+        mut who: Who,
+        status: StatusCode,
+        extra: Value,
+    ) -> Out {
         let fresh = if who.session.is_none() && who.anon.is_none() {
             let t = new_token();
             who.anon = Some(t.clone());
@@ -455,7 +483,13 @@ impl Portal {
             anon: None,
         };
         let title = f.status.canonical_reason().unwrap_or("Error").to_string();
-        match self.page("message.html", &title, &who, f.status, json!({"error": f.message, "link": "/", "link_text": "Back to the portal"})) {
+        match self.page(
+            "message.html",
+            &title,
+            &who,
+            f.status,
+            json!({"error": f.message, "link": "/", "link_text": "Back to the portal"}),
+        ) {
             Ok(r) => r,
             Err(e) => Reply {
                 content_type: "text/plain; charset=utf-8",
@@ -497,8 +531,7 @@ impl Portal {
     // -----------------------------------------------------------------------
     // Products
 
-    fn home(&self, req: &Req, who: Who) -> Out {
-        let _ = req;
+    fn home(&self, who: Who) -> Out {
         let g = self.control.current();
         let products = self
             .registry
@@ -544,7 +577,13 @@ impl Portal {
                 "apis": apis, "plans": plans.iter().map(plan_view).collect::<Vec<_>>(),
             }));
         }
-        self.page("home.html", "Products", &who, StatusCode::OK, json!({"products": out}))
+        self.page(
+            "home.html",
+            "Products",
+            &who,
+            StatusCode::OK,
+            json!({"products": out}),
+        )
     }
 
     fn plans_of(&self, product: &str) -> Result<Vec<Plan>, Fail> {
@@ -557,7 +596,14 @@ impl Portal {
     // -----------------------------------------------------------------------
     // Sign-in, sign-up, sign-out
 
-    fn signin_page(&self, req: &Req, who: Who, status: StatusCode, error: Option<&str>, email: &str) -> Out {
+    fn signin_page(
+        &self,
+        req: &Req,
+        who: Who,
+        status: StatusCode,
+        error: Option<&str>,
+        email: &str,
+    ) -> Out {
         let next = safe_next(&query_param(req.query.as_deref(), "next").unwrap_or_default());
         let notice = match query_param(req.query.as_deref(), "done").as_deref() {
             Some("signed-up") => Some("Thank you for signing up. If your account needs approval, you can sign in once an administrator has approved it."),
@@ -586,13 +632,15 @@ impl Portal {
                 body: Bytes::new(),
                 peer: req.peer,
             };
-            self.signin_page(&r, Who { session: who.session.clone(), anon: who.anon.clone() }, status, Some(msg), email)
+            self.signin_page(&r, who.clone(), status, Some(msg), email)
         };
         if self.throttle.locked(email, req.peer) {
             return again(StatusCode::UNAUTHORIZED, SIGNIN_FAILED);
         }
         let account = self.registry.account_by_email(email)?;
-        let hash = account.as_ref().map_or(decoy_hash(), |a| a.password_hash.as_str());
+        let hash = account
+            .as_ref()
+            .map_or(decoy_hash(), |a| a.password_hash.as_str());
         let ok = verify_password(hash, password) && account.is_some();
         let Some(account) = account.filter(|_| ok) else {
             self.throttle.failed(email, req.peer);
@@ -621,9 +669,19 @@ impl Portal {
             .cookie(self.set_cookie(CSRF, "", 0)))
     }
 
-    fn signup_page(&self, who: Who, status: StatusCode, error: Option<&str>, name: &str, email: &str) -> Out {
+    fn signup_page(
+        &self,
+        who: Who,
+        status: StatusCode,
+        error: Option<&str>,
+        name: &str,
+        email: &str,
+    ) -> Out {
         if self.signup == Signup::Closed {
-            return Err(fail(StatusCode::NOT_FOUND, "Sign-up is closed on this portal."));
+            return Err(fail(
+                StatusCode::NOT_FOUND,
+                "Sign-up is closed on this portal.",
+            ));
         }
         self.anon_page(
             "signup.html",
@@ -640,7 +698,10 @@ impl Portal {
 
     fn signup(&self, req: &Req, who: Who) -> Out {
         if self.signup == Signup::Closed {
-            return Err(fail(StatusCode::NOT_FOUND, "Sign-up is closed on this portal."));
+            return Err(fail(
+                StatusCode::NOT_FOUND,
+                "Sign-up is closed on this portal.",
+            ));
         }
         let form = self.form(req, &who, &["name", "email", "password"], true)?;
         let (name, email) = (form.get("name").trim(), form.get("email").trim());
@@ -703,23 +764,39 @@ impl Portal {
 
     fn reset_page(&self, who: Who) -> Out {
         if self.outbox.is_none() {
-            return Err(fail(StatusCode::NOT_FOUND, "Password reset is not available on this portal: ask an administrator."));
+            return Err(fail(
+                StatusCode::NOT_FOUND,
+                "Password reset is not available on this portal: ask an administrator.",
+            ));
         }
-        self.anon_page("reset_request.html", "Reset your password", who, StatusCode::OK, json!({}))
+        self.anon_page(
+            "reset_request.html",
+            "Reset your password",
+            who,
+            StatusCode::OK,
+            json!({}),
+        )
     }
 
     fn reset_request(&self, req: &Req, who: Who) -> Out {
         if self.outbox.is_none() {
-            return Err(fail(StatusCode::NOT_FOUND, "Password reset is not available on this portal."));
+            return Err(fail(
+                StatusCode::NOT_FOUND,
+                "Password reset is not available on this portal.",
+            ));
         }
         let form = self.form(req, &who, &["email"], true)?;
         let email = form.get("email").trim();
-        // Requests count against the client as failures do: a reset form
-        // is no way around the throttle, nor a way to flood an inbox.
-        if self.throttle.locked(email, req.peer) {
-            return Err(fail(StatusCode::TOO_MANY_REQUESTS, "Too many attempts: try again later."));
+        // Requests count against the client as failed sign-ins do: the
+        // reset form is no way around the throttle, nor a way to flood an
+        // inbox (nor, counted per client only, a way to lock others out).
+        if self.throttle.client_locked(req.peer) {
+            return Err(fail(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many attempts: try again later.",
+            ));
         }
-        self.throttle.failed(email, req.peer);
+        self.throttle.client_failed(req.peer);
         if let Some(a) = self
             .registry
             .account_by_email(email)?
@@ -788,7 +865,13 @@ impl Portal {
             Err(r) => return Ok(r),
         };
         let apps = self.registry.apps_of_consumer(&account.consumer)?;
-        self.page("apps.html", "My apps", &who, StatusCode::OK, json!({"apps": apps}))
+        self.page(
+            "apps.html",
+            "My apps",
+            &who,
+            StatusCode::OK,
+            json!({"apps": apps}),
+        )
     }
 
     fn create_app(&self, req: &Req, who: Who) -> Out {
@@ -838,7 +921,10 @@ impl Portal {
         let mut taken = Vec::new();
         for s in self.registry.subscriptions_of(&app.id)? {
             let plan: Option<Plan> = self.registry.plan(&s.plan);
-            let product: Option<Product> = self.registry.get_resource("product", "product", &s.product).ok();
+            let product: Option<Product> = self
+                .registry
+                .get_resource("product", "product", &s.product)
+                .ok();
             if s.state != SubState::Rejected {
                 taken.push(s.plan.clone());
             }
@@ -883,7 +969,9 @@ impl Portal {
         }
         let notice = match query_param(req.query.as_deref(), "done").as_deref() {
             Some("subscribed") => Some("Subscribed."),
-            Some("pending") => Some("Subscribed: the plan is moderated, so the subscription awaits approval."),
+            Some("pending") => {
+                Some("Subscribed: the plan is moderated, so the subscription awaits approval.")
+            }
             Some("revoked") => Some("The key is revoked: it no longer works."),
             _ => None,
         };
@@ -923,7 +1011,11 @@ impl Portal {
                 plan: plan.id,
             },
         )?;
-        let done = if s.state == SubState::Active { "subscribed" } else { "pending" };
+        let done = if s.state == SubState::Active {
+            "subscribed"
+        } else {
+            "pending"
+        };
         Ok(Reply::redirect(&format!("/apps/{}?done={done}", app.id)))
     }
 
@@ -944,7 +1036,7 @@ impl Portal {
             },
         )?;
         let plan = form.get("plan").to_string();
-        self.app(req, who_again(&who), &app.id, Some((secret, plan)))
+        self.app(req, who.clone(), &app.id, Some((secret, plan)))
     }
 
     fn key_action(&self, req: &Req, who: Who, id: &str, key: &str, action: &str) -> Out {
@@ -954,7 +1046,10 @@ impl Portal {
         };
         let _ = self.form(req, &who, &[], false)?;
         let app = self.own_app(account, id)?;
-        let k = match self.registry.get_resource::<crate::control::admin::model::Key>("key", "key", key) {
+        let k = match self
+            .registry
+            .get_resource::<crate::control::admin::model::Key>("key", "key", key)
+        {
             Ok(k) if k.app == app.id => k,
             _ => return Err(fail(StatusCode::NOT_FOUND, "There is no such key.")),
         };
@@ -969,19 +1064,12 @@ impl Portal {
                 overlap_seconds: ROTATION_OVERLAP_SECONDS,
             },
         )?;
-        self.app(req, who_again(&who), &app.id, Some((secret, k.plan)))
+        self.app(req, who.clone(), &app.id, Some((secret, k.plan)))
     }
 }
 
 const SESSION: &str = "tg_session";
 const CSRF: &str = "tg_csrf";
-
-fn who_again(w: &Who) -> Who {
-    Who {
-        session: w.session.clone(),
-        anon: w.anon.clone(),
-    }
-}
 
 /// The audit log's actor for a consumer's own change.
 fn actor(a: &Account) -> String {
@@ -1027,7 +1115,10 @@ fn plan_view(p: &Plan) -> Value {
             format!(
                 "{} per {}",
                 l.requests,
-                serde_json::to_value(l.per).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+                serde_json::to_value(l.per)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
             )
         })
         .collect();
@@ -1035,7 +1126,10 @@ fn plan_view(p: &Plan) -> Value {
         limits.push(format!(
             "{} calls per {}",
             q.calls,
-            serde_json::to_value(q.period).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+            serde_json::to_value(q.period)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
         ));
     }
     json!({
@@ -1090,7 +1184,10 @@ mod tests {
             crate::control::admin::model::check_id("id", &id).unwrap();
         }
         assert!(app_id("My App").starts_with("my-app-"));
-        assert_eq!(origin_of("https://a.b:1/x?y").as_deref(), Some("https://a.b:1"));
+        assert_eq!(
+            origin_of("https://a.b:1/x?y").as_deref(),
+            Some("https://a.b:1")
+        );
         assert_eq!(encode("/a b?c"), "/a%20b%3Fc");
     }
 }

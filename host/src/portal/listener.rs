@@ -138,11 +138,9 @@ async fn accept_loop(
                 async move {
                     // A slow body is cut: the whole request within the
                     // body timeout once its head has arrived.
-                    let answer = tokio::time::timeout(
-                        BODY_TIMEOUT,
-                        super::http::handle(portal, req, peer),
-                    )
-                    .await;
+                    let answer =
+                        tokio::time::timeout(BODY_TIMEOUT, super::http::handle(portal, req, peer))
+                            .await;
                     match answer {
                         Ok(r) => Ok::<_, std::convert::Infallible>(r),
                         Err(_) => {
@@ -166,7 +164,8 @@ async fn accept_loop(
             let conn = async {
                 match tls {
                     Some(acc) => {
-                        let Ok(Ok(s)) = tokio::time::timeout(HEADER_TIMEOUT, acc.accept(stream)).await
+                        let Ok(Ok(s)) =
+                            tokio::time::timeout(HEADER_TIMEOUT, acc.accept(stream)).await
                         else {
                             return;
                         };

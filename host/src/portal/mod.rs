@@ -66,7 +66,9 @@ impl Portal {
             .trim_end_matches('/')
             .to_string();
         let public_origin = {
-            let (scheme, rest) = public_url.split_once("://").unwrap_or(("http", &public_url));
+            let (scheme, rest) = public_url
+                .split_once("://")
+                .unwrap_or(("http", &public_url));
             format!("{scheme}://{}", rest.split('/').next().unwrap_or(""))
         };
         let host = public_origin

@@ -25,7 +25,13 @@ impl Outbox {
 
     /// Write one message; its path. `to` and `subject` must not hold line
     /// breaks (the registry's emails cannot).
-    pub fn send(&self, from: &str, to: &str, subject: &str, body: &str) -> std::io::Result<PathBuf> {
+    pub fn send(
+        &self,
+        from: &str,
+        to: &str,
+        subject: &str,
+        body: &str,
+    ) -> std::io::Result<PathBuf> {
         let bad = |s: &str| s.contains(['\r', '\n']);
         if bad(from) || bad(to) || bad(subject) {
             return Err(std::io::Error::other("a header holds a line break"));
@@ -63,11 +69,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let o = Outbox::open(&dir.path().join("out")).unwrap();
         let p = o
-            .send("portal@x", "a@b.io", "Reset", "line 1\nhttp://x/reset?token=t")
+            .send(
+                "portal@x",
+                "a@b.io",
+                "Reset",
+                "line 1\nhttp://x/reset?token=t",
+            )
             .unwrap();
         let text = std::fs::read_to_string(&p).unwrap();
         assert!(text.contains("To: a@b.io\r\n") && text.contains("line 1\r\nhttp://x/"));
-        assert!(o.send("portal@x", "a@b.io\r\nBcc: e@v.il", "s", "b").is_err());
+        assert!(o
+            .send("portal@x", "a@b.io\r\nBcc: e@v.il", "s", "b")
+            .is_err());
         let names: Vec<_> = std::fs::read_dir(dir.path().join("out"))
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())

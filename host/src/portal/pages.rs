@@ -13,7 +13,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("home.html", include_str!("templates/home.html")),
     ("signin.html", include_str!("templates/signin.html")),
     ("signup.html", include_str!("templates/signup.html")),
-    ("reset_request.html", include_str!("templates/reset_request.html")),
+    (
+        "reset_request.html",
+        include_str!("templates/reset_request.html"),
+    ),
     ("reset.html", include_str!("templates/reset.html")),
     ("message.html", include_str!("templates/message.html")),
     ("apps.html", include_str!("templates/apps.html")),

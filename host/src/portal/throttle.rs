@@ -110,8 +110,18 @@ impl Throttle {
         lock(&self.clients).fail(ip, now, self.window, self.duration);
     }
 
+    /// Whether `ip` is locked out now.
+    pub fn client_locked(&self, ip: IpAddr) -> bool {
+        lock(&self.clients).locked(&ip, Instant::now())
+    }
+
+    /// Count an attempt against the client only.
+    pub fn client_failed(&self, ip: IpAddr) {
+        lock(&self.clients).fail(ip, Instant::now(), self.window, self.duration);
+    }
+
     /// Entries held (for the bound's test).
-    pub fn len(&self) -> (usize, usize) {
+    pub fn entries(&self) -> (usize, usize) {
         (
             lock(&self.accounts).entries.len(),
             lock(&self.clients).entries.len(),
@@ -160,6 +170,6 @@ mod tests {
         for i in 0..(MAX_ENTRIES + 50) {
             t.failed(&format!("u{i}@x.io"), a);
         }
-        assert!(t.len().0 <= MAX_ENTRIES);
+        assert!(t.entries().0 <= MAX_ENTRIES);
     }
 }

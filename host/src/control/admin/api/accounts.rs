@@ -25,12 +25,11 @@ pub fn list(c: &Call) -> Reply {
                 .map_err(|_| AdminError::invalid("state", "expected pending, active or disabled"))
         })
         .transpose()?;
-    let page = c.registry.list::<Account>(
-        "account",
-        after.as_deref(),
-        limit,
-        move |a: &Account| state.is_none_or(|s| a.state == s),
-    )?;
+    let page =
+        c.registry
+            .list::<Account>("account", after.as_deref(), limit, move |a: &Account| {
+                state.is_none_or(|s| a.state == s)
+            })?;
     ok(page_view(page))
 }
 
@@ -63,7 +62,11 @@ pub fn approve(c: &Call) -> Reply {
 pub fn disable(c: &Call) -> Reply {
     c.no_query()?;
     let _: Empty = c.optional_body()?;
-    ok(view(&c.registry.set_account_enabled(c.actor(), id(c)?, false)?))
+    ok(view(&c.registry.set_account_enabled(
+        c.actor(),
+        id(c)?,
+        false,
+    )?))
 }
 
 /// `POST /admin/v1/accounts/{id}/enable`: a disabled account is active
@@ -71,5 +74,9 @@ pub fn disable(c: &Call) -> Reply {
 pub fn enable(c: &Call) -> Reply {
     c.no_query()?;
     let _: Empty = c.optional_body()?;
-    ok(view(&c.registry.set_account_enabled(c.actor(), id(c)?, true)?))
+    ok(view(&c.registry.set_account_enabled(
+        c.actor(),
+        id(c)?,
+        true,
+    )?))
 }

@@ -113,7 +113,10 @@ impl Registry {
         }
         check_text("name", &name, 200)?;
         if req.state == AccountState::Disabled || req.password_hash.is_empty() {
-            return Err(AdminError::invalid("state", "a new account is pending or active, with a password"));
+            return Err(AdminError::invalid(
+                "state",
+                "a new account is pending or active, with a password",
+            ));
         }
         let _w = self.lock();
         if self
@@ -188,7 +191,15 @@ impl Registry {
         }
         a.state = AccountState::Active;
         a.updated_at = Ts::now();
-        self.save(actor, "approve", "account", "account", id, &a, detail_of(&a))?;
+        self.save(
+            actor,
+            "approve",
+            "account",
+            "account",
+            id,
+            &a,
+            detail_of(&a),
+        )?;
         Ok(a)
     }
 
@@ -243,7 +254,10 @@ impl Registry {
 
     /// Delete every session and reset link of `account` in `tx`.
     fn end_all(&self, tx: &mut Tx, account: &str) -> Result<(), AdminError> {
-        for (index, kind) in [("session-of-account", "session"), ("reset-of-account", "reset")] {
+        for (index, kind) in [
+            ("session-of-account", "session"),
+            ("reset-of-account", "reset"),
+        ] {
             for h in self.children(index, account)? {
                 tx.del(key(kind, &h));
                 tx.del(idx(index, account, &h));
@@ -448,10 +462,16 @@ mod tests {
         let (_d, r) = reg();
         let a = sign_up(&r, "Ann@Example.com", AccountState::Pending).unwrap();
         let c: Consumer = r.get_resource("consumer", "consumer", &a.consumer).unwrap();
-        assert_eq!((c.name.as_str(), c.email.as_str()), ("Ann", "Ann@Example.com"));
+        assert_eq!(
+            (c.name.as_str(), c.email.as_str()),
+            ("Ann", "Ann@Example.com")
+        );
         let e = sign_up(&r, "ann@EXAMPLE.com", AccountState::Active).unwrap_err();
         assert_eq!(e.status, 409);
-        assert_eq!(r.account_by_email("ANN@example.com").unwrap().unwrap().id, a.id);
+        assert_eq!(
+            r.account_by_email("ANN@example.com").unwrap().unwrap().id,
+            a.id
+        );
         assert!(verify_password(&a.password_hash, "correct horse battery"));
         assert!(!verify_password(&a.password_hash, "correct horse batterY"));
         assert!(!verify_password(decoy_hash(), ""));
@@ -494,7 +514,9 @@ mod tests {
         let t = r.create_reset(&a.id, 60_000).unwrap();
         assert!(!r.reset_valid(&old).unwrap(), "a newer link replaces it");
         assert!(r.reset_valid(&t).unwrap());
-        let a2 = r.use_reset(&t, hash_password("new password 1").unwrap()).unwrap();
+        let a2 = r
+            .use_reset(&t, hash_password("new password 1").unwrap())
+            .unwrap();
         assert!(verify_password(&a2.password_hash, "new password 1"));
         assert!(r.session(&s).unwrap().is_none());
         assert_eq!(
