@@ -30,7 +30,7 @@ pub fn seed(config: &Path) -> anyhow::Result<()> {
                 apis: vec!["pets".into()],
                 published: true,
             },
-            &|_| true,
+            &|_: &str| true,
         )
         .map_err(e)?;
         for (id, name, requests, approval) in [

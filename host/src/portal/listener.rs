@@ -47,10 +47,16 @@ pub async fn bind(
         .with_context(|| format!("portal: cannot bind {addr}"))?;
     let local = listener.local_addr()?;
     let tls = match &spec.tls {
-        Some(t) => Some(crate::net::tls_server::acceptor(
-            &crate::loader::resolve(base, &t.cert),
-            &crate::loader::resolve(base, &t.key),
-        )?),
+        Some(t) => {
+            let acc = crate::net::tls_server::acceptor(
+                &crate::loader::resolve(base, &t.cert),
+                &crate::loader::resolve(base, &t.key),
+            )?;
+            // The portal speaks HTTP/1.1 only: offer only that in ALPN.
+            let mut config = (**acc.config()).clone();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+        }
         None => None,
     };
     let portal = Arc::new(Portal::new(control, spec, base, local, tls.is_some())?);

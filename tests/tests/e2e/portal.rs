@@ -579,3 +579,65 @@ async fn xss_through_every_echoed_field_is_shown_as_text() {
     assert!(v.to_string().contains("Eve"), "{v}");
     b.close().await;
 }
+
+#[tokio::test]
+async fn under_tls_cookies_are_secure_with_the_host_prefix() {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let ca = reqwest::Certificate::from_pem(ck.cert.pem().as_bytes()).unwrap();
+    let up = Upstream::start().await;
+    let gw = TestGateway::builder(&manifest(&up.url()))
+        .file("portal-cert.pem", ck.cert.pem())
+        .file("portal-key.pem", ck.key_pair.serialize_pem())
+        .gateway_toml(
+            "[portal]\naddress = \"127.0.0.1:0\"\ntls = { cert = \"portal-cert.pem\", key = \"portal-key.pem\" }\n",
+        )
+        .start()
+        .await;
+    let port = gw.portal_addr.unwrap().port();
+    let c = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = c
+        .get(format!("https://localhost:{port}/signin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["strict-transport-security"], "max-age=31536000");
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.starts_with("__Host-tg_csrf="), "{cookie}");
+    for attr in ["; Path=/", "; HttpOnly", "; SameSite=Lax", "; Secure"] {
+        assert!(cookie.contains(attr), "{cookie}");
+    }
+    assert!(!cookie.contains("Domain="), "{cookie}");
+}
+
+#[tokio::test]
+async fn a_slow_client_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::start().await;
+    let gw = TestGateway::builder(&manifest(&up.url()))
+        .gateway_toml("[portal]\naddress = \"127.0.0.1:0\"\n")
+        .start()
+        .await;
+    let addr = gw.portal_addr.unwrap();
+    // Half a request head, then nothing: the portal closes the connection
+    // after its header timeout (5 s), not never.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let read =
+        tokio::time::timeout(std::time::Duration::from_secs(15), s.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the connection was still open after 15 s");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(4));
+    // A whole request on a new connection is answered.
+    let r = client()
+        .get(format!("http://{addr}/signin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
