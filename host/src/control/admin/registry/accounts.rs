@@ -59,7 +59,7 @@ pub fn new_token() -> String {
 /// Check a new password's length (and that it is text).
 pub fn check_password(pw: &str) -> Result<(), AdminError> {
     let n = pw.chars().count();
-    if n < MIN_PASSWORD || n > MAX_PASSWORD {
+    if !(MIN_PASSWORD..=MAX_PASSWORD).contains(&n) {
         return Err(AdminError::invalid(
             "password",
             format!("a password has {MIN_PASSWORD} to {MAX_PASSWORD} characters"),
