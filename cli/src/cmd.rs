@@ -46,6 +46,9 @@ pub enum Command {
     /// The keys that sign the gateway's OAuth access tokens.
     #[command(subcommand)]
     OauthKeys(OAuthKeyVerb),
+    /// Consumers' developer-portal accounts: approve sign-ups, disable.
+    #[command(subcommand)]
+    Accounts(AccountVerb),
     /// The audit log of every change (administrator only).
     #[command(subcommand)]
     Audit(AuditVerb),
@@ -470,6 +473,39 @@ pub enum OAuthClientVerb {
     },
 }
 
+/// `accounts ...`
+#[derive(Subcommand, Debug)]
+pub enum AccountVerb {
+    /// List portal accounts.
+    List {
+        #[command(flatten)]
+        page: Page,
+        /// Only accounts in this state (`pending`: sign-ups awaiting approval).
+        #[arg(long, value_parser = ["pending", "active", "disabled"])]
+        state: Option<String>,
+    },
+    /// Show one account.
+    Get {
+        /// Its id (`acct_...`).
+        id: String,
+    },
+    /// Approve a pending account: it may sign in.
+    Approve {
+        /// Its id.
+        id: String,
+    },
+    /// Disable an account: its sessions end and it may not sign in.
+    Disable {
+        /// Its id.
+        id: String,
+    },
+    /// Enable a disabled account again.
+    Enable {
+        /// Its id.
+        id: String,
+    },
+}
+
 /// `oauth-keys ...`
 #[derive(Subcommand, Debug)]
 pub enum OAuthKeyVerb {
@@ -751,6 +787,28 @@ pub fn plan(command: &Command) -> Result<Call, Error> {
             &["oauth-keys", "rotate"],
             Show::Raw,
         )),
+        Command::Accounts(AccountVerb::List { page, state }) => {
+            Ok(list(Kind::Accounts, page, pairs(&[("state", state)])))
+        }
+        Command::Accounts(AccountVerb::Get { id }) => Ok(Call::new(
+            Method::GET,
+            &["accounts", id],
+            Show::Object(Kind::Accounts),
+        )),
+        Command::Accounts(
+            AccountVerb::Approve { id } | AccountVerb::Disable { id } | AccountVerb::Enable { id },
+        ) => {
+            let action = match command {
+                Command::Accounts(AccountVerb::Approve { .. }) => "approve",
+                Command::Accounts(AccountVerb::Disable { .. }) => "disable",
+                _ => "enable",
+            };
+            Ok(Call::new(
+                Method::POST,
+                &["accounts", id, action],
+                Show::Object(Kind::Accounts),
+            ))
+        }
         Command::Audit(AuditVerb::List { page }) => Ok(list(Kind::Audit, page, Vec::new())),
         Command::Whoami => Ok(Call::new(
             Method::GET,

@@ -22,6 +22,7 @@ pub enum Kind {
     Subscriptions,
     Keys,
     OAuthClients,
+    Accounts,
     Audit,
     Whoami,
 }
@@ -39,6 +40,7 @@ impl Kind {
             Kind::Subscriptions => "subscriptions",
             Kind::Keys => "keys",
             Kind::OAuthClients => "oauth-clients",
+            Kind::Accounts => "accounts",
             Kind::Audit => "audit",
             Kind::Whoami => "whoami",
         }
@@ -56,6 +58,7 @@ impl Kind {
             Kind::Subscriptions => "subscription",
             Kind::Keys => "key",
             Kind::OAuthClients => "OAuth client",
+            Kind::Accounts => "account",
             Kind::Audit => "audit record",
             Kind::Whoami => "user",
         }
@@ -140,6 +143,15 @@ impl Kind {
                 "previous_until",
                 "revoked_at",
             ],
+            Kind::Accounts => &[
+                "id",
+                "consumer",
+                "email",
+                "name",
+                "state",
+                "created_at",
+                "updated_at",
+            ],
             Kind::Audit => &["seq", "at", "actor", "action", "resource", "id", "detail"],
             Kind::Whoami => &["id", "user", "role"],
         }
@@ -206,6 +218,12 @@ impl Kind {
                 col("PLAN", |v| field(v, "plan")),
                 col("NAME", |v| field(v, "name")),
                 col("REVOKED", |v| field(v, "revoked_at")),
+            ],
+            Kind::Accounts => vec![
+                col("ID", |v| field(v, "id")),
+                col("CONSUMER", |v| field(v, "consumer")),
+                col("EMAIL", |v| field(v, "email")),
+                col("STATE", |v| field(v, "state")),
             ],
             Kind::Audit => vec![
                 col("SEQ", |v| field(v, "seq")),

@@ -796,3 +796,21 @@ fn apis_are_created_replaced_deleted_and_exported() {
     let c = planned(&["apis", "openapi", "orders"]);
     assert_eq!(c.path, ["apis", "orders", "openapi"]);
 }
+
+#[test]
+fn portal_accounts_are_listed_and_approved() {
+    let c = planned(&["accounts", "list", "--state", "pending"]);
+    assert_eq!(
+        (c.method.clone(), c.path.clone()),
+        (Method::GET, vec!["accounts".to_string()])
+    );
+    assert_eq!(c.query, [("state", "pending".to_string())]);
+    assert_eq!(c.show, Show::List(Kind::Accounts));
+    for verb in ["approve", "disable", "enable"] {
+        let c = planned(&["accounts", verb, "acct_0123456789abcdef"]);
+        assert_eq!(c.method, Method::POST);
+        assert_eq!(c.path, ["accounts", "acct_0123456789abcdef", verb]);
+        assert_eq!(c.show, Show::Object(Kind::Accounts));
+    }
+    assert!(parse_err(&["accounts", "list", "--state", "gone"]).contains("pending"));
+}

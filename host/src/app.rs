@@ -138,7 +138,7 @@ impl Gateway {
     }
 }
 
-/// Bind every listener and the admin API, and serve until `shutdown` turns
+/// Bind every listener, the admin API and the portal, and serve until `shutdown` turns
 /// true; then stop accepting and let connections finish. Connections run on
 /// the calling runtime (tests, tools); the binary uses [`serve_on`] with
 /// one single-threaded runtime per core.
@@ -174,9 +174,25 @@ pub async fn serve_on(
             .parent()
             .unwrap_or(Path::new("."))
             .to_path_buf();
+        let (b, task) = crate::control::admin::listener::bind(
+            gateway.control.clone(),
+            admin,
+            &base,
+            shutdown.clone(),
+        )
+        .await?;
+        bound.push(b);
+        tasks.push(task);
+    }
+    if let Some(portal) = &gw.portal {
+        let base = gateway
+            .control
+            .gw_path()
+            .parent()
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
         let (b, task) =
-            crate::control::admin::listener::bind(gateway.control.clone(), admin, &base, shutdown)
-                .await?;
+            crate::portal::listener::bind(gateway.control.clone(), portal, &base, shutdown).await?;
         bound.push(b);
         tasks.push(task);
     }

@@ -13,7 +13,8 @@
 //! | 4 | [`loader`], [`author`], [`replay`] | builds a configuration generation from the files, level by level; tools for policy authors; replaying recorded calls against two versions of a policy |
 //! | 5 | [`gateway`] | the data plane: listeners and the request pipeline |
 //! | 6 | [`control`] | the control plane: admin API, reloads, manifest edits |
-//! | 7 | [`app`], [`demo`] | the composition root; the demo upstream |
+//! | 7 | [`portal`] | the developer portal: consumers' pages on their own listener |
+//! | 8 | [`app`], [`demo`] | the composition root; the demo upstream |
 #![deny(unsafe_code)]
 
 pub mod app;
@@ -28,6 +29,7 @@ pub mod net;
 pub mod observe;
 pub mod openapi;
 pub mod policy;
+pub mod portal;
 pub mod record;
 pub mod replay;
 pub mod route;

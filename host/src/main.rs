@@ -87,6 +87,11 @@ enum Command {
         #[command(subcommand)]
         what: ImportCmd,
     },
+    /// The developer portal (docs/portal.md).
+    Portal {
+        #[command(subcommand)]
+        cmd: PortalCmd,
+    },
     /// The admin API: create the first administrator (`init`), or manage
     /// users, products, plans, consumers, apps, subscriptions and keys of a
     /// running gateway (docs/admin-api.md).
@@ -147,6 +152,19 @@ enum PolicyCmd {
     /// recorded calls (`[api.record]`) and report every call on which they
     /// decide differently: exit 1 when any does, 2 on a usage error.
     Replay(tollgate::replay::Args),
+}
+
+#[derive(Subcommand)]
+enum PortalCmd {
+    /// For the README demo: a published product over the demo API with a
+    /// self-service and a moderated plan, and an active consumer account
+    /// (its email and password printed). Offline: run it with the gateway
+    /// stopped; what exists already is left as it is.
+    DemoSeed {
+        /// The gateway file.
+        #[arg(long, short, default_value = "tollgate.toml")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -253,6 +271,22 @@ fn main() -> ExitCode {
             demo_upstream(listen)
         }
         Command::Policy { cmd } => policy(cmd),
+        Command::Portal {
+            cmd: PortalCmd::DemoSeed { config },
+        } => match tollgate::portal::demo::seed(&config) {
+            Ok(()) => {
+                println!(
+                    "email: {}\npassword: {}",
+                    tollgate::portal::demo::DEMO_EMAIL,
+                    tollgate::portal::demo::DEMO_PASSWORD
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Import { what } => import(what),
         Command::Record {
             config,

@@ -2,6 +2,7 @@
 //! plugins built from this tree, a real recording upstream, and clients.
 
 pub mod admin;
+pub mod browser;
 pub mod raw;
 pub mod runner;
 pub mod tls_upstream;
@@ -389,6 +390,8 @@ pub struct TestGateway {
     pub tls: bool,
     /// The admin API's address, with [`GatewayBuilder::admin`].
     pub admin_addr: Option<SocketAddr>,
+    /// The developer portal's address, with a `[portal]` section.
+    pub portal_addr: Option<SocketAddr>,
     shutdown: tokio::sync::watch::Sender<bool>,
 }
 
@@ -506,6 +509,7 @@ debounce = "50ms"
             addr: bound[0].addr,
             tls: b.tls.is_some(),
             admin_addr: bound.iter().find(|b| b.name == "admin").map(|b| b.addr),
+            portal_addr: bound.iter().find(|b| b.name == "portal").map(|b| b.addr),
             shutdown: tx,
         }
     }

@@ -47,6 +47,7 @@ fn check(path: &Path, gw: &GatewayFile) -> Vec<String> {
     }
     check_listeners(gw, &mut errs);
     check_admin(gw, &mut errs);
+    check_portal(gw, &mut errs);
     check_step_limits(&gw.limits, &mut errs);
     check_connection_limits(&gw.limits, &mut errs);
     check_plugin_limits(&gw.limits, &mut errs);
@@ -117,6 +118,64 @@ fn check_admin(gw: &GatewayFile, errs: &mut Vec<String>) {
             "admin.max-body = {} bytes must be between 1KiB and 64MiB",
             admin.max_body.0
         ));
+    }
+}
+
+/// The portal: IP:port, TLS unless on loopback or behind an https
+/// `public-url`, an http(s) `public-url`, limits in range.
+fn check_portal(gw: &GatewayFile, errs: &mut Vec<String>) {
+    let Some(p) = &gw.portal else { return };
+    let https_url = p
+        .public_url
+        .as_deref()
+        .is_some_and(|u| u.starts_with("https://"));
+    match p.address.parse::<SocketAddr>() {
+        Err(_) => errs.push(format!(
+            "portal.address `{}` is not IP:port (e.g. 127.0.0.1:8002)",
+            p.address
+        )),
+        Ok(a) if !a.ip().is_loopback() && p.tls.is_none() && !https_url => errs.push(format!(
+            "portal.address `{}` is not a loopback address: the portal carries passwords and session cookies, so it needs `tls` there (or an https `public-url` when a TLS proxy is in front, or 127.0.0.1)",
+            p.address
+        )),
+        Ok(_) => {}
+    }
+    if let Some(u) = &p.public_url {
+        let ok = (u.starts_with("http://") || u.starts_with("https://"))
+            && u.split_once("://")
+                .is_some_and(|(_, rest)| !rest.is_empty() && !rest.starts_with('/'))
+            && !u.contains(['?', '#', ' ', '"', '<', '>'])
+            && u.len() <= 200;
+        if !ok {
+            errs.push(format!(
+                "portal.public-url `{u}` is not an http:// or https:// URL without query or fragment (e.g. https://developer.example.com)"
+            ));
+        }
+    }
+    let secs = |d: &manifest::Dur| d.0.as_secs();
+    if !(300..=30 * 86_400).contains(&secs(&p.session_lifetime)) {
+        errs.push("portal.session-lifetime must be between 5m and 720h (30 days)".into());
+    }
+    if !(60..=86_400).contains(&secs(&p.reset_lifetime)) {
+        errs.push("portal.reset-lifetime must be between 1m and 24h".into());
+    }
+    if !(1024..=(1 << 20)).contains(&p.max_body.0) {
+        errs.push(format!(
+            "portal.max-body = {} bytes must be between 1KiB and 1MiB",
+            p.max_body.0
+        ));
+    }
+    let l = &p.lockout;
+    if !(1..=100).contains(&l.failures) {
+        errs.push("portal.lockout.failures must be between 1 and 100".into());
+    }
+    if !(1..=10_000).contains(&l.client_failures) {
+        errs.push("portal.lockout.client-failures must be between 1 and 10000".into());
+    }
+    for (name, d) in [("window", &l.window), ("duration", &l.duration)] {
+        if !(1..=86_400).contains(&secs(d)) {
+            errs.push(format!("portal.lockout.{name} must be between 1s and 24h"));
+        }
     }
 }
 

@@ -217,6 +217,8 @@ pub struct GatewayFile {
     /// `[oauth]`: the OAuth 2.0 authorization server (client credentials);
     /// off without it.
     pub oauth: Option<OAuthSpec>,
+    /// `[portal]`: the developer portal's own listener; none without it.
+    pub portal: Option<PortalSpec>,
 }
 
 /// `[oauth]`: the gateway issues access tokens to OAuth clients of its
@@ -362,6 +364,94 @@ fn default_admin_address() -> String {
 
 fn default_admin_body() -> Size {
     Size(1 << 20)
+}
+
+/// `[portal]`: the developer portal on its own listener (docs/portal.md):
+/// consumers sign up, sign in, create apps, subscribe to plans and manage
+/// their keys.
+///
+/// ```toml
+/// [portal]
+/// address = "127.0.0.1:8002"    # a non-loopback address needs `tls` (or an https public-url)
+/// signup = "moderated"          # "open" | "moderated" (default) | "closed"
+/// public-url = "https://developer.example.com"  # links in mail; default from `address`
+/// outbox = "outbox"             # each mail one .eml file in this folder; without it no password reset
+/// session-lifetime = "8h"
+/// reset-lifetime = "30m"        # how long a password-reset link works
+/// max-body = "64KiB"
+/// lockout = { failures = 5, window = "15m", duration = "15m", client-failures = 50 }
+/// tls = { cert = "cert.pem", key = "key.pem" }
+/// ```
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PortalSpec {
+    #[serde(default = "default_portal_address")]
+    pub address: String,
+    #[serde(default)]
+    pub signup: Signup,
+    pub public_url: Option<String>,
+    pub outbox: Option<PathBuf>,
+    #[serde(default = "default_session_lifetime")]
+    pub session_lifetime: Dur,
+    #[serde(default = "default_reset_lifetime")]
+    pub reset_lifetime: Dur,
+    #[serde(default = "default_portal_body")]
+    pub max_body: Size,
+    #[serde(default)]
+    pub lockout: LockoutSpec,
+    pub tls: Option<TlsSpec>,
+}
+
+/// Who may create a portal account.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Signup {
+    /// Anyone; the account is active at once.
+    Open,
+    /// Anyone; the account waits for an administrator's approval.
+    #[default]
+    Moderated,
+    /// No sign-up page: accounts come from the admin side.
+    Closed,
+}
+
+/// Sign-in throttling: `failures` wrong passwords for one account within
+/// `window` lock it for `duration`; `client-failures` from one client
+/// address within `window` lock that address out for `duration`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct LockoutSpec {
+    pub failures: u32,
+    pub window: Dur,
+    pub duration: Dur,
+    pub client_failures: u32,
+}
+
+impl Default for LockoutSpec {
+    fn default() -> Self {
+        LockoutSpec {
+            failures: 5,
+            window: Dur(Duration::from_secs(15 * 60)),
+            duration: Dur(Duration::from_secs(15 * 60)),
+            client_failures: 50,
+        }
+    }
+}
+
+fn default_portal_address() -> String {
+    "127.0.0.1:8002".into()
+}
+
+fn default_session_lifetime() -> Dur {
+    Dur(Duration::from_secs(8 * 3600))
+}
+
+fn default_reset_lifetime() -> Dur {
+    Dur(Duration::from_secs(30 * 60))
+}
+
+fn default_portal_body() -> Size {
+    Size(64 << 10)
 }
 
 #[derive(Debug, Deserialize, Clone)]

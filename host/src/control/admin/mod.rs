@@ -49,7 +49,7 @@ pub fn recover(config: &Path, user: &str) -> anyhow::Result<(String, bool)> {
 
 /// The registry in the data directory of gateway file `config`, opened by
 /// this process (the gateway must be stopped: it holds the store's lock).
-fn open_offline(config: &Path, command: &str) -> anyhow::Result<Registry> {
+pub fn open_offline(config: &Path, command: &str) -> anyhow::Result<Registry> {
     let path = config
         .canonicalize()
         .with_context(|| format!("cannot open {}", config.display()))?;

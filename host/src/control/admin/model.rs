@@ -32,6 +32,7 @@ resource! {
     Subscription => "sub", "subscription";
     Key => "key", "key";
     OAuthClient => "oauth-client", "OAuth client";
+    Account => "account", "account";
 }
 
 // ---------------------------------------------------------------------------
@@ -658,6 +659,46 @@ pub struct SigningKey {
     /// When a newer key took over signing; the key is still published
     /// until the tokens it signed have expired.
     pub retired_at: Option<Ts>,
+}
+
+// ---------------------------------------------------------------------------
+// Portal accounts
+
+/// Where a consumer's portal account stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AccountState {
+    /// Signed up on a moderated portal: waits for an administrator.
+    Pending,
+    Active,
+    /// May not sign in; its sessions end.
+    Disabled,
+}
+
+impl AccountState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountState::Pending => "pending",
+            AccountState::Active => "active",
+            AccountState::Disabled => "disabled",
+        }
+    }
+}
+
+/// A consumer's sign-in to the developer portal: one per consumer, created
+/// with it at sign-up; the email is unique regardless of case.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Account {
+    pub id: String,
+    pub consumer: String,
+    pub email: String,
+    pub name: String,
+    pub state: AccountState,
+    pub created_at: Ts,
+    pub updated_at: Ts,
+    /// The Argon2id hash (PHC string) of the password. Never shown.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub password_hash: String,
 }
 
 // ---------------------------------------------------------------------------

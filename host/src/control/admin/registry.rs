@@ -1,5 +1,6 @@
 //! The control plane's state in the embedded store: admin users, products,
-//! plans, consumers, apps, subscriptions, keys and the audit log.
+//! plans, consumers, apps, subscriptions, keys, portal accounts (with
+//! their sessions and reset links) and the audit log.
 //!
 //! Everything lives in one tree, `control`, as JSON under typed prefixes
 //! (`product/ID`, `key/ID`, ...) with index entries beside them
@@ -25,6 +26,12 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::sync::Mutex;
 
+pub use accounts::{
+    check_password, decoy_hash, hash_password, new_token, verify_password, Session, SignUp,
+    MIN_PASSWORD,
+};
+
+mod accounts;
 mod apps;
 mod consumers;
 mod keys;
@@ -463,6 +470,7 @@ fn detail_of<T: Serialize>(v: &T) -> serde_json::Value {
         o.remove("sha256");
         o.remove("previous_sha256");
         o.remove("token_sha256");
+        o.remove("password_hash");
         o.remove("created_at");
         o.remove("updated_at");
     }

@@ -88,6 +88,7 @@ pub fn view<T: Serialize>(v: &T) -> Value {
         o.remove("sha256");
         o.remove("previous_sha256");
         o.remove("token_sha256");
+        o.remove("password_hash");
     }
     j
 }

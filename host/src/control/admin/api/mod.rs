@@ -13,6 +13,7 @@ pub mod crud;
 pub mod openapi;
 pub mod request;
 
+mod accounts;
 mod analytics;
 mod apis;
 mod apps;
@@ -214,6 +215,12 @@ pub const TABLE: &[Route] = {
     get("/admin/v1/apps/{id}", Apps, read::<App>),
     patch("/admin/v1/apps/{id}", Apps, update::<App>),
     delete("/admin/v1/apps/{id}", Apps, remove::<App>),
+    // Portal accounts (created by signing up on the portal).
+    get("/admin/v1/accounts", Consumers, accounts::list),
+    get("/admin/v1/accounts/{id}", Consumers, accounts::get),
+    post("/admin/v1/accounts/{id}/approve", Consumers, accounts::approve),
+    post("/admin/v1/accounts/{id}/disable", Consumers, accounts::disable),
+    post("/admin/v1/accounts/{id}/enable", Consumers, accounts::enable),
     // Subscriptions and keys.
     get("/admin/v1/subscriptions", Subscriptions, list::<Subscription>),
     post("/admin/v1/subscriptions", Subscriptions, create::<Subscription>),
@@ -409,9 +416,10 @@ mod tests {
             let f = *by_segment.entry(seg).or_insert(r.family);
             assert_eq!(f, r.family, "{} {}", r.method, r.path);
         }
-        // 15 collections (analytics, version-sets and the OAuth ones among
-        // them), and outside `/admin/v1` the two probes and the metrics.
-        assert_eq!(by_segment.len(), 18, "{by_segment:?}");
+        // 16 collections (analytics, version-sets, accounts and the OAuth
+        // ones among them), and outside `/admin/v1` the two probes and the
+        // metrics.
+        assert_eq!(by_segment.len(), 19, "{by_segment:?}");
         assert_eq!(by_segment["oauth-clients"], Family::Keys);
         assert_eq!(by_segment["oauth-keys"], Family::SigningKeys);
         assert_eq!(by_segment["version-sets"], Family::Apis);

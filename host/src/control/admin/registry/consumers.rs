@@ -74,6 +74,8 @@ impl Registry {
         let _: Consumer = self.must("consumer", "consumer", id)?;
         self.refuse_children("app-of-consumer", "consumer", id, "apps")?;
         let mut tx = Tx::default();
+        // Its portal account goes with it.
+        self.delete_account_of(&mut tx, id)?;
         tx.del(key("consumer", id));
         self.commit(tx, actor, "delete", "consumer", id, serde_json::json!({}))
     }

@@ -1,0 +1,1193 @@
+//! One portal request: the head read and checked (a form body of
+//! `[portal] max-body` at most, as `application/x-www-form-urlencoded`),
+//! then routed on the blocking pool (the registry waits for the disk,
+//! Argon2 for the CPU), and every answer given the same security headers.
+//!
+//! Defences, each tested (`tests/tests/e2e/portal.rs`):
+//! - sessions: a random 256-bit id in an `HttpOnly`, `SameSite=Lax` cookie
+//!   (`Secure` and `__Host-` under TLS), stored as its SHA-256 with an
+//!   expiry; a new id at every sign-in;
+//! - CSRF: every form carries a synchronizer token — the session's, or
+//!   before sign-in a double-submit cookie's — checked on every POST, and
+//!   a POST whose `Origin` (or `Referer`) is another site is refused;
+//! - redirects after sign-in only to a same-site relative path;
+//! - a strict CSP, `X-Frame-Options: DENY`, `nosniff`, no referrer;
+//! - sign-in throttled per email and per client, with one generic error.
+
+use super::form::{query_param, Form};
+use super::Portal;
+use crate::control::admin::model::{
+    Account, AccountState, App, AppCreate, Approval, KeyCreate, KeyRotate, Plan, Product, SubState,
+    SubscriptionCreate, Ts,
+};
+use crate::control::admin::registry::{
+    check_password, decoy_hash, hash_password, new_token, verify_password, Session, SignUp,
+};
+use crate::control::admin::AdminError;
+use crate::manifest::Signup;
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde_json::{json, Value};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// The overlap a key rotated from the portal keeps working for.
+pub const ROTATION_OVERLAP_SECONDS: u64 = 3600;
+
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// What the generic sign-in failure says (the same for an unknown email, a
+/// wrong password and a locked-out sign-in).
+pub const SIGNIN_FAILED: &str = "Sign-in failed: the email or the password is wrong, or sign-in is paused after too many failures. Try again later.";
+
+/// A request as the handlers see it.
+struct Req {
+    method: Method,
+    path: String,
+    query: Option<String>,
+    cookies: Vec<(String, String)>,
+    body: Bytes,
+    peer: IpAddr,
+}
+
+impl Req {
+    fn cookie(&self, name: &str) -> Option<&str> {
+        self.cookies
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// An answer before its common headers.
+struct Reply {
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+    location: Option<String>,
+    cookies: Vec<String>,
+    cache: &'static str,
+}
+
+impl Reply {
+    fn html(status: StatusCode, body: String) -> Reply {
+        Reply {
+            status,
+            content_type: "text/html; charset=utf-8",
+            body,
+            location: None,
+            cookies: Vec::new(),
+            cache: "no-store",
+        }
+    }
+
+    fn redirect(to: &str) -> Reply {
+        Reply {
+            location: Some(to.to_string()),
+            ..Reply::html(StatusCode::SEE_OTHER, String::new())
+        }
+    }
+
+    fn cookie(mut self, c: String) -> Reply {
+        self.cookies.push(c);
+        self
+    }
+}
+
+/// A refusal: its status and what the page says.
+struct Fail {
+    status: StatusCode,
+    message: String,
+}
+
+fn fail(status: StatusCode, message: impl Into<String>) -> Fail {
+    Fail {
+        status,
+        message: message.into(),
+    }
+}
+
+impl From<AdminError> for Fail {
+    fn from(e: AdminError) -> Fail {
+        let status = match e.status.as_u16() {
+            503 => StatusCode::SERVICE_UNAVAILABLE,
+            404 => StatusCode::NOT_FOUND,
+            409 => StatusCode::CONFLICT,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        fail(status, e.message)
+    }
+}
+
+type Out = Result<Reply, Fail>;
+
+/// Who is asking: a signed-in consumer's session, and the pre-sign-in
+/// CSRF cookie when there is one.
+#[derive(Clone)]
+struct Who {
+    session: Option<(String, Session, Account)>,
+    anon: Option<String>,
+}
+
+impl Who {
+    /// The token this page's forms carry.
+    fn csrf(&self) -> String {
+        match (&self.session, &self.anon) {
+            (Some((_, s, _)), _) => s.csrf.clone(),
+            (None, Some(a)) => a.clone(),
+            (None, None) => String::new(),
+        }
+    }
+
+    fn account(&self) -> Option<&Account> {
+        self.session.as_ref().map(|(_, _, a)| a)
+    }
+}
+
+/// Answer one request.
+pub async fn handle(
+    portal: Arc<Portal>,
+    req: Request<Incoming>,
+    peer: std::net::SocketAddr,
+) -> Response<Full<Bytes>> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let reply = match read(&portal, req, peer.ip()).await {
+        Ok(r) => {
+            let p = portal.clone();
+            match tokio::task::spawn_blocking(move || serve(&p, r)).await {
+                Ok(Ok(reply)) => reply,
+                Ok(Err(f)) => portal.error_page(f),
+                Err(e) => {
+                    portal.error_page(fail(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}")))
+                }
+            }
+        }
+        Err(f) => portal.error_page(f),
+    };
+    tracing::debug!(%peer, %method, %path, status = reply.status.as_u16(), "portal");
+    portal.finish(reply)
+}
+
+/// The request's head checked and its form body read.
+async fn read(portal: &Portal, req: Request<Incoming>, peer: IpAddr) -> Result<Req, Fail> {
+    let (parts, body) = req.into_parts();
+    let method = parts.method.clone();
+    let post = match method {
+        Method::GET | Method::HEAD => false,
+        Method::POST => true,
+        _ => {
+            return Err(fail(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Only GET and POST are served here.",
+            ))
+        }
+    };
+    let cookies = cookies(&parts.headers);
+    if post {
+        same_origin(portal, &parts.headers)?;
+        let ct = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let essence = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if essence != "application/x-www-form-urlencoded" {
+            return Err(fail(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Forms are sent as application/x-www-form-urlencoded.",
+            ));
+        }
+        let declared = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > portal.max_body) {
+            return Err(too_large(portal.max_body));
+        }
+    }
+    let body = if post {
+        match Limited::new(body, portal.max_body as usize).collect().await {
+            Ok(c) => c.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(too_large(portal.max_body))
+            }
+            Err(_) => return Err(fail(StatusCode::BAD_REQUEST, "The form could not be read.")),
+        }
+    } else {
+        Bytes::new()
+    };
+    Ok(Req {
+        method,
+        path: parts.uri.path().to_string(),
+        query: parts.uri.query().map(str::to_string),
+        cookies,
+        body,
+        peer,
+    })
+}
+
+fn too_large(limit: u64) -> Fail {
+    fail(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("The form is larger than {limit} bytes."),
+    )
+}
+
+/// The request's cookies (name, value), from every `Cookie` header.
+fn cookies(h: &HeaderMap) -> Vec<(String, String)> {
+    h.get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Refuse a POST another site's page sent: its `Origin` (else its
+/// `Referer`) must be this portal's (its public URL's, or the `Host` it
+/// was sent to), and `Sec-Fetch-Site` must not say `cross-site`.
+fn same_origin(portal: &Portal, h: &HeaderMap) -> Result<(), Fail> {
+    let refuse = || {
+        fail(
+            StatusCode::FORBIDDEN,
+            "This form was sent from another site: refused.",
+        )
+    };
+    let get = |n: header::HeaderName| h.get(n).and_then(|v| v.to_str().ok());
+    if get(header::HeaderName::from_static("sec-fetch-site")) == Some("cross-site") {
+        return Err(refuse());
+    }
+    let from = match (get(header::ORIGIN), get(header::REFERER)) {
+        (Some(o), _) => o.to_string(),
+        (None, Some(r)) => origin_of(r).ok_or_else(refuse)?,
+        (None, None) => return Ok(()),
+    };
+    let host = get(header::HOST).unwrap_or("");
+    let ours = from == portal.public_origin
+        || from.split_once("://").is_some_and(|(scheme, auth)| {
+            matches!(scheme, "http" | "https") && !host.is_empty() && auth == host
+        });
+    if ours {
+        Ok(())
+    } else {
+        Err(refuse())
+    }
+}
+
+/// `scheme://authority` of a URL.
+fn origin_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let auth = rest.split(['/', '?', '#']).next()?;
+    Some(format!("{scheme}://{auth}"))
+}
+
+/// Where to go after signing in: `next` when it is a path on this site
+/// (one leading `/`, no backslash, no scheme, no control character),
+/// else the apps page.
+pub fn safe_next(next: &str) -> String {
+    let ok = next.starts_with('/')
+        && !next.starts_with("//")
+        && !next.contains('\\')
+        && next.len() <= 512
+        && !next.chars().any(|c| c.is_control() || c.is_whitespace())
+        && !next.to_ascii_lowercase().contains("%5c")
+        && !next[1..].starts_with("%2f")
+        && !next[1..].starts_with("%2F");
+    if ok {
+        next.to_string()
+    } else {
+        "/apps".to_string()
+    }
+}
+
+/// Constant-time comparison of two tokens.
+fn same_token(a: &str, b: &str) -> bool {
+    !a.is_empty()
+        && a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+fn is_token(s: &str) -> bool {
+    s.len() == 43
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+// ---------------------------------------------------------------------------
+// Routing
+
+fn serve(p: &Portal, req: Req) -> Out {
+    let who = p.who(&req)?;
+    let segs: Vec<&str> = req.path.trim_start_matches('/').split('/').collect();
+    let get = matches!(req.method, Method::GET | Method::HEAD);
+    match (get, segs.as_slice()) {
+        (true, ["static", "portal.css"]) => Ok(Reply {
+            content_type: "text/css; charset=utf-8",
+            cache: "public, max-age=3600",
+            ..Reply::html(StatusCode::OK, super::pages::CSS.to_string())
+        }),
+        (true, [""]) => p.home(who),
+        (true, ["signin"]) => p.signin_page(&req, who, StatusCode::OK, None, ""),
+        (false, ["signin"]) => p.signin(&req, who),
+        (true, ["signup"]) => p.signup_page(who, StatusCode::OK, None, "", ""),
+        (false, ["signup"]) => p.signup(&req, who),
+        (false, ["signout"]) => p.signout(&req, who),
+        (true, ["reset"]) => p.reset_page(who),
+        (false, ["reset"]) => p.reset_request(&req, who),
+        (true, ["reset", "confirm"]) => p.reset_confirm_page(&req, who),
+        (false, ["reset", "confirm"]) => p.reset_confirm(&req, who),
+        (true, ["apps"]) => p.apps(&req, who),
+        (false, ["apps"]) => p.create_app(&req, who),
+        (true, ["apps", id]) => p.app(&req, who, id, None),
+        (false, ["apps", id, "subscriptions"]) => p.subscribe(&req, who, id),
+        (false, ["apps", id, "keys"]) => p.create_key(&req, who, id),
+        (false, ["apps", id, "keys", key, action @ ("rotate" | "revoke")]) => {
+            p.key_action(&req, who, id, key, action)
+        }
+        _ => Err(fail(StatusCode::NOT_FOUND, "There is no such page.")),
+    }
+}
+
+impl Portal {
+    fn cookie_name(&self, base: &str) -> String {
+        if self.secure {
+            format!("__Host-{base}")
+        } else {
+            base.to_string()
+        }
+    }
+
+    fn set_cookie(&self, base: &str, value: &str, max_age: u64) -> String {
+        format!(
+            "{}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Lax{}",
+            self.cookie_name(base),
+            if self.secure { "; Secure" } else { "" }
+        )
+    }
+
+    /// The session of the request's cookie, if live.
+    fn who(&self, req: &Req) -> Result<Who, Fail> {
+        let session = match req.cookie(&self.cookie_name(SESSION)) {
+            Some(secret) if is_token(secret) => self
+                .registry
+                .session(secret)?
+                .map(|(s, a)| (secret.to_string(), s, a)),
+            _ => None,
+        };
+        let anon = req
+            .cookie(&self.cookie_name(CSRF))
+            .filter(|t| is_token(t))
+            .map(str::to_string);
+        Ok(Who { session, anon })
+    }
+
+    /// Parse the form and check its token: the session's, or — on the
+    /// pages before sign-in (`anonymous`) — the pre-sign-in cookie's too.
+    fn form(&self, req: &Req, who: &Who, fields: &[&str], anonymous: bool) -> Result<Form, Fail> {
+        let mut allowed = vec!["csrf"];
+        allowed.extend_from_slice(fields);
+        let form =
+            Form::parse(&req.body, &allowed).map_err(|e| fail(StatusCode::BAD_REQUEST, e))?;
+        let sent = form.get("csrf");
+        let by_session = who
+            .session
+            .as_ref()
+            .is_some_and(|(_, s, _)| same_token(sent, &s.csrf));
+        let by_cookie = anonymous && who.anon.as_deref().is_some_and(|a| same_token(sent, a));
+        if by_session || by_cookie {
+            Ok(form)
+        } else {
+            Err(fail(
+                StatusCode::FORBIDDEN,
+                "This form has expired or did not come from this portal (its CSRF token does not match). Reload the page and try again.",
+            ))
+        }
+    }
+
+    /// The signed-in account, or a redirect to sign in.
+    fn signed_in<'a>(
+        &self,
+        req: &Req,
+        who: &'a Who,
+    ) -> Result<&'a (String, Session, Account), Reply> {
+        who.session.as_ref().ok_or_else(|| {
+            let next = match &req.query {
+                Some(q) if req.method == Method::GET => format!("{}?{q}", req.path),
+                _ => req.path.clone(),
+            };
+            let next: String = safe_next(&next);
+            Reply::redirect(&format!("/signin?next={}", encode(&next)))
+        })
+    }
+
+    /// Render a page: the layout's context (who is signed in, the forms'
+    /// token, whether sign-up is open) and `extra`.
+    fn page(&self, name: &str, title: &str, who: &Who, status: StatusCode, extra: Value) -> Out {
+        let mut ctx = json!({
+            "title": title,
+            "csrf": who.csrf(),
+            "account": who.account().map(|a| json!({"name": a.name, "email": a.email})),
+            "signup_open": self.signup != Signup::Closed,
+            "reset_available": self.outbox.is_some(),
+        });
+        if let (Some(o), Some(e)) = (ctx.as_object_mut(), extra.as_object()) {
+            o.extend(e.clone());
+        }
+        let body = self
+            .pages
+            .render(name, ctx)
+            .map_err(|e| fail(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+        Ok(Reply::html(status, body))
+    }
+
+    /// A page with a form before sign-in: sets the pre-sign-in CSRF cookie
+    /// when there is none.
+    fn anon_page(
+        &self,
+        name: &str,
+        title: &str,
+        mut who: Who,
+        status: StatusCode,
+        extra: Value,
+    ) -> Out {
+        let fresh = if who.session.is_none() && who.anon.is_none() {
+            let t = new_token();
+            who.anon = Some(t.clone());
+            Some(t)
+        } else {
+            None
+        };
+        let mut r = self.page(name, title, &who, status, extra)?;
+        if let Some(t) = fresh {
+            r = r.cookie(self.set_cookie(CSRF, &t, 86_400));
+        }
+        Ok(r)
+    }
+
+    fn error_page(&self, f: Fail) -> Reply {
+        let who = Who {
+            session: None,
+            anon: None,
+        };
+        let title = f.status.canonical_reason().unwrap_or("Error").to_string();
+        match self.page(
+            "message.html",
+            &title,
+            &who,
+            f.status,
+            json!({"error": f.message, "link": "/", "link_text": "Back to the portal"}),
+        ) {
+            Ok(r) => r,
+            Err(e) => Reply {
+                content_type: "text/plain; charset=utf-8",
+                ..Reply::html(f.status, e.message)
+            },
+        }
+    }
+
+    /// The common headers.
+    fn finish(&self, r: Reply) -> Response<Full<Bytes>> {
+        let mut resp = Response::new(Full::new(Bytes::from(r.body)));
+        *resp.status_mut() = r.status;
+        let h = resp.headers_mut();
+        let st = HeaderValue::from_static;
+        h.insert(header::CONTENT_TYPE, st(r.content_type));
+        h.insert(header::CACHE_CONTROL, st(r.cache));
+        h.insert(header::CONTENT_SECURITY_POLICY, st(CSP));
+        h.insert(header::X_FRAME_OPTIONS, st("DENY"));
+        h.insert(header::X_CONTENT_TYPE_OPTIONS, st("nosniff"));
+        h.insert(header::REFERRER_POLICY, st("no-referrer"));
+        h.insert(
+            header::HeaderName::from_static("cross-origin-opener-policy"),
+            st("same-origin"),
+        );
+        if self.tls {
+            h.insert(header::STRICT_TRANSPORT_SECURITY, st("max-age=31536000"));
+        }
+        if let Some(l) = r.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+            h.insert(header::LOCATION, l);
+        }
+        for c in r.cookies {
+            if let Ok(v) = HeaderValue::from_str(&c) {
+                h.append(header::SET_COOKIE, v);
+            }
+        }
+        resp
+    }
+
+    // -----------------------------------------------------------------------
+    // Products
+
+    fn home(&self, who: Who) -> Out {
+        let g = self.control.current();
+        let products = self
+            .registry
+            .list::<Product>("product", None, 500, |p| p.published)?
+            .items;
+        let mut out = Vec::new();
+        for p in products {
+            let plans = self.plans_of(&p.id)?;
+            let apis: Vec<Value> = p
+                .apis
+                .iter()
+                .map(|name| {
+                    let routes: Vec<String> = g
+                        .apis
+                        .iter()
+                        .find(|a| *a.name == **name)
+                        .map(|a| {
+                            a.spec
+                                .routes
+                                .iter()
+                                .map(|r| {
+                                    let r = r.get_ref();
+                                    let methods = if r.methods.is_empty() {
+                                        "ANY".to_string()
+                                    } else {
+                                        r.methods.join(", ")
+                                    };
+                                    let at = match (&r.path, &r.prefix) {
+                                        (Some(path), _) => path.clone(),
+                                        (None, Some(prefix)) => format!("{prefix}/…"),
+                                        (None, None) => "/".into(),
+                                    };
+                                    format!("{methods} {at}")
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    json!({"name": name, "routes": routes})
+                })
+                .collect();
+            out.push(json!({
+                "id": p.id, "name": p.name, "description": p.description,
+                "apis": apis, "plans": plans.iter().map(plan_view).collect::<Vec<_>>(),
+            }));
+        }
+        self.page(
+            "home.html",
+            "Products",
+            &who,
+            StatusCode::OK,
+            json!({"products": out}),
+        )
+    }
+
+    fn plans_of(&self, product: &str) -> Result<Vec<Plan>, Fail> {
+        Ok(self
+            .registry
+            .list::<Plan>("plan", None, 1000, |x| x.product == product)?
+            .items)
+    }
+
+    // -----------------------------------------------------------------------
+    // Sign-in, sign-up, sign-out
+
+    fn signin_page(
+        &self,
+        req: &Req,
+        who: Who,
+        status: StatusCode,
+        error: Option<&str>,
+        email: &str,
+    ) -> Out {
+        let next = safe_next(&query_param(req.query.as_deref(), "next").unwrap_or_default());
+        let notice = match query_param(req.query.as_deref(), "done").as_deref() {
+            Some("signed-up") => Some("Thank you for signing up. If your account needs approval, you can sign in once an administrator has approved it."),
+            Some("reset") => Some("Your password was changed. Sign in with the new one."),
+            Some("signed-out") => Some("You are signed out."),
+            _ => None,
+        };
+        self.anon_page(
+            "signin.html",
+            "Sign in",
+            who,
+            status,
+            json!({"next": next, "error": error, "email": email, "notice": notice}),
+        )
+    }
+
+    fn signin(&self, req: &Req, who: Who) -> Out {
+        let form = self.form(req, &who, &["email", "password", "next"], true)?;
+        let (email, password) = (form.get("email").trim(), form.get("password"));
+        let again = |status, msg: &str| {
+            let r = Req {
+                query: Some(format!("next={}", encode(form.get("next")))),
+                method: Method::GET,
+                path: "/signin".into(),
+                cookies: Vec::new(),
+                body: Bytes::new(),
+                peer: req.peer,
+            };
+            self.signin_page(&r, who.clone(), status, Some(msg), email)
+        };
+        if self.throttle.locked(email, req.peer) {
+            return again(StatusCode::UNAUTHORIZED, SIGNIN_FAILED);
+        }
+        let account = self.registry.account_by_email(email)?;
+        let hash = account
+            .as_ref()
+            .map_or(decoy_hash(), |a| a.password_hash.as_str());
+        let ok = verify_password(hash, password) && account.is_some();
+        let Some(account) = account.filter(|_| ok) else {
+            self.throttle.failed(email, req.peer);
+            return again(StatusCode::UNAUTHORIZED, SIGNIN_FAILED);
+        };
+        match account.state {
+            AccountState::Active => {}
+            AccountState::Pending => {
+                return again(
+                    StatusCode::FORBIDDEN,
+                    "Your account awaits approval by an administrator.",
+                )
+            }
+            AccountState::Disabled => {
+                return again(StatusCode::FORBIDDEN, "This account is disabled.")
+            }
+        }
+        // A new session id at every sign-in: whatever id the browser held
+        // before (planted or not) is ended, never promoted.
+        if let Some((old, _, _)) = &who.session {
+            self.registry.end_session(old)?;
+        }
+        let (secret, _) = self.registry.create_session(&account.id, self.session_ms)?;
+        Ok(Reply::redirect(&safe_next(form.get("next")))
+            .cookie(self.set_cookie(SESSION, &secret, self.session_ms / 1000))
+            .cookie(self.set_cookie(CSRF, "", 0)))
+    }
+
+    fn signup_page(
+        &self,
+        who: Who,
+        status: StatusCode,
+        error: Option<&str>,
+        name: &str,
+        email: &str,
+    ) -> Out {
+        if self.signup == Signup::Closed {
+            return Err(fail(
+                StatusCode::NOT_FOUND,
+                "Sign-up is closed on this portal.",
+            ));
+        }
+        self.anon_page(
+            "signup.html",
+            "Sign up",
+            who,
+            status,
+            json!({
+                "error": error, "name": name, "email": email,
+                "moderated": self.signup == Signup::Moderated,
+                "min_password": crate::control::admin::registry::MIN_PASSWORD,
+            }),
+        )
+    }
+
+    fn signup(&self, req: &Req, who: Who) -> Out {
+        if self.signup == Signup::Closed {
+            return Err(fail(
+                StatusCode::NOT_FOUND,
+                "Sign-up is closed on this portal.",
+            ));
+        }
+        let form = self.form(req, &who, &["name", "email", "password"], true)?;
+        let (name, email) = (form.get("name").trim(), form.get("email").trim());
+        let checked = crate::control::admin::model::check_email(email)
+            .and_then(|()| check_password(form.get("password")))
+            .and_then(|()| crate::control::admin::model::check_text("name", name, 200))
+            .and_then(|()| {
+                if name.is_empty() {
+                    Err(AdminError::invalid("name", "a name is required"))
+                } else {
+                    Ok(())
+                }
+            });
+        if let Err(e) = checked {
+            let msg = e.to_string();
+            return self.signup_page(who, StatusCode::BAD_REQUEST, Some(&msg), name, email);
+        }
+        let hash = hash_password(form.get("password"))?;
+        let state = match self.signup {
+            Signup::Open => AccountState::Active,
+            _ => AccountState::Pending,
+        };
+        match self.registry.sign_up(
+            "portal",
+            SignUp {
+                email: email.to_string(),
+                name: name.to_string(),
+                password_hash: hash,
+                state,
+            },
+        ) {
+            Ok(_) => {}
+            // An email in use: the same answer as a sign-up (so that the
+            // form does not tell who has an account); the owner is told.
+            Err(e) if e.status == StatusCode::CONFLICT => {
+                self.mail(
+                    email,
+                    "Someone tried to sign up with your email",
+                    &format!(
+                        "Someone (perhaps you) tried to create a developer-portal account with this email, which has one already.\n\nTo sign in: {}/signin\nForgot your password? {}/reset\n",
+                        self.public_url, self.public_url
+                    ),
+                );
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(Reply::redirect("/signin?done=signed-up"))
+    }
+
+    fn signout(&self, req: &Req, who: Who) -> Out {
+        let _ = self.form(req, &who, &[], false)?;
+        if let Some((secret, _, _)) = &who.session {
+            self.registry.end_session(secret)?;
+        }
+        Ok(Reply::redirect("/signin?done=signed-out").cookie(self.set_cookie(SESSION, "", 0)))
+    }
+
+    // -----------------------------------------------------------------------
+    // Password reset
+
+    fn reset_page(&self, who: Who) -> Out {
+        if self.outbox.is_none() {
+            return Err(fail(
+                StatusCode::NOT_FOUND,
+                "Password reset is not available on this portal: ask an administrator.",
+            ));
+        }
+        self.anon_page(
+            "reset_request.html",
+            "Reset your password",
+            who,
+            StatusCode::OK,
+            json!({}),
+        )
+    }
+
+    fn reset_request(&self, req: &Req, who: Who) -> Out {
+        if self.outbox.is_none() {
+            return Err(fail(
+                StatusCode::NOT_FOUND,
+                "Password reset is not available on this portal.",
+            ));
+        }
+        let form = self.form(req, &who, &["email"], true)?;
+        let email = form.get("email").trim();
+        // Requests count against the client as failed sign-ins do: the
+        // reset form is no way around the throttle, nor a way to flood an
+        // inbox (nor, counted per client only, a way to lock others out).
+        if self.throttle.client_locked(req.peer) {
+            return Err(fail(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many attempts: try again later.",
+            ));
+        }
+        self.throttle.client_failed(req.peer);
+        if let Some(a) = self
+            .registry
+            .account_by_email(email)?
+            .filter(|a| a.state == AccountState::Active)
+        {
+            let token = self.registry.create_reset(&a.id, self.reset_ms)?;
+            self.mail(
+                &a.email,
+                "Reset your developer-portal password",
+                &format!(
+                    "To choose a new password, open this link within {} minutes. It works once.\n\n{}/reset/confirm?token={token}\n\nIf you did not ask for this, ignore this message.\n",
+                    self.reset_ms / 60_000,
+                    self.public_url
+                ),
+            );
+        }
+        self.page(
+            "message.html",
+            "Check your email",
+            &who,
+            StatusCode::OK,
+            json!({"message": "If an account has this email, a link to reset its password is on its way."}),
+        )
+    }
+
+    fn reset_confirm_page(&self, req: &Req, who: Who) -> Out {
+        let token = query_param(req.query.as_deref(), "token").unwrap_or_default();
+        let valid = self.registry.reset_valid(&token)?;
+        self.anon_page(
+            "reset.html",
+            "Choose a new password",
+            who,
+            if valid { StatusCode::OK } else { StatusCode::NOT_FOUND },
+            json!({"valid": valid, "token": token, "min_password": crate::control::admin::registry::MIN_PASSWORD}),
+        )
+    }
+
+    fn reset_confirm(&self, req: &Req, who: Who) -> Out {
+        let form = self.form(req, &who, &["token", "password"], true)?;
+        if let Err(e) = check_password(form.get("password")) {
+            return Err(fail(StatusCode::BAD_REQUEST, e.to_string()));
+        }
+        if !self.registry.reset_valid(form.get("token"))? {
+            return Err(fail(StatusCode::NOT_FOUND, "This link is not valid: it was used already, has expired, or a newer one was sent."));
+        }
+        let hash = hash_password(form.get("password"))?;
+        self.registry.use_reset(form.get("token"), hash)?;
+        Ok(Reply::redirect("/signin?done=reset").cookie(self.set_cookie(SESSION, "", 0)))
+    }
+
+    /// Send a message through the outbox (logged when it fails: the page's
+    /// answer must not depend on it).
+    fn mail(&self, to: &str, subject: &str, body: &str) {
+        let Some(o) = &self.outbox else { return };
+        if let Err(e) = o.send(&self.mail_from, to, subject, body) {
+            tracing::warn!("portal outbox: {e}");
+        }
+    }
+
+    // -----------------------------------------------------------------------
+    // Apps, subscriptions, keys
+
+    fn apps(&self, req: &Req, who: Who) -> Out {
+        let (_, _, account) = match self.signed_in(req, &who) {
+            Ok(s) => s,
+            Err(r) => return Ok(r),
+        };
+        let apps = self.registry.apps_of_consumer(&account.consumer)?;
+        self.page(
+            "apps.html",
+            "My apps",
+            &who,
+            StatusCode::OK,
+            json!({"apps": apps}),
+        )
+    }
+
+    fn create_app(&self, req: &Req, who: Who) -> Out {
+        let (_, _, account) = match self.signed_in(req, &who) {
+            Ok(s) => s,
+            Err(r) => return Ok(r),
+        };
+        let form = self.form(req, &who, &["name", "description"], false)?;
+        let name = form.get("name").trim();
+        if name.is_empty() {
+            return Err(fail(StatusCode::BAD_REQUEST, "An app needs a name."));
+        }
+        let app = self.registry.create_app(
+            &actor(account),
+            AppCreate {
+                id: app_id(name),
+                consumer: account.consumer.clone(),
+                name: Some(name.to_string()),
+                description: form.get("description").replace("\r\n", "\n"),
+            },
+        )?;
+        Ok(Reply::redirect(&format!("/apps/{}", app.id)))
+    }
+
+    /// The consumer's own app `id` (someone else's is not found).
+    fn own_app(&self, account: &Account, id: &str) -> Result<App, Fail> {
+        let gone = || fail(StatusCode::NOT_FOUND, "There is no such app.");
+        if crate::control::admin::model::check_id("app", id).is_err() {
+            return Err(gone());
+        }
+        match self.registry.get_resource::<App>("app", "app", id) {
+            Ok(a) if a.consumer == account.consumer => Ok(a),
+            Ok(_) => Err(gone()),
+            Err(e) if e.status == StatusCode::NOT_FOUND => Err(gone()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn app(&self, req: &Req, who: Who, id: &str, secret: Option<(String, String)>) -> Out {
+        let (_, _, account) = match self.signed_in(req, &who) {
+            Ok(s) => s,
+            Err(r) => return Ok(r),
+        };
+        let app = self.own_app(account, id)?;
+        let now = Ts::now();
+        let mut subs = Vec::new();
+        let mut taken = Vec::new();
+        for s in self.registry.subscriptions_of(&app.id)? {
+            let plan: Option<Plan> = self.registry.plan(&s.plan);
+            let product: Option<Product> = self
+                .registry
+                .get_resource("product", "product", &s.product)
+                .ok();
+            if s.state != SubState::Rejected {
+                taken.push(s.plan.clone());
+            }
+            let keys: Vec<Value> = self
+                .registry
+                .keys_of_subscription(&s.id)?
+                .into_iter()
+                .map(|k| {
+                    let live = k.live(now);
+                    let status = match (k.revoked_at, live, &k.rotated_to, k.expires_at) {
+                        (Some(_), _, _, _) => "revoked".to_string(),
+                        (None, false, _, _) => "expired".to_string(),
+                        (None, true, Some(_), Some(e)) => format!("rotated: works until {}", e.rfc3339()),
+                        (None, true, _, Some(e)) => format!("live until {}", e.rfc3339()),
+                        (None, true, _, None) => "live".to_string(),
+                    };
+                    json!({"id": k.id, "prefix": k.prefix, "live": live, "rotated": k.rotated_to.is_some(), "status": status})
+                })
+                .collect();
+            subs.push(json!({
+                "id": s.id, "plan": s.plan, "state": s.state.as_str(),
+                "plan_name": plan.as_ref().map_or(s.plan.clone(), |p| p.name.clone()),
+                "product_name": product.as_ref().map_or(s.product.clone(), |p| p.name.clone()),
+                "keys": keys,
+                "can_issue": matches!(s.state, SubState::Active | SubState::Pending),
+            }));
+        }
+        let mut plans = Vec::new();
+        for product in self
+            .registry
+            .list::<Product>("product", None, 500, |p| p.published)?
+            .items
+        {
+            for plan in self.plans_of(&product.id)? {
+                if !taken.contains(&plan.id) {
+                    plans.push(json!({
+                        "id": plan.id, "name": plan.name, "product_name": product.name,
+                        "approval": approval(plan.approval),
+                    }));
+                }
+            }
+        }
+        let notice = match query_param(req.query.as_deref(), "done").as_deref() {
+            Some("subscribed") => Some("Subscribed."),
+            Some("pending") => {
+                Some("Subscribed: the plan is moderated, so the subscription awaits approval.")
+            }
+            Some("revoked") => Some("The key is revoked: it no longer works."),
+            _ => None,
+        };
+        let (secret, secret_plan) = secret.unzip();
+        let mut r = self.page(
+            "app.html",
+            &format!("App: {}", app.name),
+            &who,
+            StatusCode::OK,
+            json!({"app": app, "subscriptions": subs, "plans": plans, "notice": notice, "secret": secret, "secret_plan": secret_plan}),
+        )?;
+        r.cache = "no-store";
+        Ok(r)
+    }
+
+    fn subscribe(&self, req: &Req, who: Who, id: &str) -> Out {
+        let (_, _, account) = match self.signed_in(req, &who) {
+            Ok(s) => s,
+            Err(r) => return Ok(r),
+        };
+        let form = self.form(req, &who, &["plan"], false)?;
+        let app = self.own_app(account, id)?;
+        // Only the plans of published products are offered.
+        let plan = self
+            .registry
+            .plan(form.get("plan"))
+            .filter(|p| {
+                self.registry
+                    .get_resource::<Product>("product", "product", &p.product)
+                    .is_ok_and(|x| x.published)
+            })
+            .ok_or_else(|| fail(StatusCode::BAD_REQUEST, "There is no such plan."))?;
+        let s = self.registry.create_subscription(
+            &actor(account),
+            SubscriptionCreate {
+                app: app.id.clone(),
+                plan: plan.id,
+            },
+        )?;
+        let done = if s.state == SubState::Active {
+            "subscribed"
+        } else {
+            "pending"
+        };
+        Ok(Reply::redirect(&format!("/apps/{}?done={done}", app.id)))
+    }
+
+    fn create_key(&self, req: &Req, who: Who, id: &str) -> Out {
+        let (_, _, account) = match self.signed_in(req, &who) {
+            Ok(s) => s,
+            Err(r) => return Ok(r),
+        };
+        let form = self.form(req, &who, &["plan"], false)?;
+        let app = self.own_app(account, id)?;
+        let (_, secret) = self.registry.create_key(
+            &actor(account),
+            KeyCreate {
+                app: app.id.clone(),
+                plan: form.get("plan").to_string(),
+                name: String::new(),
+                expires_at: None,
+            },
+        )?;
+        let plan = form.get("plan").to_string();
+        self.app(req, who.clone(), &app.id, Some((secret, plan)))
+    }
+
+    fn key_action(&self, req: &Req, who: Who, id: &str, key: &str, action: &str) -> Out {
+        let (_, _, account) = match self.signed_in(req, &who) {
+            Ok(s) => s,
+            Err(r) => return Ok(r),
+        };
+        let _ = self.form(req, &who, &[], false)?;
+        let app = self.own_app(account, id)?;
+        let k = match self
+            .registry
+            .get_resource::<crate::control::admin::model::Key>("key", "key", key)
+        {
+            Ok(k) if k.app == app.id => k,
+            _ => return Err(fail(StatusCode::NOT_FOUND, "There is no such key.")),
+        };
+        if action == "revoke" {
+            self.registry.revoke_key(&actor(account), &k.id)?;
+            return Ok(Reply::redirect(&format!("/apps/{}?done=revoked", app.id)));
+        }
+        let (_, secret) = self.registry.rotate_key(
+            &actor(account),
+            &k.id,
+            KeyRotate {
+                overlap_seconds: ROTATION_OVERLAP_SECONDS,
+            },
+        )?;
+        self.app(req, who.clone(), &app.id, Some((secret, k.plan)))
+    }
+}
+
+const SESSION: &str = "tg_session";
+const CSRF: &str = "tg_csrf";
+
+/// The audit log's actor for a consumer's own change.
+fn actor(a: &Account) -> String {
+    format!("consumer:{}", a.consumer)
+}
+
+/// A new app's id: its name's letters and digits, and 8 random hex digits.
+fn app_id(name: &str) -> String {
+    let mut slug: String = name
+        .chars()
+        .map(|c| c.to_ascii_lowercase())
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    slug = slug.trim_matches('-').chars().take(40).collect();
+    while slug.contains("--") {
+        slug = slug.replace("--", "-");
+    }
+    let slug = slug.trim_matches('-');
+    let tail = &new_token_hex()[..8];
+    if slug.is_empty() {
+        format!("app-{tail}")
+    } else {
+        format!("{slug}-{tail}")
+    }
+}
+
+fn new_token_hex() -> String {
+    hex::encode(new_token().as_bytes())
+}
+
+fn approval(a: Approval) -> &'static str {
+    match a {
+        Approval::SelfService => "self-service",
+        Approval::Moderated => "needs approval",
+    }
+}
+
+fn plan_view(p: &Plan) -> Value {
+    let mut limits: Vec<String> = p
+        .rate_limits
+        .iter()
+        .map(|l| {
+            format!(
+                "{} per {}",
+                l.requests,
+                serde_json::to_value(l.per)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            )
+        })
+        .collect();
+    if let Some(q) = &p.quota {
+        limits.push(format!(
+            "{} calls per {}",
+            q.calls,
+            serde_json::to_value(q.period)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        ));
+    }
+    json!({
+        "id": p.id, "name": p.name, "description": p.description,
+        "limits": if limits.is_empty() { "no limits".to_string() } else { limits.join(", ") },
+        "approval": approval(p.approval),
+    })
+}
+
+/// Percent-encode a query value.
+fn encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirects_stay_on_this_site() {
+        for good in ["/apps", "/apps/x?done=1", "/"] {
+            assert_eq!(safe_next(good), good);
+        }
+        for bad in [
+            "//evil.com",
+            "/\\evil.com",
+            "https://evil.com",
+            "evil.com",
+            "/%2Fevil.com",
+            "/%5cevil.com",
+            "/ /evil",
+            "",
+            "javascript:alert(1)",
+            "/\tevil",
+        ] {
+            assert_eq!(safe_next(bad), "/apps", "{bad}");
+        }
+    }
+
+    #[test]
+    fn app_ids_are_ids() {
+        for name in ["My App", "<script>", "ünïcode", "---"] {
+            let id = app_id(name);
+            crate::control::admin::model::check_id("id", &id).unwrap();
+        }
+        assert!(app_id("My App").starts_with("my-app-"));
+        assert_eq!(
+            origin_of("https://a.b:1/x?y").as_deref(),
+            Some("https://a.b:1")
+        );
+        assert_eq!(encode("/a b?c"), "/a%20b%3Fc");
+    }
+}

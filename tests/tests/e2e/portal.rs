@@ -1,0 +1,643 @@
+//! The developer portal in a real browser (headless Chromium over
+//! WebDriver, `tollgate_tests::browser`): a consumer's whole story from
+//! sign-up to a refused call with a revoked key; password reset through the
+//! file outbox; and each defence — CSRF, session fixation, open redirect,
+//! XSS through every echoed field, clickjacking headers, brute force — with
+//! axe-core run in every page. Set `TOLLGATE_PORTAL_SCREENSHOTS=1` to
+//! rewrite the screenshots in docs/portal/.
+
+use serde_json::{json, Value};
+use tollgate_tests::admin::AdminClient;
+use tollgate_tests::browser::{self, Browser};
+use tollgate_tests::{client, TestGateway, Upstream};
+
+const PASSWORD: &str = "a long enough password";
+
+fn manifest(upstream: &str) -> String {
+    format!(
+        r#"schema = 1
+
+[[api]]
+name = "pets"
+upstream = {{ targets = ["{upstream}"] }}
+
+[[api.route]]
+prefix = "/pets"
+methods = ["GET"]
+
+[[api.chain]]
+name = "auth"
+plugin = "key-auth"
+grants = ["consumers"]
+"#
+    )
+}
+
+struct Portal {
+    _up: Upstream,
+    gw: TestGateway,
+    admin: AdminClient,
+    base: String,
+}
+
+impl Portal {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The `.eml` files in the outbox.
+    fn mail(&self) -> Vec<String> {
+        let dir = self.gw.path().join("outbox");
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect()
+    }
+}
+
+/// A gateway with the admin API and a moderated portal with a file outbox,
+/// a published product `shop` over the API `pets` with a self-service plan
+/// `basic`.
+async fn start(extra: &str) -> Portal {
+    assert!(
+        browser::available(),
+        "the portal's browser tests need {} and {} (scripts/test installs Debian's chromium and chromium-driver)",
+        browser::CHROMIUM,
+        browser::CHROMEDRIVER
+    );
+    let up = Upstream::start().await;
+    let gw = TestGateway::builder(&manifest(&up.url()))
+        .admin()
+        .gateway_toml(&format!(
+            "[portal]\naddress = \"127.0.0.1:0\"\nsignup = \"moderated\"\noutbox = \"outbox\"\n{extra}\n"
+        ))
+        .start()
+        .await;
+    let admin = gw.admin();
+    admin
+        .create(
+            "/products",
+            json!({"id": "shop", "name": "Pet shop", "description": "Pets by id.", "apis": ["pets"], "published": true}),
+        )
+        .await;
+    admin
+        .create(
+            "/plans",
+            json!({"id": "basic", "product": "shop", "name": "Basic", "rate_limits": [{"requests": 100, "per": "second"}]}),
+        )
+        .await;
+    let base = format!("http://{}", gw.portal_addr.expect("the portal listens"));
+    Portal {
+        _up: up,
+        gw,
+        admin,
+        base,
+    }
+}
+
+/// The axe-core violations of the page must be none serious or critical.
+async fn accessible(b: &Browser, axe: &str, page: &str) {
+    let v = b.axe(axe).await;
+    assert!(v.is_empty(), "axe-core on {page}: {v:#?}");
+}
+
+async fn screenshot(b: &Browser, name: &str) {
+    if std::env::var_os("TOLLGATE_PORTAL_SCREENSHOTS").is_some() {
+        b.screenshot(&tollgate_tests::root().join("docs/portal").join(name))
+            .await;
+    }
+}
+
+async fn sign_up(b: &Browser, p: &Portal, name: &str, email: &str) {
+    b.goto(&p.url("/signup")).await;
+    b.fill("#name", name).await;
+    b.fill("#email", email).await;
+    b.fill("#password", PASSWORD).await;
+    b.click("main form button[type=submit]").await;
+    assert!(
+        b.url().await.contains("/signin?done=signed-up"),
+        "{}",
+        b.url().await
+    );
+}
+
+async fn approve(p: &Portal, email: &str) {
+    let (s, v) = p.admin.get("/accounts?state=pending").await;
+    assert_eq!(s, 200, "{v}");
+    let id = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["email"] == email)
+        .unwrap_or_else(|| panic!("{email} is not pending: {v}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(v["items"][0].get("password_hash").is_none(), "{v}");
+    let (s, v) = p
+        .admin
+        .post(&format!("/accounts/{id}/approve"), json!({}))
+        .await;
+    assert_eq!((s, v["state"].as_str()), (200, Some("active")), "{v}");
+}
+
+async fn sign_in(b: &Browser, p: &Portal, email: &str, password: &str, next: &str) {
+    b.goto(&p.url(&format!("/signin{next}"))).await;
+    b.fill("#email", email).await;
+    b.fill("#password", password).await;
+    b.click("main form button[type=submit]").await;
+}
+
+async fn call(p: &Portal, key: &str) -> u16 {
+    client()
+        .get(p.gw.url("/pets/1"))
+        .header("x-api-key", key)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn secret(b: &Browser) -> String {
+    b.eval("return document.getElementById('secret').value")
+        .await
+        .as_str()
+        .expect("the new key is shown")
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_consumer_signs_up_is_approved_subscribes_and_calls_with_a_key() {
+    let p = start("").await;
+    let axe = browser::axe_script();
+    let b = Browser::start().await;
+    b.goto(&p.url("/")).await;
+    assert!(b.body_text().await.contains("Pet shop"));
+    assert!(b.body_text().await.contains("GET /pets/…"));
+    accessible(&b, &axe, "home").await;
+    screenshot(&b, "products.png").await;
+    b.goto(&p.url("/signup")).await;
+    accessible(&b, &axe, "sign-up").await;
+    sign_up(&b, &p, "Ann Example", "ann@example.com").await;
+    accessible(&b, &axe, "sign-in").await;
+    screenshot(&b, "signin.png").await;
+    // Not yet approved.
+    sign_in(&b, &p, "ann@example.com", PASSWORD, "").await;
+    assert!(b.body_text().await.contains("awaits approval"));
+    approve(&p, "ann@example.com").await;
+    sign_in(&b, &p, "ann@example.com", PASSWORD, "").await;
+    assert!(b.url().await.ends_with("/apps"), "{}", b.url().await);
+    accessible(&b, &axe, "apps").await;
+    // An app, a subscription (self-service: active), a key shown once.
+    b.fill("#name", "Pet finder").await;
+    b.click("main form button[type=submit]").await;
+    let app_url = b.url().await;
+    assert!(app_url.contains("/apps/pet-finder-"), "{app_url}");
+    accessible(&b, &axe, "app").await;
+    b.click("form[action$='/subscriptions'] button").await;
+    assert!(b.body_text().await.contains("Subscribed."));
+    assert!(b.text("span.state").await.contains("active"));
+    b.click("form[action$='/keys'] button").await;
+    let key = secret(&b).await;
+    assert!(key.starts_with("tg_"), "{key}");
+    accessible(&b, &axe, "app with a new key").await;
+    screenshot(&b, "app.png").await;
+    assert_eq!(call(&p, &key).await, 200);
+    // Shown once: not on the page again.
+    b.goto(&app_url).await;
+    assert!(!b.client.source().await.unwrap().contains(&key));
+    // Rotate: both work during the overlap; revoke both: refused.
+    b.click("form[action$='/rotate'] button").await;
+    let rotated = secret(&b).await;
+    assert_ne!(rotated, key);
+    assert_eq!(call(&p, &rotated).await, 200);
+    assert_eq!(call(&p, &key).await, 200);
+    for _ in 0..2 {
+        b.goto(&app_url).await;
+        b.click("form[action$='/revoke'] button").await;
+        assert!(b.body_text().await.contains("The key is revoked"));
+    }
+    assert!(matches!(call(&p, &rotated).await, 401 | 403));
+    assert!(matches!(call(&p, &key).await, 401 | 403));
+    // The audit log names the consumer as the actor.
+    let (_, log) = p.admin.get("/audit?limit=500").await;
+    let actors: Vec<&str> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["resource"] == "key")
+        .map(|e| e["actor"].as_str().unwrap())
+        .collect();
+    assert!(
+        !actors.is_empty() && actors.iter().all(|a| a.starts_with("consumer:c-")),
+        "{actors:?}"
+    );
+    // Sign out: the session is gone.
+    b.click("form[action='/signout'] button").await;
+    b.goto(&p.url("/apps")).await;
+    assert!(
+        b.url().await.contains("/signin?next=%2Fapps")
+            || b.url().await.contains("/signin?next=/apps"),
+        "{}",
+        b.url().await
+    );
+    b.close().await;
+}
+
+#[tokio::test]
+async fn password_reset_through_the_outbox_link() {
+    let p = start("").await;
+    let axe = browser::axe_script();
+    let b = Browser::start().await;
+    sign_up(&b, &p, "Bo", "bo@example.com").await;
+    approve(&p, "bo@example.com").await;
+    sign_in(&b, &p, "bo@example.com", PASSWORD, "").await;
+    let old_session = b.cookie("tg_session").await.expect("signed in");
+    b.goto(&p.url("/reset")).await;
+    accessible(&b, &axe, "reset request").await;
+    b.fill("#email", "BO@example.com").await;
+    b.click("main form button[type=submit]").await;
+    assert!(b.body_text().await.contains("on its way"));
+    // An unknown email gets the same answer and no mail.
+    b.goto(&p.url("/reset")).await;
+    b.fill("#email", "nobody@example.com").await;
+    b.click("main form button[type=submit]").await;
+    assert!(b.body_text().await.contains("on its way"));
+    let mail = p.mail();
+    assert_eq!(mail.len(), 1, "{mail:?}");
+    assert!(mail[0].contains("To: bo@example.com"), "{}", mail[0]);
+    let link = mail[0]
+        .lines()
+        .find(|l| l.contains("/reset/confirm?token="))
+        .expect("a reset link")
+        .trim()
+        .to_string();
+    assert!(link.starts_with(&p.base), "{link}");
+    b.goto(&link).await;
+    accessible(&b, &axe, "reset").await;
+    b.fill("#password", "a brand new password").await;
+    b.click("main form button[type=submit]").await;
+    assert!(b.body_text().await.contains("Your password was changed"));
+    // The link works once; the old session ended; the new password works.
+    b.goto(&link).await;
+    assert!(b.body_text().await.contains("This link is not valid"));
+    let r = client()
+        .get(p.url("/apps"))
+        .header("cookie", format!("tg_session={old_session}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "the old session ended");
+    sign_in(&b, &p, "bo@example.com", PASSWORD, "").await;
+    assert!(b.body_text().await.contains("Sign-in failed"));
+    sign_in(&b, &p, "bo@example.com", "a brand new password", "").await;
+    assert!(b.url().await.ends_with("/apps"));
+    b.close().await;
+}
+
+#[tokio::test]
+async fn fixation_open_redirect_and_clickjacking_are_refused() {
+    let p = start("").await;
+    let b = Browser::start().await;
+    sign_up(&b, &p, "Cy", "cy@example.com").await;
+    approve(&p, "cy@example.com").await;
+    // A session id planted before sign-in is not promoted: a new one is
+    // issued, and the planted one is still nobody's.
+    b.goto(&p.url("/signin")).await;
+    let planted = "A".repeat(43);
+    b.client
+        .add_cookie(fantoccini::cookies::Cookie::new(
+            "tg_session",
+            planted.clone(),
+        ))
+        .await
+        .unwrap();
+    // Open redirects: each goes to /apps on the portal instead.
+    for evil in [
+        "//evil.example",
+        "/\\evil.example",
+        "https://evil.example/",
+        "/%2F%2Fevil.example",
+    ] {
+        sign_in(
+            &b,
+            &p,
+            "cy@example.com",
+            PASSWORD,
+            &format!("?next={}", urlencode(evil)),
+        )
+        .await;
+        let at = b.url().await;
+        assert_eq!(at, p.url("/apps"), "next={evil}");
+        let session = b.cookie("tg_session").await.expect("a session");
+        assert_ne!(session, planted);
+        b.client
+            .add_cookie(fantoccini::cookies::Cookie::new(
+                "tg_session",
+                planted.clone(),
+            ))
+            .await
+            .unwrap();
+    }
+    // A same-site next is followed.
+    sign_in(&b, &p, "cy@example.com", PASSWORD, "?next=%2F").await;
+    assert_eq!(b.url().await, p.url("/"));
+    // Clickjacking, CSP, sniffing, referrers: on every page.
+    for path in ["/", "/signin", "/signup", "/reset", "/apps", "/nope"] {
+        let r = client().get(p.url(path)).send().await.unwrap();
+        let h = r.headers();
+        assert_eq!(h["x-frame-options"], "DENY", "{path}");
+        assert_eq!(
+            h["content-security-policy"],
+            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            "{path}"
+        );
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert_eq!(h["referrer-policy"], "no-referrer");
+    }
+    b.close().await;
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// The pre-sign-in CSRF cookie and the token of the sign-in form.
+async fn form_token(p: &Portal) -> (String, String) {
+    let r = client().get(p.url("/signin")).send().await.unwrap();
+    let cookie = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .find_map(|v| {
+            v.to_str()
+                .ok()?
+                .strip_prefix("tg_csrf=")
+                .map(|v| v.split(';').next().unwrap().to_string())
+        })
+        .expect("a CSRF cookie");
+    let html = r.text().await.unwrap();
+    let token = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .to_string();
+    (cookie, token)
+}
+
+async fn post(
+    p: &Portal,
+    path: &str,
+    cookie: &str,
+    origin: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    let mut req = client()
+        .post(p.url(path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", cookie)
+        .body(body.to_string());
+    if let Some(o) = origin {
+        req = req.header("origin", o);
+    }
+    let r = req.send().await.unwrap();
+    let s = r.status().as_u16();
+    (s, r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn csrf_malformed_forms_and_brute_force_are_refused() {
+    let p = start(
+        "lockout = { failures = 3, window = \"10m\", duration = \"10m\", client-failures = 1000 }",
+    )
+    .await;
+    let b = Browser::start().await;
+    sign_up(&b, &p, "Di", "di@example.com").await;
+    approve(&p, "di@example.com").await;
+    b.close().await;
+    let (cookie, token) = form_token(&p).await;
+    let jar = format!("tg_csrf={cookie}");
+    let good = format!(
+        "csrf={token}&email=di%40example.com&password={}&next=%2Fapps",
+        urlencode(PASSWORD)
+    );
+    // Without a token, with a wrong one, without the cookie, from another
+    // origin: 403, and no session.
+    let no_token = format!("email=di%40example.com&password={}", urlencode(PASSWORD));
+    let wrong = good.replace(&token, &"B".repeat(43));
+    for (body, cookie, origin) in [
+        (no_token.as_str(), jar.as_str(), None),
+        (wrong.as_str(), jar.as_str(), None),
+        (good.as_str(), "", None),
+        (good.as_str(), jar.as_str(), Some("http://evil.example")),
+        (good.as_str(), jar.as_str(), Some("null")),
+    ] {
+        let (s, text) = post(&p, "/signin", cookie, origin, body).await;
+        assert_eq!(s, 403, "{body} {cookie} {origin:?}: {text}");
+    }
+    // Malformed forms: 400; too large: 413; not a form: 415.
+    for bad in [
+        format!("{good}&email=x%40y.io"),
+        format!("{good}&admin=1"),
+        good.replace("%40", "%zz"),
+    ] {
+        let (s, _) = post(&p, "/signin", &jar, None, &bad).await;
+        assert_eq!(s, 400, "{bad}");
+    }
+    let (s, _) = post(
+        &p,
+        "/signin",
+        &jar,
+        None,
+        &format!("{good}&x={}", "a".repeat(70_000)),
+    )
+    .await;
+    assert_eq!(s, 413);
+    let r = client()
+        .post(p.url("/signin"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    // The right form from this origin signs in.
+    let (s, _) = post(&p, "/signin", &jar, Some(&p.base), &good).await;
+    assert_eq!(s, 303);
+    // Brute force: three wrong passwords lock the account; then even the
+    // right one fails, with the same text an unknown email gets.
+    for i in 0..3 {
+        let wrong = good.replace(&urlencode(PASSWORD), &format!("wrong-password-{i}"));
+        let (s, text) = post(&p, "/signin", &jar, None, &wrong).await;
+        assert_eq!(s, 401);
+        assert!(text.contains("Sign-in failed"), "{text}");
+    }
+    let (s, locked) = post(&p, "/signin", &jar, None, &good).await;
+    assert_eq!(s, 401, "locked out");
+    let unknown = good.replace("di%40example.com", "nobody%40example.com");
+    let (s2, nobody) = post(&p, "/signin", &jar, None, &unknown).await;
+    assert_eq!(s2, 401);
+    let msg = |t: &str| {
+        t.split("role=\"alert\">")
+            .nth(1)
+            .unwrap()
+            .split('<')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(msg(&locked), msg(&nobody));
+}
+
+#[tokio::test]
+async fn xss_through_every_echoed_field_is_shown_as_text() {
+    let p = start("").await;
+    let axe = browser::axe_script();
+    let payloads = [
+        "<script>window.__xss='script'</script>",
+        "<img src=x onerror=\"window.__xss='img'\">",
+        "\"><svg onload=\"window.__xss='svg'\">",
+    ];
+    let all = payloads.join(" ");
+    // Descriptions and names set through the admin API.
+    let (s, v) = p
+        .admin
+        .patch(
+            "/products/shop",
+            json!({"name": format!("Shop {}", payloads[0]), "description": all}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = p
+        .admin
+        .patch(
+            "/plans/basic",
+            json!({"name": format!("Basic {}", payloads[1]), "description": all}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let b = Browser::start().await;
+    // The consumer's name and the app's name and description, typed in.
+    sign_up(&b, &p, &format!("Eve {}", payloads[2]), "eve@example.com").await;
+    approve(&p, "eve@example.com").await;
+    sign_in(&b, &p, "eve@example.com", PASSWORD, "").await;
+    b.fill("#name", &format!("App {}", payloads[0])).await;
+    b.fill("#description", &all).await;
+    b.click("main form button[type=submit]").await;
+    let app_url = b.url().await;
+    b.click("form[action$='/subscriptions'] button").await;
+    for url in [p.url("/"), p.url("/apps"), app_url.clone()] {
+        b.goto(&url).await;
+        let ran = b.eval("return window.__xss || null").await;
+        assert_eq!(ran, Value::Null, "a payload ran on {url}");
+        let text = b.body_text().await;
+        // What the server sent, byte for byte, with the browser's session.
+        let session = b.cookie("tg_session").await.expect("signed in");
+        let raw = client()
+            .get(&url)
+            .header("cookie", format!("tg_session={session}"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for x in payloads {
+            assert!(!raw.contains(x), "{url}: {x} is in the page unescaped");
+            assert!(
+                !raw.contains("<script") && !raw.contains("<svg") && !raw.contains("<img"),
+                "{url}"
+            );
+        }
+        assert!(
+            text.contains("<script>window.__xss='script'</script>"),
+            "{url}: the payload shows as text:\n{text}"
+        );
+        accessible(&b, &axe, &url).await;
+    }
+    let (s, v) = p.admin.get("/consumers?limit=10").await;
+    assert_eq!(s, 200);
+    assert!(v.to_string().contains("Eve"), "{v}");
+    b.close().await;
+}
+
+#[tokio::test]
+async fn under_tls_cookies_are_secure_with_the_host_prefix() {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let ca = reqwest::Certificate::from_pem(ck.cert.pem().as_bytes()).unwrap();
+    let up = Upstream::start().await;
+    let gw = TestGateway::builder(&manifest(&up.url()))
+        .file("portal-cert.pem", ck.cert.pem())
+        .file("portal-key.pem", ck.key_pair.serialize_pem())
+        .gateway_toml(
+            "[portal]\naddress = \"127.0.0.1:0\"\ntls = { cert = \"portal-cert.pem\", key = \"portal-key.pem\" }\n",
+        )
+        .start()
+        .await;
+    let port = gw.portal_addr.unwrap().port();
+    let c = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = c
+        .get(format!("https://localhost:{port}/signin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["strict-transport-security"], "max-age=31536000");
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.starts_with("__Host-tg_csrf="), "{cookie}");
+    for attr in ["; Path=/", "; HttpOnly", "; SameSite=Lax", "; Secure"] {
+        assert!(cookie.contains(attr), "{cookie}");
+    }
+    assert!(!cookie.contains("Domain="), "{cookie}");
+}
+
+#[tokio::test]
+async fn a_slow_client_is_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Upstream::start().await;
+    let gw = TestGateway::builder(&manifest(&up.url()))
+        .gateway_toml("[portal]\naddress = \"127.0.0.1:0\"\n")
+        .start()
+        .await;
+    let addr = gw.portal_addr.unwrap();
+    // Half a request head, then nothing: the portal closes the connection
+    // after its header timeout (5 s), not never.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let read =
+        tokio::time::timeout(std::time::Duration::from_secs(15), s.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the connection was still open after 15 s");
+    assert!(started.elapsed() >= std::time::Duration::from_secs(4));
+    // A whole request on a new connection is answered.
+    let r = client()
+        .get(format!("http://{addr}/signin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
