@@ -52,7 +52,10 @@ async fn start() -> Option<Console> {
             ci.is_empty() || ci == "false" || ci == "0",
             "CI is set but Chromium or chromedriver is missing: scripts/test installs them"
         );
-        eprintln!("SKIPPED console: no {} (scripts/test installs it)", browser::CHROMEDRIVER);
+        eprintln!(
+            "SKIPPED console: no {} (scripts/test installs it)",
+            browser::CHROMEDRIVER
+        );
         return None;
     }
     let up = Upstream::start().await;
@@ -68,6 +71,14 @@ async fn start() -> Option<Console> {
         admin,
         axe: browser::axe_script(),
     })
+}
+
+/// With `TOLLGATE_CONSOLE_SCREENSHOTS` set, a PNG of the page into
+/// docs/console/ (the README links them).
+async fn screenshot(b: &Browser, name: &str) {
+    if std::env::var_os("TOLLGATE_CONSOLE_SCREENSHOTS").is_some() {
+        b.screenshot(&root().join("docs/console").join(name)).await;
+    }
 }
 
 /// Sign in with `token`; wait for the dashboard.
@@ -89,7 +100,11 @@ async fn wait_text(b: &Browser, css: &str, text: &str) {
         .is_some_and(|t| t.contains(text))
     })
     .await;
-    assert!(found, "{css} never showed {text:?}: {}", b.body_text().await);
+    assert!(
+        found,
+        "{css} never showed {text:?}: {}",
+        b.body_text().await
+    );
 }
 
 /// Open a section and wait for its heading.
@@ -164,9 +179,7 @@ async fn an_administrator_approves_a_subscription_and_manages_its_key() {
         .await;
     create(&b, &[("id", "gold"), ("product", "shop")]).await;
     wait_text(&b, "main table", "moderated").await;
-    c.admin
-        .create("/consumers", json!({"id": "alice"}))
-        .await;
+    c.admin.create("/consumers", json!({"id": "alice"})).await;
     c.admin
         .create("/apps", json!({"id": "web", "consumer": "alice"}))
         .await;
@@ -177,6 +190,7 @@ async fn an_administrator_approves_a_subscription_and_manages_its_key() {
     wait_text(&b, "main table", "pending").await;
     let v = b.axe(&c.axe).await;
     assert!(v.is_empty(), "axe-core on the subscriptions page: {v:#?}");
+    screenshot(&b, "subscriptions.png").await;
     b.click("button[aria-label^='Approve sub_']").await;
     wait_text(&b, "main table", "active").await;
     let (_, subs) = c.admin.get("/subscriptions?app=web").await;
@@ -186,6 +200,7 @@ async fn an_administrator_approves_a_subscription_and_manages_its_key() {
     open(&b, &c, "#/keys", "API keys").await;
     create(&b, &[("app", "web"), ("plan", "gold")]).await;
     wait_text(&b, "[data-secret]", "tg_").await;
+    screenshot(&b, "keys.png").await;
     let key = b.text("[data-secret]").await;
     assert_eq!(call(&c, &key).await, 200);
     b.click("button[aria-label^='Revoke key_']").await;
@@ -195,6 +210,22 @@ async fn an_administrator_approves_a_subscription_and_manages_its_key() {
     // The audit log shows what the console did, as the administrator.
     open(&b, &c, "#/audit", "Audit log").await;
     wait_text(&b, "main table", "approve").await;
+    open(&b, &c, "", "Dashboard").await;
+    wait_text(&b, "main", "Calls by API").await;
+    let called = eventually(Duration::from_secs(10), || async {
+        b.goto(&c.url("")).await;
+        wait_text(&b, "main", "Calls by API").await;
+        count(&b, "svg.chart rect").await > 0
+    })
+    .await;
+    assert!(
+        called,
+        "the dashboard shows no call: {}",
+        b.body_text().await
+    );
+    screenshot(&b, "dashboard.png").await;
+    open(&b, &c, "#/audit", "Audit log").await;
+    wait_text(&b, "main table", "approve").await;
     let text = b.text("main table").await;
     for action in ["create", "approve", "revoke"] {
         assert!(text.contains(action), "{action}: {text}");
@@ -202,8 +233,51 @@ async fn an_administrator_approves_a_subscription_and_manages_its_key() {
     // Signing out forgets the token.
     b.click("#signout").await;
     wait_text(&b, "main", "Sign in").await;
-    let kept = b.eval("return sessionStorage.getItem('tollgate-admin-token')").await;
+    let kept = b
+        .eval("return sessionStorage.getItem('tollgate-admin-token')")
+        .await;
     assert_eq!(kept, Value::Null);
+    b.close().await;
+}
+
+/// A moderated sign-up waits in the console's queue; the administrator
+/// approves it there, and disables it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_administrator_approves_a_portal_sign_up_in_the_console() {
+    let Some(c) = start().await else { return };
+    use tollgate::control::admin::registry::{hash_password, SignUp};
+    let account =
+        c.gw.gateway
+            .registry
+            .sign_up(
+                "portal",
+                SignUp {
+                    email: "dana@example.com".into(),
+                    name: "Dana".into(),
+                    password_hash: hash_password("a long enough password").unwrap(),
+                    state: tollgate::control::admin::model::AccountState::Pending,
+                },
+            )
+            .unwrap();
+    let b = Browser::start().await;
+    sign_in(&b, &c, &c.admin.token).await;
+    wait_text(&b, "main", "1 portal account(s)").await;
+    b.click("a[href='#/accounts']").await;
+    wait_text(&b, "main table", "dana@example.com").await;
+    let v = b.axe(&c.axe).await;
+    assert!(v.is_empty(), "axe-core on the accounts page: {v:#?}");
+    b.click(&format!("button[aria-label='Approve {}']", account.id))
+        .await;
+    wait_text(&b, "#status", "Approve: done").await;
+    let (_, a) = c.admin.get(&format!("/accounts/{}", account.id)).await;
+    assert_eq!(a["state"], "active", "{a}");
+    b.click(&format!("button[aria-label='Disable {}']", account.id))
+        .await;
+    wait_text(&b, "#status", "Disable: done").await;
+    let (_, a) = c.admin.get(&format!("/accounts/{}", account.id)).await;
+    assert_eq!(a["state"], "disabled", "{a}");
+    // Accounts are not deleted from the console (there is no such call).
+    assert_eq!(count(&b, "button[aria-label^='Delete acct_']").await, 0);
     b.close().await;
 }
 
@@ -216,7 +290,10 @@ async fn each_role_sees_and_can_do_exactly_what_it_may() {
         .create("/products", json!({"id": "shop", "apis": ["pets"]}))
         .await;
     c.admin
-        .create("/plans", json!({"id": "gold", "product": "shop", "approval": "moderated"}))
+        .create(
+            "/plans",
+            json!({"id": "gold", "product": "shop", "approval": "moderated"}),
+        )
         .await;
     c.admin.create("/consumers", json!({"id": "alice"})).await;
     c.admin
@@ -242,15 +319,34 @@ async fn each_role_sees_and_can_do_exactly_what_it_may() {
         let sections = nav(&b).await;
         let admin_only = role == "administrator";
         for s in ["Admin users", "Audit log"] {
-            assert_eq!(sections.contains(&s.to_string()), admin_only, "{role}: {sections:?}");
+            assert_eq!(
+                sections.contains(&s.to_string()),
+                admin_only,
+                "{role}: {sections:?}"
+            );
         }
-        for s in ["Products", "Plans", "Consumers", "Subscriptions", "API keys", "APIs"] {
+        for s in [
+            "Products",
+            "Plans",
+            "Consumers",
+            "Subscriptions",
+            "API keys",
+            "APIs",
+        ] {
             assert!(sections.contains(&s.to_string()), "{role}: {sections:?}");
         }
         open(&b, &c, "#/products", "Products").await;
         wait_text(&b, "main table", "shop").await;
-        assert_eq!(count(&b, "form.card").await > 0, products, "{role}: products form");
-        assert_eq!(count(&b, "main table button").await > 0, products, "{role}: product buttons");
+        assert_eq!(
+            count(&b, "form.card").await > 0,
+            products,
+            "{role}: products form"
+        );
+        assert_eq!(
+            count(&b, "main table button").await > 0,
+            products,
+            "{role}: product buttons"
+        );
         open(&b, &c, "#/subscriptions", "Subscriptions").await;
         wait_text(&b, "main table", "pending").await;
         assert_eq!(
@@ -260,7 +356,11 @@ async fn each_role_sees_and_can_do_exactly_what_it_may() {
         );
         open(&b, &c, "#/apis/pets", "API pets").await;
         wait_text(&b, "main", "Policy chain").await;
-        assert_eq!(count(&b, "textarea#f-chain").await > 0, chains, "{role}: chain editor");
+        assert_eq!(
+            count(&b, "textarea#f-chain").await > 0,
+            chains,
+            "{role}: chain editor"
+        );
         // An admin-only page by its address: refused in the page too.
         b.goto(&c.url("#/users")).await;
         if !admin_only {
@@ -303,13 +403,19 @@ async fn echoed_fields_cannot_run_script_and_the_page_cannot_be_framed() {
     wait_text(&b, "main table", "window.__xss=1").await;
     open(&b, &c, "#/products", "Products").await;
     wait_text(&b, "main table", "<script>").await;
-    let ran = b.eval("return window.__xss === undefined ? null : window.__xss").await;
+    let ran = b
+        .eval("return window.__xss === undefined ? null : window.__xss")
+        .await;
     assert_eq!(ran, Value::Null, "a payload ran");
     assert_eq!(count(&b, "main img, main table script").await, 0);
     // The page's headers: a strict CSP, no framing, no sniffing.
     let r = client().get(c.url("")).send().await.unwrap();
     let csp = r.headers()["content-security-policy"].to_str().unwrap();
-    for part in ["default-src 'none'", "script-src 'self'", "frame-ancestors 'none'"] {
+    for part in [
+        "default-src 'none'",
+        "script-src 'self'",
+        "frame-ancestors 'none'",
+    ] {
         assert!(csp.contains(part), "{csp}");
     }
     assert!(!csp.contains("unsafe-inline"), "{csp}");

@@ -159,7 +159,7 @@ function secretBox(label, value) {
 
 const RESOURCES = {
   products: {
-    title: 'Products', family: 'products',
+    one: 'product', title: 'Products', family: 'products',
     columns: ['id', 'name', 'apis', 'published'],
     create: [
       { name: 'id', label: 'Id', required: true }, { name: 'name', label: 'Name' },
@@ -169,7 +169,7 @@ const RESOURCES = {
     ],
   },
   plans: {
-    title: 'Plans', family: 'plans',
+    one: 'plan', title: 'Plans', family: 'plans',
     columns: ['id', 'product', 'name', 'approval', 'rate_limits', 'quota', 'scopes'],
     create: [
       { name: 'id', label: 'Id', required: true }, { name: 'product', label: 'Product', required: true },
@@ -182,12 +182,12 @@ const RESOURCES = {
     ],
   },
   consumers: {
-    title: 'Consumers', family: 'consumers',
+    one: 'consumer', title: 'Consumers', family: 'consumers',
     columns: ['id', 'name', 'email'],
     create: [{ name: 'id', label: 'Id', required: true }, { name: 'name', label: 'Name' }, { name: 'email', label: 'Email' }],
   },
   apps: {
-    title: 'Apps', family: 'apps',
+    one: 'app', title: 'Apps', family: 'apps',
     columns: ['id', 'consumer', 'name'],
     create: [
       { name: 'id', label: 'Id', required: true }, { name: 'consumer', label: 'Consumer', required: true },
@@ -195,7 +195,7 @@ const RESOURCES = {
     ],
   },
   subscriptions: {
-    title: 'Subscriptions', family: 'subscriptions',
+    one: 'subscription', title: 'Subscriptions', family: 'subscriptions',
     columns: ['id', 'app', 'plan', 'product', 'state'],
     create: [{ name: 'app', label: 'App', required: true }, { name: 'plan', label: 'Plan', required: true }],
     actions: (s) => ({
@@ -207,7 +207,7 @@ const RESOURCES = {
     })),
   },
   keys: {
-    title: 'API keys', family: 'keys',
+    one: 'API key', title: 'API keys', family: 'keys',
     columns: ['id', 'app', 'plan', 'prefix', 'expires_at', 'revoked_at'],
     create: [{ name: 'app', label: 'App', required: true }, { name: 'plan', label: 'Plan', required: true }, { name: 'name', label: 'Name' }],
     secret: (v) => ['Key ' + v.key.id, v.secret],
@@ -217,7 +217,7 @@ const RESOURCES = {
     ],
   },
   'oauth-clients': {
-    title: 'OAuth clients', family: 'keys',
+    one: 'OAuth client', title: 'OAuth clients', family: 'keys',
     columns: ['id', 'app', 'plan', 'name', 'revoked_at'],
     create: [{ name: 'app', label: 'App', required: true }, { name: 'plan', label: 'Plan', required: true }, { name: 'name', label: 'Name' }],
     secret: (v) => ['Client ' + v.client_id + ' secret', v.client_secret],
@@ -226,8 +226,20 @@ const RESOURCES = {
       { label: 'Revoke', danger: true, run: () => api('POST', '/oauth-clients/' + c.id + '/revoke', {}) },
     ],
   },
+  accounts: {
+    title: 'Portal accounts', family: 'consumers', noDelete: true,
+    columns: ['id', 'consumer', 'email', 'name', 'state'],
+    actions: (a) => ({
+      pending: [['Approve', 'approve']],
+      active: [['Disable', 'disable']],
+      disabled: [['Enable', 'enable']],
+    }[a.state] || []).map(([label, action]) => ({
+      label, danger: action === 'disable',
+      run: () => api('POST', '/accounts/' + a.id + '/' + action, {}),
+    })),
+  },
   users: {
-    title: 'Admin users', family: 'users',
+    one: 'admin user', title: 'Admin users', family: 'users',
     columns: ['id', 'role', 'created_at'],
     create: [
       { name: 'id', label: 'Id', required: true },
@@ -249,7 +261,7 @@ async function listView(name) {
     if (notice) document.getElementById('notices').append(notice);
   };
   if (writable && r.create) {
-    main.append(createForm('New ' + r.title.toLowerCase().replace(/s$/, ''), r.create, async (body) => {
+    main.append(createForm('New ' + r.one, r.create, async (body) => {
       const { json: made } = await api('POST', '/' + name, body);
       show('Created.', 'ok');
       await rerender(r.secret ? secretBox(...r.secret(made)) : null);
@@ -278,6 +290,7 @@ function rowActions(name, r, item, rerender) {
     }),
     text: a.label,
   }));
+  if (r.noDelete) return acts;
   acts.push(h('button', {
     type: 'button', class: 'danger', 'aria-label': 'Delete ' + item.id,
     onclick: () => guarded('Delete', async () => {
@@ -377,8 +390,23 @@ function barChart(rows, label, value) {
   return svg;
 }
 
+// What waits for an administrator: sign-ups and subscriptions.
+async function queueView() {
+  const [accounts, subs] = await Promise.all([
+    api('GET', '/accounts?state=pending&limit=500').then((r) => r.json.items, () => []),
+    api('GET', '/subscriptions?state=pending&limit=500').then((r) => r.json.items, () => []),
+  ]);
+  return h('section', { 'aria-labelledby': 'queue' },
+    h('h2', { id: 'queue', text: 'Waiting for approval' }),
+    h('ul', null,
+      h('li', null, h('a', { href: '#/accounts', text: accounts.length + ' portal account(s)' })),
+      h('li', null, h('a', { href: '#/subscriptions', text: subs.length + ' subscription(s)' }))));
+}
+
 async function dashboardView() {
-  const main = h('div', null, h('h1', { text: 'Dashboard' }), h('h2', { text: 'Calls by API, last 24 hours' }));
+  const main = h('div', null, h('h1', { text: 'Dashboard' }));
+  if (may('consumers', true) || may('subscriptions', true)) main.append(await queueView());
+  main.append(h('h2', { text: 'Calls by API, last 24 hours' }));
   let report;
   try {
     ({ json: report } = await api('GET', '/analytics/report?from=-24h&by=api'));
@@ -458,6 +486,7 @@ const SECTIONS = [
   ['consumers', 'Consumers', 'consumers'],
   ['apps', 'Apps', 'apps'],
   ['subscriptions', 'Subscriptions', 'subscriptions'],
+  ['accounts', 'Portal accounts', 'consumers'],
   ['keys', 'API keys', 'keys'],
   ['oauth-clients', 'OAuth clients', 'keys'],
   ['users', 'Admin users', 'users'],
