@@ -36,6 +36,11 @@ use std::sync::Arc;
 /// The overlap a key rotated from the portal keeps working for.
 pub const ROTATION_OVERLAP_SECONDS: u64 = 3600;
 
+/// The reference page's policy: RapiDoc's script from here, the document
+/// fetched from here; styles inline too, which its components set (no
+/// script runs from them). Nothing is framed or loaded from elsewhere.
+const REFERENCE_CSP: &str = "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// What the generic sign-in failure says (the same for an unknown email, a
@@ -69,6 +74,17 @@ struct Reply {
     location: Option<String>,
     cookies: Vec<String>,
     cache: &'static str,
+    /// The page's Content-Security-Policy.
+    csp: Csp,
+}
+
+/// Which Content-Security-Policy a page gets.
+#[derive(Clone, Copy)]
+enum Csp {
+    /// [`CSP`]: no script at all.
+    Strict,
+    /// [`REFERENCE_CSP`]: the API reference's script.
+    Reference,
 }
 
 impl Reply {
@@ -80,6 +96,7 @@ impl Reply {
             location: None,
             cookies: Vec::new(),
             cache: "no-store",
+            csp: Csp::Strict,
         }
     }
 
@@ -339,6 +356,13 @@ fn serve(p: &Portal, req: Req) -> Out {
             cache: "public, max-age=3600",
             ..Reply::html(StatusCode::OK, super::pages::CSS.to_string())
         }),
+        (true, ["static", "rapidoc-min.js"]) => Ok(Reply {
+            content_type: "text/javascript; charset=utf-8",
+            cache: "public, max-age=86400",
+            ..Reply::html(StatusCode::OK, super::pages::RAPIDOC.to_string())
+        }),
+        (true, ["apis", name, "reference"]) => p.reference(who, name),
+        (true, ["apis", name, "openapi.json"]) => p.api_document(name),
         (true, [""]) => p.home(who),
         (true, ["signin"]) => p.signin_page(&req, who, StatusCode::OK, None, ""),
         (false, ["signin"]) => p.signin(&req, who),
@@ -506,7 +530,13 @@ impl Portal {
         let st = HeaderValue::from_static;
         h.insert(header::CONTENT_TYPE, st(r.content_type));
         h.insert(header::CACHE_CONTROL, st(r.cache));
-        h.insert(header::CONTENT_SECURITY_POLICY, st(CSP));
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            st(match r.csp {
+                Csp::Strict => CSP,
+                Csp::Reference => REFERENCE_CSP,
+            }),
+        );
         h.insert(header::X_FRAME_OPTIONS, st("DENY"));
         h.insert(header::X_CONTENT_TYPE_OPTIONS, st("nosniff"));
         h.insert(header::REFERRER_POLICY, st("no-referrer"));
@@ -584,6 +614,59 @@ impl Portal {
             StatusCode::OK,
             json!({"products": out}),
         )
+    }
+
+    // -----------------------------------------------------------------------
+    // API reference
+
+    /// Whether `name` is an API of a published product (only those have a
+    /// reference in the portal).
+    fn published_api(&self, name: &str) -> Result<bool, Fail> {
+        Ok(!self
+            .registry
+            .list::<Product>("product", None, 500, |p| {
+                p.published && p.apis.iter().any(|a| a == name)
+            })?
+            .items
+            .is_empty())
+    }
+
+    /// `GET /apis/{name}/reference`: the API's reference, rendered in the
+    /// page by RapiDoc (embedded, served from here) from
+    /// `/apis/{name}/openapi.json`.
+    fn reference(&self, who: Who, name: &str) -> Out {
+        if !self.published_api(name)?
+            || !self.control.current().apis.iter().any(|a| *a.name == *name)
+        {
+            return Err(fail(StatusCode::NOT_FOUND, "There is no such API."));
+        }
+        let mut r = self.page(
+            "reference.html",
+            &format!("{name} reference"),
+            &who,
+            StatusCode::OK,
+            json!({"api": name}),
+        )?;
+        r.csp = Csp::Reference;
+        Ok(r)
+    }
+
+    /// `GET /apis/{name}/openapi.json`: the API as the gateway serves it
+    /// (as the admin API exports it), for the reference and for clients.
+    fn api_document(&self, name: &str) -> Out {
+        let g = self.control.current();
+        let api = g
+            .apis
+            .iter()
+            .find(|a| *a.name == *name)
+            .filter(|_| self.published_api(name).unwrap_or(false))
+            .ok_or_else(|| fail(StatusCode::NOT_FOUND, "There is no such API."))?;
+        let doc =
+            crate::control::admin::api::served_document(&g, api, &self.control.server_urls(None));
+        Ok(Reply {
+            content_type: "application/json",
+            ..Reply::html(StatusCode::OK, doc.to_string())
+        })
     }
 
     fn plans_of(&self, product: &str) -> Result<Vec<Plan>, Fail> {

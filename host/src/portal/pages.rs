@@ -5,6 +5,11 @@
 use minijinja::Environment;
 use serde::Serialize;
 
+/// RapiDoc (MIT; pinned and fetched by scripts/vendor-ui, embedded by
+/// host/build.rs), served at `/static/rapidoc-min.js` for the API
+/// reference pages.
+pub const RAPIDOC: &str = include_str!(env!("TOLLGATE_RAPIDOC"));
+
 /// The stylesheet served at `/static/portal.css`.
 pub const CSS: &str = include_str!("templates/portal.css");
 
@@ -21,6 +26,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("message.html", include_str!("templates/message.html")),
     ("apps.html", include_str!("templates/apps.html")),
     ("app.html", include_str!("templates/app.html")),
+    ("reference.html", include_str!("templates/reference.html")),
 ];
 
 /// The templates, parsed once.

@@ -30,6 +30,7 @@ mod policies_cache_log;
 mod policies_edge;
 mod policies_limits;
 mod portal;
+mod portal_reference;
 mod proxying;
 mod reload;
 mod replay;

@@ -29,6 +29,7 @@ mod subscriptions;
 mod users;
 mod versions;
 
+pub use apis::served_document;
 pub use openapi::OPENAPI;
 pub use request::Call;
 
