@@ -7,6 +7,7 @@
 //! rewrite the screenshots in docs/portal/.
 
 use serde_json::{json, Value};
+use std::time::Duration;
 use tollgate_tests::admin::AdminClient;
 use tollgate_tests::browser::{self, Browser};
 use tollgate_tests::{client, TestGateway, Upstream};
@@ -104,6 +105,21 @@ async fn start(extra: &str) -> Portal {
     }
 }
 
+/// Wait (10 s at most) until the browser is at a URL containing `part`.
+async fn at(b: &Browser, part: &str) {
+    let reached = tollgate_tests::eventually(Duration::from_secs(10), || async {
+        b.url().await.contains(part)
+    })
+    .await;
+    if !reached {
+        panic!(
+            "not at {part} but at {}:\n{}",
+            b.url().await,
+            b.client.source().await.unwrap_or_default()
+        );
+    }
+}
+
 /// The axe-core violations of the page must be none serious or critical.
 async fn accessible(b: &Browser, axe: &str, page: &str) {
     let v = b.axe(axe).await;
@@ -123,11 +139,7 @@ async fn sign_up(b: &Browser, p: &Portal, name: &str, email: &str) {
     b.fill("#email", email).await;
     b.fill("#password", PASSWORD).await;
     b.click("main form button[type=submit]").await;
-    assert!(
-        b.url().await.contains("/signin?done=signed-up"),
-        "{}",
-        b.url().await
-    );
+    at(b, "/signin?done=signed-up").await;
 }
 
 async fn approve(p: &Portal, email: &str) {
@@ -363,7 +375,7 @@ async fn fixation_open_redirect_and_clickjacking_are_refused() {
             "{path}"
         );
         assert_eq!(h["x-content-type-options"], "nosniff");
-        assert_eq!(h["referrer-policy"], "no-referrer");
+        assert_eq!(h["referrer-policy"], "same-origin");
     }
     b.close().await;
 }
