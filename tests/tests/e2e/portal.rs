@@ -327,13 +327,7 @@ async fn fixation_open_redirect_and_clickjacking_are_refused() {
     // issued, and the planted one is still nobody's.
     b.goto(&p.url("/signin")).await;
     let planted = "A".repeat(43);
-    b.client
-        .add_cookie(fantoccini::cookies::Cookie::new(
-            "tg_session",
-            planted.clone(),
-        ))
-        .await
-        .unwrap();
+    plant(&b, &planted).await;
     // Open redirects: each goes to /apps on the portal instead.
     for evil in [
         "//evil.example",
@@ -353,13 +347,7 @@ async fn fixation_open_redirect_and_clickjacking_are_refused() {
         assert_eq!(at, p.url("/apps"), "next={evil}");
         let session = b.cookie("tg_session").await.expect("a session");
         assert_ne!(session, planted);
-        b.client
-            .add_cookie(fantoccini::cookies::Cookie::new(
-                "tg_session",
-                planted.clone(),
-            ))
-            .await
-            .unwrap();
+        plant(&b, &planted).await;
     }
     // A same-site next is followed.
     sign_in(&b, &p, "cy@example.com", PASSWORD, "?next=%2F").await;
@@ -378,6 +366,14 @@ async fn fixation_open_redirect_and_clickjacking_are_refused() {
         assert_eq!(h["referrer-policy"], "same-origin");
     }
     b.close().await;
+}
+
+/// Set the session cookie the browser holds for the portal.
+async fn plant(b: &Browser, value: &str) {
+    let mut c = fantoccini::cookies::Cookie::new("tg_session", value.to_string());
+    c.set_domain("127.0.0.1");
+    c.set_path("/");
+    b.client.add_cookie(c).await.unwrap();
 }
 
 fn urlencode(s: &str) -> String {
