@@ -323,12 +323,9 @@ async fn fixation_open_redirect_and_clickjacking_are_refused() {
     let b = Browser::start().await;
     sign_up(&b, &p, "Cy", "cy@example.com").await;
     approve(&p, "cy@example.com").await;
-    // A session id planted before sign-in is not promoted: a new one is
-    // issued, and the planted one is still nobody's.
-    b.goto(&p.url("/signin")).await;
-    let planted = "A".repeat(43);
-    plant(&b, &planted).await;
-    // Open redirects: each goes to /apps on the portal instead.
+    // Open redirects: each goes to /apps on the portal instead; and each
+    // sign-in issues a new session id, ending the one the browser held.
+    let mut seen: Vec<String> = Vec::new();
     for evil in [
         "//evil.example",
         "/\\evil.example",
@@ -343,12 +340,48 @@ async fn fixation_open_redirect_and_clickjacking_are_refused() {
             &format!("?next={}", urlencode(evil)),
         )
         .await;
-        let at = b.url().await;
-        assert_eq!(at, p.url("/apps"), "next={evil}");
+        assert_eq!(b.url().await, p.url("/apps"), "next={evil}");
         let session = b.cookie("tg_session").await.expect("a session");
-        assert_ne!(session, planted);
-        plant(&b, &planted).await;
+        assert!(!seen.contains(&session), "a session id was reused");
+        if let Some(before) = seen.last() {
+            assert!(
+                !signed_in_with(&p, before).await,
+                "the old session lives on"
+            );
+        }
+        assert!(signed_in_with(&p, &session).await);
+        seen.push(session);
     }
+    // A session id planted before sign-in is not promoted: the sign-in
+    // answers with a new one, and the planted one stays nobody's.
+    let planted = "A".repeat(43);
+    let (csrf, token) = form_token(&p).await;
+    let r = client()
+        .post(p.url("/signin"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", format!("tg_csrf={csrf}; tg_session={planted}"))
+        .body(format!(
+            "csrf={token}&email=cy%40example.com&password={}",
+            urlencode(PASSWORD)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let issued = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .find_map(|v| {
+            v.to_str()
+                .ok()?
+                .strip_prefix("tg_session=")
+                .map(|v| v.split(';').next().unwrap().to_string())
+        })
+        .expect("a session cookie");
+    assert_ne!(issued, planted);
+    assert!(signed_in_with(&p, &issued).await);
+    assert!(!signed_in_with(&p, &planted).await);
     // A same-site next is followed.
     sign_in(&b, &p, "cy@example.com", PASSWORD, "?next=%2F").await;
     assert_eq!(b.url().await, p.url("/"));
@@ -368,12 +401,16 @@ async fn fixation_open_redirect_and_clickjacking_are_refused() {
     b.close().await;
 }
 
-/// Set the session cookie the browser holds for the portal.
-async fn plant(b: &Browser, value: &str) {
-    let mut c = fantoccini::cookies::Cookie::new("tg_session", value.to_string());
-    c.set_domain("127.0.0.1");
-    c.set_path("/");
-    b.client.add_cookie(c).await.unwrap();
+/// Whether session cookie `value` is signed in (its /apps is not a
+/// redirect to sign in).
+async fn signed_in_with(p: &Portal, value: &str) -> bool {
+    let r = client()
+        .get(p.url("/apps"))
+        .header("cookie", format!("tg_session={value}"))
+        .send()
+        .await
+        .unwrap();
+    r.status() == 200
 }
 
 fn urlencode(s: &str) -> String {
