@@ -470,7 +470,7 @@ async fn post(
 }
 
 #[tokio::test]
-async fn csrf_malformed_forms_and_brute_force_are_refused() {
+async fn csrf_malformed_forms_other_consumers_apps_and_brute_force_are_refused() {
     let p = start(
         "lockout = { failures = 3, window = \"10m\", duration = \"10m\", client-failures = 1000 }",
     )
@@ -526,8 +526,71 @@ async fn csrf_malformed_forms_and_brute_force_are_refused() {
         .unwrap();
     assert_eq!(r.status(), 415);
     // The right form from this origin signs in.
-    let (s, _) = post(&p, "/signin", &jar, Some(&p.base), &good).await;
-    assert_eq!(s, 303);
+    let r = client()
+        .post(p.url("/signin"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", &jar)
+        .header("origin", &p.base)
+        .body(good.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let session = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .find_map(|v| {
+            v.to_str()
+                .ok()?
+                .strip_prefix("tg_session=")
+                .map(|v| v.split(';').next().unwrap().to_string())
+        })
+        .expect("a session cookie");
+    // Another consumer's app is not found, to look at or to take a key of.
+    p.admin.create("/consumers", json!({"id": "other"})).await;
+    p.admin
+        .create("/apps", json!({"id": "other-app", "consumer": "other"}))
+        .await;
+    p.admin
+        .create(
+            "/subscriptions",
+            json!({"app": "other-app", "plan": "basic"}),
+        )
+        .await;
+    let mine = format!("tg_session={session}");
+    let page = client()
+        .get(p.url("/apps"))
+        .header("cookie", &mine)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .to_string();
+    let r = client()
+        .get(p.url("/apps/other-app"))
+        .header("cookie", &mine)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let (s, _) = post(
+        &p,
+        "/apps/other-app/keys",
+        &mine,
+        None,
+        &format!("csrf={csrf}&plan=basic"),
+    )
+    .await;
+    assert_eq!(s, 404);
+    let (_, keys) = p.admin.get("/keys?app=other-app").await;
+    assert_eq!(keys["items"], json!([]), "{keys}");
     // Brute force: three wrong passwords lock the account; then even the
     // right one fails, with the same text an unknown email gets.
     for i in 0..3 {
