@@ -167,13 +167,13 @@ pub async fn serve_on(
             .map(|b| (if b.tls { "https" } else { "http" }, b.addr))
             .collect(),
     );
+    let base = gateway
+        .control
+        .gw_path()
+        .parent()
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
     if let Some(admin) = &gw.admin {
-        let base = gateway
-            .control
-            .gw_path()
-            .parent()
-            .unwrap_or(Path::new("."))
-            .to_path_buf();
         let (b, task) = crate::control::admin::listener::bind(
             gateway.control.clone(),
             admin,
@@ -185,12 +185,6 @@ pub async fn serve_on(
         tasks.push(task);
     }
     if let Some(portal) = &gw.portal {
-        let base = gateway
-            .control
-            .gw_path()
-            .parent()
-            .unwrap_or(Path::new("."))
-            .to_path_buf();
         let (b, task) =
             crate::portal::listener::bind(gateway.control.clone(), portal, &base, shutdown).await?;
         bound.push(b);

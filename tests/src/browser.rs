@@ -117,7 +117,9 @@ impl Browser {
             .unwrap_or_else(|e| panic!("typing into {css}: {e}"));
     }
 
-    /// Click `css` and wait for the next page to load.
+    /// Click `css` (a button that submits a form) and wait, 10 s at most,
+    /// until the next page has loaded: the old document is marked, and the
+    /// wait is for a document without the mark, fully loaded.
     pub async fn click(&self, css: &str) {
         let e = self
             .client
@@ -126,9 +128,21 @@ impl Browser {
             .for_element(Locator::Css(css))
             .await
             .unwrap_or_else(|e| panic!("no element {css}: {e}"));
+        self.eval("window.__tollgateOld = true; return null").await;
         e.click()
             .await
             .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+        let loaded = crate::eventually(Duration::from_secs(10), || async {
+            self.client
+                .execute(
+                    "return window.__tollgateOld !== true && document.readyState === 'complete'",
+                    Vec::new(),
+                )
+                .await
+                .is_ok_and(|v| v == Value::Bool(true))
+        })
+        .await;
+        assert!(loaded, "clicking {css}: no new page within 10 s");
     }
 
     /// The text of `css`.

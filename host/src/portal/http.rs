@@ -11,7 +11,8 @@
 //!   before sign-in a double-submit cookie's — checked on every POST, and
 //!   a POST whose `Origin` (or `Referer`) is another site is refused;
 //! - redirects after sign-in only to a same-site relative path;
-//! - a strict CSP, `X-Frame-Options: DENY`, `nosniff`, no referrer;
+//! - a strict CSP, `X-Frame-Options: DENY`, `nosniff`, referrers only to
+//!   the portal itself;
 //! - sign-in throttled per email and per client, with one generic error.
 
 use super::form::{query_param, Form};
@@ -539,7 +540,7 @@ impl Portal {
         );
         h.insert(header::X_FRAME_OPTIONS, st("DENY"));
         h.insert(header::X_CONTENT_TYPE_OPTIONS, st("nosniff"));
-        h.insert(header::REFERRER_POLICY, st("no-referrer"));
+        h.insert(header::REFERRER_POLICY, st("same-origin"));
         h.insert(
             header::HeaderName::from_static("cross-origin-opener-policy"),
             st("same-origin"),

@@ -38,7 +38,7 @@ impl Pages {
     pub fn new() -> Pages {
         let mut env = Environment::new();
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::Html);
-        env.set_undefined_behavior(minijinja::UndefinedBehavior::Lenient);
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::Chainable);
         for (name, text) in TEMPLATES {
             env.add_template(name, text)
                 .unwrap_or_else(|e| panic!("portal template {name}: {e}"));

@@ -7,6 +7,7 @@
 //! rewrite the screenshots in docs/portal/.
 
 use serde_json::{json, Value};
+use std::time::Duration;
 use tollgate_tests::admin::AdminClient;
 use tollgate_tests::browser::{self, Browser};
 use tollgate_tests::{client, TestGateway, Upstream};
@@ -104,6 +105,21 @@ async fn start(extra: &str) -> Portal {
     }
 }
 
+/// Wait (10 s at most) until the browser is at a URL containing `part`.
+async fn at(b: &Browser, part: &str) {
+    let reached = tollgate_tests::eventually(Duration::from_secs(10), || async {
+        b.url().await.contains(part)
+    })
+    .await;
+    if !reached {
+        panic!(
+            "not at {part} but at {}:\n{}",
+            b.url().await,
+            b.client.source().await.unwrap_or_default()
+        );
+    }
+}
+
 /// The axe-core violations of the page must be none serious or critical.
 async fn accessible(b: &Browser, axe: &str, page: &str) {
     let v = b.axe(axe).await;
@@ -123,11 +139,7 @@ async fn sign_up(b: &Browser, p: &Portal, name: &str, email: &str) {
     b.fill("#email", email).await;
     b.fill("#password", PASSWORD).await;
     b.click("main form button[type=submit]").await;
-    assert!(
-        b.url().await.contains("/signin?done=signed-up"),
-        "{}",
-        b.url().await
-    );
+    at(b, "/signin?done=signed-up").await;
 }
 
 async fn approve(p: &Portal, email: &str) {
@@ -311,18 +323,9 @@ async fn fixation_open_redirect_and_clickjacking_are_refused() {
     let b = Browser::start().await;
     sign_up(&b, &p, "Cy", "cy@example.com").await;
     approve(&p, "cy@example.com").await;
-    // A session id planted before sign-in is not promoted: a new one is
-    // issued, and the planted one is still nobody's.
-    b.goto(&p.url("/signin")).await;
-    let planted = "A".repeat(43);
-    b.client
-        .add_cookie(fantoccini::cookies::Cookie::new(
-            "tg_session",
-            planted.clone(),
-        ))
-        .await
-        .unwrap();
-    // Open redirects: each goes to /apps on the portal instead.
+    // Open redirects: each goes to /apps on the portal instead; and each
+    // sign-in issues a new session id, ending the one the browser held.
+    let mut seen: Vec<String> = Vec::new();
     for evil in [
         "//evil.example",
         "/\\evil.example",
@@ -337,18 +340,48 @@ async fn fixation_open_redirect_and_clickjacking_are_refused() {
             &format!("?next={}", urlencode(evil)),
         )
         .await;
-        let at = b.url().await;
-        assert_eq!(at, p.url("/apps"), "next={evil}");
+        assert_eq!(b.url().await, p.url("/apps"), "next={evil}");
         let session = b.cookie("tg_session").await.expect("a session");
-        assert_ne!(session, planted);
-        b.client
-            .add_cookie(fantoccini::cookies::Cookie::new(
-                "tg_session",
-                planted.clone(),
-            ))
-            .await
-            .unwrap();
+        assert!(!seen.contains(&session), "a session id was reused");
+        if let Some(before) = seen.last() {
+            assert!(
+                !signed_in_with(&p, before).await,
+                "the old session lives on"
+            );
+        }
+        assert!(signed_in_with(&p, &session).await);
+        seen.push(session);
     }
+    // A session id planted before sign-in is not promoted: the sign-in
+    // answers with a new one, and the planted one stays nobody's.
+    let planted = "A".repeat(43);
+    let (csrf, token) = form_token(&p).await;
+    let r = client()
+        .post(p.url("/signin"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", format!("tg_csrf={csrf}; tg_session={planted}"))
+        .body(format!(
+            "csrf={token}&email=cy%40example.com&password={}",
+            urlencode(PASSWORD)
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let issued = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .find_map(|v| {
+            v.to_str()
+                .ok()?
+                .strip_prefix("tg_session=")
+                .map(|v| v.split(';').next().unwrap().to_string())
+        })
+        .expect("a session cookie");
+    assert_ne!(issued, planted);
+    assert!(signed_in_with(&p, &issued).await);
+    assert!(!signed_in_with(&p, &planted).await);
     // A same-site next is followed.
     sign_in(&b, &p, "cy@example.com", PASSWORD, "?next=%2F").await;
     assert_eq!(b.url().await, p.url("/"));
@@ -363,9 +396,21 @@ async fn fixation_open_redirect_and_clickjacking_are_refused() {
             "{path}"
         );
         assert_eq!(h["x-content-type-options"], "nosniff");
-        assert_eq!(h["referrer-policy"], "no-referrer");
+        assert_eq!(h["referrer-policy"], "same-origin");
     }
     b.close().await;
+}
+
+/// Whether session cookie `value` is signed in (its /apps is not a
+/// redirect to sign in).
+async fn signed_in_with(p: &Portal, value: &str) -> bool {
+    let r = client()
+        .get(p.url("/apps"))
+        .header("cookie", format!("tg_session={value}"))
+        .send()
+        .await
+        .unwrap();
+    r.status() == 200
 }
 
 fn urlencode(s: &str) -> String {
@@ -425,7 +470,7 @@ async fn post(
 }
 
 #[tokio::test]
-async fn csrf_malformed_forms_and_brute_force_are_refused() {
+async fn csrf_malformed_forms_other_consumers_apps_and_brute_force_are_refused() {
     let p = start(
         "lockout = { failures = 3, window = \"10m\", duration = \"10m\", client-failures = 1000 }",
     )
@@ -481,8 +526,71 @@ async fn csrf_malformed_forms_and_brute_force_are_refused() {
         .unwrap();
     assert_eq!(r.status(), 415);
     // The right form from this origin signs in.
-    let (s, _) = post(&p, "/signin", &jar, Some(&p.base), &good).await;
-    assert_eq!(s, 303);
+    let r = client()
+        .post(p.url("/signin"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("cookie", &jar)
+        .header("origin", &p.base)
+        .body(good.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let session = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .find_map(|v| {
+            v.to_str()
+                .ok()?
+                .strip_prefix("tg_session=")
+                .map(|v| v.split(';').next().unwrap().to_string())
+        })
+        .expect("a session cookie");
+    // Another consumer's app is not found, to look at or to take a key of.
+    p.admin.create("/consumers", json!({"id": "other"})).await;
+    p.admin
+        .create("/apps", json!({"id": "other-app", "consumer": "other"}))
+        .await;
+    p.admin
+        .create(
+            "/subscriptions",
+            json!({"app": "other-app", "plan": "basic"}),
+        )
+        .await;
+    let mine = format!("tg_session={session}");
+    let page = client()
+        .get(p.url("/apps"))
+        .header("cookie", &mine)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .to_string();
+    let r = client()
+        .get(p.url("/apps/other-app"))
+        .header("cookie", &mine)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let (s, _) = post(
+        &p,
+        "/apps/other-app/keys",
+        &mine,
+        None,
+        &format!("csrf={csrf}&plan=basic"),
+    )
+    .await;
+    assert_eq!(s, 404);
+    let (_, keys) = p.admin.get("/keys?app=other-app").await;
+    assert_eq!(keys["items"], json!([]), "{keys}");
     // Brute force: three wrong passwords lock the account; then even the
     // right one fails, with the same text an unknown email gets.
     for i in 0..3 {
