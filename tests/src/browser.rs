@@ -145,6 +145,21 @@ impl Browser {
         assert!(loaded, "clicking {css}: no new page within 10 s");
     }
 
+    /// Click `css` in a page that answers in place (the admin console's
+    /// script): no new page is awaited; the caller waits for what changes.
+    pub async fn press(&self, css: &str) {
+        let e = self
+            .client
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("no element {css}: {e}"));
+        e.click()
+            .await
+            .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+    }
+
     /// The text of `css`.
     pub async fn text(&self, css: &str) -> String {
         self.client

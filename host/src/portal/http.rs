@@ -379,6 +379,7 @@ fn serve(p: &Portal, req: Req) -> Out {
         (true, ["apps", id]) => p.app(&req, who, id, None),
         (false, ["apps", id, "subscriptions"]) => p.subscribe(&req, who, id),
         (false, ["apps", id, "keys"]) => p.create_key(&req, who, id),
+        (false, ["apps", id, "try"]) => p.try_it(&req, who, id),
         (false, ["apps", id, "keys", key, action @ ("rotate" | "revoke")]) => {
             p.key_action(&req, who, id, key, action)
         }
@@ -995,6 +996,18 @@ impl Portal {
     }
 
     fn app(&self, req: &Req, who: Who, id: &str, secret: Option<(String, String)>) -> Out {
+        self.app_with(req, who, id, secret, Value::Null)
+    }
+
+    /// The app page, with `extra` in its context (a try-it answer).
+    fn app_with(
+        &self,
+        req: &Req,
+        who: Who,
+        id: &str,
+        secret: Option<(String, String)>,
+        extra: Value,
+    ) -> Out {
         let (_, _, account) = match self.signed_in(req, &who) {
             Ok(s) => s,
             Err(r) => return Ok(r),
@@ -1060,12 +1073,16 @@ impl Portal {
             _ => None,
         };
         let (secret, secret_plan) = secret.unzip();
+        let mut ctx = json!({"app": app, "subscriptions": subs, "plans": plans, "notice": notice, "secret": secret, "secret_plan": secret_plan});
+        if let (Some(o), Some(e)) = (ctx.as_object_mut(), extra.as_object()) {
+            o.extend(e.clone());
+        }
         let mut r = self.page(
             "app.html",
             &format!("App: {}", app.name),
             &who,
             StatusCode::OK,
-            json!({"app": app, "subscriptions": subs, "plans": plans, "notice": notice, "secret": secret, "secret_plan": secret_plan}),
+            ctx,
         )?;
         r.cache = "no-store";
         Ok(r)
@@ -1121,6 +1138,67 @@ impl Portal {
         )?;
         let plan = form.get("plan").to_string();
         self.app(req, who.clone(), &app.id, Some((secret, plan)))
+    }
+
+    /// `POST /apps/{id}/try`: call the API through the gateway with the
+    /// credential the consumer pastes (a key shown once is theirs to keep),
+    /// from the portal's side — only to the gateway's own public listener,
+    /// with a bounded time and answer — and show the answer on the app page.
+    fn try_it(&self, req: &Req, who: Who, id: &str) -> Out {
+        let (_, _, account) = match self.signed_in(req, &who) {
+            Ok(s) => s,
+            Err(r) => return Ok(r),
+        };
+        let form = self.form(
+            req,
+            &who,
+            &["method", "path", "header", "credential", "body"],
+            false,
+        )?;
+        let app = self.own_app(account, id)?;
+        let call = match super::tryit::Call::check(
+            form.get("method"),
+            form.get("path"),
+            form.get("header"),
+            form.get("credential"),
+            form.get("body"),
+        ) {
+            Ok(c) => c,
+            Err(e) => {
+                // Said on the app page, beside the form.
+                let mut r = self.app_with(
+                    req,
+                    who.clone(),
+                    &app.id,
+                    None,
+                    json!({"tryit": {"error": e}, "tried": {"method": "GET", "path": "", "header": "x-api-key"}}),
+                )?;
+                r.status = StatusCode::BAD_REQUEST;
+                return Ok(r);
+            }
+        };
+        let base = self
+            .control
+            .server_urls(None)
+            .into_iter()
+            .find(|u| u.starts_with("http://"))
+            .ok_or_else(|| {
+                fail(
+                    StatusCode::CONFLICT,
+                    "Try-it needs a plain-HTTP listener of the gateway to call.",
+                )
+            })?;
+        let answer = tokio::runtime::Handle::current().block_on(call.send(&base));
+        let shown = json!({
+            "method": call.method, "path": call.path, "header": call.header,
+        });
+        self.app_with(
+            req,
+            who.clone(),
+            &app.id,
+            None,
+            json!({"tryit": answer, "tried": shown}),
+        )
     }
 
     fn key_action(&self, req: &Req, who: Who, id: &str, key: &str, action: &str) -> Out {

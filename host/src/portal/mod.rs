@@ -18,6 +18,7 @@ pub mod listener;
 pub mod outbox;
 pub mod pages;
 pub mod throttle;
+pub mod tryit;
 
 use crate::control::admin::Registry;
 use crate::control::ControlPlane;

@@ -85,7 +85,7 @@ async fn screenshot(b: &Browser, name: &str) {
 async fn sign_in(b: &Browser, c: &Console, token: &str) {
     b.goto(&c.url("")).await;
     b.fill("#token", token).await;
-    b.click("main form button[type=submit]").await;
+    b.press("main form button[type=submit]").await;
     wait_text(b, "#who", "(").await;
 }
 
@@ -136,7 +136,7 @@ async fn create(b: &Browser, fields: &[(&str, &str)]) {
     for (name, value) in fields {
         b.fill(&format!("#f-{name}"), value).await;
     }
-    b.click("form.card button[type=submit]").await;
+    b.press("form.card button[type=submit]").await;
 }
 
 async fn call(c: &Console, key: &str) -> u16 {
@@ -159,7 +159,7 @@ async fn an_administrator_approves_a_subscription_and_manages_its_key() {
     assert!(v.is_empty(), "axe-core on the sign-in page: {v:#?}");
     // A wrong token: refused, still signed out.
     b.fill("#token", "tga_not-a-token").await;
-    b.click("main form button[type=submit]").await;
+    b.press("main form button[type=submit]").await;
     wait_text(&b, "#status", "Sign-in").await;
     assert_eq!(count(&b, "#nav a").await, 0);
 
@@ -191,7 +191,7 @@ async fn an_administrator_approves_a_subscription_and_manages_its_key() {
     let v = b.axe(&c.axe).await;
     assert!(v.is_empty(), "axe-core on the subscriptions page: {v:#?}");
     screenshot(&b, "subscriptions.png").await;
-    b.click("button[aria-label^='Approve sub_']").await;
+    b.press("button[aria-label^='Approve sub_']").await;
     wait_text(&b, "main table", "active").await;
     let (_, subs) = c.admin.get("/subscriptions?app=web").await;
     assert_eq!(subs["items"][0]["state"], "active");
@@ -203,7 +203,7 @@ async fn an_administrator_approves_a_subscription_and_manages_its_key() {
     screenshot(&b, "keys.png").await;
     let key = b.text("[data-secret]").await;
     assert_eq!(call(&c, &key).await, 200);
-    b.click("button[aria-label^='Revoke key_']").await;
+    b.press("button[aria-label^='Revoke key_']").await;
     wait_text(&b, "#status", "Revoke: done").await;
     assert_eq!(call(&c, &key).await, 401);
 
@@ -231,7 +231,7 @@ async fn an_administrator_approves_a_subscription_and_manages_its_key() {
         assert!(text.contains(action), "{action}: {text}");
     }
     // Signing out forgets the token.
-    b.click("#signout").await;
+    b.press("#signout").await;
     wait_text(&b, "main", "Sign in").await;
     let kept = b
         .eval("return sessionStorage.getItem('tollgate-admin-token')")
@@ -262,16 +262,16 @@ async fn an_administrator_approves_a_portal_sign_up_in_the_console() {
     let b = Browser::start().await;
     sign_in(&b, &c, &c.admin.token).await;
     wait_text(&b, "main", "1 portal account(s)").await;
-    b.click("a[href='#/accounts']").await;
+    b.press("a[href='#/accounts']").await;
     wait_text(&b, "main table", "dana@example.com").await;
     let v = b.axe(&c.axe).await;
     assert!(v.is_empty(), "axe-core on the accounts page: {v:#?}");
-    b.click(&format!("button[aria-label='Approve {}']", account.id))
+    b.press(&format!("button[aria-label='Approve {}']", account.id))
         .await;
     wait_text(&b, "#status", "Approve: done").await;
     let (_, a) = c.admin.get(&format!("/accounts/{}", account.id)).await;
     assert_eq!(a["state"], "active", "{a}");
-    b.click(&format!("button[aria-label='Disable {}']", account.id))
+    b.press(&format!("button[aria-label='Disable {}']", account.id))
         .await;
     wait_text(&b, "#status", "Disable: done").await;
     let (_, a) = c.admin.get(&format!("/accounts/{}", account.id)).await;
@@ -368,7 +368,7 @@ async fn each_role_sees_and_can_do_exactly_what_it_may() {
         } else {
             wait_text(&b, "main h1", "Admin users").await;
         }
-        b.click("#signout").await;
+        b.press("#signout").await;
         wait_text(&b, "main", "Sign in").await;
     }
     b.close().await;

@@ -180,6 +180,13 @@ async fn call(p: &Portal, key: &str) -> u16 {
         .as_u16()
 }
 
+/// Send the app page's try-it form.
+async fn try_it(b: &Browser, path: &str, credential: &str) {
+    b.fill("#try-path", path).await;
+    b.fill("#try-credential", credential).await;
+    b.click("form[action$='/try#try'] button").await;
+}
+
 async fn secret(b: &Browser) -> String {
     b.eval("return document.getElementById('secret').value")
         .await
@@ -225,6 +232,11 @@ async fn a_consumer_signs_up_is_approved_subscribes_and_calls_with_a_key() {
     accessible(&b, &axe, "app with a new key").await;
     screenshot(&b, "app.png").await;
     assert_eq!(call(&p, &key).await, 200);
+    // Try-it: the same call from the page, through the gateway.
+    try_it(&b, "/pets/1", &key).await;
+    assert_eq!(b.text("#tryit-status").await, "200");
+    accessible(&b, &axe, "app with a try-it answer").await;
+    screenshot(&b, "try-it.png").await;
     // Shown once: not on the page again.
     b.goto(&app_url).await;
     assert!(!b.client.source().await.unwrap().contains(&key));
@@ -241,6 +253,11 @@ async fn a_consumer_signs_up_is_approved_subscribes_and_calls_with_a_key() {
     }
     assert!(matches!(call(&p, &rotated).await, 401 | 403));
     assert!(matches!(call(&p, &key).await, 401 | 403));
+    try_it(&b, "/pets/1", &rotated).await;
+    assert_eq!(b.text("#tryit-status").await, "401");
+    // Try-it reaches only the gateway: a URL or a host is not a path.
+    try_it(&b, "//169.254.169.254/latest", &rotated).await;
+    assert!(b.body_text().await.contains("The path must start with /"));
     // The audit log names the consumer as the actor.
     let (_, log) = p.admin.get("/audit?limit=500").await;
     let actors: Vec<&str> = log["items"]
