@@ -375,6 +375,7 @@ fn serve(p: &Portal, req: Req) -> Out {
         (true, ["reset", "confirm"]) => p.reset_confirm_page(&req, who),
         (false, ["reset", "confirm"]) => p.reset_confirm(&req, who),
         (true, ["apps"]) => p.apps(&req, who),
+        (true, ["usage"]) => p.usage(&req, who),
         (false, ["apps"]) => p.create_app(&req, who),
         (true, ["apps", id]) => p.app(&req, who, id, None),
         (false, ["apps", id, "subscriptions"]) => p.subscribe(&req, who, id),
@@ -1138,6 +1139,100 @@ impl Portal {
         )?;
         let plan = form.get("plan").to_string();
         self.app(req, who.clone(), &app.id, Some((secret, plan)))
+    }
+
+    /// `GET /usage`: the signed-in consumer's own calls over the last 24
+    /// hours, from the analytics store: calls per hour as a chart (SVG made
+    /// here: no script), and calls, errors and latency by API.
+    fn usage(&self, req: &Req, who: Who) -> Out {
+        let (_, _, account) = match self.signed_in(req, &who) {
+            Ok(s) => s,
+            Err(r) => return Ok(r),
+        };
+        let Some(analytics) = self.control.data.observe.analytics.as_ref() else {
+            return self.page(
+                "usage.html",
+                "Usage",
+                &who,
+                StatusCode::OK,
+                json!({"off": true}),
+            );
+        };
+        use crate::observe::analytics::report::{Defaults, Filter};
+        use crate::observe::analytics::Dim;
+        let run = |params: &[(&str, &str)], by: Vec<Dim>| -> Result<Value, Fail> {
+            let params = params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let defaults = Defaults {
+                by,
+                ..Defaults::default()
+            };
+            let mut q = analytics
+                .query(&params, &defaults)
+                .map_err(|e| fail(StatusCode::INTERNAL_SERVER_ERROR, e.message))?;
+            q.filters
+                .push((Dim::Consumer, Filter::Is(account.consumer.clone())));
+            let r = analytics.report(&q).map_err(|_| {
+                fail(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Usage cannot be read right now; try again.",
+                )
+            })?;
+            Ok(r.to_json())
+        };
+        let series = run(&[("from", "-24h"), ("interval", "hour")], Vec::new())?;
+        let by_api = run(&[("from", "-24h")], vec![Dim::Api])?;
+        let rows = series["rows"].as_array().cloned().unwrap_or_default();
+        let max = rows
+            .iter()
+            .filter_map(|r| r["calls"].as_u64())
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        // A bar of 18 px per hour (25: the current one too) in a 600 x 190
+        // chart, from the oldest hour.
+        let bars: Vec<Value> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let calls = r["calls"].as_u64().unwrap_or(0);
+                let errors = r["errors"].as_u64().unwrap_or(0);
+                let h = calls * 150 / max;
+                let eh = errors * 150 / max;
+                let time = r["time"].as_str().unwrap_or("");
+                json!({
+                    "x": 40 + i * 21, "y": 160 - h, "h": h, "ey": 160 - eh, "eh": eh,
+                    "calls": calls, "errors": errors, "hour": time.get(11..16).unwrap_or(""),
+                    "label": i % 4 == 0,
+                })
+            })
+            .collect();
+        let ms = |v: &Value| v.as_u64().map(|us| format!("{:.1}", us as f64 / 1000.0));
+        let apis: Vec<Value> = by_api["rows"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|r| {
+                json!({
+                    "api": r["api"], "calls": r["calls"], "errors": r["errors"],
+                    "p50": ms(&r["latency_us"]["p50"]), "p95": ms(&r["latency_us"]["p95"]),
+                    "p99": ms(&r["latency_us"]["p99"]),
+                })
+            })
+            .collect();
+        self.page(
+            "usage.html",
+            "Usage",
+            &who,
+            StatusCode::OK,
+            json!({
+                "bars": bars, "max": max, "apis": apis,
+                "total_calls": series["totals"]["calls"], "total_errors": series["totals"]["errors"],
+            }),
+        )
     }
 
     /// `POST /apps/{id}/try`: call the API through the gateway with the

@@ -27,6 +27,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("apps.html", include_str!("templates/apps.html")),
     ("app.html", include_str!("templates/app.html")),
     ("reference.html", include_str!("templates/reference.html")),
+    ("usage.html", include_str!("templates/usage.html")),
 ];
 
 /// The templates, parsed once.

@@ -197,7 +197,7 @@ async fn secret(b: &Browser) -> String {
 
 #[tokio::test]
 async fn a_consumer_signs_up_is_approved_subscribes_and_calls_with_a_key() {
-    let p = start("").await;
+    let p = start("[analytics]\nflush-interval = \"200ms\"").await;
     let axe = browser::axe_script();
     let b = Browser::start().await;
     b.goto(&p.url("/")).await;
@@ -237,6 +237,18 @@ async fn a_consumer_signs_up_is_approved_subscribes_and_calls_with_a_key() {
     assert_eq!(b.text("#tryit-status").await, "200");
     accessible(&b, &axe, "app with a try-it answer").await;
     screenshot(&b, "try-it.png").await;
+    // The consumer's usage shows both calls (the analytics store flushes
+    // every 200 ms here).
+    let seen = tollgate_tests::eventually(std::time::Duration::from_secs(10), || async {
+        b.goto(&p.url("/usage")).await;
+        b.text("#usage-calls").await.parse::<u64>().unwrap_or(0) >= 2
+    })
+    .await;
+    assert!(seen, "usage: {}", b.body_text().await);
+    assert!(b.body_text().await.contains("pets"));
+    accessible(&b, &axe, "usage").await;
+    screenshot(&b, "usage.png").await;
+    b.goto(&app_url).await;
     // Shown once: not on the page again.
     b.goto(&app_url).await;
     assert!(!b.client.source().await.unwrap().contains(&key));
