@@ -102,15 +102,19 @@ impl Browser {
             .unwrap_or_else(|e| panic!("goto {url}: {e}"));
     }
 
-    /// Type `text` into the element `css` (cleared first).
-    pub async fn fill(&self, css: &str, text: &str) {
-        let e = self
-            .client
+    /// The element `css`, waited for 10 s at most.
+    async fn element(&self, css: &str) -> fantoccini::elements::Element {
+        self.client
             .wait()
             .at_most(Duration::from_secs(10))
             .for_element(Locator::Css(css))
             .await
-            .unwrap_or_else(|e| panic!("no element {css}: {e}"));
+            .unwrap_or_else(|e| panic!("no element {css}: {e}"))
+    }
+
+    /// Type `text` into the element `css` (cleared first).
+    pub async fn fill(&self, css: &str, text: &str) {
+        let e = self.element(css).await;
         e.clear().await.ok();
         e.send_keys(text)
             .await
@@ -121,13 +125,7 @@ impl Browser {
     /// until the next page has loaded: the old document is marked, and the
     /// wait is for a document without the mark, fully loaded.
     pub async fn click(&self, css: &str) {
-        let e = self
-            .client
-            .wait()
-            .at_most(Duration::from_secs(10))
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("no element {css}: {e}"));
+        let e = self.element(css).await;
         self.eval("window.__tollgateOld = true; return null").await;
         e.click()
             .await
@@ -148,13 +146,7 @@ impl Browser {
     /// Click `css` in a page that answers in place (the admin console's
     /// script): no new page is awaited; the caller waits for what changes.
     pub async fn press(&self, css: &str) {
-        let e = self
-            .client
-            .wait()
-            .at_most(Duration::from_secs(10))
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("no element {css}: {e}"));
+        let e = self.element(css).await;
         e.click()
             .await
             .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
@@ -162,15 +154,7 @@ impl Browser {
 
     /// The text of `css`.
     pub async fn text(&self, css: &str) -> String {
-        self.client
-            .wait()
-            .at_most(Duration::from_secs(10))
-            .for_element(Locator::Css(css))
-            .await
-            .unwrap_or_else(|e| panic!("no element {css}: {e}"))
-            .text()
-            .await
-            .unwrap()
+        self.element(css).await.text().await.unwrap()
     }
 
     /// The whole page's visible text.

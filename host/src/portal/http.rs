@@ -71,7 +71,8 @@ impl Req {
 struct Reply {
     status: StatusCode,
     content_type: &'static str,
-    body: String,
+    /// Borrowed for the embedded assets: served without a copy.
+    body: std::borrow::Cow<'static, str>,
     location: Option<String>,
     cookies: Vec<String>,
     cache: &'static str,
@@ -89,11 +90,11 @@ enum Csp {
 }
 
 impl Reply {
-    fn html(status: StatusCode, body: String) -> Reply {
+    fn html(status: StatusCode, body: impl Into<std::borrow::Cow<'static, str>>) -> Reply {
         Reply {
             status,
             content_type: "text/html; charset=utf-8",
-            body,
+            body: body.into(),
             location: None,
             cookies: Vec::new(),
             cache: "no-store",
@@ -355,12 +356,12 @@ fn serve(p: &Portal, req: Req) -> Out {
         (true, ["static", "portal.css"]) => Ok(Reply {
             content_type: "text/css; charset=utf-8",
             cache: "public, max-age=3600",
-            ..Reply::html(StatusCode::OK, super::pages::CSS.to_string())
+            ..Reply::html(StatusCode::OK, super::pages::CSS)
         }),
         (true, ["static", "rapidoc-min.js"]) => Ok(Reply {
             content_type: "text/javascript; charset=utf-8",
             cache: "public, max-age=86400",
-            ..Reply::html(StatusCode::OK, super::pages::RAPIDOC.to_string())
+            ..Reply::html(StatusCode::OK, super::pages::RAPIDOC)
         }),
         (true, ["apis", name, "reference"]) => p.reference(who, name),
         (true, ["apis", name, "openapi.json"]) => p.api_document(name),
@@ -527,7 +528,11 @@ impl Portal {
 
     /// The common headers.
     fn finish(&self, r: Reply) -> Response<Full<Bytes>> {
-        let mut resp = Response::new(Full::new(Bytes::from(r.body)));
+        let body = match r.body {
+            std::borrow::Cow::Borrowed(s) => Bytes::from_static(s.as_bytes()),
+            std::borrow::Cow::Owned(s) => Bytes::from(s),
+        };
+        let mut resp = Response::new(Full::new(body));
         *resp.status_mut() = r.status;
         let h = resp.headers_mut();
         let st = HeaderValue::from_static;
