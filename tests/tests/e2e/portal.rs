@@ -778,3 +778,187 @@ async fn a_slow_client_is_cut_off() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// `POST /oauth2/token` with HTTP Basic client authentication: the status
+/// and the answer.
+async fn token(p: &Portal, id: &str, secret: &str) -> (u16, Value) {
+    use base64::Engine as _;
+    // RFC 6749 §2.3.1: form-encoded, then base64 (the ids and secrets are
+    // URL-safe already).
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+    let r = client()
+        .post(p.gw.url("/oauth2/token"))
+        .header("authorization", format!("Basic {basic}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=client_credentials")
+        .send()
+        .await
+        .unwrap();
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn oauth_client_credentials_are_issued_rotated_and_revoked_from_the_portal() {
+    let p = start("\n[oauth]\nissuer = \"https://auth.tollgate.test\"\n").await;
+    let axe = browser::axe_script();
+    let b = Browser::start().await;
+    sign_up(&b, &p, "Olu", "olu@example.com").await;
+    approve(&p, "olu@example.com").await;
+    sign_in(&b, &p, "olu@example.com", PASSWORD, "").await;
+    b.fill("#name", "Backend").await;
+    b.click("main form button[type=submit]").await;
+    let app_url = b.url().await;
+    b.click("form[action$='/subscriptions'] button").await;
+    // A client: its id and secret shown once, with the token endpoint.
+    b.click("form[action$='/oauth-clients'] button").await;
+    let read = |id: &'static str| {
+        let b = &b;
+        async move {
+            b.eval(&format!("return document.getElementById('{id}').value"))
+                .await
+                .as_str()
+                .unwrap_or_else(|| panic!("#{id} is shown"))
+                .to_string()
+        }
+    };
+    let (id, secret) = (read("client-id").await, read("client-secret").await);
+    assert!(
+        id.starts_with("oc_") && secret.starts_with("tgs_"),
+        "{id} {secret}"
+    );
+    assert_eq!(
+        b.text("#token-url").await,
+        p.gw.url("/oauth2/token"),
+        "the page names the gateway's token endpoint"
+    );
+    accessible(&b, &axe, "app with new OAuth client credentials").await;
+    screenshot(&b, "oauth-client.png").await;
+    let (s, t) = token(&p, &id, &secret).await;
+    assert_eq!(s, 200, "{t}");
+    assert_eq!(t["token_type"], "Bearer", "{t}");
+    // Shown once.
+    b.goto(&app_url).await;
+    assert!(!b.client.source().await.unwrap().contains(&secret));
+    assert!(b.body_text().await.contains(&id));
+    // Rotate: a new secret; the old one works through the overlap.
+    b.click("form[action$='/rotate'][action*='/oauth-clients/'] button")
+        .await;
+    let rotated = read("client-secret").await;
+    assert_ne!(rotated, secret);
+    assert_eq!(read("client-id").await, id, "the same client");
+    assert_eq!(token(&p, &id, &rotated).await.0, 200);
+    assert_eq!(token(&p, &id, &secret).await.0, 200);
+    assert!(b
+        .body_text()
+        .await
+        .contains("the previous secret works until"));
+    // Another consumer's client is not found from this account.
+    p.admin.create("/consumers", json!({"id": "someone"})).await;
+    p.admin
+        .create("/apps", json!({"id": "their-app", "consumer": "someone"}))
+        .await;
+    p.admin
+        .create(
+            "/subscriptions",
+            json!({"app": "their-app", "plan": "basic"}),
+        )
+        .await;
+    let theirs = p
+        .admin
+        .create(
+            "/oauth-clients",
+            json!({"app": "their-app", "plan": "basic"}),
+        )
+        .await;
+    let their_id = theirs["client_id"].as_str().unwrap().to_string();
+    let app_path = app_url.trim_start_matches(&p.base).to_string();
+    let html = b.client.source().await.unwrap();
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap()
+        .to_string();
+    let cookie = format!("tg_session={}", b.cookie("tg_session").await.unwrap());
+    let (s, _) = post(
+        &p,
+        &format!("{app_path}/oauth-clients/{their_id}/revoke"),
+        &cookie,
+        None,
+        &format!("csrf={csrf}"),
+    )
+    .await;
+    assert_eq!(s, 404);
+    let (_, c) = p.admin.get(&format!("/oauth-clients/{their_id}")).await;
+    assert!(c["revoked_at"].is_null(), "{c}");
+    // Revoke: no token with either secret.
+    b.goto(&app_url).await;
+    b.click("form[action$='/revoke'][action*='/oauth-clients/'] button")
+        .await;
+    assert!(b.body_text().await.contains("The OAuth client is revoked"));
+    for s in [&rotated, &secret] {
+        let (status, t) = token(&p, &id, s).await;
+        assert_eq!(
+            (status, t["error"].as_str()),
+            (401, Some("invalid_client")),
+            "{t}"
+        );
+    }
+    // The audit log names the consumer.
+    let (_, log) = p.admin.get("/audit?limit=500").await;
+    let actions: Vec<(String, String)> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["resource"] == "oauth-client" && e["id"] == id.as_str())
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().into(),
+                e["actor"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(actions.len(), 3, "{actions:?}");
+    assert!(
+        actions.iter().all(|(_, a)| a.starts_with("consumer:c-")),
+        "{actions:?}"
+    );
+    b.close().await;
+}
+
+#[tokio::test]
+async fn one_client_guessing_many_accounts_is_locked_out() {
+    // Per account the limit is high; per client address it is 4 failures.
+    let p = start(
+        "lockout = { failures = 100, window = \"10m\", duration = \"10m\", client-failures = 4 }",
+    )
+    .await;
+    let b = Browser::start().await;
+    sign_up(&b, &p, "Ed", "ed@example.com").await;
+    approve(&p, "ed@example.com").await;
+    // Four accounts guessed once each from this address: each fails.
+    for i in 0..4 {
+        sign_in(
+            &b,
+            &p,
+            &format!("guess{i}@example.com"),
+            "not the password",
+            "",
+        )
+        .await;
+        assert!(b.body_text().await.contains("Sign-in failed"), "guess {i}");
+    }
+    // Now even a real account with its right password is refused from
+    // here, with the same words as any failure.
+    sign_in(&b, &p, "ed@example.com", PASSWORD, "").await;
+    assert!(b.body_text().await.contains("Sign-in failed"));
+    assert!(b.cookie("tg_session").await.is_none(), "no session");
+    // The reset form is no way around it either.
+    b.goto(&p.url("/reset")).await;
+    b.fill("#email", "ed@example.com").await;
+    b.click("main form button[type=submit]").await;
+    assert!(b.body_text().await.contains("Too many attempts"));
+    assert!(p.mail().is_empty(), "no mail sent");
+    b.close().await;
+}
