@@ -66,6 +66,16 @@ pub async fn bind(
         addr: local,
         tls: tls.is_some(),
     };
+    if let (Some(smtp), Some(outbox)) = (&spec.smtp, &portal.outbox) {
+        let relay = super::outbox::Relay::new(outbox.clone(), smtp, base)?;
+        let mut stop = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = relay.run() => {}
+                _ = stop.changed() => {}
+            }
+        });
+    }
     let task = tokio::spawn(accept_loop(listener, tls, portal, shutdown));
     Ok((bound, task))
 }

@@ -962,3 +962,118 @@ async fn one_client_guessing_many_accounts_is_locked_out() {
     assert!(p.mail().is_empty(), "no mail sent");
     b.close().await;
 }
+
+/// A real SMTP server: aiosmtpd (from PyPI, in .tollgate/venv) on
+/// `127.0.0.1:port`, requiring STARTTLS with `cert` and `key`, storing
+/// what it accepts in the Maildir `maildir`. Killed when dropped.
+struct SmtpServer {
+    child: std::process::Child,
+}
+
+impl SmtpServer {
+    fn start(
+        port: u16,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        maildir: &std::path::Path,
+    ) -> SmtpServer {
+        let python = tollgate_tests::root().join(".tollgate/venv/bin/python");
+        let child = std::process::Command::new(python)
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+            .arg("--tlscert")
+            .arg(cert)
+            .arg("--tlskey")
+            .arg(key)
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(maildir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("aiosmtpd starts (scripts/schemathesis installs it into .tollgate/venv)");
+        SmtpServer { child }
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The messages in a Maildir's `new/`.
+fn maildir(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir.join("new"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| std::fs::read_to_string(e.path()).unwrap())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn reset_mail_waits_in_the_outbox_until_the_smtp_server_takes_it_over_starttls() {
+    let python = tollgate_tests::root().join(".tollgate/venv/bin/python");
+    let has = std::process::Command::new(&python)
+        .args(["-c", "import aiosmtpd"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        has,
+        "aiosmtpd is not installed in .tollgate/venv: run scripts/schemathesis"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let ca = tollgate_tests::tls_upstream::TestCa::new("mail test CA");
+    let ca_path = ca.write(dir.path(), "mail-ca.pem");
+    let (cert, key) = ca.server(&["127.0.0.1"]).write(dir.path(), "mail");
+    let port = tollgate_tests::free_port();
+    let p = start(&format!(
+        "smtp = {{ host = \"127.0.0.1\", port = {port}, ca = \"{}\", timeout = \"5s\", from = \"Dev portal <portal@example.com>\" }}",
+        ca_path.display()
+    ))
+    .await;
+    let b = Browser::start().await;
+    sign_up(&b, &p, "Sam", "sam@example.com").await;
+    approve(&p, "sam@example.com").await;
+    b.goto(&p.url("/reset")).await;
+    b.fill("#email", "sam@example.com").await;
+    b.click("main form button[type=submit]").await;
+    assert!(b.body_text().await.contains("on its way"));
+    // The server is not there yet: the message waits in the outbox.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(p.mail().len(), 1, "spooled while the server is down");
+    let inbox = dir.path().join("maildir");
+    let _smtp = SmtpServer::start(port, &cert, &key, &inbox);
+    let delivered = tollgate_tests::eventually(Duration::from_secs(30), || async {
+        maildir(&inbox).len() == 1 && p.mail().is_empty()
+    })
+    .await;
+    assert!(
+        delivered,
+        "delivered: {:?}, waiting: {}",
+        maildir(&inbox),
+        p.mail().len()
+    );
+    let mail = maildir(&inbox).remove(0);
+    assert!(
+        mail.contains("From: Dev portal <portal@example.com>"),
+        "{mail}"
+    );
+    assert!(mail.contains("X-MailFrom: portal@example.com"), "{mail}");
+    assert!(mail.contains("X-RcptTo: sam@example.com"), "{mail}");
+    // The link from the relayed mail works.
+    let link = mail
+        .lines()
+        .find(|l| l.contains("/reset/confirm?token="))
+        .expect("a reset link")
+        .trim()
+        .to_string();
+    b.goto(&link).await;
+    b.fill("#password", "a relayed new password").await;
+    b.click("main form button[type=submit]").await;
+    assert!(b.body_text().await.contains("Your password was changed"));
+    sign_in(&b, &p, "sam@example.com", "a relayed new password", "").await;
+    assert!(b.url().await.ends_with("/apps"), "{}", b.url().await);
+    b.close().await;
+}
