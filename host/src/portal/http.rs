@@ -586,10 +586,8 @@ impl Portal {
                 .apis
                 .iter()
                 .map(|name| {
-                    let routes: Vec<String> = g
-                        .apis
-                        .iter()
-                        .find(|a| *a.name == **name)
+                    let api = g.apis.iter().find(|a| *a.name == **name);
+                    let routes: Vec<String> = api
                         .map(|a| {
                             a.spec
                                 .routes
@@ -611,7 +609,20 @@ impl Portal {
                                 .collect()
                         })
                         .unwrap_or_default();
-                    json!({"name": name, "routes": routes})
+                    // Its version and how a call names it; its lifecycle.
+                    let version = api.and_then(|a| a.version.as_ref()).map(|v| {
+                        use crate::route::VersionFrom;
+                        let how = match &v.from {
+                            VersionFrom::Path => format!("path /{}/…", v.version),
+                            VersionFrom::Header(h) => format!("header {h}: {}", v.version),
+                            VersionFrom::Query(q) => format!("query ?{q}={}", v.version),
+                        };
+                        json!({"set": &*v.set, "version": &*v.version, "how": how})
+                    });
+                    let lifecycle = crate::control::admin::api::versions::lifecycle_view(
+                        api.and_then(|a| a.spec.lifecycle.as_ref()),
+                    );
+                    json!({"name": name, "routes": routes, "version": version, "lifecycle": lifecycle})
                 })
                 .collect();
             out.push(json!({

@@ -1077,3 +1077,67 @@ async fn reset_mail_waits_in_the_outbox_until_the_smtp_server_takes_it_over_star
     assert!(b.url().await.ends_with("/apps"), "{}", b.url().await);
     b.close().await;
 }
+
+#[tokio::test]
+async fn the_products_page_shows_versions_and_their_lifecycle() {
+    let up = Upstream::start().await;
+    let u = up.url();
+    let api = |name: &str, extra: &str| {
+        format!(
+            "\n[[api]]\nname = \"{name}\"\nupstream = {{ targets = [\"{u}\"] }}\n{extra}\n[[api.route]]\npath = \"/pets/{{id}}\"\n"
+        )
+    };
+    let mut m = String::from(
+        "schema = 1\n[[version-set]]\nname = \"pets\"\nscheme = \"header\"\nheader = \"api-version\"\ndefault = \"v2\"\n",
+    );
+    m += &api(
+        "pets-v1",
+        "version-set = \"pets\"\nversion = \"v1\"\nlifecycle = { state = \"deprecated\", deprecated-at = 2026-06-01T00:00:00Z, sunset = 2027-01-01T00:00:00Z, successor = \"pets-v2\" }",
+    );
+    m += &api("pets-v2", "version-set = \"pets\"\nversion = \"v2\"");
+    let gw = TestGateway::builder(&m)
+        .admin()
+        .gateway_toml("[portal]\naddress = \"127.0.0.1:0\"\n")
+        .start()
+        .await;
+    let admin = gw.admin();
+    admin
+        .create(
+            "/products",
+            json!({"id": "pets", "name": "Pets", "apis": ["pets-v1", "pets-v2"], "published": true}),
+        )
+        .await;
+    let base = format!("http://{}", gw.portal_addr.unwrap());
+    let axe = browser::axe_script();
+    let b = Browser::start().await;
+    b.goto(&format!("{base}/")).await;
+    let text = b.body_text().await;
+    assert!(
+        text.contains("version v1 of pets (by header api-version: v1)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("deprecated, served until 2027-01-01T00:00:00Z: move to pets-v2"),
+        "{text}"
+    );
+    assert!(text.contains("version v2 of pets"), "{text}");
+    let v = b.axe(&axe).await;
+    assert!(v.is_empty(), "axe-core: {v:#?}");
+    // Retired through the admin API: the page says so.
+    let (s, v) = admin
+        .put(
+            "/apis/pets-v1/lifecycle",
+            json!({"state": "retired", "successor": "pets-v2"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let retired = tollgate_tests::eventually(Duration::from_secs(10), || async {
+        b.goto(&format!("{base}/")).await;
+        b.body_text()
+            .await
+            .contains("retired: no longer served; use pets-v2")
+    })
+    .await;
+    assert!(retired, "{}", b.body_text().await);
+    b.close().await;
+}

@@ -27,7 +27,7 @@ mod plans;
 mod products;
 mod subscriptions;
 mod users;
-mod versions;
+pub mod versions;
 
 pub use apis::served_document;
 pub use openapi::OPENAPI;
