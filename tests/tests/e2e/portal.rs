@@ -454,6 +454,27 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
+/// The CSRF token of the first form in `html`.
+fn csrf_in(html: &str) -> String {
+    html.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("a form with a CSRF token")
+        .to_string()
+}
+
+/// Consumer `consumer` (not the signed-in one) with app `app` subscribed
+/// to plan `basic`.
+async fn someone_elses_app(p: &Portal, consumer: &str, app: &str) {
+    p.admin.create("/consumers", json!({"id": consumer})).await;
+    p.admin
+        .create("/apps", json!({"id": app, "consumer": consumer}))
+        .await;
+    p.admin
+        .create("/subscriptions", json!({"app": app, "plan": "basic"}))
+        .await;
+}
+
 /// The pre-sign-in CSRF cookie and the token of the sign-in form.
 async fn form_token(p: &Portal) -> (String, String) {
     let r = client().get(p.url("/signin")).send().await.unwrap();
@@ -468,14 +489,7 @@ async fn form_token(p: &Portal) -> (String, String) {
                 .map(|v| v.split(';').next().unwrap().to_string())
         })
         .expect("a CSRF cookie");
-    let html = r.text().await.unwrap();
-    let token = html
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .unwrap()
-        .to_string();
-    (cookie, token)
+    (cookie, csrf_in(&r.text().await.unwrap()))
 }
 
 async fn post(
@@ -577,16 +591,7 @@ async fn csrf_malformed_forms_other_consumers_apps_and_brute_force_are_refused()
         })
         .expect("a session cookie");
     // Another consumer's app is not found, to look at or to take a key of.
-    p.admin.create("/consumers", json!({"id": "other"})).await;
-    p.admin
-        .create("/apps", json!({"id": "other-app", "consumer": "other"}))
-        .await;
-    p.admin
-        .create(
-            "/subscriptions",
-            json!({"app": "other-app", "plan": "basic"}),
-        )
-        .await;
+    someone_elses_app(&p, "other", "other-app").await;
     let mine = format!("tg_session={session}");
     let page = client()
         .get(p.url("/apps"))
@@ -595,13 +600,7 @@ async fn csrf_malformed_forms_other_consumers_apps_and_brute_force_are_refused()
         .await
         .unwrap();
     assert_eq!(page.status(), 200);
-    let html = page.text().await.unwrap();
-    let csrf = html
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .unwrap()
-        .to_string();
+    let csrf = csrf_in(&page.text().await.unwrap());
     let r = client()
         .get(p.url("/apps/other-app"))
         .header("cookie", &mine)
@@ -854,16 +853,7 @@ async fn oauth_client_credentials_are_issued_rotated_and_revoked_from_the_portal
         .await
         .contains("the previous secret works until"));
     // Another consumer's client is not found from this account.
-    p.admin.create("/consumers", json!({"id": "someone"})).await;
-    p.admin
-        .create("/apps", json!({"id": "their-app", "consumer": "someone"}))
-        .await;
-    p.admin
-        .create(
-            "/subscriptions",
-            json!({"app": "their-app", "plan": "basic"}),
-        )
-        .await;
+    someone_elses_app(&p, "someone", "their-app").await;
     let theirs = p
         .admin
         .create(
@@ -873,13 +863,7 @@ async fn oauth_client_credentials_are_issued_rotated_and_revoked_from_the_portal
         .await;
     let their_id = theirs["client_id"].as_str().unwrap().to_string();
     let app_path = app_url.trim_start_matches(&p.base).to_string();
-    let html = b.client.source().await.unwrap();
-    let csrf = html
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .unwrap()
-        .to_string();
+    let csrf = csrf_in(&b.client.source().await.unwrap());
     let cookie = format!("tg_session={}", b.cookie("tg_session").await.unwrap());
     let (s, _) = post(
         &p,
