@@ -1,6 +1,7 @@
 //! The developer portal in a real browser (headless Chromium over
 //! WebDriver, `tollgate_tests::browser`): a consumer's whole story from
-//! sign-up to a refused call with a revoked key; password reset through the
+//! sign-up (approved by an administrator in the admin console) to a
+//! refused call with a revoked key; password reset through the
 //! file outbox; and each defence — CSRF, session fixation, open redirect,
 //! XSS through every echoed field, clickjacking headers, brute force — with
 //! axe-core run in every page. Set `TOLLGATE_PORTAL_SCREENSHOTS=1` to
@@ -162,6 +163,31 @@ async fn approve(p: &Portal, email: &str) {
     assert_eq!((s, v["state"].as_str()), (200, Some("active")), "{v}");
 }
 
+/// An administrator signs in to the console (a browser of their own) and
+/// approves the pending account of `email` on its accounts page.
+async fn approve_in_console(p: &Portal, email: &str) {
+    let (_, v) = p.admin.get("/accounts?state=pending").await;
+    let id = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["email"] == email)
+        .unwrap_or_else(|| panic!("{email} is not pending: {v}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let console = format!("http://{}/console", p.gw.admin_addr.unwrap());
+    let b = Browser::start().await;
+    b.console_sign_in(&console, &p.admin.token).await;
+    b.press("a[href='#/accounts']").await;
+    b.wait_text("main table", email).await;
+    b.press(&format!("button[aria-label='Approve {id}']")).await;
+    b.wait_text("#status", "Approve: done").await;
+    b.close().await;
+    let (_, a) = p.admin.get(&format!("/accounts/{id}")).await;
+    assert_eq!(a["state"], "active", "{a}");
+}
+
 async fn sign_in(b: &Browser, p: &Portal, email: &str, password: &str, next: &str) {
     b.goto(&p.url(&format!("/signin{next}"))).await;
     b.fill("#email", email).await;
@@ -213,7 +239,8 @@ async fn a_consumer_signs_up_is_approved_subscribes_and_calls_with_a_key() {
     // Not yet approved.
     sign_in(&b, &p, "ann@example.com", PASSWORD, "").await;
     assert!(b.body_text().await.contains("awaits approval"));
-    approve(&p, "ann@example.com").await;
+    // An administrator approves the account in the admin console.
+    approve_in_console(&p, "ann@example.com").await;
     sign_in(&b, &p, "ann@example.com", PASSWORD, "").await;
     assert!(b.url().await.ends_with("/apps"), "{}", b.url().await);
     accessible(&b, &axe, "apps").await;
