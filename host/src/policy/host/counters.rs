@@ -399,7 +399,7 @@ fn to_decision(d: crate::policy::host::counters::Decision) -> bindings::counters
 }
 
 impl bindings::counters::Host for StepState {
-    fn check_and_add(
+    async fn check_and_add(
         &mut self,
         key: String,
         limit: u64,
@@ -415,25 +415,72 @@ impl bindings::counters::Host for StepState {
         };
         let key = self.api_key(&key);
         let now = now_ms();
+        let services = self.services.clone();
         if window_ms == crate::policy::host::counters::MAX_WINDOW_MS {
             // A day-long window is counted durably (as a fixed, aligned
             // window), so a restart does not hand out a fresh day.
             let start = now - now % window_ms;
-            return self
-                .services
-                .quotas
-                .check_and_add(&key, limit, start, start + window_ms, cost, now)
-                .map(to_decision)
-                .map_err(ServiceError::Unavailable);
+            return quota_check(&services, &key, limit, start, start + window_ms, cost, now)
+                .await
+                .map(to_decision);
         }
-        self.services
+        if let Some(cluster) = &services.cluster {
+            if window_ms == 0 || window_ms > MAX_WINDOW_MS {
+                return Err(ServiceError::Invalid(format!(
+                    "window of {window_ms} ms: must be 1 ms to 1 day"
+                )));
+            }
+            if key.len() > 1024 {
+                return Err(ServiceError::Invalid("key longer than 1024 bytes".into()));
+            }
+            let ra = match alg {
+                A::SlidingWindow => crate::cluster::RateAlgorithm::SlidingWindow,
+                A::TokenBucket => crate::cluster::RateAlgorithm::TokenBucket,
+            };
+            match cluster
+                .rate_check(&key, ra, limit, window_ms, cost, None)
+                .await
+            {
+                Ok(d) => {
+                    return Ok(bindings::counters::Decision {
+                        allowed: d.allowed,
+                        limit,
+                        remaining: d.remaining,
+                        reset_ms: d.reset_ms,
+                        retry_after_ms: d.retry_after_ms,
+                    })
+                }
+                Err(e) => {
+                    let metrics = crate::observe::metrics::global();
+                    if cluster.spec().rate_limits == crate::cluster::FailMode::Closed {
+                        metrics.redis_fallback("rate_limit_refused");
+                        return Err(ServiceError::Unavailable(e.to_string()));
+                    }
+                    metrics.redis_fallback("rate_limit_local");
+                    // This node alone, at its share of the limit; reported
+                    // against the whole limit.
+                    let share = u64::from(cluster.spec().local_share);
+                    let local = (limit.saturating_mul(share)).div_ceil(100);
+                    return services
+                        .counters
+                        .check_and_add(&key, local, window_ms, alg, cost, now)
+                        .map(|d| {
+                            let mut d = to_decision(d);
+                            d.limit = limit;
+                            d
+                        })
+                        .map_err(ServiceError::Invalid);
+                }
+            }
+        }
+        services
             .counters
             .check_and_add(&key, limit, window_ms, alg, cost, now)
             .map(to_decision)
             .map_err(ServiceError::Invalid)
     }
 
-    fn quota_check_and_add(
+    async fn quota_check_and_add(
         &mut self,
         key: String,
         limit: u64,
@@ -443,14 +490,21 @@ impl bindings::counters::Host for StepState {
     ) -> Result<bindings::counters::Decision, ServiceError> {
         self.grant("counters")?;
         let key = self.api_key(&key);
-        self.services
-            .quotas
-            .check_and_add(&key, limit, period_start_ms, period_end_ms, cost, now_ms())
-            .map(to_decision)
-            .map_err(ServiceError::Unavailable)
+        let services = self.services.clone();
+        quota_check(
+            &services,
+            &key,
+            limit,
+            period_start_ms,
+            period_end_ms,
+            cost,
+            now_ms(),
+        )
+        .await
+        .map(to_decision)
     }
 
-    fn quota_refund(
+    async fn quota_refund(
         &mut self,
         key: String,
         period_start_ms: u64,
@@ -459,11 +513,72 @@ impl bindings::counters::Host for StepState {
     ) -> Result<u64, ServiceError> {
         self.grant("counters")?;
         let key = self.api_key(&key);
-        self.services
+        let services = self.services.clone();
+        if let Some(cluster) = &services.cluster {
+            if period_end_ms <= period_start_ms {
+                return Err(ServiceError::Invalid(format!(
+                    "period {period_start_ms}..{period_end_ms} is empty"
+                )));
+            }
+            match cluster.quota_refund(&key, period_start_ms, cost).await {
+                Ok(n) => return Ok(n),
+                Err(e) if cluster.spec().quotas == crate::cluster::FailMode::Closed => {
+                    return Err(ServiceError::Unavailable(e.to_string()))
+                }
+                // Open: the unit was counted locally while Redis was away,
+                // so give it back there.
+                Err(_) => {}
+            }
+        }
+        services
             .quotas
             .refund(&key, period_start_ms, period_end_ms, cost)
             .map_err(ServiceError::Unavailable)
     }
+}
+
+/// A quota check: in Redis in cluster mode (falling back as `[cluster]
+/// quotas` says), else in this node's store.
+async fn quota_check(
+    services: &crate::policy::host::Services,
+    key: &str,
+    limit: u64,
+    start: u64,
+    end: u64,
+    cost: u64,
+    now: u64,
+) -> Result<Decision, ServiceError> {
+    if let Some(cluster) = &services.cluster {
+        if end <= start || !(start..end).contains(&now) {
+            return Err(ServiceError::Unavailable(format!(
+                "period {start}..{end} does not contain the current time {now}"
+            )));
+        }
+        let reset_ms = end - now;
+        match cluster.quota_check(key, limit, start, end, cost).await {
+            Ok((allowed, count)) => {
+                return Ok(Decision {
+                    allowed,
+                    limit,
+                    remaining: limit.saturating_sub(count),
+                    reset_ms,
+                    retry_after_ms: if allowed { 0 } else { reset_ms },
+                })
+            }
+            Err(e) => {
+                let metrics = crate::observe::metrics::global();
+                if cluster.spec().quotas == crate::cluster::FailMode::Closed {
+                    metrics.redis_fallback("quota_refused");
+                    return Err(ServiceError::Unavailable(e.to_string()));
+                }
+                metrics.redis_fallback("quota_local");
+            }
+        }
+    }
+    services
+        .quotas
+        .check_and_add(key, limit, start, end, cost, now)
+        .map_err(ServiceError::Unavailable)
 }
 
 #[cfg(test)]
