@@ -572,4 +572,6 @@ fn decode_entry(b: &[u8]) -> Option<CacheEntry> {
 }
 
 #[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
 mod tests;

@@ -8,7 +8,8 @@
 //! so that a refill computed from it is exact.
 //!
 //! Time is Redis's own clock (`TIME`) unless a test passes one, so the
-//! gateways' clocks need not agree. A script touches only `KEYS[1]`, so in
+//! gateways' clocks need not agree. A limit's key expires a minute after
+//! it would be back to full anyway (it is only collected, never needed). A script touches only `KEYS[1]`, so in
 //! Redis Cluster every check lands on one slot.
 
 /// Sliding window (the previous window weighted by how much of it still
@@ -72,7 +73,7 @@ end
 local reset = until_empty(prev, curr)
 local f = function(x) return string.format('%.17g', x) end
 redis.call('HSET', KEYS[1], 'w', f(window), 's', f(start), 'p', f(prev), 'c', f(curr))
-redis.call('PEXPIRE', KEYS[1], f(2 * window))
+redis.call('PEXPIRE', KEYS[1], f(2 * window + 60000))
 return {allowed, remaining, reset, retry}
 "#;
 
@@ -118,7 +119,7 @@ else
 end
 local f = function(x) return string.format('%.17g', x) end
 redis.call('HSET', KEYS[1], 'w', f(window), 't', f(tokens), 'l', f(last))
-redis.call('PEXPIRE', KEYS[1], f(window + 1))
+redis.call('PEXPIRE', KEYS[1], f(window + 60000))
 return {allowed, remaining, reset, retry}
 "#;
 
