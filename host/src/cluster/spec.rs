@@ -215,3 +215,68 @@ impl ClusterSpec {
         errs
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ClusterSpec, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    fn problems(text: &str) -> String {
+        parse(text).unwrap().problems().join("\n")
+    }
+
+    #[test]
+    fn defaults_and_each_kind_of_deployment() {
+        let s = parse("url = \"redis://127.0.0.1:6379/0\"").unwrap();
+        assert!(s.problems().is_empty(), "{:?}", s.problems());
+        assert_eq!(s.command_timeout.0, std::time::Duration::from_millis(50));
+        assert_eq!(s.rate_limits, FailMode::Open);
+        assert_eq!(s.quotas, FailMode::Closed);
+        assert_eq!((s.local_share, s.breaker_failures), (100, 5));
+        assert!(!s.cache);
+        assert_eq!(s.key_prefix, "tollgate");
+        let s = parse(
+            "sentinel = { master = \"tg\", addresses = [\"redis://10.0.0.1:26379\"] }\nrate-limits = \"closed\"\nquotas = \"open\"",
+        )
+        .unwrap();
+        assert!(s.problems().is_empty(), "{:?}", s.problems());
+        assert_eq!((s.rate_limits, s.quotas), (FailMode::Closed, FailMode::Open));
+        let s = parse("nodes = [\"rediss://a:7000\", \"rediss://b:7000\"]\ncache = true").unwrap();
+        assert!(s.problems().is_empty(), "{:?}", s.problems());
+    }
+
+    #[test]
+    fn nonsense_is_refused_with_the_field_named() {
+        assert!(problems("").contains("exactly one of `url`, `sentinel` or `nodes` (found 0)"));
+        assert!(problems("url = \"redis://a\"\nnodes = [\"redis://b\"]").contains("(found 2)"));
+        assert!(problems("url = \"http://a:6379\"").contains("cluster.url = \"http://a:6379\" must be a redis:// or rediss:// URL"));
+        assert!(problems("url = \"redis://user:pw@a:6379\"").contains("no credentials in the URL"));
+        assert!(problems("nodes = [\"redis://a\", \"tcp://b\"]").contains("cluster.nodes = \"tcp://b\""));
+        assert!(problems("sentinel = { master = \"\", addresses = [] }").contains("sentinel.master"));
+        assert!(problems("sentinel = { master = \"m\", addresses = [] }").contains("at least one Sentinel"));
+        let p = problems(
+            "url = \"redis://a\"\ncommand-timeout = \"0ms\"\nconnect-timeout = \"2m\"\nlocal-share = 0\nbreaker-failures = 0\nbreaker-cool-down = \"1h\"\nmax-cache-entry = \"1GiB\"\nkey-prefix = \"a b\"\npassword-env = \"MY-PW\"\nusername = \"\"",
+        );
+        for field in [
+            "command-timeout",
+            "connect-timeout",
+            "local-share = 0",
+            "breaker-failures = 0",
+            "breaker-cool-down",
+            "max-cache-entry",
+            "key-prefix",
+            "password-env = \"MY-PW\"",
+            "cluster.username",
+        ] {
+            assert!(p.contains(field), "{field} not in:\n{p}");
+        }
+        // The types refuse the rest at parse time.
+        assert!(parse("url = \"redis://a\"\npassword = \"x\"").unwrap_err().contains("unknown field `password`"));
+        assert!(parse("url = \"redis://a\"\nrate-limits = \"maybe\"").unwrap_err().contains("unknown variant `maybe`"));
+        assert!(parse("url = \"redis://a\"\ncommand-timeout = 50").is_err());
+        assert!(parse("sentinel = { master = \"m\", addresses = [\"redis://a\"], pw = 1 }").unwrap_err().contains("unknown field `pw`"));
+    }
+}
