@@ -41,8 +41,12 @@ impl Gateway {
         // control plane, and injected into the policy services as the
         // source every generation asks after its own manifests.
         let registry = Arc::new(crate::control::admin::Registry::new(store.clone()));
-        let services = Arc::new(
-            crate::policy::host::Services::new(crate::policy::host::ServiceSettings {
+        let cluster = match &gw.cluster {
+            Some(spec) => Some(crate::cluster::Cluster::start(spec)?),
+            None => None,
+        };
+        let services = Arc::new({
+            let s = crate::policy::host::Services::new(crate::policy::host::ServiceSettings {
                 store: Some(store.clone()),
                 cache_bytes: gw.cache.max_bytes.0,
                 sink_path: gw
@@ -56,8 +60,12 @@ impl Gateway {
                     .as_ref()
                     .map(|p| loader::resolve(&base, p)),
             })?
-            .with_consumers(registry.clone()),
-        );
+            .with_consumers(registry.clone());
+            match cluster {
+                Some(c) => s.with_cluster(c),
+                None => s,
+            }
+        });
         let runtime = Arc::new(Runtime::new(
             policy::EngineLimits {
                 max_instances: gw.limits.max_instances,

@@ -8,6 +8,7 @@
 //! |---|---|---|
 //! | 0 | [`domain`], [`store`] | types both planes share: time, periods, consumers, grants; the sled store |
 //! | 1 | [`observe`] | metrics, traces and the analytics store |
+//! | 1b | [`cluster`] | Redis for cluster mode: shared rate limits, quotas and cache, its breaker and scripts |
 //! | 2 | [`manifest`], [`net`], [`route`] | the TOML files, TLS and sockets, routing |
 //! | 3 | [`upstream`], [`policy`], [`record`], [`openapi`] | the upstream client; the Wasm policy runtime and the host side of its WIT imports; recording calls to trace files; OpenAPI documents read, imported and exported |
 //! | 4 | [`loader`], [`author`], [`replay`] | builds a configuration generation from the files, level by level; tools for policy authors; replaying recorded calls against two versions of a policy |
@@ -19,6 +20,7 @@
 
 pub mod app;
 pub mod author;
+pub mod cluster;
 pub mod control;
 pub mod demo;
 pub mod domain;

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod browser;
 pub mod raw;
+pub mod redis;
 pub mod runner;
 pub mod tls_upstream;
 

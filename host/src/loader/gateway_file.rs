@@ -59,6 +59,9 @@ fn check(path: &Path, gw: &GatewayFile) -> Vec<String> {
     if let Some(oauth) = &gw.oauth {
         errs.extend(oauth.problems());
     }
+    if let Some(cluster) = &gw.cluster {
+        errs.extend(cluster.problems());
+    }
     if let Some(ca) = &gw.outbound.ca_file {
         let base = path.parent().unwrap_or(Path::new("."));
         let mut roots = rustls::RootCertStore::empty();

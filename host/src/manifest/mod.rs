@@ -219,6 +219,9 @@ pub struct GatewayFile {
     pub oauth: Option<OAuthSpec>,
     /// `[portal]`: the developer portal's own listener; none without it.
     pub portal: Option<PortalSpec>,
+    /// `[cluster]`: rate limits, quotas and the response cache shared with
+    /// other gateways through Redis; each node on its own without it.
+    pub cluster: Option<crate::cluster::ClusterSpec>,
 }
 
 /// `[oauth]`: the gateway issues access tokens to OAuth clients of its

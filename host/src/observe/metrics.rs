@@ -197,6 +197,17 @@ struct KindLabels {
     kind: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RedisOpLabels {
+    op: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RedisFailureLabels {
+    op: &'static str,
+    kind: &'static str,
+}
+
 /// Method classes (`method` label).
 const METHODS: [&str; 8] = [
     "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other",
@@ -273,6 +284,11 @@ pub struct Metrics {
     dropped: Family<KindLabels, Counter>,
     instances: Family<KindLabels, Gauge>,
     analytics_records: Counter,
+    redis_seconds: Family<RedisOpLabels, Hist, fn() -> Hist>,
+    redis_failures: Family<RedisFailureLabels, Counter>,
+    redis_breaker_open: Gauge,
+    redis_breaker_trips: Counter,
+    redis_fallbacks: Family<KindLabels, Counter>,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -327,6 +343,11 @@ impl Metrics {
             dropped: Family::default(),
             instances: Family::default(),
             analytics_records: Counter::default(),
+            redis_seconds: Family::new_with_constructor(steps_hist as fn() -> Hist),
+            redis_failures: Family::default(),
+            redis_breaker_open: Gauge::default(),
+            redis_breaker_trips: Counter::default(),
+            redis_fallbacks: Family::default(),
         };
         m.register()
     }
@@ -470,7 +491,47 @@ impl Metrics {
             "Calls queued for the analytics store",
             self.analytics_records
         );
+        reg!(r, "tollgate_redis_duration_seconds", "Cluster mode: one call to Redis (a script or a cache command), by op (rate_limit, quota, quota_refund, cache_get, cache_put, cache_delete), answered or not", self.redis_seconds);
+        reg!(r, "tollgate_redis_failures", "Cluster mode: calls to Redis that did not answer, by op and kind (error, timeout, breaker_open, not_connected)", self.redis_failures);
+        reg!(
+            r,
+            "tollgate_redis_breaker_open",
+            "Cluster mode: 1 while the Redis circuit breaker is open (no call is sent)",
+            self.redis_breaker_open
+        );
+        reg!(
+            r,
+            "tollgate_redis_breaker_trips",
+            "Cluster mode: times the Redis circuit breaker opened",
+            self.redis_breaker_trips
+        );
+        reg!(r, "tollgate_redis_fallbacks", "Cluster mode: checks answered without Redis, by kind (rate_limit_local, rate_limit_refused, quota_local, quota_refused, cache_bypass)", self.redis_fallbacks);
         self
+    }
+
+    /// A call to Redis for `op` took `us` microseconds.
+    pub fn redis_call(&self, op: &'static str, us: u64) {
+        hist(&self.redis_seconds, &RedisOpLabels { op }).observe_us(us);
+    }
+
+    /// A call to Redis for `op` failed as `kind`.
+    pub fn redis_failure(&self, op: &'static str, kind: &'static str) {
+        self.redis_failures
+            .get_or_create(&RedisFailureLabels { op, kind })
+            .inc();
+    }
+
+    /// The Redis breaker opened (`true`) or closed again.
+    pub fn redis_breaker(&self, open: bool) {
+        self.redis_breaker_open.set(i64::from(open));
+        if open {
+            self.redis_breaker_trips.inc();
+        }
+    }
+
+    /// A check was answered without Redis, as `kind`.
+    pub fn redis_fallback(&self, kind: &'static str) {
+        self.redis_fallbacks.get_or_create(&KindLabels { kind }).inc();
     }
 
     /// Apply `[metrics]` (at start).

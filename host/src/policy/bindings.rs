@@ -16,7 +16,14 @@ pub mod v01 {
         exports: { default: async },
         // `send` may wait on the network: async, and trappable so that a call
         // cut short by the step's deadline ends the step as a timeout.
-        imports: { "tollgate:policy/http-client.send": async | trappable },
+        // The counters and the cache may wait on Redis in cluster mode (at
+        // most `[cluster] command-timeout`): async, so a worker thread runs
+        // other calls meanwhile.
+        imports: {
+            "tollgate:policy/http-client.send": async | trappable,
+            "tollgate:policy/counters": async,
+            "tollgate:policy/cache": async,
+        },
     });
 }
 

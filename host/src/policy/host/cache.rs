@@ -1,6 +1,8 @@
 //! `tollgate:policy/cache`: a response cache shared by every generation,
 //! bounded in bytes (moka), each entry with its own time to live, keys in
-//! the calling API's namespace.
+//! the calling API's namespace; in cluster mode with `[cluster] cache =
+//! true`, kept in Redis instead (its TTL by `PX`, entries above
+//! `max-cache-entry` not kept), and bypassed (a miss) while Redis fails.
 
 use crate::policy::bindings;
 use crate::policy::bindings::service_types::ServiceError;
@@ -51,10 +53,33 @@ pub fn new_cache(max_bytes: u64) -> Cache {
 }
 
 impl bindings::cache::Host for StepState {
-    fn get(&mut self, key: String) -> Option<(bindings::cache::CachedResponse, u64)> {
+    async fn get(&mut self, key: String) -> Option<(bindings::cache::CachedResponse, u64)> {
         self.grant("cache").ok()?;
         let k = self.api_key(&key);
-        let v = self.services.cache.get(&k)?;
+        let services = self.services.clone();
+        if let Some(cluster) = services.cluster.as_ref().filter(|c| c.spec().cache) {
+            return match cluster.cache_get(&k).await {
+                Ok(Some((e, left_ms))) => Some((
+                    bindings::cache::CachedResponse {
+                        status: e.status,
+                        headers: e
+                            .headers
+                            .into_iter()
+                            .map(|(name, value)| Header { name, value })
+                            .collect(),
+                        body: e.body,
+                    },
+                    left_ms,
+                )),
+                Ok(None) => None,
+                Err(_) => {
+                    // Bypassed: a miss, and the call goes upstream.
+                    crate::observe::metrics::global().redis_fallback("cache_bypass");
+                    None
+                }
+            };
+        }
+        let v = services.cache.get(&k)?;
         let left = v.expires.checked_duration_since(Instant::now())?;
         Some((
             bindings::cache::CachedResponse {
@@ -73,7 +98,7 @@ impl bindings::cache::Host for StepState {
         ))
     }
 
-    fn put(
+    async fn put(
         &mut self,
         key: String,
         value: bindings::cache::CachedResponse,
@@ -88,7 +113,24 @@ impl bindings::cache::Host for StepState {
             return Err(ServiceError::Invalid("key longer than 4096 bytes".into()));
         }
         let k = self.api_key(&key);
-        self.services.cache.insert(
+        let services = self.services.clone();
+        if let Some(cluster) = services.cluster.as_ref().filter(|c| c.spec().cache) {
+            let entry = crate::cluster::CacheEntry {
+                status: value.status,
+                headers: value
+                    .headers
+                    .into_iter()
+                    .map(|h| (h.name, h.value))
+                    .collect(),
+                body: value.body,
+            };
+            // Not kept when Redis cannot take it: the next call is a miss.
+            if cluster.cache_put(&k, &entry, ttl_ms).await.is_err() {
+                crate::observe::metrics::global().redis_fallback("cache_bypass");
+            }
+            return Ok(());
+        }
+        services.cache.insert(
             k,
             Arc::new(CachedResponse {
                 status: value.status,
@@ -105,9 +147,18 @@ impl bindings::cache::Host for StepState {
         Ok(())
     }
 
-    fn delete(&mut self, key: String) {
-        if self.grant("cache").is_ok() {
-            self.services.cache.invalidate(&self.api_key(&key));
+    async fn delete(&mut self, key: String) {
+        if self.grant("cache").is_err() {
+            return;
         }
+        let k = self.api_key(&key);
+        let services = self.services.clone();
+        if let Some(cluster) = services.cluster.as_ref().filter(|c| c.spec().cache) {
+            if cluster.cache_delete(&k).await.is_err() {
+                crate::observe::metrics::global().redis_fallback("cache_bypass");
+            }
+            return;
+        }
+        services.cache.invalidate(&k);
     }
 }

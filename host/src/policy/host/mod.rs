@@ -55,6 +55,9 @@ pub struct Services {
     /// Answers given instead of calling out, for the policy test host
     /// (`tollgate policy test-host`); `None` in a gateway.
     pub canned: Option<Arc<http_client::Canned>>,
+    /// Cluster mode (`[cluster]`): rate limits, quotas and, with `cache =
+    /// true`, the cache are shared through Redis; `None` on a lone node.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// Settings for [`Services::new`].
@@ -87,6 +90,7 @@ impl Services {
             sink: Sink::new(s.sink_path)?,
             http,
             canned: None,
+            cluster: None,
         })
     }
 
@@ -94,6 +98,12 @@ impl Services {
     /// and plans (asked after each generation's manifests).
     pub fn with_consumers(mut self, source: Arc<dyn ConsumerSource>) -> Services {
         self.consumers = Some(source);
+        self
+    }
+
+    /// These services sharing limits, quotas and cache through `cluster`.
+    pub fn with_cluster(mut self, cluster: Arc<crate::cluster::Cluster>) -> Services {
+        self.cluster = Some(cluster);
         self
     }
 
