@@ -13,10 +13,11 @@
 //! escaped), so that each script's one key has a hash tag of its own.
 
 pub mod breaker;
+pub mod replog;
 pub mod scripts;
 mod spec;
 
-pub use spec::{ClusterSpec, FailMode, SentinelSpec};
+pub use spec::{ClusterSpec, FailMode, Role, SentinelSpec};
 
 use breaker::{Admit, Breaker};
 use redis::aio::ConnectionManager;
@@ -117,7 +118,7 @@ enum Target {
         node: redis::RedisConnectionInfo,
         tls: bool,
     },
-    Cluster(redis::cluster::ClusterClient),
+    Cluster(Box<redis::cluster::ClusterClient>),
 }
 
 /// The process's link to Redis.
@@ -143,7 +144,11 @@ impl Cluster {
     /// until Redis answers. Errors only for what no retry fixes (a missing
     /// password variable, a URL the client refuses). Needs a tokio runtime.
     pub fn start(spec: &ClusterSpec) -> anyhow::Result<Arc<Cluster>> {
-        let tls = spec.url.iter().chain(&spec.nodes).any(|u| u.starts_with("rediss://"))
+        let tls = spec
+            .url
+            .iter()
+            .chain(&spec.nodes)
+            .any(|u| u.starts_with("rediss://"))
             || spec
                 .sentinel
                 .as_ref()
@@ -210,10 +215,10 @@ impl Cluster {
             if let Some(p) = &password {
                 b = b.password(p);
             }
-            Target::Cluster(
+            Target::Cluster(Box::new(
                 b.build()
                     .map_err(|e| anyhow::anyhow!("[cluster] nodes: {e}"))?,
-            )
+            ))
         };
         let cluster = Arc::new(Cluster {
             spec: spec.clone(),
@@ -256,15 +261,17 @@ impl Cluster {
             ConnectionManager::new_with_config(client, config)
         };
         match &self.target {
-            Target::One(info) => Ok(Conn::One(manager(redis::Client::open(info.clone())?).await?)),
+            Target::One(info) => Ok(Conn::One(
+                manager(redis::Client::open(info.clone())?).await?,
+            )),
             Target::Sentinel {
                 master,
                 addresses,
                 node,
                 tls,
             } => {
-                let mut info =
-                    redis::sentinel::SentinelNodeConnectionInfo::default().set_redis_connection_info(node.clone());
+                let mut info = redis::sentinel::SentinelNodeConnectionInfo::default()
+                    .set_redis_connection_info(node.clone());
                 if *tls {
                     info = info.set_tls_mode(redis::TlsMode::Secure);
                 }
@@ -430,7 +437,12 @@ impl Cluster {
 
     /// Keep `entry` as `key` for `ttl_ms`. An entry larger than
     /// `max-cache-entry` is not kept (`Ok(false)`).
-    pub async fn cache_put(&self, key: &str, entry: &CacheEntry, ttl_ms: u64) -> Result<bool, Failure> {
+    pub async fn cache_put(
+        &self,
+        key: &str,
+        entry: &CacheEntry,
+        ttl_ms: u64,
+    ) -> Result<bool, Failure> {
         let bytes = encode_entry(entry);
         if bytes.len() as u64 > self.spec.max_cache_entry.0 {
             return Ok(false);

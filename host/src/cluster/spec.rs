@@ -27,6 +27,8 @@ use serde::Deserialize;
 /// breaker-failures = 5                    # consecutive failures that open the breaker
 /// breaker-cool-down = "1s"                # then no call to Redis until one probe
 /// key-prefix = "tollgate"                 # every key starts with it (several gateways per Redis)
+/// role = "control"                        # "control" (the one writer) | "data" (replicas); none: each node its own
+/// node = "gw-1"                           # this node's name in /admin/v1/nodes; default: the host name
 /// ```
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -57,6 +59,33 @@ pub struct ClusterSpec {
     pub breaker_cool_down: Dur,
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
+    /// The node's part in the shared control plane; `None`: every node
+    /// keeps its own (only limits, quotas and cache are shared).
+    pub role: Option<Role>,
+    /// This node's name among the others; default: the host name.
+    pub node: Option<String>,
+}
+
+/// A node's part in the shared control plane (docs/cluster.md, "The
+/// control plane").
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// The one writer: its admin API changes the registry, and each change
+    /// is published through Redis.
+    Control,
+    /// A replica: applies the control node's changes to its own store and
+    /// serves from it; its admin API reads only.
+    Data,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Control => "control",
+            Role::Data => "data",
+        }
+    }
 }
 
 /// `[cluster] sentinel`: the master's name and the Sentinels to ask for it.
@@ -128,7 +157,10 @@ impl ClusterSpec {
                 errs.push(format!(
                     "cluster.{field} = {u:?} must be a redis:// or rediss:// URL"
                 ));
-            } else if u.split_once("://").is_some_and(|(_, rest)| rest.contains('@')) {
+            } else if u
+                .split_once("://")
+                .is_some_and(|(_, rest)| rest.contains('@'))
+            {
                 errs.push(format!(
                     "cluster.{field}: no credentials in the URL; use `username` and `password-env`"
                 ));
@@ -152,7 +184,10 @@ impl ClusterSpec {
             }
         }
         if let Some(u) = &self.username {
-            if u.is_empty() || u.len() > 256 || u.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            if u.is_empty()
+                || u.len() > 256
+                || u.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
                 errs.push("cluster.username must be 1 to 256 characters without spaces".into());
             }
         }
@@ -212,7 +247,30 @@ impl ClusterSpec {
                 self.key_prefix
             ));
         }
+        if let Some(n) = &self.node {
+            if n.is_empty()
+                || n.len() > 64
+                || !n
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                errs.push(format!(
+                    "cluster.node = {n:?} must be 1 to 64 of A-Z a-z 0-9 - _ ."
+                ));
+            }
+        }
         errs
+    }
+
+    /// This node's name: `node`, else the host name.
+    pub fn node_name(&self) -> String {
+        self.node.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "gateway".into())
+        })
     }
 }
 
@@ -243,7 +301,10 @@ mod tests {
         )
         .unwrap();
         assert!(s.problems().is_empty(), "{:?}", s.problems());
-        assert_eq!((s.rate_limits, s.quotas), (FailMode::Closed, FailMode::Open));
+        assert_eq!(
+            (s.rate_limits, s.quotas),
+            (FailMode::Closed, FailMode::Open)
+        );
         let s = parse("nodes = [\"rediss://a:7000\", \"rediss://b:7000\"]\ncache = true").unwrap();
         assert!(s.problems().is_empty(), "{:?}", s.problems());
     }
@@ -252,11 +313,16 @@ mod tests {
     fn nonsense_is_refused_with_the_field_named() {
         assert!(problems("").contains("exactly one of `url`, `sentinel` or `nodes` (found 0)"));
         assert!(problems("url = \"redis://a\"\nnodes = [\"redis://b\"]").contains("(found 2)"));
-        assert!(problems("url = \"http://a:6379\"").contains("cluster.url = \"http://a:6379\" must be a redis:// or rediss:// URL"));
+        assert!(problems("url = \"http://a:6379\"")
+            .contains("cluster.url = \"http://a:6379\" must be a redis:// or rediss:// URL"));
         assert!(problems("url = \"redis://user:pw@a:6379\"").contains("no credentials in the URL"));
-        assert!(problems("nodes = [\"redis://a\", \"tcp://b\"]").contains("cluster.nodes = \"tcp://b\""));
-        assert!(problems("sentinel = { master = \"\", addresses = [] }").contains("sentinel.master"));
-        assert!(problems("sentinel = { master = \"m\", addresses = [] }").contains("at least one Sentinel"));
+        assert!(problems("nodes = [\"redis://a\", \"tcp://b\"]")
+            .contains("cluster.nodes = \"tcp://b\""));
+        assert!(
+            problems("sentinel = { master = \"\", addresses = [] }").contains("sentinel.master")
+        );
+        assert!(problems("sentinel = { master = \"m\", addresses = [] }")
+            .contains("at least one Sentinel"));
         let p = problems(
             "url = \"redis://a\"\ncommand-timeout = \"0ms\"\nconnect-timeout = \"2m\"\nlocal-share = 0\nbreaker-failures = 0\nbreaker-cool-down = \"1h\"\nmax-cache-entry = \"1GiB\"\nkey-prefix = \"a b\"\npassword-env = \"MY-PW\"\nusername = \"\"",
         );
@@ -274,9 +340,17 @@ mod tests {
             assert!(p.contains(field), "{field} not in:\n{p}");
         }
         // The types refuse the rest at parse time.
-        assert!(parse("url = \"redis://a\"\npassword = \"x\"").unwrap_err().contains("unknown field `password`"));
-        assert!(parse("url = \"redis://a\"\nrate-limits = \"maybe\"").unwrap_err().contains("unknown variant `maybe`"));
+        assert!(parse("url = \"redis://a\"\npassword = \"x\"")
+            .unwrap_err()
+            .contains("unknown field `password`"));
+        assert!(parse("url = \"redis://a\"\nrate-limits = \"maybe\"")
+            .unwrap_err()
+            .contains("unknown variant `maybe`"));
         assert!(parse("url = \"redis://a\"\ncommand-timeout = 50").is_err());
-        assert!(parse("sentinel = { master = \"m\", addresses = [\"redis://a\"], pw = 1 }").unwrap_err().contains("unknown field `pw`"));
+        assert!(
+            parse("sentinel = { master = \"m\", addresses = [\"redis://a\"], pw = 1 }")
+                .unwrap_err()
+                .contains("unknown field `pw`")
+        );
     }
 }

@@ -259,9 +259,7 @@ impl Registry {
             tx.del(k.clone());
             tx.del(key("oauth-token", jti));
         }
-        self.store
-            .apply_durable(super::TREE, tx.ops)
-            .map_err(AdminError::store)
+        self.apply(tx.ops)
     }
 
     /// The issued token `jti`, if it is recorded (expired ones may be
