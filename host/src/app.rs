@@ -129,8 +129,11 @@ impl Gateway {
         let control = Arc::new(
             ControlPlane::new(data.clone(), registry.clone(), gw_path, inputs)
                 .with_oauth(oauth)
-                .with_replica(replica),
+                .with_replica(replica.clone()),
         );
+        if let Some(r) = &replica {
+            r.attach(&control);
+        }
         let gateway = Arc::new(Gateway {
             data,
             control,

@@ -11,12 +11,27 @@
 //! down at their start. A node that joins late, or falls behind the
 //! stream's retention, loads the snapshot the control node keeps in Redis.
 //! Every node records a heartbeat in Redis (`/admin/v1/nodes`).
+//!
+//! The configuration travels the same way: when the control node's
+//! serving configuration changes (a reload, an edit through the admin
+//! API), its manifests and OpenAPI documents — the files under the
+//! gateway file's folder that the build read, the gateway file itself
+//! excepted — go into the registry as one bundle (`config/bundle`), so
+//! they are logged, ordered with the registry's changes and part of the
+//! snapshot. A data node writes a new bundle's files over its own, removes
+//! those the bundle no longer has, and reloads; a bundle that does not
+//! build there is undone and reported, and the node keeps serving its
+//! previous configuration. Plugins are not in the bundle: every node has
+//! them (docs/cluster.md).
 
 use super::admin::Registry;
+use super::ControlPlane;
 use crate::cluster::replog::Dedicated;
 use crate::cluster::{Cluster, Failure, Role};
 use crate::domain::time::Ts;
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -27,6 +42,8 @@ const HEARTBEAT: Duration = Duration::from_secs(1);
 const STALE_AFTER: Duration = Duration::from_secs(5);
 /// The control node replaces the snapshot after this many changes.
 const SNAPSHOT_EVERY: u64 = 1000;
+/// How often the control node looks for a new configuration generation.
+const CONFIG_POLL: Duration = Duration::from_millis(200);
 /// A data node's blocking read waits this long for a change.
 const BLOCK: Duration = Duration::from_secs(1);
 
@@ -46,7 +63,17 @@ pub struct Replica {
     contact: AtomicU64,
     /// What stops the replication now, if anything.
     problem: Mutex<Option<String>>,
+    /// The node's control plane (configuration to publish or apply).
+    control: std::sync::OnceLock<std::sync::Weak<ControlPlane>>,
+    /// The control node: the generation last bundled.
+    bundled: AtomicU64,
+    /// A data node: why the last bundle was not applied, if it was not.
+    config_problem: Mutex<Option<String>>,
 }
+
+/// The files of a configuration bundle: path (relative to the gateway
+/// file's folder, `/`-separated) → text.
+type Files = BTreeMap<String, String>;
 
 impl Replica {
     /// Take part as `[cluster]` says: set the registry's role and start the
@@ -66,6 +93,9 @@ impl Replica {
             connected: AtomicBool::new(false),
             contact: AtomicU64::new(0),
             problem: Mutex::new(None),
+            control: std::sync::OnceLock::new(),
+            bundled: AtomicU64::new(0),
+            config_problem: Mutex::new(None),
         });
         match role {
             Role::Control => tokio::spawn(publish(Arc::downgrade(&r))),
@@ -73,6 +103,15 @@ impl Replica {
         };
         tokio::spawn(heartbeat(Arc::downgrade(&r)));
         r
+    }
+
+    /// The node's control plane, once built (configuration bundles).
+    pub fn attach(&self, control: &Arc<ControlPlane>) {
+        let _ = self.control.set(Arc::downgrade(control));
+    }
+
+    fn control(&self) -> Option<Arc<ControlPlane>> {
+        self.control.get().and_then(std::sync::Weak::upgrade)
     }
 
     fn set_problem(&self, p: Option<String>) {
@@ -110,6 +149,10 @@ impl Replica {
             "last_contact": (contact > 0).then(|| Ts(contact).rfc3339()),
             "started_at": self.started.rfc3339(),
             "problem": *self.problem.lock().unwrap_or_else(|e| e.into_inner()),
+            "configuration": {
+                "generation": self.control().map(|c| c.data.generation.load(Ordering::Relaxed)),
+                "problem": *self.config_problem.lock().unwrap_or_else(|e| e.into_inner()),
+            },
             "version": env!("CARGO_PKG_VERSION"),
         })
     }
@@ -164,13 +207,16 @@ async fn publish(me: std::sync::Weak<Replica>) {
         let Some(r) = me.upgrade() else { return };
         let d = dedicated.get_or_insert_with(|| r.cluster.dedicated());
         let wake = r.registry.changed();
+        bundle_config(&r);
         let outcome = publish_pending(&r, d, &mut published, &mut since_snapshot).await;
         match outcome {
             Ok(()) => {
                 r.reached();
                 r.set_problem(None);
                 drop(r);
-                let _ = tokio::time::timeout(HEARTBEAT, wake.notified()).await;
+                // A registry change wakes it at once; a new configuration
+                // generation is looked for this often.
+                let _ = tokio::time::timeout(CONFIG_POLL, wake.notified()).await;
             }
             Err(f) => {
                 r.lost(&f);
@@ -296,6 +342,9 @@ async fn subscribe(me: std::sync::Weak<Replica>) {
             }
             Err(f) => Err(f),
         };
+        if step.is_ok() {
+            apply_config(&r).await;
+        }
         match step {
             Ok(()) => {
                 backoff = Duration::from_millis(100);
@@ -353,6 +402,208 @@ async fn catch_up(
     }
 }
 
+/// The control node: when the serving generation changed, bundle the
+/// configuration's files into the registry (if they changed).
+fn bundle_config(r: &Replica) {
+    let Some(control) = r.control() else { return };
+    let generation = control.data.generation.load(Ordering::Relaxed);
+    if r.bundled.swap(generation, Ordering::Relaxed) == generation {
+        return;
+    }
+    let Some(base) = control.gw_path().parent().map(Path::to_path_buf) else {
+        return;
+    };
+    let mut files = Files::new();
+    for p in control.inputs().serving().paths() {
+        if let Some(rel) = bundled_path(&base, control.gw_path(), p) {
+            match std::fs::read_to_string(p) {
+                Ok(text) => {
+                    files.insert(rel, text);
+                }
+                Err(e) => {
+                    tracing::warn!(file = %p.display(), "cluster: not bundled: {e}");
+                }
+            }
+        }
+    }
+    let bundle = json!({ "generation": generation, "files": files });
+    let same = r
+        .registry
+        .config_bundle()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        .is_some_and(|old| old["files"] == bundle["files"]);
+    if same {
+        return;
+    }
+    match r
+        .registry
+        .put_config_bundle(bundle.to_string().into_bytes())
+    {
+        Ok(()) => tracing::info!(
+            generation,
+            files = files.len(),
+            "cluster: configuration published"
+        ),
+        Err(e) => {
+            r.bundled.store(0, Ordering::Relaxed);
+            tracing::error!("cluster: cannot publish the configuration: {e}");
+        }
+    }
+}
+
+/// The bundle's name for `p` (a file the build read), if it belongs in a
+/// bundle: a manifest or OpenAPI document under the gateway file's folder,
+/// not the gateway file.
+fn bundled_path(base: &Path, gw: &Path, p: &Path) -> Option<String> {
+    if p == gw || !p.is_file() {
+        return None;
+    }
+    let ext = p.extension()?.to_str()?;
+    if !matches!(ext, "toml" | "yaml" | "yml" | "json") {
+        return None;
+    }
+    let rel = p.strip_prefix(base).ok()?;
+    safe_relative(&rel.to_string_lossy()).then(|| rel.to_string_lossy().replace('\\', "/"))
+}
+
+/// A bundle path a data node may write: relative, without `..`, `.` or
+/// empty parts, and not hidden.
+fn safe_relative(rel: &str) -> bool {
+    !rel.is_empty()
+        && rel.len() <= 1024
+        && !rel.starts_with('/')
+        && rel
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != ".." && !part.starts_with('.'))
+        && !rel.contains(['\\', '\0'])
+}
+
+/// A data node: if the registry holds a bundle this node has not applied,
+/// write its files, remove the previous bundle's files it no longer has,
+/// and reload; undo the files when the configuration does not build here.
+async fn apply_config(r: &Replica) {
+    let Some(bytes) = r.registry.config_bundle() else {
+        return;
+    };
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    let applied: Value = r
+        .registry
+        .config_applied()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null);
+    if applied["sha256"] == digest.as_str() {
+        return;
+    }
+    let Some(control) = r.control() else { return };
+    let set_problem = |p: Option<String>| {
+        *r.config_problem.lock().unwrap_or_else(|e| e.into_inner()) = p;
+    };
+    let files: Files = match serde_json::from_slice::<Value>(&bytes)
+        .ok()
+        .and_then(|v| serde_json::from_value(v["files"].clone()).ok())
+    {
+        Some(f) => f,
+        None => {
+            set_problem(Some(
+                "the control node's configuration bundle is unreadable".into(),
+            ));
+            return;
+        }
+    };
+    if let Some(bad) = files.keys().find(|k| !safe_relative(k)) {
+        set_problem(Some(format!(
+            "the configuration bundle names an unsafe path {bad:?}"
+        )));
+        return;
+    }
+    let Some(base) = control.gw_path().parent().map(Path::to_path_buf) else {
+        return;
+    };
+    let before: Vec<String> = applied["files"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    // Write (remembering what was there), then reload; undo on refusal.
+    let mut undo: Vec<(PathBuf, Option<String>)> = Vec::new();
+    let mut failed = None;
+    for (rel, text) in &files {
+        let p = base.join(rel);
+        let old = std::fs::read_to_string(&p).ok();
+        if old.as_deref() == Some(text.as_str()) {
+            continue;
+        }
+        undo.push((p.clone(), old));
+        if let Err(e) = write_atomically(&p, text) {
+            failed = Some(format!("writing {rel}: {e}"));
+            break;
+        }
+    }
+    if failed.is_none() {
+        for rel in before
+            .iter()
+            .filter(|rel| !files.contains_key(*rel) && safe_relative(rel))
+        {
+            let p = base.join(rel);
+            if let Ok(old) = std::fs::read_to_string(&p) {
+                undo.push((p.clone(), Some(old)));
+                let _ = std::fs::remove_file(&p);
+            }
+        }
+    }
+    let outcome = match failed {
+        Some(e) => Err(e),
+        None => match control.reload().await {
+            super::ReloadOutcome::Applied => Ok(()),
+            super::ReloadOutcome::Rejected(e) => Err(format!("it does not build here: {e}")),
+        },
+    };
+    match outcome {
+        Ok(()) => {
+            set_problem(None);
+            let record = json!({"sha256": digest, "files": files.keys().collect::<Vec<_>>()});
+            if let Err(e) = r.registry.set_config_applied(record.to_string().as_bytes()) {
+                tracing::error!("cluster: cannot record the applied configuration: {e}");
+            }
+            tracing::info!(node = %r.node, "cluster: the control node's configuration applied");
+        }
+        Err(why) => {
+            for (p, old) in undo.into_iter().rev() {
+                let _ = match old {
+                    Some(text) => write_atomically(&p, &text),
+                    None => std::fs::remove_file(&p),
+                };
+            }
+            tracing::error!(node = %r.node, "cluster: the control node's configuration is not applied, the previous one keeps serving: {why}");
+            set_problem(Some(why));
+            // Marked as seen, so it is not retried on every read: the next
+            // bundle is.
+            let record = json!({"sha256": digest, "files": before, "refused": true});
+            let _ = r.registry.set_config_applied(record.to_string().as_bytes());
+        }
+    }
+}
+
+/// Write `text` to `p` by a synced temporary file renamed into place.
+fn write_atomically(p: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    if let Some(dir) = p.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = p.with_extension("cluster-tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, p)?;
+    if let Some(dir) = p.parent().and_then(|d| std::fs::File::open(d).ok()) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
+}
+
 /// Record this node's heartbeat every [`HEARTBEAT`].
 async fn heartbeat(me: std::sync::Weak<Replica>) {
     loop {
@@ -367,6 +618,28 @@ async fn heartbeat(me: std::sync::Weak<Replica>) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn only_plain_relative_paths_are_written() {
+        use super::safe_relative;
+        for ok in ["api.toml", "policies/pets.toml", "specs/pets.v1.yaml"] {
+            assert!(safe_relative(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x.toml",
+            "a/../../x",
+            "./a.toml",
+            "a//b",
+            ".hidden.toml",
+            "a/.git/config",
+            "a\\b.toml",
+            "a\0b",
+        ] {
+            assert!(!safe_relative(bad), "{bad:?}");
+        }
+    }
+
     #[test]
     fn batches_round_trip_and_garbage_is_refused() {
         use crate::control::admin::registry::{decode_ops, encode_ops};

@@ -298,6 +298,53 @@ async fn revocation_suspension_and_plan_changes_reach_every_data_node_within_a_s
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
+    // A chain edit on the control node: every data node serves the new
+    // chain (the configuration bundle, written there and reloaded): the
+    // upstream sees the header the new step sets.
+    let (s, v) = admin
+        .put(
+            "/apis/pets/chain",
+            json!({"chain": [
+                {"name": "auth", "plugin": "key-auth", "grants": ["consumers"]},
+                {"name": "tag", "plugin": "transform",
+                 "config": {"request": {"headers": {"set": {"x-chain": "edited"}}}}}
+            ]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = admin
+        .patch(&format!("/subscriptions/{sub}"), json!({"state": "active"}))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let (key4, _) = new_key(&admin).await;
+    let t = Instant::now();
+    for dp in [&dp1, &dp2] {
+        let dp: &TestGateway = dp;
+        loop {
+            let s = call(dp, &key4).await;
+            if s == 200 && up.last().header("x-chain") == Some("edited") {
+                break;
+            }
+            if t.elapsed() > Duration::from_secs(10) {
+                let (_, nodes) = admin.get("/nodes").await;
+                let on_cp = call(&cp, &key4).await;
+                panic!(
+                    "the chain edit did not reach {} (status {s}; on the control node {on_cp}, upstream saw {:?}): {nodes}\n{}",
+                    dp.url(""),
+                    up.last().headers,
+                    std::fs::read_to_string(dp.path().join("api.toml")).unwrap()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    eprintln!(
+        "cluster control: a chain edit served by both data nodes in {:?}",
+        t.elapsed()
+    );
+    let manifest_there = std::fs::read_to_string(dp1.path().join("api.toml")).unwrap();
+    assert!(manifest_there.contains("x-chain"), "{manifest_there}");
+
     // A data node's admin API reads only.
     let (s, v) = dp_admin.post("/consumers", json!({"id": "mallory"})).await;
     assert_eq!(s, 409, "{v}");

@@ -126,6 +126,8 @@ fn node_local(k: &[u8]) -> bool {
 }
 
 const APPLIED: &[u8] = b"meta/replica-seq";
+const CONFIG_BUNDLE: &[u8] = b"config/bundle";
+const CONFIG_APPLIED: &[u8] = b"meta/config-applied";
 
 fn replog_key(seq: u64) -> Vec<u8> {
     let mut k = b"replog/".to_vec();
@@ -321,6 +323,30 @@ impl Registry {
             })
             .map_err(AdminError::store)?;
         Ok((*last, encode_ops(&ops)))
+    }
+
+    /// The configuration bundle the control node published last (the key
+    /// `config/bundle`, replicated like any other).
+    pub fn config_bundle(&self) -> Option<Vec<u8>> {
+        self.store.get(TREE, CONFIG_BUNDLE).ok().flatten()
+    }
+
+    /// Publish a configuration bundle (the control node).
+    pub fn put_config_bundle(&self, bundle: Vec<u8>) -> Result<(), AdminError> {
+        let _w = self.lock();
+        self.apply(vec![(CONFIG_BUNDLE.to_vec(), Some(bundle))])
+    }
+
+    /// What this data node last did with a configuration bundle (its own
+    /// record, never replicated).
+    pub fn config_applied(&self) -> Option<Vec<u8>> {
+        self.store.get(TREE, CONFIG_APPLIED).ok().flatten()
+    }
+
+    pub fn set_config_applied(&self, record: &[u8]) -> Result<(), AdminError> {
+        self.store
+            .put_durable(TREE, CONFIG_APPLIED, record)
+            .map_err(AdminError::store)
     }
 
     /// The last change-log sequence this data node applied.
