@@ -59,6 +59,15 @@ impl Cluster {
         }
     }
 
+    /// Empty the log (its entries no longer describe the control node's
+    /// store: data nodes then load the snapshot).
+    pub async fn log_reset(&self) -> Result<(), Failure> {
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(self.log_key());
+        let _: i64 = self.run("log_reset", |c| c.query(cmd)).await?;
+        Ok(())
+    }
+
     /// The sequence of the log's last entry (0 when the log is empty).
     pub async fn log_last(&self) -> Result<u64, Failure> {
         self.log_end("XREVRANGE", "+", "-").await

@@ -247,13 +247,17 @@ async fn publish_pending(
                 .and_then(|v| v.first().map(|(s, _)| *s));
             if redis_last > local_last {
                 // Redis has seen later changes than this store holds (the
-                // store was restored from an older copy): go on after them.
+                // store was restored from an older copy): the log no longer
+                // describes it. Empty it and go on after it, from a snapshot
+                // newer than anything a data node applied, so that every
+                // data node replaces its state with this store's.
                 tracing::error!(
                     redis_last,
                     local_last,
-                    "cluster: Redis has later changes than this control node's store; continuing after them, with a new snapshot"
+                    "cluster: Redis has later changes than this control node's store; the data nodes are reset to this store's state"
                 );
-                reg.replog_jump(redis_last);
+                r.cluster.log_reset().await?;
+                reg.replog_jump(redis_last + 1);
             }
             let gap = first_pending.is_some_and(|f| f > redis_last + 1)
                 || (first_pending.is_none() && redis_last < local_last);
@@ -618,6 +622,82 @@ async fn heartbeat(me: std::sync::Weak<Replica>) {
 
 #[cfg(test)]
 mod tests {
+    use super::Role;
+
+    #[test]
+    fn a_data_store_follows_the_control_store_by_its_log_and_its_snapshot() {
+        use crate::control::admin::model::{Consumer, ConsumerCreate};
+        use crate::control::admin::Registry;
+        use crate::store::Store;
+        let open = || {
+            let dir = tempfile::tempdir().unwrap();
+            let reg = Registry::new(Store::open(dir.path()).unwrap());
+            (dir, reg)
+        };
+        let (_c, control) = open();
+        control.set_role(Role::Control);
+        let (_d, data) = open();
+        data.set_role(Role::Data);
+        let create = |id: &str| {
+            control
+                .create_consumer(
+                    "test",
+                    ConsumerCreate {
+                        id: id.into(),
+                        name: None,
+                        email: None,
+                    },
+                )
+                .unwrap()
+        };
+        create("alice");
+        create("bob");
+        // Each change logged once, in order, without the audit log.
+        let log = control.replog_after(0, 10).unwrap();
+        assert_eq!(log.iter().map(|(s, _)| *s).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(control.replog_last(), 2);
+        for (seq, payload) in &log {
+            data.apply_replicated(*seq, payload).unwrap();
+        }
+        assert_eq!(data.applied_seq(), 2);
+        let ids = |r: &Registry| -> Vec<String> {
+            r.list::<Consumer>("consumer", None, 10, |_| true)
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|c| c.id)
+                .collect()
+        };
+        assert_eq!(ids(&data), ["alice", "bob"]);
+        assert!(data.audit_page(None, 10).unwrap().items.is_empty());
+        // A data node refuses changes of its own.
+        let e = data
+            .create_consumer(
+                "test",
+                ConsumerCreate {
+                    id: "mallory".into(),
+                    name: None,
+                    email: None,
+                },
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("data node"), "{e}");
+        // Forgotten once published; the snapshot carries the state.
+        control.replog_forget_through(2).unwrap();
+        assert!(control.replog_after(0, 10).unwrap().is_empty());
+        control.delete_consumer("test", "bob").unwrap();
+        create("carol");
+        let (seq, snap) = control.replica_snapshot().unwrap();
+        assert_eq!(seq, 4);
+        // A node far behind (it has bob; it never saw carol) loads it.
+        data.load_snapshot(seq, &snap).unwrap();
+        assert_eq!(ids(&data), ["alice", "carol"]);
+        assert_eq!(data.applied_seq(), 4);
+        // Garbage is refused and changes nothing.
+        assert!(data.apply_replicated(5, b"\xff\xff").is_err());
+        assert_eq!(data.applied_seq(), 4);
+    }
+
     #[test]
     fn only_plain_relative_paths_are_written() {
         use super::safe_relative;
