@@ -79,7 +79,12 @@ impl Breaker {
         if n >= self.threshold
             && self
                 .open_until
-                .compare_exchange(0, now + self.cool_down_ms, Ordering::AcqRel, Ordering::Acquire)
+                .compare_exchange(
+                    0,
+                    now + self.cool_down_ms,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
                 .is_ok()
         {
             return true;
@@ -139,7 +144,9 @@ mod tests {
         let probes: usize = (0..8)
             .map(|_| {
                 let b = b.clone();
-                std::thread::spawn(move || (0..1000).filter(|_| b.admit(100) == Admit::Probe).count())
+                std::thread::spawn(move || {
+                    (0..1000).filter(|_| b.admit(100) == Admit::Probe).count()
+                })
             })
             .map(|t| t.join().unwrap())
             .sum();

@@ -143,7 +143,11 @@ impl Cluster {
     /// until Redis answers. Errors only for what no retry fixes (a missing
     /// password variable, a URL the client refuses). Needs a tokio runtime.
     pub fn start(spec: &ClusterSpec) -> anyhow::Result<Arc<Cluster>> {
-        let tls = spec.url.iter().chain(&spec.nodes).any(|u| u.starts_with("rediss://"))
+        let tls = spec
+            .url
+            .iter()
+            .chain(&spec.nodes)
+            .any(|u| u.starts_with("rediss://"))
             || spec
                 .sentinel
                 .as_ref()
@@ -236,6 +240,20 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// Wait (blocking this thread) until connected, at most `limit`:
+    /// a node starting beside a live Redis serves its first call from it.
+    /// Whether it is connected.
+    pub fn wait_connected(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while !self.connected() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+
     /// `[cluster]` as loaded.
     pub fn spec(&self) -> &ClusterSpec {
         &self.spec
@@ -256,15 +274,17 @@ impl Cluster {
             ConnectionManager::new_with_config(client, config)
         };
         match &self.target {
-            Target::One(info) => Ok(Conn::One(manager(redis::Client::open(info.clone())?).await?)),
+            Target::One(info) => Ok(Conn::One(
+                manager(redis::Client::open(info.clone())?).await?,
+            )),
             Target::Sentinel {
                 master,
                 addresses,
                 node,
                 tls,
             } => {
-                let mut info =
-                    redis::sentinel::SentinelNodeConnectionInfo::default().set_redis_connection_info(node.clone());
+                let mut info = redis::sentinel::SentinelNodeConnectionInfo::default()
+                    .set_redis_connection_info(node.clone());
                 if *tls {
                     info = info.set_tls_mode(redis::TlsMode::Secure);
                 }
@@ -430,7 +450,12 @@ impl Cluster {
 
     /// Keep `entry` as `key` for `ttl_ms`. An entry larger than
     /// `max-cache-entry` is not kept (`Ok(false)`).
-    pub async fn cache_put(&self, key: &str, entry: &CacheEntry, ttl_ms: u64) -> Result<bool, Failure> {
+    pub async fn cache_put(
+        &self,
+        key: &str,
+        entry: &CacheEntry,
+        ttl_ms: u64,
+    ) -> Result<bool, Failure> {
         let bytes = encode_entry(entry);
         if bytes.len() as u64 > self.spec.max_cache_entry.0 {
             return Ok(false);

@@ -128,7 +128,10 @@ impl ClusterSpec {
                 errs.push(format!(
                     "cluster.{field} = {u:?} must be a redis:// or rediss:// URL"
                 ));
-            } else if u.split_once("://").is_some_and(|(_, rest)| rest.contains('@')) {
+            } else if u
+                .split_once("://")
+                .is_some_and(|(_, rest)| rest.contains('@'))
+            {
                 errs.push(format!(
                     "cluster.{field}: no credentials in the URL; use `username` and `password-env`"
                 ));
@@ -152,7 +155,10 @@ impl ClusterSpec {
             }
         }
         if let Some(u) = &self.username {
-            if u.is_empty() || u.len() > 256 || u.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            if u.is_empty()
+                || u.len() > 256
+                || u.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
                 errs.push("cluster.username must be 1 to 256 characters without spaces".into());
             }
         }
@@ -243,7 +249,10 @@ mod tests {
         )
         .unwrap();
         assert!(s.problems().is_empty(), "{:?}", s.problems());
-        assert_eq!((s.rate_limits, s.quotas), (FailMode::Closed, FailMode::Open));
+        assert_eq!(
+            (s.rate_limits, s.quotas),
+            (FailMode::Closed, FailMode::Open)
+        );
         let s = parse("nodes = [\"rediss://a:7000\", \"rediss://b:7000\"]\ncache = true").unwrap();
         assert!(s.problems().is_empty(), "{:?}", s.problems());
     }
@@ -252,11 +261,16 @@ mod tests {
     fn nonsense_is_refused_with_the_field_named() {
         assert!(problems("").contains("exactly one of `url`, `sentinel` or `nodes` (found 0)"));
         assert!(problems("url = \"redis://a\"\nnodes = [\"redis://b\"]").contains("(found 2)"));
-        assert!(problems("url = \"http://a:6379\"").contains("cluster.url = \"http://a:6379\" must be a redis:// or rediss:// URL"));
+        assert!(problems("url = \"http://a:6379\"")
+            .contains("cluster.url = \"http://a:6379\" must be a redis:// or rediss:// URL"));
         assert!(problems("url = \"redis://user:pw@a:6379\"").contains("no credentials in the URL"));
-        assert!(problems("nodes = [\"redis://a\", \"tcp://b\"]").contains("cluster.nodes = \"tcp://b\""));
-        assert!(problems("sentinel = { master = \"\", addresses = [] }").contains("sentinel.master"));
-        assert!(problems("sentinel = { master = \"m\", addresses = [] }").contains("at least one Sentinel"));
+        assert!(problems("nodes = [\"redis://a\", \"tcp://b\"]")
+            .contains("cluster.nodes = \"tcp://b\""));
+        assert!(
+            problems("sentinel = { master = \"\", addresses = [] }").contains("sentinel.master")
+        );
+        assert!(problems("sentinel = { master = \"m\", addresses = [] }")
+            .contains("at least one Sentinel"));
         let p = problems(
             "url = \"redis://a\"\ncommand-timeout = \"0ms\"\nconnect-timeout = \"2m\"\nlocal-share = 0\nbreaker-failures = 0\nbreaker-cool-down = \"1h\"\nmax-cache-entry = \"1GiB\"\nkey-prefix = \"a b\"\npassword-env = \"MY-PW\"\nusername = \"\"",
         );
@@ -274,9 +288,17 @@ mod tests {
             assert!(p.contains(field), "{field} not in:\n{p}");
         }
         // The types refuse the rest at parse time.
-        assert!(parse("url = \"redis://a\"\npassword = \"x\"").unwrap_err().contains("unknown field `password`"));
-        assert!(parse("url = \"redis://a\"\nrate-limits = \"maybe\"").unwrap_err().contains("unknown variant `maybe`"));
+        assert!(parse("url = \"redis://a\"\npassword = \"x\"")
+            .unwrap_err()
+            .contains("unknown field `password`"));
+        assert!(parse("url = \"redis://a\"\nrate-limits = \"maybe\"")
+            .unwrap_err()
+            .contains("unknown variant `maybe`"));
         assert!(parse("url = \"redis://a\"\ncommand-timeout = 50").is_err());
-        assert!(parse("sentinel = { master = \"m\", addresses = [\"redis://a\"], pw = 1 }").unwrap_err().contains("unknown field `pw`"));
+        assert!(
+            parse("sentinel = { master = \"m\", addresses = [\"redis://a\"], pw = 1 }")
+                .unwrap_err()
+                .contains("unknown field `pw`")
+        );
     }
 }

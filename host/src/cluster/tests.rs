@@ -22,22 +22,46 @@ async fn quotas_count_refuse_and_refund_in_redis() {
     let t = unix_ms() / 1000 * 1000;
     let (p1, p2) = ((t, t + 1000), (t + 1000, t + 2000));
     for n in 1..=3 {
-        assert_eq!(c.quota_check("api\0k", 3, p1.0, p1.1, 1).await, Ok((true, n)));
+        assert_eq!(
+            c.quota_check("api\0k", 3, p1.0, p1.1, 1).await,
+            Ok((true, n))
+        );
     }
     // Full: refused, nothing added.
-    assert_eq!(c.quota_check("api\0k", 3, p1.0, p1.1, 1).await, Ok((false, 3)));
-    assert_eq!(c.quota_check("api\0k", 3, p1.0, p1.1, 1).await, Ok((false, 3)));
+    assert_eq!(
+        c.quota_check("api\0k", 3, p1.0, p1.1, 1).await,
+        Ok((false, 3))
+    );
+    assert_eq!(
+        c.quota_check("api\0k", 3, p1.0, p1.1, 1).await,
+        Ok((false, 3))
+    );
     // A cost that does not fit is refused whole.
     assert_eq!(c.quota_refund("api\0k", p1.0, 2).await, Ok(1));
-    assert_eq!(c.quota_check("api\0k", 3, p1.0, p1.1, 3).await, Ok((false, 1)));
-    assert_eq!(c.quota_check("api\0k", 3, p1.0, p1.1, 2).await, Ok((true, 3)));
+    assert_eq!(
+        c.quota_check("api\0k", 3, p1.0, p1.1, 3).await,
+        Ok((false, 1))
+    );
+    assert_eq!(
+        c.quota_check("api\0k", 3, p1.0, p1.1, 2).await,
+        Ok((true, 3))
+    );
     // Refunds never go below zero, and a period not counted stays so.
     assert_eq!(c.quota_refund("api\0k", p1.0, 10).await, Ok(0));
     assert_eq!(c.quota_refund("api\0k", p2.0, 1).await, Ok(0));
-    assert_eq!(r.cmd(&["EXISTS", &c.key("api\0k", &format!("q:{}", p2.0))]), ":0\r\n");
+    assert_eq!(
+        r.cmd(&["EXISTS", &c.key("api\0k", &format!("q:{}", p2.0))]),
+        ":0\r\n"
+    );
     // Another period and another key start afresh.
-    assert_eq!(c.quota_check("api\0k", 3, p2.0, p2.1, 1).await, Ok((true, 1)));
-    assert_eq!(c.quota_check("api\0j", 3, p1.0, p1.1, 1).await, Ok((true, 1)));
+    assert_eq!(
+        c.quota_check("api\0k", 3, p2.0, p2.1, 1).await,
+        Ok((true, 1))
+    );
+    assert_eq!(
+        c.quota_check("api\0j", 3, p1.0, p1.1, 1).await,
+        Ok((true, 1))
+    );
     // The key has a hash tag, and expires a day after its period's end.
     let key = c.key("api\0k", &format!("q:{}", p2.0));
     assert_eq!(key, format!("tollgate:{{api%00k}}:q:{}", p2.0));
@@ -70,7 +94,10 @@ async fn garbage_in_redis_is_refused_not_passed_and_does_not_open_the_breaker() 
     // Redis answered all along: the breaker (1 failure) stayed closed.
     assert!(!c.breaker.is_open());
     let t = unix_ms();
-    assert_eq!(c.quota_check("a\0ok", 1, t, t + 1000, 1).await, Ok((true, 1)));
+    assert_eq!(
+        c.quota_check("a\0ok", 1, t, t + 1000, 1).await,
+        Ok((true, 1))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,7 +106,10 @@ async fn the_cache_keeps_entries_with_redis_ttl_and_a_size_cap() {
     let c = connected(&r.spec("max-cache-entry = \"1KiB\"")).await;
     let e = CacheEntry {
         status: 203,
-        headers: vec![("content-type".into(), b"text/plain".to_vec()), ("x-b".into(), vec![0, 255])],
+        headers: vec![
+            ("content-type".into(), b"text/plain".to_vec()),
+            ("x-b".into(), vec![0, 255]),
+        ],
         body: b"hello".to_vec(),
     };
     assert_eq!(c.cache_put("a\0k", &e, 60_000).await, Ok(true));
@@ -125,9 +155,8 @@ fn entries_decode_only_what_was_encoded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_redis_costs_at_most_the_timeout_then_nothing() {
     let r = TestRedis::start();
-    let spec = r.spec(
-        "command-timeout = \"50ms\"\nbreaker-failures = 3\nbreaker-cool-down = \"300ms\"",
-    );
+    let spec =
+        r.spec("command-timeout = \"50ms\"\nbreaker-failures = 3\nbreaker-cool-down = \"300ms\"");
     let c = connected(&spec).await;
     let check = || c.rate_check("a\0s", RateAlgorithm::TokenBucket, 100, 1000, 1, None);
     assert!(check().await.unwrap().allowed);
@@ -135,7 +164,8 @@ async fn a_slow_redis_costs_at_most_the_timeout_then_nothing() {
     let sleeper = std::thread::spawn(move || {
         let _ = std::net::TcpStream::connect(("127.0.0.1", port)).map(|mut s| {
             use std::io::{Read, Write};
-            s.write_all(b"*3\r\n$5\r\nDEBUG\r\n$5\r\nSLEEP\r\n$3\r\n1.0\r\n").unwrap();
+            s.write_all(b"*3\r\n$5\r\nDEBUG\r\n$5\r\nSLEEP\r\n$3\r\n1.0\r\n")
+                .unwrap();
             let mut b = [0u8; 16];
             let _ = s.read(&mut b);
         });
@@ -204,13 +234,19 @@ async fn redis_down_at_start_then_up() {
 
 #[test]
 fn a_missing_password_variable_is_an_error_at_start() {
-    let spec = spec_for(1, "username = \"tg\"\npassword-env = \"TOLLGATE_TEST_NO_SUCH_VARIABLE\"");
+    let spec = spec_for(
+        1,
+        "username = \"tg\"\npassword-env = \"TOLLGATE_TEST_NO_SUCH_VARIABLE\"",
+    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let e = rt.block_on(async { Cluster::start(&spec).err().unwrap().to_string() });
-    assert!(e.contains("TOLLGATE_TEST_NO_SUCH_VARIABLE is not set"), "{e}");
+    assert!(
+        e.contains("TOLLGATE_TEST_NO_SUCH_VARIABLE is not set"),
+        "{e}"
+    );
 }
 
 /// An ACL user and its password from the environment: a wrong password is
@@ -226,14 +262,16 @@ async fn acl_user_and_password_from_the_environment() {
     // Names only this test uses.
     std::env::set_var("TOLLGATE_TEST_REDIS_PW_OK", "s3cret-pw");
     std::env::set_var("TOLLGATE_TEST_REDIS_PW_BAD", "wrong");
-    let good = connected(&r.spec("username = \"tg\"\npassword-env = \"TOLLGATE_TEST_REDIS_PW_OK\""))
-        .await;
+    let good =
+        connected(&r.spec("username = \"tg\"\npassword-env = \"TOLLGATE_TEST_REDIS_PW_OK\"")).await;
     let t = unix_ms();
-    assert_eq!(good.quota_check("a\0acl", 2, t, t + 1000, 1).await, Ok((true, 1)));
-    let bad = Cluster::start(&r.spec(
-        "username = \"tg\"\npassword-env = \"TOLLGATE_TEST_REDIS_PW_BAD\"",
-    ))
-    .unwrap();
+    assert_eq!(
+        good.quota_check("a\0acl", 2, t, t + 1000, 1).await,
+        Ok((true, 1))
+    );
+    let bad =
+        Cluster::start(&r.spec("username = \"tg\"\npassword-env = \"TOLLGATE_TEST_REDIS_PW_BAD\""))
+            .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!bad.connected());
     assert!(bad.quota_check("a\0acl", 2, 0, 1000, 1).await.is_err());

@@ -531,7 +531,9 @@ impl Metrics {
 
     /// A check was answered without Redis, as `kind`.
     pub fn redis_fallback(&self, kind: &'static str) {
-        self.redis_fallbacks.get_or_create(&KindLabels { kind }).inc();
+        self.redis_fallbacks
+            .get_or_create(&KindLabels { kind })
+            .inc();
     }
 
     /// Apply `[metrics]` (at start).

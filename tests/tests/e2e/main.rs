@@ -10,6 +10,7 @@ mod analytics;
 mod author;
 mod canary;
 mod chain;
+mod cluster;
 mod console;
 mod deadlines;
 mod fairness;

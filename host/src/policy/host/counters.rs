@@ -834,7 +834,10 @@ mod tests {
             }
         }
         assert_eq!(compared, 2400);
-        assert!(refused > 400, "only {refused} refusals: the sweep tests little");
+        assert!(
+            refused > 400,
+            "only {refused} refusals: the sweep tests little"
+        );
     }
 
     /// Racing tasks over Redis get exactly the limit (Redis's own clock).
