@@ -40,7 +40,7 @@ pub fn tollgate_bin() -> PathBuf {
         let status = std::process::Command::new(cargo)
             .args(["build", "--quiet", "-p", "tollgate", "--bin", "tollgate"])
             .current_dir(root())
-            // The test's own CARGO_MANIFEST_DIR, CARGO_PKG_NAME ... would
+            // The test's own CARGO_MANIFEST_DIR, CARGO_PKG_NAME, OUT_DIR ... would
             // make ring's build script (rerun-if-env-changed) dirty, and
             // with it everything over ring: minutes of rebuilding, twice
             // (here, then again for the next `cargo test`).
@@ -68,7 +68,9 @@ impl RemoveCargoPackageVars for std::process::Command {
             if k.starts_with("CARGO_PKG_")
                 || k.starts_with("CARGO_MANIFEST_")
                 || k.starts_with("CARGO_CRATE_")
+                || k.starts_with("CARGO_CFG_")
                 || k == "CARGO_PRIMARY_PACKAGE"
+                || k == "OUT_DIR"
             {
                 self.env_remove(&*k);
             }

@@ -276,3 +276,42 @@ async fn acl_user_and_password_from_the_environment() {
     assert!(!bad.connected());
     assert!(bad.quota_check("a\0acl", 2, 0, 1000, 1).await.is_err());
 }
+
+/// A "Redis" that answers garbage, or accepts and never answers: every
+/// call fails, none waits past the command timeout, nothing passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_answering_garbage_or_nothing_costs_a_bounded_wait() {
+    for garbage in [true, false] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for s in listener.incoming() {
+                let Ok(mut s) = s else { return };
+                if garbage {
+                    use std::io::Write;
+                    let _ = s.write_all(b"%%garbage\r\n\x00\xff*-1\r\n:abc\r\n");
+                }
+                held.push(s);
+            }
+        });
+        let c = Cluster::start(&spec_for(
+            port,
+            "connect-timeout = \"200ms\"\ncommand-timeout = \"50ms\"\nbreaker-failures = 2",
+        ))
+        .unwrap();
+        for i in 0..10 {
+            let t = Instant::now();
+            let r = c
+                .rate_check("a\0x", RateAlgorithm::SlidingWindow, 5, 1000, 1, None)
+                .await;
+            assert!(r.is_err(), "garbage={garbage} call {i}: {r:?}");
+            let took = t.elapsed();
+            assert!(
+                took < Duration::from_millis(150),
+                "garbage={garbage} call {i} took {took:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+}
