@@ -117,7 +117,7 @@ enum Target {
         node: redis::RedisConnectionInfo,
         tls: bool,
     },
-    Cluster(redis::cluster::ClusterClient),
+    Cluster(Box<redis::cluster::ClusterClient>),
 }
 
 /// The process's link to Redis.
@@ -214,10 +214,10 @@ impl Cluster {
             if let Some(p) = &password {
                 b = b.password(p);
             }
-            Target::Cluster(
+            Target::Cluster(Box::new(
                 b.build()
                     .map_err(|e| anyhow::anyhow!("[cluster] nodes: {e}"))?,
-            )
+            ))
         };
         let cluster = Arc::new(Cluster {
             spec: spec.clone(),
