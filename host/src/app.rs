@@ -43,6 +43,9 @@ impl Gateway {
         let registry = Arc::new(crate::control::admin::Registry::new(store.clone()));
         let cluster = match &gw.cluster {
             Some(spec) => {
+                let mut spec = spec.clone();
+                spec.ca_file = spec.ca_file.map(|p| loader::resolve(&base, &p));
+                let spec = &spec;
                 let c = crate::cluster::Cluster::start(spec)?;
                 // Serve from Redis from the first call when it is up; start
                 // anyway (and fall back) when it is not.
