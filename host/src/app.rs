@@ -58,6 +58,16 @@ impl Gateway {
             }
             None => None,
         };
+        // A cluster's shared control plane: the registry's role is set
+        // before anything writes to it (the OAuth server's first key).
+        let replica = match (&cluster, gw.cluster.as_ref().and_then(|c| c.role)) {
+            (Some(c), Some(role)) => Some(crate::control::replica::Replica::start(
+                c.clone(),
+                registry.clone(),
+                role,
+            )),
+            _ => None,
+        };
         let services = Arc::new({
             let s = crate::policy::host::Services::new(crate::policy::host::ServiceSettings {
                 store: Some(store.clone()),
@@ -74,7 +84,7 @@ impl Gateway {
                     .map(|p| loader::resolve(&base, p)),
             })?
             .with_consumers(registry.clone());
-            match cluster {
+            match cluster.clone() {
                 Some(c) => s.with_cluster(c),
                 None => s,
             }
@@ -130,8 +140,13 @@ impl Gateway {
                 ),
         );
         let control = Arc::new(
-            ControlPlane::new(data.clone(), registry.clone(), gw_path, inputs).with_oauth(oauth),
+            ControlPlane::new(data.clone(), registry.clone(), gw_path, inputs)
+                .with_oauth(oauth)
+                .with_replica(replica.clone()),
         );
+        if let Some(r) = &replica {
+            r.attach(&control);
+        }
         let gateway = Arc::new(Gateway {
             data,
             control,

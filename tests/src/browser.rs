@@ -157,6 +157,33 @@ impl Browser {
         self.element(css).await.text().await.unwrap()
     }
 
+    /// Wait (10 s at most) until the element `css` contains `text`.
+    pub async fn wait_text(&self, css: &str, text: &str) {
+        let found = crate::eventually(std::time::Duration::from_secs(10), || async {
+            self.eval(&format!(
+                "const e = document.querySelector({css:?}); return e ? e.textContent : ''"
+            ))
+            .await
+            .as_str()
+            .is_some_and(|t| t.contains(text))
+        })
+        .await;
+        assert!(
+            found,
+            "{css} never showed {text:?}: {}",
+            self.body_text().await
+        );
+    }
+
+    /// Sign in to the admin console at `console` (its URL) with an admin
+    /// token; wait for the dashboard.
+    pub async fn console_sign_in(&self, console: &str, token: &str) {
+        self.goto(console).await;
+        self.fill("#token", token).await;
+        self.press("main form button[type=submit]").await;
+        self.wait_text("#who", "(").await;
+    }
+
     /// The whole page's visible text.
     pub async fn body_text(&self) -> String {
         self.text("body").await

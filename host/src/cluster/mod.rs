@@ -13,10 +13,11 @@
 //! escaped), so that each script's one key has a hash tag of its own.
 
 pub mod breaker;
+pub mod replog;
 pub mod scripts;
 mod spec;
 
-pub use spec::{ClusterSpec, FailMode, SentinelSpec};
+pub use spec::{ClusterSpec, FailMode, Role, SentinelSpec};
 
 use breaker::{Admit, Breaker};
 use redis::aio::ConnectionManager;

@@ -28,6 +28,8 @@ use serde::Deserialize;
 /// breaker-failures = 5                    # consecutive failures that open the breaker
 /// breaker-cool-down = "1s"                # then no call to Redis until one probe
 /// key-prefix = "tollgate"                 # every key starts with it (several gateways per Redis)
+/// role = "control"                        # "control" (the one writer) | "data" (replicas); none: each node its own
+/// node = "gw-1"                           # this node's name in /admin/v1/nodes; default: the host name
 /// ```
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -62,6 +64,33 @@ pub struct ClusterSpec {
     pub breaker_cool_down: Dur,
     #[serde(default = "default_key_prefix")]
     pub key_prefix: String,
+    /// The node's part in the shared control plane; `None`: every node
+    /// keeps its own (only limits, quotas and cache are shared).
+    pub role: Option<Role>,
+    /// This node's name among the others; default: the host name.
+    pub node: Option<String>,
+}
+
+/// A node's part in the shared control plane (docs/cluster.md, "The
+/// control plane").
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// The one writer: its admin API changes the registry, and each change
+    /// is published through Redis.
+    Control,
+    /// A replica: applies the control node's changes to its own store and
+    /// serves from it; its admin API reads only.
+    Data,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Control => "control",
+            Role::Data => "data",
+        }
+    }
 }
 
 /// `[cluster] sentinel`: the master's name and the Sentinels to ask for it.
@@ -223,7 +252,30 @@ impl ClusterSpec {
                 self.key_prefix
             ));
         }
+        if let Some(n) = &self.node {
+            if n.is_empty()
+                || n.len() > 64
+                || !n
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                errs.push(format!(
+                    "cluster.node = {n:?} must be 1 to 64 of A-Z a-z 0-9 - _ ."
+                ));
+            }
+        }
         errs
+    }
+
+    /// This node's name: `node`, else the host name.
+    pub fn node_name(&self) -> String {
+        self.node.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_string())
+                .ok()
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "gateway".into())
+        })
     }
 }
 

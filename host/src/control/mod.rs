@@ -7,5 +7,6 @@ pub mod oauth;
 pub mod plane;
 pub mod record_edit;
 pub mod reload;
+pub mod replica;
 
 pub use plane::{ControlPlane, EditError, ReloadOutcome};

@@ -64,11 +64,15 @@ impl OAuthServer {
             rng: SystemRandom::new(),
             signer: Mutex::new(None),
         });
-        if !server
-            .registry
-            .signing_keys()?
-            .iter()
-            .any(|k| k.retired_at.is_none())
+        // A data node of a cluster signs with the control node's keys, which
+        // reach it with the rest of the registry.
+        let replica = server.registry.role() == Some(crate::cluster::Role::Data);
+        if !replica
+            && !server
+                .registry
+                .signing_keys()?
+                .iter()
+                .any(|k| k.retired_at.is_none())
         {
             server.rotate_key("init")?;
         }

@@ -48,6 +48,8 @@ pub struct ControlPlane {
     /// The OAuth authorization server (`[oauth]`), for the admin API's
     /// clients and signing keys.
     pub oauth: Option<Arc<super::oauth::OAuthServer>>,
+    /// This node's part in a cluster's shared control plane.
+    pub replica: Option<Arc<super::replica::Replica>>,
 }
 
 impl ControlPlane {
@@ -67,7 +69,14 @@ impl ControlPlane {
             inputs: std::sync::Mutex::new(super::reload::BuildInputs::new(inputs)),
             listeners: Default::default(),
             oauth: None,
+            replica: None,
         }
+    }
+
+    /// The control plane taking part in a cluster's shared one.
+    pub fn with_replica(mut self, replica: Option<Arc<super::replica::Replica>>) -> ControlPlane {
+        self.replica = replica;
+        self
     }
 
     /// The control plane with the OAuth authorization server.

@@ -32,6 +32,11 @@ impl BuildInputs {
         }
     }
 
+    /// The inputs of the configuration serving now.
+    pub fn serving(&self) -> &Inputs {
+        &self.serving
+    }
+
     /// A build read `inputs`; `applied`: its configuration now serves.
     pub fn built(&mut self, inputs: Inputs, applied: bool) {
         let i = Arc::new(inputs);

@@ -180,6 +180,9 @@ fn check_portal(gw: &GatewayFile, errs: &mut Vec<String>) {
             errs.push(format!("portal.lockout.{name} must be between 1s and 24h"));
         }
     }
+    if let Some(m) = &p.smtp {
+        check_smtp(m, p.outbox.is_some(), errs);
+    }
 }
 
 /// The defaults of every step: memory and deadlines.
@@ -274,6 +277,67 @@ fn check_plugin_limits(l: &Limits, errs: &mut Vec<String>) {
     }
     if l.max_instances == 0 || l.max_instances > 100_000 {
         errs.push("limits.max-instances must be between 1 and 100000".into());
+    }
+}
+
+/// The portal's SMTP relay: a host, credentials only over TLS and from the
+/// environment, plain SMTP only to loopback, an outbox to spool in.
+fn check_smtp(m: &crate::manifest::SmtpSpec, outbox: bool, errs: &mut Vec<String>) {
+    use crate::manifest::SmtpTls;
+    if !outbox {
+        errs.push("portal.smtp needs portal.outbox: the folder mail waits in until the SMTP server has accepted it".into());
+    }
+    let host_ok = !m.host.is_empty()
+        && m.host.len() <= 253
+        && m.host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+    if !host_ok {
+        errs.push(format!(
+            "portal.smtp.host `{}` is not a host name or IP address (e.g. mail.example.com)",
+            m.host
+        ));
+    }
+    let loopback = m.host == "localhost"
+        || m.host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if m.tls == SmtpTls::None && !loopback {
+        errs.push(format!(
+            "portal.smtp.tls = \"none\" sends reset links in clear text: only to a loopback host, not `{}` (use \"starttls\" or \"tls\")",
+            m.host
+        ));
+    }
+    if m.tls == SmtpTls::None && (m.username.is_some() || m.password_env.is_some()) {
+        errs.push(
+            "portal.smtp: credentials are sent only over TLS: set tls = \"starttls\" or \"tls\""
+                .into(),
+        );
+    }
+    if m.username.is_some() != m.password_env.is_some() {
+        errs.push("portal.smtp: `username` and `password-env` go together".into());
+    }
+    if let Some(v) = &m.password_env {
+        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            errs.push(format!(
+                "portal.smtp.password-env `{v}` is not an environment variable's name"
+            ));
+        }
+    }
+    if m.port == Some(0) {
+        errs.push("portal.smtp.port must be between 1 and 65535".into());
+    }
+    let t = m.timeout.0;
+    if t < std::time::Duration::from_secs(1) || t > std::time::Duration::from_secs(300) {
+        errs.push("portal.smtp.timeout must be between 1s and 5m".into());
+    }
+    if let Some(f) = &m.from {
+        if f.contains(['\r', '\n']) || crate::manifest::mail_address(f).is_none() {
+            errs.push(format!(
+                "portal.smtp.from `{f}` is not a mail address (e.g. Developer portal <portal@example.com>)"
+            ));
+        }
     }
 }
 

@@ -87,6 +87,11 @@ impl Inputs {
                 .all(|(d, was)| toml_files(d).ok().as_ref() == Some(was))
     }
 
+    /// Every file the build read (or looked for).
+    pub fn paths(&self) -> impl Iterator<Item = &Path> {
+        self.files.keys().map(PathBuf::as_path)
+    }
+
     /// Whether a change of `path` may change the configuration.
     pub fn relevant(&self, path: &Path) -> bool {
         self.files.contains_key(path)

@@ -379,6 +379,8 @@ fn default_admin_body() -> Size {
 /// signup = "moderated"          # "open" | "moderated" (default) | "closed"
 /// public-url = "https://developer.example.com"  # links in mail; default from `address`
 /// outbox = "outbox"             # each mail one .eml file in this folder; without it no password reset
+/// smtp = { host = "mail.example.com", username = "portal", password-env = "TOLLGATE_SMTP_PASSWORD" }
+///                               # relay the outbox to this SMTP server (docs/portal.md, "Mail")
 /// session-lifetime = "8h"
 /// reset-lifetime = "30m"        # how long a password-reset link works
 /// max-body = "64KiB"
@@ -394,6 +396,7 @@ pub struct PortalSpec {
     pub signup: Signup,
     pub public_url: Option<String>,
     pub outbox: Option<PathBuf>,
+    pub smtp: Option<SmtpSpec>,
     #[serde(default = "default_session_lifetime")]
     pub session_lifetime: Dur,
     #[serde(default = "default_reset_lifetime")]
@@ -403,6 +406,69 @@ pub struct PortalSpec {
     #[serde(default)]
     pub lockout: LockoutSpec,
     pub tls: Option<TlsSpec>,
+}
+
+/// The SMTP server the portal's outbox is relayed to. Mail waits in the
+/// outbox folder until the server accepted it.
+///
+/// ```toml
+/// smtp = { host = "mail.example.com", port = 587, tls = "starttls", username = "portal",
+///          password-env = "TOLLGATE_SMTP_PASSWORD", ca = "mail-ca.pem", timeout = "10s",
+///          from = "Developer portal <portal@example.com>" }
+/// ```
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SmtpSpec {
+    pub host: String,
+    /// Default: 587 with STARTTLS, 465 with TLS, 25 without.
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub tls: SmtpTls,
+    pub username: Option<String>,
+    /// The environment variable holding the password (never the file).
+    pub password_env: Option<String>,
+    /// PEM certificates trusted besides the system's (a private CA).
+    pub ca: Option<PathBuf>,
+    #[serde(default = "default_smtp_timeout")]
+    pub timeout: Dur,
+    /// The `From` of the portal's mail (and the envelope sender's address).
+    pub from: Option<String>,
+}
+
+/// How the portal's SMTP connection is protected.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SmtpTls {
+    /// Plain connection upgraded by STARTTLS, which must succeed.
+    #[default]
+    Starttls,
+    /// TLS from the first byte ("SMTPS", port 465).
+    Tls,
+    /// No encryption: only to a loopback address, without credentials.
+    None,
+}
+
+/// The address in a mailbox (`Name <a@b.c>` or `a@b.c`): one `@` with text
+/// on both sides, no space, angle bracket or control character.
+pub fn mail_address(mailbox: &str) -> Option<&str> {
+    let a = match (mailbox.rfind('<'), mailbox.ends_with('>')) {
+        (Some(i), true) => &mailbox[i + 1..mailbox.len() - 1],
+        (None, false) => mailbox.trim(),
+        _ => return None,
+    };
+    let (local, domain) = a.split_once('@')?;
+    let ok = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 254
+            && !s
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || "<>@,;\"".contains(c))
+    };
+    (ok(local) && ok(domain)).then_some(a)
+}
+
+fn default_smtp_timeout() -> Dur {
+    Dur(Duration::from_secs(10))
 }
 
 /// Who may create a portal account.

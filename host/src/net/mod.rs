@@ -5,6 +5,7 @@
 //! ([`workers`]).
 
 pub mod client_io;
+pub mod http1;
 pub mod tls_client;
 pub mod tls_server;
 pub mod workers;

@@ -18,8 +18,8 @@
 use super::form::{query_param, Form};
 use super::Portal;
 use crate::control::admin::model::{
-    Account, AccountState, App, AppCreate, Approval, KeyCreate, KeyRotate, Plan, Product, SubState,
-    SubscriptionCreate, Ts,
+    Account, AccountState, App, AppCreate, Approval, KeyCreate, KeyRotate, OAuthClient,
+    OAuthClientCreate, Plan, Product, SubState, SubscriptionCreate, Ts,
 };
 use crate::control::admin::registry::{
     check_password, decoy_hash, hash_password, new_token, verify_password, Session, SignUp,
@@ -382,6 +382,10 @@ fn serve(p: &Portal, req: Req) -> Out {
         (false, ["apps", id, "subscriptions"]) => p.subscribe(&req, who, id),
         (false, ["apps", id, "keys"]) => p.create_key(&req, who, id),
         (false, ["apps", id, "try"]) => p.try_it(&req, who, id),
+        (false, ["apps", id, "oauth-clients"]) => p.create_client(&req, who, id),
+        (false, ["apps", id, "oauth-clients", c, action @ ("rotate" | "revoke")]) => {
+            p.client_action(&req, who, id, c, action)
+        }
         (false, ["apps", id, "keys", key, action @ ("rotate" | "revoke")]) => {
             p.key_action(&req, who, id, key, action)
         }
@@ -582,10 +586,8 @@ impl Portal {
                 .apis
                 .iter()
                 .map(|name| {
-                    let routes: Vec<String> = g
-                        .apis
-                        .iter()
-                        .find(|a| *a.name == **name)
+                    let api = g.apis.iter().find(|a| *a.name == **name);
+                    let routes: Vec<String> = api
                         .map(|a| {
                             a.spec
                                 .routes
@@ -607,7 +609,20 @@ impl Portal {
                                 .collect()
                         })
                         .unwrap_or_default();
-                    json!({"name": name, "routes": routes})
+                    // Its version and how a call names it; its lifecycle.
+                    let version = api.and_then(|a| a.version.as_ref()).map(|v| {
+                        use crate::route::VersionFrom;
+                        let how = match &v.from {
+                            VersionFrom::Path => format!("path /{}/…", v.version),
+                            VersionFrom::Header(h) => format!("header {h}: {}", v.version),
+                            VersionFrom::Query(q) => format!("query ?{q}={}", v.version),
+                        };
+                        json!({"set": &*v.set, "version": &*v.version, "how": how})
+                    });
+                    let lifecycle = crate::control::admin::api::versions::lifecycle_view(
+                        api.and_then(|a| a.spec.lifecycle.as_ref()),
+                    );
+                    json!({"name": name, "routes": routes, "version": version, "lifecycle": lifecycle})
                 })
                 .collect();
             out.push(json!({
@@ -1047,8 +1062,28 @@ impl Portal {
                     json!({"id": k.id, "prefix": k.prefix, "live": live, "rotated": k.rotated_to.is_some(), "status": status})
                 })
                 .collect();
+            let clients: Vec<Value> = if self.control.oauth.is_some() {
+                self.registry
+                    .oauth_clients_of_subscription(&s.id)?
+                    .into_iter()
+                    .map(|c| {
+                        let live = c.revoked_at.is_none();
+                        let status = match (c.revoked_at, c.previous_until) {
+                            (Some(_), _) => "revoked".to_string(),
+                            (None, Some(u)) if u > now => {
+                                format!("rotated: the previous secret works until {}", u.rfc3339())
+                            }
+                            (None, _) => "live".to_string(),
+                        };
+                        json!({"id": c.id, "name": c.name, "live": live, "status": status})
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
             subs.push(json!({
                 "id": s.id, "plan": s.plan, "state": s.state.as_str(),
+                "clients": clients,
                 "plan_name": plan.as_ref().map_or(s.plan.clone(), |p| p.name.clone()),
                 "product_name": product.as_ref().map_or(s.product.clone(), |p| p.name.clone()),
                 "keys": keys,
@@ -1076,10 +1111,24 @@ impl Portal {
                 Some("Subscribed: the plan is moderated, so the subscription awaits approval.")
             }
             Some("revoked") => Some("The key is revoked: it no longer works."),
+            Some("client-revoked") => Some(
+                "The OAuth client is revoked: it gets no token, and the tokens it holds no longer work.",
+            ),
             _ => None,
         };
         let (secret, secret_plan) = secret.unzip();
-        let mut ctx = json!({"app": app, "subscriptions": subs, "plans": plans, "notice": notice, "secret": secret, "secret_plan": secret_plan});
+        let token_url = self.control.oauth.as_ref().and_then(|_| {
+            let urls = self.control.server_urls(None);
+            urls.iter()
+                .find(|u| u.starts_with("https://"))
+                .or(urls.first())
+                .map(|u| format!("{u}{}", crate::domain::oauth::TOKEN_PATH))
+        });
+        let mut ctx = json!({
+            "app": app, "subscriptions": subs, "plans": plans, "notice": notice,
+            "secret": secret, "secret_plan": secret_plan,
+            "oauth": self.control.oauth.is_some(), "token_url": token_url,
+        });
         if let (Some(o), Some(e)) = (ctx.as_object_mut(), extra.as_object()) {
             o.extend(e.clone());
         }
@@ -1299,6 +1348,80 @@ impl Portal {
             None,
             json!({"tryit": answer, "tried": shown}),
         )
+    }
+
+    /// `POST /apps/{id}/oauth-clients`: a new OAuth client of the app's
+    /// subscription to `plan`; its secret shown once.
+    fn create_client(&self, req: &Req, who: Who, id: &str) -> Out {
+        let (_, _, account) = match self.signed_in(req, &who) {
+            Ok(s) => s,
+            Err(r) => return Ok(r),
+        };
+        let form = self.form(req, &who, &["plan"], false)?;
+        let app = self.own_app(account, id)?;
+        if self.control.oauth.is_none() {
+            return Err(fail(
+                StatusCode::NOT_FOUND,
+                "This gateway does not issue OAuth client credentials.",
+            ));
+        }
+        let (c, secret) = self.registry.create_oauth_client(
+            &actor(account),
+            OAuthClientCreate {
+                app: app.id.clone(),
+                plan: form.get("plan").to_string(),
+                name: String::new(),
+            },
+        )?;
+        self.client_shown(req, who, &app.id, &c, secret)
+    }
+
+    /// The app page with a client's new secret (shown once).
+    fn client_shown(&self, req: &Req, who: Who, app: &str, c: &OAuthClient, secret: String) -> Out {
+        self.app_with(
+            req,
+            who,
+            app,
+            None,
+            json!({"client_secret": secret, "client_id": c.id, "client_plan": c.plan}),
+        )
+    }
+
+    /// `POST /apps/{id}/oauth-clients/{client}/rotate|revoke`.
+    fn client_action(&self, req: &Req, who: Who, id: &str, client: &str, action: &str) -> Out {
+        let (_, _, account) = match self.signed_in(req, &who) {
+            Ok(s) => s,
+            Err(r) => return Ok(r),
+        };
+        let _ = self.form(req, &who, &[], false)?;
+        let app = self.own_app(account, id)?;
+        let gone = || fail(StatusCode::NOT_FOUND, "There is no such OAuth client.");
+        if crate::control::admin::model::check_id("oauth-client", client).is_err() {
+            return Err(gone());
+        }
+        let c =
+            match self
+                .registry
+                .get_resource::<OAuthClient>("oauth-client", "OAuth client", client)
+            {
+                Ok(c) if c.app == app.id => c,
+                _ => return Err(gone()),
+            };
+        if action == "revoke" {
+            self.registry.revoke_oauth_client(&actor(account), &c.id)?;
+            return Ok(Reply::redirect(&format!(
+                "/apps/{}?done=client-revoked",
+                app.id
+            )));
+        }
+        let (c, secret) = self.registry.rotate_oauth_client(
+            &actor(account),
+            &c.id,
+            KeyRotate {
+                overlap_seconds: ROTATION_OVERLAP_SECONDS,
+            },
+        )?;
+        self.client_shown(req, who, &app.id, &c, secret)
     }
 
     fn key_action(&self, req: &Req, who: Who, id: &str, key: &str, action: &str) -> Out {

@@ -92,7 +92,11 @@ impl Portal {
             max_body: spec.max_body.0,
             tls,
             secure: tls || public_url.starts_with("https://"),
-            mail_from: format!("Tollgate developer portal <portal@{host}>"),
+            mail_from: spec
+                .smtp
+                .as_ref()
+                .and_then(|m| m.from.clone())
+                .unwrap_or_else(|| format!("Tollgate developer portal <portal@{host}>")),
             public_url,
             public_origin,
         })

@@ -83,34 +83,13 @@ async fn screenshot(b: &Browser, name: &str) {
 
 /// Sign in with `token`; wait for the dashboard.
 async fn sign_in(b: &Browser, c: &Console, token: &str) {
-    b.goto(&c.url("")).await;
-    b.fill("#token", token).await;
-    b.press("main form button[type=submit]").await;
-    wait_text(b, "#who", "(").await;
-}
-
-/// Wait until `css` contains `text`.
-async fn wait_text(b: &Browser, css: &str, text: &str) {
-    let found = eventually(Duration::from_secs(10), || async {
-        b.eval(&format!(
-            "const e = document.querySelector({css:?}); return e ? e.textContent : ''"
-        ))
-        .await
-        .as_str()
-        .is_some_and(|t| t.contains(text))
-    })
-    .await;
-    assert!(
-        found,
-        "{css} never showed {text:?}: {}",
-        b.body_text().await
-    );
+    b.console_sign_in(&c.url(""), token).await;
 }
 
 /// Open a section and wait for its heading.
 async fn open(b: &Browser, c: &Console, hash: &str, heading: &str) {
     b.goto(&c.url(hash)).await;
-    wait_text(b, "main h1", heading).await;
+    b.wait_text("main h1", heading).await;
 }
 
 async fn nav(b: &Browser) -> Vec<String> {
@@ -160,25 +139,25 @@ async fn an_administrator_approves_a_subscription_and_manages_its_key() {
     // A wrong token: refused, still signed out.
     b.fill("#token", "tga_not-a-token").await;
     b.press("main form button[type=submit]").await;
-    wait_text(&b, "#status", "Sign-in").await;
+    b.wait_text("#status", "Sign-in").await;
     assert_eq!(count(&b, "#nav a").await, 0);
 
     sign_in(&b, &c, &c.admin.token).await;
     assert!(nav(&b).await.contains(&"Audit log".to_string()));
-    wait_text(&b, "main", "Calls by API").await;
+    b.wait_text("main", "Calls by API").await;
 
     // Products, plans, consumers, apps through the console's forms.
     open(&b, &c, "#/products", "Products").await;
     create(&b, &[("id", "shop"), ("apis", "pets")]).await;
-    wait_text(&b, "#status", "Created").await;
-    wait_text(&b, "main table", "shop").await;
+    b.wait_text("#status", "Created").await;
+    b.wait_text("main table", "shop").await;
     let v = b.axe(&c.axe).await;
     assert!(v.is_empty(), "axe-core on the products page: {v:#?}");
     open(&b, &c, "#/plans", "Plans").await;
     b.eval("document.getElementById('f-approval').value = 'moderated'; return null")
         .await;
     create(&b, &[("id", "gold"), ("product", "shop")]).await;
-    wait_text(&b, "main table", "moderated").await;
+    b.wait_text("main table", "moderated").await;
     c.admin.create("/consumers", json!({"id": "alice"})).await;
     c.admin
         .create("/apps", json!({"id": "web", "consumer": "alice"}))
@@ -187,34 +166,34 @@ async fn an_administrator_approves_a_subscription_and_manages_its_key() {
     // A subscription to a moderated plan waits for approval.
     open(&b, &c, "#/subscriptions", "Subscriptions").await;
     create(&b, &[("app", "web"), ("plan", "gold")]).await;
-    wait_text(&b, "main table", "pending").await;
+    b.wait_text("main table", "pending").await;
     let v = b.axe(&c.axe).await;
     assert!(v.is_empty(), "axe-core on the subscriptions page: {v:#?}");
     screenshot(&b, "subscriptions.png").await;
     b.press("button[aria-label^='Approve sub_']").await;
-    wait_text(&b, "main table", "active").await;
+    b.wait_text("main table", "active").await;
     let (_, subs) = c.admin.get("/subscriptions?app=web").await;
     assert_eq!(subs["items"][0]["state"], "active");
 
     // A key: its secret shown once, working at the gateway, then revoked.
     open(&b, &c, "#/keys", "API keys").await;
     create(&b, &[("app", "web"), ("plan", "gold")]).await;
-    wait_text(&b, "[data-secret]", "tg_").await;
+    b.wait_text("[data-secret]", "tg_").await;
     screenshot(&b, "keys.png").await;
     let key = b.text("[data-secret]").await;
     assert_eq!(call(&c, &key).await, 200);
     b.press("button[aria-label^='Revoke key_']").await;
-    wait_text(&b, "#status", "Revoke: done").await;
+    b.wait_text("#status", "Revoke: done").await;
     assert_eq!(call(&c, &key).await, 401);
 
     // The audit log shows what the console did, as the administrator.
     open(&b, &c, "#/audit", "Audit log").await;
-    wait_text(&b, "main table", "approve").await;
+    b.wait_text("main table", "approve").await;
     open(&b, &c, "", "Dashboard").await;
-    wait_text(&b, "main", "Calls by API").await;
+    b.wait_text("main", "Calls by API").await;
     let called = eventually(Duration::from_secs(10), || async {
         b.goto(&c.url("")).await;
-        wait_text(&b, "main", "Calls by API").await;
+        b.wait_text("main", "Calls by API").await;
         count(&b, "svg.chart rect").await > 0
     })
     .await;
@@ -225,14 +204,14 @@ async fn an_administrator_approves_a_subscription_and_manages_its_key() {
     );
     screenshot(&b, "dashboard.png").await;
     open(&b, &c, "#/audit", "Audit log").await;
-    wait_text(&b, "main table", "approve").await;
+    b.wait_text("main table", "approve").await;
     let text = b.text("main table").await;
     for action in ["create", "approve", "revoke"] {
         assert!(text.contains(action), "{action}: {text}");
     }
     // Signing out forgets the token.
     b.press("#signout").await;
-    wait_text(&b, "main", "Sign in").await;
+    b.wait_text("main", "Sign in").await;
     let kept = b
         .eval("return sessionStorage.getItem('tollgate-admin-token')")
         .await;
@@ -261,19 +240,19 @@ async fn an_administrator_approves_a_portal_sign_up_in_the_console() {
             .unwrap();
     let b = Browser::start().await;
     sign_in(&b, &c, &c.admin.token).await;
-    wait_text(&b, "main", "1 portal account(s)").await;
+    b.wait_text("main", "1 portal account(s)").await;
     b.press("a[href='#/accounts']").await;
-    wait_text(&b, "main table", "dana@example.com").await;
+    b.wait_text("main table", "dana@example.com").await;
     let v = b.axe(&c.axe).await;
     assert!(v.is_empty(), "axe-core on the accounts page: {v:#?}");
     b.press(&format!("button[aria-label='Approve {}']", account.id))
         .await;
-    wait_text(&b, "#status", "Approve: done").await;
+    b.wait_text("#status", "Approve: done").await;
     let (_, a) = c.admin.get(&format!("/accounts/{}", account.id)).await;
     assert_eq!(a["state"], "active", "{a}");
     b.press(&format!("button[aria-label='Disable {}']", account.id))
         .await;
-    wait_text(&b, "#status", "Disable: done").await;
+    b.wait_text("#status", "Disable: done").await;
     let (_, a) = c.admin.get(&format!("/accounts/{}", account.id)).await;
     assert_eq!(a["state"], "disabled", "{a}");
     // Accounts are not deleted from the console (there is no such call).
@@ -336,7 +315,7 @@ async fn each_role_sees_and_can_do_exactly_what_it_may() {
             assert!(sections.contains(&s.to_string()), "{role}: {sections:?}");
         }
         open(&b, &c, "#/products", "Products").await;
-        wait_text(&b, "main table", "shop").await;
+        b.wait_text("main table", "shop").await;
         assert_eq!(
             count(&b, "form.card").await > 0,
             products,
@@ -348,14 +327,14 @@ async fn each_role_sees_and_can_do_exactly_what_it_may() {
             "{role}: product buttons"
         );
         open(&b, &c, "#/subscriptions", "Subscriptions").await;
-        wait_text(&b, "main table", "pending").await;
+        b.wait_text("main table", "pending").await;
         assert_eq!(
             count(&b, "button[aria-label^='Approve']").await > 0,
             subs,
             "{role}: approve"
         );
         open(&b, &c, "#/apis/pets", "API pets").await;
-        wait_text(&b, "main", "Policy chain").await;
+        b.wait_text("main", "Policy chain").await;
         assert_eq!(
             count(&b, "textarea#f-chain").await > 0,
             chains,
@@ -364,12 +343,12 @@ async fn each_role_sees_and_can_do_exactly_what_it_may() {
         // An admin-only page by its address: refused in the page too.
         b.goto(&c.url("#/users")).await;
         if !admin_only {
-            wait_text(&b, "main", "may not see it").await;
+            b.wait_text("main", "may not see it").await;
         } else {
-            wait_text(&b, "main h1", "Admin users").await;
+            b.wait_text("main h1", "Admin users").await;
         }
         b.press("#signout").await;
-        wait_text(&b, "main", "Sign in").await;
+        b.wait_text("main", "Sign in").await;
     }
     b.close().await;
 }
@@ -400,9 +379,9 @@ async fn echoed_fields_cannot_run_script_and_the_page_cannot_be_framed() {
     let b = Browser::start().await;
     sign_in(&b, &c, &c.admin.token).await;
     open(&b, &c, "#/consumers", "Consumers").await;
-    wait_text(&b, "main table", "window.__xss=1").await;
+    b.wait_text("main table", "window.__xss=1").await;
     open(&b, &c, "#/products", "Products").await;
-    wait_text(&b, "main table", "<script>").await;
+    b.wait_text("main table", "<script>").await;
     let ran = b
         .eval("return window.__xss === undefined ? null : window.__xss")
         .await;

@@ -11,6 +11,7 @@ mod author;
 mod canary;
 mod chain;
 mod cluster;
+mod cluster_control;
 mod console;
 mod deadlines;
 mod fairness;

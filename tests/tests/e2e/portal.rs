@@ -1,6 +1,7 @@
 //! The developer portal in a real browser (headless Chromium over
 //! WebDriver, `tollgate_tests::browser`): a consumer's whole story from
-//! sign-up to a refused call with a revoked key; password reset through the
+//! sign-up (approved by an administrator in the admin console) to a
+//! refused call with a revoked key; password reset through the
 //! file outbox; and each defence — CSRF, session fixation, open redirect,
 //! XSS through every echoed field, clickjacking headers, brute force — with
 //! axe-core run in every page. Set `TOLLGATE_PORTAL_SCREENSHOTS=1` to
@@ -162,6 +163,31 @@ async fn approve(p: &Portal, email: &str) {
     assert_eq!((s, v["state"].as_str()), (200, Some("active")), "{v}");
 }
 
+/// An administrator signs in to the console (a browser of their own) and
+/// approves the pending account of `email` on its accounts page.
+async fn approve_in_console(p: &Portal, email: &str) {
+    let (_, v) = p.admin.get("/accounts?state=pending").await;
+    let id = v["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["email"] == email)
+        .unwrap_or_else(|| panic!("{email} is not pending: {v}"))["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let console = format!("http://{}/console", p.gw.admin_addr.unwrap());
+    let b = Browser::start().await;
+    b.console_sign_in(&console, &p.admin.token).await;
+    b.press("a[href='#/accounts']").await;
+    b.wait_text("main table", email).await;
+    b.press(&format!("button[aria-label='Approve {id}']")).await;
+    b.wait_text("#status", "Approve: done").await;
+    b.close().await;
+    let (_, a) = p.admin.get(&format!("/accounts/{id}")).await;
+    assert_eq!(a["state"], "active", "{a}");
+}
+
 async fn sign_in(b: &Browser, p: &Portal, email: &str, password: &str, next: &str) {
     b.goto(&p.url(&format!("/signin{next}"))).await;
     b.fill("#email", email).await;
@@ -213,7 +239,8 @@ async fn a_consumer_signs_up_is_approved_subscribes_and_calls_with_a_key() {
     // Not yet approved.
     sign_in(&b, &p, "ann@example.com", PASSWORD, "").await;
     assert!(b.body_text().await.contains("awaits approval"));
-    approve(&p, "ann@example.com").await;
+    // An administrator approves the account in the admin console.
+    approve_in_console(&p, "ann@example.com").await;
     sign_in(&b, &p, "ann@example.com", PASSWORD, "").await;
     assert!(b.url().await.ends_with("/apps"), "{}", b.url().await);
     accessible(&b, &axe, "apps").await;
@@ -454,6 +481,27 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
+/// The CSRF token of the first form in `html`.
+fn csrf_in(html: &str) -> String {
+    html.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("a form with a CSRF token")
+        .to_string()
+}
+
+/// Consumer `consumer` (not the signed-in one) with app `app` subscribed
+/// to plan `basic`.
+async fn someone_elses_app(p: &Portal, consumer: &str, app: &str) {
+    p.admin.create("/consumers", json!({"id": consumer})).await;
+    p.admin
+        .create("/apps", json!({"id": app, "consumer": consumer}))
+        .await;
+    p.admin
+        .create("/subscriptions", json!({"app": app, "plan": "basic"}))
+        .await;
+}
+
 /// The pre-sign-in CSRF cookie and the token of the sign-in form.
 async fn form_token(p: &Portal) -> (String, String) {
     let r = client().get(p.url("/signin")).send().await.unwrap();
@@ -468,14 +516,7 @@ async fn form_token(p: &Portal) -> (String, String) {
                 .map(|v| v.split(';').next().unwrap().to_string())
         })
         .expect("a CSRF cookie");
-    let html = r.text().await.unwrap();
-    let token = html
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .unwrap()
-        .to_string();
-    (cookie, token)
+    (cookie, csrf_in(&r.text().await.unwrap()))
 }
 
 async fn post(
@@ -577,16 +618,7 @@ async fn csrf_malformed_forms_other_consumers_apps_and_brute_force_are_refused()
         })
         .expect("a session cookie");
     // Another consumer's app is not found, to look at or to take a key of.
-    p.admin.create("/consumers", json!({"id": "other"})).await;
-    p.admin
-        .create("/apps", json!({"id": "other-app", "consumer": "other"}))
-        .await;
-    p.admin
-        .create(
-            "/subscriptions",
-            json!({"app": "other-app", "plan": "basic"}),
-        )
-        .await;
+    someone_elses_app(&p, "other", "other-app").await;
     let mine = format!("tg_session={session}");
     let page = client()
         .get(p.url("/apps"))
@@ -595,13 +627,7 @@ async fn csrf_malformed_forms_other_consumers_apps_and_brute_force_are_refused()
         .await
         .unwrap();
     assert_eq!(page.status(), 200);
-    let html = page.text().await.unwrap();
-    let csrf = html
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .unwrap()
-        .to_string();
+    let csrf = csrf_in(&page.text().await.unwrap());
     let r = client()
         .get(p.url("/apps/other-app"))
         .header("cookie", &mine)
@@ -777,4 +803,352 @@ async fn a_slow_client_is_cut_off() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+}
+
+/// `POST /oauth2/token` with HTTP Basic client authentication: the status
+/// and the answer.
+async fn token(p: &Portal, id: &str, secret: &str) -> (u16, Value) {
+    use base64::Engine as _;
+    // RFC 6749 §2.3.1: form-encoded, then base64 (the ids and secrets are
+    // URL-safe already).
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"));
+    let r = client()
+        .post(p.gw.url("/oauth2/token"))
+        .header("authorization", format!("Basic {basic}"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("grant_type=client_credentials")
+        .send()
+        .await
+        .unwrap();
+    let s = r.status().as_u16();
+    (s, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn oauth_client_credentials_are_issued_rotated_and_revoked_from_the_portal() {
+    let p = start("\n[oauth]\nissuer = \"https://auth.tollgate.test\"\n").await;
+    let axe = browser::axe_script();
+    let b = Browser::start().await;
+    sign_up(&b, &p, "Olu", "olu@example.com").await;
+    approve(&p, "olu@example.com").await;
+    sign_in(&b, &p, "olu@example.com", PASSWORD, "").await;
+    b.fill("#name", "Backend").await;
+    b.click("main form button[type=submit]").await;
+    let app_url = b.url().await;
+    b.click("form[action$='/subscriptions'] button").await;
+    // A client: its id and secret shown once, with the token endpoint.
+    b.click("form[action$='/oauth-clients'] button").await;
+    let read = |id: &'static str| {
+        let b = &b;
+        async move {
+            b.eval(&format!("return document.getElementById('{id}').value"))
+                .await
+                .as_str()
+                .unwrap_or_else(|| panic!("#{id} is shown"))
+                .to_string()
+        }
+    };
+    let (id, secret) = (read("client-id").await, read("client-secret").await);
+    assert!(
+        id.starts_with("oc_") && secret.starts_with("tgs_"),
+        "{id} {secret}"
+    );
+    assert_eq!(
+        b.text("#token-url").await,
+        p.gw.url("/oauth2/token"),
+        "the page names the gateway's token endpoint"
+    );
+    accessible(&b, &axe, "app with new OAuth client credentials").await;
+    screenshot(&b, "oauth-client.png").await;
+    let (s, t) = token(&p, &id, &secret).await;
+    assert_eq!(s, 200, "{t}");
+    assert_eq!(t["token_type"], "Bearer", "{t}");
+    // Shown once.
+    b.goto(&app_url).await;
+    assert!(!b.client.source().await.unwrap().contains(&secret));
+    assert!(b.body_text().await.contains(&id));
+    // Rotate: a new secret; the old one works through the overlap.
+    b.click("form[action$='/rotate'][action*='/oauth-clients/'] button")
+        .await;
+    let rotated = read("client-secret").await;
+    assert_ne!(rotated, secret);
+    assert_eq!(read("client-id").await, id, "the same client");
+    assert_eq!(token(&p, &id, &rotated).await.0, 200);
+    assert_eq!(token(&p, &id, &secret).await.0, 200);
+    assert!(b
+        .body_text()
+        .await
+        .contains("the previous secret works until"));
+    // Another consumer's client is not found from this account.
+    someone_elses_app(&p, "someone", "their-app").await;
+    let theirs = p
+        .admin
+        .create(
+            "/oauth-clients",
+            json!({"app": "their-app", "plan": "basic"}),
+        )
+        .await;
+    let their_id = theirs["client_id"].as_str().unwrap().to_string();
+    let app_path = app_url.trim_start_matches(&p.base).to_string();
+    let csrf = csrf_in(&b.client.source().await.unwrap());
+    let cookie = format!("tg_session={}", b.cookie("tg_session").await.unwrap());
+    let (s, _) = post(
+        &p,
+        &format!("{app_path}/oauth-clients/{their_id}/revoke"),
+        &cookie,
+        None,
+        &format!("csrf={csrf}"),
+    )
+    .await;
+    assert_eq!(s, 404);
+    let (_, c) = p.admin.get(&format!("/oauth-clients/{their_id}")).await;
+    assert!(c["revoked_at"].is_null(), "{c}");
+    // Revoke: no token with either secret.
+    b.goto(&app_url).await;
+    b.click("form[action$='/revoke'][action*='/oauth-clients/'] button")
+        .await;
+    assert!(b.body_text().await.contains("The OAuth client is revoked"));
+    for s in [&rotated, &secret] {
+        let (status, t) = token(&p, &id, s).await;
+        assert_eq!(
+            (status, t["error"].as_str()),
+            (401, Some("invalid_client")),
+            "{t}"
+        );
+    }
+    // The audit log names the consumer.
+    let (_, log) = p.admin.get("/audit?limit=500").await;
+    let actions: Vec<(String, String)> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["resource"] == "oauth-client" && e["id"] == id.as_str())
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().into(),
+                e["actor"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(actions.len(), 3, "{actions:?}");
+    assert!(
+        actions.iter().all(|(_, a)| a.starts_with("consumer:c-")),
+        "{actions:?}"
+    );
+    b.close().await;
+}
+
+#[tokio::test]
+async fn one_client_guessing_many_accounts_is_locked_out() {
+    // Per account the limit is high; per client address it is 4 failures.
+    let p = start(
+        "lockout = { failures = 100, window = \"10m\", duration = \"10m\", client-failures = 4 }",
+    )
+    .await;
+    let b = Browser::start().await;
+    sign_up(&b, &p, "Ed", "ed@example.com").await;
+    approve(&p, "ed@example.com").await;
+    // Four accounts guessed once each from this address: each fails.
+    for i in 0..4 {
+        sign_in(
+            &b,
+            &p,
+            &format!("guess{i}@example.com"),
+            "not the password",
+            "",
+        )
+        .await;
+        assert!(b.body_text().await.contains("Sign-in failed"), "guess {i}");
+    }
+    // Now even a real account with its right password is refused from
+    // here, with the same words as any failure.
+    sign_in(&b, &p, "ed@example.com", PASSWORD, "").await;
+    assert!(b.body_text().await.contains("Sign-in failed"));
+    assert!(b.cookie("tg_session").await.is_none(), "no session");
+    // The reset form is no way around it either.
+    b.goto(&p.url("/reset")).await;
+    b.fill("#email", "ed@example.com").await;
+    b.click("main form button[type=submit]").await;
+    assert!(b.body_text().await.contains("Too many attempts"));
+    assert!(p.mail().is_empty(), "no mail sent");
+    b.close().await;
+}
+
+/// A real SMTP server: aiosmtpd (from PyPI, in .tollgate/venv) on
+/// `127.0.0.1:port`, requiring STARTTLS with `cert` and `key`, storing
+/// what it accepts in the Maildir `maildir`. Killed when dropped.
+struct SmtpServer {
+    child: std::process::Child,
+}
+
+impl SmtpServer {
+    fn start(
+        port: u16,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+        maildir: &std::path::Path,
+    ) -> SmtpServer {
+        let python = tollgate_tests::root().join(".tollgate/venv/bin/python");
+        let child = std::process::Command::new(python)
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+            .arg("--tlscert")
+            .arg(cert)
+            .arg("--tlskey")
+            .arg(key)
+            .args(["-c", "aiosmtpd.handlers.Mailbox"])
+            .arg(maildir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("aiosmtpd starts (scripts/schemathesis installs it into .tollgate/venv)");
+        SmtpServer { child }
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The messages in a Maildir's `new/`.
+fn maildir(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir.join("new"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| std::fs::read_to_string(e.path()).unwrap())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn reset_mail_waits_in_the_outbox_until_the_smtp_server_takes_it_over_starttls() {
+    let python = tollgate_tests::root().join(".tollgate/venv/bin/python");
+    let has = std::process::Command::new(&python)
+        .args(["-c", "import aiosmtpd"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        has,
+        "aiosmtpd is not installed in .tollgate/venv: run scripts/schemathesis"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let ca = tollgate_tests::tls_upstream::TestCa::new("mail test CA");
+    let ca_path = ca.write(dir.path(), "mail-ca.pem");
+    let (cert, key) = ca.server(&["127.0.0.1"]).write(dir.path(), "mail");
+    let port = tollgate_tests::free_port();
+    let p = start(&format!(
+        "smtp = {{ host = \"127.0.0.1\", port = {port}, ca = \"{}\", timeout = \"5s\", from = \"Dev portal <portal@example.com>\" }}",
+        ca_path.display()
+    ))
+    .await;
+    let b = Browser::start().await;
+    sign_up(&b, &p, "Sam", "sam@example.com").await;
+    approve(&p, "sam@example.com").await;
+    b.goto(&p.url("/reset")).await;
+    b.fill("#email", "sam@example.com").await;
+    b.click("main form button[type=submit]").await;
+    assert!(b.body_text().await.contains("on its way"));
+    // The server is not there yet: the message waits in the outbox.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(p.mail().len(), 1, "spooled while the server is down");
+    let inbox = dir.path().join("maildir");
+    let _smtp = SmtpServer::start(port, &cert, &key, &inbox);
+    let delivered = tollgate_tests::eventually(Duration::from_secs(30), || async {
+        maildir(&inbox).len() == 1 && p.mail().is_empty()
+    })
+    .await;
+    assert!(
+        delivered,
+        "delivered: {:?}, waiting: {}",
+        maildir(&inbox),
+        p.mail().len()
+    );
+    let mail = maildir(&inbox).remove(0);
+    assert!(
+        mail.contains("From: Dev portal <portal@example.com>"),
+        "{mail}"
+    );
+    assert!(mail.contains("X-MailFrom: portal@example.com"), "{mail}");
+    assert!(mail.contains("X-RcptTo: sam@example.com"), "{mail}");
+    // The link from the relayed mail works.
+    let link = mail
+        .lines()
+        .find(|l| l.contains("/reset/confirm?token="))
+        .expect("a reset link")
+        .trim()
+        .to_string();
+    b.goto(&link).await;
+    b.fill("#password", "a relayed new password").await;
+    b.click("main form button[type=submit]").await;
+    assert!(b.body_text().await.contains("Your password was changed"));
+    sign_in(&b, &p, "sam@example.com", "a relayed new password", "").await;
+    assert!(b.url().await.ends_with("/apps"), "{}", b.url().await);
+    b.close().await;
+}
+
+#[tokio::test]
+async fn the_products_page_shows_versions_and_their_lifecycle() {
+    let up = Upstream::start().await;
+    let u = up.url();
+    let api = |name: &str, extra: &str| {
+        format!(
+            "\n[[api]]\nname = \"{name}\"\nupstream = {{ targets = [\"{u}\"] }}\n{extra}\n[[api.route]]\npath = \"/pets/{{id}}\"\n"
+        )
+    };
+    let mut m = String::from(
+        "schema = 1\n[[version-set]]\nname = \"pets\"\nscheme = \"header\"\nheader = \"api-version\"\ndefault = \"v2\"\n",
+    );
+    m += &api(
+        "pets-v1",
+        "version-set = \"pets\"\nversion = \"v1\"\nlifecycle = { state = \"deprecated\", deprecated-at = 2026-06-01T00:00:00Z, sunset = 2027-01-01T00:00:00Z, successor = \"pets-v2\" }",
+    );
+    m += &api("pets-v2", "version-set = \"pets\"\nversion = \"v2\"");
+    let gw = TestGateway::builder(&m)
+        .admin()
+        .gateway_toml("[portal]\naddress = \"127.0.0.1:0\"\n")
+        .start()
+        .await;
+    let admin = gw.admin();
+    admin
+        .create(
+            "/products",
+            json!({"id": "pets", "name": "Pets", "apis": ["pets-v1", "pets-v2"], "published": true}),
+        )
+        .await;
+    let base = format!("http://{}", gw.portal_addr.unwrap());
+    let axe = browser::axe_script();
+    let b = Browser::start().await;
+    b.goto(&format!("{base}/")).await;
+    let text = b.body_text().await;
+    assert!(
+        text.contains("version v1 of pets (by header api-version: v1)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("deprecated, served until 2027-01-01T00:00:00Z: move to pets-v2"),
+        "{text}"
+    );
+    assert!(text.contains("version v2 of pets"), "{text}");
+    let v = b.axe(&axe).await;
+    assert!(v.is_empty(), "axe-core: {v:#?}");
+    // Retired through the admin API: the page says so.
+    let (s, v) = admin
+        .put(
+            "/apis/pets-v1/lifecycle",
+            json!({"state": "retired", "successor": "pets-v2"}),
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let retired = tollgate_tests::eventually(Duration::from_secs(10), || async {
+        b.goto(&format!("{base}/")).await;
+        b.body_text()
+            .await
+            .contains("retired: no longer served; use pets-v2")
+    })
+    .await;
+    assert!(retired, "{}", b.body_text().await);
+    b.close().await;
 }

@@ -110,6 +110,83 @@ fn new_id(prefix: &str) -> String {
 pub struct Registry {
     store: Store,
     write: Mutex<()>,
+    /// Its part in a shared control plane (`[cluster] role`); none alone.
+    role: std::sync::OnceLock<crate::cluster::Role>,
+    /// The last change-log sequence written (the control node), under
+    /// which every batch is applied so that sequence order is commit order.
+    replog: Mutex<u64>,
+    /// Wakes the publisher after a change (the control node).
+    changed: std::sync::Arc<tokio::sync::Notify>,
+}
+
+/// Store keys that are the node's own, never replicated: the audit log,
+/// the change log, the replica's progress.
+fn node_local(k: &[u8]) -> bool {
+    k.starts_with(b"audit/") || k.starts_with(b"replog/") || k.starts_with(b"meta/")
+}
+
+const APPLIED: &[u8] = b"meta/replica-seq";
+const CONFIG_BUNDLE: &[u8] = b"config/bundle";
+const CONFIG_APPLIED: &[u8] = b"meta/config-applied";
+
+fn replog_key(seq: u64) -> Vec<u8> {
+    let mut k = b"replog/".to_vec();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+type Ops = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
+/// A batch as bytes: for each operation the key's length and key, then 0
+/// (a removal) or 1, the value's length and value; lengths u32 big-endian.
+pub fn encode_ops(ops: &[(Vec<u8>, Option<Vec<u8>>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (k, v) in ops {
+        out.extend_from_slice(&(k.len() as u32).to_be_bytes());
+        out.extend_from_slice(k);
+        match v {
+            None => out.push(0),
+            Some(v) => {
+                out.push(1);
+                out.extend_from_slice(&(v.len() as u32).to_be_bytes());
+                out.extend_from_slice(v);
+            }
+        }
+    }
+    out
+}
+
+/// [`encode_ops`] read back; `None` for anything malformed or naming a
+/// node-local key.
+pub fn decode_ops(mut b: &[u8]) -> Option<Ops> {
+    fn take<'a>(b: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        (b.len() >= n).then(|| {
+            let (h, t) = b.split_at(n);
+            *b = t;
+            h
+        })
+    }
+    fn len(b: &mut &[u8]) -> Option<usize> {
+        Some(u32::from_be_bytes(take(b, 4)?.try_into().ok()?) as usize)
+    }
+    let mut ops = Vec::new();
+    while !b.is_empty() {
+        let n = len(&mut b)?;
+        let k = take(&mut b, n)?.to_vec();
+        if k.is_empty() || node_local(&k) {
+            return None;
+        }
+        let v = match take(&mut b, 1)? {
+            [0] => None,
+            [1] => {
+                let n = len(&mut b)?;
+                Some(take(&mut b, n)?.to_vec())
+            }
+            _ => return None,
+        };
+        ops.push((k, v));
+    }
+    Some(ops)
 }
 
 impl Registry {
@@ -127,10 +204,196 @@ impl std::fmt::Debug for Registry {
 
 impl Registry {
     pub fn new(store: Store) -> Registry {
+        let last = store
+            .last_key(TREE, b"replog/")
+            .ok()
+            .flatten()
+            .and_then(|k| {
+                k.get(7..15)
+                    .map(|b| u64::from_be_bytes(b.try_into().unwrap_or([0; 8])))
+            })
+            .unwrap_or(0);
         Registry {
             store,
             write: Mutex::new(()),
+            role: std::sync::OnceLock::new(),
+            replog: Mutex::new(last),
+            changed: std::sync::Arc::new(tokio::sync::Notify::new()),
         }
+    }
+
+    // -----------------------------------------------------------------------
+    // The shared control plane (docs/cluster.md): the control node writes
+    // each batch's replicated part to its change log (`replog/SEQ`, in the
+    // same batch), which `control::replica` publishes; a data node applies
+    // the published batches and refuses admin changes.
+
+    /// Take part in a shared control plane as `role` (once, at start).
+    pub fn set_role(&self, role: crate::cluster::Role) {
+        let _ = self.role.set(role);
+    }
+
+    pub fn role(&self) -> Option<crate::cluster::Role> {
+        self.role.get().copied()
+    }
+
+    /// Notified after each change the control node logs.
+    pub fn changed(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.changed.clone()
+    }
+
+    fn replog_lock(&self) -> std::sync::MutexGuard<'_, u64> {
+        self.replog.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Apply one batch, durably; on the control node with its change-log
+    /// entry (the batch's replicated part) in the same batch.
+    fn apply(&self, mut ops: Ops) -> Result<(), AdminError> {
+        if self.role() != Some(crate::cluster::Role::Control) {
+            return self
+                .store
+                .apply_durable(TREE, ops)
+                .map_err(AdminError::store);
+        }
+        let mut last = self.replog_lock();
+        let shared: Ops = ops
+            .iter()
+            .filter(|(k, _)| !node_local(k))
+            .cloned()
+            .collect();
+        let seq = *last + 1;
+        if !shared.is_empty() {
+            ops.push((replog_key(seq), Some(encode_ops(&shared))));
+        }
+        self.store
+            .apply_durable(TREE, ops)
+            .map_err(AdminError::store)?;
+        if !shared.is_empty() {
+            *last = seq;
+            drop(last);
+            self.changed.notify_one();
+        }
+        Ok(())
+    }
+
+    /// The change log's entries after `seq` (at most `limit`), oldest first.
+    pub fn replog_after(&self, seq: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>, AdminError> {
+        let after = replog_key(seq);
+        let rows = self
+            .store
+            .scan(TREE, b"replog/", Some(&after), limit)
+            .map_err(AdminError::store)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(k, v)| Some((u64::from_be_bytes(k.get(7..15)?.try_into().ok()?), v)))
+            .collect())
+    }
+
+    /// Forget the change log up to `seq` (published).
+    pub fn replog_forget_through(&self, seq: u64) -> Result<(), AdminError> {
+        self.store
+            .remove_range_durable(TREE, b"replog/", &replog_key(seq.saturating_add(1)))
+            .map(|_| ())
+            .map_err(AdminError::store)
+    }
+
+    /// Continue the change log after `seq` (a control node whose store is
+    /// behind what Redis has seen: its next changes must not reuse numbers).
+    pub fn replog_jump(&self, seq: u64) {
+        let mut last = self.replog_lock();
+        *last = (*last).max(seq);
+    }
+
+    /// The last change-log sequence written.
+    pub fn replog_last(&self) -> u64 {
+        *self.replog_lock()
+    }
+
+    /// Every replicated entry as one batch, and the change-log sequence it
+    /// is the state of (no change is applied meanwhile).
+    pub fn replica_snapshot(&self) -> Result<(u64, Vec<u8>), AdminError> {
+        let last = self.replog_lock();
+        let mut ops = Vec::new();
+        self.store
+            .range_each(TREE, b"", &[0xff; 8], |k, v| {
+                if !node_local(k) {
+                    ops.push((k.to_vec(), Some(v.to_vec())));
+                }
+                true
+            })
+            .map_err(AdminError::store)?;
+        Ok((*last, encode_ops(&ops)))
+    }
+
+    /// The configuration bundle the control node published last (the key
+    /// `config/bundle`, replicated like any other).
+    pub fn config_bundle(&self) -> Option<Vec<u8>> {
+        self.store.get(TREE, CONFIG_BUNDLE).ok().flatten()
+    }
+
+    /// Publish a configuration bundle (the control node).
+    pub fn put_config_bundle(&self, bundle: Vec<u8>) -> Result<(), AdminError> {
+        let _w = self.lock();
+        self.apply(vec![(CONFIG_BUNDLE.to_vec(), Some(bundle))])
+    }
+
+    /// What this data node last did with a configuration bundle (its own
+    /// record, never replicated).
+    pub fn config_applied(&self) -> Option<Vec<u8>> {
+        self.store.get(TREE, CONFIG_APPLIED).ok().flatten()
+    }
+
+    pub fn set_config_applied(&self, record: &[u8]) -> Result<(), AdminError> {
+        self.store
+            .put_durable(TREE, CONFIG_APPLIED, record)
+            .map_err(AdminError::store)
+    }
+
+    /// The last change-log sequence this data node applied.
+    pub fn applied_seq(&self) -> u64 {
+        self.store
+            .get(TREE, APPLIED)
+            .ok()
+            .flatten()
+            .and_then(|b| b.try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0)
+    }
+
+    /// Apply the control node's change `seq` (a data node), durably and
+    /// with the sequence in the same batch.
+    pub fn apply_replicated(&self, seq: u64, payload: &[u8]) -> Result<(), AdminError> {
+        let mut ops = decode_ops(payload)
+            .ok_or_else(|| AdminError::invalid("replica", format!("change {seq} is malformed")))?;
+        ops.push((APPLIED.to_vec(), Some(seq.to_be_bytes().to_vec())));
+        let _w = self.lock();
+        self.store
+            .apply_durable(TREE, ops)
+            .map_err(AdminError::store)
+    }
+
+    /// Replace every replicated entry with the control node's snapshot as
+    /// of `seq` (a data node that joined late or fell behind), atomically.
+    pub fn load_snapshot(&self, seq: u64, payload: &[u8]) -> Result<(), AdminError> {
+        let ops = decode_ops(payload).ok_or_else(|| {
+            AdminError::invalid("replica", format!("snapshot {seq} is malformed"))
+        })?;
+        let keep: std::collections::HashSet<&[u8]> =
+            ops.iter().map(|(k, _)| k.as_slice()).collect();
+        let _w = self.lock();
+        let mut batch: Ops = Vec::new();
+        self.store
+            .range_each(TREE, b"", &[0xff; 8], |k, _| {
+                if !node_local(k) && !keep.contains(k) {
+                    batch.push((k.to_vec(), None));
+                }
+                true
+            })
+            .map_err(AdminError::store)?;
+        batch.extend(ops.iter().cloned());
+        batch.push((APPLIED.to_vec(), Some(seq.to_be_bytes().to_vec())));
+        self.store
+            .apply_durable(TREE, batch)
+            .map_err(AdminError::store)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
@@ -304,6 +567,11 @@ impl Registry {
         id: &str,
         detail: serde_json::Value,
     ) -> Result<(), AdminError> {
+        if self.role() == Some(crate::cluster::Role::Data) {
+            return Err(AdminError::conflict(
+                "this gateway is a data node of a cluster: its registry is a replica of the control node's; make changes there",
+            ));
+        }
         let last = self
             .store
             .last_key(TREE, b"audit/")
@@ -327,9 +595,7 @@ impl Registry {
         let mut k = b"audit/".to_vec();
         k.extend_from_slice(&seq.to_be_bytes());
         tx.put_raw(k, &serde_json::to_vec(&entry).expect("audit serialises"));
-        self.store
-            .apply_durable(TREE, tx.ops)
-            .map_err(AdminError::store)
+        self.apply(tx.ops)
     }
 
     /// Record a change made elsewhere (a chain assignment, written to its

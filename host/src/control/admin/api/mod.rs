@@ -22,12 +22,13 @@ mod consumers;
 mod health;
 mod keys;
 mod metrics;
+mod nodes;
 mod oauth;
 mod plans;
 mod products;
 mod subscriptions;
 mod users;
-mod versions;
+pub mod versions;
 
 pub use apis::served_document;
 pub use openapi::OPENAPI;
@@ -166,6 +167,8 @@ pub const TABLE: &[Route] = {
     get("/readyz", Public, health::readyz),
     get("/metrics", Metrics, metrics::scrape),
     get("/admin/v1/whoami", WhoAmI, users::whoami),
+    // The nodes of a cluster's shared control plane.
+    route_of("GET", "/admin/v1/nodes", Apis, Handler::Async(nodes::list)),
     // Admin users.
     get("/admin/v1/users", Users, list::<User>),
     post("/admin/v1/users", Users, create::<User>),
@@ -420,7 +423,7 @@ mod tests {
         // 16 collections (analytics, version-sets, accounts and the OAuth
         // ones among them), and outside `/admin/v1` the two probes and the
         // metrics.
-        assert_eq!(by_segment.len(), 19, "{by_segment:?}");
+        assert_eq!(by_segment.len(), 20, "{by_segment:?}");
         assert_eq!(by_segment["oauth-clients"], Family::Keys);
         assert_eq!(by_segment["oauth-keys"], Family::SigningKeys);
         assert_eq!(by_segment["version-sets"], Family::Apis);

@@ -327,9 +327,7 @@ impl Registry {
         }
         tx.put("session", &h, &s);
         tx.put_raw(idx("session-of-account", account, &h), b"");
-        self.store
-            .apply_durable(super::TREE, tx.ops)
-            .map_err(AdminError::store)?;
+        self.apply(tx.ops)?;
         Ok((secret, s))
     }
 
@@ -360,9 +358,7 @@ impl Registry {
         let mut tx = Tx::default();
         tx.del(key("session", &h));
         tx.del(idx("session-of-account", &s.account, &h));
-        self.store
-            .apply_durable(super::TREE, tx.ops)
-            .map_err(AdminError::store)
+        self.apply(tx.ops)
     }
 
     // -----------------------------------------------------------------------
@@ -385,9 +381,7 @@ impl Registry {
         };
         tx.put("reset", &h, &r);
         tx.put_raw(idx("reset-of-account", account, &h), b"");
-        self.store
-            .apply_durable(super::TREE, tx.ops)
-            .map_err(AdminError::store)?;
+        self.apply(tx.ops)?;
         Ok(token)
     }
 

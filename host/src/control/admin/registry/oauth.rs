@@ -32,16 +32,22 @@ pub enum ClientRefusal {
 
 impl Registry {
     fn live_clients(&self, sub: &str) -> Result<usize, AdminError> {
-        let mut n = 0;
-        for c in self.children("oauth-client-of-sub", sub)? {
-            if self
-                .get::<OAuthClient>("oauth-client", &c)?
-                .is_some_and(|c| c.revoked_at.is_none())
-            {
-                n += 1;
+        Ok(self
+            .oauth_clients_of_subscription(sub)?
+            .iter()
+            .filter(|c| c.revoked_at.is_none())
+            .count())
+    }
+
+    /// The OAuth clients of a subscription, revoked ones included.
+    pub fn oauth_clients_of_subscription(&self, sub: &str) -> Result<Vec<OAuthClient>, AdminError> {
+        let mut out = Vec::new();
+        for id in self.children("oauth-client-of-sub", sub)? {
+            if let Some(c) = self.get::<OAuthClient>("oauth-client", &id)? {
+                out.push(c);
             }
         }
-        Ok(n)
+        Ok(out)
     }
 
     /// A new client of `req.app` under its subscription to `req.plan`, and
@@ -253,9 +259,7 @@ impl Registry {
             tx.del(k.clone());
             tx.del(key("oauth-token", jti));
         }
-        self.store
-            .apply_durable(super::TREE, tx.ops)
-            .map_err(AdminError::store)
+        self.apply(tx.ops)
     }
 
     /// The issued token `jti`, if it is recorded (expired ones may be
