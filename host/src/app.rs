@@ -42,7 +42,20 @@ impl Gateway {
         // source every generation asks after its own manifests.
         let registry = Arc::new(crate::control::admin::Registry::new(store.clone()));
         let cluster = match &gw.cluster {
-            Some(spec) => Some(crate::cluster::Cluster::start(spec)?),
+            Some(spec) => {
+                let mut spec = spec.clone();
+                spec.ca_file = spec.ca_file.map(|p| loader::resolve(&base, &p));
+                let spec = &spec;
+                let c = crate::cluster::Cluster::start(spec)?;
+                // Serve from Redis from the first call when it is up; start
+                // anyway (and fall back) when it is not.
+                if !c.wait_connected(spec.connect_timeout.0) {
+                    tracing::warn!(
+                        "[cluster]: Redis not reachable at start; serving with the fallbacks until it is"
+                    );
+                }
+                Some(c)
+            }
             None => None,
         };
         // A cluster's shared control plane: the registry's role is set

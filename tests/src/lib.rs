@@ -40,6 +40,11 @@ pub fn tollgate_bin() -> PathBuf {
         let status = std::process::Command::new(cargo)
             .args(["build", "--quiet", "-p", "tollgate", "--bin", "tollgate"])
             .current_dir(root())
+            // The test's own CARGO_MANIFEST_DIR, CARGO_PKG_NAME, OUT_DIR ... would
+            // make ring's build script (rerun-if-env-changed) dirty, and
+            // with it everything over ring: minutes of rebuilding, twice
+            // (here, then again for the next `cargo test`).
+            .envs_remove_cargo_package_vars()
             .status()
             .expect("running cargo build for the tollgate binary");
         assert!(status.success(), "building the tollgate binary failed");
@@ -49,6 +54,29 @@ pub fn tollgate_bin() -> PathBuf {
         target.join("debug").join("tollgate")
     })
     .clone()
+}
+
+/// Removing the variables cargo sets for the package under test.
+trait RemoveCargoPackageVars {
+    fn envs_remove_cargo_package_vars(&mut self) -> &mut Self;
+}
+
+impl RemoveCargoPackageVars for std::process::Command {
+    fn envs_remove_cargo_package_vars(&mut self) -> &mut Self {
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            if k.starts_with("CARGO_PKG_")
+                || k.starts_with("CARGO_MANIFEST_")
+                || k.starts_with("CARGO_CRATE_")
+                || k.starts_with("CARGO_CFG_")
+                || k == "CARGO_PRIMARY_PACKAGE"
+                || k == "OUT_DIR"
+            {
+                self.env_remove(&*k);
+            }
+        }
+        self
+    }
 }
 
 /// `cargo` in `dir` with nothing of the outer build leaking into it (for

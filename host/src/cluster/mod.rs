@@ -111,7 +111,7 @@ impl Conn {
 
 /// Where to connect, resolved from `[cluster]` (the password read).
 enum Target {
-    One(redis::ConnectionInfo),
+    One(redis::Client),
     Sentinel {
         master: String,
         addresses: Vec<redis::ConnectionInfo>,
@@ -178,8 +178,25 @@ impl Cluster {
             u.into_connection_info()
                 .map_err(|e| anyhow::anyhow!("[cluster] {u:?}: {e}"))
         };
+        let ca = match &spec.ca_file {
+            Some(p) => Some(
+                std::fs::read(p)
+                    .map_err(|e| anyhow::anyhow!("[cluster] ca-file {}: {e}", p.display()))?,
+            ),
+            None => None,
+        };
+        let certs = || redis::TlsCertificates {
+            client_tls: None,
+            root_cert: ca.clone(),
+        };
         let target = if let Some(u) = &spec.url {
-            Target::One(creds(parse(u)?))
+            let info = creds(parse(u)?);
+            let client = if ca.is_some() {
+                redis::Client::build_with_tls(info, certs())
+            } else {
+                redis::Client::open(info)
+            };
+            Target::One(client.map_err(|e| anyhow::anyhow!("[cluster] url: {e}"))?)
         } else if let Some(s) = &spec.sentinel {
             let addresses = s
                 .addresses
@@ -215,6 +232,9 @@ impl Cluster {
             if let Some(p) = &password {
                 b = b.password(p);
             }
+            if ca.is_some() {
+                b = b.certs(certs());
+            }
             Target::Cluster(Box::new(
                 b.build()
                     .map_err(|e| anyhow::anyhow!("[cluster] nodes: {e}"))?,
@@ -241,6 +261,20 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// Wait (blocking this thread) until connected, at most `limit`:
+    /// a node starting beside a live Redis serves its first call from it.
+    /// Whether it is connected.
+    pub fn wait_connected(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        while !self.connected() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
+    }
+
     /// `[cluster]` as loaded.
     pub fn spec(&self) -> &ClusterSpec {
         &self.spec
@@ -261,9 +295,7 @@ impl Cluster {
             ConnectionManager::new_with_config(client, config)
         };
         match &self.target {
-            Target::One(info) => Ok(Conn::One(
-                manager(redis::Client::open(info.clone())?).await?,
-            )),
+            Target::One(client) => Ok(Conn::One(manager(client.clone()).await?)),
             Target::Sentinel {
                 master,
                 addresses,

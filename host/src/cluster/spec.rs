@@ -17,6 +17,7 @@ use serde::Deserialize;
 /// # nodes = ["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]  # Redis Cluster
 /// username = "tollgate"                   # ACL user; default: none (the default user)
 /// password-env = "TOLLGATE_REDIS_PASSWORD"
+/// ca-file = "certs/redis-ca.pem"          # rediss://: trust these CAs instead of the system's roots
 /// connect-timeout = "1s"                  # each connection attempt
 /// command-timeout = "50ms"                # the longest a call waits for Redis
 /// rate-limits = "open"                    # Redis down: count locally ("open") or refuse ("closed")
@@ -39,6 +40,10 @@ pub struct ClusterSpec {
     pub nodes: Vec<String>,
     pub username: Option<String>,
     pub password_env: Option<String>,
+    /// PEM CA certificates `rediss://` servers are verified against
+    /// instead of the system's roots (`url` and `nodes`); relative to the
+    /// gateway file.
+    pub ca_file: Option<std::path::PathBuf>,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout: Dur,
     #[serde(default = "default_command_timeout")]

@@ -276,3 +276,120 @@ async fn acl_user_and_password_from_the_environment() {
     assert!(!bad.connected());
     assert!(bad.quota_check("a\0acl", 2, 0, 1000, 1).await.is_err());
 }
+
+/// A "Redis" that answers garbage, or accepts and never answers: every
+/// call fails, none waits past the command timeout, nothing passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_answering_garbage_or_nothing_costs_a_bounded_wait() {
+    for garbage in [true, false] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for s in listener.incoming() {
+                let Ok(mut s) = s else { return };
+                if garbage {
+                    use std::io::Write;
+                    let _ = s.write_all(b"%%garbage\r\n\x00\xff*-1\r\n:abc\r\n");
+                }
+                held.push(s);
+            }
+        });
+        let c = Cluster::start(&spec_for(
+            port,
+            "connect-timeout = \"200ms\"\ncommand-timeout = \"50ms\"\nbreaker-failures = 2",
+        ))
+        .unwrap();
+        for i in 0..10 {
+            let t = Instant::now();
+            let r = c
+                .rate_check("a\0x", RateAlgorithm::SlidingWindow, 5, 1000, 1, None)
+                .await;
+            assert!(r.is_err(), "garbage={garbage} call {i}: {r:?}");
+            let took = t.elapsed();
+            assert!(
+                took < Duration::from_millis(150),
+                "garbage={garbage} call {i} took {took:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+}
+
+/// `rediss://` through rustls: a Redis serving TLS with a private CA is
+/// reached with `ca-file`, and refused (never connected) without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_a_private_ca() {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "test redis CA");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca, &ca_key)
+        .unwrap();
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    std::fs::write(p("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(p("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(p("key.pem"), key.serialize_pem()).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = std::process::Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .args([
+            "--tls-cert-file",
+            &p("cert.pem"),
+            "--tls-key-file",
+            &p("key.pem"),
+        ])
+        .args([
+            "--tls-ca-cert-file",
+            &p("ca.pem"),
+            "--tls-auth-clients",
+            "no",
+        ])
+        .args(["--save", "", "--appendonly", "no", "--dir", &p("")])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("url = \"rediss://127.0.0.1:{port}\"\nconnect-timeout = \"500ms\"");
+    let spec: ClusterSpec = toml::from_str(&format!("{url}\nca-file = {:?}", p("ca.pem"))).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let good = Cluster::start(&spec).unwrap();
+    let t = unix_ms();
+    loop {
+        if let Ok(v) = good.quota_check("a\0tls", 3, t, t + 60_000, 1).await {
+            assert_eq!(v, (true, 1));
+            break;
+        }
+        assert!(Instant::now() < deadline, "no TLS connection");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The system's roots do not know this CA.
+    let spec: ClusterSpec = toml::from_str(&url).unwrap();
+    let untrusting = Cluster::start(&spec).unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(!untrusting.connected());
+    assert!(untrusting
+        .quota_check("a\0tls", 3, t, t + 60_000, 1)
+        .await
+        .is_err());
+    let _ = child.kill();
+    let _ = child.wait();
+}

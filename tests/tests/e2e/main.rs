@@ -10,6 +10,7 @@ mod analytics;
 mod author;
 mod canary;
 mod chain;
+mod cluster;
 mod cluster_control;
 mod console;
 mod deadlines;

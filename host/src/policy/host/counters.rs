@@ -437,8 +437,11 @@ impl bindings::counters::Host for StepState {
                 A::SlidingWindow => crate::cluster::RateAlgorithm::SlidingWindow,
                 A::TokenBucket => crate::cluster::RateAlgorithm::TokenBucket,
             };
+            // Lua's numbers are doubles: past 2^53 a limit is as good as
+            // none, and is counted as 2^53.
+            const EXACT: u64 = 1 << 53;
             match cluster
-                .rate_check(&key, ra, limit, window_ms, cost, None)
+                .rate_check(&key, ra, limit.min(EXACT), window_ms, cost.min(EXACT), None)
                 .await
             {
                 Ok(d) => {

@@ -1,0 +1,514 @@
+//! Cluster mode through the real binary: gateway processes sharing rate
+//! limits and quotas through real `redis-server` processes (one server
+//! with AOF, and a three-master Redis Cluster made by the test), Redis
+//! killed mid-traffic and brought back.
+
+use futures_util::future::join_all;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tollgate::policy::host::consumers::key_digest_hex;
+use tollgate_tests::redis::{Persistence, RedisCluster, RedisServer};
+use tollgate_tests::{free_port, gateway_command, ChildGuard, Upstream};
+
+const KEY: &str = "cluster-key-3d9a71c0";
+
+/// The APIs every node serves: `/rl` (a rate limit of `limit` per hour by
+/// client address) and `/q` (key-auth, then a monthly quota of `quota`).
+fn manifest(upstream: &str, limit: u64, quota: u64) -> String {
+    format!(
+        r#"schema = 1
+
+[[api]]
+name = "rl"
+upstream = {{ targets = ["{upstream}"] }}
+
+[[api.route]]
+prefix = "/rl"
+
+[[api.chain]]
+plugin = "rate-limit"
+grants = ["counters"]
+config = {{ limits = [{{ per = "hour", requests = {limit}, by = "ip" }}] }}
+
+[[api]]
+name = "q"
+upstream = {{ targets = ["{upstream}"] }}
+
+[[api.route]]
+prefix = "/q"
+
+[[api.chain]]
+plugin = "key-auth"
+grants = ["consumers"]
+
+[[api.chain]]
+plugin = "quota"
+grants = ["counters"]
+config = {{ calls = {quota}, period = "month", by = "consumer" }}
+
+[[consumer]]
+id = "carol"
+keys = [{{ id = "k-carol", sha256 = "{digest}" }}]
+"#,
+        digest = key_digest_hex(KEY),
+    )
+}
+
+/// One gateway process with its own folder, data directory and port.
+struct Node {
+    port: u16,
+    admin_port: u16,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<ChildGuard>,
+}
+
+impl Node {
+    /// A node serving `manifest` with this `[cluster]` body (and its
+    /// metrics public on its own admin port).
+    async fn start(manifest: &str, cluster: &str) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let (port, admin_port) = (free_port(), free_port());
+        std::fs::write(dir.path().join("api.toml"), manifest).unwrap();
+        let config = dir.path().join("tollgate.toml");
+        let gw = format!(
+            r#"schema = 1
+data-dir = "data"
+policies = ["api.toml"]
+
+[[listener]]
+name = "public"
+address = "127.0.0.1:{port}"
+
+[plugins]
+dirs = [{plugins:?}]
+
+[reload]
+watch = false
+
+[admin]
+address = "127.0.0.1:{admin_port}"
+
+[metrics]
+public = true
+
+[cluster]
+{cluster}
+"#,
+            plugins = tollgate_tests::plugin_dir().display().to_string(),
+        );
+        std::fs::write(&config, gw).unwrap();
+        let log = dir.path().join("stderr.log");
+        let mut n = Node {
+            port,
+            admin_port,
+            dir,
+            config,
+            log,
+            child: None,
+        };
+        n.spawn().await;
+        n
+    }
+
+    async fn spawn(&mut self) {
+        seed_plugin_cache(&self.data_dir());
+        let started = Instant::now();
+        let child = gateway_command(&self.config)
+            .stderr(std::fs::File::create(&self.log).unwrap())
+            .spawn()
+            .expect("starting tollgate");
+        self.child = Some(ChildGuard(child));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let c = reqwest::Client::new();
+        loop {
+            if let Ok(Some(status)) = self.child.as_mut().unwrap().0.try_wait() {
+                panic!("the gateway exited at start ({status}):\n{}", self.log());
+            }
+            // Without a key: 401 from key-auth, nothing counted.
+            let r = c
+                .get(self.url("/q"))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await;
+            if r.is_ok_and(|r| r.status() == 401) {
+                keep_plugin_cache(&self.data_dir());
+                eprintln!("cluster: a gateway started in {:?}", started.elapsed());
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the gateway did not come up:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL it.
+    fn kill(&mut self) {
+        self.child = None;
+    }
+
+    /// Start it again with a fresh data directory: whatever it counts
+    /// after this is not in its own store.
+    async fn restart_fresh(&mut self) {
+        assert!(self.child.is_none());
+        let _ = std::fs::remove_dir_all(self.data_dir());
+        self.spawn().await;
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    async fn metrics(&self) -> String {
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", self.admin_port))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+/// The compiled plugins of the first gateway that started, so the others
+/// (and restarts with fresh data directories) skip compiling them again.
+static PLUGIN_CACHE: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+fn seed_plugin_cache(data_dir: &std::path::Path) {
+    if let Some(seed) = PLUGIN_CACHE.get() {
+        copy_dir(seed.path(), &data_dir.join("plugin-cache"));
+    }
+}
+
+fn keep_plugin_cache(data_dir: &std::path::Path) {
+    let from = data_dir.join("plugin-cache");
+    if PLUGIN_CACHE.get().is_none() && from.is_dir() {
+        let seed = tempfile::tempdir().unwrap();
+        copy_dir(&from, seed.path());
+        let _ = PLUGIN_CACHE.set(seed);
+    }
+}
+
+fn assert_no_panic(nodes: &[Node]) {
+    for n in nodes {
+        let log = n.log();
+        assert!(!log.contains("panicked"), "a gateway panicked:\n{log}");
+    }
+}
+
+/// `count` nodes: the first on its own (so that the others reuse the
+/// plugins it compiled), then the rest side by side.
+async fn start_nodes(count: usize, manifest: &str, cluster: &str) -> Vec<Node> {
+    let mut nodes = vec![Node::start(manifest, cluster).await];
+    nodes.extend(join_all((1..count).map(|_| Node::start(manifest, cluster))).await);
+    nodes
+}
+
+/// `calls` calls to `/rl`, `concurrency` at a time, spread round-robin
+/// over `nodes`. Returns (statuses, the slowest call).
+async fn race(nodes: &[Node], calls: usize, concurrency: usize) -> (Vec<u16>, Duration) {
+    let urls: Vec<String> = nodes.iter().map(|n| n.url("/rl/x")).collect();
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let workers = (0..concurrency).map(|_| {
+        let (urls, next) = (urls.clone(), next.clone());
+        tokio::spawn(async move {
+            let c = reqwest::Client::new();
+            let mut out = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= calls {
+                    return out;
+                }
+                let t = Instant::now();
+                let r = c
+                    .get(&urls[i % urls.len()])
+                    .timeout(Duration::from_secs(10))
+                    .send()
+                    .await
+                    .unwrap();
+                out.push((r.status().as_u16(), t.elapsed()));
+            }
+        })
+    });
+    let mut statuses = Vec::new();
+    let mut slowest = Duration::ZERO;
+    for w in join_all(workers).await {
+        for (s, t) in w.unwrap() {
+            statuses.push(s);
+            slowest = slowest.max(t);
+        }
+    }
+    (statuses, slowest)
+}
+
+/// The value of the series `name` (with its labels as printed) in a scrape.
+fn metric(scrape: &str, name: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in:\n{scrape}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn count(statuses: &[u16], status: u16) -> usize {
+    statuses.iter().filter(|s| **s == status).count()
+}
+
+/// One call to `/q` with the key: `Some(remaining)` when allowed, `None`
+/// when refused (403 `quota_exceeded`), panics on anything else.
+async fn quota_call(node: &Node) -> Option<u64> {
+    let r = reqwest::Client::new()
+        .get(node.url("/q/x"))
+        .header("x-api-key", KEY)
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .unwrap();
+    match r.status().as_u16() {
+        200 => Some(
+            r.headers()["x-quota-remaining"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap(),
+        ),
+        403 => None,
+        s => panic!("quota call: {s}: {}", r.text().await.unwrap_or_default()),
+    }
+}
+
+/// The limit is counted once for all nodes: of 600 calls racing over three
+/// gateways, exactly `limit` pass (an hour's window; were the hour to turn
+/// during the race, the sliding window would let one more through).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_gateways_share_one_limit_under_a_600_call_race() {
+    const LIMIT: usize = 100;
+    let up = Upstream::start().await;
+    let redis = RedisServer::start();
+    let cluster = format!(
+        "url = {:?}\ncommand-timeout = \"2s\"\nrate-limits = \"closed\"",
+        redis.url()
+    );
+    let nodes = start_nodes(3, &manifest(&up.url(), LIMIT as u64, 10), &cluster).await;
+    let started = Instant::now();
+    let (statuses, _) = race(&nodes, 600, 48).await;
+    let took = started.elapsed();
+    let passed = count(&statuses, 200);
+    assert_eq!(passed + count(&statuses, 429), 600, "{statuses:?}");
+    assert!(
+        (LIMIT..=LIMIT + 1).contains(&passed),
+        "{passed} of 600 passed a limit of {LIMIT} across three gateways"
+    );
+    eprintln!("cluster race: {passed} of 600 passed (limit {LIMIT}) in {took:?}");
+    // Each node checked its share in Redis, one script call per call.
+    let (mut sum, mut calls) = (0.0, 0.0);
+    for n in &nodes {
+        let m = n.metrics().await;
+        let c = metric(
+            &m,
+            "tollgate_redis_duration_seconds_count{op=\"rate_limit\"}",
+        );
+        assert!(c >= 150.0, "{m}");
+        calls += c;
+        sum += metric(&m, "tollgate_redis_duration_seconds_sum{op=\"rate_limit\"}");
+    }
+    assert_eq!(calls, 600.0);
+    eprintln!(
+        "cluster race: a rate-limit check in Redis took {:.0} µs on average (debug build, loaded machine)",
+        sum / calls * 1e6
+    );
+    assert_no_panic(&nodes);
+}
+
+/// A quota is counted in Redis: it holds across nodes, and survives every
+/// gateway and Redis itself being SIGKILLed (AOF, `appendfsync always`) and
+/// the gateways coming back with empty data directories.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_survives_restart_of_every_gateway_and_of_redis() {
+    let up = Upstream::start().await;
+    let mut redis = RedisServer::start_with(Persistence::AofAlways);
+    let cluster = format!("url = {:?}\ncommand-timeout = \"2s\"", redis.url());
+    let mut nodes = start_nodes(3, &manifest(&up.url(), 1000, 10), &cluster).await;
+    for i in 0..6 {
+        assert_eq!(
+            quota_call(&nodes[i % 3]).await,
+            Some(9 - i as u64),
+            "call {i}"
+        );
+    }
+    for n in &mut nodes {
+        n.kill();
+    }
+    redis.kill();
+    redis.restart();
+    for n in &mut nodes {
+        n.restart_fresh().await;
+    }
+    for i in 6..10 {
+        assert_eq!(
+            quota_call(&nodes[i % 3]).await,
+            Some(9 - i as u64),
+            "call {i}"
+        );
+    }
+    for n in &nodes {
+        assert_eq!(quota_call(n).await, None, "the quota is used up");
+    }
+    assert_no_panic(&nodes);
+}
+
+/// Redis killed mid-traffic: the node set to fail open counts on its own,
+/// the one set to fail closed refuses; quotas (closed by default) refuse;
+/// no call waits past the bound, the breaker stops calling a dead Redis,
+/// and both recover when Redis returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_traffic_fails_open_or_closed_and_recovers() {
+    let up = Upstream::start().await;
+    let mut redis = RedisServer::start();
+    let common = format!(
+        "url = {:?}\ncommand-timeout = \"50ms\"\nconnect-timeout = \"200ms\"\nbreaker-failures = 3\nbreaker-cool-down = \"300ms\"",
+        redis.url()
+    );
+    let manifest = manifest(&up.url(), 1000, 1000);
+    let open = Node::start(&manifest, &format!("{common}\nrate-limits = \"open\"")).await;
+    let closed = Node::start(&manifest, &format!("{common}\nrate-limits = \"closed\"")).await;
+    let nodes = [open, closed];
+    let (s, _) = race(&nodes, 20, 4).await;
+    assert_eq!(count(&s, 200), 20);
+    assert!(quota_call(&nodes[0]).await.is_some());
+
+    redis.kill();
+    // Through the outage: bounded calls, open passes, closed refuses.
+    let bound = Duration::from_millis(750);
+    for round in 0..20 {
+        let t = Instant::now();
+        let r = reqwest::get(nodes[0].url("/rl/x")).await.unwrap();
+        assert_eq!(r.status(), 200, "open node, round {round}");
+        let r = reqwest::get(nodes[1].url("/rl/x")).await.unwrap();
+        assert_eq!(r.status(), 503, "closed node, round {round}");
+        let r = reqwest::Client::new()
+            .get(nodes[0].url("/q/x"))
+            .header("x-api-key", KEY)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503, "quota, round {round}");
+        let took = t.elapsed();
+        assert!(
+            took < bound * 3,
+            "three calls took {took:?} in round {round}"
+        );
+    }
+    let (s, slowest) = race(&nodes, 200, 16).await;
+    assert_eq!(count(&s, 200), 100, "the open node's half");
+    assert_eq!(count(&s, 503), 100, "the closed node's half");
+    assert!(slowest < bound, "a call waited {slowest:?} on a dead Redis");
+    for n in &nodes {
+        let m = n.metrics().await;
+        assert!(
+            metric(&m, "tollgate_redis_breaker_trips_total") >= 1.0,
+            "{m}"
+        );
+        assert_eq!(metric(&m, "tollgate_redis_breaker_open"), 1.0, "{m}");
+        assert!(m.contains("kind=\"breaker_open\""), "{m}");
+    }
+    let m = nodes[0].metrics().await;
+    assert!(
+        m.contains("tollgate_redis_fallbacks_total{kind=\"rate_limit_local\"}"),
+        "{m}"
+    );
+
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = reqwest::get(nodes[1].url("/rl/x")).await.unwrap().status();
+        let q = reqwest::Client::new()
+            .get(nodes[0].url("/q/x"))
+            .header("x-api-key", KEY)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        if r == 200 && q == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no recovery: rate {r}, quota {q}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for n in &nodes {
+        assert_eq!(
+            metric(&n.metrics().await, "tollgate_redis_breaker_open"),
+            0.0
+        );
+    }
+    assert_no_panic(&nodes);
+}
+
+/// A three-master Redis Cluster made by the test serves the same limit
+/// and quota: the script's one key routes to its slot's master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_master_redis_cluster_runs_the_same_limit() {
+    const LIMIT: usize = 50;
+    let up = Upstream::start().await;
+    let redis = RedisCluster::start();
+    let cluster = format!(
+        "nodes = {:?}\ncommand-timeout = \"2s\"\nrate-limits = \"closed\"",
+        redis.urls()
+    );
+    let nodes = start_nodes(3, &manifest(&up.url(), LIMIT as u64, 5), &cluster).await;
+    let (statuses, _) = race(&nodes, 300, 24).await;
+    let passed = count(&statuses, 200);
+    assert_eq!(passed + count(&statuses, 429), 300, "{statuses:?}");
+    assert!(
+        (LIMIT..=LIMIT + 1).contains(&passed),
+        "{passed} of 300 passed a limit of {LIMIT}"
+    );
+    eprintln!("redis cluster race: {passed} of 300 passed (limit {LIMIT})");
+    for i in 0..5 {
+        assert_eq!(quota_call(&nodes[i % 3]).await, Some(4 - i as u64));
+    }
+    assert_eq!(quota_call(&nodes[2]).await, None);
+    // The keys are spread over the masters by their hash tags: the limit's
+    // and the quota's keys are each on one of them.
+    let keys: usize = redis
+        .nodes
+        .iter()
+        .map(|n| {
+            n.cmd(&["DBSIZE"])
+                .trim_start_matches(':')
+                .trim()
+                .parse::<usize>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(keys, 2);
+    assert_no_panic(&nodes);
+}
