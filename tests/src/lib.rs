@@ -627,6 +627,28 @@ where
     }
 }
 
+/// A manifest with the API `pets` (prefix `/pets`, to `upstream`) behind
+/// `key-auth` with the registry's consumers: the start of many tests'
+/// manifests, which append their own steps and APIs.
+pub fn keyed_pets(upstream: &str) -> String {
+    format!(
+        r#"schema = 1
+
+[[api]]
+name = "pets"
+upstream = {{ targets = ["{upstream}"] }}
+
+[[api.route]]
+prefix = "/pets"
+
+[[api.chain]]
+name = "auth"
+plugin = "key-auth"
+grants = ["consumers"]
+"#
+    )
+}
+
 /// An API manifest with one prefix route `/` to `upstream` and the given
 /// chain (TOML `[[api.chain]]` entries).
 pub fn simple_manifest(upstream: &str, chain: &str) -> String {

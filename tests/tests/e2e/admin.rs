@@ -12,21 +12,9 @@ use tollgate_tests::{client, simple_manifest, TestGateway, Upstream};
 /// An API `pets` (prefix `/pets`) with key-auth and plan-based limits, and
 /// an API `orders` (prefix `/orders`) with key-auth only.
 fn manifest(upstream: &str) -> String {
-    format!(
-        r#"schema = 1
-
-[[api]]
-name = "pets"
-upstream = {{ targets = ["{upstream}"] }}
-
-[[api.route]]
-prefix = "/pets"
-
-[[api.chain]]
-name = "auth"
-plugin = "key-auth"
-grants = ["consumers"]
-
+    tollgate_tests::keyed_pets(upstream)
+        + &format!(
+            r#"
 [[api.chain]]
 name = "throttle"
 plugin = "rate-limit"
@@ -52,7 +40,7 @@ prefix = "/orders"
 plugin = "key-auth"
 grants = ["consumers"]
 "#
-    )
+        )
 }
 
 async fn start() -> (Upstream, TestGateway, AdminClient) {

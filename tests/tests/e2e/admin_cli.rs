@@ -54,21 +54,8 @@ impl Cli {
 }
 
 fn manifest(upstream: &str) -> String {
-    format!(
-        r#"schema = 1
-
-[[api]]
-name = "pets"
-upstream = {{ targets = ["{upstream}"] }}
-
-[[api.route]]
-prefix = "/pets"
-
-[[api.chain]]
-name = "auth"
-plugin = "key-auth"
-grants = ["consumers"]
-
+    tollgate_tests::keyed_pets(upstream)
+        + r#"
 [[api.chain]]
 name = "throttle"
 plugin = "rate-limit"
@@ -76,7 +63,6 @@ grants = ["counters"]
 [api.chain.config]
 limits = "plan"
 "#
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,21 +13,9 @@ use tollgate_tests::{client, root, TestGateway, Upstream};
 
 /// Two APIs, so the chain routes have something to read and assign.
 fn manifest(upstream: &str) -> String {
-    format!(
-        r#"schema = 1
-
-[[api]]
-name = "pets"
-upstream = {{ targets = ["{upstream}"] }}
-
-[[api.route]]
-prefix = "/pets"
-
-[[api.chain]]
-name = "auth"
-plugin = "key-auth"
-grants = ["consumers"]
-
+    tollgate_tests::keyed_pets(upstream)
+        + &format!(
+            r#"
 [[api]]
 name = "orders"
 upstream = {{ targets = ["{upstream}"] }}
@@ -35,7 +23,7 @@ upstream = {{ targets = ["{upstream}"] }}
 [[api.route]]
 prefix = "/orders"
 "#
-    )
+        )
 }
 
 /// Every phase: examples, coverage, fuzzing, stateful.

@@ -13,22 +13,7 @@ use tollgate_tests::redis::RedisServer;
 use tollgate_tests::{client, free_port, gateway_command, ChildGuard, TestGateway, Upstream};
 
 fn manifest(upstream: &str) -> String {
-    format!(
-        r#"schema = 1
-
-[[api]]
-name = "pets"
-upstream = {{ targets = ["{upstream}"] }}
-
-[[api.route]]
-prefix = "/pets"
-
-[[api.chain]]
-name = "auth"
-plugin = "key-auth"
-grants = ["consumers"]
-"#
-    )
+    tollgate_tests::keyed_pets(upstream)
 }
 
 fn cluster(redis: &RedisServer, role: &str, node: &str) -> String {

@@ -12,22 +12,7 @@ use tollgate_tests::browser::{self, Browser};
 use tollgate_tests::*;
 
 fn manifest(upstream: &str) -> String {
-    format!(
-        r#"schema = 1
-
-[[api]]
-name = "pets"
-upstream = {{ targets = ["{upstream}"] }}
-
-[[api.route]]
-prefix = "/pets"
-
-[[api.chain]]
-name = "auth"
-plugin = "key-auth"
-grants = ["consumers"]
-"#
-    )
+    tollgate_tests::keyed_pets(upstream)
 }
 
 struct Console {
