@@ -501,7 +501,12 @@ function navView(current) {
   nav.hidden = false;
 }
 
+// Each render's number: a render that finishes after a newer one began
+// (a slow page, then a click elsewhere) is dropped, never shown over it.
+let renders = 0;
+
 async function render() {
+  const seq = ++renders;
   const main = document.getElementById('main');
   if (!state.token) {
     main.replaceChildren(signInView());
@@ -509,6 +514,7 @@ async function render() {
   }
   if (!state.role) {
     try { await whoami(); } catch (e) { if (e.status !== 401) show(e.message, 'error'); return; }
+    if (seq !== renders) return;
   }
   document.getElementById('who').textContent = state.user + ' (' + state.role + ')';
   document.getElementById('signout').hidden = false;
@@ -526,6 +532,7 @@ async function render() {
   } catch (e) {
     view = h('p', { role: 'alert', text: 'Could not load this page: ' + e.message });
   }
+  if (seq !== renders) return;
   main.replaceChildren(view);
 }
 
