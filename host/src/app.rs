@@ -93,7 +93,10 @@ impl Gateway {
             policy::EngineLimits {
                 max_instances: gw.limits.max_instances,
             },
-            Some(data_dir.join("plugin-cache")),
+            Some(match &gw.plugins.cache_dir {
+                Some(dir) => loader::resolve(&base, dir),
+                None => data_dir.join("plugin-cache"),
+            }),
             services,
         )?);
         if gw.plugins.snapshots {

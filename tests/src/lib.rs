@@ -26,6 +26,17 @@ pub fn plugin_dir() -> PathBuf {
     PathBuf::from(env!("TOLLGATE_PLUGIN_DIR"))
 }
 
+/// One `[plugins] cache-dir` for every gateway the tests start: each plugin
+/// (and each configured snapshot) is compiled to native code once per test
+/// run instead of once per gateway (seconds of CPU for a chain of several
+/// steps). Gateways share it as operators' gateways on one machine may.
+pub fn plugin_cache() -> PathBuf {
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root().join("target"));
+    target.join("tmp").join("tollgate-plugin-cache")
+}
+
 /// The repository root.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("TOLLGATE_ROOT"))
@@ -38,7 +49,14 @@ pub fn tollgate_bin() -> PathBuf {
     BIN.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = std::process::Command::new(cargo)
-            .args(["build", "--quiet", "-p", "tollgate", "--bin", "tollgate"])
+            // The whole workspace's binaries, not `-p tollgate`: cargo
+            // picks dependency features from the packages it is asked to
+            // build, and `-p tollgate` alone would build wasmtime, hyper
+            // and a hundred more a second time with other features than
+            // `cargo test --workspace` has just built them with (minutes).
+            // tests/Cargo.toml keeps every test-only crate a normal
+            // dependency so that the two selections agree.
+            .args(["build", "--quiet", "--workspace", "--bins"])
             .current_dir(root())
             // The test's own CARGO_MANIFEST_DIR, CARGO_PKG_NAME, OUT_DIR ... would
             // make ring's build script (rerun-if-env-changed) dirty, and
@@ -322,6 +340,7 @@ pub struct GatewayBuilder {
     tls: Option<(String, String)>,
     watch: bool,
     data_dir: Option<PathBuf>,
+    plugin_cache: Option<PathBuf>,
     access_log: Option<PathBuf>,
     admin: bool,
     snapshots: bool,
@@ -379,6 +398,12 @@ impl GatewayBuilder {
         self.data_dir = Some(path.into());
         self
     }
+    /// `[plugins] cache-dir`: this folder instead of the one every test
+    /// gateway shares ([`plugin_cache`]).
+    pub fn plugin_cache(mut self, path: impl Into<PathBuf>) -> Self {
+        self.plugin_cache = Some(path.into());
+        self
+    }
     /// Extra lines for the `[limits]` table.
     pub fn limits(mut self, toml: &str) -> Self {
         self.limits = toml.to_string();
@@ -434,6 +459,7 @@ impl TestGateway {
             tls: None,
             watch: false,
             data_dir: None,
+            plugin_cache: None,
             access_log: None,
             admin: false,
             snapshots: true,
@@ -485,6 +511,7 @@ address = "127.0.0.1:0"
 
 [plugins]
 dirs = [{plugins:?}]
+cache-dir = {cache:?}
 snapshots = {snapshots}
 reset = {reset}
 paths = {{ {paths} }}
@@ -497,6 +524,12 @@ watch = {watch}
 debounce = "50ms"
 "#,
             plugins = plugin_dir().display().to_string(),
+            cache = b
+                .plugin_cache
+                .clone()
+                .unwrap_or_else(plugin_cache)
+                .display()
+                .to_string(),
             limits = b.limits,
             watch = b.watch,
             snapshots = b.snapshots,

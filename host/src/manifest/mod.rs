@@ -698,6 +698,7 @@ impl Isolation {
 /// paths = { my-auth = "/opt/policies/my_auth.wasm" }
 /// snapshots = true        # the default
 /// reset = true            # the default
+/// cache-dir = "/var/cache/tollgate"   # default: <data-dir>/plugin-cache
 /// ```
 #[derive(Debug, Deserialize, Clone)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -718,6 +719,13 @@ pub struct PluginSources {
     /// (docs/performance.md). `false`: a fresh instance per request.
     #[serde(default = "yes")]
     pub reset: bool,
+    /// Where plugins compiled to native code (and their configured
+    /// snapshots) are kept between starts: `<data-dir>/plugin-cache` unless
+    /// set. Files are named by the hash of their Wasm and of the engine's
+    /// settings and written whole (temporary file, then rename), so
+    /// gateways on one machine may share a folder.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
 }
 
 fn yes() -> bool {
@@ -731,6 +739,7 @@ impl Default for PluginSources {
             paths: Default::default(),
             snapshots: true,
             reset: true,
+            cache_dir: None,
         }
     }
 }

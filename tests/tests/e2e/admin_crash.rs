@@ -44,6 +44,7 @@ address = "127.0.0.1:{public_port}"
 
 [plugins]
 dirs = [{plugins:?}]
+cache-dir = {cache:?}
 
 [reload]
 watch = false
@@ -52,6 +53,7 @@ watch = false
 address = "127.0.0.1:{admin_port}"
 "#,
         plugins = tollgate_tests::plugin_dir().display().to_string(),
+        cache = tollgate_tests::plugin_cache().display().to_string(),
     );
     let p = dir.join("tollgate.toml");
     std::fs::write(&p, gw).unwrap();

@@ -85,6 +85,7 @@ address = "127.0.0.1:{public}"
 
 [plugins]
 dirs = [{plugins:?}]
+cache-dir = {cache:?}
 
 [reload]
 watch = false
@@ -98,6 +99,7 @@ flush-interval = "{flush}"
             public = self.public,
             admin = self.admin,
             plugins = tollgate_tests::plugin_dir().display().to_string(),
+            cache = tollgate_tests::plugin_cache().display().to_string(),
         );
         let p = self.dir.path().join("tollgate.toml");
         std::fs::write(&p, gw).unwrap();

@@ -262,6 +262,7 @@ address = "127.0.0.1:{public}"
 
 [plugins]
 dirs = [{plugins:?}]
+cache-dir = {cache:?}
 
 [reload]
 watch = false
@@ -273,6 +274,7 @@ path = {access_log:?}
 address = "127.0.0.1:{admin}"
 "#,
             plugins = plugin_dir().display().to_string(),
+            cache = tollgate_tests::plugin_cache().display().to_string(),
             access_log = access_log.display().to_string(),
         ),
     )

@@ -23,6 +23,7 @@ address = "127.0.0.1:{port}"
 
 [plugins]
 dirs = [{plugins:?}]
+cache-dir = {cache:?}
 
 [limits]
 {limits}
@@ -31,6 +32,7 @@ dirs = [{plugins:?}]
 watch = false
 "#,
         plugins = plugin_dir().display().to_string(),
+        cache = tollgate_tests::plugin_cache().display().to_string(),
     );
     let p = dir.join("tollgate.toml");
     std::fs::write(&p, gw).unwrap();

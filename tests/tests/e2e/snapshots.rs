@@ -154,3 +154,76 @@ async fn sandbox_limits_hold_for_snapshotted_steps() {
         assert_eq!(gw.gateway.runtime.live_instances(), 0, "{step}");
     }
 }
+
+/// The compiled plugins and their snapshots, in a `[plugins] cache-dir`.
+fn cached_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compiled_plugins_are_kept_in_the_cache_dir_shared_and_recompiled_when_unreadable() {
+    let up = Upstream::start().await;
+    let cache = tempfile::tempdir().unwrap();
+    let manifest = simple_manifest(&up.url(), STATE);
+    let first = TestGateway::builder(&manifest)
+        .plugin_cache(cache.path())
+        .start()
+        .await;
+    first.until_snapshotted().await;
+    // The plugin and what its configured snapshot was made of, each
+    // compiled once, there and not in the data directory.
+    let files = cached_files(cache.path());
+    assert!(files.len() >= 2, "{files:?}");
+    assert!(!first.dir.path().join("data/plugin-cache").exists());
+    let (count, _, _) = state_of_one_call(&first, &up, "a").await;
+    assert_eq!(count, "1");
+
+    // A second gateway on the same folder loads the very files the first
+    // wrote instead of compiling them again (this plugin's snapshot holds
+    // the time `configure` ran, so that one is new).
+    let written: Vec<_> = files
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().modified().unwrap())
+        .collect();
+    let second = TestGateway::builder(&manifest)
+        .plugin_cache(cache.path())
+        .start()
+        .await;
+    second.until_snapshotted().await;
+    let now = cached_files(cache.path());
+    assert_eq!(now.len(), files.len() + 1, "{now:?}");
+    for (f, t) in files.iter().zip(&written) {
+        assert_eq!(
+            std::fs::metadata(f).unwrap().modified().unwrap(),
+            *t,
+            "{f:?}"
+        );
+    }
+    drop(second);
+
+    // Files wasmtime cannot read (truncated, garbage) are discarded and
+    // compiled again: the gateway starts and serves as before.
+    for f in &files {
+        std::fs::write(f, b"\x7fELF not a compiled plugin").unwrap();
+    }
+    let third = TestGateway::builder(&manifest)
+        .plugin_cache(cache.path())
+        .start()
+        .await;
+    third.until_snapshotted().await;
+    let (count, previous, _) = state_of_one_call(&third, &up, "b").await;
+    assert_eq!((count.as_str(), previous.as_str()), ("1", "none"));
+    // The plugin's own file was compiled and written again (the first
+    // gateway's snapshot is not this one's: it stays as it was).
+    let rewritten = files
+        .iter()
+        .filter(|f| std::fs::metadata(f).unwrap().len() > 1024)
+        .count();
+    assert!(rewritten >= 1, "nothing rewritten: {files:?}");
+}

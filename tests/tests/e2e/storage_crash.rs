@@ -68,12 +68,14 @@ address = "127.0.0.1:{port}"
 
 [plugins]
 dirs = [{plugins:?}]
+cache-dir = {cache:?}
 
 [reload]
 watch = false
 "#,
         data = data_dir.display().to_string(),
         plugins = tollgate_tests::plugin_dir().display().to_string(),
+        cache = tollgate_tests::plugin_cache().display().to_string(),
     );
     let p = dir.join(format!("tollgate-{port}.toml"));
     std::fs::write(&p, gw).unwrap();
