@@ -1,7 +1,8 @@
 //! Real `redis-server` processes for the cluster-mode tests: each on a free
 //! loopback port with its own temporary directory, stopped by its process
 //! id when dropped (SIGKILL: nothing of a test outlives it). A three-master
-//! Redis Cluster is made with `redis-cli --cluster create`.
+//! Redis Cluster is made with `redis-cli --cluster create`; a master with a
+//! replica watched by a Sentinel, with `redis-server --sentinel`.
 
 use crate::{free_port, ChildGuard};
 use std::io::{Read, Write};
@@ -26,6 +27,8 @@ pub struct RedisServer {
     dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     persistence: Persistence,
+    /// A replica of the server on this port.
+    replica_of: Option<u16>,
     child: Option<ChildGuard>,
 }
 
@@ -37,6 +40,15 @@ impl RedisServer {
 
     /// A server in a fresh directory.
     pub fn start_with(persistence: Persistence) -> RedisServer {
+        Self::start_as(persistence, None)
+    }
+
+    /// A replica of the server on `master`, in a fresh directory.
+    pub fn start_replica(persistence: Persistence, master: u16) -> RedisServer {
+        Self::start_as(persistence, Some(master))
+    }
+
+    fn start_as(persistence: Persistence, replica_of: Option<u16>) -> RedisServer {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().to_path_buf();
         let mut s = RedisServer {
@@ -44,6 +56,7 @@ impl RedisServer {
             dir,
             _tmp: Some(tmp),
             persistence,
+            replica_of,
             child: None,
         };
         s.spawn();
@@ -71,6 +84,9 @@ impl RedisServer {
                     .args(["--cluster-config-file", "nodes.conf"])
                     .args(["--cluster-node-timeout", "2000"]);
             }
+        }
+        if let Some(master) = self.replica_of {
+            cmd.args(["--replicaof", "127.0.0.1", &master.to_string()]);
         }
         let child = cmd
             .stdin(Stdio::null())
@@ -184,5 +200,131 @@ impl RedisCluster {
     /// The seed URLs, one per master.
     pub fn urls(&self) -> Vec<String> {
         self.nodes.iter().map(|n| n.url()).collect()
+    }
+}
+
+/// The master's name the Sentinel of [`RedisSentinel`] watches.
+pub const SENTINEL_MASTER: &str = "tollgate";
+
+/// A master (AOF, `appendfsync always`), one replica of it and one Sentinel
+/// watching them (quorum 1, the master down after 500 ms without an
+/// answer): killing the master promotes the replica within a few seconds.
+pub struct RedisSentinel {
+    pub master: RedisServer,
+    pub replica: RedisServer,
+    pub sentinel_port: u16,
+    dir: tempfile::TempDir,
+    _sentinel: ChildGuard,
+}
+
+impl RedisSentinel {
+    pub fn start() -> RedisSentinel {
+        let master = RedisServer::start_with(Persistence::AofAlways);
+        let replica = RedisServer::start_replica(Persistence::AofAlways, master.port);
+        let dir = tempfile::tempdir().unwrap();
+        let sentinel_port = free_port();
+        // The Sentinel rewrites its file as it learns: it must be its own.
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {sentinel_port}\nbind 127.0.0.1\ndaemonize no\ndir {dir}\n\
+                 logfile sentinel.log\n\
+                 sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {master} 1\n\
+                 sentinel down-after-milliseconds {SENTINEL_MASTER} 500\n\
+                 sentinel failover-timeout {SENTINEL_MASTER} 5000\n\
+                 sentinel parallel-syncs {SENTINEL_MASTER} 1\n",
+                dir = dir.path().display(),
+                master = master.port,
+            ),
+        )
+        .unwrap();
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting redis-server --sentinel");
+        let s = RedisSentinel {
+            master,
+            replica,
+            sentinel_port,
+            dir,
+            _sentinel: ChildGuard(child),
+        };
+        // Up, in step with the master, and knowing its replica.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let replica = format!("{}", s.replica.port);
+        loop {
+            let synced = s
+                .master
+                .cmd(&["INFO", "replication"])
+                .contains("connected_slaves:1");
+            let known = command(sentinel_port, &["SENTINEL", "REPLICAS", SENTINEL_MASTER])
+                .is_ok_and(|r| r.contains(&replica));
+            if synced && known {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the Sentinel set did not come up:\n{}",
+                s.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `redis://127.0.0.1:PORT` of the Sentinel.
+    pub fn sentinel_url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.sentinel_port)
+    }
+
+    /// The port the Sentinel names as the master now.
+    pub fn master_port(&self) -> Option<u16> {
+        let r = command(
+            self.sentinel_port,
+            &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_MASTER],
+        )
+        .ok()?;
+        r.lines()
+            .filter(|l| !l.starts_with(['*', '$']))
+            .nth(1)?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    /// Wait until the replica has every write the master has taken.
+    pub fn wait_replicated(&self) {
+        let offset = |s: &RedisServer, field: &str| -> Option<u64> {
+            s.cmd(&["INFO", "replication"])
+                .lines()
+                .find_map(|l| l.strip_prefix(field)?.trim().parse().ok())
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let m = offset(&self.master, "master_repl_offset:");
+            let r = offset(&self.replica, "slave_repl_offset:");
+            if m.is_some() && m == r {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the replica is behind: {m:?} {r:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The Sentinel's log, then the servers'.
+    pub fn log(&self) -> String {
+        format!(
+            "sentinel:\n{}\nmaster:\n{}\nreplica:\n{}",
+            std::fs::read_to_string(self.dir.path().join("sentinel.log")).unwrap_or_default(),
+            self.master.log(),
+            self.replica.log()
+        )
     }
 }
