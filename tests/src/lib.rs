@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod browser;
+pub mod process;
 pub mod raw;
 pub mod redis;
 pub mod runner;

@@ -9,8 +9,9 @@
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use tollgate_tests::admin::AdminClient;
+use tollgate_tests::process::GatewayProcess as Process;
 use tollgate_tests::redis::RedisServer;
-use tollgate_tests::{client, free_port, gateway_command, ChildGuard, TestGateway, Upstream};
+use tollgate_tests::{client, TestGateway, Upstream};
 
 fn manifest(upstream: &str) -> String {
     tollgate_tests::keyed_pets(upstream)
@@ -33,95 +34,8 @@ async fn node(up: &Upstream, redis: &RedisServer, role: &str, name: &str) -> Tes
 
 /// A data node as a process of its own (the real binary), restartable on
 /// its folder and data directory.
-struct Process {
-    dir: tempfile::TempDir,
-    port: u16,
-    admin_port: u16,
-    child: Option<ChildGuard>,
-}
-
-impl Process {
-    async fn start(up: &Upstream, redis: &RedisServer, name: &str) -> Process {
-        let dir = tempfile::tempdir().unwrap();
-        let (port, admin_port) = (free_port(), free_port());
-        std::fs::write(dir.path().join("api.toml"), manifest(&up.url())).unwrap();
-        std::fs::write(
-            dir.path().join("tollgate.toml"),
-            format!(
-                "schema = 1\ndata-dir = \"data\"\npolicies = [\"api.toml\"]\n\n[[listener]]\nname = \"public\"\naddress = \"127.0.0.1:{port}\"\n\n[plugins]\ndirs = [{:?}]\ncache-dir = {:?}\n\n[reload]\nwatch = false\n\n[admin]\naddress = \"127.0.0.1:{admin_port}\"\n\n{}",
-                tollgate_tests::plugin_dir().display().to_string(),
-                tollgate_tests::plugin_cache().display().to_string(),
-                cluster(redis, "data", name)
-            ),
-        )
-        .unwrap();
-        let mut p = Process {
-            dir,
-            port,
-            admin_port,
-            child: None,
-        };
-        p.spawn().await;
-        p
-    }
-
-    async fn spawn(&mut self) {
-        let log = std::fs::File::create(self.dir.path().join("stderr.log")).unwrap();
-        let child = gateway_command(&self.dir.path().join("tollgate.toml"))
-            .stderr(log)
-            .spawn()
-            .expect("starting tollgate");
-        self.child = Some(ChildGuard(child));
-        let t = Instant::now();
-        loop {
-            if let Ok(Some(status)) = self.child.as_mut().unwrap().0.try_wait() {
-                panic!("the data node exited ({status}): {}", self.log());
-            }
-            let r = client()
-                .get(format!("http://127.0.0.1:{}/healthz", self.admin_port))
-                .timeout(Duration::from_secs(2))
-                .send()
-                .await;
-            if r.is_ok_and(|r| r.status() == 200) {
-                return;
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(60),
-                "no start: {}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
-    }
-
-    /// Stop it (SIGKILL) and start it again on its folder and data
-    /// directory, on fresh ports (the old ones may be taken meanwhile).
-    async fn restart(&mut self) {
-        self.child = None;
-        let config = self.dir.path().join("tollgate.toml");
-        let (port, admin_port) = (free_port(), free_port());
-        let text = std::fs::read_to_string(&config)
-            .unwrap()
-            .replace(&format!(":{}\"", self.port), &format!(":{port}\""))
-            .replace(
-                &format!(":{}\"", self.admin_port),
-                &format!(":{admin_port}\""),
-            );
-        std::fs::write(&config, text).unwrap();
-        (self.port, self.admin_port) = (port, admin_port);
-        self.spawn().await;
-    }
-
-    fn admin(&self, token: &str) -> AdminClient {
-        AdminClient::new(
-            format!("http://127.0.0.1:{}", self.admin_port),
-            token.to_string(),
-        )
-    }
+async fn data_process(up: &Upstream, redis: &RedisServer, name: &str) -> Process {
+    Process::start(&manifest(&up.url()), &cluster(redis, "data", name)).await
 }
 
 /// Something that serves `/pets`.
@@ -137,7 +51,7 @@ impl Node for TestGateway {
 
 impl Node for Process {
     fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        Process::url(self, path)
     }
 }
 
@@ -374,7 +288,7 @@ async fn a_data_node_serves_and_restarts_from_its_last_state_while_redis_is_gone
     let admin = cp.admin();
     let (key, key_id, _) = seed(&admin).await;
     let t = Instant::now();
-    let mut dp = Process::start(&up, &redis, "dp-1").await;
+    let mut dp = data_process(&up, &redis, "dp-1").await;
     eprintln!(
         "cluster control: a data node process started in {:?}",
         t.elapsed()
