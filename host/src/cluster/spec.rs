@@ -23,7 +23,8 @@ use serde::Deserialize;
 /// rate-limits = "open"                    # Redis down: count locally ("open") or refuse ("closed")
 /// local-share = 100                       # open: percent of each limit a node allows on its own
 /// quotas = "closed"                       # Redis down: refuse ("closed") or count locally ("open")
-/// cache = true                            # share the response cache; false keeps it per node
+/// cache = true                            # share the response cache; false keeps it per node;
+///                                         # ["pets", "orders"]: only these APIs' caches
 /// max-cache-entry = "1MiB"                # larger responses are not cached in Redis
 /// breaker-failures = 5                    # consecutive failures that open the breaker
 /// breaker-cool-down = "1s"                # then no call to Redis until one probe
@@ -55,7 +56,7 @@ pub struct ClusterSpec {
     #[serde(default = "closed")]
     pub quotas: FailMode,
     #[serde(default)]
-    pub cache: bool,
+    pub cache: CacheSharing,
     #[serde(default = "default_max_cache_entry")]
     pub max_cache_entry: Size,
     #[serde(default = "default_breaker_failures")]
@@ -99,6 +100,33 @@ impl Role {
 pub struct SentinelSpec {
     pub master: String,
     pub addresses: Vec<String>,
+}
+
+/// `[cluster] cache`: which APIs keep their response cache in Redis (the
+/// others keep theirs in each node's memory).
+#[derive(Debug, Deserialize, Clone, PartialEq, Eq)]
+#[serde(untagged, expecting = "true, false or a list of API names")]
+pub enum CacheSharing {
+    /// `true`: every API's; `false`: none.
+    All(bool),
+    /// These APIs' (by name) only.
+    Apis(Vec<String>),
+}
+
+impl Default for CacheSharing {
+    fn default() -> Self {
+        CacheSharing::All(false)
+    }
+}
+
+impl CacheSharing {
+    /// Whether the API named `api` keeps its cache in Redis.
+    pub fn shares(&self, api: &str) -> bool {
+        match self {
+            CacheSharing::All(all) => *all,
+            CacheSharing::Apis(apis) => apis.iter().any(|a| a == api),
+        }
+    }
 }
 
 /// What a shared limit does while Redis cannot answer.
@@ -222,6 +250,22 @@ impl ClusterSpec {
                 self.local_share
             ));
         }
+        if let CacheSharing::Apis(apis) = &self.cache {
+            if apis.is_empty() {
+                errs.push(
+                    "cluster.cache = [] shares no API's cache: say `false` (or name the APIs)"
+                        .into(),
+                );
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            for a in apis {
+                if a.is_empty() || a.len() > 128 {
+                    errs.push(format!("cluster.cache names {a:?}: not an API name"));
+                } else if !seen.insert(a) {
+                    errs.push(format!("cluster.cache names `{a}` twice"));
+                }
+            }
+        }
         if !(1..=(64 << 20)).contains(&self.max_cache_entry.0) {
             errs.push(format!(
                 "cluster.max-cache-entry = {} bytes must be from 1B to 64MiB",
@@ -292,6 +336,31 @@ mod tests {
     }
 
     #[test]
+    fn the_cache_is_shared_by_every_api_by_none_or_by_the_ones_named() {
+        assert!(parse("url = \"redis://a\"\ncache = true")
+            .unwrap()
+            .cache
+            .shares("x"));
+        assert!(!parse("url = \"redis://a\"\ncache = false")
+            .unwrap()
+            .cache
+            .shares("x"));
+        let s = parse("url = \"redis://a\"\ncache = [\"pets\", \"orders\"]").unwrap();
+        assert!(s.problems().is_empty(), "{:?}", s.problems());
+        assert!(s.cache.shares("pets") && s.cache.shares("orders"));
+        assert!(!s.cache.shares("other") && !s.cache.shares("pet"));
+        let p = problems("url = \"redis://a\"\ncache = []");
+        assert!(p.contains("shares no API's cache"), "{p}");
+        let p = problems("url = \"redis://a\"\ncache = [\"pets\", \"\", \"pets\"]");
+        assert!(p.contains("\"\": not an API name"), "{p}");
+        assert!(p.contains("`pets` twice"), "{p}");
+        // Neither a boolean nor a list of names.
+        let e = parse("url = \"redis://a\"\ncache = \"yes\"").unwrap_err();
+        assert!(e.contains("true, false or a list of API names"), "{e}");
+        assert!(parse("url = \"redis://a\"\ncache = [1]").is_err());
+    }
+
+    #[test]
     fn defaults_and_each_kind_of_deployment() {
         let s = parse("url = \"redis://127.0.0.1:6379/0\"").unwrap();
         assert!(s.problems().is_empty(), "{:?}", s.problems());
@@ -299,7 +368,7 @@ mod tests {
         assert_eq!(s.rate_limits, FailMode::Open);
         assert_eq!(s.quotas, FailMode::Closed);
         assert_eq!((s.local_share, s.breaker_failures), (100, 5));
-        assert!(!s.cache);
+        assert_eq!(s.cache, CacheSharing::All(false));
         assert_eq!(s.key_prefix, "tollgate");
         let s = parse(
             "sentinel = { master = \"tg\", addresses = [\"redis://10.0.0.1:26379\"] }\nrate-limits = \"closed\"\nquotas = \"open\"",

@@ -393,6 +393,67 @@ async fn over_admission_while_redis_is_gone_is_the_local_shares() {
     assert_no_panic(&nodes);
 }
 
+/// `[cluster] cache = ["shared"]`: the API named there keeps its response
+/// cache in Redis, so a response cached through one node is a hit on the
+/// other; the other API's cache stays in each node's memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_is_shared_for_the_apis_named_and_per_node_for_the_rest() {
+    let up = Upstream::start().await;
+    let redis = RedisServer::start();
+    let api = |name: &str| {
+        format!(
+            r#"[[api]]
+name = "{name}"
+upstream = {{ targets = ["{upstream}"] }}
+
+[[api.route]]
+prefix = "/{name}"
+
+[[api.chain]]
+plugin = "cache"
+grants = ["cache"]
+config = {{ ttl = 60 }}
+"#,
+            upstream = up.url()
+        )
+    };
+    let manifest = format!("schema = 1\n\n{}\n{}", api("shared"), api("local"));
+    let cluster = format!(
+        "url = {:?}\ncommand-timeout = \"2s\"\ncache = [\"shared\"]",
+        redis.url()
+    );
+    let nodes = start_nodes(2, &manifest, &cluster).await;
+    // As behind a load balancer: one host name for every node (the cache
+    // key has the host in it).
+    let x_cache = |n: usize, path: &str| {
+        let url = nodes[n].url(path);
+        async move {
+            let r = reqwest::Client::new()
+                .get(url)
+                .header("host", "api.example")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.headers()["x-cache"].to_str().unwrap().to_string()
+        }
+    };
+    assert_eq!(x_cache(0, "/shared/a").await, "MISS");
+    assert_eq!(
+        x_cache(1, "/shared/a").await,
+        "HIT",
+        "cached through the other node"
+    );
+    assert_eq!(x_cache(0, "/local/a").await, "MISS");
+    assert_eq!(x_cache(1, "/local/a").await, "MISS", "each node its own");
+    assert_eq!(x_cache(0, "/local/a").await, "HIT");
+    assert_eq!(up.requests().len(), 3);
+    // One entry in Redis: the shared API's.
+    let keys = redis.cmd(&["DBSIZE"]);
+    assert_eq!(keys.trim(), ":1", "{keys}");
+    assert_no_panic(&nodes);
+}
+
 /// A three-master Redis Cluster made by the test serves the same limit
 /// and quota: the script's one key routes to its slot's master.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

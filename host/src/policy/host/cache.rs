@@ -1,8 +1,9 @@
 //! `tollgate:policy/cache`: a response cache shared by every generation,
 //! bounded in bytes (moka), each entry with its own time to live, keys in
-//! the calling API's namespace; in cluster mode with `[cluster] cache =
-//! true`, kept in Redis instead (its TTL by `PX`, entries above
-//! `max-cache-entry` not kept), and bypassed (a miss) while Redis fails.
+//! the calling API's namespace; in cluster mode, for the APIs `[cluster]
+//! cache` shares (`true`: all; a list: those named), kept in Redis instead
+//! (its TTL by `PX`, entries above `max-cache-entry` not kept), and
+//! bypassed (a miss) while Redis fails.
 
 use crate::policy::bindings;
 use crate::policy::bindings::service_types::ServiceError;
@@ -57,7 +58,11 @@ impl bindings::cache::Host for StepState {
         self.grant("cache").ok()?;
         let k = self.api_key(&key);
         let services = self.services.clone();
-        if let Some(cluster) = services.cluster.as_ref().filter(|c| c.spec().cache) {
+        if let Some(cluster) = services
+            .cluster
+            .as_ref()
+            .filter(|c| c.spec().cache.shares(&self.api))
+        {
             return match cluster.cache_get(&k).await {
                 Ok(Some((e, left_ms))) => Some((
                     bindings::cache::CachedResponse {
@@ -114,7 +119,11 @@ impl bindings::cache::Host for StepState {
         }
         let k = self.api_key(&key);
         let services = self.services.clone();
-        if let Some(cluster) = services.cluster.as_ref().filter(|c| c.spec().cache) {
+        if let Some(cluster) = services
+            .cluster
+            .as_ref()
+            .filter(|c| c.spec().cache.shares(&self.api))
+        {
             let entry = crate::cluster::CacheEntry {
                 status: value.status,
                 headers: value
@@ -153,7 +162,11 @@ impl bindings::cache::Host for StepState {
         }
         let k = self.api_key(&key);
         let services = self.services.clone();
-        if let Some(cluster) = services.cluster.as_ref().filter(|c| c.spec().cache) {
+        if let Some(cluster) = services
+            .cluster
+            .as_ref()
+            .filter(|c| c.spec().cache.shares(&self.api))
+        {
             if cluster.cache_delete(&k).await.is_err() {
                 crate::observe::metrics::global().redis_fallback("cache_bypass");
             }
