@@ -9,9 +9,10 @@ Everything runs on 127.0.0.1: one fast upstream (`tollgate demo-upstream`),
 one Redis (AOF, `appendfsync everysec`, as docs/cluster.md recommends), one
 gateway without `[cluster]` ("1 node, sled": rate limits in memory, quotas in
 sled) and three gateways with it ("3 nodes, Redis": both in Redis, one
-`EVALSHA` round trip each). All four serve the same chain:
-key-auth → rate-limit → quota, with limits no call reaches, so every call
-does the full work of being counted and is let through.
+`EVALSHA` round trip each: the rate-limit step's two limits, a second's
+and an hour's, in one script). All four serve the same chain:
+key-auth → rate-limit (two limits) → quota, with limits no call reaches, so
+every call does the full work of being counted and is let through.
 
 Each round measures, in an order that rotates from round to round:
 
@@ -80,7 +81,10 @@ grants = ["consumers"]
 [[api.chain]]
 plugin = "rate-limit"
 grants = ["counters"]
-config = {{ limits = [{{ per = "second", requests = 10000000, by = "consumer" }}] }}
+config = {{ limits = [
+  {{ per = "second", requests = 10000000, by = "consumer" }},
+  {{ per = "hour", requests = 1000000000000, by = "consumer" }},
+] }}
 
 {quota}"""
 
@@ -258,7 +262,8 @@ def report(rounds, meta):
         "",
         f"One gateway without `[cluster]` against three sharing one Redis "
         f"(`tests/bench/run --cluster`; {n} round(s) of {meta['duration']} s, "
-        f"{meta['cpus']} CPUs, {meta['date']}). Chain: key-auth → rate-limit → quota, every call "
+        f"{meta['cpus']} CPUs, {meta['date']}). Chain: key-auth → rate-limit (a second's and an "
+        "hour's limit) → quota, every call "
         "counted and let through; on one node the rate limit counts in memory and the quota in "
         "the node's store (sled, a durable write per call), on three both count in Redis (AOF, "
         "`appendfsync everysec`). Medians with min–max; ratios within each round against the one "
@@ -286,7 +291,7 @@ def report(rounds, meta):
         f"on one node); for the whole chain the difference is {med(added):+,.0f} µs "
         f"({min(added):+,.0f} to {max(added):+,.0f}), where one node pays a durable write to its "
         f"store for the quota instead. {med(calls):.2f} Redis round trips per request (one "
-        "script for the rate limit, one for the quota). "
+        "script for the rate limit's two limits, one for the quota). "
         f"This machine has {meta['cpus']} CPUs for six gateways, Redis, the upstream and the "
         "load generators: the three nodes' total measures what Redis costs, not how far three "
         "machines scale.",

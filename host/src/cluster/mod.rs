@@ -77,6 +77,44 @@ pub struct RateDecision {
 pub enum RateAlgorithm {
     SlidingWindow,
     TokenBucket,
+    /// A fixed period from `start` to `end` (Unix ms), counted as a quota
+    /// is (its key is the quota's: a day-long window is one).
+    Period {
+        start: u64,
+        end: u64,
+    },
+}
+
+impl RateAlgorithm {
+    /// Its name in the rate script.
+    fn tag(self) -> &'static str {
+        match self {
+            RateAlgorithm::SlidingWindow => "sw",
+            RateAlgorithm::TokenBucket => "tb",
+            RateAlgorithm::Period { .. } => "q",
+        }
+    }
+}
+
+/// One limit of [`Cluster::rate_check_all`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateCheck {
+    pub key: String,
+    pub algorithm: RateAlgorithm,
+    pub limit: u64,
+    pub window_ms: u64,
+}
+
+/// The Redis Cluster slot of `key`: CRC16 of its hash tag (every key made
+/// here has one), modulo 16384.
+fn slot(key: &str) -> u16 {
+    let tagged = key
+        .split_once('{')
+        .and_then(|(_, rest)| rest.split_once('}'))
+        .map(|(tag, _)| tag)
+        .filter(|tag| !tag.is_empty())
+        .unwrap_or(key);
+    crc16::State::<crc16::XMODEM>::calculate(tagged.as_bytes()) % 16384
 }
 
 /// A cached response as stored in Redis.
@@ -131,8 +169,7 @@ pub struct Cluster {
     reconnect: Arc<Notify>,
     timeout: Duration,
     epoch: Instant,
-    sliding: Script,
-    bucket: Script,
+    rate: Script,
     quota: Script,
     refund: Script,
     cache_get: Script,
@@ -251,8 +288,7 @@ impl Cluster {
             reconnect: Arc::new(Notify::new()),
             timeout: spec.command_timeout.0,
             epoch: Instant::now(),
-            sliding: Script::new(scripts::SLIDING_WINDOW),
-            bucket: Script::new(scripts::TOKEN_BUCKET),
+            rate: Script::new(scripts::RATE_LIMITS),
             quota: Script::new(scripts::QUOTA),
             refund: Script::new(scripts::QUOTA_REFUND),
             cache_get: Script::new(scripts::CACHE_GET),
@@ -388,28 +424,106 @@ impl Cluster {
         cost: u64,
         now_ms: Option<u64>,
     ) -> Result<RateDecision, Failure> {
-        let (script, kind) = match algorithm {
-            RateAlgorithm::SlidingWindow => (&self.sliding, "sw"),
-            RateAlgorithm::TokenBucket => (&self.bucket, "tb"),
+        let check = RateCheck {
+            key: key.to_string(),
+            algorithm,
+            limit,
+            window_ms,
         };
-        let k = self.key(key, kind);
-        let now = now_ms.map(|n| n.to_string()).unwrap_or_default();
-        let v: Vec<u64> = self
-            .run("rate_limit", |c| async move {
-                let mut inv = script.prepare_invoke();
-                inv.key(&k).arg(limit).arg(window_ms).arg(cost).arg(&now);
-                c.invoke(inv).await
+        let mut v = self.rate_check_all(&[check], cost, now_ms, true).await?;
+        Ok(v.remove(0))
+    }
+
+    /// Check every limit for `cost` and, with `commit`, add it to all of
+    /// them if each has room, to none otherwise: one script, one round trip, atomic where
+    /// the keys share a slot (one server, a Sentinel's master, or a Redis
+    /// Cluster whose slots they share). On a Redis Cluster with the keys in
+    /// several slots: a check of every slot's keys (concurrent, one round
+    /// trip), then, if all have room, the count (another): two calls
+    /// racing between them may both be refused where one would have
+    /// passed, never both admitted where one would not.
+    pub async fn rate_check_all(
+        &self,
+        checks: &[RateCheck],
+        cost: u64,
+        now_ms: Option<u64>,
+        commit: bool,
+    ) -> Result<Vec<RateDecision>, Failure> {
+        let keys: Vec<String> = checks
+            .iter()
+            .map(|c| match c.algorithm {
+                RateAlgorithm::Period { start, .. } => self.key(&c.key, &format!("q:{start}")),
+                a => self.key(&c.key, a.tag()),
             })
-            .await?;
-        match v[..] {
-            [allowed, remaining, reset_ms, retry_after_ms] => Ok(RateDecision {
-                allowed: allowed == 1,
-                remaining,
-                reset_ms,
-                retry_after_ms,
-            }),
-            _ => Err(Failure::Error(format!("rate script answered {v:?}"))),
+            .collect();
+        let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
+        for (i, k) in keys.iter().enumerate() {
+            let slot = match self.target {
+                Target::Cluster(_) => slot(k),
+                _ => 0,
+            };
+            match groups.iter_mut().find(|(s, _)| *s == slot) {
+                Some((_, members)) => members.push(i),
+                None => groups.push((slot, vec![i])),
+            }
         }
+        let now = now_ms.map(|n| n.to_string()).unwrap_or_default();
+        let run = |commit: bool| {
+            futures_util::future::try_join_all(groups.iter().map(|(_, members)| {
+                let (keys, now) = (&keys, &now);
+                self.run("rate_limit", move |c| async move {
+                    let mut inv = self.rate.prepare_invoke();
+                    inv.arg(cost).arg(now).arg(u8::from(commit));
+                    for &i in members {
+                        let check = &checks[i];
+                        // A period's third argument: when its key may go,
+                        // a day past its end (for a clock that lags).
+                        let third = match check.algorithm {
+                            RateAlgorithm::Period { end, .. } => end.saturating_add(86_400_000),
+                            _ => check.window_ms,
+                        };
+                        inv.key(&keys[i])
+                            .arg(check.algorithm.tag())
+                            .arg(check.limit)
+                            .arg(third);
+                    }
+                    c.invoke::<Vec<Vec<u64>>>(inv).await
+                })
+            }))
+        };
+        let mut answers = if !commit {
+            run(false).await?
+        } else if groups.len() > 1 {
+            let checked = run(false).await?;
+            if checked.iter().flatten().all(|d| d.first() == Some(&1)) {
+                run(true).await?
+            } else {
+                checked
+            }
+        } else {
+            run(true).await?
+        };
+        let mut out = vec![None; checks.len()];
+        for ((_, members), answer) in groups.iter().zip(answers.iter_mut()) {
+            if answer.len() != members.len() {
+                return Err(Failure::Error(format!("rate script answered {answer:?}")));
+            }
+            for (&i, d) in members.iter().zip(answer.iter()) {
+                out[i] = Some(match d[..] {
+                    [allowed, remaining, reset_ms, retry_after_ms] => RateDecision {
+                        allowed: allowed == 1,
+                        remaining,
+                        reset_ms,
+                        retry_after_ms,
+                    },
+                    _ => return Err(Failure::Error(format!("rate script answered {d:?}"))),
+                });
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|d| d.expect("every key answered"))
+            .collect())
     }
 
     /// Check and add `cost` to the quota `key` for the period starting at

@@ -58,7 +58,7 @@ impl Capability {
         let iface = name.strip_prefix("tollgate:policy/")?;
         let iface = iface.split('@').next().unwrap_or(iface);
         Some(match iface {
-            "counters" => "counters",
+            "counters" | "limits" => "counters",
             "cache" => "cache",
             "kv" => "kv",
             "consumers" => "consumers",

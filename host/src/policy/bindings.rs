@@ -34,6 +34,8 @@ pub mod v02 {
         path: "../wit",
         world: "policy-host",
         exports: { default: async },
+        // Several limits in one call to Redis in cluster mode.
+        imports: { "tollgate:policy/limits": async },
         with: {
             "tollgate:policy/types@0.1.0": super::v01::tollgate::policy::types,
             "tollgate:policy/service-types@0.1.0": super::v01::tollgate::policy::service_types,
@@ -59,4 +61,5 @@ pub use self::v01::tollgate::policy::{
     sink, timing, types,
 };
 pub use self::v02::tollgate::policy0_2_0::calls;
+pub use self::v02::tollgate::policy0_2_0::limits;
 pub use self::v02::tollgate::policy0_2_0::types as types2;

@@ -32,8 +32,11 @@
 //! plan does not exist is refused with `403` and code `no_plan`. A plan with
 //! no rate limits lets its callers through unlimited.
 //!
-//! Counting uses the gateway's atomic `counters::check_and_add`, so of N
-//! concurrent calls racing one limit exactly as many as it allows pass.
+//! Counting uses the gateway's atomic `counters::check_all_and_add`: every
+//! limit of the call in one check, counted on all of them or none, so of N
+//! concurrent calls racing a limit exactly as many as it allows pass, and a
+//! call refused by one limit does not use up the others. In cluster mode
+//! that is one round trip to Redis however many limits the step has.
 //!
 //! The step has only a request phase, whatever its configuration: the
 //! `RateLimit-*` headers of a call that passes go out as the request
@@ -287,7 +290,7 @@ pub struct RateLimit {
     counter: CounterFn,
 }
 
-type CounterFn = fn(&str, u64, u64, Algorithm, u64) -> Result<Decision, ServiceError>;
+type CounterFn = fn(&[counters::Limit], u64) -> Result<Vec<Decision>, ServiceError>;
 
 impl Policy for RateLimit {
     type Config = Config;
@@ -335,7 +338,7 @@ impl Policy for RateLimit {
             },
             status: config.status,
             fail_open: config.fail_open,
-            counter: counters::check_and_add,
+            counter: counters::check_all_and_add,
         })
     }
 
@@ -604,55 +607,39 @@ impl RateLimit {
     ///    refusal. Only a call racing others for the last units can be
     ///    refused here after earlier limits were charged.
     fn check(&self, limits: &[Limit], keys: &[String]) -> Result<Outcome, ServiceError> {
-        let n = limits.len();
-        let run = |i: usize, cost: u64| {
-            (self.counter)(
-                &keys[i],
-                limits[i].requests,
-                limits[i].window_ms,
-                self.algorithm,
-                cost,
-            )
-        };
-        let mut charged: Vec<Option<Decision>> = vec![None; n];
-        if n > 1 {
-            let mut empty = Vec::new();
-            for i in 1..n {
-                let d = run(i, 0)?;
-                if !d.allowed || d.remaining == 0 {
-                    empty.push(i);
-                }
-            }
-            // The real refusal (and its retry time) comes from a cost-1 check,
-            // which counts nothing when it refuses.
-            let mut refusal: Option<(usize, Decision)> = None;
-            for i in empty {
-                let d = run(i, 1)?;
-                if d.allowed {
-                    // The window moved on in between: this limit is charged.
-                    charged[i] = Some(d);
-                } else if refusal.is_none_or(|(_, r)| d.retry_after_ms > r.retry_after_ms) {
-                    refusal = Some((i, d));
-                }
-            }
-            if let Some((i, d)) = refusal {
-                return Ok(Outcome::Refuse(i, d));
+        let batch: Vec<counters::Limit> = limits
+            .iter()
+            .zip(keys)
+            .map(|(l, key)| counters::Limit {
+                key: key.clone(),
+                limit: l.requests,
+                window_ms: l.window_ms,
+                algorithm: self.algorithm,
+            })
+            .collect();
+        let decisions = (self.counter)(&batch, 1)?;
+        if decisions.len() != limits.len() {
+            return Err(ServiceError::Invalid(format!(
+                "{} decisions for {} limits",
+                decisions.len(),
+                limits.len()
+            )));
+        }
+        // Refused (and nothing counted): the refusal to retry after is the
+        // one that lasts longest (the first of those on a tie).
+        let mut refusal: Option<(usize, &Decision)> = None;
+        for (i, d) in decisions.iter().enumerate() {
+            if !d.allowed && refusal.is_none_or(|(_, r)| d.retry_after_ms > r.retry_after_ms) {
+                refusal = Some((i, d));
             }
         }
-        for (i, slot) in charged.iter_mut().enumerate() {
-            if slot.is_none() {
-                let d = run(i, 1)?;
-                if !d.allowed {
-                    return Ok(Outcome::Refuse(i, d));
-                }
-                *slot = Some(d);
-            }
+        if let Some((i, d)) = refusal {
+            return Ok(Outcome::Refuse(i, *d));
         }
         // Report the limit closest to being exhausted (the later reset on a
         // tie).
-        let tightest = charged
+        let tightest = decisions
             .into_iter()
-            .flatten()
             .min_by(|a, b| {
                 a.remaining
                     .cmp(&b.remaining)

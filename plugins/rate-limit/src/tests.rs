@@ -381,7 +381,7 @@ fn token_bucket_refills_evenly() {
     assert!(call(cfg, &alice(), &head(&[])).is_err());
 }
 
-fn unavailable(_: &str, _: u64, _: u64, _: Algorithm, _: u64) -> Result<Decision, ServiceError> {
+fn unavailable(_: &[counters::Limit], _: u64) -> Result<Vec<Decision>, ServiceError> {
     Err(ServiceError::Unavailable("store down".into()))
 }
 

@@ -579,6 +579,35 @@ mod tests {
         }
     }
 
+    /// Natively as on the gateway: every limit counted, or none.
+    #[test]
+    fn check_all_and_add_counts_on_every_limit_or_none() {
+        use crate::services::{counters, harness, Algorithm};
+        harness::set_now_ms(1_700_000_000_000);
+        let limit = |key: &str, limit, algorithm| counters::Limit {
+            key: key.into(),
+            limit,
+            window_ms: 60_000,
+            algorithm,
+        };
+        let batch = [
+            limit("tight", 1, Algorithm::SlidingWindow),
+            limit("loose", 5, Algorithm::TokenBucket),
+        ];
+        let d = counters::check_all_and_add(&batch, 1).unwrap();
+        assert!(d.iter().all(|d| d.allowed));
+        assert_eq!(d[1].remaining, 4);
+        let d = counters::check_all_and_add(&batch, 1).unwrap();
+        assert!(!d[0].allowed && d[1].allowed);
+        // The refused call did not use up the loose limit.
+        let d = counters::check_all_and_add(&batch[1..], 1).unwrap();
+        assert_eq!(d[0].remaining, 3);
+        let many: Vec<_> = (0..33)
+            .map(|i| limit(&i.to_string(), 1, Algorithm::SlidingWindow))
+            .collect();
+        assert!(counters::check_all_and_add(&many, 1).is_err());
+    }
+
     #[test]
     fn config_errors_have_dotted_paths() {
         assert_eq!(

@@ -21,10 +21,32 @@ use crate::Consumer;
 
 #[cfg(target_arch = "wasm32")]
 use crate::bindings::tollgate::policy0_1_0 as host;
+#[cfg(target_arch = "wasm32")]
+use crate::bindings::tollgate::policy0_2_0 as host2;
 
-/// Rate counters (in memory on the gateway) and calendar quotas (durable).
+/// Rate counters (in memory on the gateway, in Redis in cluster mode) and
+/// calendar quotas (durable).
 pub mod counters {
     use super::*;
+
+    /// One limit of [`check_all_and_add`].
+    pub use crate::bindings::tollgate::policy0_2_0::limits::Limit;
+
+    /// The rate limits of one call, together: add `cost` to every limit's
+    /// key if each has room, and to none otherwise (a call refused by one
+    /// limit does not use up the others). One decision per limit, in
+    /// order; at most 32 limits. One call to the gateway, and in cluster
+    /// mode one round trip to Redis, however many limits.
+    pub fn check_all_and_add(limits: &[Limit], cost: u64) -> Result<Vec<Decision>, ServiceError> {
+        #[cfg(target_arch = "wasm32")]
+        {
+            host2::limits::check_all_and_add(limits, cost)
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            super::native::check_all_and_add(limits, cost)
+        }
+    }
 
     /// Atomically add `cost` to `key` if that stays within `limit` per
     /// `window_ms` (1 ms to 1 day).
@@ -579,6 +601,61 @@ pub(crate) mod native {
                 }
             }
         })
+    }
+
+    pub fn check_all_and_add(
+        limits: &[super::counters::Limit],
+        cost: u64,
+    ) -> Result<Vec<Decision>, ServiceError> {
+        if limits.len() > 32 {
+            return Err(ServiceError::Invalid(format!(
+                "{} limits in one check: at most 32",
+                limits.len()
+            )));
+        }
+        // Checked one by one, then put back as they were if one refused.
+        type Saved = (String, Option<Vec<u64>>, Option<(f64, u64)>);
+        let saved: Vec<Saved> = with(|s| {
+            limits
+                .iter()
+                .map(|l| {
+                    let k = l.key.clone();
+                    (
+                        k.clone(),
+                        s.hits.get(&k).cloned(),
+                        s.buckets.get(&k).copied(),
+                    )
+                })
+                .collect()
+        });
+        let restore = || {
+            with(|s| {
+                for (k, hits, bucket) in saved.iter().rev() {
+                    match hits {
+                        Some(h) => s.hits.insert(k.clone(), h.clone()),
+                        None => s.hits.remove(k),
+                    };
+                    match bucket {
+                        Some(b) => s.buckets.insert(k.clone(), *b),
+                        None => s.buckets.remove(k),
+                    };
+                }
+            })
+        };
+        let mut out = Vec::with_capacity(limits.len());
+        for l in limits {
+            match check_and_add(&l.key, l.limit, l.window_ms, l.algorithm, cost) {
+                Ok(d) => out.push(d),
+                Err(e) => {
+                    restore();
+                    return Err(e);
+                }
+            }
+        }
+        if out.iter().any(|d| !d.allowed) {
+            restore();
+        }
+        Ok(out)
     }
 
     pub fn quota_check_and_add(

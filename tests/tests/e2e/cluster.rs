@@ -495,6 +495,169 @@ async fn a_three_master_redis_cluster_runs_the_same_limit() {
     assert_no_panic(&nodes);
 }
 
+/// `/rl` with four limits in one step, by client address: a second, a
+/// minute and a day that the test does not reach, and `hour` per hour.
+fn four_limits(upstream: &str, hour: u64) -> String {
+    format!(
+        r#"schema = 1
+
+[[api]]
+name = "rl"
+upstream = {{ targets = ["{upstream}"] }}
+
+[[api.route]]
+prefix = "/rl"
+
+[[api.chain]]
+plugin = "rate-limit"
+grants = ["counters"]
+[api.chain.config]
+limits = [
+  {{ per = "second", requests = 1000, by = "ip" }},
+  {{ per = "minute", requests = 1000, by = "ip" }},
+  {{ per = "hour", requests = {hour}, by = "ip" }},
+  {{ per = "day", requests = 1000, by = "ip" }},
+]
+"#
+    )
+}
+
+/// The keys of a Redis server (its answer to `KEYS *`).
+fn keys(redis: &RedisServer) -> Vec<String> {
+    redis
+        .cmd(&["KEYS", "*"])
+        .lines()
+        .filter(|l| !l.starts_with('*') && !l.starts_with('$'))
+        .map(str::to_string)
+        .collect()
+}
+
+/// What each limit of [`four_limits`] counted, by window name (`minute`,
+/// `day`): a sliding window's previous plus current count, a day's count.
+fn counted(servers: &[&RedisServer]) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for r in servers {
+        for k in keys(r) {
+            let number = |reply: String| -> u64 {
+                reply.lines().nth(1).map_or(0, |n| n.parse().unwrap_or(0))
+            };
+            if k.ends_with(":sw") {
+                let w = number(r.cmd(&["HGET", &k, "w"]));
+                let n = number(r.cmd(&["HGET", &k, "p"])) + number(r.cmd(&["HGET", &k, "c"]));
+                let name = match w {
+                    1000 => "second",
+                    60_000 => "minute",
+                    3_600_000 => "hour",
+                    _ => "?",
+                };
+                out.push((name.to_string(), n));
+            } else if k.contains(":q:") {
+                out.push(("day".to_string(), number(r.cmd(&["GET", &k]))));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The four limits of one step are one script, one round trip per call,
+/// on one Redis server: of 300 calls racing over three gateways exactly
+/// the hour's limit pass, and the other limits counted exactly those (a
+/// call the hour refused used up none of them; the day is a durable count
+/// in Redis, checked in the same script).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_limits_of_a_step_are_one_round_trip_and_count_all_or_nothing() {
+    const LIMIT: u64 = 40;
+    let up = Upstream::start().await;
+    let redis = RedisServer::start();
+    let cluster = format!(
+        "url = {:?}\ncommand-timeout = \"2s\"\nrate-limits = \"closed\"",
+        redis.url()
+    );
+    let nodes = start_nodes(3, &four_limits(&up.url(), LIMIT), &cluster).await;
+    let (statuses, _) = race(&nodes, 300, 24).await;
+    let passed = count(&statuses, 200) as u64;
+    assert_eq!(passed + count(&statuses, 429) as u64, 300, "{statuses:?}");
+    assert!(
+        (LIMIT..=LIMIT + 1).contains(&passed),
+        "{passed} of 300 passed a limit of {LIMIT}"
+    );
+    let mut calls = 0.0;
+    for n in &nodes {
+        let m = n.metrics().await;
+        calls += metric(
+            &m,
+            "tollgate_redis_duration_seconds_count{op=\"rate_limit\"}",
+        );
+    }
+    assert_eq!(calls, 300.0, "one Redis call per call, for four limits");
+    let counts = counted(&[&redis]);
+    eprintln!("four limits, one Redis server: {passed} of 300 passed; counted {counts:?}");
+    // The second's window may have turned during the race: the earlier
+    // second's count is then gone from its key. The others hold it all.
+    for (name, n) in &counts {
+        if name != "second" {
+            assert_eq!(
+                *n, passed,
+                "{name} counted {n}, {passed} passed: {counts:?}"
+            );
+        }
+    }
+    assert_eq!(counts.len(), 4, "{counts:?}");
+    assert_no_panic(&nodes);
+}
+
+/// On a three-master Redis Cluster the four limits' keys hash to several
+/// slots (several masters): a check of each slot's keys, then the count.
+/// Still never more than the limit passes; a call that raced another
+/// between the two round trips may be counted by limits in other slots
+/// though the hour refused it, at most one per call in flight.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_the_limits_of_a_step_never_admit_more() {
+    const LIMIT: u64 = 40;
+    const CONCURRENCY: usize = 24;
+    let up = Upstream::start().await;
+    let redis = RedisCluster::start();
+    let cluster = format!(
+        "nodes = {:?}\ncommand-timeout = \"2s\"\nrate-limits = \"closed\"",
+        redis.urls()
+    );
+    let nodes = start_nodes(3, &four_limits(&up.url(), LIMIT), &cluster).await;
+    let (statuses, _) = race(&nodes, 300, CONCURRENCY).await;
+    let passed = count(&statuses, 200) as u64;
+    assert_eq!(passed + count(&statuses, 429) as u64, 300, "{statuses:?}");
+    assert!(
+        (LIMIT..=LIMIT + 1).contains(&passed),
+        "{passed} of 300 passed a limit of {LIMIT}"
+    );
+    // The keys were in several slots: each call ran a script per slot.
+    let mut scripts = 0.0;
+    for n in &nodes {
+        let m = n.metrics().await;
+        scripts += metric(
+            &m,
+            "tollgate_redis_duration_seconds_count{op=\"rate_limit\"}",
+        );
+    }
+    assert!(scripts >= 600.0, "{scripts} scripts for 300 calls");
+    let counts = counted(&redis.nodes.iter().collect::<Vec<_>>());
+    eprintln!(
+        "four limits, Redis Cluster: {passed} of 300 passed, {scripts} scripts; counted {counts:?}"
+    );
+    assert_eq!(counts.len(), 4, "{counts:?}");
+    for (name, n) in &counts {
+        if name == "hour" {
+            assert_eq!(*n, passed, "{counts:?}");
+        } else if name != "second" {
+            assert!(
+                (passed..=passed + CONCURRENCY as u64).contains(n),
+                "{name} counted {n}, {passed} passed: {counts:?}"
+            );
+        }
+    }
+    assert_no_panic(&nodes);
+}
+
 /// Redis Sentinel: the master is SIGKILLed and the Sentinel promotes its
 /// replica. Every call the gateways answered before the kill was counted
 /// on the replica too (the test waits until it has every write: what

@@ -32,7 +32,7 @@ pub enum Algorithm {
     TokenBucket,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum State {
     Window {
         window_ms: u64,
@@ -48,6 +48,18 @@ enum State {
 }
 
 impl State {
+    /// Whether this state counts a limit of `window_ms` by `algorithm`.
+    fn counts_as(&self, window_ms: u64, algorithm: Algorithm) -> bool {
+        match self {
+            State::Window { window_ms: w, .. } => {
+                *w == window_ms && algorithm == Algorithm::SlidingWindow
+            }
+            State::Bucket { window_ms: w, .. } => {
+                *w == window_ms && algorithm == Algorithm::TokenBucket
+            }
+        }
+    }
+
     fn idle_since(&self) -> u64 {
         match self {
             State::Window {
@@ -83,7 +95,8 @@ impl Default for Counters {
 
 impl Counters {
     /// Atomically add `cost` to `key` if that stays within `limit` per
-    /// `window_ms`. `now` is Unix milliseconds.
+    /// `window_ms`. `now` is Unix milliseconds. A batch of one: a refused
+    /// call leaves the state as it was, as in Redis.
     pub fn check_and_add(
         &self,
         key: &str,
@@ -93,23 +106,119 @@ impl Counters {
         cost: u64,
         now: u64,
     ) -> Result<Decision, String> {
-        if window_ms == 0 || window_ms > MAX_WINDOW_MS {
-            return Err(format!("window of {window_ms} ms: must be 1 ms to 1 day"));
+        let check = LimitCheck {
+            key: key.to_string(),
+            limit,
+            window_ms,
+            algorithm,
+        };
+        let mut d = self.check_all(std::slice::from_ref(&check), cost, now, true)?;
+        Ok(d.remove(0))
+    }
+
+    /// Check every limit for `cost`; with `commit`, add it to all of them
+    /// if each has room, and to none otherwise. Atomic: the shards of all
+    /// the keys are held together (taken in order). A key given twice is
+    /// checked twice, the second time with the first's count. Returns one
+    /// decision per limit; an allowing one in a refused batch says what
+    /// would have been left.
+    pub fn check_all(
+        &self,
+        limits: &[LimitCheck],
+        cost: u64,
+        now: u64,
+        commit: bool,
+    ) -> Result<Vec<Decision>, String> {
+        if limits.len() > MAX_BATCH {
+            return Err(format!(
+                "{} limits in one check: at most {MAX_BATCH}",
+                limits.len()
+            ));
         }
-        if key.len() > 1024 {
-            return Err("key longer than 1024 bytes".into());
+        for l in limits {
+            validate(&l.key, l.window_ms)?;
         }
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        key.hash(&mut h);
-        let shard = &self.shards[(h.finish() as usize) % SHARDS];
-        let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-        shard.ops += 1;
-        if shard.ops.is_multiple_of(4096) {
+        let mut order: Vec<usize> = limits.iter().map(|l| shard_of(&l.key)).collect();
+        order.sort_unstable();
+        order.dedup();
+        let mut guards: Vec<_> = order
+            .iter()
+            .map(|&i| self.shards[i].lock().unwrap_or_else(|p| p.into_inner()))
+            .collect();
+        let held = |key: &str| order.binary_search(&shard_of(key)).expect("locked");
+        let mut work: HashMap<&str, State> = HashMap::new();
+        let mut decisions = Vec::with_capacity(limits.len());
+        for l in limits {
+            let existing = match work.get(l.key.as_str()) {
+                Some(s) => Some(s),
+                None => guards[held(&l.key)].map.get(&l.key),
+            };
+            let mut state = current(existing, l.limit, l.window_ms, l.algorithm, now);
+            decisions.push(decide(&mut state, l.limit, cost, now));
+            work.insert(&l.key, state);
+        }
+        if commit && decisions.iter().all(|d| d.allowed) {
+            for g in guards.iter_mut() {
+                g.tick(now);
+            }
+            for (key, state) in work {
+                guards[held(key)].map.insert(key.to_string(), state);
+            }
+        }
+        Ok(decisions)
+    }
+}
+
+/// One limit of [`Counters::check_all`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitCheck {
+    pub key: String,
+    pub limit: u64,
+    pub window_ms: u64,
+    pub algorithm: Algorithm,
+}
+
+/// Most limits checked together.
+pub const MAX_BATCH: usize = 32;
+
+fn validate(key: &str, window_ms: u64) -> Result<(), String> {
+    if window_ms == 0 || window_ms > MAX_WINDOW_MS {
+        return Err(format!("window of {window_ms} ms: must be 1 ms to 1 day"));
+    }
+    if key.len() > 1024 {
+        return Err("key longer than 1024 bytes".into());
+    }
+    Ok(())
+}
+
+fn shard_of(key: &str) -> usize {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() as usize) % SHARDS
+}
+
+impl Shard {
+    fn tick(&mut self, now: u64) {
+        self.ops += 1;
+        if self.ops.is_multiple_of(4096) {
             // Forget limits idle for a whole window (they are back to full).
-            shard.map.retain(|_, s| s.idle_since() + 1 > now);
+            self.map.retain(|_, s| s.idle_since() + 1 > now);
         }
-        // A key reused with another window or algorithm starts afresh.
-        let fresh = || match algorithm {
+    }
+}
+
+/// The state a check starts from: `existing` if it counts the same way (a
+/// key reused with another window or algorithm starts afresh).
+fn current(
+    existing: Option<&State>,
+    limit: u64,
+    window_ms: u64,
+    algorithm: Algorithm,
+    now: u64,
+) -> State {
+    match existing {
+        Some(s) if s.counts_as(window_ms, algorithm) => s.clone(),
+        _ => match algorithm {
             Algorithm::SlidingWindow => State::Window {
                 window_ms,
                 start: now - now % window_ms,
@@ -121,32 +230,23 @@ impl Counters {
                 tokens: limit as f64,
                 last: now,
             },
-        };
-        let state = shard.map.entry(key.to_string()).or_insert_with(fresh);
-        let matches = match state {
-            State::Window { window_ms: w, .. } => {
-                *w == window_ms && algorithm == Algorithm::SlidingWindow
-            }
-            State::Bucket { window_ms: w, .. } => {
-                *w == window_ms && algorithm == Algorithm::TokenBucket
-            }
-        };
-        if !matches {
-            *state = fresh();
-        }
-        Ok(match state {
-            State::Window {
-                window_ms,
-                start,
-                prev,
-                curr,
-            } => sliding(*window_ms, start, prev, curr, limit, cost, now),
-            State::Bucket {
-                window_ms,
-                tokens,
-                last,
-            } => bucket(*window_ms, tokens, last, limit, cost, now),
-        })
+        },
+    }
+}
+
+fn decide(state: &mut State, limit: u64, cost: u64, now: u64) -> Decision {
+    match state {
+        State::Window {
+            window_ms,
+            start,
+            prev,
+            curr,
+        } => sliding(*window_ms, start, prev, curr, limit, cost, now),
+        State::Bucket {
+            window_ms,
+            tokens,
+            last,
+        } => bucket(*window_ms, tokens, last, limit, cost, now),
     }
 }
 
@@ -407,80 +507,14 @@ impl bindings::counters::Host for StepState {
         algorithm: bindings::counters::Algorithm,
         cost: u64,
     ) -> Result<bindings::counters::Decision, ServiceError> {
-        self.grant("counters")?;
-        use crate::policy::host::counters::Algorithm as A;
-        let alg = match algorithm {
-            bindings::counters::Algorithm::SlidingWindow => A::SlidingWindow,
-            bindings::counters::Algorithm::TokenBucket => A::TokenBucket,
+        let limit = bindings::limits::Limit {
+            key,
+            limit,
+            window_ms,
+            algorithm,
         };
-        let key = self.api_key(&key);
-        let now = now_ms();
-        let services = self.services.clone();
-        if window_ms == crate::policy::host::counters::MAX_WINDOW_MS {
-            // A day-long window is counted durably (as a fixed, aligned
-            // window), so a restart does not hand out a fresh day.
-            let start = now - now % window_ms;
-            return quota_check(&services, &key, limit, start, start + window_ms, cost, now)
-                .await
-                .map(to_decision);
-        }
-        if let Some(cluster) = &services.cluster {
-            if window_ms == 0 || window_ms > MAX_WINDOW_MS {
-                return Err(ServiceError::Invalid(format!(
-                    "window of {window_ms} ms: must be 1 ms to 1 day"
-                )));
-            }
-            if key.len() > 1024 {
-                return Err(ServiceError::Invalid("key longer than 1024 bytes".into()));
-            }
-            let ra = match alg {
-                A::SlidingWindow => crate::cluster::RateAlgorithm::SlidingWindow,
-                A::TokenBucket => crate::cluster::RateAlgorithm::TokenBucket,
-            };
-            // Lua's numbers are doubles: past 2^53 a limit is as good as
-            // none, and is counted as 2^53.
-            const EXACT: u64 = 1 << 53;
-            match cluster
-                .rate_check(&key, ra, limit.min(EXACT), window_ms, cost.min(EXACT), None)
-                .await
-            {
-                Ok(d) => {
-                    return Ok(bindings::counters::Decision {
-                        allowed: d.allowed,
-                        limit,
-                        remaining: d.remaining,
-                        reset_ms: d.reset_ms,
-                        retry_after_ms: d.retry_after_ms,
-                    })
-                }
-                Err(e) => {
-                    let metrics = crate::observe::metrics::global();
-                    if cluster.spec().rate_limits == crate::cluster::FailMode::Closed {
-                        metrics.redis_fallback("rate_limit_refused");
-                        return Err(ServiceError::Unavailable(e.to_string()));
-                    }
-                    metrics.redis_fallback("rate_limit_local");
-                    // This node alone, at its share of the limit; reported
-                    // against the whole limit.
-                    let share = u64::from(cluster.spec().local_share);
-                    let local = (limit.saturating_mul(share)).div_ceil(100);
-                    return services
-                        .counters
-                        .check_and_add(&key, local, window_ms, alg, cost, now)
-                        .map(|d| {
-                            let mut d = to_decision(d);
-                            d.limit = limit;
-                            d
-                        })
-                        .map_err(ServiceError::Invalid);
-                }
-            }
-        }
-        services
-            .counters
-            .check_and_add(&key, limit, window_ms, alg, cost, now)
-            .map(to_decision)
-            .map_err(ServiceError::Invalid)
+        let mut d = self.check_limits(vec![limit], cost).await?;
+        Ok(d.remove(0))
     }
 
     async fn quota_check_and_add(
@@ -517,27 +551,259 @@ impl bindings::counters::Host for StepState {
         self.grant("counters")?;
         let key = self.api_key(&key);
         let services = self.services.clone();
-        if let Some(cluster) = &services.cluster {
-            if period_end_ms <= period_start_ms {
-                return Err(ServiceError::Invalid(format!(
-                    "period {period_start_ms}..{period_end_ms} is empty"
-                )));
-            }
-            match cluster.quota_refund(&key, period_start_ms, cost).await {
-                Ok(n) => return Ok(n),
-                Err(e) if cluster.spec().quotas == crate::cluster::FailMode::Closed => {
-                    return Err(ServiceError::Unavailable(e.to_string()))
+        quota_refund(&services, &key, period_start_ms, period_end_ms, cost).await
+    }
+}
+
+impl bindings::limits::Host for StepState {
+    async fn check_all_and_add(
+        &mut self,
+        limits: Vec<bindings::limits::Limit>,
+        cost: u64,
+    ) -> Result<Vec<bindings::counters::Decision>, ServiceError> {
+        self.check_limits(limits, cost).await
+    }
+}
+
+impl StepState {
+    /// `counters.check-and-add` (one limit) and `limits.check-all-and-add`.
+    async fn check_limits(
+        &mut self,
+        limits: Vec<bindings::limits::Limit>,
+        cost: u64,
+    ) -> Result<Vec<bindings::counters::Decision>, ServiceError> {
+        self.grant("counters")?;
+        if limits.len() > MAX_BATCH {
+            return Err(ServiceError::Invalid(format!(
+                "{} limits in one check: at most {MAX_BATCH}",
+                limits.len()
+            )));
+        }
+        let mut checks = Vec::with_capacity(limits.len());
+        for l in limits {
+            let key = self.api_key(&l.key);
+            validate(&key, l.window_ms).map_err(ServiceError::Invalid)?;
+            checks.push(LimitCheck {
+                key,
+                limit: l.limit,
+                window_ms: l.window_ms,
+                algorithm: match l.algorithm {
+                    bindings::counters::Algorithm::SlidingWindow => Algorithm::SlidingWindow,
+                    bindings::counters::Algorithm::TokenBucket => Algorithm::TokenBucket,
+                },
+            });
+        }
+        let services = self.services.clone();
+        let decisions = check_all(&services, &checks, cost, now_ms()).await?;
+        Ok(decisions.into_iter().map(to_decision).collect())
+    }
+}
+
+/// Check every limit and count `cost` on all of them if each has room, on
+/// none otherwise: in Redis in cluster mode (one script), falling back as
+/// `[cluster] rate-limits` and `quotas` say, else on this node.
+async fn check_all(
+    services: &crate::policy::host::Services,
+    checks: &[LimitCheck],
+    cost: u64,
+    now: u64,
+) -> Result<Vec<Decision>, ServiceError> {
+    let Some(cluster) = &services.cluster else {
+        return check_all_here(services, checks, cost, now);
+    };
+    let day_start = now - now % MAX_WINDOW_MS;
+    // Lua's numbers are doubles: past 2^53 a limit is as good as none, and
+    // is counted as 2^53.
+    const EXACT: u64 = 1 << 53;
+    let shared: Vec<crate::cluster::RateCheck> = checks
+        .iter()
+        .map(|c| crate::cluster::RateCheck {
+            key: c.key.clone(),
+            algorithm: match c.algorithm {
+                _ if c.window_ms == MAX_WINDOW_MS => crate::cluster::RateAlgorithm::Period {
+                    start: day_start,
+                    end: day_start + MAX_WINDOW_MS,
+                },
+                Algorithm::SlidingWindow => crate::cluster::RateAlgorithm::SlidingWindow,
+                Algorithm::TokenBucket => crate::cluster::RateAlgorithm::TokenBucket,
+            },
+            limit: c.limit.min(EXACT),
+            window_ms: c.window_ms,
+        })
+        .collect();
+    match cluster
+        .rate_check_all(&shared, cost.min(EXACT), None, true)
+        .await
+    {
+        Ok(ds) => Ok(checks
+            .iter()
+            .zip(ds)
+            .map(|(c, d)| {
+                let (reset_ms, retry_after_ms) = if c.window_ms == MAX_WINDOW_MS {
+                    let reset = (day_start + MAX_WINDOW_MS) - now;
+                    (reset, if d.allowed { 0 } else { reset })
+                } else {
+                    (d.reset_ms, d.retry_after_ms)
+                };
+                Decision {
+                    allowed: d.allowed,
+                    limit: c.limit,
+                    remaining: d.remaining,
+                    reset_ms,
+                    retry_after_ms,
                 }
-                // Open: the unit was counted locally while Redis was away,
-                // so give it back there.
-                Err(_) => {}
+            })
+            .collect()),
+        Err(e) => {
+            let metrics = crate::observe::metrics::global();
+            let spec = cluster.spec();
+            let days = checks.iter().any(|c| c.window_ms == MAX_WINDOW_MS);
+            let rates = checks.iter().any(|c| c.window_ms != MAX_WINDOW_MS);
+            let closed = crate::cluster::FailMode::Closed;
+            if days && spec.quotas == closed {
+                metrics.redis_fallback("quota_refused");
+                return Err(ServiceError::Unavailable(e.to_string()));
+            }
+            if rates && spec.rate_limits == closed {
+                metrics.redis_fallback("rate_limit_refused");
+                return Err(ServiceError::Unavailable(e.to_string()));
+            }
+            if days {
+                metrics.redis_fallback("quota_local");
+            }
+            if rates {
+                metrics.redis_fallback("rate_limit_local");
+            }
+            // This node alone: a day in its store, the shorter limits at
+            // its share of each; reported against the whole limit.
+            let share = u64::from(spec.local_share);
+            let local: Vec<LimitCheck> = checks
+                .iter()
+                .map(|c| LimitCheck {
+                    limit: if c.window_ms == MAX_WINDOW_MS {
+                        c.limit
+                    } else {
+                        c.limit.saturating_mul(share).div_ceil(100)
+                    },
+                    ..c.clone()
+                })
+                .collect();
+            let ds = check_all_here(services, &local, cost, now)?;
+            Ok(ds
+                .into_iter()
+                .zip(checks)
+                .map(|(d, c)| Decision {
+                    limit: c.limit,
+                    ..d
+                })
+                .collect())
+        }
+    }
+}
+
+/// [`check_all`] on this node. A window of exactly one day is counted
+/// durably in the store, as a quota of the current UTC day (a restart does
+/// not hand out a fresh day): those first, given back if a later limit
+/// refuses; then the others together in memory.
+fn check_all_here(
+    services: &crate::policy::host::Services,
+    checks: &[LimitCheck],
+    cost: u64,
+    now: u64,
+) -> Result<Vec<Decision>, ServiceError> {
+    let day = |c: &&LimitCheck| c.window_ms == MAX_WINDOW_MS;
+    let start = now - now % MAX_WINDOW_MS;
+    let end = start + MAX_WINDOW_MS;
+    let quotas = &services.quotas;
+    let mut durable = Vec::new();
+    let mut charged: Vec<&str> = Vec::new();
+    let mut refused = false;
+    let give_back = |charged: &[&str]| {
+        for key in charged {
+            if let Err(e) = quotas.refund(key, start, end, cost) {
+                tracing::warn!("rate limit: giving back a day's count failed: {e}");
             }
         }
-        services
-            .quotas
-            .refund(&key, period_start_ms, period_end_ms, cost)
-            .map_err(ServiceError::Unavailable)
+    };
+    for c in checks.iter().filter(day) {
+        // After a refusal, the rest are only looked at.
+        let charge = if refused { 0 } else { cost };
+        let d = match quotas.check_and_add(&c.key, c.limit, start, end, charge, now) {
+            Ok(d) => d,
+            Err(e) => {
+                give_back(&charged);
+                return Err(ServiceError::Unavailable(e));
+            }
+        };
+        if charge == 0 {
+            durable.push(Decision {
+                allowed: d.remaining >= cost,
+                ..d
+            });
+            continue;
+        }
+        if d.allowed {
+            charged.push(&c.key);
+        } else {
+            refused = true;
+        }
+        durable.push(d);
     }
+    let rate: Vec<LimitCheck> = checks.iter().filter(|c| !day(c)).cloned().collect();
+    let rated = match services.counters.check_all(&rate, cost, now, !refused) {
+        Ok(d) => d,
+        Err(e) => {
+            give_back(&charged);
+            return Err(ServiceError::Invalid(e));
+        }
+    };
+    if refused || rated.iter().any(|d| !d.allowed) {
+        give_back(&charged);
+    }
+    // Back in the order asked.
+    let (mut durable, mut rated) = (durable.into_iter(), rated.into_iter());
+    Ok(checks
+        .iter()
+        .map(|c| {
+            if day(&c) {
+                durable.next()
+            } else {
+                rated.next()
+            }
+            .expect("a decision per limit")
+        })
+        .collect())
+}
+
+/// A quota refund: in Redis in cluster mode (falling back as `[cluster]
+/// quotas` says), else in this node's store.
+async fn quota_refund(
+    services: &crate::policy::host::Services,
+    key: &str,
+    start: u64,
+    end: u64,
+    cost: u64,
+) -> Result<u64, ServiceError> {
+    if let Some(cluster) = &services.cluster {
+        if end <= start {
+            return Err(ServiceError::Invalid(format!(
+                "period {start}..{end} is empty"
+            )));
+        }
+        match cluster.quota_refund(key, start, cost).await {
+            Ok(n) => return Ok(n),
+            Err(e) if cluster.spec().quotas == crate::cluster::FailMode::Closed => {
+                return Err(ServiceError::Unavailable(e.to_string()))
+            }
+            // Open: the unit was counted locally while Redis was away,
+            // so give it back there.
+            Err(_) => {}
+        }
+    }
+    services
+        .quotas
+        .refund(key, start, end, cost)
+        .map_err(ServiceError::Unavailable)
 }
 
 /// A quota check: in Redis in cluster mode (falling back as `[cluster]
@@ -790,6 +1056,311 @@ mod tests {
             t.join().unwrap();
         }
         assert_eq!(passed.load(std::sync::atomic::Ordering::Relaxed), 137);
+    }
+
+    fn limit(key: &str, limit: u64, window_ms: u64, algorithm: Algorithm) -> LimitCheck {
+        LimitCheck {
+            key: key.into(),
+            limit,
+            window_ms,
+            algorithm,
+        }
+    }
+
+    /// A batch counts on every limit or on none: a call refused by one
+    /// limit leaves the others as they were; a check without commit counts
+    /// nothing; a key given twice counts twice; too many limits are refused.
+    #[test]
+    fn a_batch_counts_on_every_limit_or_on_none() {
+        let c = Counters::default();
+        let sw = Algorithm::SlidingWindow;
+        let batch = [limit("second", 2, 1000, sw), limit("minute", 5, 60_000, sw)];
+        let now = 1_700_000_040_000; // the start of a second and a minute
+        for left in [(1, 4), (0, 3)] {
+            let d = c.check_all(&batch, 1, now, true).unwrap();
+            assert!(d.iter().all(|d| d.allowed));
+            assert_eq!((d[0].remaining, d[1].remaining), left);
+        }
+        // Refused by the second; the minute says what would have been left.
+        let d = c.check_all(&batch, 1, now + 10, true).unwrap();
+        assert!(!d[0].allowed && d[1].allowed, "{d:?}");
+        assert_eq!(d[0].retry_after_ms, 1490);
+        assert_eq!(d[1].remaining, 2);
+        // ... and it was not counted: three more fit in the minute.
+        let d = c.check_all(&batch[1..], 3, now + 10, false).unwrap();
+        assert!(d[0].allowed, "{d:?}");
+        assert_eq!(d[0].remaining, 0);
+        // Without commit, nothing was counted either.
+        let next = now + 2000;
+        for _ in 0..3 {
+            let d = c.check_all(&batch, 1, next, false).unwrap();
+            assert!(d.iter().all(|d| d.allowed));
+            assert_eq!((d[0].remaining, d[1].remaining), (1, 2));
+        }
+        // The minute refuses now and then.
+        for _ in 0..2 {
+            assert!(c.check_all(&batch, 1, next, true).unwrap()[1].allowed);
+        }
+        let last = next + 2000;
+        assert!(c.check_all(&batch, 1, last, true).unwrap()[1].allowed);
+        let d = c.check_all(&batch, 1, last, true).unwrap();
+        assert!(d[0].allowed && !d[1].allowed, "{d:?}");
+        assert_eq!(
+            c.check_and_add("second", 2, 1000, sw, 1, last)
+                .unwrap()
+                .remaining,
+            0,
+            "the second's refused call was counted"
+        );
+        // A key twice: the second check sees the first's count.
+        let twice = [limit("twice", 1, 1000, sw), limit("twice", 1, 1000, sw)];
+        let d = c.check_all(&twice, 1, now, true).unwrap();
+        assert!(d[0].allowed && !d[1].allowed, "{d:?}");
+        assert!(
+            c.check_and_add("twice", 1, 1000, sw, 1, now)
+                .unwrap()
+                .allowed
+        );
+        // Bounds.
+        let many: Vec<_> = (0..=MAX_BATCH)
+            .map(|i| limit(&i.to_string(), 1, 1000, sw))
+            .collect();
+        assert!(c.check_all(&many, 1, now, true).is_err());
+        assert!(c.check_all(&[limit("w", 1, 0, sw)], 1, now, true).is_err());
+        assert!(c.check_all(&[], 1, now, true).unwrap().is_empty());
+    }
+
+    /// Threads racing batches of three limits over shared shards: exactly
+    /// the tightest limit's calls pass, and the others counted exactly those.
+    #[test]
+    fn racing_batches_count_exactly_on_every_limit() {
+        let c = std::sync::Arc::new(Counters::default());
+        let sw = Algorithm::SlidingWindow;
+        let batch = std::sync::Arc::new(vec![
+            limit("loose", 1000, 60_000, sw),
+            limit("tight", 137, 60_000, sw),
+            limit("bucket", 500, 60_000, Algorithm::TokenBucket),
+        ]);
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (c, batch) = (c.clone(), batch.clone());
+                std::thread::spawn(move || {
+                    (0..100)
+                        .filter(|_| {
+                            let d = c.check_all(&batch, 1, 120_000, true).unwrap();
+                            d.iter().all(|d| d.allowed)
+                        })
+                        .count()
+                })
+            })
+            .collect();
+        let passed: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(passed, 137);
+        let d = c.check_all(&batch, 1, 120_000, false).unwrap();
+        assert_eq!(
+            d.iter().map(|d| d.remaining).collect::<Vec<_>>(),
+            [1000 - 138, 0, 500 - 138]
+        );
+    }
+
+    /// On one node a day-long limit is a durable count, given back when a
+    /// shorter limit refuses the call; the batch's decisions come back in
+    /// the order asked.
+    #[test]
+    fn a_day_long_limit_in_a_batch_is_durable_and_given_back_on_refusal() {
+        let dir = tempfile::tempdir().unwrap();
+        let services = crate::policy::host::Services::new(crate::policy::host::ServiceSettings {
+            store: Some(Store::open(dir.path()).unwrap()),
+            cache_bytes: 1 << 20,
+            sink_path: None,
+            outbound_ca: None,
+        })
+        .unwrap();
+        let sw = Algorithm::SlidingWindow;
+        let batch = [
+            limit("minute", 2, 60_000, sw),
+            limit("day", 3, MAX_WINDOW_MS, sw),
+        ];
+        let now = 1_700_006_400_000; // midnight UTC
+        let day_count = |now| {
+            services
+                .quotas
+                .check_and_add(
+                    "day",
+                    3,
+                    now - now % MAX_WINDOW_MS,
+                    now - now % MAX_WINDOW_MS + MAX_WINDOW_MS,
+                    0,
+                    now,
+                )
+                .unwrap()
+                .remaining
+        };
+        for _ in 0..2 {
+            let d = check_all_here(&services, &batch, 1, now).unwrap();
+            assert!(d.iter().all(|d| d.allowed), "{d:?}");
+        }
+        let d = check_all_here(&services, &batch, 1, now).unwrap();
+        assert!(!d[0].allowed && d[1].allowed, "{d:?}");
+        assert_eq!(d[1].reset_ms, MAX_WINDOW_MS);
+        assert_eq!(day_count(now), 1, "the refused call was given back");
+        let later = now + 120_000;
+        assert!(check_all_here(&services, &batch, 1, later)
+            .unwrap()
+            .iter()
+            .all(|d| d.allowed));
+        let d = check_all_here(&services, &batch, 1, later).unwrap();
+        assert!(d[0].allowed && !d[1].allowed, "{d:?}");
+        assert_eq!(d[1].retry_after_ms, MAX_WINDOW_MS - 120_000);
+        // The minute did not count the call the day refused.
+        let minute = check_all_here(&services, &batch[..1], 1, later).unwrap();
+        assert_eq!(minute[0].remaining, 0);
+        assert!(minute[0].allowed);
+        assert_eq!(day_count(later), 0);
+    }
+
+    /// Batches through Redis decide as the in-memory batches do, call after
+    /// call with random limits, costs and times, committed or not.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_batches_decide_as_the_in_memory_batches() {
+        use crate::cluster::{RateAlgorithm as R, RateCheck};
+        let r = crate::cluster::testing::TestRedis::start();
+        let c = crate::cluster::testing::connected(&r.spec("command-timeout = \"5s\"")).await;
+        let local = Counters::default();
+        // Keys fixed per algorithm and window, as the plugin makes them.
+        let pool: Vec<LimitCheck> = [1, 7, 1000, 60_000]
+            .into_iter()
+            .flat_map(|w| {
+                [Algorithm::SlidingWindow, Algorithm::TokenBucket]
+                    .into_iter()
+                    .map(move |a| limit(&format!("{a:?}-{w}"), 0, w, a))
+            })
+            .collect();
+        let mut seed = 5;
+        let mut now = 1_700_000_000_000;
+        let (mut refused, mut compared) = (0, 0);
+        for call in 0..600 {
+            let n = 1 + (lcg(&mut seed) % 4) as usize;
+            let batch: Vec<LimitCheck> = (0..n)
+                .map(|_| {
+                    let mut l = pool[(lcg(&mut seed) % pool.len() as u64) as usize].clone();
+                    l.limit = [1, 3, 10, 97][(lcg(&mut seed) % 4) as usize];
+                    l
+                })
+                .collect();
+            let cost = 1 + lcg(&mut seed) % 3;
+            let commit = !lcg(&mut seed).is_multiple_of(5);
+            let a = local.check_all(&batch, cost, now, commit).unwrap();
+            let shared: Vec<RateCheck> = batch
+                .iter()
+                .map(|l| RateCheck {
+                    key: l.key.clone(),
+                    algorithm: match l.algorithm {
+                        Algorithm::SlidingWindow => R::SlidingWindow,
+                        Algorithm::TokenBucket => R::TokenBucket,
+                    },
+                    limit: l.limit,
+                    window_ms: l.window_ms,
+                })
+                .collect();
+            let b = c
+                .rate_check_all(&shared, cost, Some(now), commit)
+                .await
+                .unwrap();
+            for (i, (a, b)) in a.iter().zip(&b).enumerate() {
+                assert_eq!(
+                    (a.allowed, a.remaining, a.reset_ms, a.retry_after_ms),
+                    (b.allowed, b.remaining, b.reset_ms, b.retry_after_ms),
+                    "call {call}, limit {i} of {batch:?}, cost {cost}, commit {commit}"
+                );
+                compared += 1;
+            }
+            refused += usize::from(a.iter().any(|d| !d.allowed));
+            now += lcg(&mut seed) % 400;
+        }
+        assert!(compared > 1000, "{compared}");
+        assert!(
+            refused > 100,
+            "only {refused} refusals: the sweep tests little"
+        );
+    }
+
+    /// Through the host's path in cluster mode: a batch with a day-long
+    /// limit is one script in Redis per call, and a refused call counts on
+    /// no limit; with Redis gone, `rate-limits = "open"` and `quotas =
+    /// "open"` count on this node.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_batch_is_one_round_trip_to_redis_and_counts_all_or_nothing() {
+        let r = crate::cluster::testing::TestRedis::start();
+        let c = crate::cluster::testing::connected(
+            &r.spec("command-timeout = \"5s\"\nrate-limits = \"open\"\nquotas = \"open\""),
+        )
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let services = crate::policy::host::Services::new(crate::policy::host::ServiceSettings {
+            store: Some(Store::open(dir.path()).unwrap()),
+            cache_bytes: 1 << 20,
+            sink_path: None,
+            outbound_ca: None,
+        })
+        .unwrap()
+        .with_cluster(c);
+        let batch = [
+            limit("second", 1000, 1000, Algorithm::TokenBucket),
+            limit("minute", 5, 60_000, Algorithm::SlidingWindow),
+            limit("day", 7, MAX_WINDOW_MS, Algorithm::SlidingWindow),
+        ];
+        assert_eq!(r.cmd(&["CONFIG", "RESETSTAT"]).trim(), "+OK");
+        let now = now_ms();
+        let mut passed = 0;
+        for _ in 0..8 {
+            let d = check_all(&services, &batch, 1, now).await.unwrap();
+            passed += usize::from(d.iter().all(|d| d.allowed));
+            assert_eq!(d[0].limit, 1000);
+            assert!(d[2].reset_ms <= MAX_WINDOW_MS, "{d:?}");
+        }
+        // Unless the minute turned in between, which lets one more pass.
+        assert!((5..=6).contains(&passed), "{passed}");
+        let stats = r.cmd(&["INFO", "commandstats"]);
+        let calls = |cmd: &str| -> u64 {
+            stats
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:calls=")))
+                .and_then(|l| l.split(',').next())
+                .map_or(0, |n| n.parse().unwrap())
+        };
+        // One EVALSHA per call, and the first time two more round trips:
+        // Redis did not know the script (NOSCRIPT) and was sent it.
+        let failed = |cmd: &str| -> u64 {
+            stats
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:")))
+                .and_then(|l| l.split("failed_calls=").nth(1))
+                .map_or(0, |n| n.trim().parse().unwrap())
+        };
+        assert_eq!(calls("evalsha") - failed("evalsha"), 8, "{stats}");
+        assert!(
+            failed("evalsha") <= 1 && calls("script|load") <= 1,
+            "{stats}"
+        );
+        // The day counted the calls that passed, and only those.
+        let start = now - now % MAX_WINDOW_MS;
+        let keys = r.cmd(&["KEYS", &format!("*q:{start}")]);
+        let key = keys
+            .lines()
+            .find(|l| l.contains("day"))
+            .expect(&keys)
+            .to_string();
+        assert_eq!(
+            r.cmd(&["GET", &key]).lines().nth(1),
+            Some(passed.to_string().as_str()),
+            "{key}"
+        );
+        // Redis gone: this node counts alone (a day in its store).
+        drop(r);
+        let d = check_all(&services, &batch, 1, now).await.unwrap();
+        assert!(d.iter().all(|d| d.allowed), "{d:?}");
+        assert_eq!(d[2].remaining, 6);
     }
 
     /// The Redis scripts decide exactly as the in-memory algorithms: same

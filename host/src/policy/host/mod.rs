@@ -181,6 +181,11 @@ mod tests {
             Capability::for_import("tollgate:policy/kv@0.1.0"),
             Some("kv")
         );
+        // 0.2.0's `limits` is the counters service too.
+        assert_eq!(
+            Capability::for_import("tollgate:policy/limits@0.2.0"),
+            Some("counters")
+        );
         assert_eq!(Capability::for_import("tollgate:policy/log@0.1.0"), None);
         assert_eq!(Capability::for_import("wasi:io/streams@0.2.6"), None);
     }
