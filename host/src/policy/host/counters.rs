@@ -138,6 +138,30 @@ impl Counters {
         for l in limits {
             validate(&l.key, l.window_ms)?;
         }
+        if let [l] = limits {
+            // One limit (the common case): one shard, nothing to gather.
+            let mut shard = self.shards[shard_of(&l.key)]
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let mut state = current(
+                shard.map.get(&l.key),
+                l.limit,
+                l.window_ms,
+                l.algorithm,
+                now,
+            );
+            let d = decide(&mut state, l.limit, cost, now);
+            if commit && d.allowed {
+                shard.tick(now);
+                match shard.map.get_mut(&l.key) {
+                    Some(s) => *s = state,
+                    None => {
+                        shard.map.insert(l.key.clone(), state);
+                    }
+                }
+            }
+            return Ok(vec![d]);
+        }
         let mut order: Vec<usize> = limits.iter().map(|l| shard_of(&l.key)).collect();
         order.sort_unstable();
         order.dedup();
@@ -146,16 +170,21 @@ impl Counters {
             .map(|&i| self.shards[i].lock().unwrap_or_else(|p| p.into_inner()))
             .collect();
         let held = |key: &str| order.binary_search(&shard_of(key)).expect("locked");
-        let mut work: HashMap<&str, State> = HashMap::new();
+        // The states as this batch leaves them (a key given twice: once).
+        let mut work: Vec<(&str, State)> = Vec::with_capacity(limits.len());
         let mut decisions = Vec::with_capacity(limits.len());
         for l in limits {
-            let existing = match work.get(l.key.as_str()) {
-                Some(s) => Some(s),
+            let seen = work.iter().position(|(k, _)| *k == l.key);
+            let existing = match seen {
+                Some(i) => Some(&work[i].1),
                 None => guards[held(&l.key)].map.get(&l.key),
             };
             let mut state = current(existing, l.limit, l.window_ms, l.algorithm, now);
             decisions.push(decide(&mut state, l.limit, cost, now));
-            work.insert(&l.key, state);
+            match seen {
+                Some(i) => work[i].1 = state,
+                None => work.push((&l.key, state)),
+            }
         }
         if commit && decisions.iter().all(|d| d.allowed) {
             for g in guards.iter_mut() {
@@ -1058,6 +1087,17 @@ mod tests {
         assert_eq!(passed.load(std::sync::atomic::Ordering::Relaxed), 137);
     }
 
+    /// The host services over a store in `dir`.
+    fn services_in(dir: &std::path::Path) -> crate::policy::host::Services {
+        crate::policy::host::Services::new(crate::policy::host::ServiceSettings {
+            store: Some(Store::open(dir).unwrap()),
+            cache_bytes: 1 << 20,
+            sink_path: None,
+            outbound_ca: None,
+        })
+        .unwrap()
+    }
+
     fn limit(key: &str, limit: u64, window_ms: u64, algorithm: Algorithm) -> LimitCheck {
         LimitCheck {
             key: key.into(),
@@ -1169,13 +1209,7 @@ mod tests {
     #[test]
     fn a_day_long_limit_in_a_batch_is_durable_and_given_back_on_refusal() {
         let dir = tempfile::tempdir().unwrap();
-        let services = crate::policy::host::Services::new(crate::policy::host::ServiceSettings {
-            store: Some(Store::open(dir.path()).unwrap()),
-            cache_bytes: 1 << 20,
-            sink_path: None,
-            outbound_ca: None,
-        })
-        .unwrap();
+        let services = services_in(dir.path());
         let sw = Algorithm::SlidingWindow;
         let batch = [
             limit("minute", 2, 60_000, sw),
@@ -1297,14 +1331,7 @@ mod tests {
         )
         .await;
         let dir = tempfile::tempdir().unwrap();
-        let services = crate::policy::host::Services::new(crate::policy::host::ServiceSettings {
-            store: Some(Store::open(dir.path()).unwrap()),
-            cache_bytes: 1 << 20,
-            sink_path: None,
-            outbound_ca: None,
-        })
-        .unwrap()
-        .with_cluster(c);
+        let services = services_in(dir.path()).with_cluster(c);
         let batch = [
             limit("second", 1000, 1000, Algorithm::TokenBucket),
             limit("minute", 5, 60_000, Algorithm::SlidingWindow),
