@@ -155,6 +155,11 @@ public = true
         self.dir.path().join("stderr.log")
     }
 
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.0.id())
+    }
+
     /// A scrape of its metrics (public on the admin listener).
     pub async fn metrics(&self) -> String {
         reqwest::get(self.admin_url("/metrics"))

@@ -300,7 +300,11 @@ async fn serve_connection(
     };
     let io =
         crate::net::client_io::ClientIo::new(stream, serving.first_request, serving.send_stall);
-    let conn = serving.builder.serve_connection(TokioIo::new(io), svc);
+    // With upgrades: a WebSocket handshake the gateway relays takes the
+    // connection over from HTTP (`gateway::websocket`).
+    let conn = serving
+        .builder
+        .serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
     tokio::select! {
         _ = conn.as_mut() => {}

@@ -22,6 +22,7 @@
 pub mod error;
 pub mod listener;
 pub mod pipeline;
+pub(crate) mod websocket;
 
 pub use listener::{describe, serve_on, Bound};
 pub use pipeline::handle;

@@ -254,8 +254,57 @@ impl Build<'_> {
                 }
             }
         }
+        if let Some(ws) = &spec.websocket {
+            let names: Vec<&str> = self
+                .routes
+                .iter()
+                .filter(|r| r.api == api_index)
+                .map(|r| r.name.as_str())
+                .collect();
+            for e in websocket_errors(ws, &names) {
+                self.errs
+                    .push(format!("{at}: api `{}`: websocket: {e}", spec.name));
+                ok = false;
+            }
+        }
         ok
     }
+}
+
+/// What is wrong with `[api.websocket]` for an API whose routes are
+/// `routes` (by name).
+pub(super) fn websocket_errors(
+    ws: &crate::manifest::WebSocketSpec,
+    routes: &[&str],
+) -> Vec<String> {
+    let mut errs = Vec::new();
+    for r in &ws.routes {
+        if !routes.contains(&r.as_str()) {
+            errs.push(format!(
+                "routes: no route `{r}` in this API (its routes: {})",
+                routes
+                    .iter()
+                    .map(|n| format!("`{n}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    for (name, d) in [
+        ("idle-timeout", ws.idle_timeout.0),
+        ("max-lifetime", ws.max_lifetime.0),
+    ] {
+        if d.is_zero() {
+            errs.push(format!("{name}: must be more than 0"));
+        }
+    }
+    let max = ws.max_message.0;
+    if !(125..=crate::manifest::MAX_WS_MESSAGE).contains(&max) {
+        errs.push(format!(
+            "max-message: {max} bytes; must be from 125 bytes (a control frame) to 64MiB"
+        ));
+    }
+    errs
 }
 
 /// The route an OpenAPI operation is served by.

@@ -81,6 +81,7 @@ impl Build<'_> {
                 current_description: r.description.clone(),
                 previous_revision: None,
                 revisions: Vec::new(),
+                websocket: spec.websocket.clone(),
                 name: spec.name.clone(),
             };
             let context = format!("{at}: revision {}", r.number);

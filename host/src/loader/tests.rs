@@ -650,3 +650,57 @@ fn a_revision_takes_its_routes_from_its_openapi_document_too() {
         RouteMatch::Found { .. }
     ));
 }
+
+#[test]
+fn websocket_errors_name_the_route_and_the_bound() {
+    let case = Case::new("\"apis\"");
+    let cases: &[(&str, &str)] = &[
+        (
+            "[api.websocket]\nroutes = [\"chat\"]",
+            "api `ws`: websocket: routes: no route `chat` in this API (its routes: `/ws`)",
+        ),
+        (
+            "[api.websocket]\nidle-timeout = \"0s\"",
+            "api `ws`: websocket: idle-timeout: must be more than 0",
+        ),
+        (
+            "[api.websocket]\nmax-message = \"100B\"",
+            "api `ws`: websocket: max-message: 100 bytes; must be from 125 bytes (a control frame) to 64MiB",
+        ),
+        (
+            "[api.websocket]\nmax-message = \"65MiB\"",
+            "must be from 125 bytes (a control frame) to 64MiB",
+        ),
+        ("[api.websocket]\nidle = \"1s\"", "unknown field `idle`"),
+    ];
+    for (extra, want) in cases {
+        std::fs::remove_dir_all(case.path("apis")).unwrap();
+        std::fs::create_dir(case.path("apis")).unwrap();
+        case.write(
+            "apis/a.toml",
+            &format!("schema = 1\n{}", api("ws", "/ws", extra)),
+        );
+        let errs = case.errors();
+        assert!(
+            errs.iter().any(|e| e.contains(want)),
+            "want {want:?} in {errs:#?}"
+        );
+    }
+    // Valid: a route by name, the bounds at their limits.
+    case.write(
+        "apis/a.toml",
+        &format!(
+            "schema = 1\n{}",
+            api(
+                "ws",
+                "/ws",
+                "[api.websocket]\nroutes = [\"/ws\"]\nmax-message = \"125B\"\nidle-timeout = \"1ms\""
+            )
+        ),
+    );
+    let (built, _) = case.build(&BTreeMap::new());
+    let g = built.unwrap();
+    let ws = g.apis[0].spec.websocket.as_ref().unwrap();
+    assert_eq!(ws.routes, ["/ws"]);
+    assert_eq!(ws.max_lifetime.0, std::time::Duration::from_secs(3600));
+}

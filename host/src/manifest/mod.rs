@@ -869,6 +869,62 @@ pub struct ApiSpec {
     /// Staged revisions, each served at `/.rev/{api}/{number}/...`.
     #[serde(default, rename = "revision")]
     pub revisions: Vec<toml::Spanned<RevisionSpec>>,
+    /// WebSocket upgrades, allowed with it (`[api.websocket]`); without
+    /// it an `Upgrade` request goes upstream as a plain request.
+    #[serde(default)]
+    pub websocket: Option<WebSocketSpec>,
+}
+
+/// `[api.websocket]`: the API's routes (or those named) accept WebSocket
+/// upgrades. The request chain runs on the handshake like on any call;
+/// once the upstream answers `101`, the gateway relays the messages both
+/// ways until either side closes or a bound below is reached.
+///
+/// ```toml
+/// [api.websocket]
+/// routes = ["chat"]          # default: every route of the API
+/// idle-timeout = "60s"       # no frame either way for this long: closed (1001)
+/// max-lifetime = "1h"        # the longest a connection lasts (closed 1001)
+/// max-message = "1MiB"       # a larger message or frame closes it (1009)
+/// ```
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WebSocketSpec {
+    /// Route names (a route's `name`, or its path or prefix without one);
+    /// empty: every route.
+    #[serde(default)]
+    pub routes: Vec<String>,
+    #[serde(default = "default_ws_idle")]
+    pub idle_timeout: Dur,
+    #[serde(default = "default_ws_lifetime")]
+    pub max_lifetime: Dur,
+    #[serde(default = "default_ws_message")]
+    pub max_message: Size,
+}
+
+impl Default for WebSocketSpec {
+    fn default() -> Self {
+        WebSocketSpec {
+            routes: Vec::new(),
+            idle_timeout: default_ws_idle(),
+            max_lifetime: default_ws_lifetime(),
+            max_message: default_ws_message(),
+        }
+    }
+}
+
+/// The largest `max-message`: beyond it one connection could hold memory
+/// for thousands.
+pub const MAX_WS_MESSAGE: u64 = 64 << 20;
+
+fn default_ws_idle() -> Dur {
+    Dur(Duration::from_secs(60))
+}
+fn default_ws_lifetime() -> Dur {
+    Dur(Duration::from_secs(3600))
+}
+fn default_ws_message() -> Size {
+    Size(1 << 20)
 }
 
 /// `[[version-set]]`: APIs that are versions of one another, and how a

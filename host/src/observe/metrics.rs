@@ -289,6 +289,22 @@ pub struct Metrics {
     redis_breaker_open: Gauge,
     redis_breaker_trips: Counter,
     redis_fallbacks: Family<KindLabels, Counter>,
+    ws_open: Family<ApiLabels, Gauge>,
+    ws_closed: Family<WsClosedLabels, Counter>,
+    ws_bytes: Family<WsDirectionLabels, Counter>,
+    ws_messages: Family<WsDirectionLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WsClosedLabels {
+    api: String,
+    by: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WsDirectionLabels {
+    api: String,
+    direction: &'static str,
 }
 
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -348,6 +364,10 @@ impl Metrics {
             redis_breaker_open: Gauge::default(),
             redis_breaker_trips: Counter::default(),
             redis_fallbacks: Family::default(),
+            ws_open: Family::default(),
+            ws_closed: Family::default(),
+            ws_bytes: Family::default(),
+            ws_messages: Family::default(),
         };
         m.register()
     }
@@ -506,7 +526,54 @@ impl Metrics {
             self.redis_breaker_trips
         );
         reg!(r, "tollgate_redis_fallbacks", "Cluster mode: checks answered without Redis, by kind (rate_limit_local, rate_limit_refused, quota_local, quota_refused, cache_bypass)", self.redis_fallbacks);
+        reg!(
+            r,
+            "tollgate_websocket_connections",
+            "WebSocket connections being relayed, by API",
+            self.ws_open
+        );
+        reg!(r, "tollgate_websocket_closed", "WebSocket connections ended, by API and by what ended them (client, upstream, idle_timeout, max_lifetime, message_too_big, protocol_error, shutdown, upgrade_failed)", self.ws_closed);
+        reg!(r, "tollgate_websocket_bytes", "WebSocket message payload bytes relayed, by API and direction (to_upstream, to_client)", self.ws_bytes);
+        reg!(
+            r,
+            "tollgate_websocket_messages",
+            "WebSocket data messages relayed, by API and direction (to_upstream, to_client)",
+            self.ws_messages
+        );
         self
+    }
+
+    /// A WebSocket connection of `api` opened (`true`) or ended.
+    pub fn websocket_open(&self, api: &str, open: bool) {
+        let g = self.ws_open.get_or_create(&ApiLabels {
+            api: api.to_string(),
+        });
+        if open {
+            g.inc();
+        } else {
+            g.dec();
+        }
+    }
+
+    /// A WebSocket connection of `api` ended, `by` what.
+    pub fn websocket_closed(&self, api: &str, by: &'static str) {
+        self.ws_closed
+            .get_or_create(&WsClosedLabels {
+                api: api.to_string(),
+                by,
+            })
+            .inc();
+    }
+
+    /// `messages` data messages of `bytes` payload bytes relayed
+    /// `direction` (`to_upstream`, `to_client`) for `api`.
+    pub fn websocket_relayed(&self, api: &str, direction: &'static str, messages: u64, bytes: u64) {
+        let l = WsDirectionLabels {
+            api: api.to_string(),
+            direction,
+        };
+        self.ws_messages.get_or_create(&l).inc_by(messages);
+        self.ws_bytes.get_or_create(&l).inc_by(bytes);
     }
 
     /// A call to Redis for `op` took `us` microseconds.

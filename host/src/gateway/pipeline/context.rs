@@ -47,6 +47,12 @@ pub(crate) struct Ctx<'a> {
     /// The call's server span, with `[otel]`; it ends when the context is
     /// dropped.
     pub trace: Option<CallSpan>,
+    /// The client's side of a WebSocket handshake the route allows
+    /// (`[api.websocket]`): taken over once the upstream switches.
+    pub upgrade: Option<hyper::upgrade::OnUpgrade>,
+    /// Both sides of a switched connection, relayed once the client has
+    /// the `101`.
+    pub tunnel: Option<crate::gateway::websocket::Tunnel>,
 }
 
 impl Ctx<'_> {

@@ -4,6 +4,7 @@
 
 use super::context::{wit_to_headers, Ctx, Fields, OutBody, Outgoing};
 use crate::gateway::error::{Failure, GatewayError};
+use crate::gateway::websocket;
 use crate::observe::trace::{CallSpan, ChildSpan};
 use crate::policy::host::ResponseOrigin;
 use crate::upstream::{self, Outbound, OutboundBody, UpstreamBody, UpstreamError};
@@ -18,19 +19,46 @@ pub(crate) async fn upstream(cx: &mut Ctx<'_>) -> Result<Outgoing, Failure> {
     let started = std::time::Instant::now();
     let result = call_upstream(cx).await;
     cx.timing().upstream_us = started.elapsed().as_micros() as u64;
-    let resp = result?;
-    // The gateway never asks for a protocol switch (Upgrade is
+    let mut resp = result?;
+    // A WebSocket handshake the upstream accepted: the switch goes back to
+    // the client, and both connections are relayed once it has it.
+    let switched = cx.upgrade.is_some() && websocket::is_switch(resp.status(), resp.headers());
+    // Otherwise the gateway asked for no protocol switch (Upgrade is
     // hop-by-hop), so a 101 (or any 1xx as a final answer) is not a
     // response it can forward: handing it on would leave the client
     // believing in a tunnel that does not exist.
-    if resp.status().is_informational() {
+    if resp.status().is_informational() && !switched {
         let detail = format!("unsolicited {} response", resp.status());
         return Err(UpstreamError::BadResponse(detail).into());
+    }
+    if switched {
+        let upstream_side = hyper::upgrade::on(&mut resp);
+        let client_side = cx.upgrade.take().expect("checked above");
+        let spec = cx.api.spec.websocket.clone().unwrap_or_default();
+        let writes_sink = cx
+            .api
+            .steps
+            .iter()
+            .any(|s| s.grants.has(&crate::policy::host::Capability::Sink));
+        cx.tunnel = Some(websocket::Tunnel {
+            client: client_side,
+            upstream: upstream_side,
+            settings: spec,
+            api: cx.api.name.clone(),
+            request_id: cx.request_id().to_string(),
+            services: writes_sink.then(|| cx.gateway.runtime.services().clone()),
+        });
     }
     let (parts, body) = resp.into_parts();
     cx.set_origin(ResponseOrigin::Upstream(parts.status.as_u16()));
     let mut headers = parts.headers;
     upstream::strip_hop_by_hop(&mut headers);
+    if switched {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        // The gateway parses the frames itself: no extension applies.
+        headers.remove(header::SEC_WEBSOCKET_EXTENSIONS);
+    }
     Ok(Outgoing {
         status: parts.status.as_u16(),
         headers: Fields::Map(headers),
@@ -109,6 +137,13 @@ fn outbound(cx: &mut Ctx<'_>) -> Result<Outbound, Failure> {
             h
         }
     };
+    if cx.upgrade.is_some() {
+        // The handshake goes on (Upgrade is hop-by-hop: removed on arrival),
+        // without extensions: the gateway parses the frames itself.
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.remove(header::SEC_WEBSOCKET_EXTENSIONS);
+    }
     let original_host = forwarding_fields(cx, &mut headers);
     let body = outbound_body(cx, &mut headers);
     Ok(Outbound {

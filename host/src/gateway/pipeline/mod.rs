@@ -131,6 +131,13 @@ pub async fn handle_on(
                 n.apply(&mut out);
             }
             let resp = finish(out, cx.request_id());
+            if let Some(tunnel) = cx.tunnel.take() {
+                // Relayed only if the client gets the switch: a response
+                // step may have answered otherwise.
+                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    crate::gateway::websocket::spawn(tunnel);
+                }
+            }
             let resp = recording::end(&mut cx, resp);
             match observed {
                 Some(start) => {
@@ -283,6 +290,14 @@ pub(crate) fn enter<'g>(
         normalised: Normalised { authority, path },
         notice: _,
     } = routed;
+    let mut parts = parts;
+    // A WebSocket handshake where the route allows it: the client's side
+    // is kept for the relay, and the `Upgrade` fields go upstream again
+    // (`forward`); elsewhere they are dropped as hop-by-hop, as always.
+    let upgrade = (crate::gateway::websocket::is_upgrade(&parts)
+        && crate::gateway::websocket::allowed(api.spec.websocket.as_ref(), &route.name))
+    .then(|| parts.extensions.remove::<hyper::upgrade::OnUpgrade>())
+    .flatten();
     let mut headers = parts.headers;
     // Without an authority in the target, a non-empty `Host` already is it.
     if parts.uri.authority().is_some() || authority.is_empty() {
@@ -346,6 +361,8 @@ pub(crate) fn enter<'g>(
         peer: arrival.peer,
         record: None,
         trace,
+        upgrade,
+        tunnel: None,
     }
 }
 
