@@ -261,6 +261,13 @@ impl Build<'_> {
                 .filter(|r| r.api == api_index)
                 .map(|r| r.name.as_str())
                 .collect();
+            if spec.upstream.protocol == crate::manifest::UpstreamProtocol::H2c {
+                self.errs.push(format!(
+                    "{at}: api `{}`: websocket: the upstream's protocol is h2c, and a WebSocket handshake needs HTTP/1.1: use protocol = \"http1\" (the default), or another API for the WebSocket routes",
+                    spec.name
+                ));
+                ok = false;
+            }
             for e in websocket_errors(ws, &names) {
                 self.errs
                     .push(format!("{at}: api `{}`: websocket: {e}", spec.name));

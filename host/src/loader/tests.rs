@@ -686,6 +686,31 @@ fn websocket_errors_name_the_route_and_the_bound() {
             "want {want:?} in {errs:#?}"
         );
     }
+    // An h2c upstream cannot take a handshake; h2c is for http:// only.
+    case.write(
+        "apis/a.toml",
+        &format!("schema = 1\n{}", api("ws", "/ws", "[api.websocket]"))
+            .replace("] }", "], protocol = \"h2c\" }"),
+    );
+    let errs = case.errors();
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("websocket: the upstream's protocol is h2c")),
+        "{errs:#?}"
+    );
+    case.write(
+        "apis/a.toml",
+        &format!("schema = 1\n{}", api("tls", "/t", "")).replace(
+            "http://127.0.0.1:9\"] }",
+            "https://127.0.0.1:9\"], protocol = \"h2c\" }",
+        ),
+    );
+    let errs = case.errors();
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("is HTTP/2 without TLS, for http:// targets")),
+        "{errs:#?}"
+    );
     // Valid: a route by name, the bounds at their limits.
     case.write(
         "apis/a.toml",

@@ -1212,6 +1212,21 @@ pub struct UpstreamSpec {
     /// impersonate the upstream. Logged as a warning at every load.
     #[serde(default)]
     pub insecure_skip_verify: bool,
+    /// How `http://` targets are spoken to: `http1` (the default) or `h2c`
+    /// (HTTP/2 without TLS, with prior knowledge: gRPC upstreams).
+    /// `https://` targets speak HTTP/2 when they offer it (ALPN), else
+    /// HTTP/1.1.
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
+}
+
+/// `[api.upstream] protocol`.
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamProtocol {
+    #[default]
+    Http1,
+    H2c,
 }
 
 /// A target's circuit breaker (passive health check).

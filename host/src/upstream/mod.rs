@@ -110,6 +110,9 @@ pub struct Outbound {
     /// The client's `Host`, sent when `preserve-host` is on.
     pub original_host: Option<HeaderValue>,
     pub body: OutboundBody,
+    /// A shorter wait for the response head than `response-timeout` (a
+    /// gRPC call's deadline).
+    pub deadline: Option<Duration>,
 }
 
 /// The request body as the gateway holds it.
@@ -304,12 +307,22 @@ fn client_pools(
         }
     };
     let conn = Counted::new(conn, crate::observe::metrics::global().conn_cells(api));
+    let h2c = spec.protocol == crate::manifest::UpstreamProtocol::H2c;
     Ok(crate::net::workers::PerWorker::new(|| {
-        Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
+        let mut b = Client::builder(TokioExecutor::new());
+        b.pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(256)
-            .pool_timer(hyper_util::rt::TokioTimer::new())
-            .build(conn.clone())
+            .pool_timer(hyper_util::rt::TokioTimer::new());
+        if h2c {
+            // HTTP/2 with prior knowledge: one connection per target and
+            // worker carries every call (streams), kept alive by pings.
+            b.http2_only(true)
+                .timer(hyper_util::rt::TokioTimer::new())
+                .http2_keep_alive_interval(Duration::from_secs(20))
+                .http2_keep_alive_timeout(Duration::from_secs(10))
+                .http2_keep_alive_while_idle(true);
+        }
+        b.build(conn.clone())
     }))
 }
 
@@ -318,6 +331,9 @@ impl Upstream {
     /// (the manifest's folder).
     pub fn new(api: &str, spec: &UpstreamSpec, base: &Path) -> Result<Self, String> {
         let (targets, scheme) = parse_targets(spec)?;
+        if spec.protocol == crate::manifest::UpstreamProtocol::H2c && scheme == Scheme::HTTPS {
+            return Err("`protocol = \"h2c\"` is HTTP/2 without TLS, for http:// targets: https:// targets speak HTTP/2 when they offer it (ALPN)".into());
+        }
         let settings = check_limits(spec)?;
         let tls = tls_settings(spec, base, scheme == Scheme::HTTPS)?;
         let client = client_pools(api, spec, tls.as_ref())?;
@@ -418,13 +434,16 @@ impl Upstream {
     /// replayable body on another target when the connection failed before
     /// any response, and report every attempt to its target's breaker.
     pub async fn forward(&self, out: Outbound) -> Result<Response<UpstreamBody>, UpstreamError> {
+        let wait = out
+            .deadline
+            .map_or(self.response_timeout, |d| d.min(self.response_timeout));
         let mut call = Call::new(out, self.retries);
         let mut tried: Vec<usize> = Vec::new();
         loop {
             let lease = self.admit(&tried)?;
             tried.push(lease.index);
             let req = call.request(self, &self.targets[lease.index])?;
-            match self.send_once(req, lease.index).await {
+            match self.send_once(req, lease.index, wait).await {
                 Ok(resp) => return Ok(self.answered(lease, resp)),
                 Err(e) => self.failed(lease, e, &mut call)?,
             }
@@ -512,9 +531,10 @@ impl Upstream {
         &self,
         req: Request<ProxyBody>,
         index: usize,
+        wait: Duration,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(self.response_timeout, self.client.get().request(req)).await {
-            Err(_) => Err(UpstreamError::ResponseTimeout(self.response_timeout)),
+        match tokio::time::timeout(wait, self.client.get().request(req)).await {
+            Err(_) => Err(UpstreamError::ResponseTimeout(wait)),
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(self.classify(&e, index)),
         }
@@ -599,6 +619,7 @@ impl Call {
             headers,
             original_host,
             body,
+            deadline: _,
         } = out;
         // An empty body from the client is as good as a buffered one.
         let body = match body {
@@ -1025,6 +1046,7 @@ mod tests {
             client_key: None,
             tls_server_name: None,
             insecure_skip_verify: false,
+            protocol: Default::default(),
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -1068,6 +1090,7 @@ mod tests {
             client_key: None,
             tls_server_name: None,
             insecure_skip_verify: true,
+            protocol: Default::default(),
         };
         let new = |s: &UpstreamSpec| Upstream::new("t", s, Path::new("."));
         let err = |s: &UpstreamSpec| new(s).map(|_| ()).unwrap_err();
@@ -1125,6 +1148,7 @@ mod tests {
             client_key: None,
             tls_server_name: None,
             insecure_skip_verify: false,
+            protocol: Default::default(),
         };
         Upstream::new("t", &spec, Path::new(".")).unwrap()
     }
@@ -1136,6 +1160,7 @@ mod tests {
             headers: HeaderMap::new(),
             original_host: None,
             body: OutboundBody::Buffered(Bytes::new()),
+            deadline: None,
         }
     }
 

@@ -15,6 +15,7 @@ mod cluster_control;
 mod console;
 mod deadlines;
 mod fairness;
+mod grpc;
 mod health;
 mod hostile_h2;
 mod hostile_head;

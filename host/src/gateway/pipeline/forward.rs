@@ -145,6 +145,7 @@ fn outbound(cx: &mut Ctx<'_>) -> Result<Outbound, Failure> {
         headers.remove(header::SEC_WEBSOCKET_EXTENSIONS);
     }
     let original_host = forwarding_fields(cx, &mut headers);
+    let deadline = grpc_fields(cx, &mut headers)?;
     let body = outbound_body(cx, &mut headers);
     Ok(Outbound {
         method,
@@ -152,7 +153,38 @@ fn outbound(cx: &mut Ctx<'_>) -> Result<Outbound, Failure> {
         headers,
         original_host,
         body,
+        deadline,
     })
+}
+
+/// For a gRPC call: `te: trailers` again (hop-by-hop, removed on arrival;
+/// gRPC servers may require it), and its `grpc-timeout` as what is left of
+/// it now, returned as the deadline for the upstream's answer. A deadline
+/// already past is `DEADLINE_EXCEEDED` without calling the upstream.
+fn grpc_fields(
+    cx: &Ctx<'_>,
+    headers: &mut HeaderMap,
+) -> Result<Option<std::time::Duration>, Failure> {
+    if !super::grpc::is_grpc(headers) {
+        return Ok(None);
+    }
+    headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    let Some(timeout) = headers
+        .get("grpc-timeout")
+        .and_then(|v| super::grpc::parse_timeout(v.as_bytes()))
+    else {
+        // Unreadable: not passed on as if it were a deadline.
+        headers.remove("grpc-timeout");
+        return Ok(None);
+    };
+    let spent = cx.timing().start.elapsed();
+    let Some(left) = timeout.checked_sub(spent).filter(|d| !d.is_zero()) else {
+        return Err(UpstreamError::ResponseTimeout(timeout).into());
+    };
+    if let Ok(v) = HeaderValue::from_str(&super::grpc::format_timeout(left)) {
+        headers.insert("grpc-timeout", v);
+    }
+    Ok(Some(left))
 }
 
 /// Set the fields the gateway vouches for: `X-Forwarded-*` from what it

@@ -31,6 +31,7 @@
 
 mod context;
 mod forward;
+mod grpc;
 mod lifecycle;
 mod normalise;
 mod oauth;
@@ -84,6 +85,9 @@ pub async fn handle_on(
     let observed = observed::wanted(gateway).then(|| observed::Start::now(listener));
     let gen = gateway.current();
     let (parts, body) = req.into_parts();
+    // A gRPC call gets the gateway's own answers as gRPC statuses.
+    let grpc = grpc::is_grpc(&parts.headers);
+    let answer = |out: Outgoing| if grpc { grpc::as_status(out) } else { out };
     let normalised = normalise(&parts, gateway.limits());
     if let (Some(server), Ok(n)) = (&gateway.oauth, &normalised) {
         if crate::domain::oauth::is_endpoint(&n.path) {
@@ -103,7 +107,7 @@ pub async fn handle_on(
     let routed = normalised.and_then(|n| route(&gen, &parts, n));
     match routed {
         Err(failure) => {
-            let out = fail(failure, &arrival.request_id, "");
+            let out = answer(fail(failure, &arrival.request_id, ""));
             let resp = finish(out, &arrival.request_id);
             match observed {
                 Some(start) => {
@@ -130,6 +134,10 @@ pub async fn handle_on(
             if let Some(n) = &notice {
                 n.apply(&mut out);
             }
+            // What the upstream answered passes as it is; what the gateway
+            // or a step answered becomes a gRPC status for a gRPC call.
+            let upstream_made = matches!(cx.timing().origin, Some(ResponseOrigin::Upstream(_)));
+            let out = if upstream_made { out } else { answer(out) };
             let resp = finish(out, cx.request_id());
             if let Some(tunnel) = cx.tunnel.take() {
                 // Relayed only if the client gets the switch: a response
