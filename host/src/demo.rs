@@ -1,8 +1,11 @@
 //! A small upstream for the demo and the benchmarks: it answers every call
 //! with a JSON echo of what it received (method, path, query, headers, body
 //! size), `/pets/{id}` with a pet, a WebSocket handshake to `/ws...` with a
-//! WebSocket that echoes every message, and `/events?n=N&every=MS` with N
-//! Server-Sent Events, one every MS milliseconds (default 3 and 200).
+//! WebSocket that echoes every message, `/events?n=N&every=MS` with N
+//! Server-Sent Events, one every MS milliseconds (default 3 and 200), and
+//! any gRPC call (content type `application/grpc`, over HTTP/2) with its
+//! own request messages back and `grpc-status: 0` in the trailers: a unary
+//! echo for any service and method.
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
@@ -50,6 +53,13 @@ async fn answer(
     }
     if req.uri().path() == "/events" {
         return Ok(events(req.uri().query().unwrap_or("")));
+    }
+    let grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if grpc {
+        return Ok(grpc_echo(req).await);
     }
     let (parts, body) = req.into_parts();
     let body = body
@@ -171,5 +181,25 @@ fn events(query: &str) -> Response<DemoBody> {
     );
     resp.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    resp
+}
+
+/// A gRPC call answered with the messages it sent (framed as they came)
+/// and `grpc-status: 0`.
+async fn grpc_echo(req: Request<Incoming>) -> Response<DemoBody> {
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", HeaderValue::from_static("0"));
+    let frames = futures_util::stream::iter([Ok(Frame::data(body)), Ok(Frame::trailers(trailers))]);
+    let mut resp = Response::new(BodyExt::boxed(StreamBody::new(frames)));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
     resp
 }

@@ -204,6 +204,57 @@ def child_pids(pid):
     return out
 
 
+def write_section(md, start, end, heading, doc):
+    """Put `md` (which starts with `start` and ends with `end`) in place of
+    the section between those markers in `doc`, or add it at the end under
+    `## heading`."""
+    with open(doc) as f:
+        text = f.read()
+    if start in text and end in text:
+        before = text[:text.index(start)]
+        after = text[text.index(end) + len(end) + 1:]
+        text = before + md + after
+    else:
+        text = text.rstrip("\n") + f"\n\n## {heading}\n\n" + md
+    with open(doc, "w") as f:
+        f.write(text)
+
+
+def script_main(doc, bench_fn, needs, rounds=5):
+    """The command line of the side benchmarks (cluster.py, protocols.py):
+    `--tmp` from tests/bench/run, `--quick` (1 round of 2 s, prints only),
+    `--rounds`, `--duration` (or ROUNDS, DURATION), `--[no-]write-docs`;
+    checks that the files in `needs` exist, raises the open-files limit,
+    and runs `bench_fn(args, procs)`, stopping every process it started."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--tmp", required=True, help="a temporary folder (made by tests/bench/run)")
+    ap.add_argument("--quick", action="store_true", help="1 round of 2 s; prints only")
+    ap.add_argument("--rounds", type=int, default=int(os.environ.get("ROUNDS", str(rounds))))
+    ap.add_argument("--duration", type=int, default=int(os.environ.get("DURATION", "4")))
+    ap.add_argument("--write-docs", dest="write", action="store_true", default=None)
+    ap.add_argument("--no-write-docs", dest="write", action="store_false")
+    a = ap.parse_args()
+    if a.quick:
+        a.rounds = int(os.environ.get("ROUNDS", "1"))
+        a.duration = int(os.environ.get("DURATION", "2"))
+    if a.write is None:
+        a.write = not a.quick
+    if a.rounds < 1 or a.duration < 1:
+        raise BenchError("need at least 1 round of at least 1 s")
+    for f in needs:
+        if not os.path.exists(f):
+            raise BenchError(f"missing {f}: build it (tests/bench/run does, without --no-build)")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 4096:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    procs = Procs(a.tmp)
+    try:
+        return bench_fn(a, procs)
+    finally:
+        procs.stop_all()
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))

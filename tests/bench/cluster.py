@@ -35,11 +35,9 @@ docs/performance.md between the bench:cluster markers.
 Python 3 standard library only.
 """
 
-import argparse
 import http.client
 import os
 import re
-import resource
 import signal
 import statistics
 import subprocess
@@ -49,8 +47,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench import (  # noqa: E402  (the peer benchmark's process handling)
-    DOC, GATEWAY_LOG, HEADERS, KEY, PATH, PLUGINS, TOLLGATE, BenchError, Procs, cpu_seconds,
-    free_port, log, tail,
+    DOC, GATEWAY_LOG, HEADERS, KEY, PATH, PLUGINS, TOLLGATE, BenchError, cpu_seconds,
+    free_port, log, script_main, tail, write_section,
 )
 
 START = "<!-- bench:cluster:start -->"
@@ -302,15 +300,7 @@ def report(rounds, meta):
 
 
 def write_doc(md, doc=DOC):
-    text = open(doc).read()
-    if START in text and END in text:
-        before = text[:text.index(START)]
-        after = text[text.index(END) + len(END) + 1:]
-        text = before + md + after
-    else:
-        text = text.rstrip("\n") + "\n\n## Cluster mode: one node against three with Redis\n\n" + md
-    with open(doc, "w") as f:
-        f.write(text)
+    write_section(md, START, END, "Cluster mode: one node against three with Redis", doc)
 
 
 def bench(a, procs):
@@ -414,33 +404,7 @@ def bench(a, procs):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tmp", required=True, help="a temporary folder (made by tests/bench/run)")
-    ap.add_argument("--quick", action="store_true", help="1 round of 2 s; prints only")
-    ap.add_argument("--rounds", type=int, default=int(os.environ.get("ROUNDS", "5")))
-    ap.add_argument("--duration", type=int, default=int(os.environ.get("DURATION", "4")))
-    ap.add_argument("--write-docs", dest="write", action="store_true", default=None)
-    ap.add_argument("--no-write-docs", dest="write", action="store_false")
-    a = ap.parse_args()
-    if a.quick:
-        a.rounds = int(os.environ.get("ROUNDS", "1"))
-        a.duration = int(os.environ.get("DURATION", "2"))
-    if a.write is None:
-        a.write = not a.quick
-    if a.rounds < 1 or a.duration < 1:
-        raise BenchError("need at least 1 round of at least 1 s")
-    for f in (TOLLGATE, os.path.join(PLUGINS, "quota.wasm")):
-        if not os.path.exists(f):
-            raise BenchError(f"missing {f}: build it (tests/bench/run does, without --no-build)")
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < 4096:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    procs = Procs(a.tmp)
-    try:
-        return bench(a, procs)
-    finally:
-        procs.stop_all()
+    return script_main(__doc__, bench, [TOLLGATE, os.path.join(PLUGINS, "quota.wasm")], rounds=5)
 
 
 if __name__ == "__main__":

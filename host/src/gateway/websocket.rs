@@ -174,18 +174,6 @@ async fn relay(t: Tunnel) {
         () = idle_for(&last, idle) => Side::Idle,
         () = lifetime => Side::Lifetime,
     };
-    let going_away = |reason: &'static str| {
-        Some(CloseFrame {
-            code: CloseCode::Away,
-            reason: reason.into(),
-        })
-    };
-    let frame = |code: CloseCode, reason: &'static str| {
-        Some(CloseFrame {
-            code,
-            reason: reason.into(),
-        })
-    };
     let by = match ended {
         Side::Client(e) => {
             let (by, to_src, to_dst) = consequences(e, By::Client, "client");
@@ -213,31 +201,26 @@ async fn relay(t: Tunnel) {
             .await;
             by
         }
-        Side::Idle => {
-            let reason = going_away("idle timeout");
+        Side::Idle | Side::Lifetime => {
+            let (by, reason) = if matches!(ended, Side::Idle) {
+                (By::IdleTimeout, "idle timeout")
+            } else {
+                (By::MaxLifetime, "maximum connection lifetime")
+            };
+            let frame = Some(CloseFrame {
+                code: CloseCode::Away,
+                reason: reason.into(),
+            });
             finish(
                 &mut to_client,
                 &mut from_client,
-                Some(reason.clone()),
+                Some(frame.clone()),
                 &mut to_upstream,
                 &mut from_upstream,
-                Some(reason),
+                Some(frame),
             )
             .await;
-            By::IdleTimeout
-        }
-        Side::Lifetime => {
-            let reason = frame(CloseCode::Away, "maximum connection lifetime");
-            finish(
-                &mut to_client,
-                &mut from_client,
-                Some(reason.clone()),
-                &mut to_upstream,
-                &mut from_upstream,
-                Some(reason),
-            )
-            .await;
-            By::MaxLifetime
+            by
         }
     };
     metrics.websocket_open(&t.api, false);

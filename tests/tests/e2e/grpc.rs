@@ -372,3 +372,24 @@ async fn grpc_timeout_is_enforced_by_the_gateway() {
     let reply: Note = prost::Message::decode(&body[5..]).unwrap();
     assert_eq!(reply.text, "slept none");
 }
+
+/// The demo upstream (`tollgate demo-upstream`, used by the demo and the
+/// benchmark) answers any gRPC call with its own messages, through the
+/// gateway over h2c.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_upstream_echoes_grpc_calls() {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(tollgate::demo::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        move |a| {
+            let _ = tx.send(a);
+        },
+    ));
+    let up = format!("http://{}", rx.await.unwrap());
+    let gw = TestGateway::start(&manifest(&up, "")).await;
+    let mut c = client(&gw).await;
+    assert_eq!(
+        say(&mut c, keyed(note("echo me", 42))).await.unwrap(),
+        note("echo me", 42)
+    );
+}

@@ -14,6 +14,7 @@ mod cluster;
 mod cluster_control;
 mod console;
 mod deadlines;
+mod examples;
 mod fairness;
 mod grpc;
 mod health;
