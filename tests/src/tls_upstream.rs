@@ -143,6 +143,22 @@ pub struct TlsServer {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// A TLS acceptor presenting `cert`, offering `alpn` (no client
+/// certificates): for tests that serve something else than
+/// [`TlsServer::start`]'s HTTP answers over TLS (a WebSocket or gRPC
+/// upstream).
+pub fn acceptor(cert: &Issued, alpn: &[&str]) -> tokio_rustls::TlsAcceptor {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der.clone()], cert.key())
+        .unwrap();
+    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
 impl TlsServer {
     /// Serve `service` (a clone per connection) with `cert` over TLS.
     pub async fn start<S, F>(cert: &Issued, opts: TlsOptions<'_>, service: S) -> TlsServer

@@ -125,12 +125,17 @@ impl Build<'_> {
         {
             self.watched.push(resolve(folder, p));
         }
-        Upstream::new(spec.name.as_str(), &spec.upstream, folder)
-            .map_err(|e| {
-                self.errs
-                    .push(format!("{at}: api `{}`: upstream: {e}", spec.name))
-            })
-            .ok()
+        Upstream::with_websocket(
+            spec.name.as_str(),
+            &spec.upstream,
+            folder,
+            spec.websocket.is_some(),
+        )
+        .map_err(|e| {
+            self.errs
+                .push(format!("{at}: api `{}`: upstream: {e}", spec.name))
+        })
+        .ok()
     }
 
     /// The API's OpenAPI document (`openapi = FILE`): `Some(None)`

@@ -169,12 +169,15 @@ pub fn client_config(tls: &ClientTls) -> Result<ClientConfig, String> {
     }
 }
 
-/// A connector for `tls` over `http`: HTTP/2 when the server picks `h2` by
-/// ALPN, else HTTP/1.1. `https_only` refuses `http://` URLs.
+/// A connector for `tls` over `http`: with `http2`, HTTP/2 when the server
+/// picks `h2` by ALPN, else HTTP/1.1; without, HTTP/1.1 only (no ALPN, so
+/// the server cannot pick h2: what a WebSocket handshake needs).
+/// `https_only` refuses `http://` URLs.
 pub fn connector(
     tls: &ClientTls,
     mut http: HttpConnector,
     https_only: bool,
+    http2: bool,
 ) -> Result<Connector, String> {
     http.enforce_http(false);
     let b = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(client_config(tls)?);
@@ -187,7 +190,12 @@ pub fn connector(
         Some(name) => b.with_server_name_resolver(FixedServerNameResolver::new(name.clone())),
         None => b,
     };
-    Ok(b.enable_http1().enable_http2().wrap_connector(http))
+    let b = b.enable_http1();
+    Ok(if http2 {
+        b.enable_http2().wrap_connector(http)
+    } else {
+        b.wrap_connector(http)
+    })
 }
 
 /// A connector for plain `http://` only (an upstream without TLS): no

@@ -289,6 +289,7 @@ fn client_pools(
     api: &str,
     spec: &UpstreamSpec,
     tls: Option<&ClientTls>,
+    http2: bool,
 ) -> Result<crate::net::workers::PerWorker<Client<Counted<Connector>, ProxyBody>>, String> {
     let mut conn = HttpConnector::new();
     conn.set_connect_timeout(Some(spec.connect_timeout.0));
@@ -303,7 +304,7 @@ fn client_pools(
                     "INSECURE: upstream certificates are not verified (`insecure-skip-verify = true`): anyone on the network path can impersonate the upstream and read its traffic; use `ca-file` instead"
                 );
             }
-            tls_client::connector(tls, conn, true)?
+            tls_client::connector(tls, conn, true, http2)?
         }
     };
     let conn = Counted::new(conn, crate::observe::metrics::global().conn_cells(api));
@@ -330,13 +331,25 @@ impl Upstream {
     /// Build an API's upstream; file paths in `spec` are relative to `base`
     /// (the manifest's folder).
     pub fn new(api: &str, spec: &UpstreamSpec, base: &Path) -> Result<Self, String> {
+        Self::with_websocket(api, spec, base, false)
+    }
+
+    /// [`Upstream::new`] for an API that relays WebSocket connections
+    /// (`websocket`): its `https://` targets are not offered h2 (no ALPN),
+    /// since a handshake cannot switch an HTTP/2 connection.
+    pub fn with_websocket(
+        api: &str,
+        spec: &UpstreamSpec,
+        base: &Path,
+        websocket: bool,
+    ) -> Result<Self, String> {
         let (targets, scheme) = parse_targets(spec)?;
         if spec.protocol == crate::manifest::UpstreamProtocol::H2c && scheme == Scheme::HTTPS {
             return Err("`protocol = \"h2c\"` is HTTP/2 without TLS, for http:// targets: https:// targets speak HTTP/2 when they offer it (ALPN)".into());
         }
         let settings = check_limits(spec)?;
         let tls = tls_settings(spec, base, scheme == Scheme::HTTPS)?;
-        let client = client_pools(api, spec, tls.as_ref())?;
+        let client = client_pools(api, spec, tls.as_ref(), !websocket)?;
         Ok(Upstream {
             api: api.to_string(),
             breakers: targets.iter().map(|_| Breaker::new(settings)).collect(),

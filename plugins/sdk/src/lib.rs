@@ -580,6 +580,7 @@ mod tests {
     }
 
     /// Natively as on the gateway: every limit counted, or none.
+    #[cfg(not(target_arch = "wasm32"))]
     #[test]
     fn check_all_and_add_counts_on_every_limit_or_none() {
         use crate::services::{counters, harness, Algorithm};

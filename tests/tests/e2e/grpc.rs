@@ -393,3 +393,64 @@ async fn the_demo_upstream_echoes_grpc_calls() {
         note("echo me", 42)
     );
 }
+
+/// gRPC to an `https://` upstream: HTTP/2 by ALPN with no setting, the
+/// certificate verified against the test CA, calls and trailers as over
+/// h2c.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_over_tls_upstreams_is_h2_by_alpn() {
+    use tollgate_tests::tls_upstream::{acceptor, TestCa};
+    let certs = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("tollgate test CA");
+    let ca_file = ca.write(certs.path(), "ca.pem");
+    let tls = acceptor(&ca.server(&["grpc.test"]), &["h2", "http/1.1"]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let alpn: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+    let seen = alpn.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (tls, seen) = (tls.clone(), seen.clone());
+            tokio::spawn(async move {
+                let Ok(stream) = tls.accept(tcp).await else {
+                    return;
+                };
+                let proto = stream
+                    .get_ref()
+                    .1
+                    .alpn_protocol()
+                    .unwrap_or_default()
+                    .to_vec();
+                seen.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&proto).into_owned());
+                let svc = hyper::service::service_fn(|req| async move {
+                    Ok::<_, std::convert::Infallible>(dispatch(req).await)
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .http2_only()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+            });
+        }
+    });
+    let m = manifest(&format!("https://127.0.0.1:{port}"), "").replace(
+        ", protocol = \"h2c\",",
+        &format!(
+            ", ca-file = {:?}, tls-server-name = \"grpc.test\",",
+            ca_file.display().to_string()
+        ),
+    );
+    let gw = TestGateway::start(&m).await;
+    let mut c = client(&gw).await;
+    assert_eq!(
+        say(&mut c, keyed(note("tls", 3))).await.unwrap(),
+        note("you said tls", 3)
+    );
+    let e = say(&mut c, keyed(note("fail", 0))).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert_eq!(alpn.lock().unwrap().first().map(String::as_str), Some("h2"));
+    task.abort();
+}

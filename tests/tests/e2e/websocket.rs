@@ -652,3 +652,62 @@ async fn the_demo_upstream_echoes_on_ws() {
     );
     ws.close(None).await.unwrap();
 }
+
+/// A `wss://` upstream: the API's `https://` target is not offered h2 by
+/// ALPN (it would pick it: it offers h2 too), so the connection is
+/// HTTP/1.1, and the handshake and the messages pass over TLS, verified
+/// against the test CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wss_upstream_is_reached_over_http1() {
+    use tollgate_tests::tls_upstream::{acceptor, TestCa};
+    let certs = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("tollgate test CA");
+    let ca_file = ca.write(certs.path(), "ca.pem");
+    let tls = acceptor(&ca.server(&["upstream.test"]), &["h2", "http/1.1"]);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let alpn: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = alpn.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (tls, seen) = (tls.clone(), seen.clone());
+            tokio::spawn(async move {
+                let Ok(stream) = tls.accept(tcp).await else {
+                    return;
+                };
+                let proto = stream
+                    .get_ref()
+                    .1
+                    .alpn_protocol()
+                    .unwrap_or_default()
+                    .to_vec();
+                seen.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&proto).into_owned());
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                while let Some(Ok(m)) = ws.next().await {
+                    if (m.is_text() || m.is_binary()) && ws.send(m).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let m = manifest("wss", &format!("https://127.0.0.1:{port}"), "", "").replace(
+        "upstream = { targets = [\"https://",
+        &format!(
+            "upstream = {{ ca-file = {:?}, tls-server-name = \"upstream.test\", targets = [\"https://",
+            ca_file.display().to_string()
+        ),
+    );
+    let gw = TestGateway::start(&m).await;
+    let mut ws = connect(&ws_url(&gw, "/chat"), true).await.unwrap();
+    ws.send(Message::text("over tls")).await.unwrap();
+    assert_eq!(next(&mut ws).await, Some(Message::text("over tls")));
+    ws.close(None).await.unwrap();
+    // No protocol negotiated: HTTP/1.1.
+    assert_eq!(alpn.lock().unwrap().as_slice(), [""]);
+    task.abort();
+}

@@ -68,7 +68,7 @@ pub fn client(outbound_ca: Option<PathBuf>) -> anyhow::Result<Client> {
         identity: None,
         server_name: None,
     };
-    let conn = crate::net::tls_client::connector(&tls, conn, false)
+    let conn = crate::net::tls_client::connector(&tls, conn, false, true)
         .map_err(|e| anyhow::anyhow!("outbound: {e}"))?;
     Ok(
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
