@@ -159,6 +159,44 @@ pub fn acceptor(cert: &Issued, alpn: &[&str]) -> tokio_rustls::TlsAcceptor {
     tokio_rustls::TlsAcceptor::from(Arc::new(config))
 }
 
+/// A TLS server on a loopback port for any protocol: each connection is
+/// accepted with `acceptor`, its ALPN protocol noted (`""` when none was
+/// agreed), and the stream handed to `serve`. Returns the port, the
+/// protocols in order, and the accept task (abort it to stop).
+pub async fn serve_tls<F, Fut>(
+    acceptor: tokio_rustls::TlsAcceptor,
+    serve: F,
+) -> (u16, Arc<Mutex<Vec<String>>>, tokio::task::JoinHandle<()>)
+where
+    F: Fn(tokio_rustls::server::TlsStream<tokio::net::TcpStream>) -> Fut
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let alpn: Arc<Mutex<Vec<String>>> = Arc::default();
+    let seen = alpn.clone();
+    let task = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, seen, serve) = (acceptor.clone(), seen.clone(), serve.clone());
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let proto = stream.get_ref().1.alpn_protocol().unwrap_or_default();
+                seen.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(proto).into_owned());
+                serve(stream).await;
+            });
+        }
+    });
+    (port, alpn, task)
+}
+
 impl TlsServer {
     /// Serve `service` (a clone per connection) with `cert` over TLS.
     pub async fn start<S, F>(cert: &Issued, opts: TlsOptions<'_>, service: S) -> TlsServer

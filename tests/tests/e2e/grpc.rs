@@ -108,24 +108,25 @@ async fn grpc_upstream() -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|req| async move {
-                    Ok::<_, std::convert::Infallible>(dispatch(req).await)
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .http2_only()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                .await;
-            });
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(serve_grpc(stream));
         }
     });
     format!("http://{addr}")
+}
+
+/// [`dispatch`] over one connection (plain or TLS), HTTP/2 only.
+async fn serve_grpc<IO>(io: IO)
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(|req| async move {
+        Ok::<_, std::convert::Infallible>(dispatch(req).await)
+    });
+    let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+        .http2_only()
+        .serve_connection(hyper_util::rt::TokioIo::new(io), svc)
+        .await;
 }
 
 /// The API `echo` for the service's methods (prefix `/echo.Echo/`), its
@@ -399,43 +400,12 @@ async fn the_demo_upstream_echoes_grpc_calls() {
 /// h2c.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_over_tls_upstreams_is_h2_by_alpn() {
-    use tollgate_tests::tls_upstream::{acceptor, TestCa};
+    use tollgate_tests::tls_upstream::{acceptor, serve_tls, TestCa};
     let certs = tempfile::tempdir().unwrap();
     let ca = TestCa::new("tollgate test CA");
     let ca_file = ca.write(certs.path(), "ca.pem");
     let tls = acceptor(&ca.server(&["grpc.test"]), &["h2", "http/1.1"]);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let alpn: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
-    let seen = alpn.clone();
-    let task = tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let (tls, seen) = (tls.clone(), seen.clone());
-            tokio::spawn(async move {
-                let Ok(stream) = tls.accept(tcp).await else {
-                    return;
-                };
-                let proto = stream
-                    .get_ref()
-                    .1
-                    .alpn_protocol()
-                    .unwrap_or_default()
-                    .to_vec();
-                seen.lock()
-                    .unwrap()
-                    .push(String::from_utf8_lossy(&proto).into_owned());
-                let svc = hyper::service::service_fn(|req| async move {
-                    Ok::<_, std::convert::Infallible>(dispatch(req).await)
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .http2_only()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                .await;
-            });
-        }
-    });
+    let (port, alpn, task) = serve_tls(tls, serve_grpc).await;
     let m = manifest(&format!("https://127.0.0.1:{port}"), "").replace(
         ", protocol = \"h2c\",",
         &format!(

@@ -659,42 +659,22 @@ async fn the_demo_upstream_echoes_on_ws() {
 /// against the test CA.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wss_upstream_is_reached_over_http1() {
-    use tollgate_tests::tls_upstream::{acceptor, TestCa};
+    use tollgate_tests::tls_upstream::{acceptor, serve_tls, TestCa};
     let certs = tempfile::tempdir().unwrap();
     let ca = TestCa::new("tollgate test CA");
     let ca_file = ca.write(certs.path(), "ca.pem");
     let tls = acceptor(&ca.server(&["upstream.test"]), &["h2", "http/1.1"]);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let alpn: Arc<Mutex<Vec<String>>> = Arc::default();
-    let seen = alpn.clone();
-    let task = tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let (tls, seen) = (tls.clone(), seen.clone());
-            tokio::spawn(async move {
-                let Ok(stream) = tls.accept(tcp).await else {
-                    return;
-                };
-                let proto = stream
-                    .get_ref()
-                    .1
-                    .alpn_protocol()
-                    .unwrap_or_default()
-                    .to_vec();
-                seen.lock()
-                    .unwrap()
-                    .push(String::from_utf8_lossy(&proto).into_owned());
-                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
-                    return;
-                };
-                while let Some(Ok(m)) = ws.next().await {
-                    if (m.is_text() || m.is_binary()) && ws.send(m).await.is_err() {
-                        return;
-                    }
-                }
-            });
+    let (port, alpn, task) = serve_tls(tls, |stream| async move {
+        let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+            return;
+        };
+        while let Some(Ok(m)) = ws.next().await {
+            if (m.is_text() || m.is_binary()) && ws.send(m).await.is_err() {
+                return;
+            }
         }
-    });
+    })
+    .await;
     let m = manifest("wss", &format!("https://127.0.0.1:{port}"), "", "").replace(
         "upstream = { targets = [\"https://",
         &format!(
