@@ -136,8 +136,12 @@ pub async fn handle_on(
             }
             // What the upstream answered passes as it is; what the gateway
             // or a step answered becomes a gRPC status for a gRPC call.
-            let upstream_made = matches!(cx.timing().origin, Some(ResponseOrigin::Upstream(_)));
-            let out = if upstream_made { out } else { answer(out) };
+            // (Asked only for a gRPC call: the timings are behind a lock.)
+            let out = if grpc && !matches!(cx.timing().origin, Some(ResponseOrigin::Upstream(_))) {
+                answer(out)
+            } else {
+                out
+            };
             let resp = finish(out, cx.request_id());
             if let Some(tunnel) = cx.tunnel.take() {
                 // Relayed only if the client gets the switch: a response
