@@ -614,6 +614,10 @@ fn check(file: PathBuf) -> ExitCode {
                 }
             }
         }
+        out.push_str("\neffective chains:");
+        for line in g.effective_chains() {
+            out.push_str(&format!("\n  {line}"));
+        }
         Ok(out)
     })();
     match result {

@@ -492,6 +492,9 @@ pub struct Route {
     pub order: usize,
     /// The version it serves, for a route of a version of a version set.
     pub version: Option<RouteVersion>,
+    /// Which of its API's chains it runs ([`crate::loader::Chains`]; 0:
+    /// the API's own, with the gateway's around it).
+    pub chain: usize,
     /// Its metric cells, resolved on its first call.
     pub cells: std::sync::OnceLock<&'static crate::observe::metrics::RouteCells>,
 }
@@ -580,6 +583,11 @@ impl Router {
             sets,
             ..Router::new(routes)
         }
+    }
+
+    /// Every route, most specific first.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
     }
 
     /// The version sets.
@@ -771,6 +779,7 @@ mod tests {
             methods: methods.iter().map(|m| m.to_string()).collect(),
             order,
             version: None,
+            chain: 0,
             cells: Default::default(),
         }
     }

@@ -58,6 +58,11 @@ pub trait ConsumerSource: Send + Sync + std::fmt::Debug {
         let _ = id;
         None
     }
+    /// The groups consumer `id` belongs to, where this source knows it.
+    fn groups(&self, consumer: &str) -> Vec<String> {
+        let _ = consumer;
+        Vec::new()
+    }
 }
 
 /// Several sources asked in order: the first that knows the key, the
@@ -74,5 +79,12 @@ impl ConsumerSource for Sources {
     }
     fn plan_limits(&self, id: &str) -> Option<PlanLimits> {
         self.0.iter().find_map(|s| s.plan_limits(id))
+    }
+    fn groups(&self, consumer: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .map(|s| s.groups(consumer))
+            .find(|g| !g.is_empty())
+            .unwrap_or_default()
     }
 }

@@ -3,6 +3,7 @@
 //! then the chain, which the step level builds).
 
 use super::manifests::Source;
+use super::scope::Scoped;
 use super::{datetime_ms, resolve, Api, Build};
 use crate::domain::consumer::ConsumerInfo;
 use crate::manifest::{ApiSpec, ConsumerSpec, RouteSpec};
@@ -81,11 +82,19 @@ impl Build<'_> {
         let upstream = self.upstream(src.path, &at, spec);
         let openapi = self.openapi(src.path, &at, spec);
         let document = openapi.clone().flatten();
+        let first_route = self.routes.len();
         let routed = self.routes(src, &at, api_index, spec, document.as_deref());
         // Steps granted `openapi` get this API's document.
         self.openapi = document;
-        let steps = self.chain(src, (index_in_file, None), spec);
+        let steps = self.scoped(src, (index_in_file, None), spec);
         self.openapi = None;
+        if let Some(scoped) = &steps {
+            // The API's own routes follow its document's operations.
+            let own = self.routes.len() - spec.routes.len().min(self.routes.len() - first_route);
+            for (route, chain) in self.routes[own..].iter_mut().zip(&scoped.route_chains) {
+                route.chain = *chain;
+            }
+        }
         let record = self.recorder(src.path, &at, spec);
         let revisions = self.revisions(src, index_in_file, spec);
         match (upstream, openapi, routed, steps, record, revisions) {
@@ -176,9 +185,15 @@ impl Build<'_> {
             return Some(None);
         };
         let folder = file.parent().unwrap_or(Path::new("."));
+        // Every key-auth step the API's calls may run: its own, its
+        // routes', the gateway's.
+        let gateway = self.scopes.gateway.iter().flat_map(|g| g.steps.iter());
+        let routes = spec.routes.iter().flat_map(|r| r.get_ref().chain.iter());
         let names: Vec<(String, Option<String>)> = spec
             .chain
             .iter()
+            .chain(routes)
+            .chain(gateway)
             .map(|s| s.get_ref())
             .filter(|s| s.plugin == "key-auth")
             .map(|s| record::key_auth_names(s.config.as_ref()))
@@ -327,11 +342,13 @@ pub(super) fn operation_route(op: &Operation) -> RouteSpec {
         path: Some(op.path.clone()),
         prefix: None,
         methods: vec![op.method.clone()],
+        chain: Vec::new(),
     }
 }
 
 /// The API built from `spec` in `file`, ready to serve.
-pub(super) fn ready(file: &Path, spec: &ApiSpec, upstream: Upstream, steps: Vec<Step>) -> Api {
+pub(super) fn ready(file: &Path, spec: &ApiSpec, upstream: Upstream, scoped: Scoped) -> Api {
+    let Scoped { steps, chains, .. } = scoped;
     let request_body_limit = steps
         .iter()
         .flat_map(Step::versions)
@@ -343,6 +360,7 @@ pub(super) fn ready(file: &Path, spec: &ApiSpec, upstream: Upstream, steps: Vec<
         spec: Arc::new(spec.clone()),
         upstream,
         steps,
+        chains,
         request_body_limit,
         record: None,
         version: None,
@@ -390,6 +408,7 @@ pub(super) fn compile_route(api: usize, order: usize, r: &RouteSpec) -> Result<R
         methods,
         order,
         version: None,
+        chain: 0,
         cells: Default::default(),
     })
 }

@@ -6,6 +6,7 @@ use super::{inputs::toml_files, resolve, Build, ConfigErrors, Inputs};
 use crate::manifest::{self, line_col, GatewayFile, ManifestError, PolicyManifest, SCHEMA};
 use sha2::Digest as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// The manifest files a gateway file names (folders expand to their
 /// `*.toml` files, sorted).
@@ -72,7 +73,7 @@ pub(super) struct Source<'a> {
 }
 
 impl<'a> Source<'a> {
-    fn new(path: &'a Path, text: &'a str) -> Source<'a> {
+    pub fn new(path: &'a Path, text: &'a str) -> Source<'a> {
         Source {
             path,
             text,
@@ -89,51 +90,73 @@ impl<'a> Source<'a> {
     /// The table of step `step` of the file's API `api`.
     #[cfg(test)]
     pub fn step_item(&self, api: usize, step: usize) -> Option<&toml_edit::Item> {
-        self.revision_step_item(api, None, step)
+        self.chain_step_item(ChainAt::Api(api, None), step)
     }
 
-    /// The table of step `step` of the file's API `api`, or of its
-    /// `revision`-th `[[api.revision]]`.
-    pub fn revision_step_item(
-        &self,
-        api: usize,
-        revision: Option<usize>,
-        step: usize,
-    ) -> Option<&toml_edit::Item> {
+    /// The table of step `step` of the chain at `place` in this file.
+    pub fn chain_step_item(&self, place: ChainAt, step: usize) -> Option<&toml_edit::Item> {
         let doc = self.doc.as_ref()?.as_item();
-        let api = doc.get("api")?.get(api)?;
-        let owner = match revision {
-            Some(r) => api.get("revision")?.get(r)?,
-            None => api,
+        let owner = |api: usize, revision: Option<usize>| {
+            let api = doc.get("api")?.get(api)?;
+            match revision {
+                Some(r) => api.get("revision")?.get(r),
+                None => Some(api),
+            }
         };
-        owner.get("chain")?.get(step)
+        let chain = match place {
+            ChainAt::Gateway => doc.get("chain")?,
+            ChainAt::Product(p) => doc.get("product")?.get(p)?.get("chain")?,
+            ChainAt::Api(api, revision) => owner(api, revision)?.get("chain")?,
+            ChainAt::Route(api, revision, route) => owner(api, revision)?
+                .get("route")?
+                .get(route)?
+                .get("chain")?,
+        };
+        chain.get(step)
     }
 }
 
+/// Where a chain is written in a manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ChainAt {
+    /// `[[chain]]`.
+    Gateway,
+    /// `[[product.chain]]` of the file's `n`-th product.
+    Product(usize),
+    /// `[[api.chain]]` of the file's `n`-th API, or of its revision.
+    Api(usize, Option<usize>),
+    /// `[[api.route.chain]]` of a route of an API (or of its revision).
+    Route(usize, Option<usize>, usize),
+}
+
 impl Build<'_> {
-    /// Build what the manifest `file` declares; `edited`: its text as the
-    /// admin API would write it, instead of what is on disk.
-    pub(super) fn manifest(&mut self, file: &Path, edited: Option<&String>) {
-        let (m, text) = match self.read_manifest(file, edited) {
-            Ok(read) => read,
-            Err(e) => {
-                self.errs.extend(ConfigErrors::from(e).0);
-                return;
-            }
-        };
+    /// Read and check manifest `file` (`edited`: its text as the admin API
+    /// would write it, instead of what is on disk): its errors otherwise.
+    pub(super) fn manifest(
+        &mut self,
+        file: &Path,
+        edited: Option<&String>,
+    ) -> Result<(PathBuf, PolicyManifest, Arc<str>), Vec<String>> {
+        let (m, text) = self
+            .read_manifest(file, edited)
+            .map_err(|e| ConfigErrors::from(e).0)?;
         self.sources.insert(
             file.to_path_buf(),
             hex::encode(sha2::Sha256::digest(text.as_bytes())),
         );
         if m.schema != SCHEMA {
-            self.errs.push(format!(
+            return Err(vec![format!(
                 "{}: schema {} is not supported (this build reads schema {SCHEMA})",
                 file.display(),
                 m.schema
-            ));
-            return;
+            )]);
         }
-        let src = Source::new(file, &text);
+        Ok((file.to_path_buf(), m, text.into()))
+    }
+
+    /// Build what a manifest declares: consumers, version sets, APIs.
+    pub(super) fn declarations(&mut self, file: &Path, m: &PolicyManifest, text: &str) {
+        let src = Source::new(file, text);
         self.consumers(&src, &m.consumers);
         self.version_sets(&src, &m.version_sets);
         for (index_in_file, api) in m.apis.iter().enumerate() {

@@ -24,6 +24,7 @@ pub mod inputs;
 mod manifests;
 mod plugin;
 mod revision;
+mod scope;
 mod step;
 mod versions;
 
@@ -40,6 +41,7 @@ pub use inputs::Inputs;
 pub use manifests::{in_policy_folder, manifest_files};
 pub use plugin::find_plugin;
 pub use revision::{Revision, REVISION_PREFIX};
+pub use scope::{Chains, OuterChains, Scope};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -58,7 +60,11 @@ pub struct Api {
     pub manifest: PathBuf,
     pub spec: Arc<ApiSpec>,
     pub upstream: Upstream,
+    /// Every step of the API's scopes (the gateway's, the products', its
+    /// own and its routes'), each once; [`Api::chains`] orders them.
     pub steps: Vec<Step>,
+    /// Which steps each of its routes runs, in order, and each product's.
+    pub chains: Chains,
     /// The largest request body any step asked for.
     pub request_body_limit: Option<usize>,
     /// Where its calls are recorded (`[api.record]`), if they are.
@@ -92,6 +98,8 @@ pub struct Generation {
     /// The staged revisions by API name and number, each served at
     /// `/.rev/{api}/{number}/...`.
     pub revisions: BTreeMap<(String, u32), Revision>,
+    /// The gateway's and the products' chains, and their files.
+    pub outer: OuterChains,
 }
 
 impl Generation {
@@ -193,20 +201,38 @@ pub fn build_recording(
     }
     manifests::record_folders(base, gw, &files, inputs);
     let mut build = Build::new(gw_path, gw, runtime, inputs);
-    for file in &files {
-        build.manifest(file, overrides.get(file));
+    // The gateway's and the products' chains first, from every file: each
+    // API is built with them.
+    let read: Vec<_> = files
+        .iter()
+        .map(|file| build.manifest(file, overrides.get(file)))
+        .collect();
+    for (file, m, text) in read.iter().flat_map(|r| r.as_ref().ok()) {
+        build.outer_chains(file, text, m);
+    }
+    // Then each file's errors or declarations, in the files' order.
+    for r in read {
+        match r {
+            Ok((file, m, text)) => build.declarations(&file, &m, &text),
+            Err(errs) => build.errs.extend(errs),
+        }
     }
     let sets = build.versions();
     let Build {
-        errs,
+        mut errs,
         mut watched,
         routes,
         apis,
         directory,
         sources,
         revisions,
+        scopes,
         ..
     } = build;
+    // An error in the gateway's or a product's chain is found once per
+    // API: reported once.
+    let mut seen = std::collections::HashSet::new();
+    errs.retain(|e| seen.insert(e.clone()));
     if errs.is_empty() {
         watched.sort();
         watched.dedup();
@@ -217,6 +243,7 @@ pub fn build_recording(
             consumers: consumer_sources(directory, runtime),
             sources,
             revisions,
+            outer: scopes.outer(),
         })
     } else {
         Err(ConfigErrors(errs))
@@ -254,6 +281,8 @@ struct Build<'a> {
     revisions: BTreeMap<(String, u32), Revision>,
     /// The OpenAPI document of the API whose chain is being built.
     openapi: Option<Arc<crate::openapi::OpenApi>>,
+    /// The gateway's and the products' chains, from every manifest.
+    scopes: scope::Scopes,
 }
 
 impl<'a> Build<'a> {
@@ -282,6 +311,7 @@ impl<'a> Build<'a> {
             declared: Vec::new(),
             revisions: BTreeMap::new(),
             openapi: None,
+            scopes: scope::Scopes::default(),
         }
     }
 }

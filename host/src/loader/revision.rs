@@ -125,9 +125,15 @@ impl Build<'_> {
             }
             // Steps granted `openapi` get the revision's document.
             self.openapi = document;
-            let steps = self.chain(src, (index_in_file, Some(j)), &rspec);
+            let steps = self.scoped(src, (index_in_file, Some(j)), &rspec);
             self.openapi = None;
             if let (Some(upstream), Some(openapi), Some(steps)) = (upstream, openapi, steps) {
+                for (route, chain) in routes[operations.len()..]
+                    .iter_mut()
+                    .zip(&steps.route_chains)
+                {
+                    route.chain = *chain;
+                }
                 let mut api = ready(src.path, &rspec, upstream, steps);
                 api.revision = r.number;
                 api.openapi = openapi;

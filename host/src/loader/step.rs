@@ -2,21 +2,67 @@
 //! plugin (the next level), the step's limits, its grants, then its config
 //! checked by the plugin itself. Each error points at the key it is about.
 
-use super::manifests::Source;
+use super::manifests::{ChainAt, Source};
+use super::scope::Scope;
 use super::{Build, MAX_STEP_TIMEOUT};
 use crate::domain::grants::{Capability, Grants};
 use crate::manifest::{self, ApiSpec, GatewayFile, StepSpec};
 use crate::policy::canary::Canary;
+use crate::policy::condition::Condition;
 use crate::policy::deadline;
 use crate::policy::engine::MAX_STEP_MEMORY;
 use crate::policy::gate::{check_gate_limits, GateLimits, QuarantineLimits};
 use crate::policy::guard::{check_log_limits, LogLimits};
 use crate::policy::reuse::{check_reuse_limits, Isolation};
 use crate::policy::{Plugin, Step, StepConfigError};
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use toml::Spanned;
+
+/// The scope a chain belongs to, for its errors.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Owner<'a> {
+    Gateway,
+    /// A product's chain, by product id.
+    Product(&'a str),
+    Api,
+    /// A route's chain, by route name.
+    Route(&'a str),
+}
+
+impl Owner<'_> {
+    pub fn scope(&self) -> Scope {
+        match self {
+            Owner::Gateway => Scope::Gateway,
+            Owner::Product(p) => Scope::Product(p.to_string()),
+            Owner::Api => Scope::Api,
+            Owner::Route(r) => Scope::Route(r.to_string()),
+        }
+    }
+
+    /// What the chain is, in an error about API `api` (the gateway's and
+    /// the products' chains are named without it: their errors are the
+    /// same for every API, and reported once).
+    pub fn describe(&self, api: &str) -> String {
+        match self {
+            Owner::Gateway => "the gateway chain".into(),
+            Owner::Product(p) => format!("product `{p}`"),
+            Owner::Api => format!("api `{api}`"),
+            Owner::Route(r) => format!("api `{api}`, route `{r}`"),
+        }
+    }
+}
+
+impl std::fmt::Display for Owner<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Owner::Gateway => f.write_str("the gateway chain"),
+            Owner::Product(p) => write!(f, "product `{p}`'s chain"),
+            Owner::Api => f.write_str("the API's chain"),
+            Owner::Route(r) => write!(f, "route `{r}`'s chain"),
+        }
+    }
+}
 
 /// Where a step is written, for its errors.
 pub(super) struct StepSite<'a> {
@@ -25,26 +71,31 @@ pub(super) struct StepSite<'a> {
     item: Option<&'a toml_edit::Item>,
     /// Where the step's table starts.
     start: usize,
+    /// The API the step is built for.
     api: &'a str,
+    /// The chain it is written in.
+    pub owner: Owner<'a>,
     /// The step's `name`, or its plugin's.
     pub name: String,
     plugin: &'a str,
 }
 
 impl<'a> StepSite<'a> {
-    fn new(
+    pub fn new(
         src: &'a Source<'a>,
+        owner: Owner<'a>,
         api: &'a ApiSpec,
-        (index_in_file, revision): (usize, Option<usize>),
+        place: ChainAt,
         index: usize,
         step: &'a Spanned<StepSpec>,
     ) -> StepSite<'a> {
         let spec = step.get_ref();
         StepSite {
             src,
-            item: src.revision_step_item(index_in_file, revision, index),
+            item: src.chain_step_item(place, index),
             start: step.span().start,
             api: api.name.as_str(),
+            owner,
             name: spec
                 .name
                 .as_ref()
@@ -57,11 +108,19 @@ impl<'a> StepSite<'a> {
     /// the step (e.g. `memory`, `config.request.path`), or at the step's
     /// header when the file has no such key.
     pub fn at(&self, path: &str) -> String {
-        let offset = self
-            .item
+        self.context(self.offset(path))
+    }
+
+    /// Where the key `path` of the step starts in its file.
+    fn offset(&self, path: &str) -> usize {
+        self.item
             .and_then(|i| manifest::errors::path_span(i, path))
-            .map_or(self.start, |r| r.start);
-        self.context(offset)
+            .map_or(self.start, |r| r.start)
+    }
+
+    /// Where the value of the step's key `key` starts, if written.
+    fn value_start(&self, key: &str) -> Option<usize> {
+        self.item?.get(key)?.span().map(|r| r.start)
     }
 
     /// The same, at the step's header.
@@ -71,9 +130,9 @@ impl<'a> StepSite<'a> {
 
     fn context(&self, offset: usize) -> String {
         format!(
-            "{}: api `{}`, step `{}` (plugin `{}`)",
+            "{}: {}, step `{}` (plugin `{}`)",
             self.src.at(offset),
-            self.api,
+            self.owner.describe(self.api),
             self.name,
             self.plugin
         )
@@ -94,40 +153,16 @@ pub(super) struct StepLimits {
 }
 
 impl Build<'_> {
-    /// The API's steps, if every one of them built; `place`: the API's
-    /// index in the file, and the index of its revision when these are a
-    /// revision's steps.
-    pub(super) fn chain(
-        &mut self,
-        src: &Source,
-        place: (usize, Option<usize>),
-        api: &ApiSpec,
-    ) -> Option<Vec<Step>> {
-        let mut steps = Vec::new();
-        let mut names = HashSet::new();
-        let mut ok = true;
-        for (index, s) in api.chain.iter().enumerate() {
-            let site = StepSite::new(src, api, place, index, s);
-            if !names.insert(site.name.clone()) {
-                self.errs.push(format!(
-                    "{}: api `{}`: step name `{}` is used twice; give each step a distinct `name`",
-                    src.at(s.span().start),
-                    api.name,
-                    site.name
-                ));
-                ok = false;
-                continue;
-            }
-            match self.step(&site, s.get_ref()) {
-                Some(step) => steps.push(step),
-                None => ok = false,
-            }
-        }
-        ok.then_some(steps)
-    }
-
     /// One step, or `None` when it has an error (then reported).
-    fn step(&mut self, site: &StepSite, spec: &StepSpec) -> Option<Step> {
+    pub(super) fn step(&mut self, site: &StepSite, spec: &StepSpec) -> Option<Step> {
+        if spec.plugin.is_empty() {
+            self.errs.push(format!(
+                "{}: a step needs `plugin` (or, alone, `base = true`: where the enclosing chain runs)",
+                site.header()
+            ));
+            return None;
+        }
+        let when = self.condition(site, spec);
         let plugin = self.plugin(site, spec)?;
         let limits = step_limits(self.gw, site, spec)
             .map_err(|e| self.errs.push(e))
@@ -135,7 +170,17 @@ impl Build<'_> {
         let grants = step_grants(site, spec)
             .map_err(|errs| self.errs.extend(errs))
             .ok()?;
-        let step = self.configure(site, spec, plugin, limits.clone(), grants.clone());
+        if !matches!(site.owner, Owner::Api | Owner::Route(_)) && grants.has(&Capability::OpenApi) {
+            self.errs.push(format!(
+                "{}: grant `openapi`: only a step of an API's or a route's chain has an API's document",
+                site.at("grants")
+            ));
+            return None;
+        }
+        let when = when?;
+        let step = self
+            .configure(site, spec, plugin, limits.clone(), grants.clone())
+            .map(|s| s.with_condition(when.clone()));
         match &spec.canary {
             None => step,
             Some(c) => {
@@ -145,6 +190,36 @@ impl Build<'_> {
                 let rollbacks = self.runtime.rollbacks().clone();
                 let canary = Canary::new(&stable, version, share, rollback, rollbacks);
                 Some(stable.with_canary(canary))
+            }
+        }
+    }
+
+    /// The step's compiled `when`: `Some(None)` without one, `None` after
+    /// an error (reported at the expression, with the place in it).
+    fn condition(&mut self, site: &StepSite, spec: &StepSpec) -> Option<Option<Arc<Condition>>> {
+        let Some(source) = &spec.when else {
+            return Some(None);
+        };
+        match Condition::compile(source) {
+            Ok(c) => Some(Some(Arc::new(c))),
+            Err(e) => {
+                // Inside the value, after its opening quote (escapes in
+                // a basic string shift it; literal strings are exact).
+                let value = site.value_start("when");
+                let at = match (value, e.offset) {
+                    (Some(v), Some(o)) => v + 1 + o,
+                    (Some(v), None) => v,
+                    (None, _) => site.offset("when"),
+                };
+                self.errs.push(format!(
+                    "{}: {}, step `{}` (plugin `{}`): when: {}",
+                    site.src.at(at),
+                    site.owner.describe(site.api),
+                    site.name,
+                    site.plugin,
+                    e.message
+                ));
+                None
             }
         }
     }

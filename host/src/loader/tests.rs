@@ -729,3 +729,103 @@ fn websocket_errors_name_the_route_and_the_bound() {
     assert_eq!(ws.routes, ["/ws"]);
     assert_eq!(ws.max_lifetime.0, std::time::Duration::from_secs(3600));
 }
+
+#[test]
+fn scope_errors_name_the_file_line_and_scope_and_are_reported_once() {
+    let case = Case::new("\"apis\"");
+    let global = r#"schema = 1
+[[chain]]
+plugin = "absent-global"
+[[chain]]
+base = true
+[[product]]
+id = "gold"
+[[product.chain]]
+base = true
+"#;
+    let apis = r#"schema = 1
+[[chain]]
+plugin = "second-gateway-chain"
+[[product]]
+id = "gold"
+[[api]]
+name = "a"
+upstream = { targets = ["http://127.0.0.1:9"] }
+[[api.route]]
+name = "r"
+prefix = "/a"
+[[api.route.chain]]
+base = true
+[[api.route.chain]]
+base = true
+[[api.chain]]
+name = "absent-global"
+plugin = "x"
+[[api.chain]]
+base = true
+plugin = "y"
+[[api.chain]]
+name = "nothing"
+[[api]]
+name = "b"
+upstream = { targets = ["http://127.0.0.1:9"] }
+[[api.route]]
+prefix = "/b"
+"#;
+    let g = case.write("apis/0-global.toml", global);
+    let f = case.write("apis/1-apis.toml", apis);
+    let errs = case.errors();
+    let at = |file: &Path, text: &str, needle: &str| line_of(file, text, needle);
+    let want = [
+        format!(
+            "{}: the gateway chain is already declared in {}: declare it in one manifest",
+            at(&f, apis, "[[chain]]"),
+            g.display()
+        ),
+        format!(
+            "{}: product `gold` has a chain already, in {}: declare it once",
+            at(&f, apis, "[[product]]"),
+            g.display()
+        ),
+        // The gateway chain's errors: once, though two APIs are built.
+        format!(
+            "{}: the gateway chain, step `absent-global` (plugin `absent-global`): plugin `absent-global` not found: no [plugins.paths] entry `absent-global` and no `absent_global.wasm` in {}",
+            at(&g, global, "plugin = \"absent-global\""),
+            case.path("plugins").display()
+        ),
+        format!(
+            "{}: the gateway chain: the gateway chain encloses every other: it has no `base` step",
+            at(&g, global, "[[chain]]\nbase = true"),
+        ),
+    ];
+    for w in &want {
+        assert!(errs.contains(w), "missing\n{w}\nin\n{errs:#?}");
+    }
+    let has = |needle: &str| errs.iter().filter(|e| e.contains(needle)).count();
+    assert_eq!(
+        has("not found: no [plugins.paths] entry `absent-global`"),
+        1,
+        "{errs:#?}"
+    );
+    assert_eq!(has("product `gold`: a product's chain runs right after the step that identified the caller: it has no `base` step"), 1, "{errs:#?}");
+    assert_eq!(
+        has("api `a`, route `r`: a second `base` step (the first is step 1)"),
+        1,
+        "{errs:#?}"
+    );
+    assert_eq!(
+        has("api `a`: step name `absent-global` is used twice (by the gateway chain and the API's chain of api `a`)"),
+        1,
+        "{errs:#?}"
+    );
+    assert_eq!(
+        has("api `a`: a `base` step marks where the enclosing chain runs: give it no other key"),
+        1,
+        "{errs:#?}"
+    );
+    assert_eq!(
+        has("step `nothing` (plugin ``): a step needs `plugin`"),
+        1,
+        "{errs:#?}"
+    );
+}

@@ -795,6 +795,35 @@ pub struct PolicyManifest {
     /// Consumers and their keys (the admin API adds more at run time).
     #[serde(default, rename = "consumer")]
     pub consumers: Vec<toml::Spanned<ConsumerSpec>>,
+    /// The gateway's chain: steps of every API, around each API's own
+    /// chain (where an API's `base` step says; first by default). At most
+    /// one manifest of a configuration declares it.
+    #[serde(default, rename = "chain")]
+    pub chain: Vec<toml::Spanned<StepSpec>>,
+    /// Chains of products: steps of the calls whose caller is subscribed
+    /// through the product, run once a step has identified the caller.
+    #[serde(default, rename = "product")]
+    pub products: Vec<toml::Spanned<ProductChainSpec>>,
+}
+
+/// `[[product]]`: the chain of a product's calls.
+///
+/// ```toml
+/// [[product]]
+/// id = "gold"
+/// [[product.chain]]
+/// plugin = "rate-limit"
+/// grants = ["counters", "consumers"]
+/// config = { limits = [{ requests = 100, per = "minute" }] }
+/// ```
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ProductChainSpec {
+    /// The product's id, as the admin API and the caller's subscription
+    /// name it.
+    pub id: Name,
+    #[serde(default, rename = "chain")]
+    pub chain: Vec<toml::Spanned<StepSpec>>,
 }
 
 /// A consumer declared in a manifest, with its keys stored as SHA-256
@@ -1284,6 +1313,10 @@ pub struct RouteSpec {
     /// Allowed methods; empty means any.
     #[serde(default)]
     pub methods: Vec<String>,
+    /// The route's own steps, around the API's chain (where a `base` step
+    /// says; after it by default).
+    #[serde(default)]
+    pub chain: Vec<toml::Spanned<StepSpec>>,
 }
 
 /// One step of a chain.
@@ -1306,13 +1339,23 @@ pub struct RouteSpec {
 /// queue-timeout = "20ms"    # default: limits.step-queue-timeout
 /// quarantine = { failures = 3 }  # over limits.step-quarantine
 /// canary = { plugin = "transform-v2", percent = 10 }  # see CanarySpec
+/// when = 'request.method == "POST"'  # run only where true (CEL)
 /// [api.chain.config]        # the plugin's own typed configuration
 /// ```
-#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[derive(Debug, Deserialize, Clone, PartialEq, Default)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct StepSpec {
     pub name: Option<Name>,
+    /// The plugin the step runs; empty only in a `base` step.
+    #[serde(default)]
     pub plugin: String,
+    /// `base = true`: not a step but where the enclosing scope's chain
+    /// runs (the gateway's in an API's chain, the API's in a route's).
+    #[serde(default)]
+    pub base: bool,
+    /// A condition (CEL) over the request and the caller: the step runs
+    /// only for calls where it is true, and costs nothing otherwise.
+    pub when: Option<String>,
     #[serde(default)]
     pub fail_open: bool,
     pub timeout: Option<Dur>,

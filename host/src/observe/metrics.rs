@@ -272,6 +272,7 @@ pub struct Metrics {
     step_fail_open: Family<PhaseLabels, Counter>,
     step_instances: Family<SourceLabels, Counter>,
     step_memory: Family<StepLabels, Gauge>,
+    step_not_applicable: Family<StepLabels, Counter>,
     upstream_retries: Family<ApiLabels, Counter>,
     upstream_failures: Family<TargetLabels, Counter>,
     breaker_open: Family<TargetLabels, Gauge>,
@@ -347,6 +348,7 @@ impl Metrics {
             step_fail_open: Family::default(),
             step_instances: Family::default(),
             step_memory: Family::default(),
+            step_not_applicable: Family::default(),
             upstream_retries: Family::default(),
             upstream_failures: Family::default(),
             breaker_open: Family::default(),
@@ -438,6 +440,12 @@ impl Metrics {
             self.step_fail_open
         );
         reg!(r, "tollgate_step_instances", "Instances a step's calls got: fresh (new, from its snapshot when it has one), reset (request isolation: reset in place to the snapshot) or warm (worker isolation: kept by the worker)", self.step_instances);
+        reg!(
+            r,
+            "tollgate_step_condition_skips",
+            "Calls a step skipped because its condition (`when`) was false: no instance was taken",
+            self.step_not_applicable
+        );
         reg!(
             r,
             "tollgate_step_memory_high_water_bytes",
@@ -715,6 +723,13 @@ impl Metrics {
             warm: source("warm"),
             memory: self
                 .step_memory
+                .get_or_create(&StepLabels {
+                    api: api.to_string(),
+                    step: step.to_string(),
+                })
+                .clone(),
+            not_applicable: self
+                .step_not_applicable
                 .get_or_create(&StepLabels {
                     api: api.to_string(),
                     step: step.to_string(),
@@ -1067,6 +1082,7 @@ pub struct StepCells {
     reset: Counter,
     warm: Counter,
     memory: Gauge,
+    not_applicable: Counter,
 }
 
 /// Where a call's instance came from.
@@ -1083,6 +1099,11 @@ pub enum Source {
 }
 
 impl StepCells {
+    /// A call skipped the step: its condition was false.
+    pub fn not_applicable(&self) {
+        self.not_applicable.inc();
+    }
+
     /// A call got an instance.
     pub fn instance(&self, source: Source) {
         match source {

@@ -39,6 +39,7 @@
 mod bindings;
 pub mod canary;
 mod checks;
+pub mod condition;
 pub mod deadline;
 pub mod engine;
 mod error;

@@ -53,6 +53,9 @@ pub struct Step {
     pub gate: Arc<gate::StepGate>,
     /// A second version serving a share of the calls (see [`super::canary`]).
     pub canary: Option<Arc<super::canary::Canary>>,
+    /// When it runs (`when`): calls for which this is false skip the step
+    /// before any instance is taken.
+    pub when: Option<Arc<super::condition::Condition>>,
     /// Its metric cells, resolved on first use (shared by its clones).
     cells: Arc<std::sync::OnceLock<Arc<crate::observe::metrics::StepCells>>>,
 }
@@ -107,6 +110,12 @@ impl Step {
     /// [`deadline::default_wall_timeout`], until then).
     pub fn with_wall_timeout(mut self, wall_timeout: Duration) -> Step {
         self.wall_timeout = wall_timeout;
+        self
+    }
+
+    /// This step, run only where `when` is true (always without one).
+    pub fn with_condition(mut self, when: Option<Arc<super::condition::Condition>>) -> Step {
+        self.when = when;
         self
     }
 
@@ -361,6 +370,7 @@ impl Runtime {
                 deadline::default_wall_timeout(timeout),
             ))),
             canary: None,
+            when: None,
             cells: Default::default(),
         };
         let outcome = block_on(async {

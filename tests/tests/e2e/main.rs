@@ -40,6 +40,7 @@ mod reload;
 mod replay;
 mod routing;
 mod sandbox;
+mod scopes;
 mod sdk;
 mod services;
 mod snapshots;

@@ -6,7 +6,8 @@
 
 use super::error::AdminError;
 use crate::manifest::{
-    toml_to_json, ApiSpec, CanarySpec, Dur, Isolation, Percent, QuarantineSpec, Size, StepSpec,
+    toml_to_json, ApiSpec, CanarySpec, Dur, Isolation, Percent, PolicyManifest, QuarantineSpec,
+    Size, StepSpec,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -20,7 +21,15 @@ use toml_edit::{Array, ArrayOfTables, DocumentMut, InlineTable, Item, Table};
 pub struct StepInput {
     #[serde(default, deserialize_with = "super::model::present")]
     pub name: Option<String>,
+    /// The plugin; absent only in a `base` step.
+    #[serde(default)]
     pub plugin: String,
+    /// `true`: where the enclosing scope's chain runs (no other key).
+    #[serde(default)]
+    pub base: bool,
+    /// A condition (CEL) for the step to run.
+    #[serde(default, deserialize_with = "super::model::present")]
+    pub when: Option<String>,
     #[serde(default)]
     pub fail_open: bool,
     #[serde(default, deserialize_with = "super::model::present")]
@@ -171,6 +180,8 @@ pub fn step_view(s: &StepSpec) -> Value {
     let StepSpec {
         name,
         plugin,
+        base,
+        when,
         fail_open,
         timeout,
         memory,
@@ -191,7 +202,14 @@ pub fn step_view(s: &StepSpec) -> Value {
     if let Some(n) = name {
         o.insert("name".into(), n.as_str().into());
     }
-    o.insert("plugin".into(), plugin.clone().into());
+    if *base {
+        o.insert("base".into(), true.into());
+    } else {
+        o.insert("plugin".into(), plugin.clone().into());
+    }
+    if let Some(w) = when {
+        o.insert("when".into(), w.clone().into());
+    }
     if *fail_open {
         o.insert("fail_open".into(), true.into());
     }
@@ -316,7 +334,20 @@ pub fn check_steps(chain: &[StepInput]) -> Result<(), AdminError> {
             crate::manifest::Name::try_from(n.clone())
                 .map_err(|e| AdminError::invalid(f("name"), e))?;
         }
+        if s.base {
+            if !s.plugin.is_empty() || s.name.is_some() || s.when.is_some() {
+                return Err(AdminError::invalid(
+                    f("base"),
+                    "a `base` step marks where the enclosing chain runs: give it no other field",
+                ));
+            }
+            continue;
+        }
         check_plugin(&s.plugin, &f("plugin"))?;
+        if let Some(w) = &s.when {
+            crate::policy::condition::Condition::compile(w)
+                .map_err(|e| AdminError::invalid(f("when"), e.message))?;
+        }
         let durations = [
             ("timeout", &s.timeout),
             ("idle", &s.idle),
@@ -542,10 +573,17 @@ pub(super) fn json_table(
 
 pub(super) fn step_table(s: &StepInput) -> Result<Table, AdminError> {
     let mut t = Table::new();
+    if s.base {
+        t.insert("base", toml_edit::value(true));
+        return Ok(t);
+    }
     if let Some(n) = &s.name {
         t.insert("name", toml_edit::value(n.as_str()));
     }
     t.insert("plugin", toml_edit::value(s.plugin.as_str()));
+    if let Some(w) = &s.when {
+        t.insert("when", toml_edit::value(w.as_str()));
+    }
     if s.fail_open {
         t.insert("fail-open", toml_edit::value(true));
     }
@@ -721,14 +759,184 @@ pub fn rewrite_chain(text: &str, api: &str, chain: &[StepInput]) -> Result<Strin
     Ok(doc.to_string())
 }
 
+/// A chain outside an API's own, as the admin API edits it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChainTarget {
+    /// `[[chain]]`: the gateway's.
+    Gateway,
+    /// `[[product.chain]]` of the `[[product]]` with this id.
+    Product(String),
+    /// `[[api.route.chain]]` of API `api`'s route `route` (its name, or
+    /// its path or prefix pattern as the router names it).
+    Route { api: String, route: String },
+}
+
+impl ChainTarget {
+    /// The entity an audit entry of an edit names: its kind and id.
+    pub fn audited(&self) -> (&'static str, String) {
+        match self {
+            ChainTarget::Gateway => ("gateway", "gateway".into()),
+            ChainTarget::Product(p) => ("product", p.clone()),
+            ChainTarget::Route { api, route } => ("api", format!("{api}/{route}")),
+        }
+    }
+
+    /// The chain as manifest `m` writes it, if it is there.
+    pub fn view(&self, m: &PolicyManifest) -> Option<Vec<Value>> {
+        let steps: Vec<&StepSpec> = match self {
+            ChainTarget::Gateway => m.chain.iter().map(|s| s.get_ref()).collect(),
+            ChainTarget::Product(id) => m
+                .products
+                .iter()
+                .find(|p| p.get_ref().id.as_str() == id)?
+                .get_ref()
+                .chain
+                .iter()
+                .map(|s| s.get_ref())
+                .collect(),
+            ChainTarget::Route { api, route } => m
+                .apis
+                .iter()
+                .find(|a| a.get_ref().name.as_str() == api)?
+                .get_ref()
+                .routes
+                .iter()
+                .find(|r| route_label(r.get_ref()) == *route)?
+                .get_ref()
+                .chain
+                .iter()
+                .map(|s| s.get_ref())
+                .collect(),
+        };
+        Some(steps.into_iter().map(step_view).collect())
+    }
+}
+
+/// A route's name as the router names it: its `name`, else its path, else
+/// its prefix as `PREFIX/**`.
+pub fn route_label(r: &crate::manifest::RouteSpec) -> String {
+    match (&r.name, &r.path, &r.prefix) {
+        (Some(n), _, _) => n.to_string(),
+        (None, Some(p), _) => p.clone(),
+        (None, None, Some(p)) => format!("{}/**", p.trim_end_matches('/')),
+        (None, None, None) => String::new(),
+    }
+}
+
+/// The same for a route's table in a manifest being edited.
+fn table_route_label(t: &Table) -> String {
+    let s = |k: &str| t.get(k).and_then(Item::as_str);
+    match (s("name"), s("path"), s("prefix")) {
+        (Some(n), _, _) => n.to_string(),
+        (None, Some(p), _) => p.to_string(),
+        (None, None, Some(p)) => format!("{}/**", p.trim_end_matches('/')),
+        (None, None, None) => String::new(),
+    }
+}
+
+/// Put `chain` as the `chain` array of tables of `table` (removing it when
+/// empty); `what` names the chain in an error.
+fn set_chain(table: &mut Table, chain: &[StepInput], what: &str) -> Result<(), AdminError> {
+    if let Some(existing) = table.get("chain") {
+        if !existing.is_array_of_tables() && !existing.is_none() {
+            return Err(AdminError::conflict(format!(
+                "{what} is written inline, not as tables: edit it by hand"
+            )));
+        }
+    }
+    match chain_item(chain)? {
+        Some(item) => {
+            table.insert("chain", item);
+        }
+        None => {
+            table.remove("chain");
+        }
+    }
+    Ok(())
+}
+
+/// `text` (a policy manifest) with the chain at `target` replaced by
+/// `chain`. A product without a `[[product]]` table gets one (and loses
+/// it with its last step); the gateway's chain goes at the file's top.
+pub fn rewrite_target(
+    text: &str,
+    target: &ChainTarget,
+    chain: &[StepInput],
+) -> Result<String, AdminError> {
+    let mut doc = parse_manifest(text)?;
+    match target {
+        ChainTarget::Gateway => set_chain(doc.as_table_mut(), chain, "the gateway chain")?,
+        ChainTarget::Product(id) => {
+            let what = format!("product `{id}`'s chain");
+            if doc.get("product").is_none() {
+                doc.insert("product", Item::ArrayOfTables(ArrayOfTables::new()));
+            }
+            let products = doc
+                .get_mut("product")
+                .and_then(Item::as_array_of_tables_mut)
+                .ok_or_else(|| {
+                    AdminError::conflict("the manifest does not write its products as [[product]] tables: edit it by hand")
+                })?;
+            let found = products
+                .iter()
+                .position(|t| t.get("id").and_then(Item::as_str) == Some(id));
+            let i = match found {
+                Some(i) => i,
+                None => {
+                    let mut t = Table::new();
+                    t.insert("id", toml_edit::value(id.as_str()));
+                    products.push(t);
+                    products.len() - 1
+                }
+            };
+            let table = products.get_mut(i).expect("found or pushed");
+            set_chain(table, chain, &what)?;
+            if table.len() == 1 {
+                products.remove(i);
+            }
+            if products.is_empty() {
+                doc.remove("product");
+            }
+        }
+        ChainTarget::Route { api, route } => {
+            let table = api_table(&mut doc, api)?;
+            let routes = table
+                .get_mut("route")
+                .and_then(Item::as_array_of_tables_mut)
+                .ok_or_else(|| {
+                    AdminError::conflict(format!(
+                        "API `{api}` does not write its routes as [[api.route]] tables: edit it by hand"
+                    ))
+                })?;
+            let t = routes
+                .iter_mut()
+                .find(|t| table_route_label(t) == *route)
+                .ok_or_else(|| {
+                    AdminError::conflict(format!(
+                        "route `{route}` is not an [[api.route]] table of API `{api}`: edit it by hand"
+                    ))
+                })?;
+            set_chain(t, chain, &format!("route `{route}`'s chain"))?;
+        }
+    }
+    Ok(doc.to_string())
+}
+
 /// The same steps as JSON, normalised like [`step_view`], to compare what
 /// was asked with what the rewritten file says.
 pub fn input_view(s: &StepInput) -> Value {
     let mut o = Map::new();
+    if s.base {
+        o.insert("base".into(), true.into());
+        return Value::Object(o);
+    }
     if let Some(n) = &s.name {
         o.insert("name".into(), n.clone().into());
     }
     o.insert("plugin".into(), s.plugin.clone().into());
+    if let Some(w) = &s.when {
+        o.insert("when".into(), w.clone().into());
+    }
     if s.fail_open {
         o.insert("fail_open".into(), true.into());
     }
@@ -937,6 +1145,7 @@ prefix = "/pets"
 [[api.chain]]
 name = "tag"
 plugin = "fixture-tag"
+when = 'request.method != "OPTIONS"'
 fail-open = true
 timeout = "20ms"
 memory = "8MiB"
@@ -959,6 +1168,9 @@ list = [1, 2]
 plugin = "noop"
 isolation = "request"
 quarantine = { cool-down = "250ms" }
+
+[[api.chain]]
+base = true
 "#;
 
     fn pets_steps(text: &str) -> Vec<StepSpec> {
@@ -989,6 +1201,8 @@ quarantine = { cool-down = "250ms" }
         let StepSpec {
             name,
             plugin: _,
+            base: _,
+            when,
             fail_open,
             timeout,
             memory,
@@ -1010,6 +1224,7 @@ quarantine = { cool-down = "250ms" }
         assert!(c.config.is_some() && r.failures.is_some());
         assert!(r.min_calls.is_some() && r.window.is_some());
         assert!(name.is_some() && *fail_open && !grants.is_empty() && config.is_some());
+        assert!(when.is_some() && before[2].base);
         assert!(timeout.is_some() && memory.is_some() && log_rate.is_some());
         assert!(log_line.is_some() && isolation.is_some() && max_uses.is_some());
         assert!(idle.is_some() && wall_timeout.is_some() && concurrency.is_some());

@@ -38,6 +38,8 @@ pub(crate) struct Ctx<'a> {
     /// The request id, the generation's consumers and the timings, for the
     /// host services the steps call.
     pub scope: RequestScope,
+    /// The route's chain: indexes of the API's steps, in order.
+    pub chain: &'a [usize],
     /// One entry per step reached so far: what the response chain owes it.
     pub instances: Vec<Pending>,
     pub peer: SocketAddr,
@@ -122,6 +124,10 @@ pub(crate) fn lock(timing: &Mutex<CallTiming>) -> std::sync::MutexGuard<'_, Call
 /// What the response chain owes a step the request chain reached.
 #[derive(Default)]
 pub(crate) struct Pending {
+    /// The step, by its index in the API's steps.
+    pub step: usize,
+    /// Its condition was false: neither phase runs.
+    pub skipped: bool,
     /// The instance its request phase ran on, when its response phase is
     /// still to run on it.
     pub inst: Option<StepInstance>,
@@ -140,11 +146,20 @@ impl Pending {
         Pending::default()
     }
 
+    /// Step `step`, whose condition was false.
+    pub fn skipped(step: usize) -> Pending {
+        Pending {
+            step,
+            skipped: true,
+            ..Pending::default()
+        }
+    }
+
     /// Whether `step`'s response phase runs: on the instance its request
     /// phase ran on, or, for a step without a request phase (reached, so
     /// owed its response phase), on one taken then.
     pub fn runs(&self, step: &Step) -> bool {
-        self.inst.is_some() || (!step.has_request() && step.has_response())
+        !self.skipped && (self.inst.is_some() || (!step.has_request() && step.has_response()))
     }
 }
 

@@ -369,6 +369,11 @@ pub(crate) fn enter<'g>(
         body: OutboundBody::Stream(body),
         declared_len,
         scope,
+        chain: api
+            .chains
+            .chains
+            .get(route.chain)
+            .map_or(&[][..], Vec::as_slice),
         instances: Vec::with_capacity(api.steps.len()),
         peer: arrival.peer,
         record: None,

@@ -27,14 +27,16 @@ pub(crate) async fn response_chain(cx: &mut Ctx<'_>, mut out: Outgoing) -> Outgo
         }
     }
     let api = cx.api;
+    let owed_steps: Vec<usize> = pending.iter().map(|p| p.step).collect();
     // The steps with a canary this call reached: counted once it is over.
     let mut served: Vec<(usize, Served)> = pending
         .iter()
         .enumerate()
         .filter_map(|(i, p)| p.served.map(|s| (i, s)))
         .collect();
-    for (i, (base, owed)) in api.steps.iter().zip(pending.iter_mut()).enumerate().rev() {
+    for (i, owed) in pending.iter_mut().enumerate().rev() {
         let mut owed = std::mem::take(owed);
+        let base = &api.steps[owed.step];
         let step = base.version(owed.served.map_or(Version::Stable, |s| s.version));
         let headers = std::mem::take(&mut owed.headers);
         if !headers.is_empty() {
@@ -103,8 +105,9 @@ pub(crate) async fn response_chain(cx: &mut Ctx<'_>, mut out: Outgoing) -> Outgo
         out = cx.fail(e.into());
     }
     for (i, s) in served.drain(..) {
-        if let Some(c) = &api.steps[i].canary {
-            c.settle(&api.steps[i], s, out.status);
+        let base = &api.steps[owed_steps[i]];
+        if let Some(c) = &base.canary {
+            c.settle(base, s, out.status);
         }
     }
     cx.trace_answered(out.status);
@@ -113,10 +116,9 @@ pub(crate) async fn response_chain(cx: &mut Ctx<'_>, mut out: Outgoing) -> Outgo
 
 /// The largest response body a step that will run asks to read, if any.
 fn body_limit(cx: &Ctx<'_>, pending: &[Pending]) -> Option<usize> {
-    cx.api
-        .steps
+    pending
         .iter()
-        .zip(pending.iter())
+        .map(|p| (&cx.api.steps[p.step], p))
         .map(|(s, p)| {
             (
                 s.version(p.served.map_or(Version::Stable, |s| s.version)),
