@@ -118,7 +118,16 @@ pub fn served_document(g: &Generation, a: &Api, servers: &[String]) -> Value {
         })
         .collect();
     let mut credentials = Credentials::default();
-    for s in a.spec.chain.iter().map(|s| s.get_ref()) {
+    // The credentials any scope's steps read: the API's, its routes', the
+    // gateway's.
+    let own = a.spec.chain.iter().map(|s| s.get_ref());
+    let routes_steps = a
+        .spec
+        .routes
+        .iter()
+        .flat_map(|r| r.get_ref().chain.iter().map(|s| s.get_ref()));
+    let gateway = g.outer.gateway.iter().flat_map(|(_, steps)| steps.iter());
+    for s in own.chain(routes_steps).chain(gateway) {
         match s.plugin.as_str() {
             "key-auth" => {
                 let (header, query) = crate::record::key_auth_names(s.config.as_ref());

@@ -26,6 +26,7 @@ mod nodes;
 mod oauth;
 mod plans;
 mod products;
+mod scopes;
 mod subscriptions;
 mod users;
 pub mod versions;
@@ -186,6 +187,14 @@ pub const TABLE: &[Route] = {
     get("/admin/v1/apis/{name}/canaries", Apis, apis::canaries),
     get("/admin/v1/apis/{name}/openapi", Apis, apis::openapi),
     route_of("PUT", "/admin/v1/apis/{name}/chain", Apis, Handler::Async(apis::assign_chain)),
+    // Chains at the other scopes, and what each route runs.
+    get("/admin/v1/chain", Apis, scopes::gateway_chain),
+    route_of("PUT", "/admin/v1/chain", Apis, Handler::Async(scopes::assign_gateway_chain)),
+    get("/admin/v1/products/{id}/chain", Apis, scopes::product_chain),
+    route_of("PUT", "/admin/v1/products/{id}/chain", Apis, Handler::Async(scopes::assign_product_chain)),
+    get("/admin/v1/apis/{name}/routes/{route}/chain", Apis, scopes::route_chain),
+    route_of("PUT", "/admin/v1/apis/{name}/routes/{route}/chain", Apis, Handler::Async(scopes::assign_route_chain)),
+    get("/admin/v1/apis/{name}/effective-chains", Apis, scopes::effective_chains),
     // Version sets, lifecycles and revisions.
     get("/admin/v1/version-sets", Apis, versions::list_sets),
     get("/admin/v1/version-sets/{name}", Apis, versions::get_set),
