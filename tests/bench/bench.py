@@ -343,6 +343,12 @@ STEP = {
     "transform": ('[[api.chain]]\nplugin = "transform"\n'
                   'config = { request = { headers = { set = { "x-api-version" = "1" } } }, '
                   'response = { headers = { set = { "x-served-by" = "tollgate" } } } }\n'),
+    # The same step under a condition that is false for the benchmark's GETs:
+    # what a skipped step costs (the evaluation only, no instance).
+    "transform-when-false": ('[[api.chain]]\nplugin = "transform"\n'
+                             'when = \'request.method == "POST" && "x-debug" in request.headers\'\n'
+                             'config = { request = { headers = { set = { "x-api-version" = "1" } } }, '
+                             'response = { headers = { set = { "x-served-by" = "tollgate" } } } }\n'),
 }
 
 # (name, steps, x-cache expected). The 5-step chain is in the demo's order:
@@ -350,6 +356,9 @@ STEP = {
 TOLLGATE_VARIANTS = [
     ("tollgate, 0 steps", [], None),
     ("tollgate, 1 noop step", ["noop"], None),
+    # A step that runs against the same step skipped by a false `when`.
+    ("tollgate, 1 transform step", ["transform"], None),
+    ("tollgate, 1 transform step, when false", ["transform-when-false"], None),
     ("tollgate, key-auth", ["key-auth"], None),
     ("tollgate, key-auth + rate-limit", ["key-auth", "rate-limit"], None),
     ("tollgate, 5 steps (cache miss)",
@@ -390,6 +399,8 @@ GW0 = "tollgate, 0 steps"
 GW5 = "tollgate, 5 steps (cache miss)"
 GW5W = GW5 + WORKER
 GW5F = GW5 + FRESH
+GWT = "tollgate, 1 transform step"
+GWT_SKIPPED = GWT + ", when false"
 UNOBSERVED = ", unobserved"
 ANALYTICS = ", analytics"
 DEAD_OTEL = ", traced to a dead collector"
@@ -1130,7 +1141,8 @@ def bench(a, cfg, procs):
         check = subprocess.run([binary, "check", conf], capture_output=True, text=True)
         if check.returncode != 0:
             raise BenchError(f"{binary} check {conf} failed:\n{check.stdout}{check.stderr}")
-        shown = [{"cache-miss": "cache (misses)", "cache-hit": "cache (hits)"}.get(s, s)
+        shown = [{"cache-miss": "cache (misses)", "cache-hit": "cache (hits)",
+                  "transform-when-false": "transform (when false)"}.get(s, s)
                  for s in steps]
         v = Variant(name, "tollgate", port, chain_note=" → ".join(shown) or "no steps")
         v.cache = xcache
@@ -1479,6 +1491,16 @@ def report(cfg, variants, wrk, fixed, mem, meta, problems):
                "per request (`[plugins] reset = false`); which is kept, not a target",
                f"CPU {fmt(s, 1, sign=True, suffix=' µs')} per request, throughput {ratio(t)}",
                None)
+    if {GW0, GWT, GWT_SKIPPED} <= have:
+        t0 = summary(per_round(lambda r: w(GWT_SKIPPED, r, "rps") / w(GW0, r, "rps")))
+        t1 = summary(per_round(lambda r: w(GWT_SKIPPED, r, "rps") / w(GWT, r, "rps")))
+        c0 = summary(per_round(lambda r: w(GWT_SKIPPED, r, "cpu_us") - w(GW0, r, "cpu_us")))
+        c1 = summary(per_round(lambda r: w(GWT, r, "cpu_us") - w(GW0, r, "cpu_us")))
+        target("a step whose condition (`when`) is false against no step and against the same "
+               "step running (transform); what is measured, not a target",
+               f"throughput {ratio(t0)} 0 steps, {ratio(t1)} the step running; CPU over 0 steps "
+               f"{fmt(c0, 1, sign=True, suffix=' µs')} per request skipped, "
+               f"{fmt(c1, 1, sign=True, suffix=' µs')} running", None)
     for chain, gw in (("0 steps", GW0), ("5-step chain", GW5)):
         off = gw + UNOBSERVED
         for on, what in ((gw, "metrics on"), (gw + ANALYTICS, "metrics and analytics on")):
