@@ -190,8 +190,8 @@ pub const TABLE: &[Route] = {
     // Chains at the other scopes, and what each route runs.
     get("/admin/v1/chain", Apis, scopes::gateway_chain),
     route_of("PUT", "/admin/v1/chain", Apis, Handler::Async(scopes::assign_gateway_chain)),
-    get("/admin/v1/products/{id}/chain", Apis, scopes::product_chain),
-    route_of("PUT", "/admin/v1/products/{id}/chain", Apis, Handler::Async(scopes::assign_product_chain)),
+    get("/admin/v1/products/{id}/chain", Products, scopes::product_chain),
+    route_of("PUT", "/admin/v1/products/{id}/chain", Products, Handler::Async(scopes::assign_product_chain)),
     get("/admin/v1/apis/{name}/routes/{route}/chain", Apis, scopes::route_chain),
     route_of("PUT", "/admin/v1/apis/{name}/routes/{route}/chain", Apis, Handler::Async(scopes::assign_route_chain)),
     get("/admin/v1/apis/{name}/effective-chains", Apis, scopes::effective_chains),
@@ -429,10 +429,11 @@ mod tests {
             let f = *by_segment.entry(seg).or_insert(r.family);
             assert_eq!(f, r.family, "{} {}", r.method, r.path);
         }
-        // 16 collections (analytics, version-sets, accounts and the OAuth
-        // ones among them), and outside `/admin/v1` the two probes and the
-        // metrics.
-        assert_eq!(by_segment.len(), 20, "{by_segment:?}");
+        // 17 collections (analytics, version-sets, accounts, the OAuth
+        // ones and the gateway's chain among them), and outside
+        // `/admin/v1` the two probes and the metrics.
+        assert_eq!(by_segment.len(), 21, "{by_segment:?}");
+        assert_eq!(by_segment["chain"], Family::Apis);
         assert_eq!(by_segment["oauth-clients"], Family::Keys);
         assert_eq!(by_segment["oauth-keys"], Family::SigningKeys);
         assert_eq!(by_segment["version-sets"], Family::Apis);
