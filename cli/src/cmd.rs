@@ -19,6 +19,10 @@ pub enum Command {
     /// APIs (defined by the policy manifests) and their policy chains.
     #[command(subcommand)]
     Apis(ApiVerb),
+    /// Policy chains at every scope (the gateway's, a product's, an API's, a
+    /// route's), and what each route of an API runs.
+    #[command(subcommand)]
+    Chains(ScopeChainVerb),
     /// Version sets: APIs that are versions of one another.
     #[command(subcommand)]
     VersionSets(VersionSetVerb),
@@ -406,6 +410,75 @@ pub enum ChainVerb {
     },
 }
 
+/// `chains ...`: a chain at any scope.
+#[derive(Subcommand, Debug)]
+pub enum ScopeChainVerb {
+    /// Show the chain of a scope and its etag.
+    Get {
+        #[command(flatten)]
+        scope: ChainScope,
+    },
+    /// Replace the chain of a scope: the whole configuration is built with
+    /// it first (as `tollgate check`), then its manifest is rewritten and
+    /// the configuration swapped in like a hot reload.
+    Set {
+        #[command(flatten)]
+        scope: ChainScope,
+        /// The steps: JSON (`{"chain": [...]}` or a list of steps) or TOML
+        /// (`[[chain]]` tables, as in a manifest); `-` reads standard input.
+        #[arg(long, short)]
+        file: PathBuf,
+        /// Refuse (412) unless the chain still has this etag (from `get`).
+        #[arg(long, value_name = "ETAG")]
+        if_match: Option<String>,
+    },
+    /// What each route of an API runs: the scopes composed, in order.
+    Effective {
+        /// The API's name.
+        name: String,
+    },
+}
+
+/// Which chain: `--gateway`, `--product ID`, `--api NAME` or `--api NAME
+/// --route ROUTE`.
+#[derive(Args, Debug)]
+pub struct ChainScope {
+    /// The gateway's chain: every API's.
+    #[arg(long, conflicts_with_all = ["product", "api"])]
+    gateway: bool,
+    /// A product's chain: its callers', once a step identified them.
+    #[arg(long, value_name = "ID", conflicts_with = "api")]
+    product: Option<String>,
+    /// An API's chain (with `--route`, one of its routes' own steps).
+    #[arg(long, value_name = "NAME")]
+    api: Option<String>,
+    /// A route of the API (its `name`): the route's own steps.
+    #[arg(long, value_name = "ROUTE", requires = "api")]
+    route: Option<String>,
+}
+
+impl ChainScope {
+    /// The path of the chain, and how to name it.
+    fn target(&self) -> Result<(Vec<String>, String), Error> {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        match (self.gateway, &self.product, &self.api, &self.route) {
+            (true, None, None, None) => Ok((s(&["chain"]), "the gateway".into())),
+            (false, Some(p), None, None) => {
+                Ok((s(&["products", p, "chain"]), format!("product `{p}`")))
+            }
+            (false, None, Some(a), None) => Ok((s(&["apis", a, "chain"]), format!("api `{a}`"))),
+            (false, None, Some(a), Some(r)) => Ok((
+                s(&["apis", a, "routes", r, "chain"]),
+                format!("api `{a}`, route `{r}`"),
+            )),
+            _ => Err(Error::Usage(
+                "name the chain: --gateway, --product ID, --api NAME or --api NAME --route ROUTE"
+                    .into(),
+            )),
+        }
+    }
+}
+
 /// `subscriptions ...`
 #[derive(Subcommand, Debug)]
 pub enum SubscriptionVerb {
@@ -609,7 +682,9 @@ fn revisions(v: &RevisionVerb) -> Result<Call, Error> {
             let call = Call::new(
                 Method::PUT,
                 &["apis", name, "revisions", &n(number), "chain"],
-                Show::ChainSet { api: name.clone() },
+                Show::ChainSet {
+                    of: format!("api `{name}`"),
+                },
             )
             .body(body);
             guarded(call, if_match)
@@ -663,7 +738,9 @@ pub fn plan(command: &Command) -> Result<Call, Error> {
         Command::Apis(ApiVerb::Chain(ChainVerb::Get { name })) => Ok(Call::new(
             Method::GET,
             &["apis", name, "chain"],
-            Show::Chain { api: name.clone() },
+            Show::Chain {
+                of: format!("api `{name}`"),
+            },
         )),
         Command::Apis(ApiVerb::Chain(ChainVerb::Set {
             name,
@@ -674,12 +751,36 @@ pub fn plan(command: &Command) -> Result<Call, Error> {
             let mut call = Call::new(
                 Method::PUT,
                 &["apis", name, "chain"],
-                Show::ChainSet { api: name.clone() },
+                Show::ChainSet {
+                    of: format!("api `{name}`"),
+                },
             )
             .body(body);
             call.if_match = if_match.clone();
             Ok(call)
         }
+        Command::Chains(ScopeChainVerb::Get { scope }) => {
+            let (path, of) = scope.target()?;
+            let path: Vec<&str> = path.iter().map(String::as_str).collect();
+            Ok(Call::new(Method::GET, &path, Show::Chain { of }))
+        }
+        Command::Chains(ScopeChainVerb::Set {
+            scope,
+            file,
+            if_match,
+        }) => {
+            let (path, of) = scope.target()?;
+            let body = chain::read(file, scope.api.as_deref().unwrap_or(""))?;
+            let path: Vec<&str> = path.iter().map(String::as_str).collect();
+            let mut call = Call::new(Method::PUT, &path, Show::ChainSet { of }).body(body);
+            call.if_match = if_match.clone();
+            Ok(call)
+        }
+        Command::Chains(ScopeChainVerb::Effective { name }) => Ok(Call::new(
+            Method::GET,
+            &["apis", name, "effective-chains"],
+            Show::Effective { api: name.clone() },
+        )),
         Command::Apis(ApiVerb::Create(fields)) => {
             Ok(Call::new(Method::POST, &["apis"], Show::Object(Kind::Apis)).body(fields.body()?))
         }

@@ -263,9 +263,12 @@ pub enum Show {
     /// A `204`: say what was deleted.
     Deleted { kind: Kind, id: String },
     /// `{"etag", "chain"}` of an API.
-    Chain { api: String },
+    Chain { of: String },
     /// `{"etag", "chain", "generation"}` after a chain was set.
-    ChainSet { api: String },
+    ChainSet { of: String },
+    /// `{"routes": [{"route", "chain"}], "products": {...}}`: each route's
+    /// steps in order, with their scopes.
+    Effective { api: String },
     /// Pretty JSON whatever the flags (the OpenAPI document).
     Raw,
     /// Text as it came (a CSV report), whatever the flags.
@@ -376,7 +379,7 @@ pub fn render(show: &Show, answer: &Value, json: bool) -> Output {
             o.out(value);
         }
         Show::Deleted { kind, id } => o.out(format!("deleted {} `{id}`", kind.singular())),
-        Show::Chain { api } => {
+        Show::Chain { of } => {
             o.out(format!("etag: {}", field(answer, "etag")));
             let steps = answer
                 .get("chain")
@@ -384,18 +387,49 @@ pub fn render(show: &Show, answer: &Value, json: bool) -> Output {
                 .map(Vec::as_slice)
                 .unwrap_or_default();
             if steps.is_empty() {
-                o.err(format!("api `{api}` has an empty chain"));
+                o.err(format!("{of} has an empty chain"));
             } else {
                 o.out(chain_table(steps));
             }
         }
-        Show::ChainSet { api } => {
+        Show::Effective { api } => {
+            let steps = |v: &Value| -> String {
+                let list = v.as_array().map(Vec::as_slice).unwrap_or_default();
+                if list.is_empty() {
+                    return "no step".into();
+                }
+                list.iter()
+                    .map(effective_step)
+                    .collect::<Vec<_>>()
+                    .join(" -> ")
+            };
+            let routes = answer.get("routes").and_then(Value::as_array);
+            for r in routes.map(Vec::as_slice).unwrap_or_default() {
+                o.out(format!(
+                    "route `{}`: {}",
+                    field(r, "route"),
+                    steps(&r["chain"])
+                ));
+            }
+            if let Some(products) = answer.get("products").and_then(Value::as_object) {
+                for (p, chain) in products {
+                    o.out(format!(
+                        "product `{p}`, once the caller is identified: {}",
+                        steps(chain)
+                    ));
+                }
+            }
+            if routes.is_none_or(Vec::is_empty) {
+                o.err(format!("api `{api}` has no route"));
+            }
+        }
+        Show::ChainSet { of } => {
             let steps = answer
                 .get("chain")
                 .and_then(Value::as_array)
                 .map_or(0, Vec::len);
             o.out(format!(
-                "chain of api `{api}` set: {steps} step(s), generation {}, etag {}",
+                "chain of {of} set: {steps} step(s), generation {}, etag {}",
                 field(answer, "generation"),
                 field(answer, "etag")
             ));
@@ -490,6 +524,22 @@ fn listing(kind: Kind, obj: &Value) -> String {
     align(&rows)
 }
 
+/// One step of an effective chain: its name, its scope unless the API's,
+/// its condition.
+fn effective_step(s: &Value) -> String {
+    let mut out = field(s, "step");
+    let scope = &s["scope"];
+    match scope["kind"].as_str() {
+        Some("gateway") => out.push_str(" [gateway]"),
+        Some("route") => out.push_str(&format!(" [route `{}`]", field(scope, "route"))),
+        _ => {}
+    }
+    if let Some(w) = s.get("when").and_then(Value::as_str) {
+        out.push_str(&format!(" (when {w})"));
+    }
+    out
+}
+
 fn chain_table(steps: &[Value]) -> String {
     let mut rows = vec![[
         "STEP",
@@ -503,13 +553,22 @@ fn chain_table(steps: &[Value]) -> String {
     ]
     .map(String::from)
     .to_vec()];
+    let when = steps.iter().any(|s| s.get("when").is_some());
+    if when {
+        rows[0].push("WHEN".into());
+    }
     for (i, s) in steps.iter().enumerate() {
+        let base = s.get("base").and_then(Value::as_bool) == Some(true);
         let name = s
             .get("name")
             .and_then(Value::as_str)
             .or_else(|| s.get("plugin").and_then(Value::as_str))
-            .unwrap_or("-");
-        rows.push(vec![
+            .unwrap_or(if base {
+                "(base: the enclosing chain)"
+            } else {
+                "-"
+            });
+        let mut row = vec![
             (i + 1).to_string(),
             name.to_string(),
             field(s, "plugin"),
@@ -522,7 +581,11 @@ fn chain_table(steps: &[Value]) -> String {
                 Value::Null => "-".into(),
                 c => c.to_string(),
             }),
-        ]);
+        ];
+        if when {
+            row.push(field(s, "when"));
+        }
+        rows.push(row);
     }
     align(&rows)
 }
@@ -843,7 +906,13 @@ mod tests {
              "config": {"header": "x-api-key"}},
             {"plugin": "cache", "timeout": "20ms", "memory": "8MiB", "fail_open": true},
         ]});
-        let o = render(&Show::Chain { api: "pets".into() }, &answer, false);
+        let o = render(
+            &Show::Chain {
+                of: "api `pets`".into(),
+            },
+            &answer,
+            false,
+        );
         assert_eq!(
             o.stdout(),
             "etag: \"abc\"\n\
@@ -853,7 +922,14 @@ mod tests {
         );
         let set = json!({"etag": "\"def\"", "chain": [{"plugin": "cache"}], "generation": 7});
         assert_eq!(
-            render(&Show::ChainSet { api: "pets".into() }, &set, false).stdout(),
+            render(
+                &Show::ChainSet {
+                    of: "api `pets`".into()
+                },
+                &set,
+                false
+            )
+            .stdout(),
             "chain of api `pets` set: 1 step(s), generation 7, etag \"def\"\n"
         );
     }
