@@ -88,7 +88,7 @@ async fn start(extra: &str) -> Portal {
     admin
         .create(
             "/products",
-            json!({"id": "shop", "name": "Pet shop", "description": "Pets by id.", "apis": ["pets"], "published": true}),
+            json!({"id": "shop", "name": "Pet shop", "description": "Pets by id.", "apis": ["pets"], "published": true, "visible_to": ["developers", "guests"]}),
         )
         .await;
     admin
@@ -1115,7 +1115,7 @@ async fn the_products_page_shows_versions_and_their_lifecycle() {
     admin
         .create(
             "/products",
-            json!({"id": "pets", "name": "Pets", "apis": ["pets-v1", "pets-v2"], "published": true}),
+            json!({"id": "pets", "name": "Pets", "apis": ["pets-v1", "pets-v2"], "published": true, "visible_to": ["guests"]}),
         )
         .await;
     let base = format!("http://{}", gw.portal_addr.unwrap());
