@@ -1,7 +1,8 @@
-//! `tollgate:policy/consumers`: who is calling, by API key or by id. The
-//! step asks its request's one [`ConsumerSource`] (the loader puts the
-//! generation's manifests first, then the control plane's source), for its
-//! own API only.
+//! `tollgate:policy/consumers`: who is calling, by API key or by id, and
+//! 0.2.0's `tollgate:policy/access`: who a call without credentials is, on
+//! a product open to anonymous callers. The step asks its request's one
+//! [`ConsumerSource`] (the loader puts the generation's manifests first,
+//! then the control plane's source), for its own API only.
 //!
 //! [`Directory`] is the manifests' source: consumers and their API keys as
 //! declared in policy manifests. Keys are held only as SHA-256 digests; a
@@ -194,6 +195,16 @@ impl bindings::consumers::Host for StepState {
             .consumers
             .lookup_consumer(&api, &id)
             .map(to_consumer)
+    }
+}
+
+impl bindings::access::Host for StepState {
+    fn open_access(&mut self, api: String) -> Option<Consumer> {
+        self.grant("consumers").ok()?;
+        if api != *self.api {
+            return None;
+        }
+        self.scope.consumers.open_access(&api).map(to_consumer)
     }
 }
 
