@@ -399,7 +399,7 @@ async fn hostile_input_is_refused_with_clear_messages() {
             "POST",
             "/products".to_string(),
             json!({"id": "p", "visible_to": ["ghosts"]}),
-            400,
+            422,
             "group `ghosts` does not exist",
         ),
         (
@@ -420,7 +420,7 @@ async fn hostile_input_is_refused_with_clear_messages() {
             "POST",
             "/consumers".to_string(),
             json!({"id": "anonymous"}),
-            400,
+            422,
             "reserved",
         ),
         (

@@ -1016,7 +1016,7 @@ mod tests {
                 },
             )
             .unwrap_err();
-        assert_eq!(e.status, 400);
+        assert_eq!(e.status, 422);
     }
 
     #[test]
@@ -1033,7 +1033,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(
             (e.status.as_u16(), e.field.as_deref()),
-            (400, Some("visible_to[0]"))
+            (422, Some("visible_to[0]"))
         );
         assert!(
             e.message.contains("group `ghosts` does not exist"),

@@ -15,7 +15,7 @@ impl Registry {
     ) -> Result<Consumer, AdminError> {
         check_id("id", &req.id)?;
         if req.id == ANONYMOUS {
-            return Err(AdminError::invalid(
+            return Err(AdminError::unprocessable(
                 "id",
                 format!("`{ANONYMOUS}` is reserved for callers without credentials"),
             ));

@@ -245,7 +245,7 @@ impl Registry {
             let field = format!("visible_to[{i}]");
             check_id(&field, g)?;
             if !self.group_exists(g)? {
-                return Err(AdminError::invalid(
+                return Err(AdminError::unprocessable(
                     field,
                     format!("group `{g}` does not exist (create it with POST /admin/v1/groups, or use developers or guests)"),
                 ));
