@@ -364,7 +364,7 @@ fn serve(p: &Portal, req: Req) -> Out {
             ..Reply::html(StatusCode::OK, super::pages::RAPIDOC)
         }),
         (true, ["apis", name, "reference"]) => p.reference(who, name),
-        (true, ["apis", name, "openapi.json"]) => p.api_document(name),
+        (true, ["apis", name, "openapi.json"]) => p.api_document(&who, name),
         (true, [""]) => p.home(who),
         (true, ["signin"]) => p.signin_page(&req, who, StatusCode::OK, None, ""),
         (false, ["signin"]) => p.signin(&req, who),
@@ -662,13 +662,16 @@ impl Portal {
     // -----------------------------------------------------------------------
     // API reference
 
-    /// Whether `name` is an API of a published product (only those have a
-    /// reference in the portal).
-    fn published_api(&self, name: &str) -> Result<bool, Fail> {
+    /// Whether `name` is an API of a published product visible to the
+    /// viewer (only those have a reference in the portal).
+    fn published_api(&self, who: &Who, name: &str) -> Result<bool, Fail> {
+        let groups = self.viewer_groups(who);
         Ok(!self
             .registry
             .list::<Product>("product", None, 500, |p| {
-                p.published && p.apis.iter().any(|a| a == name)
+                p.published
+                    && p.apis.iter().any(|a| a == name)
+                    && crate::control::admin::api::products::visible(p, &groups)
             })?
             .items
             .is_empty())
@@ -678,7 +681,7 @@ impl Portal {
     /// page by RapiDoc (embedded, served from here) from
     /// `/apis/{name}/openapi.json`.
     fn reference(&self, who: Who, name: &str) -> Out {
-        if !self.published_api(name)?
+        if !self.published_api(&who, name)?
             || !self.control.current().apis.iter().any(|a| *a.name == *name)
         {
             return Err(fail(StatusCode::NOT_FOUND, "There is no such API."));
@@ -695,14 +698,15 @@ impl Portal {
     }
 
     /// `GET /apis/{name}/openapi.json`: the API as the gateway serves it
-    /// (as the admin API exports it), for the reference and for clients.
-    fn api_document(&self, name: &str) -> Out {
+    /// (as the admin API exports it), for the reference and for clients
+    /// who may see a product of it.
+    fn api_document(&self, who: &Who, name: &str) -> Out {
         let g = self.control.current();
         let api = g
             .apis
             .iter()
             .find(|a| *a.name == *name)
-            .filter(|_| self.published_api(name).unwrap_or(false))
+            .filter(|_| self.published_api(who, name).unwrap_or(false))
             .ok_or_else(|| fail(StatusCode::NOT_FOUND, "There is no such API."))?;
         let doc =
             crate::control::admin::api::served_document(&g, api, &self.control.server_urls(None));

@@ -232,6 +232,21 @@ async fn products_are_visible_to_groups() {
     assert!(page.contains("Product public"), "{page}");
     assert!(!page.contains("Product partner-only"), "{page}");
     assert!(!page.contains("everyone"), "{page}");
+    // An API of a product visible to developers only has no public
+    // reference document; once visible to guests it has.
+    admin
+        .create(
+            "/products",
+            json!({"id": "forecast", "apis": ["weather"], "published": true}),
+        )
+        .await;
+    let doc = format!("{portal}apis/weather/openapi.json");
+    let status = |url: String| async move { client().get(url).send().await.unwrap().status() };
+    assert_eq!(status(doc.clone()).await, 404);
+    admin
+        .patch("/products/forecast", json!({"visible_to": ["guests"]}))
+        .await;
+    assert_eq!(status(doc.clone()).await, 200);
     // Opened to anonymous callers: the catalogue says so.
     admin
         .patch("/products/public", json!({"access": "anonymous"}))
