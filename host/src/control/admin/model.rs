@@ -4,6 +4,7 @@
 //! as SHA-256 digests in fields the views leave out.
 
 use super::error::{truncate, AdminError};
+pub use crate::domain::consumer::{ANONYMOUS, DEVELOPERS, GUESTS};
 pub use crate::domain::time::{Period, Ts};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -276,8 +277,6 @@ pub struct ProductUpdate {
 
 // ---------------------------------------------------------------------------
 // Groups
-
-pub use crate::domain::consumer::{ANONYMOUS, DEVELOPERS, GUESTS};
 
 /// The system groups: they always exist, cannot be created, changed or
 /// deleted, and their membership is implicit.
