@@ -26,9 +26,10 @@ pub enum Command {
     /// Version sets: APIs that are versions of one another.
     #[command(subcommand)]
     VersionSets(VersionSetVerb),
-    /// Products: APIs offered together, published to the portal or not.
+    /// Products: APIs offered together, published to the portal or not,
+    /// visible to groups, protected or open.
     #[command(subcommand)]
-    Products(Crud<NoFilter>),
+    Products(Crud<ProductFilter>),
     /// Plans of a product: rate limits, quota, approval.
     #[command(subcommand)]
     Plans(Crud<PlanFilter>),
@@ -38,6 +39,9 @@ pub enum Command {
     /// Apps of a consumer.
     #[command(subcommand)]
     Apps(Crud<AppFilter>),
+    /// Groups of consumers (products are visible to groups) and their members.
+    #[command(subcommand)]
+    Groups(GroupVerb),
     /// Subscriptions of apps to plans, and their approval.
     #[command(subcommand)]
     Subscriptions(SubscriptionVerb),
@@ -112,6 +116,30 @@ pub struct PlanFilter {
 impl Filter for PlanFilter {
     fn query(&self) -> Vec<(&'static str, String)> {
         pairs(&[("product", &self.product)])
+    }
+}
+
+/// Filters of `products list`.
+#[derive(Args, Debug, Default)]
+pub struct ProductFilter {
+    /// Only the products visible to this group.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Only the products visible to one of this consumer's groups.
+    #[arg(long)]
+    pub consumer: Option<String>,
+    /// Only the products with this access.
+    #[arg(long, value_parser = ["protected", "authenticated", "anonymous"])]
+    pub access: Option<String>,
+}
+
+impl Filter for ProductFilter {
+    fn query(&self) -> Vec<(&'static str, String)> {
+        pairs(&[
+            ("group", &self.group),
+            ("consumer", &self.consumer),
+            ("access", &self.access),
+        ])
     }
 }
 
@@ -504,6 +532,41 @@ pub enum SubscriptionVerb {
         /// Its id.
         id: String,
     },
+    /// A new secret for the subscription's primary or secondary key: the
+    /// old one stops at once, the other key keeps working.
+    RegenerateKey {
+        /// Its id.
+        id: String,
+        /// Which key.
+        #[arg(value_parser = ["primary", "secondary"])]
+        key: String,
+    },
+}
+
+/// `groups ...`
+#[derive(Subcommand, Debug)]
+pub enum GroupVerb {
+    #[command(flatten)]
+    Crud(Crud<NoFilter>),
+    /// The members of a custom group.
+    Members {
+        /// The group's id.
+        id: String,
+    },
+    /// Make a consumer a member of a custom group.
+    AddMember {
+        /// The group's id.
+        group: String,
+        /// The consumer's id.
+        consumer: String,
+    },
+    /// Take a consumer out of a custom group.
+    RemoveMember {
+        /// The group's id.
+        group: String,
+        /// The consumer's id.
+        consumer: String,
+    },
 }
 
 /// `keys ...`
@@ -834,6 +897,23 @@ pub fn plan(command: &Command) -> Result<Call, Error> {
         Command::Plans(v) => crud(Kind::Plans, v),
         Command::Consumers(v) => crud(Kind::Consumers, v),
         Command::Apps(v) => crud(Kind::Apps, v),
+        Command::Groups(v) => Ok(groups(v)?),
+        Command::Subscriptions(SubscriptionVerb::Crud(Crud::Create(fields))) => {
+            Ok(
+                Call::new(Method::POST, &["subscriptions"], Show::SubscriptionCreated)
+                    .body(fields.body()?),
+            )
+        }
+        Command::Subscriptions(SubscriptionVerb::RegenerateKey { id, key }) => Ok(Call::new(
+            Method::POST,
+            &["subscriptions", id, "keys", key, "regenerate"],
+            Show::Secret {
+                kind: Kind::Subscriptions,
+                object: "subscription",
+                secret: "secret",
+            },
+        )
+        .body(json!({}))),
         Command::Subscriptions(SubscriptionVerb::Crud(v)) => crud(Kind::Subscriptions, v),
         Command::Subscriptions(
             SubscriptionVerb::Approve { id } | SubscriptionVerb::Resume { id },
@@ -943,6 +1023,26 @@ fn secret(kind: Kind) -> Show {
             secret: "secret",
         },
     }
+}
+
+/// `groups ...`: the generic verbs, and membership.
+fn groups(verb: &GroupVerb) -> Result<Call, Error> {
+    Ok(match verb {
+        GroupVerb::Crud(v) => crud(Kind::Groups, v)?,
+        GroupVerb::Members { id } => Call::new(Method::GET, &["groups", id, "members"], Show::Raw),
+        GroupVerb::AddMember { group, consumer } => Call::new(
+            Method::PUT,
+            &["groups", group, "members", consumer],
+            Show::Done(format!("`{consumer}` is a member of group `{group}`")),
+        ),
+        GroupVerb::RemoveMember { group, consumer } => Call::new(
+            Method::DELETE,
+            &["groups", group, "members", consumer],
+            Show::Done(format!(
+                "`{consumer}` is no longer a member of group `{group}`"
+            )),
+        ),
+    })
 }
 
 fn move_to(id: &str, state: &str) -> Call {

@@ -23,6 +23,7 @@ pub enum Kind {
     Keys,
     OAuthClients,
     Accounts,
+    Groups,
     Audit,
     Whoami,
 }
@@ -41,6 +42,7 @@ impl Kind {
             Kind::Keys => "keys",
             Kind::OAuthClients => "oauth-clients",
             Kind::Accounts => "accounts",
+            Kind::Groups => "groups",
             Kind::Audit => "audit",
             Kind::Whoami => "whoami",
         }
@@ -59,6 +61,7 @@ impl Kind {
             Kind::Keys => "key",
             Kind::OAuthClients => "OAuth client",
             Kind::Accounts => "account",
+            Kind::Groups => "group",
             Kind::Audit => "audit record",
             Kind::Whoami => "user",
         }
@@ -86,6 +89,8 @@ impl Kind {
                 "description",
                 "apis",
                 "published",
+                "access",
+                "visible_to",
                 "created_at",
                 "updated_at",
             ],
@@ -117,6 +122,7 @@ impl Kind {
                 "plan",
                 "product",
                 "state",
+                "keys",
                 "created_at",
                 "updated_at",
             ],
@@ -152,6 +158,14 @@ impl Kind {
                 "created_at",
                 "updated_at",
             ],
+            Kind::Groups => &[
+                "id",
+                "name",
+                "description",
+                "system",
+                "created_at",
+                "updated_at",
+            ],
             Kind::Audit => &["seq", "at", "actor", "action", "resource", "id", "detail"],
             Kind::Whoami => &["id", "user", "role"],
         }
@@ -178,6 +192,8 @@ impl Kind {
                 col("NAME", |v| field(v, "name")),
                 col("APIS", |v| field(v, "apis")),
                 col("PUBLISHED", |v| field(v, "published")),
+                col("ACCESS", |v| field(v, "access")),
+                col("VISIBLE TO", |v| field(v, "visible_to")),
             ],
             Kind::Plans => vec![
                 col("ID", |v| field(v, "id")),
@@ -225,6 +241,12 @@ impl Kind {
                 col("EMAIL", |v| field(v, "email")),
                 col("STATE", |v| field(v, "state")),
             ],
+            Kind::Groups => vec![
+                col("ID", |v| field(v, "id")),
+                col("NAME", |v| field(v, "name")),
+                col("SYSTEM", |v| field(v, "system")),
+                col("DESCRIPTION", |v| field(v, "description")),
+            ],
             Kind::Audit => vec![
                 col("SEQ", |v| field(v, "seq")),
                 col("AT", |v| field(v, "at")),
@@ -260,8 +282,14 @@ pub enum Show {
         object: &'static str,
         secret: &'static str,
     },
+    /// A new subscription with the secrets of its primary and secondary
+    /// keys (`"secrets"`): the subscription on stderr, the secrets alone on
+    /// stdout, one a line (`primary SECRET`, `secondary SECRET`).
+    SubscriptionCreated,
     /// A `204`: say what was deleted.
     Deleted { kind: Kind, id: String },
+    /// A `204` of a change that is not a deletion: say what was done.
+    Done(String),
     /// `{"etag", "chain"}` of an API.
     Chain { of: String },
     /// `{"etag", "chain", "generation"}` after a chain was set.
@@ -378,7 +406,22 @@ pub fn render(show: &Show, answer: &Value, json: bool) -> Output {
             }
             o.out(value);
         }
+        Show::SubscriptionCreated => {
+            let mut sub = answer.clone();
+            let secrets = sub
+                .as_object_mut()
+                .and_then(|m| m.remove("secrets"))
+                .unwrap_or_default();
+            o.err(listing(Kind::Subscriptions, &sub));
+            o.err("The subscription's keys below are shown only this once (only their SHA-256 is stored): keep them now.");
+            for slot in ["primary", "secondary"] {
+                if let Some(secret) = secrets.get(slot).and_then(Value::as_str) {
+                    o.out(format!("{slot} {secret}"));
+                }
+            }
+        }
         Show::Deleted { kind, id } => o.out(format!("deleted {} `{id}`", kind.singular())),
+        Show::Done(what) => o.out(what.as_str()),
         Show::Chain { of } => {
             o.out(format!("etag: {}", field(answer, "etag")));
             let steps = answer
@@ -733,15 +776,17 @@ mod tests {
     fn product_table() {
         let answer = json!({"items": [
             {"id": "shop", "name": "Shop", "description": "", "apis": ["pets", "orders"], "published": true,
+             "access": "authenticated", "visible_to": ["developers", "partners"],
              "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"},
-            {"id": "internal-tools", "name": "Tools", "apis": [], "published": false},
+            {"id": "internal-tools", "name": "Tools", "apis": [], "published": false,
+             "access": "protected", "visible_to": []},
         ], "next": null});
         let o = render(&Show::List(Kind::Products), &answer, false);
         assert_eq!(
             o.stdout(),
-            "ID              NAME   APIS          PUBLISHED\n\
-             shop            Shop   pets, orders  yes\n\
-             internal-tools  Tools  -             no\n"
+            "ID              NAME   APIS          PUBLISHED  ACCESS         VISIBLE TO\n\
+             shop            Shop   pets, orders  yes        authenticated  developers, partners\n\
+             internal-tools  Tools  -             no         protected      -\n"
         );
         assert_eq!(o.stderr(), "");
     }

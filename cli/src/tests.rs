@@ -814,3 +814,67 @@ fn portal_accounts_are_listed_and_approved() {
     }
     assert!(parse_err(&["accounts", "list", "--state", "gone"]).contains("pending"));
 }
+
+#[test]
+fn groups_members_and_product_visibility() {
+    let c = planned(&["groups", "create", "id=partners", "name=Partners"]);
+    assert_eq!(
+        (c.method.clone(), c.path.clone()),
+        (Method::POST, vec!["groups".to_string()])
+    );
+    assert_eq!(c.body.as_ref().unwrap()["name"], "Partners");
+    let c = planned(&["groups", "list", "--all"]);
+    assert_eq!(c.show, Show::List(Kind::Groups));
+    let c = planned(&["groups", "add-member", "partners", "alice"]);
+    assert_eq!(c.method, Method::PUT);
+    assert_eq!(c.path, ["groups", "partners", "members", "alice"]);
+    let c = planned(&["groups", "remove-member", "partners", "alice"]);
+    assert_eq!(c.method, Method::DELETE);
+    let c = planned(&["groups", "members", "partners"]);
+    assert_eq!(c.path, ["groups", "partners", "members"]);
+    let c = planned(&[
+        "products",
+        "list",
+        "--consumer",
+        "alice",
+        "--access",
+        "anonymous",
+    ]);
+    assert_eq!(
+        c.query,
+        [
+            ("consumer", "alice".to_string()),
+            ("access", "anonymous".to_string())
+        ]
+    );
+    assert!(parse_err(&["products", "list", "--access", "open"]).contains("authenticated"));
+    let c = planned(&[
+        "products",
+        "update",
+        "shop",
+        "access=authenticated",
+        r#"visible_to:=["partners"]"#,
+    ]);
+    assert_eq!(
+        c.body.as_ref().unwrap()["visible_to"],
+        serde_json::json!(["partners"])
+    );
+}
+
+#[test]
+fn subscription_keys_are_shown_once_and_regenerated() {
+    let c = planned(&["subscriptions", "create", "app=web", "plan=gold"]);
+    assert_eq!(c.show, Show::SubscriptionCreated);
+    let answer = serde_json::json!({"id": "sub_1", "app": "web", "plan": "gold", "state": "active",
+        "secrets": {"primary": "tg_P", "secondary": "tg_S"}});
+    let o = crate::render::render(&c.show, &answer, false);
+    assert_eq!(o.stdout(), "primary tg_P\nsecondary tg_S\n");
+    assert!(!o.stderr().contains("tg_P"), "{}", o.stderr());
+    let c = planned(&["subscriptions", "regenerate-key", "sub_1", "secondary"]);
+    assert_eq!(c.method, Method::POST);
+    assert_eq!(
+        c.path,
+        ["subscriptions", "sub_1", "keys", "secondary", "regenerate"]
+    );
+    assert!(parse_err(&["subscriptions", "regenerate-key", "sub_1", "third"]).contains("primary"));
+}

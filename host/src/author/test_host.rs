@@ -95,6 +95,11 @@ enum Command {
         api: String,
         consumer: wire::Consumer,
     },
+    /// Open `api` to calls without credentials, admitted as `consumer`.
+    OpenToAnonymous {
+        api: String,
+        consumer: wire::Consumer,
+    },
     SetPlan {
         limits: wire::PlanLimits,
     },
@@ -126,6 +131,8 @@ struct Declared {
     keys: HashMap<(String, String), ConsumerInfo>,
     /// (api, id) → consumer.
     consumers: HashMap<(String, String), ConsumerInfo>,
+    /// api → who a call without credentials is.
+    open: HashMap<String, ConsumerInfo>,
     plans: HashMap<String, PlanLimits>,
 }
 
@@ -144,6 +151,10 @@ impl ConsumerSource for TestConsumers {
     fn plan_limits(&self, id: &str) -> Option<PlanLimits> {
         let d = self.0.read().unwrap_or_else(|p| p.into_inner());
         d.plans.get(id).cloned()
+    }
+    fn open_access(&self, api: &str) -> Option<ConsumerInfo> {
+        let d = self.0.read().unwrap_or_else(|p| p.into_inner());
+        d.open.get(api).cloned()
     }
 }
 
@@ -285,6 +296,11 @@ impl TestHost {
                 let mut d = self.declared.0.write().unwrap_or_else(|p| p.into_inner());
                 let info = ConsumerInfo::from(consumer);
                 d.consumers.insert((api, info.id.clone()), info);
+                json!({ "ok": null })
+            }
+            Command::OpenToAnonymous { api, consumer } => {
+                let mut d = self.declared.0.write().unwrap_or_else(|p| p.into_inner());
+                d.open.insert(api, ConsumerInfo::from(consumer));
                 json!({ "ok": null })
             }
             Command::SetPlan { limits } => {

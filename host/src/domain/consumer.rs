@@ -11,6 +11,14 @@
 use crate::domain::time::{Period, Ts};
 use std::sync::Arc;
 
+/// The system group every consumer is a member of.
+pub const DEVELOPERS: &str = "developers";
+/// The system group of callers and visitors without credentials.
+pub const GUESTS: &str = "guests";
+/// The consumer id of a call without credentials admitted by a product open
+/// to anonymous callers (no consumer may take this id).
+pub const ANONYMOUS: &str = "anonymous";
+
 /// Who a key or id resolves to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerInfo {
@@ -58,7 +66,17 @@ pub trait ConsumerSource: Send + Sync + std::fmt::Debug {
         let _ = id;
         None
     }
-    /// The groups consumer `id` belongs to, where this source knows it.
+    /// Who a call to `api` without any credential is admitted as, when a
+    /// product open to anonymous callers covers `api` (consumer
+    /// `anonymous`, with that product and no plan); `None` otherwise.
+    fn open_access(&self, api: &str) -> Option<ConsumerInfo> {
+        let _ = api;
+        None
+    }
+    /// The groups consumer `consumer` is a member of, as far as this source
+    /// knows it: `developers` (every consumer) and its custom groups, or
+    /// `guests` for the anonymous caller; empty for a consumer it does not
+    /// know. Cheap enough to ask on every request.
     fn groups(&self, consumer: &str) -> Vec<String> {
         let _ = consumer;
         Vec::new()
@@ -80,11 +98,66 @@ impl ConsumerSource for Sources {
     fn plan_limits(&self, id: &str) -> Option<PlanLimits> {
         self.0.iter().find_map(|s| s.plan_limits(id))
     }
+    fn open_access(&self, api: &str) -> Option<ConsumerInfo> {
+        self.0.iter().find_map(|s| s.open_access(api))
+    }
+    /// Every source's answer, merged: each group once, in the order first
+    /// named.
     fn groups(&self, consumer: &str) -> Vec<String> {
-        self.0
-            .iter()
-            .map(|s| s.groups(consumer))
-            .find(|g| !g.is_empty())
-            .unwrap_or_default()
+        let mut out: Vec<String> = Vec::new();
+        for g in self.0.iter().flat_map(|s| s.groups(consumer)) {
+            if !out.contains(&g) {
+                out.push(g);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A source that knows one consumer's groups and one open API.
+    #[derive(Debug)]
+    struct One(&'static str, Vec<&'static str>, Option<&'static str>);
+
+    impl ConsumerSource for One {
+        fn lookup_key(&self, _: &str, _: &str, _: Ts) -> Option<ConsumerInfo> {
+            None
+        }
+        fn lookup_consumer(&self, _: &str, _: &str) -> Option<ConsumerInfo> {
+            None
+        }
+        fn open_access(&self, api: &str) -> Option<ConsumerInfo> {
+            (self.2 == Some(api)).then(|| ConsumerInfo {
+                id: "anonymous".into(),
+                app: None,
+                key_id: None,
+                plan: None,
+                product: Some(self.0.into()),
+            })
+        }
+        fn groups(&self, consumer: &str) -> Vec<String> {
+            if consumer == self.0 {
+                self.1.iter().map(|g| g.to_string()).collect()
+            } else {
+                Vec::new()
+            }
+        }
+    }
+
+    #[test]
+    fn sources_merge_groups_and_ask_each_for_open_access() {
+        let a = One("alice", vec!["developers", "partners"], None);
+        let b = One("alice", vec!["developers", "beta"], Some("pets"));
+        let sources = Sources(vec![Arc::new(a), Arc::new(b)]);
+        assert_eq!(sources.groups("alice"), ["developers", "partners", "beta"]);
+        assert!(sources.groups("bob").is_empty());
+        assert_eq!(
+            sources.open_access("pets").unwrap().product.as_deref(),
+            Some("alice")
+        );
+        assert!(sources.open_access("orders").is_none());
     }
 }

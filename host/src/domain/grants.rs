@@ -61,7 +61,7 @@ impl Capability {
             "counters" | "limits" => "counters",
             "cache" => "cache",
             "kv" => "kv",
-            "consumers" => "consumers",
+            "consumers" | "access" => "consumers",
             "crypto" => "crypto",
             "timing" => "timing",
             "sink" => "sink",

@@ -41,6 +41,8 @@ impl Build<'_> {
                 return;
             }
         };
+        let groups: Vec<String> = spec.groups.iter().map(|g| g.to_string()).collect();
+        self.directory.add_groups(idx, &groups);
         for k in &spec.keys {
             let expires = match &k.expires {
                 None => None,

@@ -848,6 +848,10 @@ pub struct ConsumerSpec {
     pub apis: Vec<Name>,
     #[serde(default)]
     pub keys: Vec<KeySpec>,
+    /// Groups the consumer is a member of besides `developers` (which
+    /// every consumer is), e.g. `groups = ["partners"]`.
+    #[serde(default)]
+    pub groups: Vec<Name>,
 }
 
 /// One API key of a consumer.

@@ -60,6 +60,7 @@ pub use self::v01::tollgate::policy::{
     cache, clock, consumers, counters, crypto, http_client, kv, log, outcome, plans, service_types,
     sink, timing, types,
 };
+pub use self::v02::tollgate::policy0_2_0::access;
 pub use self::v02::tollgate::policy0_2_0::calls;
 pub use self::v02::tollgate::policy0_2_0::limits;
 pub use self::v02::tollgate::policy0_2_0::types as types2;

@@ -4,7 +4,7 @@
 //! the step's deadline and memory cap: a fresh one, or under `worker`
 //! isolation a warm one its worker kept ([`super::reuse`]).
 
-use super::bindings::{limits, types2, v01, v02};
+use super::bindings::{access, limits, types2, v01, v02};
 use super::deadline;
 use super::host::{Capability, Grants, Services};
 use super::plugin::{
@@ -178,6 +178,7 @@ impl Runtime {
             .map_err(anyhow::Error::from)?;
         types2::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(anyhow::Error::from)?;
         limits::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(anyhow::Error::from)?;
+        access::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s).map_err(anyhow::Error::from)?;
         Ok(Runtime {
             engine,
             linker,

@@ -29,6 +29,9 @@ pub fn seed(config: &Path) -> anyhow::Result<()> {
                 description: "Look up pets by id; an echo route for trying things out; orders with an OAuth token.".into(),
                 apis: vec!["pets".into(), "orders".into()],
                 published: true,
+                access: Default::default(),
+                // Visitors see it too, before they sign up.
+                visible_to: vec!["developers".into(), "guests".into()],
             },
             &|_: &str| true,
         )

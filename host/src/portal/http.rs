@@ -19,7 +19,7 @@ use super::form::{query_param, Form};
 use super::Portal;
 use crate::control::admin::model::{
     Account, AccountState, App, AppCreate, Approval, KeyCreate, KeyRotate, OAuthClient,
-    OAuthClientCreate, Plan, Product, SubState, SubscriptionCreate, Ts,
+    OAuthClientCreate, Plan, Product, SubState, SubscriptionCreate, Ts, GUESTS,
 };
 use crate::control::admin::registry::{
     check_password, decoy_hash, hash_password, new_token, verify_password, Session, SignUp,
@@ -364,7 +364,7 @@ fn serve(p: &Portal, req: Req) -> Out {
             ..Reply::html(StatusCode::OK, super::pages::RAPIDOC)
         }),
         (true, ["apis", name, "reference"]) => p.reference(who, name),
-        (true, ["apis", name, "openapi.json"]) => p.api_document(name),
+        (true, ["apis", name, "openapi.json"]) => p.api_document(&who, name),
         (true, [""]) => p.home(who),
         (true, ["signin"]) => p.signin_page(&req, who, StatusCode::OK, None, ""),
         (false, ["signin"]) => p.signin(&req, who),
@@ -388,6 +388,9 @@ fn serve(p: &Portal, req: Req) -> Out {
         }
         (false, ["apps", id, "keys", key, action @ ("rotate" | "revoke")]) => {
             p.key_action(&req, who, id, key, action)
+        }
+        (false, ["apps", id, "subscriptions", sub, "keys", slot, "regenerate"]) => {
+            p.regenerate_sub_key(&req, who, id, sub, slot)
         }
         _ => Err(fail(StatusCode::NOT_FOUND, "There is no such page.")),
     }
@@ -573,12 +576,28 @@ impl Portal {
     // -----------------------------------------------------------------------
     // Products
 
+    /// The groups whose products the viewer sees: a signed-in consumer's,
+    /// or `guests` for a visitor.
+    fn viewer_groups(&self, who: &Who) -> Vec<String> {
+        match who.account() {
+            Some(a) => self.registry.consumer_groups(&a.consumer),
+            None => vec![GUESTS.to_string()],
+        }
+    }
+
+    /// The published products visible to one of `groups`.
+    fn catalogue(&self, groups: &[String]) -> Result<Vec<Product>, Fail> {
+        Ok(self
+            .registry
+            .list::<Product>("product", None, 500, |p| {
+                p.published && crate::control::admin::api::products::visible(p, groups)
+            })?
+            .items)
+    }
+
     fn home(&self, who: Who) -> Out {
         let g = self.control.current();
-        let products = self
-            .registry
-            .list::<Product>("product", None, 500, |p| p.published)?
-            .items;
+        let products = self.catalogue(&self.viewer_groups(&who))?;
         let mut out = Vec::new();
         for p in products {
             let plans = self.plans_of(&p.id)?;
@@ -627,6 +646,7 @@ impl Portal {
                 .collect();
             out.push(json!({
                 "id": p.id, "name": p.name, "description": p.description,
+                "access": p.access.as_str(), "open": p.access.is_open(),
                 "apis": apis, "plans": plans.iter().map(plan_view).collect::<Vec<_>>(),
             }));
         }
@@ -642,13 +662,16 @@ impl Portal {
     // -----------------------------------------------------------------------
     // API reference
 
-    /// Whether `name` is an API of a published product (only those have a
-    /// reference in the portal).
-    fn published_api(&self, name: &str) -> Result<bool, Fail> {
+    /// Whether `name` is an API of a published product visible to the
+    /// viewer (only those have a reference in the portal).
+    fn published_api(&self, who: &Who, name: &str) -> Result<bool, Fail> {
+        let groups = self.viewer_groups(who);
         Ok(!self
             .registry
             .list::<Product>("product", None, 500, |p| {
-                p.published && p.apis.iter().any(|a| a == name)
+                p.published
+                    && p.apis.iter().any(|a| a == name)
+                    && crate::control::admin::api::products::visible(p, &groups)
             })?
             .items
             .is_empty())
@@ -658,7 +681,7 @@ impl Portal {
     /// page by RapiDoc (embedded, served from here) from
     /// `/apis/{name}/openapi.json`.
     fn reference(&self, who: Who, name: &str) -> Out {
-        if !self.published_api(name)?
+        if !self.published_api(&who, name)?
             || !self.control.current().apis.iter().any(|a| *a.name == *name)
         {
             return Err(fail(StatusCode::NOT_FOUND, "There is no such API."));
@@ -675,14 +698,15 @@ impl Portal {
     }
 
     /// `GET /apis/{name}/openapi.json`: the API as the gateway serves it
-    /// (as the admin API exports it), for the reference and for clients.
-    fn api_document(&self, name: &str) -> Out {
+    /// (as the admin API exports it), for the reference and for clients
+    /// who may see a product of it.
+    fn api_document(&self, who: &Who, name: &str) -> Out {
         let g = self.control.current();
         let api = g
             .apis
             .iter()
             .find(|a| *a.name == *name)
-            .filter(|_| self.published_api(name).unwrap_or(false))
+            .filter(|_| self.published_api(who, name).unwrap_or(false))
             .ok_or_else(|| fail(StatusCode::NOT_FOUND, "There is no such API."))?;
         let doc =
             crate::control::admin::api::served_document(&g, api, &self.control.server_urls(None));
@@ -1081,8 +1105,16 @@ impl Portal {
             } else {
                 Vec::new()
             };
+            let sub_keys: Vec<Value> = [
+                ("primary", &s.keys.primary),
+                ("secondary", &s.keys.secondary),
+            ]
+            .into_iter()
+            .map(|(slot, k)| json!({"slot": slot, "prefix": k.as_ref().map(|k| k.prefix.clone())}))
+            .collect();
             subs.push(json!({
                 "id": s.id, "plan": s.plan, "state": s.state.as_str(),
+                "sub_keys": sub_keys,
                 "clients": clients,
                 "plan_name": plan.as_ref().map_or(s.plan.clone(), |p| p.name.clone()),
                 "product_name": product.as_ref().map_or(s.product.clone(), |p| p.name.clone()),
@@ -1091,11 +1123,7 @@ impl Portal {
             }));
         }
         let mut plans = Vec::new();
-        for product in self
-            .registry
-            .list::<Product>("product", None, 500, |p| p.published)?
-            .items
-        {
+        for product in self.catalogue(&self.viewer_groups(&who))? {
             for plan in self.plans_of(&product.id)? {
                 if !taken.contains(&plan.id) {
                     plans.push(json!({
@@ -1150,17 +1178,21 @@ impl Portal {
         };
         let form = self.form(req, &who, &["plan"], false)?;
         let app = self.own_app(account, id)?;
-        // Only the plans of published products are offered.
+        // Only the plans of published products visible to the consumer's
+        // groups are offered.
+        let groups = self.viewer_groups(&who);
         let plan = self
             .registry
             .plan(form.get("plan"))
             .filter(|p| {
                 self.registry
                     .get_resource::<Product>("product", "product", &p.product)
-                    .is_ok_and(|x| x.published)
+                    .is_ok_and(|x| {
+                        x.published && crate::control::admin::api::products::visible(&x, &groups)
+                    })
             })
             .ok_or_else(|| fail(StatusCode::BAD_REQUEST, "There is no such plan."))?;
-        let s = self.registry.create_subscription(
+        let (s, _) = self.registry.create_subscription(
             &actor(account),
             SubscriptionCreate {
                 app: app.id.clone(),
@@ -1450,6 +1482,37 @@ impl Portal {
             },
         )?;
         self.app(req, who.clone(), &app.id, Some((secret, k.plan)))
+    }
+
+    /// `POST /apps/{id}/subscriptions/{sub}/keys/{primary|secondary}/regenerate`:
+    /// a new secret for one of the subscription's own keys, shown once;
+    /// the old one stops working, the other key keeps working.
+    fn regenerate_sub_key(&self, req: &Req, who: Who, id: &str, sub: &str, slot: &str) -> Out {
+        let (_, _, account) = match self.signed_in(req, &who) {
+            Ok(s) => s,
+            Err(r) => return Ok(r),
+        };
+        let _ = self.form(req, &who, &[], false)?;
+        let app = self.own_app(account, id)?;
+        let slot = crate::control::admin::model::Slot::parse(slot)
+            .map_err(|_| fail(StatusCode::NOT_FOUND, "There is no such key."))?;
+        let s = match self
+            .registry
+            .get_resource::<crate::control::admin::model::Subscription>("sub", "subscription", sub)
+        {
+            Ok(s) if s.app == app.id => s,
+            _ => {
+                return Err(fail(
+                    StatusCode::NOT_FOUND,
+                    "There is no such subscription.",
+                ))
+            }
+        };
+        let (_, secret) = self
+            .registry
+            .regenerate_sub_key(&actor(account), &s.id, slot)?;
+        let label = format!("{} ({} subscription key)", s.plan, slot.as_str());
+        self.app(req, who.clone(), &app.id, Some((secret, label)))
     }
 }
 

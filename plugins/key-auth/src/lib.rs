@@ -5,7 +5,10 @@
 //! directory (`services::consumers::lookup_key`, grant `consumers`). A known
 //! key sets the call's consumer for later steps and analytics, and (by
 //! default) sends `x-consumer-id` upstream. A missing, unknown, wrong,
-//! expired or ambiguous key gets one and the same `401`.
+//! expired or ambiguous key gets one and the same `401` — but a call that
+//! presents no key at all, to an API a product open to anonymous callers
+//! covers, goes on as the consumer `anonymous`
+//! (`services::consumers::open_access`).
 //!
 //! ```toml
 //! [[api.chain]]
@@ -22,8 +25,8 @@ use serde::Deserialize;
 use tollgate_policy_sdk::query::{decode_component, raw_pairs};
 use tollgate_policy_sdk::services::consumers;
 use tollgate_policy_sdk::{
-    export_policy, log, valid_header_name, Call, ConfigError, Policy, PolicyInfo, RequestDecision,
-    RequestEdits, Response,
+    export_policy, log, valid_header_name, Call, ConfigError, Consumer, Policy, PolicyInfo,
+    RequestDecision, RequestEdits, Response,
 };
 
 /// The header that carries the consumer id upstream.
@@ -157,7 +160,8 @@ impl Policy for KeyAuth {
             None => None,
         };
         let key = match self.credential(call, query.as_deref()) {
-            Ok(key) => key,
+            Ok(Some(key)) => key,
+            Ok(None) => return self.anonymous(call),
             Err(why) => {
                 log::info(&format!("key-auth: refused: {why}"));
                 return RequestDecision::Respond(self.unauthorized());
@@ -173,6 +177,34 @@ impl Policy for KeyAuth {
             consumer.id,
             consumer.key_id.as_deref().unwrap_or("-")
         ));
+        RequestDecision::Continue(self.admit(call, query.as_deref(), consumer))
+    }
+}
+
+impl KeyAuth {
+    /// A call without any key: admitted as the anonymous consumer when a
+    /// product open to anonymous callers covers the API, refused otherwise.
+    fn anonymous(&self, call: &Call<'_>) -> RequestDecision {
+        match consumers::open_access(&call.api()) {
+            Some(consumer) => {
+                log::debug(&format!(
+                    "key-auth: no key; admitted as `{}` (open product `{}`)",
+                    consumer.id,
+                    consumer.product.as_deref().unwrap_or("-")
+                ));
+                RequestDecision::Continue(self.admit(call, None, consumer))
+            }
+            None => {
+                log::info("key-auth: refused: no key");
+                RequestDecision::Respond(self.unauthorized())
+            }
+        }
+    }
+
+    /// The edits that let the call go on as `consumer`: no client-sent
+    /// `x-consumer-*` header, the credential stripped (if configured), the
+    /// consumer forwarded (if configured) and set.
+    fn admit(&self, call: &Call<'_>, query: Option<&str>, consumer: Consumer) -> RequestEdits {
         let mut edits = RequestEdits::default();
         // Nobody but the gateway says who the consumer is. The names to
         // remove are known only by prefix, so this (accepted calls only)
@@ -189,7 +221,7 @@ impl Policy for KeyAuth {
         }
         if self.strip {
             edits = edits.remove_header(&self.header);
-            if let (Some(param), Some(query)) = (&self.query, &query) {
+            if let (Some(param), Some(query)) = (&self.query, query) {
                 if let Some(rest) = without_param(query, param) {
                     edits.query = Some(rest);
                 }
@@ -203,16 +235,19 @@ impl Policy for KeyAuth {
             }
         }
         edits.consumer = Some(consumer);
-        RequestDecision::Continue(edits)
+        edits
     }
-}
 
-impl KeyAuth {
-    /// The one key the request presents, or why there is none. Exactly one
-    /// credential is accepted: a header field given twice, a parameter given
-    /// twice, or both a header and a parameter are refused, so that no later
-    /// reader can pick a different one than the one checked here.
-    fn credential(&self, call: &Call<'_>, query: Option<&str>) -> Result<String, &'static str> {
+    /// The one key the request presents, `None` when it presents none at
+    /// all, or why it is refused. Exactly one credential is accepted: a
+    /// header field given twice, a parameter given twice, or both a header
+    /// and a parameter are refused, so that no later reader can pick a
+    /// different one than the one checked here.
+    fn credential(
+        &self,
+        call: &Call<'_>,
+        query: Option<&str>,
+    ) -> Result<Option<String>, &'static str> {
         let mut found: Vec<Vec<u8>> = call.header_values(&self.header);
         if let (Some(param), Some(query)) = (&self.query, query) {
             for (k, v) in raw_pairs(query) {
@@ -222,7 +257,7 @@ impl KeyAuth {
             }
         }
         match found.len() {
-            0 => Err("no key"),
+            0 => Ok(None),
             1 => {
                 let key = found.pop().unwrap_or_default();
                 if key.is_empty() {
@@ -231,7 +266,9 @@ impl KeyAuth {
                 if key.len() > MAX_KEY_BYTES {
                     return Err("key too long");
                 }
-                String::from_utf8(key).map_err(|_| "key is not UTF-8")
+                String::from_utf8(key)
+                    .map(Some)
+                    .map_err(|_| "key is not UTF-8")
             }
             _ => Err("more than one key"),
         }

@@ -332,3 +332,46 @@ fn no_response_headers_are_attached() {
     let e = accepted(run(&mut p, &head(&[], Some("api_key=s3cr3t-key-0001"))));
     assert!(e.response_headers.is_empty());
 }
+
+fn anonymous() -> Consumer {
+    Consumer {
+        id: "anonymous".into(),
+        product: Some("open-pets".into()),
+        ..Consumer::default()
+    }
+}
+
+#[test]
+fn no_key_on_an_api_open_to_anonymous_callers_goes_on_as_anonymous() {
+    setup();
+    harness::open_to_anonymous("pets", anonymous());
+    let mut p = policy("{}");
+    let forged: &[u8] = b"admin";
+    let e = accepted(run(
+        &mut p,
+        &head(
+            &[("x-consumer-id", forged), ("x-consumer-plan", forged)],
+            None,
+        ),
+    ));
+    assert_eq!(e.consumer, Some(anonymous()));
+    assert!(e
+        .headers
+        .contains(&HeaderOp::set("x-consumer-id", "anonymous")));
+    assert!(e.headers.contains(&HeaderOp::remove("x-consumer-plan")));
+    // A key is still looked up, and a wrong or empty one is still refused:
+    // only a call with no credential at all is anonymous.
+    let e = accepted(run(&mut p, &head(&[("x-api-key", KEY.as_bytes())], None)));
+    assert_eq!(e.consumer.unwrap().id, "alice");
+    for bad in [&b"nope"[..], b""] {
+        let r = refused(run(&mut p, &head(&[("x-api-key", bad)], None)));
+        assert_eq!(r.status, 401);
+    }
+    // Another API is not open.
+    let other = CallContext {
+        api: "orders".into(),
+        ..ctx()
+    };
+    let d = p.on_request(&Call::native(&other, &head(&[], None)), None);
+    assert_eq!(refused(d).status, 401);
+}

@@ -230,6 +230,13 @@ impl<P: Policy> Runner<P> {
         self.harness(|| harness::add_consumer(api, consumer.clone()), cmd);
     }
 
+    /// Open `api` to calls without credentials, admitted as `consumer`
+    /// (what `consumers::open_access` answers for it).
+    pub fn open_to_anonymous(&self, api: &str, consumer: Consumer) {
+        let cmd = json!({"op": "open_to_anonymous", "api": api, "consumer": to_json(&consumer)});
+        self.harness(|| harness::open_to_anonymous(api, consumer.clone()), cmd);
+    }
+
     /// Define a plan (replacing one with the same id).
     pub fn set_plan(&self, limits: plans::PlanLimits) {
         let cmd = json!({"op": "set_plan", "limits": to_json(&limits)});

@@ -234,6 +234,22 @@ pub mod consumers {
             super::native::with(|s| s.consumers.get(&(api.to_string(), id.to_string())).cloned())
         }
     }
+
+    /// Who a call to `api` that presents no credential is admitted as: the
+    /// consumer `anonymous` of a published product open to anonymous
+    /// callers that covers `api`, or `None` (then a credential is needed).
+    /// Ask it only when the request carries no credential at all: a wrong
+    /// one stays refused. Same grant as the lookups (`consumers`).
+    pub fn open_access(api: &str) -> Option<Consumer> {
+        #[cfg(target_arch = "wasm32")]
+        {
+            host2::access::open_access(api)
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            super::native::with(|s| s.open.get(api).cloned())
+        }
+    }
 }
 
 /// The limits of the plans defined through the admin API, for policies that
@@ -429,6 +445,11 @@ pub mod harness {
             s.keys.insert((api.to_string(), key.to_string()), consumer)
         });
     }
+    /// Open `api` to calls without credentials, admitted as `consumer`
+    /// (what [`super::consumers::open_access`] answers for it).
+    pub fn open_to_anonymous(api: &str, consumer: Consumer) {
+        native::with(|s| s.open.insert(api.to_string(), consumer));
+    }
     /// Declare a consumer by id.
     pub fn add_consumer(api: &str, consumer: Consumer) {
         native::with(|s| {
@@ -503,6 +524,7 @@ pub(crate) mod native {
         pub kv: HashMap<String, Vec<u8>>,
         pub keys: HashMap<(String, String), Consumer>,
         pub consumers: HashMap<(String, String), Consumer>,
+        pub open: HashMap<String, Consumer>,
         pub plans: HashMap<String, plans::PlanLimits>,
         pub http: HashMap<String, IncomingResponse>,
         pub http_calls: Vec<String>,

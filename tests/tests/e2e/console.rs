@@ -171,6 +171,23 @@ async fn an_administrator_approves_a_subscription_and_manages_its_key() {
     b.wait_text("#status", "Revoke: done").await;
     assert_eq!(call(&c, &key).await, 401);
 
+    // The subscription's own primary key, regenerated here: shown once,
+    // working at the gateway.
+    open(&b, &c, "#/subscriptions", "Subscriptions").await;
+    b.press("button[aria-label^='Regenerate primary key sub_']")
+        .await;
+    b.wait_text("[data-secret]", "tg_").await;
+    let primary = b.text("[data-secret]").await;
+    assert_eq!(call(&c, &primary).await, 200);
+    let v = b.axe(&c.axe).await;
+    assert!(v.is_empty(), "axe-core on a regenerated key: {v:#?}");
+
+    // Groups: the system ones listed, a custom one created here.
+    open(&b, &c, "#/groups", "Groups").await;
+    b.wait_text("main table", "developers").await;
+    create(&b, &[("id", "partners")]).await;
+    b.wait_text("main table", "partners").await;
+
     // The audit log shows what the console did, as the administrator.
     open(&b, &c, "#/audit", "Audit log").await;
     b.wait_text("main table", "approve").await;

@@ -16,6 +16,7 @@ mod console;
 mod deadlines;
 mod examples;
 mod fairness;
+mod groups;
 mod grpc;
 mod health;
 mod hostile_h2;

@@ -88,7 +88,7 @@ async fn start(extra: &str) -> Portal {
     admin
         .create(
             "/products",
-            json!({"id": "shop", "name": "Pet shop", "description": "Pets by id.", "apis": ["pets"], "published": true}),
+            json!({"id": "shop", "name": "Pet shop", "description": "Pets by id.", "apis": ["pets"], "published": true, "visible_to": ["developers", "guests"]}),
         )
         .await;
     admin
@@ -1115,7 +1115,7 @@ async fn the_products_page_shows_versions_and_their_lifecycle() {
     admin
         .create(
             "/products",
-            json!({"id": "pets", "name": "Pets", "apis": ["pets-v1", "pets-v2"], "published": true}),
+            json!({"id": "pets", "name": "Pets", "apis": ["pets-v1", "pets-v2"], "published": true, "visible_to": ["guests"]}),
         )
         .await;
     let base = format!("http://{}", gw.portal_addr.unwrap());
@@ -1150,5 +1150,88 @@ async fn the_products_page_shows_versions_and_their_lifecycle() {
     })
     .await;
     assert!(retired, "{}", b.body_text().await);
+    b.close().await;
+}
+
+#[tokio::test]
+async fn a_consumer_sees_the_products_of_their_groups_and_regenerates_subscription_keys() {
+    let p = start("").await;
+    let axe = browser::axe_script();
+    p.admin.create("/groups", json!({"id": "partners"})).await;
+    p.admin
+        .create(
+            "/products",
+            json!({"id": "deals", "name": "Partner deals", "apis": ["pets"], "published": true,
+                   "access": "authenticated", "visible_to": ["partners"]}),
+        )
+        .await;
+    p.admin
+        .create(
+            "/plans",
+            json!({"id": "deal", "product": "deals", "name": "Deal"}),
+        )
+        .await;
+    // A visitor (guests) sees the shop, not the partners' product.
+    let b = Browser::start().await;
+    b.goto(&p.url("/")).await;
+    let text = b.body_text().await;
+    assert!(
+        text.contains("Pet shop") && !text.contains("Partner deals"),
+        "{text}"
+    );
+    sign_up(&b, &p, "Pat Partner", "pat@example.com").await;
+    approve(&p, "pat@example.com").await;
+    sign_in(&b, &p, "pat@example.com", PASSWORD, "").await;
+    at(&b, "/apps").await;
+    b.goto(&p.url("/")).await;
+    assert!(!b.body_text().await.contains("Partner deals"));
+    // Once a member of `partners`, the product shows, marked open.
+    let (_, accounts) = p.admin.get("/accounts").await;
+    let consumer = accounts["items"][0]["consumer"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (s, v) = p
+        .admin
+        .put(&format!("/groups/partners/members/{consumer}"), json!({}))
+        .await;
+    assert_eq!(s, 204, "{v}");
+    b.goto(&p.url("/")).await;
+    let text = b.body_text().await;
+    assert!(text.contains("Partner deals"), "{text}");
+    assert!(
+        text.contains("with any of your keys, no subscription needed"),
+        "{text}"
+    );
+    accessible(&b, &axe, "home with an open product").await;
+    // An app subscribed to the shop's plan: its subscription keys are
+    // regenerated from the page, one at a time.
+    b.goto(&p.url("/apps")).await;
+    b.fill("#name", "Deal finder").await;
+    b.click("main form button[type=submit]").await;
+    let app_url = b.url().await;
+    b.eval("document.getElementById('plan').value = 'basic'; return null")
+        .await;
+    b.click("form[action$='/subscriptions'] button").await;
+    assert!(b.body_text().await.contains("Subscribed."));
+    b.click("form[action$='/keys/primary/regenerate'] button")
+        .await;
+    let primary = secret(&b).await;
+    assert!(b.body_text().await.contains("primary subscription key"));
+    accessible(&b, &axe, "app with a regenerated subscription key").await;
+    assert_eq!(call(&p, &primary).await, 200);
+    b.goto(&app_url).await;
+    b.click("form[action$='/keys/secondary/regenerate'] button")
+        .await;
+    let secondary = secret(&b).await;
+    assert_eq!(call(&p, &secondary).await, 200);
+    assert_eq!(call(&p, &primary).await, 200);
+    b.goto(&app_url).await;
+    b.click("form[action$='/keys/primary/regenerate'] button")
+        .await;
+    let primary2 = secret(&b).await;
+    assert_eq!(call(&p, &primary).await, 401);
+    assert_eq!(call(&p, &primary2).await, 200);
+    assert_eq!(call(&p, &secondary).await, 200);
     b.close().await;
 }

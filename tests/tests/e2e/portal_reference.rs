@@ -84,7 +84,7 @@ async fn the_reference_renders_the_served_document_and_runs_no_script_from_it() 
     admin
         .create(
             "/products",
-            json!({"id": "shop", "apis": ["pets", "store"], "published": true}),
+            json!({"id": "shop", "apis": ["pets", "store"], "published": true, "visible_to": ["guests"]}),
         )
         .await;
     admin

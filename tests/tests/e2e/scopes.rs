@@ -545,3 +545,36 @@ async fn a_condition_that_cannot_be_evaluated_fails_the_call_never_skips() {
         .unwrap();
     assert_eq!(r.status(), 500);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_condition_on_the_callers_groups() {
+    let up = Upstream::start().await;
+    let chain = format!(
+        "{KEY_AUTH}\n[[api.chain]]\n{}",
+        tag("partners", "when = '\"partners\" in caller.groups'\n")
+    );
+    let text = format!(
+        "{}\n[[consumer]]\nid = \"pat\"\ngroups = [\"partners\"]\nkeys = [{{ id = \"pat-k\", sha256 = \"{}\" }}]\n",
+        simple_manifest(&up.url(), &chain).replace("name = \"test\"", "name = \"cond-groups\""),
+        key_digest_hex("scopes-partner-key-77d0")
+    ) + &consumers();
+    let gw = TestGateway::start(&text).await;
+    let c = client();
+    let r = c
+        .get(gw.url("/x"))
+        .header("x-api-key", "scopes-partner-key-77d0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(up.last().header_all("x-chain"), ["partners"]);
+    // A consumer in no custom group (only `developers`): skipped.
+    let r = c
+        .get(gw.url("/x"))
+        .header("x-api-key", GOLD_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(up.last().header_all("x-chain").is_empty());
+}

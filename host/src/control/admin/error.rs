@@ -64,6 +64,11 @@ impl AdminError {
         Self::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
+    /// A 404 with its own message (for what is not a resource by id).
+    pub fn missing(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+
     pub fn not_found(what: &str, id: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,

@@ -4,6 +4,7 @@
 //! as SHA-256 digests in fields the views leave out.
 
 use super::error::{truncate, AdminError};
+pub use crate::domain::consumer::{ANONYMOUS, DEVELOPERS, GUESTS};
 pub use crate::domain::time::{Period, Ts};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -33,6 +34,7 @@ resource! {
     Key => "key", "key";
     OAuthClient => "oauth-client", "OAuth client";
     Account => "account", "account";
+    Group => "group", "group";
 }
 
 // ---------------------------------------------------------------------------
@@ -191,8 +193,51 @@ pub struct Product {
     pub description: String,
     pub apis: Vec<String>,
     pub published: bool,
+    /// Who may call the product's APIs without a subscription to it
+    /// (records written before there was a choice are `protected`).
+    #[serde(default)]
+    pub access: Access,
+    /// The groups whose members see the product in the portal's catalogue
+    /// (records written before there were groups: `developers`).
+    #[serde(default = "default_visible_to")]
+    pub visible_to: Vec<String>,
     pub created_at: Ts,
     pub updated_at: Ts,
+}
+
+/// Who may call a product's APIs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Access {
+    /// Callers need a subscription to one of the product's plans (and a key
+    /// issued under it).
+    #[default]
+    Protected,
+    /// Open to any consumer with a valid key (of any subscription), without
+    /// a subscription to this product.
+    Authenticated,
+    /// Open to calls without any credential, too (as consumer
+    /// [`ANONYMOUS`]), and to any consumer with a valid key.
+    Anonymous,
+}
+
+impl Access {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Protected => "protected",
+            Access::Authenticated => "authenticated",
+            Access::Anonymous => "anonymous",
+        }
+    }
+
+    /// Whether a call needs no subscription to the product.
+    pub fn is_open(self) -> bool {
+        self != Access::Protected
+    }
+}
+
+fn default_visible_to() -> Vec<String> {
+    vec![DEVELOPERS.to_string()]
 }
 
 #[derive(Debug, Deserialize)]
@@ -207,6 +252,10 @@ pub struct ProductCreate {
     pub apis: Vec<String>,
     #[serde(default)]
     pub published: bool,
+    #[serde(default)]
+    pub access: Access,
+    #[serde(default = "default_visible_to")]
+    pub visible_to: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -220,6 +269,69 @@ pub struct ProductUpdate {
     pub apis: Option<Vec<String>>,
     #[serde(default, deserialize_with = "present")]
     pub published: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    pub access: Option<Access>,
+    #[serde(default, deserialize_with = "present")]
+    pub visible_to: Option<Vec<String>>,
+}
+
+// ---------------------------------------------------------------------------
+// Groups
+
+/// The system groups: they always exist, cannot be created, changed or
+/// deleted, and their membership is implicit.
+pub const SYSTEM_GROUPS: [&str; 2] = [DEVELOPERS, GUESTS];
+
+/// A group of consumers, which products are made visible to.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Group {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    /// `developers` and `guests`: built in.
+    pub system: bool,
+    pub created_at: Ts,
+    pub updated_at: Ts,
+}
+
+impl Group {
+    /// A system group as the API shows it (never stored).
+    pub fn system(id: &str) -> Option<Group> {
+        let description = match id {
+            DEVELOPERS => "Every consumer (implicit membership).",
+            GUESTS => "Callers without credentials and visitors who are not signed in.",
+            _ => return None,
+        };
+        let mut name = id.to_string();
+        name[..1].make_ascii_uppercase();
+        Some(Group {
+            id: id.to_string(),
+            name,
+            description: description.to_string(),
+            system: true,
+            created_at: Ts(0),
+            updated_at: Ts(0),
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupCreate {
+    pub id: String,
+    #[serde(default, deserialize_with = "present")]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupUpdate {
+    #[serde(default, deserialize_with = "present")]
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub description: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -515,8 +627,64 @@ pub struct Subscription {
     pub plan: String,
     pub product: String,
     pub state: SubState,
+    /// The subscription's own keys (records written before there were
+    /// any have none: their apps' keys still work).
+    #[serde(default)]
+    pub keys: SubKeys,
+    /// SHA-256 of the primary key, hex. Never shown.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub primary_sha256: String,
+    /// SHA-256 of the secondary key, hex. Never shown.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub secondary_sha256: String,
     pub created_at: Ts,
     pub updated_at: Ts,
+}
+
+/// What is shown of a subscription's primary and secondary keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubKeys {
+    pub primary: Option<SubKey>,
+    pub secondary: Option<SubKey>,
+}
+
+/// One of a subscription's keys: its first characters and when it was
+/// issued (the secret is shown once, its digest kept hidden).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubKey {
+    pub prefix: String,
+    pub created_at: Ts,
+}
+
+/// Which of a subscription's two keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    Primary,
+    Secondary,
+}
+
+impl Slot {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Slot::Primary => "primary",
+            Slot::Secondary => "secondary",
+        }
+    }
+
+    /// `primary` or `secondary`, or a 400 naming both.
+    pub fn parse(s: &str) -> Result<Slot, AdminError> {
+        match s {
+            "primary" => Ok(Slot::Primary),
+            "secondary" => Ok(Slot::Secondary),
+            _ => Err(AdminError::invalid(
+                "key",
+                format!(
+                    "`{}` is not a subscription key: expected primary or secondary",
+                    truncate(s, 40)
+                ),
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -34,6 +34,7 @@ pub use accounts::{
 mod accounts;
 mod apps;
 mod consumers;
+mod groups;
 mod keys;
 mod oauth;
 mod plans;
@@ -41,6 +42,7 @@ mod products;
 mod subscriptions;
 mod users;
 
+pub use groups::MAX_GROUPS_PER_CONSUMER;
 pub use oauth::{ClientRefusal, TOKEN_ID_PREFIX};
 
 const TREE: &str = "control";
@@ -643,21 +645,71 @@ impl Registry {
     // -----------------------------------------------------------------------
     // The data path
 
-    /// The caller behind an API key issued through the admin API, if the key
-    /// is live, its subscription active and its product covers `api`.
+    /// The caller behind a key issued through the admin API — an app's key
+    /// (live) or a subscription's primary or secondary key — if its
+    /// subscription is active and its product covers `api`, or else a
+    /// published open product (`authenticated` or `anonymous`) does: then
+    /// the caller has that product and no plan.
     pub fn lookup_key(&self, api: &str, secret: &str, now: Ts) -> Option<ConsumerInfo> {
         if secret.is_empty() || secret.len() > 4096 {
             return None;
         }
         let digest = sha256_hex(secret);
-        let id = self.store.get(TREE, &key("keyhash", &digest)).ok()??;
-        let k: Key = self.get("key", std::str::from_utf8(&id).ok()?).ok()??;
-        // The index names the key; the key's own digest must agree.
-        if k.sha256 != digest || !k.live(now) {
+        let (sub, key_id) = self.key_subscription(&digest, now)?;
+        self.caller(api, &sub, Some(key_id.clone()))
+            .or_else(|| self.open_caller(api, &sub, key_id))
+    }
+
+    /// The subscription a key's digest belongs to, and the key's id (an
+    /// app key's id, or `SUB.primary` / `SUB.secondary`).
+    fn key_subscription(&self, digest: &str, now: Ts) -> Option<(Subscription, String)> {
+        if let Some(id) = self.store.get(TREE, &key("keyhash", digest)).ok()? {
+            let k: Key = self.get("key", std::str::from_utf8(&id).ok()?).ok()??;
+            // The index names the key; the key's own digest must agree.
+            if k.sha256 != digest || !k.live(now) {
+                return None;
+            }
+            let sub: Subscription = self.get("sub", &k.subscription).ok()??;
+            return Some((sub, k.id));
+        }
+        let (sub, slot) = self.sub_by_key_digest(digest)?;
+        let id = format!("{}.{}", sub.id, slot.as_str());
+        Some((sub, id))
+    }
+
+    /// The holder of a valid key of active subscription `sub` calling
+    /// `api`, which its own product does not cover, as a caller of the
+    /// first published open product covering `api`.
+    fn open_caller(&self, api: &str, sub: &Subscription, key_id: String) -> Option<ConsumerInfo> {
+        if sub.state != SubState::Active {
             return None;
         }
-        let sub: Subscription = self.get("sub", &k.subscription).ok()??;
-        self.caller(api, &sub, Some(k.id))
+        let product = self.open_products(api).into_iter().find(|p| p.published)?;
+        let app: App = self.get("app", &sub.app).ok()??;
+        Some(ConsumerInfo {
+            id: app.consumer,
+            app: Some(app.id),
+            key_id: Some(key_id),
+            plan: None,
+            product: Some(product.id),
+        })
+    }
+
+    /// Who a call to `api` without credentials is: consumer `anonymous`
+    /// of the first published product open to anonymous callers that
+    /// covers `api`, if there is one.
+    pub fn open_access(&self, api: &str) -> Option<ConsumerInfo> {
+        let product = self
+            .open_products(api)
+            .into_iter()
+            .find(|p| p.published && p.access == Access::Anonymous)?;
+        Some(ConsumerInfo {
+            id: ANONYMOUS.to_string(),
+            app: None,
+            key_id: None,
+            plan: None,
+            product: Some(product.id),
+        })
     }
 
     /// A caller by app id or consumer id (for example from a JWT claim):
@@ -735,6 +787,8 @@ fn detail_of<T: Serialize>(v: &T) -> serde_json::Value {
     if let Some(o) = j.as_object_mut() {
         o.remove("sha256");
         o.remove("previous_sha256");
+        o.remove("primary_sha256");
+        o.remove("secondary_sha256");
         o.remove("token_sha256");
         o.remove("password_hash");
         o.remove("created_at");
@@ -763,6 +817,8 @@ mod tests {
                 description: String::new(),
                 apis: vec!["pets".into()],
                 published: true,
+                access: Access::Protected,
+                visible_to: vec![DEVELOPERS.into()],
             },
             &apis,
         )
@@ -804,7 +860,7 @@ mod tests {
             },
         )
         .unwrap();
-        let sub = r
+        let (sub, _) = r
             .create_subscription(
                 "t",
                 SubscriptionCreate {
@@ -825,6 +881,321 @@ mod tests {
             )
             .unwrap();
         (sub, k, secret)
+    }
+
+    fn group(r: &Registry, id: &str) -> Result<Group, AdminError> {
+        r.create_group(
+            "t",
+            GroupCreate {
+                id: id.into(),
+                name: None,
+                description: String::new(),
+            },
+        )
+    }
+
+    fn product_update() -> ProductUpdate {
+        ProductUpdate {
+            name: None,
+            description: None,
+            apis: None,
+            published: None,
+            access: None,
+            visible_to: None,
+        }
+    }
+
+    #[test]
+    fn groups_system_and_custom_with_members() {
+        let (_d, r) = reg();
+        setup(&r);
+        // The system groups always exist and do not change.
+        assert!(r.group("developers").unwrap().system);
+        assert!(r.group("guests").unwrap().system);
+        assert_eq!(group(&r, "developers").unwrap_err().status, 409);
+        assert_eq!(r.delete_group("t", "guests").unwrap_err().status, 409);
+        let rename = GroupUpdate {
+            name: Some("x".into()),
+            description: None,
+        };
+        assert_eq!(
+            r.update_group("t", "developers", rename)
+                .unwrap_err()
+                .status,
+            409
+        );
+        assert_eq!(
+            r.add_member("t", "developers", "alice").unwrap_err().status,
+            409
+        );
+        // Custom groups, listed among the system ones in id order, a page
+        // at a time.
+        for id in ["partners", "beta", "zeta"] {
+            group(&r, id).unwrap();
+        }
+        assert_eq!(group(&r, "beta").unwrap_err().status, 409);
+        assert_eq!(group(&r, "Bad Id").unwrap_err().status, 400);
+        let mut ids = Vec::new();
+        let mut after = None;
+        loop {
+            let page = r.list_groups(after.as_deref(), 2).unwrap();
+            assert!(page.items.len() <= 2);
+            ids.extend(page.items.iter().map(|g| g.id.clone()));
+            match page.next {
+                Some(n) => after = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(ids, ["beta", "developers", "guests", "partners", "zeta"]);
+        // Members: a consumer is always a developer, and a member of the
+        // groups it was added to; twice is once.
+        assert_eq!(r.consumer_groups("alice"), ["developers"]);
+        r.add_member("t", "partners", "alice").unwrap();
+        r.add_member("t", "partners", "alice").unwrap();
+        r.add_member("t", "beta", "alice").unwrap();
+        assert_eq!(
+            r.consumer_groups("alice"),
+            ["developers", "beta", "partners"]
+        );
+        assert_eq!(r.members("partners").unwrap(), ["alice"]);
+        assert_eq!(
+            r.add_member("t", "partners", "nobody").unwrap_err().status,
+            422
+        );
+        assert_eq!(r.add_member("t", "nope", "alice").unwrap_err().status, 404);
+        assert!(r.consumer_groups("nobody").is_empty());
+        assert_eq!(r.consumer_groups(ANONYMOUS), [GUESTS]);
+        r.remove_member("t", "beta", "alice").unwrap();
+        assert_eq!(
+            r.remove_member("t", "beta", "alice").unwrap_err().status,
+            404
+        );
+        // A group a product is visible to is not deleted; others are, with
+        // their memberships.
+        let apis = |a: &str| a == "pets";
+        let visible = ProductUpdate {
+            visible_to: Some(vec!["partners".into()]),
+            ..product_update()
+        };
+        r.update_product("t", "shop", visible, &apis).unwrap();
+        let e = r.delete_group("t", "partners").unwrap_err();
+        assert!(e.message.contains("shop"), "{}", e.message);
+        r.update_product(
+            "t",
+            "shop",
+            ProductUpdate {
+                visible_to: Some(vec![DEVELOPERS.into()]),
+                ..product_update()
+            },
+            &apis,
+        )
+        .unwrap();
+        r.delete_group("t", "partners").unwrap();
+        assert_eq!(r.consumer_groups("alice"), ["developers"]);
+        // Deleting a consumer forgets its memberships.
+        r.add_member("t", "beta", "alice").unwrap();
+        let (sub, _) = r
+            .subscriptions_of_app("shop-app")
+            .unwrap()
+            .into_iter()
+            .map(|s| (s.id.clone(), s))
+            .next()
+            .unwrap();
+        r.delete_subscription("t", &sub).unwrap();
+        r.delete_app("t", "shop-app").unwrap();
+        r.delete_consumer("t", "alice").unwrap();
+        assert!(r.members("beta").unwrap().is_empty());
+        // `anonymous` is nobody's id.
+        let e = r
+            .create_consumer(
+                "t",
+                ConsumerCreate {
+                    id: ANONYMOUS.into(),
+                    name: None,
+                    email: None,
+                },
+            )
+            .unwrap_err();
+        assert_eq!(e.status, 422);
+    }
+
+    #[test]
+    fn products_are_visible_to_existing_groups_only() {
+        let (_d, r) = reg();
+        setup(&r);
+        let apis = |a: &str| a == "pets";
+        let to = |groups: &[&str]| ProductUpdate {
+            visible_to: Some(groups.iter().map(|g| g.to_string()).collect()),
+            ..product_update()
+        };
+        let e = r
+            .update_product("t", "shop", to(&["ghosts"]), &apis)
+            .unwrap_err();
+        assert_eq!(
+            (e.status.as_u16(), e.field.as_deref()),
+            (422, Some("visible_to[0]"))
+        );
+        assert!(
+            e.message.contains("group `ghosts` does not exist"),
+            "{}",
+            e.message
+        );
+        let e = r
+            .update_product("t", "shop", to(&["guests", "guests"]), &apis)
+            .unwrap_err();
+        assert!(e.message.contains("twice"), "{}", e.message);
+        let p = r
+            .update_product("t", "shop", to(&["guests"]), &apis)
+            .unwrap();
+        assert_eq!(p.visible_to, [GUESTS]);
+        // A record written before there were groups reads as protected and
+        // visible to developers.
+        let old = r#"{"id":"old","name":"Old","description":"","apis":[],"published":true,
+            "created_at":"2026-01-01T00:00:00Z","updated_at":"2026-01-01T00:00:00Z"}"#;
+        let p: Product = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            (p.access, p.visible_to),
+            (Access::Protected, vec![DEVELOPERS.to_string()])
+        );
+        let s: Subscription = serde_json::from_str(
+            r#"{"id":"sub_1","app":"a","plan":"p","product":"x","state":"active",
+            "created_at":"2026-01-01T00:00:00Z","updated_at":"2026-01-01T00:00:00Z"}"#,
+        )
+        .unwrap();
+        assert_eq!(s.keys, SubKeys::default());
+    }
+
+    #[test]
+    fn open_products_admit_keys_without_a_subscription_and_anonymous_calls() {
+        let (_d, r) = reg();
+        let (sub, _k, secret) = setup(&r);
+        let apis = |a: &str| a == "pets" || a == "weather";
+        let mk = |id: &str, access: Access, published: bool| {
+            r.create_product(
+                "t",
+                ProductCreate {
+                    id: id.into(),
+                    name: None,
+                    description: String::new(),
+                    apis: vec!["weather".into()],
+                    published,
+                    access,
+                    visible_to: vec![DEVELOPERS.into()],
+                },
+                &apis,
+            )
+            .unwrap()
+        };
+        let now = Ts::now();
+        // Protected: the key's subscription does not cover `weather`.
+        mk("forecast", Access::Protected, true);
+        assert!(r.lookup_key("weather", &secret, now).is_none());
+        assert!(r.open_access("weather").is_none());
+        // Open to authenticated callers: any valid key, no plan.
+        let open = ProductUpdate {
+            access: Some(Access::Authenticated),
+            ..product_update()
+        };
+        r.update_product("t", "forecast", open, &apis).unwrap();
+        let who = r.lookup_key("weather", &secret, now).unwrap();
+        assert_eq!(
+            (who.id.as_str(), who.plan.as_deref(), who.product.as_deref()),
+            ("alice", None, Some("forecast"))
+        );
+        assert!(r.lookup_key("weather", "tg_wrong", now).is_none());
+        assert!(r.open_access("weather").is_none());
+        // Its own product still answers with the plan.
+        assert_eq!(
+            r.lookup_key("pets", &secret, now).unwrap().plan.as_deref(),
+            Some("gold")
+        );
+        // A suspended subscription's key opens nothing.
+        r.update_subscription(
+            "t",
+            &sub.id,
+            SubscriptionUpdate {
+                state: SubState::Suspended,
+            },
+        )
+        .unwrap();
+        assert!(r.lookup_key("weather", &secret, now).is_none());
+        // Anonymous: calls without a key too; an unpublished one opens
+        // nothing.
+        mk("drafts", Access::Anonymous, false);
+        assert!(r.open_access("weather").is_none());
+        let anon = ProductUpdate {
+            access: Some(Access::Anonymous),
+            ..product_update()
+        };
+        r.update_product("t", "forecast", anon, &apis).unwrap();
+        let who = r.open_access("weather").unwrap();
+        assert_eq!(
+            (who.id.as_str(), who.product.as_deref()),
+            (ANONYMOUS, Some("forecast"))
+        );
+        assert!(r.open_access("pets").is_none());
+        // Protected again: closed at once; deleted: its index goes.
+        let closed = ProductUpdate {
+            access: Some(Access::Protected),
+            ..product_update()
+        };
+        r.update_product("t", "forecast", closed, &apis).unwrap();
+        assert!(r.open_access("weather").is_none());
+        r.delete_product("t", "drafts").unwrap();
+        assert!(r
+            .children(products::OPEN_API, "weather")
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn subscription_keys_work_and_regenerate_one_at_a_time() {
+        let (_d, r) = reg();
+        let (old_sub, _, app_key) = setup(&r);
+        r.delete_subscription("t", &old_sub.id).unwrap();
+        let (sub, secrets) = r
+            .create_subscription(
+                "t",
+                SubscriptionCreate {
+                    app: "shop-app".into(),
+                    plan: "gold".into(),
+                },
+            )
+            .unwrap();
+        assert!(r.lookup_key("pets", &app_key, Ts::now()).is_none());
+        let now = Ts::now();
+        let primary = r.lookup_key("pets", &secrets.primary, now).unwrap();
+        let primary_id = format!("{}.primary", sub.id);
+        assert_eq!(primary.key_id.as_deref(), Some(primary_id.as_str()));
+        assert_eq!(primary.plan.as_deref(), Some("gold"));
+        assert!(r.lookup_key("pets", &secrets.secondary, now).is_some());
+        assert!(r.lookup_key("orders", &secrets.primary, now).is_none());
+        // Shown: prefixes; never the digests, not in the audit either.
+        let shown = sub.keys.primary.as_ref().unwrap();
+        assert!(secrets.primary.starts_with(&shown.prefix));
+        // Regenerate the primary: the old one stops, the secondary works.
+        let (_, new_primary) = r.regenerate_sub_key("t", &sub.id, Slot::Primary).unwrap();
+        assert!(r.lookup_key("pets", &secrets.primary, now).is_none());
+        assert!(r.lookup_key("pets", &new_primary, now).is_some());
+        assert!(r.lookup_key("pets", &secrets.secondary, now).is_some());
+        // And the other way round.
+        let (_, new_secondary) = r.regenerate_sub_key("t", &sub.id, Slot::Secondary).unwrap();
+        assert!(r.lookup_key("pets", &secrets.secondary, now).is_none());
+        assert!(r.lookup_key("pets", &new_secondary, now).is_some());
+        assert!(r.lookup_key("pets", &new_primary, now).is_some());
+        // Suspension stops both.
+        let suspend = SubscriptionUpdate {
+            state: SubState::Suspended,
+        };
+        r.update_subscription("t", &sub.id, suspend).unwrap();
+        assert!(r.lookup_key("pets", &new_primary, now).is_none());
+        assert!(r.lookup_key("pets", &new_secondary, now).is_none());
+        let log = serde_json::to_string(&r.audit_page(None, 100).unwrap().items).unwrap();
+        assert!(!log.contains("sha256"), "{log}");
+        assert!(log.contains("regenerate"));
+        // Deleting the subscription removes its keys' index entries.
+        r.delete_subscription("t", &sub.id).unwrap();
+        assert!(r.store.scan(TREE, b"subkey/", None, 10).unwrap().is_empty());
     }
 
     #[test]

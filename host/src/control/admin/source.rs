@@ -1,6 +1,6 @@
 //! The registry as a [`ConsumerSource`]: keys issued through the admin API,
-//! the callers their subscriptions admit, and the plans' limits as policies
-//! see them. The composition root (`app`) injects it into the policy
+//! the callers their subscriptions (and open products) admit, the plans'
+//! limits as policies see them, and consumers' groups. The composition root (`app`) injects it into the policy
 //! services; the loader asks it after each generation's manifests.
 
 use super::model::Plan;
@@ -19,6 +19,14 @@ impl ConsumerSource for Registry {
 
     fn plan_limits(&self, id: &str) -> Option<PlanLimits> {
         self.plan(id).map(plan_limits)
+    }
+
+    fn open_access(&self, api: &str) -> Option<ConsumerInfo> {
+        Registry::open_access(self, api)
+    }
+
+    fn groups(&self, consumer: &str) -> Vec<String> {
+        self.consumer_groups(consumer)
     }
 }
 
@@ -67,6 +75,8 @@ mod tests {
             description: String::new(),
             apis: vec!["pets".into()],
             published: true,
+            access: Default::default(),
+            visible_to: vec!["developers".into()],
         };
         r.create_product("t", product, &apis).unwrap();
         let plan = PlanCreate {

@@ -1,7 +1,8 @@
-//! `tollgate:policy/consumers`: who is calling, by API key or by id. The
-//! step asks its request's one [`ConsumerSource`] (the loader puts the
-//! generation's manifests first, then the control plane's source), for its
-//! own API only.
+//! `tollgate:policy/consumers`: who is calling, by API key or by id, and
+//! 0.2.0's `tollgate:policy/access`: who a call without credentials is, on
+//! a product open to anonymous callers. The step asks its request's one
+//! [`ConsumerSource`] (the loader puts the generation's manifests first,
+//! then the control plane's source), for its own API only.
 //!
 //! [`Directory`] is the manifests' source: consumers and their API keys as
 //! declared in policy manifests. Keys are held only as SHA-256 digests; a
@@ -10,7 +11,7 @@
 
 use super::clock::now_ms;
 pub use crate::domain::consumer::ConsumerInfo;
-use crate::domain::consumer::ConsumerSource;
+use crate::domain::consumer::{ConsumerSource, DEVELOPERS};
 use crate::domain::time::Ts;
 use crate::policy::bindings;
 use crate::policy::{Consumer, StepState};
@@ -22,6 +23,8 @@ struct ConsumerEntry {
     info: ConsumerInfo,
     /// APIs this consumer may call; empty means all.
     apis: Vec<String>,
+    /// Its groups: `developers`, then those its manifest entry names.
+    groups: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -53,8 +56,29 @@ impl Directory {
         }
         let i = self.consumers.len();
         self.by_id.insert(info.id.clone(), i);
-        self.consumers.push(ConsumerEntry { info, apis });
+        let groups = vec![DEVELOPERS.to_string()];
+        self.consumers.push(ConsumerEntry { info, apis, groups });
         Ok(i)
+    }
+
+    /// Make consumer `consumer` (as [`Directory::add_consumer`] numbered
+    /// it) a member of `groups` too (its manifest entry's `groups`).
+    pub fn add_groups(&mut self, consumer: usize, groups: &[String]) {
+        if let Some(c) = self.consumers.get_mut(consumer) {
+            for g in groups {
+                if !c.groups.contains(g) {
+                    c.groups.push(g.clone());
+                }
+            }
+        }
+    }
+
+    /// The groups of consumer `id`, if the manifests declare it.
+    pub fn groups(&self, id: &str) -> Vec<String> {
+        self.by_id
+            .get(id)
+            .map(|&i| self.consumers[i].groups.clone())
+            .unwrap_or_default()
     }
 
     /// Add a key by its SHA-256 (hex) to consumer `consumer`.
@@ -133,6 +157,10 @@ impl ConsumerSource for Directory {
     fn lookup_consumer(&self, api: &str, id: &str) -> Option<ConsumerInfo> {
         Directory::lookup_consumer(self, api, id)
     }
+
+    fn groups(&self, consumer: &str) -> Vec<String> {
+        Directory::groups(self, consumer)
+    }
 }
 
 fn to_consumer(c: ConsumerInfo) -> Consumer {
@@ -167,6 +195,16 @@ impl bindings::consumers::Host for StepState {
             .consumers
             .lookup_consumer(&api, &id)
             .map(to_consumer)
+    }
+}
+
+impl bindings::access::Host for StepState {
+    fn open_access(&mut self, api: String) -> Option<Consumer> {
+        self.grant("consumers").ok()?;
+        if api != *self.api {
+            return None;
+        }
+        self.scope.consumers.open_access(&api).map(to_consumer)
     }
 }
 
@@ -227,6 +265,18 @@ mod tests {
         assert!(source.lookup_consumer("orders", "alice").is_none());
         // Manifests declare no plans: plan limits come from elsewhere.
         assert!(source.plan_limits("gold").is_none());
+    }
+
+    #[test]
+    fn manifest_consumers_are_developers_and_members_of_their_groups() {
+        let mut d = dir();
+        assert_eq!(d.groups("alice"), ["developers"]);
+        d.add_groups(0, &["partners".into(), "developers".into()]);
+        let source: &dyn ConsumerSource = &d;
+        assert_eq!(source.groups("alice"), ["developers", "partners"]);
+        assert!(source.groups("bob").is_empty());
+        // Manifests open no product.
+        assert!(source.open_access("pets").is_none());
     }
 
     #[test]

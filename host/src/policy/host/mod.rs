@@ -186,6 +186,11 @@ mod tests {
             Capability::for_import("tollgate:policy/limits@0.2.0"),
             Some("counters")
         );
+        // 0.2.0's `access` is the consumers service too.
+        assert_eq!(
+            Capability::for_import("tollgate:policy/access@0.2.0"),
+            Some("consumers")
+        );
         assert_eq!(Capability::for_import("tollgate:policy/log@0.1.0"), None);
         assert_eq!(Capability::for_import("wasi:io/streams@0.2.6"), None);
     }

@@ -87,6 +87,8 @@ pub fn view<T: Serialize>(v: &T) -> Value {
     if let Some(o) = j.as_object_mut() {
         o.remove("sha256");
         o.remove("previous_sha256");
+        o.remove("primary_sha256");
+        o.remove("secondary_sha256");
         o.remove("token_sha256");
         o.remove("password_hash");
     }
@@ -118,6 +120,9 @@ mod tests {
             plan: "gold".into(),
             product: "shop".into(),
             state,
+            keys: Default::default(),
+            primary_sha256: String::new(),
+            secondary_sha256: String::new(),
             created_at: Ts(0),
             updated_at: Ts(0),
         };

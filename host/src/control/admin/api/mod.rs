@@ -19,13 +19,14 @@ mod apis;
 mod apps;
 mod audit;
 mod consumers;
+mod groups;
 mod health;
 mod keys;
 mod metrics;
 mod nodes;
 mod oauth;
 mod plans;
-mod products;
+pub mod products;
 mod scopes;
 mod subscriptions;
 mod users;
@@ -36,7 +37,9 @@ pub use openapi::OPENAPI;
 pub use request::Call;
 
 use super::error::{truncate, AdminError};
-use super::model::{App, Consumer, Key, OAuthClient, Plan, Product, Role, Subscription, User};
+use super::model::{
+    App, Consumer, Group, Key, OAuthClient, Plan, Product, Role, Subscription, User,
+};
 use crud::{create, delete as remove, get as read, list, update};
 use futures_util::future::BoxFuture;
 use http::{Method, StatusCode};
@@ -207,7 +210,7 @@ pub const TABLE: &[Route] = {
     route_of("POST", "/admin/v1/apis/{name}/revisions/{n}/promote", Apis, Handler::Async(versions::promote)),
     route_of("POST", "/admin/v1/apis/{name}/rollback", Apis, Handler::Async(versions::rollback)),
     // Products and plans.
-    get("/admin/v1/products", Products, list::<Product>),
+    get("/admin/v1/products", Products, products::list),
     post("/admin/v1/products", Products, create::<Product>),
     get("/admin/v1/products/{id}", Products, read::<Product>),
     patch("/admin/v1/products/{id}", Products, update::<Product>),
@@ -228,6 +231,15 @@ pub const TABLE: &[Route] = {
     get("/admin/v1/apps/{id}", Apps, read::<App>),
     patch("/admin/v1/apps/{id}", Apps, update::<App>),
     delete("/admin/v1/apps/{id}", Apps, remove::<App>),
+    // Groups of consumers (products are visible to groups).
+    get("/admin/v1/groups", Consumers, groups::list),
+    post("/admin/v1/groups", Consumers, create::<Group>),
+    get("/admin/v1/groups/{id}", Consumers, groups::get),
+    patch("/admin/v1/groups/{id}", Consumers, update::<Group>),
+    delete("/admin/v1/groups/{id}", Consumers, remove::<Group>),
+    get("/admin/v1/groups/{id}/members", Consumers, groups::members),
+    route_of("PUT", "/admin/v1/groups/{id}/members/{consumer}", Consumers, Handler::Blocking(groups::add_member)),
+    delete("/admin/v1/groups/{id}/members/{consumer}", Consumers, groups::remove_member),
     // Portal accounts (created by signing up on the portal).
     get("/admin/v1/accounts", Consumers, accounts::list),
     get("/admin/v1/accounts/{id}", Consumers, accounts::get),
@@ -240,6 +252,7 @@ pub const TABLE: &[Route] = {
     get("/admin/v1/subscriptions/{id}", Subscriptions, read::<Subscription>),
     patch("/admin/v1/subscriptions/{id}", Subscriptions, update::<Subscription>),
     delete("/admin/v1/subscriptions/{id}", Subscriptions, remove::<Subscription>),
+    post("/admin/v1/subscriptions/{id}/keys/{key}/regenerate", Subscriptions, subscriptions::regenerate),
     get("/admin/v1/keys", Keys, list::<Key>),
     post("/admin/v1/keys", Keys, create::<Key>),
     get("/admin/v1/keys/{id}", Keys, read::<Key>),
@@ -399,7 +412,10 @@ mod tests {
             assert!(seen.insert((m, t)));
             let (r, _) = route(
                 &m.parse().unwrap(),
-                &t.replace("{id}", "x").replace("{name}", "x"),
+                &t.replace("{id}", "x")
+                    .replace("{name}", "x")
+                    .replace("{consumer}", "x")
+                    .replace("{key}", "x"),
             )
             .unwrap();
             assert_eq!((r.method, r.path), (*m, *t));
@@ -429,10 +445,11 @@ mod tests {
             let f = *by_segment.entry(seg).or_insert(r.family);
             assert_eq!(f, r.family, "{} {}", r.method, r.path);
         }
-        // 17 collections (analytics, version-sets, accounts, the OAuth
-        // ones and the gateway's chain among them), and outside
+        // 18 collections (groups, analytics, version-sets, accounts, the
+        // OAuth ones and the gateway's chain among them), and outside
         // `/admin/v1` the two probes and the metrics.
-        assert_eq!(by_segment.len(), 21, "{by_segment:?}");
+        assert_eq!(by_segment.len(), 22, "{by_segment:?}");
+        assert_eq!(by_segment["groups"], Family::Consumers);
         assert_eq!(by_segment["chain"], Family::Apis);
         assert_eq!(by_segment["oauth-clients"], Family::Keys);
         assert_eq!(by_segment["oauth-keys"], Family::SigningKeys);

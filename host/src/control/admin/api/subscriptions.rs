@@ -1,13 +1,16 @@
 //! Subscriptions (`/admin/v1/subscriptions`, filtered by `app`, `plan` and
-//! `state`): an app's access to a plan, and its approval state.
+//! `state`): an app's access to a plan, its approval state, and its
+//! primary and secondary keys (their secrets shown once: on creation and
+//! when one is regenerated).
 
 use super::crud::{view, Crud, Keep};
-use super::request::{id_filter, Call, Query};
+use super::request::{id_filter, Call, Empty, Query};
+use super::{ok, Reply};
 use crate::control::admin::error::AdminError;
 use crate::control::admin::model::{
-    SubState, Subscription, SubscriptionCreate, SubscriptionUpdate,
+    Slot, SubState, Subscription, SubscriptionCreate, SubscriptionUpdate,
 };
-use serde_json::Value;
+use serde_json::{json, Value};
 
 impl Crud for Subscription {
     type Create = SubscriptionCreate;
@@ -24,8 +27,12 @@ impl Crud for Subscription {
         }))
     }
 
+    /// The new subscription, with the secrets of its two keys.
     fn create(c: &Call, body: SubscriptionCreate) -> Result<Value, AdminError> {
-        Ok(view(&c.registry.create_subscription(c.actor(), body)?))
+        let (s, secrets) = c.registry.create_subscription(c.actor(), body)?;
+        let mut v = view(&s);
+        v["secrets"] = json!({"primary": secrets.primary, "secondary": secrets.secondary});
+        Ok(v)
     }
 
     fn update(c: &Call, id: &str, body: SubscriptionUpdate) -> Result<Subscription, AdminError> {
@@ -35,6 +42,17 @@ impl Crud for Subscription {
     fn delete(c: &Call, id: &str) -> Result<(), AdminError> {
         c.registry.delete_subscription(c.actor(), id)
     }
+}
+
+/// `POST /admin/v1/subscriptions/{id}/keys/{key}/regenerate` (`key`:
+/// `primary` or `secondary`): the subscription and the new secret; the old
+/// one stops working at once, the other key keeps working.
+pub fn regenerate(c: &Call) -> Reply {
+    c.no_query()?;
+    let _: Empty = c.optional_body()?;
+    let slot = Slot::parse(c.params.get(1).map_or("", String::as_str))?;
+    let (s, secret) = c.registry.regenerate_sub_key(c.actor(), c.id(), slot)?;
+    ok(json!({"subscription": view(&s), "key": slot.as_str(), "secret": secret}))
 }
 
 /// The `state` filter of a list call.

@@ -160,12 +160,14 @@ function secretBox(label, value) {
 const RESOURCES = {
   products: {
     one: 'product', title: 'Products', family: 'products',
-    columns: ['id', 'name', 'apis', 'published'],
+    columns: ['id', 'name', 'apis', 'published', 'access', 'visible_to'],
     create: [
       { name: 'id', label: 'Id', required: true }, { name: 'name', label: 'Name' },
       { name: 'description', label: 'Description' },
       { name: 'apis', label: 'APIs (comma-separated)', type: 'list' },
       { name: 'published', label: 'Published in the portal', type: 'check' },
+      { name: 'access', label: 'Access', type: 'select', options: ['protected', 'authenticated', 'anonymous'], value: 'protected' },
+      { name: 'visible_to', label: 'Visible to groups (comma-separated; empty: developers)', type: 'list' },
     ],
   },
   plans: {
@@ -186,6 +188,14 @@ const RESOURCES = {
     columns: ['id', 'name', 'email'],
     create: [{ name: 'id', label: 'Id', required: true }, { name: 'name', label: 'Name' }, { name: 'email', label: 'Email' }],
   },
+  groups: {
+    one: 'group', title: 'Groups', family: 'consumers',
+    columns: ['id', 'name', 'system', 'description'],
+    create: [
+      { name: 'id', label: 'Id', required: true }, { name: 'name', label: 'Name' },
+      { name: 'description', label: 'Description' },
+    ],
+  },
   apps: {
     one: 'app', title: 'Apps', family: 'apps',
     columns: ['id', 'consumer', 'name'],
@@ -198,13 +208,18 @@ const RESOURCES = {
     one: 'subscription', title: 'Subscriptions', family: 'subscriptions',
     columns: ['id', 'app', 'plan', 'product', 'state'],
     create: [{ name: 'app', label: 'App', required: true }, { name: 'plan', label: 'Plan', required: true }],
+    secret: (v) => ['Primary and secondary keys of ' + v.id, 'primary: ' + v.secrets.primary + '  secondary: ' + v.secrets.secondary],
     actions: (s) => ({
       pending: [['Approve', 'active'], ['Reject', 'rejected']],
       active: [['Suspend', 'suspended']],
       suspended: [['Resume', 'active']],
     }[s.state] || []).map(([label, to]) => ({
       label, run: () => api('PATCH', '/subscriptions/' + s.id, { state: to }),
-    })),
+    })).concat(s.state === 'rejected' ? [] : ['primary', 'secondary'].map((slot) => ({
+      label: 'Regenerate ' + slot + ' key',
+      secret: (v) => ['The ' + slot + ' key of ' + v.subscription.id, v.secret],
+      run: () => api('POST', '/subscriptions/' + s.id + '/keys/' + slot + '/regenerate', {}),
+    }))),
   },
   keys: {
     one: 'API key', title: 'API keys', family: 'keys',
@@ -484,6 +499,7 @@ const SECTIONS = [
   ['products', 'Products', 'products'],
   ['plans', 'Plans', 'plans'],
   ['consumers', 'Consumers', 'consumers'],
+  ['groups', 'Groups', 'consumers'],
   ['apps', 'Apps', 'apps'],
   ['subscriptions', 'Subscriptions', 'subscriptions'],
   ['accounts', 'Portal accounts', 'consumers'],

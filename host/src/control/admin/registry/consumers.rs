@@ -1,9 +1,10 @@
-//! Consumers in the registry.
+//! Consumers in the registry. The id `anonymous` is reserved: it is who a
+//! call without credentials is, on a product open to anonymous callers.
 
 use super::{detail_of, key, Actor, Registry, Tx};
 use crate::control::admin::error::AdminError;
 use crate::control::admin::model::{
-    check_email, check_id, check_text, Consumer, ConsumerCreate, ConsumerUpdate, Ts,
+    check_email, check_id, check_text, Consumer, ConsumerCreate, ConsumerUpdate, Ts, ANONYMOUS,
 };
 
 impl Registry {
@@ -13,6 +14,12 @@ impl Registry {
         req: ConsumerCreate,
     ) -> Result<Consumer, AdminError> {
         check_id("id", &req.id)?;
+        if req.id == ANONYMOUS {
+            return Err(AdminError::unprocessable(
+                "id",
+                format!("`{ANONYMOUS}` is reserved for callers without credentials"),
+            ));
+        }
         let name = req.name.unwrap_or_else(|| req.id.clone());
         check_text("name", &name, 200)?;
         if let Some(e) = &req.email {
@@ -76,6 +83,7 @@ impl Registry {
         let mut tx = Tx::default();
         // Its portal account goes with it.
         self.delete_account_of(&mut tx, id)?;
+        self.delete_memberships_of(&mut tx, id)?;
         tx.del(key("consumer", id));
         self.commit(tx, actor, "delete", "consumer", id, serde_json::json!({}))
     }

@@ -1,11 +1,17 @@
 //! Products in the registry: the APIs they cover, checked against the
-//! serving configuration.
+//! serving configuration, the groups they are visible to, and who may call
+//! them without a subscription. An open product's APIs are indexed
+//! (`idx/open-api/API/PRODUCT`) so that the data path finds the open
+//! products of an API with one prefix scan.
 
-use super::{detail_of, key, Actor, Registry, Tx};
+use super::{detail_of, idx, key, unchanged, Actor, Registry, Tx};
 use crate::control::admin::error::{truncate, AdminError};
 use crate::control::admin::model::{
     check_id, check_text, Product, ProductCreate, ProductUpdate, Ts,
 };
+
+/// The index of open products by API.
+pub(super) const OPEN_API: &str = "open-api";
 
 impl Registry {
     pub fn create_product(
@@ -20,6 +26,7 @@ impl Registry {
         check_text("description", &req.description, 4000)?;
         check_apis(&req.apis, api_exists)?;
         let _w = self.lock();
+        self.check_visible_to(&req.visible_to)?;
         if self.get::<Product>("product", &req.id)?.is_some() {
             return Err(AdminError::conflict(format!(
                 "product `{}` exists already",
@@ -33,18 +40,15 @@ impl Registry {
             description: req.description,
             apis: req.apis,
             published: req.published,
+            access: req.access,
+            visible_to: req.visible_to,
             created_at: now,
             updated_at: now,
         };
-        self.save(
-            actor,
-            "create",
-            "product",
-            "product",
-            &p.id,
-            &p,
-            detail_of(&p),
-        )?;
+        let mut tx = Tx::default();
+        tx.put("product", &p.id, &p);
+        index_open(&mut tx, &p);
+        self.commit(tx, actor, "create", "product", &p.id, detail_of(&p))?;
         Ok(p)
     }
 
@@ -73,16 +77,64 @@ impl Registry {
         if let Some(b) = req.published {
             p.published = b;
         }
-        self.save_update(actor, id, &before, p, |p| p.updated_at = Ts::now())
+        if let Some(a) = req.access {
+            p.access = a;
+        }
+        if let Some(v) = req.visible_to {
+            self.check_visible_to(&v)?;
+            p.visible_to = v;
+        }
+        if unchanged(&before, &p) {
+            return Ok(p);
+        }
+        p.updated_at = Ts::now();
+        let mut tx = Tx::default();
+        unindex_open(&mut tx, &before);
+        tx.put("product", id, &p);
+        index_open(&mut tx, &p);
+        self.commit(tx, actor, "update", "product", id, detail_of(&p))?;
+        Ok(p)
+    }
+
+    /// The open products covering `api`, in id order (published or not:
+    /// the caller decides).
+    pub(super) fn open_products(&self, api: &str) -> Vec<Product> {
+        if api.is_empty() || api.len() > 256 {
+            return Vec::new();
+        }
+        let ids = self.children(OPEN_API, api).unwrap_or_default();
+        ids.iter()
+            .filter_map(|id| self.get::<Product>("product", id).ok().flatten())
+            .filter(|p| p.access.is_open() && p.apis.iter().any(|a| a == api))
+            .collect()
     }
 
     pub fn delete_product(&self, actor: Actor, id: &str) -> Result<(), AdminError> {
         let _w = self.lock();
-        let _: Product = self.must("product", "product", id)?;
+        let p: Product = self.must("product", "product", id)?;
         self.refuse_children("plan-of-product", "product", id, "plans")?;
         let mut tx = Tx::default();
+        unindex_open(&mut tx, &p);
         tx.del(key("product", id));
         self.commit(tx, actor, "delete", "product", id, serde_json::json!({}))
+    }
+}
+
+/// Index an open product under each of its APIs.
+fn index_open(tx: &mut Tx, p: &Product) {
+    if p.access.is_open() {
+        for api in &p.apis {
+            tx.put_raw(idx(OPEN_API, api, &p.id), b"");
+        }
+    }
+}
+
+/// Remove what [`index_open`] wrote for `p` (as it was stored).
+fn unindex_open(tx: &mut Tx, p: &Product) {
+    if p.access.is_open() {
+        for api in &p.apis {
+            tx.del(idx(OPEN_API, api, &p.id));
+        }
     }
 }
 
