@@ -375,12 +375,9 @@ pub(super) fn ready(file: &Path, spec: &ApiSpec, upstream: Upstream, scoped: Sco
 /// A route of API `api` (its index among the built APIs), `order`-th in
 /// the manifests.
 pub(super) fn compile_route(api: usize, order: usize, r: &RouteSpec) -> Result<Route, String> {
-    let (path, label) = match (&r.path, &r.prefix) {
-        (Some(p), None) => (PathPattern::template(p)?, p.clone()),
-        (None, Some(p)) => (
-            PathPattern::prefix(p)?,
-            format!("{}/**", p.trim_end_matches('/')),
-        ),
+    let path = match (&r.path, &r.prefix) {
+        (Some(p), None) => PathPattern::template(p)?,
+        (None, Some(p)) => PathPattern::prefix(p)?,
         (Some(_), Some(_)) => return Err("give either `path` or `prefix`, not both".into()),
         (None, None) => return Err("give `path` (e.g. \"/pets/{id}\") or `prefix`".into()),
     };
@@ -404,7 +401,7 @@ pub(super) fn compile_route(api: usize, order: usize, r: &RouteSpec) -> Result<R
     }
     Ok(Route {
         api,
-        name: r.name.as_ref().map_or(label, |n| n.to_string()),
+        name: super::scope::route_label(r),
         hosts,
         path,
         methods,

@@ -41,7 +41,7 @@ pub use inputs::Inputs;
 pub use manifests::{in_policy_folder, manifest_files};
 pub use plugin::find_plugin;
 pub use revision::{Revision, REVISION_PREFIX};
-pub use scope::{Chains, OuterChains, Scope};
+pub use scope::{route_label, Chains, OuterChains, Scope};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -423,9 +423,9 @@ fn check_base(owner: Owner, spec: &StepSpec, earlier: Option<usize>) -> Result<(
     Ok(())
 }
 
-/// A route's name as the router names it: its `name`, else its path or
-/// prefix pattern.
-pub(super) fn route_label(r: &crate::manifest::RouteSpec) -> String {
+/// A route's name as the router names it: its `name`, else its path, else
+/// its prefix as `PREFIX/**`.
+pub fn route_label(r: &crate::manifest::RouteSpec) -> String {
     match (&r.name, &r.path, &r.prefix) {
         (Some(n), _, _) => n.to_string(),
         (None, Some(p), _) => p.clone(),

@@ -820,16 +820,7 @@ impl ChainTarget {
     }
 }
 
-/// A route's name as the router names it: its `name`, else its path, else
-/// its prefix as `PREFIX/**`.
-pub fn route_label(r: &crate::manifest::RouteSpec) -> String {
-    match (&r.name, &r.path, &r.prefix) {
-        (Some(n), _, _) => n.to_string(),
-        (None, Some(p), _) => p.clone(),
-        (None, None, Some(p)) => format!("{}/**", p.trim_end_matches('/')),
-        (None, None, None) => String::new(),
-    }
-}
+pub use crate::loader::route_label;
 
 /// The same for a route's table in a manifest being edited.
 fn table_route_label(t: &Table) -> String {

@@ -159,7 +159,8 @@ pub fn assign_chain(c: Call) -> BoxFuture<'static, Reply> {
     })
 }
 
-fn find_api<'a>(g: &'a Generation, name: &str) -> Result<&'a Api, AdminError> {
+/// API `name` of the serving configuration, or `404`.
+pub(super) fn find_api<'a>(g: &'a Generation, name: &str) -> Result<&'a Api, AdminError> {
     g.apis
         .iter()
         .find(|a| &*a.name == name)
@@ -443,7 +444,7 @@ fn rewrite(
 
 /// A manifest edit that was not applied, as the admin API answers it
 /// (`what` was edited: `chain`, `api`).
-fn edit_error(e: EditError, what: &str) -> AdminError {
+pub(super) fn edit_error(e: EditError, what: &str) -> AdminError {
     match e {
         EditError::Diverged(m) => AdminError::conflict(m),
         EditError::Io(m) => AdminError::unavailable(m),

@@ -8,12 +8,12 @@
 //! route of an API runs once the scopes are composed
 //! (`/admin/v1/apis/{name}/effective-chains`).
 
+use super::apis::{edit_error, find_api};
 use super::request::Call;
 use super::{blocking, ok, Reply};
 use crate::control::admin::chain::{self, ChainAssign, ChainTarget};
 use crate::control::admin::error::AdminError;
 use crate::control::admin::model::Product;
-use crate::control::EditError;
 use crate::loader::{Api, Generation, Scope};
 use crate::manifest::PolicyManifest;
 use futures_util::future::BoxFuture;
@@ -110,13 +110,6 @@ fn step(api: &Api, i: usize) -> Value {
         v["when"] = w.source().into();
     }
     v
-}
-
-fn find_api<'a>(g: &'a Generation, name: &str) -> Result<&'a Api, AdminError> {
-    g.apis
-        .iter()
-        .find(|a| &*a.name == name)
-        .ok_or_else(|| AdminError::not_found("API", name))
 }
 
 /// The product of the path: one of the registry's, or one whose chain a
@@ -241,15 +234,7 @@ async fn assign(c: Call, target: ChainTarget) -> Reply {
             rewrite(text, &edit_target, &req.chain)
         })
         .await;
-    let (generation, etag) = result.map_err(|e| match e {
-        EditError::Diverged(m) => AdminError::conflict(m),
-        EditError::Io(m) => AdminError::unavailable(m),
-        EditError::Refused(e) => e,
-        EditError::Invalid(errs) => AdminError::unprocessable(
-            "chain",
-            format!("the configuration with this chain does not check:\n{errs}"),
-        ),
-    })?;
+    let (generation, etag) = result.map_err(|e| edit_error(e, "chain"))?;
     let (kind, id) = target.audited();
     let (reg, actor) = (c.registry.clone(), c.actor().to_string());
     blocking(move || reg.audit(&actor, "assign-chain", kind, &id, detail))

@@ -3,13 +3,14 @@
 //! `If-Match`, the manifest's SHA-256), is checked by a full build before
 //! it is written, goes live by a reload, and is audited.
 
+use super::apis::find_api;
 use super::request::Call;
 use super::{blocking, created, ok, Reply};
 use crate::control::admin::chain::{self, ChainAssign};
 use crate::control::admin::error::AdminError;
 use crate::control::admin::revisions::{self, LifecycleInput, RevisionInput};
 use crate::control::EditError;
-use crate::loader::{Api, Generation, REVISION_PREFIX};
+use crate::loader::{Generation, REVISION_PREFIX};
 use crate::manifest::{ApiSpec, LifecycleSpec};
 use crate::route::{VersionFrom, VersionSetInfo};
 use futures_util::future::BoxFuture;
@@ -87,13 +88,6 @@ pub fn lifecycle_view(l: Option<&LifecycleSpec>) -> Value {
         o["successor"] = s.as_str().into();
     }
     o
-}
-
-fn find_api<'a>(g: &'a Generation, name: &str) -> Result<&'a Api, AdminError> {
-    g.apis
-        .iter()
-        .find(|a| &*a.name == name)
-        .ok_or_else(|| AdminError::not_found("API", name))
 }
 
 /// The `{n}` of a revision's path.
